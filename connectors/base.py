@@ -1,0 +1,61 @@
+"""The connector contract: a few async methods that turn one PACS into normalized StudyRecords."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from federation.models import Deadline, PatientQuery, SourceInfo, StudyRecord
+
+
+@dataclass(frozen=True)
+class SourceAnswer:
+    """What one source returned: its records and any non-fatal warnings (no patient data in them)."""
+
+    records: Sequence[StudyRecord]
+    warnings: Sequence[str] = field(default_factory=tuple)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """Process-wide resources a connector may borrow; it must not close them."""
+
+    http_client: httpx.AsyncClient | None = None
+
+
+class Connector(abc.ABC):
+    """One hospital PACS, queried over one protocol.
+
+    Implementations raise only :class:`federation.errors.ConnectorError` subclasses and respect the
+    deadline they are given; the engine also cancels them when it passes.
+    """
+
+    kind: ClassVar[str]
+    supports_issuer_of_patient_id: ClassVar[bool] = False
+    """The connector sends IssuerOfPatientID (0010,0021) as a matching key."""
+
+    def __init__(self, settings: Any, context: ConnectorContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.info = SourceInfo(id=settings.id, name=settings.name, kind=self.kind)
+
+    @property
+    def id(self) -> str:
+        """The configured source id."""
+        return self.info.id
+
+    @abc.abstractmethod
+    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
+        """Every study this source holds for the patient, as StudyRecords."""
+
+    @abc.abstractmethod
+    async def ping(self, deadline: Deadline) -> None:
+        """Check that the source answers (C-ECHO, a QIDO request); raise ConnectorError if not."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the connector holds (threads, associations)."""

@@ -1,0 +1,193 @@
+"""Settings: one YAML file plus ``PACSFED_`` environment overrides, validated once at start-up.
+
+Environment variables override the file; nested keys use ``__`` (``PACSFED_CACHE__URL``).
+The object is built by :func:`load_settings` and passed down; there is no module-level instance.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from federation.errors import ConfigError
+
+SourceId = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
+AeTitle = Annotated[str, Field(pattern=r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CacheSettings(_Strict):
+    """Where answers are written through to."""
+
+    backend: Literal["elasticsearch", "memory"] = "elasticsearch"
+    url: str = "http://127.0.0.1:9200"
+    index_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "pacsfed"
+    request_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    write_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.5
+    """How long a query waits, after its last source answered, for its cache writes to finish."""
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class _SourceCommon(_Strict):
+    id: SourceId
+    name: str = ""
+    issuer: str | None = None
+    enabled: bool = True
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @model_validator(mode="after")
+    def _default_name(self) -> _SourceCommon:
+        if not self.name:
+            self.name = self.id
+        return self
+
+
+class DimseSourceSettings(_SourceCommon):
+    """A PACS queried with DIMSE C-FIND (PS3.4 C.4.1)."""
+
+    kind: Literal["dimse"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    called_ae: AeTitle
+    calling_ae: AeTitle = "PACSFED"
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    acse_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    dimse_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    network_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    query_charset: str | None = "ISO_IR 192"
+    """SpecificCharacterSet sent in the query, asking the peer to answer in it; null sends none."""
+    max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class BasicAuth(_Strict):
+    """HTTP basic credentials."""
+
+    type: Literal["basic"]
+    username: str
+    password: SecretStr
+
+
+class BearerAuth(_Strict):
+    """A static bearer token."""
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+
+class DicomwebSourceSettings(_SourceCommon):
+    """A PACS queried with DICOMweb QIDO-RS (PS3.18 10.6)."""
+
+    kind: Literal["dicomweb"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    auth: Annotated[BasicAuth | BearerAuth, Field(discriminator="type")] | None = None
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    verify_tls: bool = True
+
+
+SourceSettings = Annotated[DimseSourceSettings | DicomwebSourceSettings, Field(discriminator="kind")]
+
+
+class ServerSettings(_Strict):
+    """Where ``pacsfed serve`` listens."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+
+
+class QuerySettings(_Strict):
+    """Defaults for every patient query."""
+
+    default_deadline_ms: Annotated[int, Field(ge=50, le=120_000)] = 5000
+    max_deadline_ms: Annotated[int, Field(ge=50, le=600_000)] = 60_000
+
+
+class Settings(BaseSettings):
+    """Everything pacsfed is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PACSFED_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    cache: CacheSettings = CacheSettings()
+    sources: list[SourceSettings] = []
+    server: ServerSettings = ServerSettings()
+    query: QuerySettings = QuerySettings()
+
+    @model_validator(mode="after")
+    def _unique_source_ids(self) -> Settings:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.id in seen:
+                raise ValueError(f"source id {source.id!r} is used twice")
+            seen.add(source.id)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then the YAML file (passed as init values): env overrides the file.
+        return (env_settings, init_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return data
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid configuration"]
+    for item in error.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``path`` (YAML) and the environment; raise ConfigError if invalid."""
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path) if path else "configuration")) from exc
+
+
+def settings_from_mapping(data: dict[str, Any]) -> Settings:
+    """Build settings from an in-memory mapping (tests, the demo); raise ConfigError if invalid."""
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "configuration")) from exc
