@@ -68,7 +68,9 @@ class PatientQuery(_Frozen):
             return None
         value = value.strip()
         if _WILDCARDS & set(value) or len(value) > _MAX_ID_LENGTH:
-            raise QueryError("issuer must be a plain value of at most 64 characters", code="BAD_PATIENT_INPUT")
+            raise QueryError(
+                "issuer must be a plain value of at most 64 characters", code="BAD_PATIENT_INPUT"
+            )
         return value or None
 
 
@@ -175,5 +177,3 @@ class PatientHistory(_Frozen):
     def partial(self) -> bool:
         """True when at least one queried source did not answer."""
         return not self.complete
-
-

@@ -1,0 +1,160 @@
+"""DICOMweb connector: QIDO-RS study search (PS3.18 10.6) with paging, parsed from the DICOM JSON model (PS3.18 F.2)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import httpx
+from pydicom.dataset import Dataset
+
+from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
+from connectors.base import Connector, ConnectorContext, SourceAnswer
+from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.models import Deadline, PatientQuery, StudyRecord
+from federation.settings import BasicAuth, DicomwebSourceSettings
+
+DICOM_JSON = "application/dicom+json"
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_INCLUDE_FIELDS = ",".join(k for k in STUDY_RETURN_KEYWORDS if k != "RetrieveAETitle") + ",RetrieveURL"
+
+
+class DicomwebConnector(Connector):
+    """Queries one PACS with QIDO-RS over HTTP(S)."""
+
+    kind = "dicomweb"
+    supports_issuer_of_patient_id = True
+
+    settings: DicomwebSourceSettings
+
+    def __init__(self, settings: DicomwebSourceSettings, context: ConnectorContext) -> None:
+        super().__init__(settings, context)
+        self._base_url = settings.url.rstrip("/")
+        self._owned_client: httpx.AsyncClient | None = None
+        self._headers = {"Accept": f"{DICOM_JSON}, application/json;q=0.9"}
+        self._auth: httpx.Auth | None = None
+        if isinstance(settings.auth, BasicAuth):
+            self._auth = httpx.BasicAuth(settings.auth.username, settings.auth.password.get_secret_value())
+        elif settings.auth is not None:
+            self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self.context.http_client is not None:
+            return self.context.http_client
+        if self._owned_client is None:
+            self._owned_client = httpx.AsyncClient(verify=self.settings.verify_tls)
+        return self._owned_client
+
+    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
+        """Every study of the patient, following limit/offset pages up to ``max_results``."""
+        params: dict[str, str | int] = {"PatientID": query.patient_id, "includefield": _INCLUDE_FIELDS}
+        if query.issuer:
+            params["IssuerOfPatientID"] = query.issuer
+        page_size = min(self.settings.page_size, self.settings.max_results)
+        records: dict[str, StudyRecord] = {}
+        warnings_seen: list[str] = []
+        offset = 0
+        truncated = False
+        while True:
+            page, header_warning = await self._get_page(
+                {**params, "limit": page_size, "offset": offset}, deadline
+            )
+            if header_warning:
+                warnings_seen.append(header_warning)
+            for item in page:
+                record = _record_from_json(item, self.id, warnings_seen)
+                if record is not None:
+                    warnings_seen.extend(record.warnings)
+                    records[record.study_instance_uid] = record
+            offset += len(page)
+            if len(page) < page_size or len(page) > page_size:
+                break  # the last page, or a server that ignores limit and sent everything
+            if len(records) >= self.settings.max_results:
+                truncated = True
+                warnings_seen.append(f"stopped after {self.settings.max_results} studies (max_results)")
+                break
+        return SourceAnswer(
+            records=list(records.values()), warnings=tuple(dict.fromkeys(warnings_seen)), truncated=truncated
+        )
+
+    async def ping(self, deadline: Deadline) -> None:
+        """A minimal QIDO request that any conformant server answers (limit=1)."""
+        await self._get_page({"limit": 1, "includefield": "StudyInstanceUID"}, deadline)
+
+    async def aclose(self) -> None:
+        """Close the client this connector made for itself, if any."""
+        if self._owned_client is not None:
+            await self._owned_client.aclose()
+            self._owned_client = None
+
+    async def _get_page(self, params: dict[str, Any], deadline: Deadline) -> tuple[list[Any], str | None]:
+        timeout = max(min(self.settings.timeout_s, deadline.remaining()), 0.01)
+        try:
+            async with self._client.stream(
+                "GET",
+                f"{self._base_url}/studies",
+                params=params,
+                headers=self._headers,
+                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+                timeout=timeout,
+            ) as response:
+                body = await _read_capped(response)
+        except httpx.TimeoutException as exc:
+            raise SourceTimeout("QIDO request timed out") from exc
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            raise SourceUnreachable("connection refused or host unreachable") from exc
+        except httpx.HTTPError as exc:
+            raise SourceProtocolError(f"QIDO transport error ({type(exc).__name__})") from exc
+        if response.status_code in (401, 403):
+            raise SourceAuthError(f"QIDO refused our credentials (HTTP {response.status_code})")
+        if response.status_code == 204 or (response.status_code == 200 and not body.strip()):
+            return [], _warning_header(response)
+        if response.status_code != 200:
+            raise SourceProtocolError(f"QIDO answered HTTP {response.status_code}")
+        try:
+            page = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SourceProtocolError("QIDO answer is not valid JSON") from exc
+        if not isinstance(page, list):
+            raise SourceProtocolError("QIDO answer is not a JSON array")
+        return page, _warning_header(response)
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The response body, refusing bodies larger than MAX_RESPONSE_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise SourceProtocolError(f"QIDO answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _warning_header(response: httpx.Response) -> str | None:
+    """The server's Warning header (PS3.18 8.3.5.1), kept as a source warning rather than lost."""
+    value = response.headers.get("Warning")
+    return f"server warning: {value[:200]}" if value else None
+
+
+def _record_from_json(item: Any, source_id: str, warnings_seen: list[str]) -> StudyRecord | None:
+    """One DICOM JSON object as a StudyRecord; a malformed object is skipped with a warning."""
+    if not isinstance(item, dict):
+        warnings_seen.append("a QIDO result that is not a JSON object was ignored")
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = Dataset.from_json(item, bulk_data_uri_handler=lambda *_: b"")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            warnings_seen.append(f"a QIDO result in malformed DICOM JSON was ignored ({type(exc).__name__})")
+            return None
+    if caught:
+        warnings_seen.append("a QIDO result carried values pydicom could not validate")
+    record = study_record_from_dataset(dataset, source_id)
+    if record is None:
+        warnings_seen.append("a QIDO result without StudyInstanceUID was ignored")
+    return record

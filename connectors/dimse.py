@@ -1,0 +1,254 @@
+"""DIMSE connector: Study Root C-FIND at STUDY level (PS3.4 C.4.1), with a Patient Root fallback.
+
+pynetdicom's association API blocks, so every association runs in a thread pool bounded per
+source: a hung PACS can use up its own threads, never the event loop or another source's.
+pynetdicom reports timeouts and aborts as empty status datasets and association flags, not
+exceptions; each is checked here and turned into a ConnectorError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+from pynetdicom.status import code_to_category
+
+from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
+from connectors.base import Connector, ConnectorContext, SourceAnswer
+from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.models import Deadline, PatientQuery, StudyRecord
+from federation.settings import DimseSourceSettings
+
+# pynetdicom logs whole identifiers (names, IDs, birth dates) by default: never let it.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+_FIND_MODELS = (
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelFind,
+)
+_MESSAGE_ID = 1
+_MIN_TIMEOUT_S = 0.05
+
+
+@dataclass
+class _AssociationWatch:
+    """What happened on the wire while an association was being set up or used."""
+
+    connected: bool = False
+    peer_aborted: bool = False
+    association: Association | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        def on_open(_event: Any) -> None:
+            self.connected = True
+
+        def on_abort(_event: Any) -> None:
+            self.peer_aborted = True
+
+        return [(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ABORTED, on_abort)]
+
+
+class DimseConnector(Connector):
+    """Queries one PACS with C-FIND over a DICOM association."""
+
+    kind = "dimse"
+    supports_issuer_of_patient_id = True
+
+    settings: DimseSourceSettings
+
+    def __init__(self, settings: DimseSourceSettings, context: ConnectorContext) -> None:
+        super().__init__(settings, context)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.max_concurrency, thread_name_prefix=f"pacsfed-dimse-{settings.id}"
+        )
+
+    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
+        """Every study of the patient, via one C-FIND on a fresh association."""
+        return await self._run(self._find_blocking, query, deadline)
+
+    async def ping(self, deadline: Deadline) -> None:
+        """C-ECHO the peer (PS3.7 9.1.5)."""
+        await self._run(self._echo_blocking, deadline)
+
+    async def aclose(self) -> None:
+        """Stop the source's threads; running associations end at their own timeouts."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        watch = _AssociationWatch()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, function, *args, watch)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The engine gave up (deadline): free the thread now rather than at the peer's timeout.
+            watch.cancelled.set()
+            if watch.association is not None:
+                threading.Thread(target=_abort_quietly, args=(watch.association,), daemon=True).start()
+            raise
+
+    def _application_entity(self, deadline: Deadline, contexts: tuple[str, ...]) -> AE:
+        s = self.settings
+        remaining = max(deadline.remaining(), _MIN_TIMEOUT_S)
+        ae = AE(ae_title=s.calling_ae)
+        ae.connection_timeout = min(s.connect_timeout_s, remaining)
+        ae.acse_timeout = min(s.acse_timeout_s, remaining)
+        ae.dimse_timeout = min(s.dimse_timeout_s, remaining)
+        ae.network_timeout = min(s.network_timeout_s, remaining)
+        for context in contexts:
+            ae.add_requested_context(context)
+        return ae
+
+    def _associate(
+        self, deadline: Deadline, contexts: tuple[str, ...], watch: _AssociationWatch
+    ) -> Association:
+        s = self.settings
+        ae = self._application_entity(deadline, contexts)
+        started = time.monotonic()
+        assoc = ae.associate(s.host, s.port, ae_title=s.called_ae, evt_handlers=watch.handlers())
+        watch.association = assoc
+        if assoc.is_established:
+            if watch.cancelled.is_set():
+                _abort_quietly(assoc)
+                raise SourceTimeout("query abandoned at the deadline")
+            return assoc
+        elapsed = time.monotonic() - started
+        if not watch.connected:
+            if deadline.expired or elapsed >= ae.connection_timeout * 0.95:
+                raise SourceTimeout(f"no TCP connection within {elapsed:.1f} s")
+            raise SourceUnreachable("connection refused or host unreachable")
+        if assoc.is_rejected:
+            raise SourceUnreachable(f"association rejected by {s.called_ae} (is {s.calling_ae} known there?)")
+        if watch.peer_aborted:
+            raise SourceUnreachable(f"association aborted by the peer (is {s.calling_ae} registered there?)")
+        raise SourceTimeout(f"no association response within {elapsed:.1f} s")
+
+    def _find_blocking(
+        self, query: PatientQuery, deadline: Deadline, watch: _AssociationWatch
+    ) -> SourceAnswer:
+        assoc = self._associate(deadline, _FIND_MODELS, watch)
+        try:
+            model = _accepted_model(assoc)
+            return self._collect(
+                assoc, model, _find_identifier(query, self.settings.query_charset), deadline, watch
+            )
+        finally:
+            if assoc.is_established:
+                if watch.cancelled.is_set() or deadline.expired:
+                    _abort_quietly(assoc)
+                else:
+                    assoc.release()
+
+    def _collect(
+        self,
+        assoc: Association,
+        model: str,
+        identifier: Dataset,
+        deadline: Deadline,
+        watch: _AssociationWatch,
+    ) -> SourceAnswer:
+        records: dict[str, StudyRecord] = {}
+        warnings: list[str] = []
+        truncated = False
+        try:
+            responses = assoc.send_c_find(identifier, model, msg_id=_MESSAGE_ID)
+        except ValueError as exc:
+            raise SourceProtocolError("could not encode the C-FIND identifier") from exc
+        for status, answer in responses:
+            if watch.cancelled.is_set():
+                raise SourceTimeout("query abandoned at the deadline")
+            if not status or "Status" not in status:
+                # pynetdicom yields an empty status on DIMSE timeout, abort or connection loss.
+                if deadline.expired or (not assoc.is_aborted and not watch.peer_aborted):
+                    raise SourceTimeout("no C-FIND response in time")
+                raise SourceProtocolError("association aborted during the C-FIND")
+            code = int(status.Status)
+            category = code_to_category(code)
+            if category == "Pending":
+                if answer is None:
+                    warnings.append("a pending response carried no identifier")
+                    continue
+                record = study_record_from_dataset(answer, self.id)
+                if record is None:
+                    warnings.append("a response without StudyInstanceUID was ignored")
+                    continue
+                warnings.extend(record.warnings)
+                records[record.study_instance_uid] = record
+                if len(records) >= self.settings.max_results:
+                    truncated = True
+                    warnings.append(f"stopped after {self.settings.max_results} studies (max_results)")
+                    with contextlib.suppress(Exception):
+                        assoc.send_c_cancel(_MESSAGE_ID, query_model=model)
+                    break
+            elif category == "Success":
+                break
+            elif category == "Cancel":
+                truncated = True
+                warnings.append("the peer cancelled the C-FIND")
+                break
+            elif category == "Warning":
+                warnings.append(f"C-FIND ended with warning status 0x{code:04X}")
+                break
+            else:
+                raise SourceProtocolError(f"C-FIND failed with status 0x{code:04X}")
+        return SourceAnswer(
+            records=list(records.values()),
+            warnings=tuple(dict.fromkeys(warnings)),
+            truncated=truncated,
+        )
+
+    def _echo_blocking(self, deadline: Deadline, watch: _AssociationWatch) -> None:
+        assoc = self._associate(deadline, (Verification,), watch)
+        try:
+            status = assoc.send_c_echo()
+            if not status or "Status" not in status:
+                raise SourceTimeout("no C-ECHO response in time")
+            if int(status.Status) != 0x0000:
+                raise SourceProtocolError(f"C-ECHO failed with status 0x{int(status.Status):04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+def _accepted_model(assoc: Association) -> str:
+    """The first of Study Root / Patient Root FIND that the peer accepted."""
+    accepted = {context.abstract_syntax for context in assoc.accepted_contexts}
+    for model in _FIND_MODELS:
+        if model in accepted:
+            return str(model)
+    raise SourceProtocolError("the peer accepts neither Study Root nor Patient Root C-FIND")
+
+
+def _find_identifier(query: PatientQuery, charset: str | None) -> Dataset:
+    """The STUDY-level C-FIND identifier: the patient's ID as matching key, the rest as return keys."""
+    identifier = Dataset()
+    if charset:
+        identifier.SpecificCharacterSet = charset
+    identifier.QueryRetrieveLevel = "STUDY"
+    for keyword in STUDY_RETURN_KEYWORDS:
+        setattr(identifier, keyword, "")
+    identifier.PatientID = query.patient_id
+    if query.issuer:
+        identifier.IssuerOfPatientID = query.issuer
+    return identifier
+
+
+def _abort_quietly(assoc: Association) -> None:
+    """Abort an association, ignoring errors: it is being abandoned anyway."""
+    with contextlib.suppress(Exception):
+        assoc.abort()

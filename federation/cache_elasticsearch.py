@@ -1,0 +1,188 @@
+"""Elasticsearch exam cache: one document per (source, study), written with the bulk API.
+
+An index template with an explicit, strict mapping is installed at start-up (or at the first
+write after Elasticsearch comes back). No analysis plugins are needed: text that must match
+loosely is folded in Python before indexing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from elasticsearch import ApiError, AsyncElasticsearch, TransportError
+
+from federation.cache import CacheHealth, ExamCache, document_id
+from federation.errors import CacheError
+from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
+from federation.settings import CacheSettings
+
+MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "source_id": {"type": "keyword"},
+        "source_name": {"type": "keyword", "index": False},
+        "query_patient_id": {"type": "keyword"},
+        "query_issuer": {"type": "keyword"},
+        "study_instance_uid": {"type": "keyword"},
+        "patient_id": {"type": "keyword"},
+        "issuer_of_patient_id": {"type": "keyword"},
+        "patient_name": {"type": "keyword"},
+        "patient_birth_date": {"type": "date", "format": "strict_date"},
+        "patient_sex": {"type": "keyword"},
+        "study_date": {"type": "date", "format": "strict_date"},
+        "study_time": {"type": "keyword"},
+        "accession_number": {"type": "keyword"},
+        "modalities": {"type": "keyword"},
+        "description": {"type": "text"},
+        "referring_physician_name": {"type": "keyword"},
+        "number_of_series": {"type": "integer"},
+        "number_of_instances": {"type": "integer"},
+        "retrieve_ae_title": {"type": "keyword", "index": False},
+        "retrieve_url": {"type": "keyword", "index": False},
+        "specific_character_set": {"type": "keyword", "index": False},
+        "cached_at": {"type": "date"},
+    },
+}
+
+
+def _document(
+    source: SourceInfo, query: PatientQuery, record: StudyRecord, now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "source_id": source.id,
+        "source_name": source.name,
+        "query_patient_id": query.patient_id,
+        "query_issuer": query.issuer,
+        "study_instance_uid": record.study_instance_uid,
+        "patient_id": record.patient_id,
+        "issuer_of_patient_id": record.issuer_of_patient_id,
+        "patient_name": record.patient_name,
+        "patient_birth_date": record.patient_birth_date.isoformat() if record.patient_birth_date else None,
+        "patient_sex": record.patient_sex,
+        "study_date": record.study_date.isoformat() if record.study_date else None,
+        "study_time": record.study_time.isoformat() if record.study_time else None,
+        "accession_number": record.accession_number,
+        "modalities": list(record.modalities),
+        "description": record.description,
+        "referring_physician_name": record.referring_physician_name,
+        "number_of_series": record.number_of_series,
+        "number_of_instances": record.number_of_instances,
+        "retrieve_ae_title": record.retrieve_ae_title,
+        "retrieve_url": record.retrieve_url,
+        "specific_character_set": list(record.specific_character_set),
+        "cached_at": now.isoformat(),
+    }
+
+
+def _record(source: dict[str, Any]) -> StudyRecord:
+    fields = {k: v for k, v in source.items() if k in StudyRecord.model_fields and v is not None}
+    fields["modalities"] = tuple(fields.get("modalities", ()))
+    fields["specific_character_set"] = tuple(fields.get("specific_character_set", ()))
+    return StudyRecord.model_validate(fields)
+
+
+class ElasticsearchExamCache(ExamCache):
+    """Writes source answers through to Elasticsearch with stable document ids."""
+
+    backend = "elasticsearch"
+
+    def __init__(self, settings: CacheSettings, client: AsyncElasticsearch | None = None) -> None:
+        self.settings = settings
+        self.index = f"{settings.index_prefix}-exams"
+        self._template_name = f"{settings.index_prefix}-exams"
+        self._template_ready = False
+        self._client = client if client is not None else make_client(settings)
+
+    @property
+    def client(self) -> AsyncElasticsearch:
+        """The process's one Elasticsearch client."""
+        return self._client
+
+    async def start(self) -> None:
+        """Install the index template now if Elasticsearch is up; otherwise at the next write."""
+        with contextlib.suppress(CacheError):
+            await self._ensure_template()
+
+    async def _ensure_template(self) -> None:
+        if self._template_ready:
+            return
+        try:
+            await self._client.indices.put_index_template(
+                name=self._template_name,
+                index_patterns=[f"{self.index}*"],
+                priority=100,
+                template={
+                    "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+                    "mappings": MAPPING,
+                },
+            )
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"cannot install the index template ({type(exc).__name__})") from exc
+        self._template_ready = True
+
+    async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
+        """Bulk-index one source's answer under stable ids."""
+        if not records:
+            return
+        await self._ensure_template()
+        now = dt.datetime.now(dt.UTC)
+        operations: list[dict[str, Any]] = []
+        for record in records:
+            operations.append(
+                {"index": {"_index": self.index, "_id": document_id(source.id, record.study_instance_uid)}}
+            )
+            operations.append(_document(source, query, record, now))
+        try:
+            response = await self._client.bulk(operations=operations)
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"bulk write failed ({type(exc).__name__})") from exc
+        if response.get("errors"):
+            failed = [item for item in response["items"] if item.get("index", {}).get("error")]
+            reason = failed[0]["index"]["error"].get("type", "unknown") if failed else "unknown"
+            raise CacheError(f"{len(failed)} of {len(records)} documents were refused ({reason})")
+
+    async def lookup(self, query: PatientQuery) -> list[StudyRecord]:
+        """Every cached study found for exactly this patient query."""
+        filters: list[dict[str, Any]] = [{"term": {"query_patient_id": query.patient_id}}]
+        if query.issuer:
+            filters.append({"term": {"query_issuer": query.issuer}})
+        else:
+            filters.append({"bool": {"must_not": {"exists": {"field": "query_issuer"}}}})
+        try:
+            response = await self._client.search(
+                index=self.index, query={"bool": {"filter": filters}}, size=10_000, ignore_unavailable=True
+            )
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"cache search failed ({type(exc).__name__})") from exc
+        return [_record(hit["_source"]) for hit in response["hits"]["hits"]]
+
+    async def health(self) -> CacheHealth:
+        """Ping the cluster with the request timeout."""
+        try:
+            await self._client.cluster.health(timeout="1s")
+        except (ApiError, TransportError) as exc:
+            return CacheHealth(CacheStatus.UNAVAILABLE, self.backend, f"{type(exc).__name__}")
+        return CacheHealth(CacheStatus.OK, self.backend)
+
+    async def aclose(self) -> None:
+        """Close the client."""
+        await self._client.close()
+
+
+def make_client(settings: CacheSettings) -> AsyncElasticsearch:
+    """The one AsyncElasticsearch client of the process, with fast failure when the node is down."""
+    auth: dict[str, Any] = {}
+    if settings.api_key is not None:
+        auth["api_key"] = settings.api_key.get_secret_value()
+    elif settings.username and settings.password is not None:
+        auth["basic_auth"] = (settings.username, settings.password.get_secret_value())
+    return AsyncElasticsearch(
+        settings.url,
+        request_timeout=settings.request_timeout_s,
+        max_retries=0,
+        retry_on_timeout=False,
+        **auth,
+    )
