@@ -8,6 +8,7 @@ SpecificCharacterSet (PS3.5 6.1); undecodable text yields replacement characters
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import unicodedata
 import warnings
 from collections.abc import Iterable
@@ -18,6 +19,10 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from federation.models import StudyRecord
+
+# pydicom logs invalid values verbatim at WARNING level, and values here are names and birth
+# dates: keep its logger quiet; the problems reach the source status as warnings instead.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 RETRIEVE_URL_TAG = 0x00081190
 
@@ -56,8 +61,11 @@ class _Reader:
             except Exception:
                 self.warnings.append(f"{keyword}: unreadable value")
                 return None
-        if caught:
-            self.warnings.append(f"{keyword}: text not decodable with the declared character set")
+        for warning in caught:
+            if "decode" in str(warning.message):
+                self.warnings.append(f"{keyword}: text not decodable with the declared character set")
+            else:
+                self.warnings.append(f"{keyword}: invalid value")
         if element is None:
             return None
         return element
@@ -104,7 +112,7 @@ class _Reader:
             return None
         parsed = parse_da(text)
         if parsed is None:
-            self.warnings.append(f"{keyword}: not a valid DA value")
+            self.warnings.append(f"{keyword}: invalid value")
         return parsed
 
     def time(self, keyword: str) -> dt.time | None:
@@ -113,7 +121,7 @@ class _Reader:
             return None
         parsed = parse_tm(text)
         if parsed is None:
-            self.warnings.append(f"{keyword}: not a valid TM value")
+            self.warnings.append(f"{keyword}: invalid value")
         return parsed
 
     def integer(self, keyword: str) -> int | None:
@@ -123,7 +131,7 @@ class _Reader:
         try:
             return int(float(text))
         except ValueError:
-            self.warnings.append(f"{keyword}: not a valid IS value")
+            self.warnings.append(f"{keyword}: invalid value")
             return None
 
 

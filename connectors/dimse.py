@@ -19,7 +19,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
@@ -53,7 +53,7 @@ class _AssociationWatch:
     association: Association | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[Any]:
         def on_open(_event: Any) -> None:
             self.connected = True
 
@@ -79,7 +79,8 @@ class DimseConnector(Connector):
 
     async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
         """Every study of the patient, via one C-FIND on a fresh association."""
-        return await self._run(self._find_blocking, query, deadline)
+        answer: SourceAnswer = await self._run(self._find_blocking, query, deadline)
+        return answer
 
     async def ping(self, deadline: Deadline) -> None:
         """C-ECHO the peer (PS3.7 9.1.5)."""
@@ -129,7 +130,7 @@ class DimseConnector(Connector):
             return assoc
         elapsed = time.monotonic() - started
         if not watch.connected:
-            if deadline.expired or elapsed >= ae.connection_timeout * 0.95:
+            if deadline.expired or elapsed >= (ae.connection_timeout or 0.0) * 0.95:
                 raise SourceTimeout(f"no TCP connection within {elapsed:.1f} s")
             raise SourceUnreachable("connection refused or host unreachable")
         if assoc.is_rejected:

@@ -28,7 +28,9 @@ def load_connector_classes() -> dict[str, type[Connector]]:
 
 
 def build_connectors(
-    sources: list[SourceSettings], context: ConnectorContext, classes: dict[str, type[Connector]] | None = None
+    sources: list[SourceSettings],
+    context: ConnectorContext,
+    classes: dict[str, type[Connector]] | None = None,
 ) -> list[Connector]:
     """One connector per enabled source, in configuration order."""
     classes = classes if classes is not None else load_connector_classes()

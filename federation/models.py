@@ -159,6 +159,8 @@ class CacheStatus(enum.StrEnum):
     """Whether this answer reached the exam cache."""
 
     OK = "OK"
+    PENDING = "PENDING"
+    """The write had not finished when the answer was sent; it goes on in the background."""
     UNAVAILABLE = "UNAVAILABLE"
     DISABLED = "DISABLED"
 

@@ -1,0 +1,190 @@
+"""The ``pacsfed`` command: serve, query, check and demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from federation.app import create_app, engine_from_settings
+from federation.errors import ConfigError, PacsfedError
+from federation.models import PatientHistory, PatientQuery, SourceOutcome, SourceStatus
+from federation.settings import Settings, load_settings, settings_from_mapping
+
+EXIT_CONFIG = 2
+EXAMPLE_QUERY = """query {
+  sources { id name kind }
+  patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 3000) {
+    complete
+    exams {
+      studyInstanceUid studyDate studyTime modalities description accessionNumber
+      patientName numberOfSeries numberOfInstances
+      locations { source { id name } patientId retrieveUrl retrieveAeTitle }
+    }
+    sources { source { id } status latencyMs examCount error }
+  }
+}"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacsfed", description="Federated cross-PACS exam search.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the GraphQL API")
+    serve.add_argument("--config", required=True, help="YAML configuration file")
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+
+    query = commands.add_parser("query", help="query every source for one patient and print the history")
+    query.add_argument("--config", required=True)
+    query.add_argument("--patient-id", required=True)
+    query.add_argument("--issuer", help="issuer of the patient id")
+    query.add_argument("--deadline-ms", type=int)
+    query.add_argument("--source", action="append", dest="sources", help="only this source (repeatable)")
+    query.add_argument("--json", action="store_true", help="print the history as JSON")
+
+    check = commands.add_parser("check", help="C-ECHO or QIDO-ping every source; non-zero exit if any fails")
+    check.add_argument("--config", required=True)
+    check.add_argument("--deadline-ms", type=int, default=5000)
+
+    demo = commands.add_parser("demo", help="run a self-contained demo with simulated hospitals")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _source_line(outcome: SourceOutcome) -> str:
+    detail = f" ({outcome.error})" if outcome.error else ""
+    count = f" {outcome.exam_count} exams" if outcome.status is SourceStatus.OK else ""
+    return f"{outcome.source.id:<20} {outcome.status.value:<12} {outcome.latency_ms:>6} ms{count}{detail}"
+
+
+def render_history(history: PatientHistory) -> str:
+    """A terminal view of one history: a table of exams, then one line per source."""
+    rows = [
+        (
+            exam.study_date.isoformat() if exam.study_date else "?",
+            exam.study_time.strftime("%H:%M") if exam.study_time else "",
+            ",".join(exam.modalities),
+            exam.description or "",
+            exam.patient_name or "",
+            ",".join(location.source.id for location in exam.locations),
+            exam.study_instance_uid,
+        )
+        for exam in history.exams
+    ]
+    out = [_table(rows, ("date", "time", "mod", "description", "patient", "sources", "study uid"))]
+    out.append("")
+    out += [_source_line(outcome) for outcome in history.sources]
+    out.append(
+        f"{'complete' if history.complete else 'PARTIAL'}: {len(history.exams)} exams in {history.elapsed_ms} ms,"
+        f" cache {history.cache_status.value}"
+    )
+    return "\n".join(out)
+
+
+async def _query(settings: Settings, args: argparse.Namespace) -> int:
+    async with engine_from_settings(settings) as engine:
+        history = await engine.patient_history(
+            PatientQuery(patient_id=args.patient_id, issuer=args.issuer),
+            deadline_ms=args.deadline_ms,
+            source_ids=args.sources,
+        )
+    print(history.model_dump_json(indent=2) if args.json else render_history(history))
+    return 0 if history.complete else 1
+
+
+async def _check(settings: Settings, args: argparse.Namespace) -> int:
+    async with engine_from_settings(settings) as engine:
+        outcomes = await engine.check_sources(args.deadline_ms)
+        cache = await engine.cache_health()
+    for outcome in outcomes:
+        print(_source_line(outcome))
+    if cache is not None:
+        print(
+            f"{'cache (' + cache.backend + ')':<20} {cache.status.value}{' ' + cache.detail if cache.detail else ''}"
+        )
+    return 0 if all(o.status is SourceStatus.OK for o in outcomes) else 1
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from federation.demo import start_demo_hospitals
+
+    hospitals = await start_demo_hospitals()
+    try:
+        settings = settings_from_mapping(
+            {"cache": {"backend": "memory"}, "sources": hospitals.sources_config()}
+        )
+        app = create_app(settings)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        )
+        url = f"http://{args.host}:{args.port}/graphql"
+        print(f"pacsfed demo: {len(settings.sources)} simulated hospitals, memory cache")
+        for source in settings.sources:
+            print(f"  - {source.id:<20} {source.kind:<9} {source.name}")
+        print(f"\nGraphiQL: open {url} in a browser. Example query:\n\n{EXAMPLE_QUERY}\n")
+        print(
+            f"Or from a shell:\n  curl -s {url} -H 'content-type: application/json' \\\n"
+            '    -d \'{"query": "{ patientHistory(patient: {id: \\"DEMO-001\\"}) { complete exams { studyDate modalities description } } }"}\'\n'
+        )
+        print("Ctrl-C stops the demo.", flush=True)
+        await server.serve()
+    finally:
+        await hospitals.stop()
+    return 0
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pacsfed`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    try:
+        if args.command == "serve":
+            settings = _load(args)
+            app = create_app(settings)
+            uvicorn.run(
+                app,
+                host=args.host or settings.server.host,
+                port=args.port or settings.server.port,
+                access_log=False,  # access logs would carry query strings, which may hold patient ids
+                log_level=args.log_level.lower(),
+            )
+            return 0
+        if args.command == "query":
+            return asyncio.run(_query(_load(args), args))
+        if args.command == "check":
+            return asyncio.run(_check(_load(args), args))
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+    except ConfigError as exc:
+        print(f"pacsfed: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PacsfedError as exc:
+        print(f"pacsfed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

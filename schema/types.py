@@ -1,0 +1,82 @@
+"""GraphQL object types: thin views over the engine's normalized models (snake_case fields become camelCase)."""
+
+from __future__ import annotations
+
+import graphene
+
+from federation.models import CacheStatus as CacheStatusModel
+from federation.models import SourceStatus as SourceStatusModel
+
+SourceStatus = graphene.Enum.from_enum(
+    SourceStatusModel,
+    description="How one source's part of a query ended: OK, TIMEOUT, UNREACHABLE or ERROR.",
+)
+CacheStatus = graphene.Enum.from_enum(
+    CacheStatusModel, description="Whether this answer reached the exam cache."
+)
+
+
+class Source(graphene.ObjectType):
+    """A configured hospital PACS."""
+
+    id = graphene.ID(required=True)
+    name = graphene.String(required=True)
+    kind = graphene.String(required=True, description="Protocol: dimse or dicomweb.")
+
+
+class ExamLocation(graphene.ObjectType):
+    """One source holding the exam, and how to fetch it there."""
+
+    source = graphene.Field(Source, required=True)
+    patient_id = graphene.String(description="The PatientID under which this source holds the exam.")
+    issuer_of_patient_id = graphene.String()
+    accession_number = graphene.String()
+    retrieve_url = graphene.String(description="DICOMweb RetrieveURL (0008,1190), when the source gives one.")
+    retrieve_ae_title = graphene.String(description="RetrieveAETitle (0008,0054) for C-MOVE/C-GET.")
+
+
+class Exam(graphene.ObjectType):
+    """One study, merged across every source that holds it."""
+
+    study_instance_uid = graphene.ID(required=True)
+    study_date = graphene.Date(description="ISO 8601 date, e.g. 2024-01-05.")
+    study_time = graphene.Time()
+    modalities = graphene.List(graphene.NonNull(graphene.String), required=True)
+    description = graphene.String()
+    accession_number = graphene.String()
+    patient_name = graphene.String(description="DICOM PN, decoded: Family^Given^Middle^Prefix^Suffix.")
+    patient_birth_date = graphene.Date()
+    patient_sex = graphene.String()
+    referring_physician_name = graphene.String()
+    number_of_series = graphene.Int()
+    number_of_instances = graphene.Int()
+    locations = graphene.List(graphene.NonNull(ExamLocation), required=True)
+
+
+class SourceOutcome(graphene.ObjectType):
+    """One queried source's status: partial answers are explicit."""
+
+    source = graphene.Field(Source, required=True)
+    status = graphene.Field(SourceStatus, required=True)
+    latency_ms = graphene.Int(required=True)
+    exam_count = graphene.Int(required=True)
+    error = graphene.String(description="Why the source failed; never holds patient data.")
+    warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
+
+
+class PatientHistory(graphene.ObjectType):
+    """The merged exam history of one patient across the queried sources."""
+
+    complete = graphene.Boolean(required=True, description="Every queried source answered in time.")
+    exams = graphene.List(graphene.NonNull(Exam), required=True, description="Newest first.")
+    sources = graphene.List(graphene.NonNull(SourceOutcome), required=True)
+    cache_status = graphene.Field(CacheStatus, required=True)
+    cache_error = graphene.String()
+    elapsed_ms = graphene.Int(required=True)
+
+
+class PatientInput(graphene.InputObjectType):
+    """Which patient: a PatientID, optionally qualified by the issuer of that ID."""
+
+    id = graphene.String(description="PatientID (0010,0020); matched exactly, wildcards refused.")
+    issuer = graphene.String(description="IssuerOfPatientID (0010,0021) of that ID.")

@@ -1,0 +1,127 @@
+"""The fan-out engine's deadline, status and merge behaviour, with small in-test connectors.
+
+These connectors stand in for faults only (slowness, crashes); real peers are in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from connectors.base import Connector, ConnectorContext, SourceAnswer
+from federation.cache import MemoryExamCache
+from federation.engine import FederationEngine, Phase
+from federation.errors import QueryError, SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.models import CacheStatus, Deadline, PatientQuery, SourceStatus, StudyRecord
+from federation.settings import DicomwebSourceSettings
+
+QUERY = PatientQuery(patient_id="PA-001")
+
+
+class Scripted(Connector):
+    """Answers after ``delay`` seconds with ``uids``, or raises ``error``."""
+
+    kind = "scripted"
+
+    def __init__(self, source_id: str, delay: float = 0.0, uids: Sequence[str] = (), error: Exception | None = None):
+        settings = DicomwebSourceSettings(id=source_id, kind="dicomweb", url="http://unused")
+        super().__init__(settings, ConnectorContext())
+        self.delay, self.uids, self.error = delay, uids, error
+        self.cancelled = False
+
+    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.error is not None:
+            raise self.error
+        return SourceAnswer([StudyRecord(source_id=self.id, study_instance_uid=uid) for uid in self.uids])
+
+    async def ping(self, deadline: Deadline) -> None:
+        await self.find_studies(QUERY, deadline)
+
+
+def statuses(history: object) -> dict[str, SourceStatus]:
+    return {o.source.id: o.status for o in history.sources}  # type: ignore[attr-defined]
+
+
+async def test_slow_source_times_out_at_the_deadline_and_others_are_kept() -> None:
+    slow = Scripted("slow", delay=30, uids=["x"])
+    engine = FederationEngine([Scripted("fast", uids=["1", "2"]), slow], MemoryExamCache())
+    started = time.monotonic()
+    history = await engine.patient_history(QUERY, deadline_ms=300)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.3 + 0.5 + 0.5  # deadline + write wait + slack on a loaded machine
+    assert statuses(history) == {"fast": SourceStatus.OK, "slow": SourceStatus.TIMEOUT}
+    assert not history.complete
+    assert {e.study_instance_uid for e in history.exams} == {"1", "2"}
+    await asyncio.sleep(0)
+    assert slow.cancelled
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (SourceUnreachable("refused"), SourceStatus.UNREACHABLE),
+        (SourceTimeout("late"), SourceStatus.TIMEOUT),
+        (SourceProtocolError("bad JSON"), SourceStatus.ERROR),
+        (RuntimeError("Müller^Anna leaked"), SourceStatus.ERROR),
+    ],
+)
+async def test_errors_become_statuses_without_patient_data(error: Exception, status: SourceStatus) -> None:
+    engine = FederationEngine([Scripted("ok", uids=["1"]), Scripted("bad", error=error)], None)
+    history = await engine.patient_history(QUERY)
+    outcome = next(o for o in history.sources if o.source.id == "bad")
+    assert outcome.status is status
+    assert "Müller" not in (outcome.error or "")
+    assert [e.study_instance_uid for e in history.exams] == ["1"]
+
+
+async def test_stream_yields_one_update_per_source_then_final() -> None:
+    engine = FederationEngine([Scripted("b", delay=0.1, uids=["2"]), Scripted("a", uids=["1"])], None)
+    updates = [u async for u in engine.stream_history(QUERY)]
+    assert [u.phase for u in updates] == [Phase.SOURCE, Phase.SOURCE, Phase.FINAL]
+    assert [u.source.id for u in updates[:2] if u.source] == ["a", "b"]
+    assert len(updates[0].history.exams) == 1 and len(updates[-1].history.exams) == 2
+    assert updates[-1].history.complete
+    # Statuses are listed in configuration order, whatever order they answered in.
+    assert [o.source.id for o in updates[-1].history.sources] == ["b", "a"]
+
+
+async def test_source_selection() -> None:
+    a, b = Scripted("a", uids=["1"]), Scripted("b", uids=["2"])
+    engine = FederationEngine([a, b], None)
+    history = await engine.patient_history(QUERY, source_ids=["b"])
+    assert [o.source.id for o in history.sources] == ["b"]
+    with pytest.raises(QueryError) as caught:
+        await engine.patient_history(QUERY, source_ids=["nope"])
+    assert caught.value.code == "UNKNOWN_SOURCE"
+
+
+@pytest.mark.parametrize("deadline_ms", [0, 10, 10_000_000])
+async def test_deadline_outside_limits_is_refused(deadline_ms: int) -> None:
+    engine = FederationEngine([Scripted("a")], None)
+    with pytest.raises(QueryError) as caught:
+        await engine.patient_history(QUERY, deadline_ms=deadline_ms)
+    assert caught.value.code == "BAD_DEADLINE"
+
+
+async def test_answers_are_written_through_the_cache() -> None:
+    cache = MemoryExamCache()
+    engine = FederationEngine([Scripted("a", uids=["1", "2"]), Scripted("b", uids=["2"])], cache)
+    history = await engine.patient_history(QUERY)
+    await engine.patient_history(QUERY)
+    assert history.cache_status is CacheStatus.OK
+    assert len(cache) == 3  # (a,1) (a,2) (b,2): a re-query updates, never duplicates
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "PA*", "P?", "A\\B", "x" * 65])
+def test_patient_ids_that_would_match_others_are_refused(bad: str) -> None:
+    with pytest.raises(QueryError) as caught:
+        PatientQuery(patient_id=bad)
+    assert caught.value.code == "BAD_PATIENT_INPUT"
