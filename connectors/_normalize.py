@@ -161,8 +161,14 @@ def parse_tm(text: str) -> dt.time | None:
         return None
 
 
-def study_record_from_dataset(dataset: Dataset, source_id: str) -> StudyRecord | None:
-    """The StudyRecord for one identifier, or None when it carries no StudyInstanceUID."""
+def study_record_from_dataset(
+    dataset: Dataset, source_id: str, default_retrieve_ae: str | None = None
+) -> StudyRecord | None:
+    """The StudyRecord for one identifier, or None when it carries no StudyInstanceUID.
+
+    ``default_retrieve_ae`` stands in for RetrieveAETitle (0008,0054) when the peer leaves it out:
+    the AE that answered the C-FIND is then the one to C-MOVE from.
+    """
     read = _Reader(dataset)
     uid = read.text("StudyInstanceUID")
     if uid is None:
@@ -188,7 +194,7 @@ def study_record_from_dataset(dataset: Dataset, source_id: str) -> StudyRecord |
         referring_physician_name=read.person_name("ReferringPhysicianName"),
         number_of_series=read.integer("NumberOfStudyRelatedSeries"),
         number_of_instances=read.integer("NumberOfStudyRelatedInstances"),
-        retrieve_ae_title=retrieve_ae[0] if retrieve_ae else None,
+        retrieve_ae_title=retrieve_ae[0] if retrieve_ae else default_retrieve_ae,
         retrieve_url=retrieve_url,
         specific_character_set=read.strings("SpecificCharacterSet"),
         warnings=tuple(dict.fromkeys(read.warnings)),

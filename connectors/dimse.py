@@ -170,21 +170,30 @@ class DimseConnector(Connector):
             responses = assoc.send_c_find(identifier, model, msg_id=_MESSAGE_ID)
         except ValueError as exc:
             raise SourceProtocolError("could not encode the C-FIND identifier") from exc
+        last_message_at = time.monotonic()
         for status, answer in responses:
             if watch.cancelled.is_set():
                 raise SourceTimeout("query abandoned at the deadline")
             if not status or "Status" not in status:
-                # pynetdicom yields an empty status on DIMSE timeout, abort or connection loss.
-                if deadline.expired or (not assoc.is_aborted and not watch.peer_aborted):
-                    raise SourceTimeout("no C-FIND response in time")
-                raise SourceProtocolError("association aborted during the C-FIND")
+                # pynetdicom yields an empty status on DIMSE timeout, abort or connection loss;
+                # only a timeout comes after the DIMSE timeout has run out.
+                waited = time.monotonic() - last_message_at
+                if deadline.expired or waited >= (assoc.dimse_timeout or 0.0) * 0.9:
+                    raise SourceTimeout(f"no C-FIND response within {waited:.1f} s")
+                raise SourceProtocolError(
+                    "association aborted by the peer during the C-FIND"
+                    f" (is {self.settings.calling_ae} registered there?)"
+                )
+            last_message_at = time.monotonic()
             code = int(status.Status)
             category = code_to_category(code)
             if category == "Pending":
                 if answer is None:
                     warnings.append("a pending response carried no identifier")
                     continue
-                record = study_record_from_dataset(answer, self.id)
+                record = study_record_from_dataset(
+                    answer, self.id, default_retrieve_ae=self.settings.called_ae
+                )
                 if record is None:
                     warnings.append("a response without StudyInstanceUID was ignored")
                     continue
