@@ -94,7 +94,7 @@ def create_app(settings: Settings, cache: ExamCache | None = None, graphiql: boo
     graphql = GraphQLHandler(build_schema(), graphiql=graphiql)
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql.handle, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -6,12 +6,13 @@ unexpected exception is masked (no stack trace, no message that could quote pati
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any
 
 import graphene
-from graphql import GraphQLError, OperationType, get_operation_ast, parse, validate
+from graphql import GraphQLError, OperationType, execute, get_operation_ast, parse, validate
 from graphql.error import GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -61,7 +62,7 @@ class GraphQLHandler:
         self.schema = schema
         self.graphiql = graphiql
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         """Route GET (GraphiQL or a query string) and POST (JSON body)."""
         if request.method == "GET":
             if self.graphiql and "text/html" in request.headers.get("accept", ""):
@@ -121,12 +122,14 @@ class GraphQLHandler:
             operation = get_operation_ast(document, operation_name)
             if operation is not None and operation.operation is not OperationType.QUERY:
                 return _errors_only(405, _error("only queries may be sent with GET", "BAD_REQUEST"))
-        result = await self.schema.execute_async(
+        outcome = execute(
+            self.schema.graphql_schema,
             document,
             variable_values=variables,
             operation_name=operation_name,
             context_value={"engine": request.app.state.engine, "request": request},
         )
+        result = await outcome if inspect.isawaitable(outcome) else outcome
         response: dict[str, Any] = {}
         if result.errors:
             response["errors"] = [format_error(e) for e in result.errors]

@@ -1,0 +1,60 @@
+"""Write-through to a real Elasticsearch node, and life without it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import history, running_app
+
+pytestmark = pytest.mark.integration
+
+
+def count_documents(url: str, index: str, **term: str) -> int:
+    """Documents in ``index`` (after a refresh), optionally filtered by one term."""
+    httpx.post(f"{url}/{index}/_refresh", timeout=10).raise_for_status()
+    query = {"query": {"term": term}} if term else {"query": {"match_all": {}}}
+    response = httpx.post(f"{url}/{index}/_count", json=query, timeout=10)
+    response.raise_for_status()
+    return int(response.json()["count"])
+
+
+async def test_two_identical_queries_leave_one_document_per_source_and_study(
+    peer_sources: list[dict[str, Any]], make_settings: Any, elasticsearch: Any, index_prefix: str
+) -> None:
+    async with running_app(make_settings(peer_sources)) as client:
+        first = await history(client, "PA-001")
+        second = await history(client, "PA-001")
+    assert first["cacheStatus"] == second["cacheStatus"] == "OK"
+    index = f"{index_prefix}-exams"
+    # hosp-a: SHARED-CT + A-MR, hosp-b: SHARED-CT, hosp-c: C-US.
+    assert count_documents(elasticsearch.url, index) == 4
+    assert count_documents(elasticsearch.url, index, source_id="hosp-a") == 2
+    mapping = httpx.get(f"{elasticsearch.url}/{index}/_mapping", timeout=10).json()
+    assert mapping[index]["mappings"]["dynamic"] == "strict"
+
+
+async def test_queries_answer_live_while_elasticsearch_is_down_and_writes_resume(
+    peer_sources: list[dict[str, Any]], make_settings: Any, elasticsearch: Any, index_prefix: str
+) -> None:
+    assert elasticsearch.owned, "this test stops the node, so it needs the one the suite started"
+    async with running_app(make_settings(peer_sources)) as client:
+        await history(client, "PA-002")
+        elasticsearch.stop()
+        try:
+            down = await history(client, "PA-001")
+            ready_down = (await client.get("/readyz")).json()
+        finally:
+            elasticsearch.start()
+        up = await history(client, "PA-001")
+        ready_up = (await client.get("/readyz")).json()
+    assert down["complete"] is True
+    assert len(down["exams"]) == 3
+    assert down["cacheStatus"] == "UNAVAILABLE"
+    assert ready_down["status"] == "degraded" and ready_down["cache"]["status"] == "UNAVAILABLE"
+    assert up["cacheStatus"] == "OK"
+    assert ready_up["status"] == "ready"
+    index = f"{index_prefix}-exams"
+    assert count_documents(elasticsearch.url, index, query_patient_id="PA-001") == 4
