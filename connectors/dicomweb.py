@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from typing import Any
 
@@ -14,6 +15,10 @@ from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, PatientQuery, StudyRecord
 from federation.settings import BasicAuth, DicomwebSourceSettings
+
+# httpx logs every request URL at INFO, and QIDO URLs carry PatientIDs: keep it to warnings.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 DICOM_JSON = "application/dicom+json"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024

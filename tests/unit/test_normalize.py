@@ -7,10 +7,10 @@ from io import BytesIO
 
 import pytest
 from pydicom import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
 from connectors._normalize import parse_da, parse_tm, study_record_from_dataset

@@ -1,0 +1,226 @@
+"""A simulated DIMSE PACS: a pynetdicom Query/Retrieve C-FIND SCP over an in-memory study list.
+
+It answers C-ECHO and C-FIND (PS3.4 C.4.1) in the Patient Root and Study Root information models,
+at the PATIENT and STUDY levels, with the matching of PS3.4 C.2.2.2. Responses hold only the keys
+asked for, plus SpecificCharacterSet (always ISO_IR 192, UTF-8), QueryRetrieveLevel and
+RetrieveAETitle. Any calling AE is accepted.
+
+Nothing here logs identifiers; note that pynetdicom itself logs every C-FIND request identifier
+at INFO on the ``pynetdicom`` logger unless ``pynetdicom._config.LOG_REQUEST_IDENTIFIERS`` is
+False, so keep that logger above INFO wherever patient data flows.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+
+from federation.demo.patients import (
+    UTF8_CHARSET,
+    MatchError,
+    MatchKey,
+    keys_from_identifier,
+    record_matches,
+    validate_key,
+)
+
+_log = logging.getLogger(__name__)
+
+# C-FIND statuses (PS3.4 C.4.1.1.4).
+_PENDING = 0xFF00
+_CANCEL = 0xFE00
+_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+_UNABLE_TO_PROCESS = 0xC000
+
+# PS3.4 Annex B (Verification) and C.6 (the FIND SOP classes); pynetdicom.sop_class builds its
+# names dynamically, so mypy cannot see them.
+_VERIFICATION = UID("1.2.840.10008.1.1")
+_PATIENT_ROOT = UID("1.2.840.10008.5.1.4.1.2.1.1")
+_STUDY_ROOT = UID("1.2.840.10008.5.1.4.1.2.2.1")
+_LEVELS = {_PATIENT_ROOT: {"PATIENT", "STUDY"}, _STUDY_ROOT: {"STUDY"}}
+_PATIENT_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+)
+_CANCEL_POLL_S = 0.01
+
+FindResponse = tuple[int, Dataset | None]
+
+
+class SimulatedDimsePacs:
+    """A C-FIND SCP on a loopback port, answering from a fixed list of study-level datasets."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        datasets: Iterable[Dataset],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+        *,
+        max_associations: int = 32,
+        tcp_nodelay: bool = True,
+    ) -> None:
+        self.ae_title = ae_title
+        self.host = host
+        self.latency_s = latency_s
+        self.tcp_nodelay = tcp_nodelay
+        self._requested_port = port
+        self._studies = [copy.deepcopy(ds) for ds in datasets]
+        self._patients = _patient_records(self._studies)
+        self._ae = AE(ae_title=ae_title)
+        self._ae.maximum_associations = max_associations
+        for sop_class in (_VERIFICATION, _PATIENT_ROOT, _STUDY_ROOT):
+            self._ae.add_supported_context(sop_class)
+        self._server: Any = None
+
+    @property
+    def port(self) -> int:
+        """The port the SCP listens on; only meaningful once started."""
+        if self._server is None:
+            raise RuntimeError("the simulated PACS is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> int:
+        """Start listening (in pynetdicom's own threads) and return the bound port."""
+        if self._server is None:
+            self._server = self._ae.start_server(
+                (self.host, self._requested_port),
+                block=False,
+                evt_handlers=[
+                    (evt.EVT_CONN_OPEN, self._on_connection),
+                    (evt.EVT_C_FIND, self._on_find),
+                ],
+            )
+        return self.port
+
+    def stop(self) -> None:
+        """Abort open associations and close the listening socket; may block about half a second."""
+        if self._server is None:
+            return
+        self._server = None
+        self._ae.shutdown()
+
+    def __enter__(self) -> SimulatedDimsePacs:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _on_connection(self, event: Any) -> None:
+        """EVT_CONN_OPEN handler: turn Nagle off, so the simulator adds no delay of its own.
+
+        pynetdicom leaves sockets with the OS defaults; with Nagle on at both ends, each C-FIND
+        on loopback was measured here 40 to 100 ms slower (delayed ACKs), which would swamp any
+        benchmark. ``tcp_nodelay=False`` keeps that behaviour, to simulate such a peer.
+        """
+        if self.tcp_nodelay:
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _on_find(self, event: Any) -> Iterator[FindResponse]:
+        """EVT_C_FIND handler: yields (status, identifier) pairs; runs in the association thread."""
+        try:
+            yield from self._find(event)
+        except Exception as exc:  # never let pynetdicom log a traceback that may quote data
+            _log.warning("C-FIND failed in %s: %s", self.ae_title, type(exc).__name__)
+            yield _UNABLE_TO_PROCESS, None
+
+    def _find(self, event: Any) -> Iterator[FindResponse]:
+        identifier: Dataset = event.identifier
+        level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        model = UID(event.request.AffectedSOPClassUID)
+        if level not in _LEVELS.get(model, ()):
+            # SERIES and IMAGE are valid in both models, but this PACS knows only studies.
+            valid = level in {"SERIES", "IMAGE"}
+            yield (_UNABLE_TO_PROCESS if valid else _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS), None
+            return
+        keys = keys_from_identifier(identifier)
+        if model == _PATIENT_ROOT and level == "STUDY" and not _single_patient_id(keys):
+            # PS3.4 C.4.1.2.2.1: below the top level, the unique keys above must be given.
+            yield _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
+            return
+        try:
+            for key in keys:
+                validate_key(key)
+        except MatchError:
+            yield _UNABLE_TO_PROCESS, None
+            return
+
+        if not self._wait_latency(event):
+            yield _CANCEL, None
+            return
+        records = self._patients if level == "PATIENT" else self._studies
+        for record in records:
+            if event.is_cancelled:
+                yield _CANCEL, None
+                return
+            if record_matches(record, keys):
+                yield _PENDING, self._response(identifier, record, level)
+
+    def _wait_latency(self, event: Any) -> bool:
+        """Sleep ``latency_s`` in small steps; False if the query was cancelled meanwhile."""
+        deadline = time.monotonic() + self.latency_s
+        while (left := deadline - time.monotonic()) > 0:
+            if event.is_cancelled:
+                return False
+            time.sleep(min(left, _CANCEL_POLL_S))
+        return not event.is_cancelled
+
+    def _response(self, identifier: Dataset, record: Dataset, level: str) -> Dataset:
+        """Only the requested keys, valued from the record, empty where the record has no value."""
+        out = Dataset()
+        out.SpecificCharacterSet = UTF8_CHARSET
+        for elem in identifier:
+            if elem.tag.element == 0 or elem.keyword in ("SpecificCharacterSet", "RetrieveAETitle"):
+                continue
+            if elem.tag in record:
+                out.add(copy.deepcopy(record[elem.tag]))
+            else:
+                out.add(DataElement(elem.tag, elem.VR, Sequence() if elem.VR == "SQ" else None))
+        out.QueryRetrieveLevel = level
+        out.RetrieveAETitle = self.ae_title
+        return out
+
+
+def _single_patient_id(keys: list[MatchKey]) -> bool:
+    """True if the keys hold one PatientID value without wildcards."""
+    for key in keys:
+        if key.name == "PatientID" and len(key.values) == 1:
+            return not {"*", "?"} & set(key.values[0])
+    return False
+
+
+def _patient_records(studies: list[Dataset]) -> list[Dataset]:
+    """One PATIENT-level record per (PatientID, IssuerOfPatientID), with its related counts."""
+    patients: dict[tuple[str, str], Dataset] = {}
+    for study in studies:
+        key = (str(study.get("PatientID", "")), str(study.get("IssuerOfPatientID", "")))
+        record = patients.get(key)
+        if record is None:
+            record = Dataset()
+            record.SpecificCharacterSet = UTF8_CHARSET
+            for keyword in _PATIENT_ATTRIBUTES:
+                if keyword in study:
+                    record.add(copy.deepcopy(study[keyword]))
+            record.NumberOfPatientRelatedStudies = 0
+            record.NumberOfPatientRelatedSeries = 0
+            record.NumberOfPatientRelatedInstances = 0
+            patients[key] = record
+        record.NumberOfPatientRelatedStudies += 1
+        record.NumberOfPatientRelatedSeries += int(study.get("NumberOfStudyRelatedSeries", 0))
+        record.NumberOfPatientRelatedInstances += int(study.get("NumberOfStudyRelatedInstances", 0))
+    return list(patients.values())
