@@ -1,0 +1,16 @@
+"""Connectors: one per PACS protocol, each turning answers into StudyRecords."""
+
+from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.dicomweb import DicomwebConnector
+from connectors.dimse import DimseConnector
+from connectors.registry import build_connectors, load_connector_classes
+
+__all__ = [
+    "Connector",
+    "ConnectorContext",
+    "DicomwebConnector",
+    "DimseConnector",
+    "SourceAnswer",
+    "build_connectors",
+    "load_connector_classes",
+]
