@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, TransportError
 
 from federation.cache import CacheHealth, ExamCache, document_id
 from federation.errors import CacheError
@@ -119,8 +119,14 @@ class ElasticsearchExamCache(ExamCache):
                     "mappings": MAPPING,
                 },
             )
+            # Create the index now: creating it on the first write costs a query most of a second.
+            if not await self._client.indices.exists(index=self.index):
+                await self._client.indices.create(index=self.index, wait_for_active_shards="1")
+        except BadRequestError as exc:
+            if exc.error != "resource_already_exists_exception":
+                raise CacheError(f"cannot prepare the index ({exc.error})") from exc
         except (ApiError, TransportError) as exc:
-            raise CacheError(f"cannot install the index template ({type(exc).__name__})") from exc
+            raise CacheError(f"cannot prepare the index ({type(exc).__name__})") from exc
         self._template_ready = True
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:

@@ -54,7 +54,9 @@ class SilentListener(_ThreadedListener):
 class StaticHttpServer(_ThreadedListener):
     """Answers every HTTP request with the same status and body (e.g. malformed JSON)."""
 
-    def __init__(self, body: bytes, status: str = "200 OK", content_type: str = "application/dicom+json") -> None:
+    def __init__(
+        self, body: bytes, status: str = "200 OK", content_type: str = "application/dicom+json"
+    ) -> None:
         super().__init__()
         self.response = (
             f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import history, running_app
+from integration.gql import history, running_app
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 import pytest
+from fakes import SilentListener, StaticHttpServer, closed_port
+from peers.dicomdata import CATALOGUE, DCMQRSCP_B, ORTHANC_A, ORTHANC_C
 
-from tests.fakes import SilentListener, StaticHttpServer, closed_port
-from tests.integration.conftest import history, running_app, statuses
-from tests.peers.dicomdata import CATALOGUE, DCMQRSCP_B, ORTHANC_A, ORTHANC_C
+from integration.gql import history, running_app, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,9 @@ A_MR = CATALOGUE.study("A-MR").study_uid
 C_US = CATALOGUE.study("C-US").study_uid
 
 
-async def test_contract_query_merges_the_shared_study(peer_sources: list[dict[str, Any]], make_settings: Any) -> None:
+async def test_contract_query_merges_the_shared_study(
+    peer_sources: list[dict[str, Any]], make_settings: Any
+) -> None:
     async with running_app(make_settings(peer_sources)) as client:
         result = await history(client, "PA-001", deadlineMs=5000)
     assert result["complete"] is True
@@ -44,7 +46,11 @@ async def test_contract_query_merges_the_shared_study(peer_sources: list[dict[st
     [web] = us["locations"]
     assert web["source"]["id"] == "hosp-c"
     assert web["retrieveUrl"].endswith(f"/studies/{C_US}")
-    assert {s["source"]["id"]: s["examCount"] for s in result["sources"]} == {"hosp-a": 2, "hosp-b": 1, "hosp-c": 1}
+    assert {s["source"]["id"]: s["examCount"] for s in result["sources"]} == {
+        "hosp-a": 2,
+        "hosp-b": 1,
+        "hosp-c": 1,
+    }
 
 
 @pytest.mark.parametrize("query_charset", ["ISO_IR 192", None])
@@ -53,7 +59,11 @@ async def test_contract_query_merges_the_shared_study(peer_sources: list[dict[st
     [("PA-001", "Müller^Anna"), ("PA-002", "Dupré^Élodie"), ("PA-003", "Østergård^Søren")],
 )
 async def test_accented_names_decode_from_every_peer(
-    peer_sources: list[dict[str, Any]], make_settings: Any, query_charset: str | None, patient_id: str, name: str
+    peer_sources: list[dict[str, Any]],
+    make_settings: Any,
+    query_charset: str | None,
+    patient_id: str,
+    name: str,
 ) -> None:
     # PA-001 and PA-003 are stored in ISO_IR 100, PA-002 in ISO_IR 192; with no charset in the
     # query dcmqrscp answers in the stored one, with ISO_IR 192 it converts.
@@ -73,7 +83,13 @@ async def test_silent_source_times_out_and_the_others_answer(
 ) -> None:
     with SilentListener() as silent:
         if kind == "dimse":
-            hung = {"id": "hung", "kind": "dimse", "host": "127.0.0.1", "port": silent.port, "called_ae": "HUNG"}
+            hung = {
+                "id": "hung",
+                "kind": "dimse",
+                "host": "127.0.0.1",
+                "port": silent.port,
+                "called_ae": "HUNG",
+            }
         else:
             hung = {"id": "hung", "kind": "dicomweb", "url": f"http://127.0.0.1:{silent.port}/dicom-web"}
         async with running_app(make_settings([*peer_sources, hung])) as client:
@@ -87,7 +103,9 @@ async def test_silent_source_times_out_and_the_others_answer(
 
 
 @pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
-async def test_closed_port_is_unreachable(peer_sources: list[dict[str, Any]], make_settings: Any, kind: str) -> None:
+async def test_closed_port_is_unreachable(
+    peer_sources: list[dict[str, Any]], make_settings: Any, kind: str
+) -> None:
     port = closed_port()
     if kind == "dimse":
         dead = {"id": "dead", "kind": "dimse", "host": "127.0.0.1", "port": port, "called_ae": "DEAD"}
@@ -102,7 +120,9 @@ async def test_closed_port_is_unreachable(peer_sources: list[dict[str, Any]], ma
     assert len(result["exams"]) == 3
 
 
-async def test_malformed_json_is_an_error_not_a_crash(peer_sources: list[dict[str, Any]], make_settings: Any) -> None:
+async def test_malformed_json_is_an_error_not_a_crash(
+    peer_sources: list[dict[str, Any]], make_settings: Any
+) -> None:
     with StaticHttpServer(b'[{"0020000D": {"vr": "UI", "Value": ["1.2') as broken:
         bad = {"id": "broken", "kind": "dicomweb", "url": f"http://127.0.0.1:{broken.port}/dicom-web"}
         async with running_app(make_settings([*peer_sources, bad])) as client:

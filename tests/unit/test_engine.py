@@ -26,7 +26,9 @@ class Scripted(Connector):
 
     kind = "scripted"
 
-    def __init__(self, source_id: str, delay: float = 0.0, uids: Sequence[str] = (), error: Exception | None = None):
+    def __init__(
+        self, source_id: str, delay: float = 0.0, uids: Sequence[str] = (), error: Exception | None = None
+    ):
         settings = DicomwebSourceSettings(id=source_id, kind="dicomweb", url="http://unused")
         super().__init__(settings, ConnectorContext())
         self.delay, self.uids, self.error = delay, uids, error

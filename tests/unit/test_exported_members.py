@@ -14,7 +14,11 @@ def test_all_is_sorted_and_complete(package: str) -> None:
     assert exported == sorted(exported)
     for name in exported:
         assert hasattr(module, name), name
-    public = {name for name, value in vars(module).items() if not name.startswith("_") and getattr(value, "__module__", "").startswith(package)}
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith(package)
+    }
     assert public <= set(exported)
 
 

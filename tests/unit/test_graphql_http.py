@@ -34,7 +34,11 @@ async def test_sources_query(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("patient", "code"),
-    [({}, "BAD_PATIENT_INPUT"), ({"id": "*"}, "BAD_PATIENT_INPUT"), ({"id": "A", "issuer": "H*"}, "BAD_PATIENT_INPUT")],
+    [
+        ({}, "BAD_PATIENT_INPUT"),
+        ({"id": "*"}, "BAD_PATIENT_INPUT"),
+        ({"id": "A", "issuer": "H*"}, "BAD_PATIENT_INPUT"),
+    ],
 )
 async def test_bad_patient_input(client: httpx.AsyncClient, patient: dict, code: str) -> None:  # type: ignore[type-arg]
     query = "query($p: PatientInput!) { patientHistory(patient: $p) { complete } }"

@@ -26,8 +26,22 @@ def rec(source: str, uid: str, date: str | None = None, time: str | None = None,
 def test_same_study_at_two_sources_is_one_exam_with_two_locations() -> None:
     exams = merge_records(
         [
-            rec("b", "1.1", "2024-01-05", modalities=("CT",), retrieve_url="http://b/studies/1.1", number_of_instances=3),
-            rec("a", "1.1", "2024-01-05", modalities=("CT", "SR"), retrieve_ae_title="A", number_of_instances=4),
+            rec(
+                "b",
+                "1.1",
+                "2024-01-05",
+                modalities=("CT",),
+                retrieve_url="http://b/studies/1.1",
+                number_of_instances=3,
+            ),
+            rec(
+                "a",
+                "1.1",
+                "2024-01-05",
+                modalities=("CT", "SR"),
+                retrieve_ae_title="A",
+                number_of_instances=4,
+            ),
         ],
         SOURCES,
     )
@@ -51,7 +65,13 @@ def test_newest_first_by_date_then_time_undated_last() -> None:
         ],
         SOURCES,
     )
-    assert [e.study_instance_uid for e in exams] == ["new-evening", "new-morning", "new-notime", "old", "nodate"]
+    assert [e.study_instance_uid for e in exams] == [
+        "new-evening",
+        "new-morning",
+        "new-notime",
+        "old",
+        "nodate",
+    ]
 
 
 def test_missing_fields_are_filled_from_another_source() -> None:

@@ -168,7 +168,10 @@ def test_dicom_json_ideographic_only_name_is_kept() -> None:
     assert record is not None and record.patient_name == "山田^太郎"
 
 
-@pytest.mark.parametrize("item", [[], "x", {"0020000D": {"vr": "UI", "Value": "not-a-list"}}, {"00100020": {"vr": "LO", "Value": ["X"]}}])
+@pytest.mark.parametrize(
+    "item",
+    [[], "x", {"0020000D": {"vr": "UI", "Value": "not-a-list"}}, {"00100020": {"vr": "LO", "Value": ["X"]}}],
+)
 def test_malformed_dicom_json_items_are_skipped_with_a_warning(item: object) -> None:
     warnings: list[str] = []
     assert _record_from_json(item, "s", warnings) is None

@@ -77,7 +77,9 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, CONTRACT_YAML.replace("host: 127.0.0.1", "hots: 127.0.0.1")))
 
 
-def test_cli_exits_2_with_a_message_and_no_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exits_2_with_a_message_and_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, CONTRACT_YAML.replace("port: 4242", "port: nope"))
     assert main(["check", "--config", str(path)]) == 2
     err = capsys.readouterr().err

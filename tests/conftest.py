@@ -1,0 +1,125 @@
+"""Session-wide fixtures: the real peers of the integration tests, started on demand.
+
+Fixtures (all session-scoped; a peer starts only when a test asks for it):
+
+- ``seed``: the catalogue (``peers.dicomdata.CATALOGUE``): which study is on which peer.
+- ``dicom_files_dir``: a folder holding every seeded instance, one sub-folder per study.
+- ``dicom_files``: study key -> list of its files in ``dicom_files_dir``.
+- ``orthanc_a`` (AET HOSPA), ``orthanc_c`` (AET HOSPC): ``peers.OrthancPeer``, seeded.
+- ``dcmqrscp_b`` (AET HOSPB): ``peers.DcmqrscpPeer``, seeded.
+- ``elasticsearch``: ``peers.ElasticsearchNode`` (ours, or the node at ``ELASTICSEARCH_URL``).
+
+A peer that is missing or does not start fails the test that needs it; nothing is
+ever skipped. A test that stops a peer should bring it back (``peer.start()`` or
+``peer.ensure_running()`` in a ``finally``) for the tests after it.
+
+Nothing here imports the application packages.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parent
+if str(_TESTS) not in sys.path:  # "peers" is importable under every --import-mode
+    sys.path.insert(0, str(_TESTS))
+
+from peers import DcmqrscpPeer, ElasticsearchNode, OrthancPeer, PeerError  # noqa: E402
+from peers.dicomdata import (  # noqa: E402
+    CATALOGUE,
+    DCMQRSCP_B,
+    ORTHANC_A,
+    ORTHANC_C,
+    PEER_AETS,
+    Catalogue,
+    files_for_peer,
+    write_catalogue,
+)
+
+P = TypeVar("P", OrthancPeer, DcmqrscpPeer, ElasticsearchNode)
+
+
+def _started(peer: P, what: str, seed: Callable[[P], None] | None = None) -> P:
+    """Start (and seed) *peer*, or fail the requesting test with the reason."""
+    try:
+        peer.start()
+        if seed is not None:
+            seed(peer)
+    except (PeerError, OSError) as exc:
+        reason = str(exc)
+    else:
+        return peer
+    peer.close()
+    pytest.fail(f"{what} could not be started: {reason}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def seed() -> Catalogue:
+    return CATALOGUE
+
+
+@pytest.fixture(scope="session")
+def dicom_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    return write_catalogue(tmp_path_factory.mktemp("dicom"))
+
+
+@pytest.fixture(scope="session")
+def dicom_files_dir(dicom_files: dict[str, list[Path]]) -> Path:
+    first = next(iter(dicom_files.values()))[0]
+    return first.parent.parent
+
+
+def _orthanc(
+    name: str, tmp_path_factory: pytest.TempPathFactory, files: dict[str, list[Path]]
+) -> Iterator[OrthancPeer]:
+    peer = OrthancPeer(PEER_AETS[name], tmp_path_factory.mktemp(name))
+
+    def load(p: OrthancPeer) -> None:
+        p.upload(files_for_peer(files, name))
+        stored, expected = p.study_uids(), CATALOGUE.study_uids(name)
+        if stored != expected:
+            raise PeerError(f"{name} holds {sorted(stored)} after seeding, not {sorted(expected)}")
+
+    yield _started(peer, f"Orthanc {name} ({peer.aet})", load)
+    peer.close()
+
+
+@pytest.fixture(scope="session")
+def orthanc_a(
+    tmp_path_factory: pytest.TempPathFactory, dicom_files: dict[str, list[Path]]
+) -> Iterator[OrthancPeer]:
+    yield from _orthanc(ORTHANC_A, tmp_path_factory, dicom_files)
+
+
+@pytest.fixture(scope="session")
+def orthanc_c(
+    tmp_path_factory: pytest.TempPathFactory, dicom_files: dict[str, list[Path]]
+) -> Iterator[OrthancPeer]:
+    yield from _orthanc(ORTHANC_C, tmp_path_factory, dicom_files)
+
+
+@pytest.fixture(scope="session")
+def dcmqrscp_b(
+    tmp_path_factory: pytest.TempPathFactory, dicom_files: dict[str, list[Path]]
+) -> Iterator[DcmqrscpPeer]:
+    peer = DcmqrscpPeer(PEER_AETS[DCMQRSCP_B], tmp_path_factory.mktemp(DCMQRSCP_B))
+    yield _started(
+        peer,
+        f"dcmqrscp {DCMQRSCP_B} ({peer.aet})",
+        lambda p: p.load(files_for_peer(dicom_files, DCMQRSCP_B)),
+    )
+    peer.close()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch() -> Iterator[ElasticsearchNode]:
+    # Its work folder is made under /tmp, not pytest's 0700 tmp root: the pacsfed-es
+    # user must reach it when the tests run as root.
+    node = ElasticsearchNode()
+    yield _started(node, "Elasticsearch")
+    node.close()
