@@ -73,6 +73,7 @@ class SimulatedDimsePacs:
         *,
         max_associations: int = 32,
         tcp_nodelay: bool = True,
+        study_root: bool = True,
     ) -> None:
         self.ae_title = ae_title
         self.host = host
@@ -83,7 +84,8 @@ class SimulatedDimsePacs:
         self._patients = _patient_records(self._studies)
         self._ae = AE(ae_title=ae_title)
         self._ae.maximum_associations = max_associations
-        for sop_class in (_VERIFICATION, _PATIENT_ROOT, _STUDY_ROOT):
+        # Without Study Root it behaves like the older PACS that offer Patient Root only.
+        for sop_class in (_VERIFICATION, _PATIENT_ROOT, *((_STUDY_ROOT,) if study_root else ())):
             self._ae.add_supported_context(sop_class)
         self._server: Any = None
 

@@ -64,6 +64,15 @@ class OrthancPeer:
             self.modalities[key] = list(value)
         self.default_encoding = default_encoding
         self.extra_config = dict(extra_config or {})
+        users = (
+            self.extra_config.get("RegisteredUsers")
+            if self.extra_config.get("AuthenticationEnabled")
+            else None
+        )
+        self.auth: tuple[str, str] | None = (
+            next(iter(users.items())) if isinstance(users, dict) and users else None
+        )
+        """Credentials the harness itself uses when the configuration turns authentication on."""
         self._write_config()
         self._process: ManagedProcess | None = None
 
@@ -126,7 +135,7 @@ class OrthancPeer:
         return self.startup_seconds
 
     def _ready(self) -> bool:
-        response = httpx.get(f"{self.http_url}/system", timeout=1.0)
+        response = httpx.get(f"{self.http_url}/system", timeout=1.0, auth=self.auth)
         return response.status_code == 200 and port_open(self.dicom_port)
 
     def stop(self, *, graceful: bool = True) -> None:
@@ -166,7 +175,7 @@ class OrthancPeer:
     def upload(self, paths: Iterable[Path]) -> list[str]:
         """``POST /instances`` each file; return Orthanc's instance ids."""
         ids: list[str] = []
-        with httpx.Client(base_url=self.http_url, timeout=30.0) as client:
+        with httpx.Client(base_url=self.http_url, timeout=30.0, auth=self.auth) as client:
             for path in paths:
                 response = client.post(
                     "/instances",
@@ -185,11 +194,11 @@ class OrthancPeer:
 
     def get(self, path: str, **params: str) -> httpx.Response:
         """A GET on the REST API (``path`` starts with ``/``)."""
-        return httpx.get(f"{self.http_url}{path}", params=params, timeout=30.0)
+        return httpx.get(f"{self.http_url}{path}", params=params, timeout=30.0, auth=self.auth)
 
     def study_uids(self) -> set[str]:
         """StudyInstanceUIDs stored here, through the REST API."""
-        response = httpx.get(f"{self.http_url}/studies", params={"expand": "1"}, timeout=30.0)
+        response = httpx.get(f"{self.http_url}/studies", params={"expand": "1"}, timeout=30.0, auth=self.auth)
         response.raise_for_status()
         return {s["MainDicomTags"]["StudyInstanceUID"] for s in response.json()}
 

@@ -1,0 +1,95 @@
+"""Connector behaviour against real peers: QIDO paging and auth on Orthanc, Patient Root fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from peers import OrthancPeer
+from peers.dicomdata import CATALOGUE, ORTHANC_A
+
+from connectors.base import ConnectorContext
+from connectors.dicomweb import DicomwebConnector
+from connectors.dimse import DimseConnector
+from federation.demo import SimulatedDimsePacs, demo_studies
+from federation.errors import SourceAuthError
+from federation.models import Deadline, PatientQuery
+from federation.settings import DicomwebSourceSettings, DimseSourceSettings
+
+pytestmark = pytest.mark.integration
+
+
+def dicomweb(url: str, **settings: Any) -> DicomwebConnector:
+    return DicomwebConnector(
+        DicomwebSourceSettings(id="web", kind="dicomweb", url=url, **settings), ConnectorContext()
+    )
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 100])
+async def test_qido_pages_until_exhausted(orthanc_a: OrthancPeer, page_size: int) -> None:
+    connector = dicomweb(orthanc_a.dicomweb_url, page_size=page_size)
+    try:
+        answer = await connector.find_studies(PatientQuery(patient_id="PA-001"), Deadline.after(10))
+    finally:
+        await connector.aclose()
+    assert {r.study_instance_uid for r in answer.records} == CATALOGUE.study_uids(
+        peer=ORTHANC_A, patient_id="PA-001"
+    )
+    assert not answer.truncated
+
+
+async def test_qido_max_results_truncates_with_a_warning(orthanc_a: OrthancPeer) -> None:
+    connector = dicomweb(orthanc_a.dicomweb_url, page_size=1, max_results=1)
+    try:
+        answer = await connector.find_studies(PatientQuery(patient_id="PA-001"), Deadline.after(10))
+    finally:
+        await connector.aclose()
+    assert len(answer.records) == 1
+    assert answer.truncated
+    assert any("max_results" in w for w in answer.warnings)
+
+
+async def test_qido_basic_auth(tmp_path: Any, dicom_files: dict[str, list[Any]]) -> None:
+    secured = OrthancPeer(
+        "SECURED",
+        tmp_path / "orthanc",
+        extra_config={"AuthenticationEnabled": True, "RegisteredUsers": {"pacsfed": "s3cret-pw"}},
+    )
+    secured.start()
+    try:
+        secured.upload(path for key in ("SHARED-CT", "A-MR") for path in dicom_files[key])
+        query, deadline = PatientQuery(patient_id="PA-001"), Deadline.after(10)
+        anonymous = dicomweb(secured.dicomweb_url)
+        wrong = dicomweb(
+            secured.dicomweb_url, auth={"type": "basic", "username": "pacsfed", "password": "nope"}
+        )
+        right = dicomweb(
+            secured.dicomweb_url, auth={"type": "basic", "username": "pacsfed", "password": "s3cret-pw"}
+        )
+        for refused in (anonymous, wrong):
+            with pytest.raises(SourceAuthError):
+                await refused.find_studies(query, deadline)
+        answer = await right.find_studies(query, deadline)
+        assert {r.study_instance_uid for r in answer.records} == CATALOGUE.study_uids(
+            peer=ORTHANC_A, patient_id="PA-001"
+        )
+        for connector in (anonymous, wrong, right):
+            await connector.aclose()
+    finally:
+        secured.close()
+
+
+async def test_dimse_falls_back_to_patient_root() -> None:
+    with SimulatedDimsePacs("OLDPACS", demo_studies("demo-chu-nord"), study_root=False) as pacs:
+        connector = DimseConnector(
+            DimseSourceSettings(
+                id="old", kind="dimse", host="127.0.0.1", port=pacs.port, called_ae="OLDPACS"
+            ),
+            ConnectorContext(),
+        )
+        try:
+            answer = await connector.find_studies(PatientQuery(patient_id="DEMO-001"), Deadline.after(10))
+        finally:
+            await connector.aclose()
+    assert answer.records
+    assert {r.patient_id for r in answer.records} == {"DEMO-001"}
