@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from federation.models import Deadline, PatientQuery, SourceInfo, StudyRecord
+from federation.models import Deadline, SourceInfo, StudyQuery, StudyRecord
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class Connector(abc.ABC):
         return self.info.id
 
     @abc.abstractmethod
-    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
-        """Every study this source holds for the patient, as StudyRecords."""
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        """Every study matching the query's keys (an identifier, or a name and birth date)."""
 
     @abc.abstractmethod
     async def ping(self, deadline: Deadline) -> None:

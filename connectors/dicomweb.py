@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
-from federation.models import Deadline, PatientQuery, StudyRecord
+from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import BasicAuth, DicomwebSourceSettings
 
 # httpx logs every request URL at INFO, and QIDO URLs carry PatientIDs: keep it to warnings.
@@ -52,11 +52,9 @@ class DicomwebConnector(Connector):
             self._owned_client = httpx.AsyncClient(verify=self.settings.verify_tls)
         return self._owned_client
 
-    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
-        """Every study of the patient, following limit/offset pages up to ``max_results``."""
-        params: dict[str, str | int] = {"PatientID": query.patient_id, "includefield": _INCLUDE_FIELDS}
-        if query.issuer:
-            params["IssuerOfPatientID"] = query.issuer
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        """Every study matching the query, following limit/offset pages up to ``max_results``."""
+        params = _query_params(query)
         page_size = min(self.settings.page_size, self.settings.max_results)
         records: dict[str, StudyRecord] = {}
         warnings_seen: list[str] = []
@@ -125,6 +123,25 @@ class DicomwebConnector(Connector):
         if not isinstance(page, list):
             raise SourceProtocolError("QIDO answer is not a JSON array")
         return page, _warning_header(response)
+
+
+def _query_params(query: StudyQuery) -> dict[str, str | int]:
+    """QIDO-RS matching parameters (PS3.18 8.3.4): keys by keyword, sequences by dotted path."""
+    params: dict[str, str | int] = {"includefield": _INCLUDE_FIELDS}
+    if query.patient_id is not None:
+        params["PatientID"] = query.patient_id
+    if query.issuer_of_patient_id is not None:
+        params["IssuerOfPatientID"] = query.issuer_of_patient_id
+    if query.patient_name is not None:
+        params["PatientName"] = query.patient_name
+    if query.patient_birth_date is not None:
+        params["PatientBirthDate"] = query.patient_birth_date.strftime("%Y%m%d")
+    if query.other_patient_id is not None:
+        params["OtherPatientIDsSequence.PatientID"] = query.other_patient_id
+        if query.other_patient_id_issuer:
+            params["OtherPatientIDsSequence.IssuerOfPatientID"] = query.other_patient_id_issuer
+        params["includefield"] = f"{_INCLUDE_FIELDS},OtherPatientIDsSequence"
+    return params
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

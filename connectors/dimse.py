@@ -30,7 +30,7 @@ from pynetdicom.status import code_to_category
 from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
-from federation.models import Deadline, PatientQuery, StudyRecord
+from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import DimseSourceSettings
 
 # pynetdicom logs whole identifiers (names, IDs, birth dates) by default: never let it.
@@ -79,8 +79,8 @@ class DimseConnector(Connector):
             max_workers=settings.max_concurrency, thread_name_prefix=f"pacsfed-dimse-{settings.id}"
         )
 
-    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
-        """Every study of the patient, via one C-FIND on a fresh association."""
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        """Every study matching the query, via one C-FIND on a fresh association."""
         answer: SourceAnswer = await self._run(self._find_blocking, query, deadline)
         return answer
 
@@ -141,9 +141,7 @@ class DimseConnector(Connector):
             raise SourceUnreachable(f"association aborted by the peer (is {s.calling_ae} registered there?)")
         raise SourceTimeout(f"no association response within {elapsed:.1f} s")
 
-    def _find_blocking(
-        self, query: PatientQuery, deadline: Deadline, watch: _AssociationWatch
-    ) -> SourceAnswer:
+    def _find_blocking(self, query: StudyQuery, deadline: Deadline, watch: _AssociationWatch) -> SourceAnswer:
         assoc = self._associate(deadline, _FIND_MODELS, watch)
         try:
             model = _accepted_model(assoc)
@@ -246,17 +244,34 @@ def _accepted_model(assoc: Association) -> str:
     raise SourceProtocolError("the peer accepts neither Study Root nor Patient Root C-FIND")
 
 
-def _find_identifier(query: PatientQuery, charset: str | None) -> Dataset:
-    """The STUDY-level C-FIND identifier: the patient's ID as matching key, the rest as return keys."""
+def _find_identifier(query: StudyQuery, charset: str | None) -> Dataset:
+    """The STUDY-level C-FIND identifier (PS3.4 C.6.2.1): the query's matching keys, the rest as return keys.
+
+    A value outside ASCII needs a declared character set: UTF-8 (ISO_IR 192) is then sent
+    whatever the source is configured with, since the default repertoire cannot carry it.
+    """
     identifier = Dataset()
+    values = [query.patient_id, query.issuer_of_patient_id, query.patient_name, query.other_patient_id]
+    if not charset and not all(v is None or v.isascii() for v in values):
+        charset = "ISO_IR 192"
     if charset:
         identifier.SpecificCharacterSet = charset
     identifier.QueryRetrieveLevel = "STUDY"
     for keyword in STUDY_RETURN_KEYWORDS:
         setattr(identifier, keyword, "")
-    identifier.PatientID = query.patient_id
-    if query.issuer:
-        identifier.IssuerOfPatientID = query.issuer
+    if query.patient_id is not None:
+        identifier.PatientID = query.patient_id
+    if query.issuer_of_patient_id is not None:
+        identifier.IssuerOfPatientID = query.issuer_of_patient_id
+    if query.patient_name is not None:
+        identifier.PatientName = query.patient_name
+    if query.patient_birth_date is not None:
+        identifier.PatientBirthDate = query.patient_birth_date.strftime("%Y%m%d")
+    if query.other_patient_id is not None:
+        item = Dataset()
+        item.PatientID = query.other_patient_id
+        item.IssuerOfPatientID = query.other_patient_id_issuer or ""
+        identifier.OtherPatientIDsSequence = [item]
     return identifier
 
 

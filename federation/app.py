@@ -18,6 +18,8 @@ from connectors.registry import build_connectors
 from federation.cache import ExamCache, MemoryExamCache
 from federation.cache_elasticsearch import ElasticsearchExamCache
 from federation.engine import FederationEngine
+from federation.identity import IdentityStore, MemoryIdentityStore
+from federation.identity_elasticsearch import ElasticsearchIdentityStore
 from federation.models import CacheStatus
 from federation.request_id import RequestIdMiddleware
 from federation.settings import Settings
@@ -32,6 +34,13 @@ def make_cache(settings: Settings) -> ExamCache:
     if settings.cache.backend == "memory":
         return MemoryExamCache()
     return ElasticsearchExamCache(settings.cache)
+
+
+def make_identity_store(settings: Settings, cache: ExamCache) -> IdentityStore:
+    """The cross-reference store beside the cache (sharing its Elasticsearch client)."""
+    if isinstance(cache, ElasticsearchExamCache):
+        return ElasticsearchIdentityStore(cache.client, settings.cache.index_prefix)
+    return MemoryIdentityStore()
 
 
 def make_http_client() -> httpx.AsyncClient:
@@ -51,11 +60,18 @@ async def engine_from_settings(
     async with make_http_client() as http_client:
         connectors = build_connectors(settings.sources, ConnectorContext(http_client=http_client))
         cache = cache if cache is not None else make_cache(settings)
+        identity_store = make_identity_store(settings, cache)
         engine = FederationEngine(
-            connectors, cache, settings.query, cache_write_wait_s=settings.cache.write_wait_s
+            connectors,
+            cache,
+            settings.query,
+            cache_write_wait_s=settings.cache.write_wait_s,
+            identity_store=identity_store,
+            national_issuer=settings.identity.national_issuer,
         )
         try:
             await cache.start()
+            await identity_store.start()
             yield engine
         finally:
             await engine.aclose()

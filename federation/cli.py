@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
 from federation.app import create_app, engine_from_settings
-from federation.errors import ConfigError, PacsfedError
+from federation.errors import CacheError, ConfigError, PacsfedError
+from federation.identity import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, SourceOutcome, SourceStatus
 from federation.settings import Settings, load_settings, settings_from_mapping
 
@@ -42,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="query every source for one patient and print the history")
     query.add_argument("--config", required=True)
-    query.add_argument("--patient-id", required=True)
+    who = query.add_mutually_exclusive_group(required=True)
+    who.add_argument("--patient-id")
+    who.add_argument("--national-id", help="the national number (identity.national_issuer)")
     query.add_argument("--issuer", help="issuer of the patient id")
+    query.add_argument("--candidates", action="store_true", help="also list demographic candidates")
     query.add_argument("--deadline-ms", type=int)
     query.add_argument("--source", action="append", dest="sources", help="only this source (repeatable)")
     query.add_argument("--json", action="store_true", help="print the history as JSON")
@@ -51,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="C-ECHO or QIDO-ping every source; non-zero exit if any fails")
     check.add_argument("--config", required=True)
     check.add_argument("--deadline-ms", type=int, default=5000)
+
+    identity = commands.add_parser("identity", help="manage patient identity cross-references")
+    identity_commands = identity.add_subparsers(dest="identity_command", required=True)
+    importing = identity_commands.add_parser("import", help="import links from CSV: person,issuer,patient_id")
+    importing.add_argument("--config", required=True)
+    importing.add_argument("links", help="CSV file with the header person,issuer,patient_id")
 
     demo = commands.add_parser("demo", help="run a self-contained demo with simulated hospitals")
     demo.add_argument("--host", default="127.0.0.1")
@@ -89,6 +101,13 @@ def render_history(history: PatientHistory) -> str:
     out = [_table(rows, ("date", "time", "mod", "description", "patient", "sources", "study uid"))]
     out.append("")
     out += [_source_line(outcome) for outcome in history.sources]
+    for candidate in history.candidates:
+        out.append(
+            f"candidate {candidate.score:.2f} {candidate.source.id} {candidate.patient_id or ''}"
+            f" {candidate.patient_name or ''} {candidate.birth_date or ''} ({len(candidate.exams)} exams;"
+            f" {', '.join(candidate.reasons)})"
+        )
+    out += [f"warning: {warning}" for warning in history.warnings]
     out.append(
         f"{'complete' if history.complete else 'PARTIAL'}: {len(history.exams)} exams in {history.elapsed_ms} ms,"
         f" cache {history.cache_status.value}"
@@ -99,9 +118,10 @@ def render_history(history: PatientHistory) -> str:
 async def _query(settings: Settings, args: argparse.Namespace) -> int:
     async with engine_from_settings(settings) as engine:
         history = await engine.patient_history(
-            PatientQuery(patient_id=args.patient_id, issuer=args.issuer),
+            PatientQuery(patient_id=args.patient_id, issuer=args.issuer, national_id=args.national_id),
             deadline_ms=args.deadline_ms,
             source_ids=args.sources,
+            include_candidates=args.candidates,
         )
     print(history.model_dump_json(indent=2) if args.json else render_history(history))
     return 0 if history.complete else 1
@@ -118,6 +138,28 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
             f"{'cache (' + cache.backend + ')':<20} {cache.status.value}{' ' + cache.detail if cache.detail else ''}"
         )
     return 0 if all(o.status is SourceStatus.OK for o in outcomes) else 1
+
+
+def _read_links(path: str) -> list[IdentityLink]:
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+    return parse_links_csv(text, added_by=f"cli:{getpass.getuser()}")
+
+
+async def _identity_import(settings: Settings, links: list[IdentityLink]) -> int:
+    async with engine_from_settings(settings) as engine:
+        if engine.identity_store is None:
+            raise ConfigError("no identity store is configured")
+        try:
+            added = await engine.identity_store.add_links(links)
+        except CacheError as exc:
+            print(f"pacsfed: the identity store is unavailable ({exc})", file=sys.stderr)
+            return 1
+    persons = len({link.person for link in links})
+    print(f"imported {added} links for {persons} persons")
+    return 0
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -173,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_query(_load(args), args))
         if args.command == "check":
             return asyncio.run(_check(_load(args), args))
+        if args.command == "identity":
+            return asyncio.run(_identity_import(_load(args), _read_links(args.links)))
         if args.command == "demo":
             return asyncio.run(_demo(args))
     except ConfigError as exc:

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from connectors.base import Connector, SourceAnswer
+from connectors.base import Connector
 from federation.cache import CacheHealth, ExamCache
+from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
     CacheError,
     ConnectorError,
@@ -24,12 +25,17 @@ from federation.errors import (
     SourceTimeout,
     SourceUnreachable,
 )
+from federation.identity import IdentityResolver, IdentityStore, PlannedQuery, SourceIdentity, record_matches
 from federation.merge import merge_records
 from federation.models import (
     CacheStatus,
+    Candidate,
     Deadline,
+    MatchedBy,
+    MatchKind,
     PatientHistory,
     PatientQuery,
+    PatientQueryKind,
     SourceInfo,
     SourceOutcome,
     SourceStatus,
@@ -82,8 +88,13 @@ class FederationEngine:
         cache: ExamCache | None,
         query_settings: QuerySettings | None = None,
         cache_write_wait_s: float = 0.5,
+        identity_store: IdentityStore | None = None,
+        national_issuer: str | None = None,
     ) -> None:
         self._connectors = {connector.id: connector for connector in connectors}
+        self._identity_store = identity_store
+        self._resolver = IdentityResolver(identity_store, national_issuer)
+        self._bare_resolver = IdentityResolver(None, national_issuer)
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
         self._cache_write_wait_s = cache_write_wait_s
@@ -123,16 +134,24 @@ class FederationEngine:
             )
         return Deadline.after(deadline_ms / 1000)
 
+    @property
+    def identity_store(self) -> IdentityStore | None:
+        """The cross-reference store, if one is configured."""
+        return self._identity_store
+
     async def patient_history(
         self,
         query: PatientQuery,
         *,
         deadline_ms: int | None = None,
         source_ids: Sequence[str] | None = None,
+        include_candidates: bool = False,
     ) -> PatientHistory:
         """The patient's merged exam history, with every queried source's status."""
         history: PatientHistory | None = None
-        async for update in self.stream_history(query, deadline_ms=deadline_ms, source_ids=source_ids):
+        async for update in self.stream_history(
+            query, deadline_ms=deadline_ms, source_ids=source_ids, include_candidates=include_candidates
+        ):
             history = update.history
         assert history is not None  # stream_history always ends with a FINAL update
         return history
@@ -143,59 +162,115 @@ class FederationEngine:
         *,
         deadline_ms: int | None = None,
         source_ids: Sequence[str] | None = None,
+        include_candidates: bool = False,
     ) -> AsyncIterator[HistoryUpdate]:
-        """Yield the history after each source answers, then a FINAL update at the end."""
+        """Yield the history after each source answers, then a FINAL update at the end.
+
+        Identifier queries come first; demographic candidate queries (asked for, or implied by a
+        demographic patient input) follow within the same deadline.
+        """
         connectors = self.select(source_ids)
         deadline = self.deadline_for(deadline_ms)
-        started = time.monotonic()
-        results: dict[str, _SourceResult] = {}
+        state = _QueryState(connectors, time.monotonic())
+        plans = await self._plan(query, connectors, state)
+        demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         writes: list[asyncio.Task[None]] = []
-        async for result in self._fan_out(connectors, query, deadline, started):
-            results[result.outcome.source.id] = result
-            if result.outcome.status is SourceStatus.OK and result.records and self._cache is not None:
-                writes.append(self._spawn(self._write(result.outcome.source, query, result.records)))
-            yield HistoryUpdate(
-                Phase.SOURCE,
-                result.outcome.source,
-                self._history(connectors, results, started, self._last_cache_status, None),
-            )
+        if not demographic:
+            jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]] = {}
+            for connector in connectors:
+                if plans[connector.id]:
+                    jobs[connector] = self._ask(connector, plans[connector.id], deadline)
+                else:
+                    state.results[connector.id] = _SourceResult(
+                        SourceOutcome(
+                            source=connector.info,
+                            status=SourceStatus.NO_IDENTIFIER,
+                            latency_ms=0,
+                            error="no identifier known in this source's domain",
+                        ),
+                        (),
+                    )
+            async for result in self._fan_out(jobs, deadline, state.started):
+                state.results[result.outcome.source.id] = result
+                cacheable = result.outcome.status is SourceStatus.OK and result.records
+                if cacheable and self._cache is not None and query.cache_key() is not None:
+                    writes.append(self._spawn(self._write(result.outcome.source, query, result.records)))
+                yield HistoryUpdate(
+                    Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
+                )
+        if demographic or include_candidates:
+            async for update in self._candidates(query, connectors, deadline, state):
+                yield update
         cache_status, cache_error = await self._settle_writes(writes)
-        history = self._history(connectors, results, started, cache_status, cache_error)
+        history = state.history(cache_status, cache_error)
         log.info(
-            "patient query done: sources=%d ok=%d exams=%d elapsed_ms=%d cache=%s",
+            "patient query done: kind=%s sources=%d ok=%d exams=%d candidates=%d elapsed_ms=%d cache=%s",
+            query.kind.value,
             len(connectors),
-            sum(1 for r in results.values() if r.outcome.status is SourceStatus.OK),
+            sum(1 for r in state.results.values() if r.outcome.status is SourceStatus.OK),
             len(history.exams),
+            len(history.candidates),
             history.elapsed_ms,
             cache_status.value,
         )
         yield HistoryUpdate(Phase.FINAL, None, history)
 
-    def _history(
-        self,
-        connectors: Sequence[Connector],
-        results: dict[str, _SourceResult],
-        started: float,
-        cache_status: CacheStatus,
-        cache_error: str | None,
-    ) -> PatientHistory:
-        infos = {c.id: c.info for c in connectors}
-        records = [record for result in results.values() for record in result.records]
-        outcomes = tuple(results[c.id].outcome for c in connectors if c.id in results)
-        complete = len(outcomes) == len(connectors) and all(o.status is SourceStatus.OK for o in outcomes)
-        return PatientHistory(
-            complete=complete,
-            exams=tuple(merge_records(records, infos)),
-            sources=outcomes,
-            cache_status=cache_status,
-            cache_error=cache_error,
-            elapsed_ms=_millis(started),
-        )
+    async def _plan(
+        self, query: PatientQuery, connectors: Sequence[Connector], state: _QueryState
+    ) -> dict[str, list[PlannedQuery]]:
+        identities = [_identity_of(c) for c in connectors]
+        try:
+            return await self._resolver.plan(query, identities)
+        except CacheError:
+            log.warning("identity store unavailable: planning with the given identifier only")
+            state.warnings.append("identity cross-references unavailable: only the given identifier was used")
+            return await self._bare_resolver.plan(query, identities)
+
+    async def _candidates(
+        self, query: PatientQuery, connectors: Sequence[Connector], deadline: Deadline, state: _QueryState
+    ) -> AsyncIterator[HistoryUpdate]:
+        """Query every source loosely by name and birth date; score what is not the patient's own."""
+        found = [r for result in state.results.values() for r in result.records]
+        reference = reference_demographics(query, found)
+        if reference is None:
+            state.warnings.append("no name and birth date known for this patient: no candidate search")
+            return
+        queries = [
+            PlannedQuery(q, MatchedBy(kind=MatchKind.DEMOGRAPHICS)) for q in candidate_queries(reference)
+        ]
+        if not queries:
+            state.warnings.append("the name gives no usable search key: no candidate search")
+            return
+        demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
+        own = {(r.source_id, r.study_instance_uid) for r in found}
+        own_patients = {(r.source_id, r.patient_id or "") for r in found}
+        jobs = {c: self._ask(c, queries, deadline, verify=False) for c in connectors}
+        candidate_records: list[StudyRecord] = []
+        async for result in self._fan_out(jobs, deadline, state.started):
+            candidate_records.extend(result.records)
+            source_id = result.outcome.source.id
+            if demographic:
+                # Demographic input: these are the only queries, so they give the statuses.
+                state.results[source_id] = _SourceResult(
+                    result.outcome.model_copy(update={"exam_count": 0}), ()
+                )
+            elif result.outcome.status is not SourceStatus.OK and source_id in state.results:
+                previous = state.results[source_id]
+                note = f"candidate search: {result.outcome.status.value}"
+                warnings = (*previous.outcome.warnings, note)
+                state.results[source_id] = _SourceResult(
+                    previous.outcome.model_copy(update={"warnings": warnings}), previous.records
+                )
+            state.candidates = build_candidates(reference, candidate_records, state.infos, own, own_patients)
+            yield HistoryUpdate(Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status))
 
     async def _fan_out(
-        self, connectors: Sequence[Connector], query: PatientQuery, deadline: Deadline, started: float
+        self,
+        jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]],
+        deadline: Deadline,
+        started: float,
     ) -> AsyncIterator[_SourceResult]:
-        tasks = {self._spawn(self._ask(c, query, deadline)): c for c in connectors}
+        tasks = {self._spawn(job): connector for connector, job in jobs.items()}
         pending: set[asyncio.Task[_SourceResult]] = set(tasks)
         try:
             while pending:
@@ -224,44 +299,48 @@ class FederationEngine:
                 if not task.done():
                     task.cancel()
 
-    async def _ask(self, connector: Connector, query: PatientQuery, deadline: Deadline) -> _SourceResult:
+    async def _ask(
+        self, connector: Connector, planned: Sequence[PlannedQuery], deadline: Deadline, verify: bool = True
+    ) -> _SourceResult:
+        """Run a source's planned queries; keep only records that carry the identifier asked for."""
         started = time.monotonic()
-        try:
-            answer: SourceAnswer = await connector.find_studies(query, deadline)
-        except ConnectorError as exc:
-            status = next(s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind))
-            log.warning("source %s: %s (%s)", connector.id, status.value, exc)
-            return _SourceResult(
-                SourceOutcome(
-                    source=connector.info, status=status, latency_ms=_millis(started), error=str(exc)
-                ),
-                (),
-            )
-        except Exception as exc:
-            # Foreign messages may quote patient data: report the type only.
-            log.error("source %s: unexpected %s in connector", connector.id, type(exc).__name__)
-            return _SourceResult(
-                SourceOutcome(
-                    source=connector.info,
-                    status=SourceStatus.ERROR,
-                    latency_ms=_millis(started),
-                    error=f"internal connector error ({type(exc).__name__})",
-                ),
-                (),
-            )
-        records = list(answer.records)
-        warnings = list(answer.warnings)
-        if answer.truncated and not any("max_results" in w for w in warnings):
-            warnings.append("the answer was truncated")
+        answers = await asyncio.gather(
+            *(connector.find_studies(p.query, deadline) for p in planned), return_exceptions=True
+        )
+        identity = _identity_of(connector)
+        records: dict[str, StudyRecord] = {}
+        warnings: list[str] = []
+        failure: tuple[SourceStatus, str] | None = None
+        dropped = 0
+        for plan, answer in zip(planned, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if isinstance(answer, asyncio.CancelledError):
+                    raise answer
+                failure = failure or _failure(connector, answer)
+                continue
+            warnings.extend(answer.warnings)
+            if answer.truncated and not any("max_results" in w for w in answer.warnings):
+                warnings.append("the answer was truncated")
+            for record in answer.records:
+                if verify and not record_matches(record, plan, identity):
+                    dropped += 1
+                    continue
+                tagged = record.model_copy(update={"matched_by": plan.matched_by})
+                records.setdefault(record.study_instance_uid, tagged)
+        if dropped:
+            # The source ignored a matching key: its extra answers belong to other patients.
+            warnings.append(f"{dropped} answers for other patient identifiers were discarded")
+        status, error = failure if failure else (SourceStatus.OK, None)
         return _SourceResult(
             SourceOutcome(
                 source=connector.info,
-                status=SourceStatus.OK,
+                status=status,
                 latency_ms=_millis(started),
                 exam_count=len(records),
-                warnings=tuple(warnings),
+                error=error,
+                warnings=tuple(dict.fromkeys(warnings)),
             ),
-            records,
+            list(records.values()),
         )
 
     async def _write(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
@@ -340,3 +419,57 @@ class FederationEngine:
             await connector.aclose()
         if self._cache is not None:
             await self._cache.aclose()
+        if self._identity_store is not None:
+            await self._identity_store.aclose()
+
+
+def _identity_of(connector: Connector) -> SourceIdentity:
+    """The identity settings of a connector's source."""
+    settings = connector.settings
+    return SourceIdentity(
+        source_id=connector.id,
+        issuer=getattr(settings, "issuer", None),
+        national_id_in=getattr(settings, "national_id_in", "none"),
+        match_issuer=getattr(settings, "match_issuer", False),
+    )
+
+
+def _failure(connector: Connector, exc: BaseException) -> tuple[SourceStatus, str]:
+    """A connector failure as a status and a message that holds no patient data."""
+    if isinstance(exc, ConnectorError):
+        status = next(s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind))
+        log.warning("source %s: %s (%s)", connector.id, status.value, exc)
+        return status, str(exc)
+    # Foreign messages may quote patient data: report the type only.
+    log.error("source %s: unexpected %s in connector", connector.id, type(exc).__name__)
+    return SourceStatus.ERROR, f"internal connector error ({type(exc).__name__})"
+
+
+class _QueryState:
+    """What one patient query has gathered so far."""
+
+    def __init__(self, connectors: Sequence[Connector], started: float) -> None:
+        self.connectors = connectors
+        self.infos = {c.id: c.info for c in connectors}
+        self.started = started
+        self.results: dict[str, _SourceResult] = {}
+        self.candidates: list[Candidate] = []
+        self.warnings: list[str] = []
+
+    def history(self, cache_status: CacheStatus, cache_error: str | None = None) -> PatientHistory:
+        """The history as it stands: merged exams, statuses in configuration order, candidates."""
+        records = [record for result in self.results.values() for record in result.records]
+        outcomes = tuple(self.results[c.id].outcome for c in self.connectors if c.id in self.results)
+        complete = len(outcomes) == len(self.connectors) and all(
+            o.status is SourceStatus.OK for o in outcomes
+        )
+        return PatientHistory(
+            complete=complete,
+            exams=tuple(merge_records(records, self.infos)),
+            sources=outcomes,
+            candidates=tuple(self.candidates),
+            cache_status=cache_status,
+            cache_error=cache_error,
+            elapsed_ms=_millis(self.started),
+            warnings=tuple(dict.fromkeys(self.warnings)),
+        )

@@ -25,6 +25,7 @@ def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
         accession_number=record.accession_number,
         retrieve_url=record.retrieve_url,
         retrieve_ae_title=record.retrieve_ae_title,
+        matched_by=record.matched_by,
     )
 
 

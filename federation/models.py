@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import time
+import unicodedata
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from federation.errors import QueryError
 
@@ -42,36 +43,139 @@ class Deadline:
         return time.monotonic() >= self.at
 
 
+def _plain_value(value: str | None, what: str) -> str | None:
+    """An exact identifier value: stripped, at most 64 characters, no matching characters."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > _MAX_ID_LENGTH:
+        raise QueryError(f"{what} is longer than 64 characters", code="BAD_PATIENT_INPUT")
+    if _WILDCARDS & set(value):
+        # A wildcard would match other patients: a confidentiality and a safety issue.
+        raise QueryError(f"{what} must not contain * ? or \\", code="BAD_PATIENT_INPUT")
+    return value
+
+
+class PatientQueryKind(enum.StrEnum):
+    """Which of the accepted forms a patient query has."""
+
+    LOCAL_ID = "LOCAL_ID"
+    NATIONAL_ID = "NATIONAL_ID"
+    DEMOGRAPHICS = "DEMOGRAPHICS"
+
+
 class PatientQuery(_Frozen):
-    """Which patient to look for: a PatientID, optionally qualified by its issuer."""
+    """Which patient to look for: ``{id, issuer}``, ``{national_id}`` or demographics.
 
-    patient_id: str
+    Demographics need at least a family name and a birth date; they only ever produce
+    candidates, never exams.
+    """
+
+    patient_id: str | None = None
     issuer: str | None = None
+    national_id: str | None = None
+    family_name: str | None = None
+    given_name: str | None = None
+    birth_date: dt.date | None = None
+    sex: str | None = None
 
-    @field_validator("patient_id")
+    @field_validator("patient_id", "issuer", "national_id")
     @classmethod
-    def _exact_identifier(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise QueryError("patient id must not be empty", code="BAD_PATIENT_INPUT")
-        if len(value) > _MAX_ID_LENGTH:
-            raise QueryError("patient id is longer than 64 characters", code="BAD_PATIENT_INPUT")
-        if _WILDCARDS & set(value):
-            # A wildcard would match other patients: a confidentiality and a safety issue.
-            raise QueryError("patient id must not contain * ? or \\", code="BAD_PATIENT_INPUT")
+    def _exact(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _plain_value(value, (info.field_name or "value").replace("_", " "))
+
+    @field_validator("family_name", "given_name")
+    @classmethod
+    def _name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = unicodedata.normalize("NFC", value.strip())
+        if len(value) > _MAX_ID_LENGTH or _WILDCARDS & set(value) or "^" in value or "=" in value:
+            raise QueryError(
+                f"{(info.field_name or '').replace('_', ' ')} must be a plain name of at most 64 characters",
+                code="BAD_PATIENT_INPUT",
+            )
         return value
 
-    @field_validator("issuer")
+    @field_validator("sex")
     @classmethod
-    def _clean_issuer(cls, value: str | None) -> str | None:
-        if value is None:
+    def _sex(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
             return None
-        value = value.strip()
-        if _WILDCARDS & set(value) or len(value) > _MAX_ID_LENGTH:
+        value = value.strip().upper()
+        if value not in ("M", "F", "O"):
+            raise QueryError("sex must be M, F or O", code="BAD_PATIENT_INPUT")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PatientQuery:
+        has_id = self.patient_id is not None
+        has_national = self.national_id is not None
+        demographic = any(
+            v is not None for v in (self.family_name, self.given_name, self.birth_date, self.sex)
+        )
+        if sum((has_id, has_national, demographic)) != 1:
             raise QueryError(
-                "issuer must be a plain value of at most 64 characters", code="BAD_PATIENT_INPUT"
+                "give exactly one of: {id, issuer}, {nationalId}, or {familyName, givenName, birthDate, sex}",
+                code="BAD_PATIENT_INPUT",
             )
-        return value or None
+        if self.issuer is not None and not has_id:
+            raise QueryError("issuer qualifies an id; it needs id", code="BAD_PATIENT_INPUT")
+        if demographic and (self.family_name is None or self.birth_date is None):
+            raise QueryError(
+                "a demographic search needs at least familyName and birthDate", code="BAD_PATIENT_INPUT"
+            )
+        return self
+
+    @property
+    def kind(self) -> PatientQueryKind:
+        """The form of this query."""
+        if self.patient_id is not None:
+            return PatientQueryKind.LOCAL_ID
+        if self.national_id is not None:
+            return PatientQueryKind.NATIONAL_ID
+        return PatientQueryKind.DEMOGRAPHICS
+
+    def cache_key(self) -> str | None:
+        """The key under which answers to this query are cached; None for demographics."""
+        if self.patient_id is not None:
+            return f"id|{self.issuer or ''}|{self.patient_id}"
+        if self.national_id is not None:
+            return f"national|{self.national_id}"
+        return None
+
+
+class StudyQuery(_Frozen):
+    """The matching keys one connector sends to one source (PS3.4 C.2.2.2)."""
+
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    """Sent as a matching key when set (only to sources configured to match on it)."""
+    other_patient_id: str | None = None
+    """Matched inside OtherPatientIDsSequence, with ``other_patient_id_issuer``."""
+    other_patient_id_issuer: str | None = None
+    patient_name: str | None = None
+    """A PN matching pattern; may hold the wildcards * and ?."""
+    patient_birth_date: dt.date | None = None
+
+
+class MatchKind(enum.StrEnum):
+    """Which identifier made a source return an exam."""
+
+    LOCAL_ID = "LOCAL_ID"
+    NATIONAL_ID = "NATIONAL_ID"
+    XREF = "XREF"
+    DEMOGRAPHICS = "DEMOGRAPHICS"
+
+
+class MatchedBy(_Frozen):
+    """The identifier (or the demographics) a location was found with."""
+
+    kind: MatchKind
+    issuer: str | None = None
+    value: str | None = None
 
 
 class StudyRecord(_Frozen):
@@ -95,6 +199,10 @@ class StudyRecord(_Frozen):
     retrieve_ae_title: str | None = None
     retrieve_url: str | None = None
     specific_character_set: tuple[str, ...] = ()
+    other_patient_ids: tuple[tuple[str | None, str], ...] = ()
+    """(issuer, id) pairs from OtherPatientIDsSequence, when the source returned it."""
+    matched_by: MatchedBy | None = None
+    """Set by the engine: which identifier this record was found with."""
     warnings: tuple[str, ...] = ()
 
 
@@ -105,6 +213,8 @@ class SourceStatus(enum.StrEnum):
     TIMEOUT = "TIMEOUT"
     UNREACHABLE = "UNREACHABLE"
     ERROR = "ERROR"
+    NO_IDENTIFIER = "NO_IDENTIFIER"
+    """No identifier valid in this source's domain is known for the patient: not queried."""
 
 
 class SourceInfo(_Frozen):
@@ -135,6 +245,7 @@ class ExamLocation(_Frozen):
     accession_number: str | None = None
     retrieve_url: str | None = None
     retrieve_ae_title: str | None = None
+    matched_by: MatchedBy | None = None
 
 
 class Exam(_Frozen):
@@ -165,15 +276,32 @@ class CacheStatus(enum.StrEnum):
     DISABLED = "DISABLED"
 
 
+class Candidate(_Frozen):
+    """Another patient record that may be the same person: shown apart, never merged."""
+
+    score: float
+    reasons: tuple[str, ...]
+    source: SourceInfo
+    patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
+    patient_name: str | None = None
+    birth_date: dt.date | None = None
+    sex: str | None = None
+    exams: tuple[Exam, ...] = ()
+
+
 class PatientHistory(_Frozen):
     """The answer to one patient query: merged exams and every source's status."""
 
     complete: bool
     exams: tuple[Exam, ...]
     sources: tuple[SourceOutcome, ...]
+    candidates: tuple[Candidate, ...] = ()
     cache_status: CacheStatus = CacheStatus.DISABLED
     cache_error: str | None = None
     elapsed_ms: int = 0
+    warnings: tuple[str, ...] = ()
+    """Query-level warnings (e.g. the identity store was unavailable)."""
 
     @property
     def partial(self) -> bool:

@@ -44,6 +44,11 @@ class _SourceCommon(_Strict):
     id: SourceId
     name: str = ""
     issuer: str | None = None
+    """Issuer of the PatientIDs this PACS holds (its identifier domain)."""
+    national_id_in: Literal["patient_id", "other_patient_ids", "none"] = "none"
+    """Where this PACS keeps the national number, if anywhere."""
+    match_issuer: bool = False
+    """Send IssuerOfPatientID as a matching key (only for PACS that store and match it)."""
     enabled: bool = True
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
 
@@ -115,6 +120,13 @@ class QuerySettings(_Strict):
     max_deadline_ms: Annotated[int, Field(ge=50, le=600_000)] = 60_000
 
 
+class IdentitySettings(_Strict):
+    """Patient identity across hospitals."""
+
+    national_issuer: str | None = None
+    """The issuer of the national number (e.g. NISS); needed for ``{nationalId}`` queries."""
+
+
 class Settings(BaseSettings):
     """Everything pacsfed is configured with."""
 
@@ -126,6 +138,7 @@ class Settings(BaseSettings):
     sources: list[SourceSettings] = []
     server: ServerSettings = ServerSettings()
     query: QuerySettings = QuerySettings()
+    identity: IdentitySettings = IdentitySettings()
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import graphene
 
 from federation.engine import FederationEngine
-from federation.errors import QueryError
+from federation.errors import CacheError, QueryError
+from federation.identity import make_link
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo
-from schema.types import PatientHistory, PatientInput, Source
+from schema.types import IdentityLinkInput, PatientHistory, PatientInput, Source
 
 
 def engine_of(info: Any) -> FederationEngine:
@@ -21,10 +23,15 @@ def engine_of(info: Any) -> FederationEngine:
 
 def patient_query(patient: Any) -> PatientQuery:
     """The engine's PatientQuery for a PatientInput, or a BAD_PATIENT_INPUT error."""
-    patient_id = getattr(patient, "id", None)
-    if patient_id is None:
-        raise QueryError("patient.id is required", code="BAD_PATIENT_INPUT")
-    return PatientQuery(patient_id=patient_id, issuer=getattr(patient, "issuer", None))
+    return PatientQuery(
+        patient_id=patient.get("id"),
+        issuer=patient.get("issuer"),
+        national_id=patient.get("national_id"),
+        family_name=patient.get("family_name"),
+        given_name=patient.get("given_name"),
+        birth_date=patient.get("birth_date"),
+        sex=patient.get("sex"),
+    )
 
 
 class Query(graphene.ObjectType):
@@ -37,6 +44,9 @@ class Query(graphene.ObjectType):
         patient=graphene.Argument(PatientInput, required=True),
         deadline_ms=graphene.Int(description="Give up on slow sources after this many milliseconds."),
         sources=graphene.List(graphene.NonNull(graphene.ID), description="Ask only these sources."),
+        include_candidates=graphene.Boolean(
+            default_value=False, description="Also search by name and birth date; results go to candidates."
+        ),
         description="Every exam of one patient across the connected hospitals.",
     )
 
@@ -51,12 +61,53 @@ class Query(graphene.ObjectType):
         patient: Any,
         deadline_ms: int | None = None,
         sources: list[str] | None = None,
+        include_candidates: bool = False,
     ) -> PatientHistoryModel:
         return await engine_of(info).patient_history(
-            patient_query(patient), deadline_ms=deadline_ms, source_ids=sources
+            patient_query(patient),
+            deadline_ms=deadline_ms,
+            source_ids=sources,
+            include_candidates=include_candidates,
         )
+
+
+class IdentityLinksResult(graphene.ObjectType):
+    """What an identity import did."""
+
+    added = graphene.Int(required=True)
+
+
+class AddIdentityLinks(graphene.Mutation):
+    """Add cross-reference links (admin): rows sharing a person are the same person."""
+
+    class Arguments:
+        links = graphene.List(graphene.NonNull(IdentityLinkInput), required=True)
+
+    Output = IdentityLinksResult
+
+    @staticmethod
+    async def mutate(_root: Any, info: Any, links: list[Any]) -> IdentityLinksResult:
+        store = engine_of(info).identity_store
+        if store is None:
+            raise QueryError("no identity store is configured", code="IDENTITY_UNAVAILABLE")
+        request = info.context.get("request")
+        client = request.client.host if request is not None and request.client else "unknown"
+        now = dt.datetime.now(dt.UTC)
+        added_by = f"graphql@{client}"
+        parsed = [make_link(x["person"], x["issuer"], x["patient_id"], added_by, now) for x in links]
+        try:
+            added = await store.add_links(parsed)
+        except CacheError as exc:
+            raise QueryError("the identity store is unavailable", code="IDENTITY_UNAVAILABLE") from exc
+        return IdentityLinksResult(added=added)
+
+
+class Mutation(graphene.ObjectType):
+    """Administrative changes."""
+
+    add_identity_links = AddIdentityLinks.Field()
 
 
 def build_schema() -> graphene.Schema:
     """The pacsfed GraphQL schema."""
-    return graphene.Schema(query=Query, auto_camelcase=True)
+    return graphene.Schema(query=Query, mutation=Mutation, auto_camelcase=True)

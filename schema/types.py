@@ -5,6 +5,7 @@ from __future__ import annotations
 import graphene
 
 from federation.models import CacheStatus as CacheStatusModel
+from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
 
 SourceStatus = graphene.Enum.from_enum(
@@ -24,6 +25,19 @@ class Source(graphene.ObjectType):
     kind = graphene.String(required=True, description="Protocol: dimse or dicomweb.")
 
 
+MatchKind = graphene.Enum.from_enum(
+    MatchKindModel, description="LOCAL_ID, NATIONAL_ID, XREF (a cross-referenced ID) or DEMOGRAPHICS."
+)
+
+
+class MatchedBy(graphene.ObjectType):
+    """The identifier a location was found with."""
+
+    kind = graphene.Field(MatchKind, required=True)
+    issuer = graphene.String()
+    value = graphene.String()
+
+
 class ExamLocation(graphene.ObjectType):
     """One source holding the exam, and how to fetch it there."""
 
@@ -33,6 +47,7 @@ class ExamLocation(graphene.ObjectType):
     accession_number = graphene.String()
     retrieve_url = graphene.String(description="DICOMweb RetrieveURL (0008,1190), when the source gives one.")
     retrieve_ae_title = graphene.String(description="RetrieveAETitle (0008,0054) for C-MOVE/C-GET.")
+    matched_by = graphene.Field(MatchedBy, description="Which identifier found the exam at this source.")
 
 
 class Exam(graphene.ObjectType):
@@ -64,19 +79,52 @@ class SourceOutcome(graphene.ObjectType):
     warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
 
 
+class Candidate(graphene.ObjectType):
+    """Another patient record that may be the same person: never merged into the exams."""
+
+    score = graphene.Float(required=True, description="0 to 1; deterministic.")
+    reasons = graphene.List(graphene.NonNull(graphene.String), required=True)
+    source = graphene.Field(Source, required=True)
+    patient_id = graphene.String()
+    issuer_of_patient_id = graphene.String()
+    patient_name = graphene.String()
+    birth_date = graphene.Date()
+    sex = graphene.String()
+    exams = graphene.List(graphene.NonNull(Exam), required=True)
+
+
 class PatientHistory(graphene.ObjectType):
     """The merged exam history of one patient across the queried sources."""
 
     complete = graphene.Boolean(required=True, description="Every queried source answered in time.")
     exams = graphene.List(graphene.NonNull(Exam), required=True, description="Newest first.")
     sources = graphene.List(graphene.NonNull(SourceOutcome), required=True)
+    candidates = graphene.List(
+        graphene.NonNull(Candidate),
+        required=True,
+        description="Best score first; only with includeCandidates.",
+    )
+    warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
     cache_status = graphene.Field(CacheStatus, required=True)
     cache_error = graphene.String()
     elapsed_ms = graphene.Int(required=True)
 
 
 class PatientInput(graphene.InputObjectType):
-    """Which patient: a PatientID, optionally qualified by the issuer of that ID."""
+    """Which patient: exactly one of {id, issuer}, {nationalId}, or {familyName, givenName, birthDate, sex}."""
 
     id = graphene.String(description="PatientID (0010,0020); matched exactly, wildcards refused.")
     issuer = graphene.String(description="IssuerOfPatientID (0010,0021) of that ID.")
+    national_id = graphene.String(description="The national number (issuer: identity.national_issuer).")
+    family_name = graphene.String()
+    given_name = graphene.String()
+    birth_date = graphene.Date()
+    sex = graphene.String(description="M, F or O.")
+
+
+class IdentityLinkInput(graphene.InputObjectType):
+    """One cross-reference row: this identifier belongs to ``person``."""
+
+    person = graphene.String(required=True)
+    issuer = graphene.String(required=True)
+    patient_id = graphene.String(required=True)

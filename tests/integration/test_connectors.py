@@ -13,7 +13,7 @@ from connectors.dicomweb import DicomwebConnector
 from connectors.dimse import DimseConnector
 from federation.demo import SimulatedDimsePacs, demo_studies
 from federation.errors import SourceAuthError
-from federation.models import Deadline, PatientQuery
+from federation.models import Deadline, StudyQuery
 from federation.settings import DicomwebSourceSettings, DimseSourceSettings
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def dicomweb(url: str, **settings: Any) -> DicomwebConnector:
 async def test_qido_pages_until_exhausted(orthanc_a: OrthancPeer, page_size: int) -> None:
     connector = dicomweb(orthanc_a.dicomweb_url, page_size=page_size)
     try:
-        answer = await connector.find_studies(PatientQuery(patient_id="PA-001"), Deadline.after(10))
+        answer = await connector.find_studies(StudyQuery(patient_id="PA-001"), Deadline.after(10))
     finally:
         await connector.aclose()
     assert {r.study_instance_uid for r in answer.records} == CATALOGUE.study_uids(
@@ -41,7 +41,7 @@ async def test_qido_pages_until_exhausted(orthanc_a: OrthancPeer, page_size: int
 async def test_qido_max_results_truncates_with_a_warning(orthanc_a: OrthancPeer) -> None:
     connector = dicomweb(orthanc_a.dicomweb_url, page_size=1, max_results=1)
     try:
-        answer = await connector.find_studies(PatientQuery(patient_id="PA-001"), Deadline.after(10))
+        answer = await connector.find_studies(StudyQuery(patient_id="PA-001"), Deadline.after(10))
     finally:
         await connector.aclose()
     assert len(answer.records) == 1
@@ -58,7 +58,7 @@ async def test_qido_basic_auth(tmp_path: Any, dicom_files: dict[str, list[Any]])
     secured.start()
     try:
         secured.upload(path for key in ("SHARED-CT", "A-MR") for path in dicom_files[key])
-        query, deadline = PatientQuery(patient_id="PA-001"), Deadline.after(10)
+        query, deadline = StudyQuery(patient_id="PA-001"), Deadline.after(10)
         anonymous = dicomweb(secured.dicomweb_url)
         wrong = dicomweb(
             secured.dicomweb_url, auth={"type": "basic", "username": "pacsfed", "password": "nope"}
@@ -88,7 +88,7 @@ async def test_dimse_falls_back_to_patient_root() -> None:
             ConnectorContext(),
         )
         try:
-            answer = await connector.find_studies(PatientQuery(patient_id="DEMO-001"), Deadline.after(10))
+            answer = await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
         finally:
             await connector.aclose()
     assert answer.records

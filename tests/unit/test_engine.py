@@ -15,7 +15,7 @@ from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.cache import MemoryExamCache
 from federation.engine import FederationEngine, Phase
 from federation.errors import QueryError, SourceProtocolError, SourceTimeout, SourceUnreachable
-from federation.models import CacheStatus, Deadline, PatientQuery, SourceStatus, StudyRecord
+from federation.models import CacheStatus, Deadline, PatientQuery, SourceStatus, StudyQuery, StudyRecord
 from federation.settings import DicomwebSourceSettings
 
 QUERY = PatientQuery(patient_id="PA-001")
@@ -34,7 +34,7 @@ class Scripted(Connector):
         self.delay, self.uids, self.error = delay, uids, error
         self.cancelled = False
 
-    async def find_studies(self, query: PatientQuery, deadline: Deadline) -> SourceAnswer:
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
@@ -42,10 +42,15 @@ class Scripted(Connector):
             raise
         if self.error is not None:
             raise self.error
-        return SourceAnswer([StudyRecord(source_id=self.id, study_instance_uid=uid) for uid in self.uids])
+        return SourceAnswer(
+            [
+                StudyRecord(source_id=self.id, study_instance_uid=uid, patient_id=query.patient_id)
+                for uid in self.uids
+            ]
+        )
 
     async def ping(self, deadline: Deadline) -> None:
-        await self.find_studies(QUERY, deadline)
+        await self.find_studies(StudyQuery(patient_id="PING"), deadline)
 
 
 def statuses(history: object) -> dict[str, SourceStatus]:
