@@ -21,7 +21,7 @@ names swapped (family↔given)   x0.9   of the mean family/given weight per matc
 name tokens equal, reordered   x0.85  of family + given; whole names in another split/order
 birth date near miss            200  day/month transposed or one digit off; score capped 700
 birth date mismatch               0  score capped at 500: never reaches MERGE_THRESHOLD
-sex mismatch                   -200  M/F/O known on both sides and different
+sex mismatch                   -200  both known (M, F or O) and different, O vs M included
 unknown field                     0  missing information lowers confidence, never matches
 ===========================  ======  =====================================================
 
@@ -107,7 +107,7 @@ _TRANSLITERATION = str.maketrans(
     }
 )
 
-# Whitespace, the ASCII separators of the brief, their typographic look-alikes (apostrophes,
+# Whitespace, the ASCII separators people type, their typographic look-alikes (apostrophes,
 # hyphens, dashes) and '^', the PN component delimiter (PS3.5 6.2.1).
 _SEPARATORS = re.compile(r"[\s\-_.,'^\u2018\u2019\u02bc\u02bb\u2010\u2011\u2012\u2013\u2014\u2015]+")
 
