@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
+from federation.names import fold, name_parts
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ExamCache(abc.ABC):
         """Every cached study of the patient (as queried) across sources."""
 
     @abc.abstractmethod
+    async def search_by_name(
+        self, family_name: str, birth_date: dt.date | None = None, limit: int = 100
+    ) -> list[StudyRecord]:
+        """Cached studies by folded family-name prefix (and birth date): folding is done in Python."""
+
+    @abc.abstractmethod
     async def health(self) -> CacheHealth:
         """Check the backend now."""
 
@@ -69,6 +76,20 @@ class MemoryExamCache(ExamCache):
     async def lookup(self, query: PatientQuery) -> list[StudyRecord]:
         """The records stored for exactly this patient query."""
         return [record for stored, record, _ in self._documents.values() if stored == query]
+
+    async def search_by_name(
+        self, family_name: str, birth_date: dt.date | None = None, limit: int = 100
+    ) -> list[StudyRecord]:
+        """Records whose folded family name starts with the folded ``family_name``."""
+        wanted = fold(family_name)
+        found = [
+            record
+            for _, record, _ in self._documents.values()
+            if record.patient_name
+            and fold(name_parts(record.patient_name).family).startswith(wanted)
+            and (birth_date is None or record.patient_birth_date == birth_date)
+        ]
+        return found[:limit]
 
     async def health(self) -> CacheHealth:
         """Always available."""

@@ -17,6 +17,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, Transpo
 from federation.cache import CacheHealth, ExamCache, document_id
 from federation.errors import CacheError
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
+from federation.names import fold, folded_name, name_parts
 from federation.settings import CacheSettings
 
 MAPPING: dict[str, Any] = {
@@ -24,12 +25,13 @@ MAPPING: dict[str, Any] = {
     "properties": {
         "source_id": {"type": "keyword"},
         "source_name": {"type": "keyword", "index": False},
-        "query_patient_id": {"type": "keyword"},
-        "query_issuer": {"type": "keyword"},
+        "query_key": {"type": "keyword"},
         "study_instance_uid": {"type": "keyword"},
         "patient_id": {"type": "keyword"},
         "issuer_of_patient_id": {"type": "keyword"},
         "patient_name": {"type": "keyword"},
+        "patient_name_folded": {"type": "keyword"},
+        "patient_family_folded": {"type": "keyword"},
         "patient_birth_date": {"type": "date", "format": "strict_date"},
         "patient_sex": {"type": "keyword"},
         "study_date": {"type": "date", "format": "strict_date"},
@@ -54,12 +56,15 @@ def _document(
     return {
         "source_id": source.id,
         "source_name": source.name,
-        "query_patient_id": query.patient_id,
-        "query_issuer": query.issuer,
+        "query_key": query.cache_key(),
         "study_instance_uid": record.study_instance_uid,
         "patient_id": record.patient_id,
         "issuer_of_patient_id": record.issuer_of_patient_id,
         "patient_name": record.patient_name,
+        "patient_name_folded": folded_name(record.patient_name) if record.patient_name else None,
+        "patient_family_folded": fold(name_parts(record.patient_name).family)
+        if record.patient_name
+        else None,
         "patient_birth_date": record.patient_birth_date.isoformat() if record.patient_birth_date else None,
         "patient_sex": record.patient_sex,
         "study_date": record.study_date.isoformat() if record.study_date else None,
@@ -152,14 +157,24 @@ class ElasticsearchExamCache(ExamCache):
 
     async def lookup(self, query: PatientQuery) -> list[StudyRecord]:
         """Every cached study found for exactly this patient query."""
-        filters: list[dict[str, Any]] = [{"term": {"query_patient_id": query.patient_id}}]
-        if query.issuer:
-            filters.append({"term": {"query_issuer": query.issuer}})
-        else:
-            filters.append({"bool": {"must_not": {"exists": {"field": "query_issuer"}}}})
+        key = query.cache_key()
+        if key is None:
+            return []
+        return await self._search({"bool": {"filter": [{"term": {"query_key": key}}]}})
+
+    async def search_by_name(
+        self, family_name: str, birth_date: dt.date | None = None, limit: int = 100
+    ) -> list[StudyRecord]:
+        """Cached studies whose folded family name starts with the folded ``family_name``."""
+        filters: list[dict[str, Any]] = [{"prefix": {"patient_family_folded": fold(family_name)}}]
+        if birth_date is not None:
+            filters.append({"term": {"patient_birth_date": birth_date.isoformat()}})
+        return await self._search({"bool": {"filter": filters}}, size=limit)
+
+    async def _search(self, query: dict[str, Any], size: int = 10_000) -> list[StudyRecord]:
         try:
             response = await self._client.search(
-                index=self.index, query={"bool": {"filter": filters}}, size=10_000, ignore_unavailable=True
+                index=self.index, query=query, size=size, ignore_unavailable=True
             )
         except (ApiError, TransportError) as exc:
             raise CacheError(f"cache search failed ({type(exc).__name__})") from exc

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import httpx
 import pytest
 
+from federation.cache_elasticsearch import ElasticsearchExamCache
 from integration.gql import history, running_app
 
 pytestmark = pytest.mark.integration
@@ -57,4 +59,27 @@ async def test_queries_answer_live_while_elasticsearch_is_down_and_writes_resume
     assert up["cacheStatus"] == "OK"
     assert ready_up["status"] == "ready"
     index = f"{index_prefix}-exams"
-    assert count_documents(elasticsearch.url, index, query_patient_id="PA-001") == 4
+    assert count_documents(elasticsearch.url, index, query_key="id||PA-001") == 4
+
+
+async def test_cache_is_searchable_by_folded_name_and_birth_date(
+    peer_sources: list[dict[str, Any]], make_settings: Any, elasticsearch: Any, index_prefix: str
+) -> None:
+    settings = make_settings(peer_sources)
+    async with running_app(settings) as client:
+        await history(client, "PA-001")  # Müller^Anna, born 1980-04-12
+        await history(client, "PA-003")  # Østergård^Søren
+    httpx.post(f"{elasticsearch.url}/{index_prefix}-exams/_refresh", timeout=10).raise_for_status()
+    cache = ElasticsearchExamCache(settings.cache)
+    try:
+        by_name = await cache.search_by_name("MULLER")
+        with_birth = await cache.search_by_name("müll", dt.date(1980, 4, 12))
+        wrong_birth = await cache.search_by_name("Muller", dt.date(1980, 4, 13))
+        danish = await cache.search_by_name("ostergard")
+    finally:
+        await cache.aclose()
+    assert {r.patient_name for r in by_name} == {"Müller^Anna"}
+    assert len(by_name) == 4  # one document per source and study
+    assert len(with_birth) == 4
+    assert wrong_birth == []
+    assert {r.patient_name for r in danish} == {"Østergård^Søren"}
