@@ -92,8 +92,14 @@ async def readyz(request: Request) -> JSONResponse:
         else {"status": CacheStatus.DISABLED.value}
     )
     degraded = health is not None and health.status is not CacheStatus.OK
+    circuits = {source.id: engine.circuit_state(source.id).value for source in engine.sources}
     return JSONResponse(
-        {"status": "degraded" if degraded else "ready", "cache": cache, "sources": len(engine.sources)}
+        {
+            "status": "degraded" if degraded else "ready",
+            "cache": cache,
+            "sources": len(engine.sources),
+            "circuits": circuits,
+        }
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from connectors.base import Connector
+from connectors.base import Connector, SourceAnswer
 from federation.cache import CacheHealth, ExamCache
 from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
@@ -39,8 +39,10 @@ from federation.models import (
     SourceInfo,
     SourceOutcome,
     SourceStatus,
+    StudyQuery,
     StudyRecord,
 )
+from federation.resilience import CircuitBreaker, CircuitState
 from federation.settings import QuerySettings
 
 log = logging.getLogger("pacsfed.engine")
@@ -95,6 +97,8 @@ class FederationEngine:
         self._identity_store = identity_store
         self._resolver = IdentityResolver(identity_store, national_issuer)
         self._bare_resolver = IdentityResolver(None, national_issuer)
+        self._breakers = {c.id: _breaker_for(c) for c in connectors}
+        self._limits = {c.id: asyncio.Semaphore(_setting(c, "max_concurrency", 4)) for c in connectors}
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
         self._cache_write_wait_s = cache_write_wait_s
@@ -178,7 +182,9 @@ class FederationEngine:
         if not demographic:
             jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]] = {}
             for connector in connectors:
-                if plans[connector.id]:
+                if plans[connector.id] and not self._breakers[connector.id].allow():
+                    state.results[connector.id] = self._skipped(connector)
+                elif plans[connector.id]:
                     jobs[connector] = self._ask(connector, plans[connector.id], deadline)
                 else:
                     state.results[connector.id] = _SourceResult(
@@ -192,6 +198,7 @@ class FederationEngine:
                     )
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
+                self._judge(result.outcome)
                 cacheable = result.outcome.status is SourceStatus.OK and result.records
                 if cacheable and self._cache is not None and query.cache_key() is not None:
                     writes.append(self._spawn(self._write(result.outcome.source, query, result.records)))
@@ -244,9 +251,15 @@ class FederationEngine:
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         own = {(r.source_id, r.study_instance_uid) for r in found}
         own_patients = {(r.source_id, r.patient_id or "") for r in found}
-        jobs = {c: self._ask(c, queries, deadline, verify=False) for c in connectors}
+        jobs = {}
+        for connector in connectors:
+            if self._breakers[connector.id].allow():
+                jobs[connector] = self._ask(connector, queries, deadline, verify=False)
+            elif demographic:
+                state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []
         async for result in self._fan_out(jobs, deadline, state.started):
+            self._judge(result.outcome)
             candidate_records.extend(result.records)
             source_id = result.outcome.source.id
             if demographic:
@@ -304,9 +317,13 @@ class FederationEngine:
     ) -> _SourceResult:
         """Run a source's planned queries; keep only records that carry the identifier asked for."""
         started = time.monotonic()
-        answers = await asyncio.gather(
-            *(connector.find_studies(p.query, deadline) for p in planned), return_exceptions=True
-        )
+        limit = self._limits[connector.id]
+
+        async def limited(query: StudyQuery) -> SourceAnswer:
+            async with limit:
+                return await connector.find_studies(query, deadline)
+
+        answers = await asyncio.gather(*(limited(p.query) for p in planned), return_exceptions=True)
         identity = _identity_of(connector)
         records: dict[str, StudyRecord] = {}
         warnings: list[str] = []
@@ -341,6 +358,30 @@ class FederationEngine:
                 warnings=tuple(dict.fromkeys(warnings)),
             ),
             list(records.values()),
+        )
+
+    def circuit_state(self, source_id: str) -> CircuitState:
+        """The circuit breaker state of one source."""
+        return self._breakers[source_id].state
+
+    def _judge(self, outcome: SourceOutcome) -> None:
+        """Feed a source's outcome to its circuit breaker."""
+        breaker = self._breakers[outcome.source.id]
+        if outcome.status is SourceStatus.OK:
+            breaker.record_success()
+        elif outcome.status in (SourceStatus.TIMEOUT, SourceStatus.UNREACHABLE, SourceStatus.ERROR):
+            breaker.record_failure()
+
+    def _skipped(self, connector: Connector) -> _SourceResult:
+        retry = self._breakers[connector.id].retry_in_s()
+        return _SourceResult(
+            SourceOutcome(
+                source=connector.info,
+                status=SourceStatus.SKIPPED,
+                latency_ms=0,
+                error=f"circuit open after repeated failures; next try in {retry:.0f} s",
+            ),
+            (),
         )
 
     async def _write(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
@@ -421,6 +462,18 @@ class FederationEngine:
             await self._cache.aclose()
         if self._identity_store is not None:
             await self._identity_store.aclose()
+
+
+def _setting(connector: Connector, name: str, default: Any) -> Any:
+    """A source setting, or the default for connectors whose settings lack it."""
+    return getattr(connector.settings, name, default)
+
+
+def _breaker_for(connector: Connector) -> CircuitBreaker:
+    circuit = _setting(connector, "circuit", None)
+    if circuit is None:
+        return CircuitBreaker(failures=5, reset_s=30.0)
+    return CircuitBreaker(failures=circuit.failures, reset_s=circuit.reset_s)
 
 
 def _identity_of(connector: Connector) -> SourceIdentity:

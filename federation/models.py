@@ -215,6 +215,8 @@ class SourceStatus(enum.StrEnum):
     ERROR = "ERROR"
     NO_IDENTIFIER = "NO_IDENTIFIER"
     """No identifier valid in this source's domain is known for the patient: not queried."""
+    SKIPPED = "SKIPPED"
+    """The source's circuit is open after repeated failures: not queried, no time lost."""
 
 
 class SourceInfo(_Frozen):

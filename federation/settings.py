@@ -40,6 +40,13 @@ class CacheSettings(_Strict):
     password: SecretStr | None = None
 
 
+class CircuitSettings(_Strict):
+    """When to stop asking a failing source, and when to try it again."""
+
+    failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    reset_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class _SourceCommon(_Strict):
     id: SourceId
     name: str = ""
@@ -51,6 +58,8 @@ class _SourceCommon(_Strict):
     """Send IssuerOfPatientID as a matching key (only for PACS that store and match it)."""
     enabled: bool = True
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    """Queries in flight to this source at most (DIMSE: also its threads and associations)."""
+    circuit: CircuitSettings = CircuitSettings()
 
     @model_validator(mode="after")
     def _default_name(self) -> _SourceCommon:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import graphene
 
 from federation.models import CacheStatus as CacheStatusModel
 from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
+from federation.resilience import CircuitState as CircuitStateModel
 
 SourceStatus = graphene.Enum.from_enum(
     SourceStatusModel,
@@ -17,12 +20,22 @@ CacheStatus = graphene.Enum.from_enum(
 )
 
 
+CircuitState = graphene.Enum.from_enum(
+    CircuitStateModel, description="CLOSED (asked), OPEN (skipped after failures) or HALF_OPEN (probing)."
+)
+
+
 class Source(graphene.ObjectType):
     """A configured hospital PACS."""
 
     id = graphene.ID(required=True)
     name = graphene.String(required=True)
     kind = graphene.String(required=True, description="Protocol: dimse or dicomweb.")
+    circuit = graphene.Field(CircuitState, required=True, description="The source's circuit breaker now.")
+
+    @staticmethod
+    def resolve_circuit(root: Any, info: Any) -> Any:
+        return info.context["engine"].circuit_state(root.id)
 
 
 MatchKind = graphene.Enum.from_enum(

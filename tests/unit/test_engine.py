@@ -132,3 +132,19 @@ def test_patient_ids_that_would_match_others_are_refused(bad: str) -> None:
     with pytest.raises(QueryError) as caught:
         PatientQuery(patient_id=bad)
     assert caught.value.code == "BAD_PATIENT_INPUT"
+
+
+async def test_a_source_that_keeps_failing_is_skipped_at_once() -> None:
+    from federation.settings import CircuitSettings
+
+    dead = Scripted("dead", error=SourceUnreachable("refused"))
+    dead.settings = dead.settings.model_copy(update={"circuit": CircuitSettings(failures=2, reset_s=60)})
+    slow_dead = Scripted("slow", delay=30)
+    engine = FederationEngine([Scripted("ok", uids=["1"]), dead, slow_dead], None)
+    for _ in range(2):
+        await engine.patient_history(QUERY, deadline_ms=100)
+    history = await engine.patient_history(QUERY, deadline_ms=100)
+    assert statuses(history)["dead"] is SourceStatus.SKIPPED
+    assert engine.circuit_state("dead").value == "OPEN"
+    assert statuses(history)["slow"] is SourceStatus.TIMEOUT  # 5 failures are needed by default
+    assert [e.study_instance_uid for e in history.exams] == ["1"]
