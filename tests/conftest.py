@@ -6,6 +6,9 @@ Fixtures (all session-scoped; a peer starts only when a test asks for it):
 - ``dicom_files_dir``: a folder holding every seeded instance, one sub-folder per study.
 - ``dicom_files``: study key -> list of its files in ``dicom_files_dir``.
 - ``orthanc_a`` (AET HOSPA), ``orthanc_c`` (AET HOSPC): ``peers.OrthancPeer``, seeded.
+  ``orthanc_a`` keeps Orthanc's default ``DefaultEncoding`` (Latin1): its C-FIND and QIDO
+  answers are Latin-1 whatever the query asks, and lose what Latin-1 cannot carry (Greek,
+  Japanese). ``orthanc_c`` runs with ``DefaultEncoding: Utf8`` and answers every script.
 - ``dcmqrscp_b`` (AET HOSPB): ``peers.DcmqrscpPeer``, seeded.
 - ``elasticsearch``: ``peers.ElasticsearchNode`` (ours, or the node at ``ELASTICSEARCH_URL``).
 
@@ -74,10 +77,16 @@ def dicom_files_dir(dicom_files: dict[str, list[Path]]) -> Path:
     return first.parent.parent
 
 
+ORTHANC_DEFAULT_ENCODINGS: dict[str, str | None] = {ORTHANC_A: None, ORTHANC_C: "Utf8"}
+"""``DefaultEncoding`` of each seeded Orthanc (None: Orthanc's own default, Latin1)."""
+
+
 def _orthanc(
     name: str, tmp_path_factory: pytest.TempPathFactory, files: dict[str, list[Path]]
 ) -> Iterator[OrthancPeer]:
-    peer = OrthancPeer(PEER_AETS[name], tmp_path_factory.mktemp(name))
+    peer = OrthancPeer(
+        PEER_AETS[name], tmp_path_factory.mktemp(name), default_encoding=ORTHANC_DEFAULT_ENCODINGS[name]
+    )
 
     def load(p: OrthancPeer) -> None:
         p.upload(files_for_peer(files, name))

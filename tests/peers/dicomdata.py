@@ -9,12 +9,17 @@ very same set of instances on both.
 Peers (the names are the conftest fixture names):
 
 - ``orthanc_a`` (AET HOSPA, DICOMweb and DIMSE): SHARED-CT, A-MR (PA-001); A-CT (PA-002);
-  B-MR (PA-003)
-- ``dcmqrscp_b`` (AET HOSPB, DIMSE only): SHARED-CT (PA-001); B-CR (PA-002); B-MR (PA-003)
-- ``orthanc_c`` (AET HOSPC, DICOMweb and DIMSE): C-US (PA-001); C-MR (PA-002)
+  B-MR (PA-003); JP-CT (PA-JP1); GR-MR (PA-GR1); KR-CR (PA-KR1)
+- ``dcmqrscp_b`` (AET HOSPB, DIMSE only): SHARED-CT (PA-001); B-CR (PA-002); B-MR (PA-003);
+  JP-CT (PA-JP1); GR-MR (PA-GR1); KR-CR (PA-KR1)
+- ``orthanc_c`` (AET HOSPC, DICOMweb and DIMSE): C-US (PA-001); C-MR (PA-002); JP-CT (PA-JP1);
+  GR-MR (PA-GR1); KR-CR (PA-KR1)
 
-Character sets: PA-001 and PA-003 are written in ISO_IR 100 (Latin-1), PA-002 in
-ISO_IR 192 (UTF-8); see DICOM PS3.5 section 6.1.2.5 for Specific Character Set.
+Character sets (DICOM PS3.5 section 6.1.2.5, PS3.3 C.12.1.1.2): PA-001 and PA-003 are
+written in ISO_IR 100 (Latin-1), PA-002 in ISO_IR 192 (UTF-8), PA-GR1 in ISO_IR 126 (Greek).
+PA-JP1 (``\\ISO 2022 IR 87``, Japanese, the PS3.5 H.3.1 example) and PA-KR1
+(``\\ISO 2022 IR 149``, Korean, the PS3.5 I.2 example) use ISO 2022 code extensions: their
+names carry escape sequences and three component groups (Alphabetic=Ideographic=Phonetic).
 """
 
 from __future__ import annotations
@@ -48,7 +53,14 @@ SOP_CLASSES = {
     "US": "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
 }
 
-PYTHON_ENCODINGS = {"ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
+PYTHON_ENCODINGS = {
+    "ISO_IR 100": "latin_1",
+    "ISO_IR 192": "utf_8",
+    "ISO_IR 126": "iso8859_7",
+    "\\ISO 2022 IR 87": "iso2022_jp",
+    "\\ISO 2022 IR 149": "euc_kr",
+}
+"""Python codec of each seed character set (for the ISO 2022 ones, the codec of the extension)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,10 @@ class SeedPatient:
     """``YYYYMMDD``."""
     sex: str
     charset: str
-    """Specific Character Set the patient's files are written in."""
+    """Specific Character Set the patient's files are written in; a backslash separates values
+    (``\\ISO 2022 IR 87`` is value 1 empty, value 2 ISO 2022 IR 87)."""
+    referring_physician: str | None = None
+    """ReferringPhysicianName of the patient's studies; ``REFERRING_PHYSICIAN`` when None."""
 
     @property
     def python_encoding(self) -> str:
@@ -196,6 +211,26 @@ def _study(n: int, key: str, modality: str, when: str, desc: str, acc: str, shap
 PA_001 = SeedPatient("PA-001", "Müller^Anna", "19800412", "F", "ISO_IR 100")
 PA_002 = SeedPatient("PA-002", "Dupré^Élodie", "19920229", "F", "ISO_IR 192")
 PA_003 = SeedPatient("PA-003", "Østergård^Søren", "19751231", "M", "ISO_IR 100")
+PA_JP1 = SeedPatient(
+    "PA-JP1",
+    "Yamada^Tarou=山田^太郎=やまだ^たろう",
+    "19650317",
+    "M",
+    "\\ISO 2022 IR 87",
+    referring_physician="Suzuki^Ichirou=鈴木^一郎=すずき^いちろう",
+)
+PA_GR1 = SeedPatient(
+    "PA-GR1", "Διονυσιος^Γεωργιος", "19580823", "M", "ISO_IR 126", referring_physician="Παπαδόπουλος^Νίκος"
+)
+PA_KR1 = SeedPatient(
+    "PA-KR1",
+    "Hong^Gildong=洪^吉洞=홍^길동",
+    "19870909",
+    "M",
+    "\\ISO 2022 IR 149",
+    referring_physician="Kim^Minsu",
+)
+ALL_PEERS = frozenset(PEERS)
 
 CATALOGUE = Catalogue(
     entries=(
@@ -233,6 +268,21 @@ CATALOGUE = Catalogue(
             PA_003,
             _study(1, "B-MR", "MR", "2019-05-05 12:00:00", "IRM RACHIS", "ACC-3001", "1x1"),
             frozenset({DCMQRSCP_B, ORTHANC_A}),
+        ),
+        SeedEntry(
+            PA_JP1,
+            _study(1, "JP-CT", "CT", "2023-09-14 11:20:00", "胸部 CT", "ACC-7001", "1x1"),
+            ALL_PEERS,
+        ),
+        SeedEntry(
+            PA_GR1,
+            _study(1, "GR-MR", "MR", "2022-04-02 15:10:00", "ΜΑΓΝΗΤΙΚΗ ΕΓΚΕΦΑΛΟΥ", "ACC-8001", "1x1"),
+            ALL_PEERS,
+        ),
+        SeedEntry(
+            PA_KR1,
+            _study(1, "KR-CR", "CR", "2021-12-24 09:45:00", "흉부 CR", "ACC-9001", "1x1"),
+            ALL_PEERS,
         ),
     )
 )
@@ -281,7 +331,7 @@ def make_instance(patient: SeedPatient, study: SeedStudy, series: int, instance:
     ds.Modality = study.modality
     ds.Manufacturer = "pacsfed"
     ds.InstitutionName = "pacsfed test hospital"
-    ds.ReferringPhysicianName = REFERRING_PHYSICIAN
+    ds.ReferringPhysicianName = patient.referring_physician or REFERRING_PHYSICIAN
     ds.StudyDescription = study.description
     ds.SeriesDescription = f"{study.description} S{series}"
     ds.PatientName = patient.name

@@ -1,9 +1,11 @@
 """An Orthanc test hospital: DICOMweb (QIDO/WADO) and DIMSE on free loopback ports.
 
 Orthanc answers C-FIND only from calling AE titles listed in ``DicomModalities``;
-ours (``PACSFED``) is always there. C-FIND answers are re-encoded to Orthanc's
-``DefaultEncoding`` (Latin-1 here, left at its default) unless the query asks for
-another Specific Character Set (see /work/shared/PEERS.md).
+ours (``PACSFED``) is always there. Orthanc 1.10.1 re-encodes C-FIND answers, and the
+DICOM JSON of its QIDO answers, into its ``DefaultEncoding`` (Latin1 unless
+*default_encoding* says otherwise) whatever Specific Character Set the query names:
+under Latin1, Greek and CJK characters are dropped from the answer (seen with
+``\\ISO 2022 IR 87`` and ISO_IR 126 studies); under ``Utf8`` every script comes back.
 """
 
 from __future__ import annotations
