@@ -22,7 +22,8 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 DICOM_JSON = "application/dicom+json"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-_INCLUDE_FIELDS = ",".join(k for k in STUDY_RETURN_KEYWORDS if k != "RetrieveAETitle") + ",RetrieveURL"
+# Repeated, not comma-separated: Orthanc 1.10's plugin ignores a comma-separated list.
+_INCLUDE_FIELDS = [k for k in STUDY_RETURN_KEYWORDS if k != "RetrieveAETitle"] + ["RetrieveURL"]
 
 
 class DicomwebConnector(Connector):
@@ -125,9 +126,9 @@ class DicomwebConnector(Connector):
         return page, _warning_header(response)
 
 
-def _query_params(query: StudyQuery) -> dict[str, str | int]:
+def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
     """QIDO-RS matching parameters (PS3.18 8.3.4): keys by keyword, sequences by dotted path."""
-    params: dict[str, str | int] = {"includefield": _INCLUDE_FIELDS}
+    params: dict[str, str | int | list[str]] = {"includefield": list(_INCLUDE_FIELDS)}
     if query.patient_id is not None:
         params["PatientID"] = query.patient_id
     if query.issuer_of_patient_id is not None:
@@ -140,7 +141,7 @@ def _query_params(query: StudyQuery) -> dict[str, str | int]:
         params["OtherPatientIDsSequence.PatientID"] = query.other_patient_id
         if query.other_patient_id_issuer:
             params["OtherPatientIDsSequence.IssuerOfPatientID"] = query.other_patient_id_issuer
-        params["includefield"] = f"{_INCLUDE_FIELDS},OtherPatientIDsSequence"
+        params["includefield"] = [*_INCLUDE_FIELDS, "OtherPatientIDsSequence"]
     return params
 
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
@@ -252,7 +253,8 @@ def _find_identifier(query: StudyQuery, charset: str | None) -> Dataset:
     """
     identifier = Dataset()
     values = [query.patient_id, query.issuer_of_patient_id, query.patient_name, query.other_patient_id]
-    if not charset and not all(v is None or v.isascii() for v in values):
+    if not _encodable(values, charset):
+        # Never let a value be written with replacement characters: '?' is a C-FIND wildcard.
         charset = "ISO_IR 192"
     if charset:
         identifier.SpecificCharacterSet = charset
@@ -273,6 +275,26 @@ def _find_identifier(query: StudyQuery, charset: str | None) -> Dataset:
         item.IssuerOfPatientID = query.other_patient_id_issuer or ""
         identifier.OtherPatientIDsSequence = [item]
     return identifier
+
+
+def _encodable(values: list[str | None], charset: str | None) -> bool:
+    """Whether every value can be written exactly in ``charset`` (None: the default repertoire)."""
+    text = "".join(v for v in values if v)
+    if not charset:
+        return text.isascii()
+    try:
+        codecs = [python_encoding[term.strip()] for term in charset.split("\\") if term.strip()]
+    except KeyError:
+        return text.isascii()
+    if not codecs:
+        return text.isascii()
+    for codec in codecs:
+        try:
+            text.encode(codec)
+            return True
+        except UnicodeEncodeError:
+            continue
+    return False
 
 
 def _disable_nagle(event: Any) -> None:

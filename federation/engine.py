@@ -13,9 +13,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from connectors.base import Connector, SourceAnswer
 from federation.cache import CacheHealth, ExamCache
 from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
@@ -44,6 +43,9 @@ from federation.models import (
 )
 from federation.resilience import CircuitBreaker, CircuitState
 from federation.settings import QuerySettings
+
+if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
+    from connectors.base import Connector, SourceAnswer
 
 log = logging.getLogger("pacsfed.engine")
 T = TypeVar("T")

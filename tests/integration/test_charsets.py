@@ -107,16 +107,10 @@ async def test_names_in_other_scripts_come_back_exactly(
             [exam] = result["exams"]
             assert exam["studyInstanceUid"] == CATALOGUE.study(key).study_uid
             assert exam["patientName"] == name.split("=")[0], patient_id
-            if source_id != "orthanc-c-qido":  # see test_qido_returns_the_description
-                assert exam["description"] == description, patient_id
+            assert exam["description"] == description, patient_id
             assert [s["warnings"] for s in result["sources"]] == [[]], patient_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the DICOMweb connector sends includefield as one comma-separated list, and Orthanc 1.10's"
-    " DICOMweb plugin then leaves out StudyDescription; a repeated includefield works",
-)
 async def test_qido_returns_the_description(
     charset_sources: dict[str, dict[str, Any]], make_settings: Any
 ) -> None:
@@ -199,16 +193,7 @@ class RecordingFindScp:
         (None, "ΔΙΟ-001"),  # nothing configured: the default repertoire cannot carry it
         ("ISO_IR 192", "ΔΙΟ-001"),
         ("ISO_IR 100", "MÜL-001"),  # configured and able to carry it
-        pytest.param(
-            "ISO_IR 100",
-            "ΔΙΟ-001",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="dimse._find_identifier keeps a configured charset that cannot carry the value:"
-                " pydicom then writes '???-001' (a C-FIND wildcard pattern) with a warning, an error"
-                " under pytest",
-            ),
-        ),
+        ("ISO_IR 100", "ΔΙΟ-001"),  # configured but cannot carry it: UTF-8 instead, never wildcards
     ],
 )
 async def test_a_non_ascii_patient_id_is_sent_under_a_character_set_that_carries_it(

@@ -26,9 +26,6 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-# federation first: importing connectors first runs into the connectors.base <-> federation.engine
-# import cycle when this module is collected before any other that imports federation.
-import federation  # noqa: F401
 from connectors._normalize import _Reader, person_name_groups, study_record_from_dataset
 from connectors.dicomweb import _record_from_json
 from federation.models import StudyRecord
