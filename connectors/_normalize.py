@@ -387,6 +387,30 @@ class _Reader:
         self.character_set_terms = self._character_set_terms()
         self.charset = _character_set(self.character_set_terms, self.warnings)
 
+    def child(self, item: Dataset) -> _Reader:
+        """A reader for a sequence item: items inherit the parent's character set (PS3.5 7.5.3)."""
+        reader = _Reader.__new__(_Reader)
+        reader.dataset = item
+        reader.warnings = self.warnings
+        reader.character_set_terms = self.character_set_terms
+        reader.charset = self.charset
+        return reader
+
+    def other_patient_ids(self) -> tuple[tuple[str | None, str], ...]:
+        """(issuer, id) pairs of OtherPatientIDsSequence (0010,1002), when the peer returned it."""
+        try:
+            items = self.dataset.get("OtherPatientIDsSequence")
+        except Exception:
+            self.warnings.append("OtherPatientIDsSequence: unreadable value")
+            return ()
+        found: list[tuple[str | None, str]] = []
+        for item in items or ():
+            reader = self.child(item)
+            value = reader.text("PatientID")
+            if value:
+                found.append((reader.text("IssuerOfPatientID"), value))
+        return tuple(found)
+
     def _character_set_terms(self) -> list[str]:
         element = self._element("SpecificCharacterSet")
         if element is None:
@@ -555,5 +579,6 @@ def study_record_from_dataset(
         retrieve_ae_title=retrieve_ae[0] if retrieve_ae else default_retrieve_ae,
         retrieve_url=read.text("RetrieveURL"),
         specific_character_set=tuple(dict.fromkeys(term for term in read.character_set_terms if term)),
+        other_patient_ids=read.other_patient_ids(),
         warnings=tuple(dict.fromkeys(read.warnings)),
     )

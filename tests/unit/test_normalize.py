@@ -176,3 +176,16 @@ def test_malformed_dicom_json_items_are_skipped_with_a_warning(item: object) -> 
     warnings: list[str] = []
     assert _record_from_json(item, "s", warnings) is None
     assert warnings
+
+
+def test_other_patient_ids_are_read_with_the_parents_character_set() -> None:
+    ds = _identifier("ISO_IR 100", "Müller^Anna")
+    item = Dataset()
+    item.PatientID = "70031512345"
+    item.IssuerOfPatientID = "NISS"
+    other = Dataset()
+    other.PatientID = "Ü-7"
+    ds.OtherPatientIDsSequence = [item, other]
+    record = study_record_from_dataset(_wire(ds), "s")
+    assert record is not None
+    assert record.other_patient_ids == (("NISS", "70031512345"), (None, "Ü-7"))
