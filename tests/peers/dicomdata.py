@@ -230,6 +230,13 @@ PA_KR1 = SeedPatient(
     "\\ISO 2022 IR 149",
     referring_physician="Kim^Minsu",
 )
+# One person under three identifiers (issue: identity cross-referencing): A123 at Orthanc A
+# (HOSP_A), B-77 at dcmqrscp B (HOSP_B), her national number at Orthanc C (kept in PatientID,
+# written differently there); and a namesake born another day at dcmqrscp B.
+JANSSENS_A = SeedPatient("A123", "Janssens^Marie", "19700315", "F", "ISO_IR 100")
+JANSSENS_B = SeedPatient("B-77", "Janssens^Marie", "19700315", "F", "ISO_IR 100")
+JANSSENS_C = SeedPatient("70031512345", "JANSSENS^MARIE", "19700315", "F", "ISO_IR 192")
+NAMESAKE_B = SeedPatient("B-99", "Janssens^Marie", "19880101", "F", "ISO_IR 100")
 ALL_PEERS = frozenset(PEERS)
 
 CATALOGUE = Catalogue(
@@ -283,6 +290,26 @@ CATALOGUE = Catalogue(
             PA_KR1,
             _study(1, "KR-CR", "CR", "2021-12-24 09:45:00", "흉부 CR", "ACC-9001", "1x1"),
             ALL_PEERS,
+        ),
+        SeedEntry(
+            JANSSENS_A,
+            _study(1, "X-A-CT", "CT", "2023-10-01 11:00:00", "CT ABDOMEN", "ACC-4001", "1x1"),
+            frozenset({ORTHANC_A}),
+        ),
+        SeedEntry(
+            JANSSENS_B,
+            _study(2, "X-B-MR", "MR", "2022-05-04 09:30:00", "MR GENOU", "ACC-4002", "1x1"),
+            frozenset({DCMQRSCP_B}),
+        ),
+        SeedEntry(
+            JANSSENS_C,
+            _study(3, "X-C-US", "US", "2024-08-20 15:15:00", "ECHO THYROIDE", "ACC-4003", "1x1"),
+            frozenset({ORTHANC_C}),
+        ),
+        SeedEntry(
+            NAMESAKE_B,
+            _study(1, "N-B-CR", "CR", "2021-01-01 08:00:00", "RX POUMONS", "ACC-5001", "1x1"),
+            frozenset({DCMQRSCP_B}),
         ),
     )
 )
