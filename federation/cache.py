@@ -24,6 +24,15 @@ class CacheHealth:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class CachedAnswer:
+    """One source's last answer to one patient query, as the cache holds it."""
+
+    source_id: str
+    answered_at: dt.datetime
+    records: tuple[StudyRecord, ...]
+
+
 def document_id(source_id: str, study_instance_uid: str) -> str:
     """The stable id of one (source, study) pair: a re-query updates, never duplicates."""
     return f"{source_id}:{study_instance_uid}"
@@ -39,11 +48,15 @@ class ExamCache(abc.ABC):
 
     @abc.abstractmethod
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
-        """Write one source's answer; raise CacheError when the backend cannot take it."""
+        """Write one source's answer (an empty one too); raise CacheError when the backend cannot."""
 
     @abc.abstractmethod
-    async def lookup(self, query: PatientQuery) -> list[StudyRecord]:
-        """Every cached study of the patient (as queried) across sources."""
+    async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
+        """The last answer of each of these sources to this patient query, where one is cached."""
+
+    @abc.abstractmethod
+    async def purge(self, query: PatientQuery, source_id: str | None = None) -> int:
+        """Forget the cached answers to this patient query (of one source, or all); return how many."""
 
     @abc.abstractmethod
     async def search_by_name(
@@ -66,16 +79,32 @@ class MemoryExamCache(ExamCache):
 
     def __init__(self) -> None:
         self._documents: dict[str, tuple[PatientQuery, StudyRecord, dt.datetime]] = {}
+        self._answers: dict[tuple[str | None, str], CachedAnswer] = {}
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
-        """Keep each record under its stable (source, study) id."""
+        """Keep each record under its stable (source, study) id, and the answer under its query."""
         now = dt.datetime.now(dt.UTC)
         for record in records:
             self._documents[document_id(source.id, record.study_instance_uid)] = (query, record, now)
+        key = query.cache_key()
+        if key is not None:
+            self._answers[(key, source.id)] = CachedAnswer(source.id, now, tuple(records))
 
-    async def lookup(self, query: PatientQuery) -> list[StudyRecord]:
-        """The records stored for exactly this patient query."""
-        return [record for stored, record, _ in self._documents.values() if stored == query]
+    async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
+        """The stored answers of these sources to exactly this query."""
+        key = query.cache_key()
+        found = {sid: self._answers.get((key, sid)) for sid in source_ids} if key else {}
+        return {sid: answer for sid, answer in found.items() if answer is not None}
+
+    async def purge(self, query: PatientQuery, source_id: str | None = None) -> int:
+        """Drop the answers (and their studies) of one source or all sources to this query."""
+        key = query.cache_key()
+        doomed = [k for k in self._answers if k[0] == key and source_id in (None, k[1])]
+        for answer_key in doomed:
+            answer = self._answers.pop(answer_key)
+            for record in answer.records:
+                self._documents.pop(document_id(answer.source_id, record.study_instance_uid), None)
+        return len(doomed)
 
     async def search_by_name(
         self, family_name: str, birth_date: dt.date | None = None, limit: int = 100

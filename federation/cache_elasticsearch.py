@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, NotFoundError, TransportError
 
-from federation.cache import CacheHealth, ExamCache, document_id
+from federation.cache import CachedAnswer, CacheHealth, ExamCache, document_id
 from federation.errors import CacheError
-from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
+from federation.models import CacheStatus, MatchedBy, PatientQuery, SourceInfo, StudyRecord
 from federation.names import fold, folded_name, name_parts
 from federation.settings import CacheSettings
 
@@ -48,6 +49,22 @@ MAPPING: dict[str, Any] = {
         "cached_at": {"type": "date"},
     },
 }
+
+
+ANSWERS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "query_key": {"type": "keyword"},
+        "source_id": {"type": "keyword"},
+        "answered_at": {"type": "date"},
+        "study_uids": {"type": "keyword"},
+        "matches": {"type": "object", "enabled": False},
+    },
+}
+
+
+def _answer_id(query_key: str, source_id: str) -> str:
+    return hashlib.sha256(f"{query_key}\x00{source_id}".encode()).hexdigest()
 
 
 def _document(
@@ -97,6 +114,7 @@ class ElasticsearchExamCache(ExamCache):
     def __init__(self, settings: CacheSettings, client: AsyncElasticsearch | None = None) -> None:
         self.settings = settings
         self.index = f"{settings.index_prefix}-exams"
+        self.answers_index = f"{settings.index_prefix}-answers"
         self._template_name = f"{settings.index_prefix}-exams"
         self._template_ready = False
         self._client = client if client is not None else make_client(settings)
@@ -114,19 +132,25 @@ class ElasticsearchExamCache(ExamCache):
     async def _ensure_template(self) -> None:
         if self._template_ready:
             return
+        indices = ((self.index, MAPPING), (self.answers_index, ANSWERS_MAPPING))
         try:
-            await self._client.indices.put_index_template(
-                name=self._template_name,
-                index_patterns=[f"{self.index}*"],
-                priority=100,
-                template={
-                    "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-                    "mappings": MAPPING,
-                },
-            )
-            # Create the index now: creating it on the first write costs a query most of a second.
-            if not await self._client.indices.exists(index=self.index):
-                await self._client.indices.create(index=self.index, wait_for_active_shards="1")
+            for index, mapping in indices:
+                await self._client.indices.put_index_template(
+                    name=index,
+                    index_patterns=[index],
+                    priority=100,
+                    template={
+                        "settings": {
+                            "number_of_shards": 1,
+                            "number_of_replicas": 0,
+                            "refresh_interval": "1s",
+                        },
+                        "mappings": mapping,
+                    },
+                )
+                # Create the index now: creating it on the first write costs a query most of a second.
+                if not await self._client.indices.exists(index=index):
+                    await self._client.indices.create(index=index, wait_for_active_shards="1")
         except BadRequestError as exc:
             if exc.error != "resource_already_exists_exception":
                 raise CacheError(f"cannot prepare the index ({exc.error})") from exc
@@ -135,8 +159,9 @@ class ElasticsearchExamCache(ExamCache):
         self._template_ready = True
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
-        """Bulk-index one source's answer under stable ids."""
-        if not records:
+        """Bulk-index one source's answer: its studies under stable ids, and the answer itself."""
+        key = query.cache_key()
+        if not records and key is None:
             return
         await self._ensure_template()
         now = dt.datetime.now(dt.UTC)
@@ -146,6 +171,20 @@ class ElasticsearchExamCache(ExamCache):
                 {"index": {"_index": self.index, "_id": document_id(source.id, record.study_instance_uid)}}
             )
             operations.append(_document(source, query, record, now))
+        if key is not None:
+            operations.append({"index": {"_index": self.answers_index, "_id": _answer_id(key, source.id)}})
+            operations.append(
+                {
+                    "query_key": key,
+                    "source_id": source.id,
+                    "answered_at": now.isoformat(),
+                    "study_uids": [r.study_instance_uid for r in records],
+                    "matches": [
+                        {"uid": r.study_instance_uid, **(r.matched_by.model_dump() if r.matched_by else {})}
+                        for r in records
+                    ],
+                }
+            )
         try:
             response = await self._client.bulk(operations=operations)
         except (ApiError, TransportError) as exc:
@@ -153,14 +192,75 @@ class ElasticsearchExamCache(ExamCache):
         if response.get("errors"):
             failed = [item for item in response["items"] if item.get("index", {}).get("error")]
             reason = failed[0]["index"]["error"].get("type", "unknown") if failed else "unknown"
-            raise CacheError(f"{len(failed)} of {len(records)} documents were refused ({reason})")
+            raise CacheError(f"{len(failed)} of {len(operations) // 2} documents were refused ({reason})")
 
-    async def lookup(self, query: PatientQuery) -> list[StudyRecord]:
-        """Every cached study found for exactly this patient query."""
+    async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
+        """The last answers by id (real-time GETs: a write is readable at once, no refresh needed)."""
+        key = query.cache_key()
+        if key is None or not source_ids:
+            return {}
+        try:
+            answers = await self._client.mget(
+                index=self.answers_index, ids=[_answer_id(key, sid) for sid in source_ids]
+            )
+            found = [doc["_source"] for doc in answers["docs"] if doc.get("found")]
+            exam_ids = [document_id(a["source_id"], uid) for a in found for uid in a["study_uids"]]
+            exams: Any = await self._client.mget(index=self.index, ids=exam_ids) if exam_ids else {"docs": []}
+        except NotFoundError:
+            return {}
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"cache read failed ({type(exc).__name__})") from exc
+        by_id = {doc["_id"]: doc["_source"] for doc in exams["docs"] if doc.get("found")}
+        result: dict[str, CachedAnswer] = {}
+        for answer in found:
+            answered_at = dt.datetime.fromisoformat(answer["answered_at"])
+            matches = {m["uid"]: m for m in answer.get("matches", [])}
+            records = []
+            for uid in answer["study_uids"]:
+                doc = by_id.get(document_id(answer["source_id"], uid))
+                if doc is None:
+                    break  # a study was purged or lost: the answer is incomplete, do not use it
+                match = {k: v for k, v in matches.get(uid, {}).items() if k != "uid"}
+                records.append(
+                    _record(doc).model_copy(
+                        update={"matched_by": MatchedBy(**match) if match else None, "cached_at": answered_at}
+                    )
+                )
+            else:
+                result[answer["source_id"]] = CachedAnswer(answer["source_id"], answered_at, tuple(records))
+        return result
+
+    async def purge(self, query: PatientQuery, source_id: str | None = None) -> int:
+        """Delete the answers to this query (one source's or all) and the studies they hold."""
         key = query.cache_key()
         if key is None:
-            return []
-        return await self._search({"bool": {"filter": [{"term": {"query_key": key}}]}})
+            return 0
+        filters: list[dict[str, Any]] = [{"term": {"query_key": key}}]
+        if source_id is not None:
+            filters.append({"term": {"source_id": source_id}})
+        try:
+            await self._client.indices.refresh(
+                index=[self.index, self.answers_index], ignore_unavailable=True
+            )
+            found = await self._client.search(
+                index=self.answers_index,
+                query={"bool": {"filter": filters}},
+                size=10_000,
+                ignore_unavailable=True,
+            )
+            answers = [hit["_source"] for hit in found["hits"]["hits"]]
+            exam_ids = [document_id(a["source_id"], uid) for a in answers for uid in a["study_uids"]]
+            operations: list[dict[str, Any]] = [
+                {"delete": {"_index": self.index, "_id": i}} for i in exam_ids
+            ]
+            operations += [
+                {"delete": {"_index": self.answers_index, "_id": hit["_id"]}} for hit in found["hits"]["hits"]
+            ]
+            if operations:
+                await self._client.bulk(operations=operations, refresh="wait_for")
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"cache purge failed ({type(exc).__name__})") from exc
+        return len(answers)
 
     async def search_by_name(
         self, family_name: str, birth_date: dt.date | None = None, limit: int = 100

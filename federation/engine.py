@@ -8,6 +8,7 @@ A source that fails or is late becomes a status in the answer; what the others r
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import logging
 import time
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from federation.cache import CacheHealth, ExamCache
+from federation.cache import CachedAnswer, CacheHealth, ExamCache
 from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
     CacheError,
@@ -30,6 +31,7 @@ from federation.models import (
     CacheStatus,
     Candidate,
     Deadline,
+    Freshness,
     MatchedBy,
     MatchKind,
     PatientHistory,
@@ -48,6 +50,9 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
     from connectors.base import Connector, SourceAnswer
 
 log = logging.getLogger("pacsfed.engine")
+_CACHE_READ_S = 1.0
+"""The longest a query waits for the cache before asking every source live."""
+_DEFAULT_TTL_S = 300.0
 T = TypeVar("T")
 
 _STATUS_FOR_ERROR: tuple[tuple[type[ConnectorError], SourceStatus], ...] = (
@@ -60,6 +65,7 @@ _STATUS_FOR_ERROR: tuple[tuple[type[ConnectorError], SourceStatus], ...] = (
 class Phase(enum.StrEnum):
     """Which step of a query an update reports."""
 
+    CACHE = "CACHE"
     SOURCE = "SOURCE"
     FINAL = "FINAL"
 
@@ -100,6 +106,7 @@ class FederationEngine:
         self._resolver = IdentityResolver(identity_store, national_issuer)
         self._bare_resolver = IdentityResolver(None, national_issuer)
         self._breakers = {c.id: _breaker_for(c) for c in connectors}
+        self._inflight: dict[tuple[str, str], _Shared] = {}
         self._limits = {c.id: asyncio.Semaphore(_setting(c, "max_concurrency", 4)) for c in connectors}
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
@@ -152,11 +159,16 @@ class FederationEngine:
         deadline_ms: int | None = None,
         source_ids: Sequence[str] | None = None,
         include_candidates: bool = False,
+        freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
     ) -> PatientHistory:
         """The patient's merged exam history, with every queried source's status."""
         history: PatientHistory | None = None
         async for update in self.stream_history(
-            query, deadline_ms=deadline_ms, source_ids=source_ids, include_candidates=include_candidates
+            query,
+            deadline_ms=deadline_ms,
+            source_ids=source_ids,
+            include_candidates=include_candidates,
+            freshness=freshness,
         ):
             history = update.history
         assert history is not None  # stream_history always ends with a FINAL update
@@ -169,11 +181,14 @@ class FederationEngine:
         deadline_ms: int | None = None,
         source_ids: Sequence[str] | None = None,
         include_candidates: bool = False,
+        freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
     ) -> AsyncIterator[HistoryUpdate]:
-        """Yield the history after each source answers, then a FINAL update at the end.
+        """Yield the cached history (CACHE), then the history after each source answers (SOURCE), then FINAL.
 
-        Identifier queries come first; demographic candidate queries (asked for, or implied by a
-        demographic patient input) follow within the same deadline.
+        Sources whose cached answer is younger than their ``ttl_s`` answer from the cache at once
+        and are refreshed in the background (CACHE_THEN_REFRESH); CACHE_ONLY asks no source;
+        LIVE ignores the cache. Demographic candidate queries (asked for, or implied by a
+        demographic patient input) follow the identifier queries within the same deadline.
         """
         connectors = self.select(source_ids)
         deadline = self.deadline_for(deadline_ms)
@@ -182,27 +197,32 @@ class FederationEngine:
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         writes: list[asyncio.Task[None]] = []
         if not demographic:
+            cached = await self._cached(query, connectors, plans, freshness, deadline, state)
             jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]] = {}
             for connector in connectors:
-                if plans[connector.id] and not self._breakers[connector.id].allow():
-                    state.results[connector.id] = self._skipped(connector)
-                elif plans[connector.id]:
-                    jobs[connector] = self._ask(connector, plans[connector.id], deadline)
-                else:
-                    state.results[connector.id] = _SourceResult(
-                        SourceOutcome(
-                            source=connector.info,
-                            status=SourceStatus.NO_IDENTIFIER,
-                            latency_ms=0,
-                            error="no identifier known in this source's domain",
-                        ),
-                        (),
+                plan = plans[connector.id]
+                if not plan:
+                    state.results[connector.id] = _not_asked(
+                        connector, SourceStatus.NO_IDENTIFIER, "no identifier known in this source's domain"
                     )
+                elif connector.id in cached:
+                    state.results[connector.id] = _from_cache(connector, cached[connector.id])
+                    if freshness is Freshness.CACHE_THEN_REFRESH:
+                        self._refresh_in_background(connector, plan, query)
+                elif freshness is Freshness.CACHE_ONLY:
+                    state.results[connector.id] = _not_asked(
+                        connector, SourceStatus.NOT_CACHED, "no cached answer for this patient"
+                    )
+                elif not self._breakers[connector.id].allow():
+                    state.results[connector.id] = self._skipped(connector)
+                else:
+                    jobs[connector] = self._ask_once(connector, plan, query, deadline)
+            if cached:
+                yield HistoryUpdate(Phase.CACHE, None, state.history(self._last_cache_status))
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
                 self._judge(result.outcome)
-                cacheable = result.outcome.status is SourceStatus.OK and result.records
-                if cacheable and self._cache is not None and query.cache_key() is not None:
+                if result.outcome.status is SourceStatus.OK and self._cache is not None and query.cache_key():
                     writes.append(self._spawn(self._write(result.outcome.source, query, result.records)))
                 yield HistoryUpdate(
                     Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
@@ -362,6 +382,90 @@ class FederationEngine:
             list(records.values()),
         )
 
+    async def _cached(
+        self,
+        query: PatientQuery,
+        connectors: Sequence[Connector],
+        plans: dict[str, list[PlannedQuery]],
+        freshness: Freshness,
+        deadline: Deadline,
+        state: _QueryState,
+    ) -> dict[str, CachedAnswer]:
+        """The cached answers this query may use: fresh ones, or any age with CACHE_ONLY."""
+        if freshness is Freshness.LIVE or self._cache is None or query.cache_key() is None:
+            return {}
+        wanted = [c.id for c in connectors if plans[c.id]]
+        try:
+            async with asyncio.timeout(min(_CACHE_READ_S, deadline.remaining() / 2)):
+                answers = await self._cache.cached_answers(query, wanted)
+        except (CacheError, TimeoutError):
+            state.warnings.append("the cache could not be read: every source was asked live")
+            return {}
+        if freshness is Freshness.CACHE_ONLY:
+            return answers
+        now = dt.datetime.now(dt.UTC)
+        ttl = {c.id: _setting(c, "ttl_s", _DEFAULT_TTL_S) for c in connectors}
+        return {sid: a for sid, a in answers.items() if (now - a.answered_at).total_seconds() <= ttl[sid]}
+
+    async def _ask_once(
+        self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery, deadline: Deadline
+    ) -> _SourceResult:
+        """Ask a source, sharing the answer with identical queries already in flight (one fan-out).
+
+        The shared request is cancelled only when every query waiting for it has given up.
+        """
+        key = (query.cache_key() or "", connector.id)
+        shared = self._inflight.get(key) if key[0] else None
+        if shared is None or shared.task.done() or shared.task.cancelling():
+            shared = _Shared(self._spawn(self._ask(connector, planned, deadline)))
+            if key[0]:
+                self._inflight[key] = shared
+                shared.task.add_done_callback(lambda _: self._forget_inflight(key, shared))
+        shared.waiters += 1
+        try:
+            return await asyncio.shield(shared.task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this query gave up (its deadline): not an answer
+            # The shared request was abandoned by the queries that started it.
+            return _not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
+        finally:
+            shared.waiters -= 1
+            if shared.waiters == 0 and not shared.task.done():
+                shared.task.cancel()
+                self._forget_inflight(key, shared)
+
+    def _forget_inflight(self, key: tuple[str, str], shared: _Shared) -> None:
+        if self._inflight.get(key) is shared:
+            del self._inflight[key]
+
+    def _refresh_in_background(
+        self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery
+    ) -> None:
+        """Refresh a source's cached answer once (de-duplicated), after answering from the cache."""
+        if (query.cache_key() or "", connector.id) in self._inflight or not self._breakers[
+            connector.id
+        ].allow():
+            return
+
+        async def refresh() -> None:
+            deadline = self.deadline_for(None)
+            result = await self._ask_once(connector, planned, query, deadline)
+            self._judge(result.outcome)
+            if result.outcome.status is SourceStatus.OK and self._cache is not None:
+                await self._write(result.outcome.source, query, result.records)
+
+        self._spawn(refresh())
+
+    async def purge_cache(self, query: PatientQuery, source_id: str | None = None) -> int:
+        """Forget the cached answers to this patient query (one source's, or all): corrections, erasure."""
+        if source_id is not None:
+            self.select([source_id])
+        if self._cache is None:
+            return 0
+        return await self._cache.purge(query, source_id)
+
     def circuit_state(self, source_id: str) -> CircuitState:
         """The circuit breaker state of one source."""
         return self._breakers[source_id].state
@@ -464,6 +568,34 @@ class FederationEngine:
             await self._cache.aclose()
         if self._identity_store is not None:
             await self._identity_store.aclose()
+
+
+class _Shared:
+    """One request to a source that several identical queries wait for."""
+
+    def __init__(self, task: asyncio.Task[_SourceResult]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+def _not_asked(connector: Connector, status: SourceStatus, why: str) -> _SourceResult:
+    """A source that was not asked, and why."""
+    return _SourceResult(SourceOutcome(source=connector.info, status=status, latency_ms=0, error=why), ())
+
+
+def _from_cache(connector: Connector, answer: CachedAnswer) -> _SourceResult:
+    """A source's cached answer as this query's result for it."""
+    return _SourceResult(
+        SourceOutcome(
+            source=connector.info,
+            status=SourceStatus.OK,
+            latency_ms=0,
+            exam_count=len(answer.records),
+            cached=True,
+            cached_at=answer.answered_at,
+        ),
+        [record.model_copy(update={"cached_at": answer.answered_at}) for record in answer.records],
+    )
 
 
 def _setting(connector: Connector, name: str, default: Any) -> Any:

@@ -26,6 +26,7 @@ def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
         retrieve_url=record.retrieve_url,
         retrieve_ae_title=record.retrieve_ae_title,
         matched_by=record.matched_by,
+        cached_at=record.cached_at,
     )
 
 

@@ -203,6 +203,8 @@ class StudyRecord(_Frozen):
     """(issuer, id) pairs from OtherPatientIDsSequence, when the source returned it."""
     matched_by: MatchedBy | None = None
     """Set by the engine: which identifier this record was found with."""
+    cached_at: dt.datetime | None = None
+    """When the source gave this answer, for a record served from the cache."""
     warnings: tuple[str, ...] = ()
 
 
@@ -217,6 +219,16 @@ class SourceStatus(enum.StrEnum):
     """No identifier valid in this source's domain is known for the patient: not queried."""
     SKIPPED = "SKIPPED"
     """The source's circuit is open after repeated failures: not queried, no time lost."""
+    NOT_CACHED = "NOT_CACHED"
+    """Only the cache was asked for (freshness CACHE_ONLY) and it holds no answer of this source."""
+
+
+class Freshness(enum.StrEnum):
+    """How much a query may rely on the cache."""
+
+    CACHE_ONLY = "CACHE_ONLY"
+    CACHE_THEN_REFRESH = "CACHE_THEN_REFRESH"
+    LIVE = "LIVE"
 
 
 class SourceInfo(_Frozen):
@@ -236,6 +248,9 @@ class SourceOutcome(_Frozen):
     exam_count: int = 0
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    cached: bool = False
+    """The answer came from the cache (see ``cached_at``), not from the source just now."""
+    cached_at: dt.datetime | None = None
 
 
 class ExamLocation(_Frozen):
@@ -248,6 +263,8 @@ class ExamLocation(_Frozen):
     retrieve_url: str | None = None
     retrieve_ae_title: str | None = None
     matched_by: MatchedBy | None = None
+    cached_at: dt.datetime | None = None
+    """Set when this location came from the cache: when the source said so."""
 
 
 class Exam(_Frozen):

@@ -60,6 +60,8 @@ class _SourceCommon(_Strict):
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     """Queries in flight to this source at most (DIMSE: also its threads and associations)."""
     circuit: CircuitSettings = CircuitSettings()
+    ttl_s: Annotated[float, Field(ge=0, le=7 * 24 * 3600)] = 300.0
+    """How long a cached answer of this source is served without waiting for the source."""
 
     @model_validator(mode="after")
     def _default_name(self) -> _SourceCommon:

@@ -10,9 +10,10 @@ import graphene
 from federation.engine import FederationEngine
 from federation.errors import CacheError, QueryError
 from federation.identity import make_link
+from federation.models import Freshness as FreshnessModel
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo
-from schema.types import IdentityLinkInput, PatientHistory, PatientInput, Source
+from schema.types import Freshness, IdentityLinkInput, PatientHistory, PatientInput, Source
 
 
 def engine_of(info: Any) -> FederationEngine:
@@ -47,6 +48,7 @@ class Query(graphene.ObjectType):
         include_candidates=graphene.Boolean(
             default_value=False, description="Also search by name and birth date; results go to candidates."
         ),
+        freshness=graphene.Argument(Freshness, default_value=FreshnessModel.CACHE_THEN_REFRESH),
         description="Every exam of one patient across the connected hospitals.",
     )
 
@@ -62,12 +64,14 @@ class Query(graphene.ObjectType):
         deadline_ms: int | None = None,
         sources: list[str] | None = None,
         include_candidates: bool = False,
+        freshness: Any = FreshnessModel.CACHE_THEN_REFRESH,
     ) -> PatientHistoryModel:
         return await engine_of(info).patient_history(
             patient_query(patient),
             deadline_ms=deadline_ms,
             source_ids=sources,
             include_candidates=include_candidates,
+            freshness=FreshnessModel(getattr(freshness, "value", freshness)),
         )
 
 
@@ -102,10 +106,29 @@ class AddIdentityLinks(graphene.Mutation):
         return IdentityLinksResult(added=added)
 
 
+class PurgeCache(graphene.Mutation):
+    """Forget the cached answers for a patient (of one source, or all): corrections, erasure requests."""
+
+    class Arguments:
+        patient = graphene.Argument(PatientInput, required=True)
+        source = graphene.ID(description="Only this source's answer.")
+
+    purged = graphene.Int(required=True, description="How many cached source answers were removed.")
+
+    @staticmethod
+    async def mutate(_root: Any, info: Any, patient: Any, source: str | None = None) -> PurgeCache:
+        try:
+            purged = await engine_of(info).purge_cache(patient_query(patient), source)
+        except CacheError as exc:
+            raise QueryError("the cache is unavailable", code="CACHE_UNAVAILABLE") from exc
+        return PurgeCache(purged=purged)
+
+
 class Mutation(graphene.ObjectType):
     """Administrative changes."""
 
     add_identity_links = AddIdentityLinks.Field()
+    purge_cache = PurgeCache.Field()
 
 
 def build_schema() -> graphene.Schema:

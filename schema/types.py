@@ -7,6 +7,7 @@ from typing import Any
 import graphene
 
 from federation.models import CacheStatus as CacheStatusModel
+from federation.models import Freshness as FreshnessModel
 from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
 from federation.resilience import CircuitState as CircuitStateModel
@@ -20,6 +21,11 @@ CacheStatus = graphene.Enum.from_enum(
 )
 
 
+Freshness = graphene.Enum.from_enum(
+    FreshnessModel,
+    description="CACHE_ONLY: no source is asked; CACHE_THEN_REFRESH: fresh cached answers at once, refreshed"
+    " in the background; LIVE: every source is asked now.",
+)
 CircuitState = graphene.Enum.from_enum(
     CircuitStateModel, description="CLOSED (asked), OPEN (skipped after failures) or HALF_OPEN (probing)."
 )
@@ -61,6 +67,9 @@ class ExamLocation(graphene.ObjectType):
     retrieve_url = graphene.String(description="DICOMweb RetrieveURL (0008,1190), when the source gives one.")
     retrieve_ae_title = graphene.String(description="RetrieveAETitle (0008,0054) for C-MOVE/C-GET.")
     matched_by = graphene.Field(MatchedBy, description="Which identifier found the exam at this source.")
+    cached_at = graphene.DateTime(
+        description="Set when this location came from the cache: when the source said so."
+    )
 
 
 class Exam(graphene.ObjectType):
@@ -90,6 +99,8 @@ class SourceOutcome(graphene.ObjectType):
     exam_count = graphene.Int(required=True)
     error = graphene.String(description="Why the source failed; never holds patient data.")
     warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
+    cached = graphene.Boolean(required=True, description="Answered from the cache, not live.")
+    cached_at = graphene.DateTime(description="When the source gave the cached answer.")
 
 
 class Candidate(graphene.ObjectType):

@@ -13,16 +13,16 @@ from federation.app import create_app
 from federation.settings import Settings
 
 HISTORY_QUERY = """
-query History($patient: PatientInput!, $deadlineMs: Int, $sources: [ID!]) {
-  sources { id name kind }
-  patientHistory(patient: $patient, deadlineMs: $deadlineMs, sources: $sources) {
+query History($patient: PatientInput!, $deadlineMs: Int, $sources: [ID!], $freshness: Freshness) {
+  sources { id name kind circuit }
+  patientHistory(patient: $patient, deadlineMs: $deadlineMs, sources: $sources, freshness: $freshness) {
     complete cacheStatus elapsedMs
     exams {
       studyInstanceUid studyDate studyTime modalities description accessionNumber
       patientName numberOfSeries numberOfInstances
-      locations { source { id name } patientId retrieveUrl retrieveAeTitle }
+      locations { source { id name } patientId retrieveUrl retrieveAeTitle cachedAt }
     }
-    sources { source { id } status latencyMs examCount error warnings }
+    sources { source { id } status latencyMs examCount error warnings cached cachedAt }
   }
 }
 """

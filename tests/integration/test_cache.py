@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from federation.cache_elasticsearch import ElasticsearchExamCache
-from integration.gql import history, running_app
+from integration.gql import graphql, history, running_app
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +83,28 @@ async def test_cache_is_searchable_by_folded_name_and_birth_date(
     assert len(with_birth) == 4
     assert wrong_birth == []
     assert {r.patient_name for r in danish} == {"Østergård^Søren"}
+
+
+PURGE = "mutation($patient: PatientInput!, $source: ID) { purgeCache(patient: $patient, source: $source) { purged } }"
+
+
+async def test_cached_answers_are_served_at_once_then_purged(
+    peer_sources: list[dict[str, Any]], make_settings: Any
+) -> None:
+    async with running_app(make_settings(peer_sources)) as client:
+        live = await history(client, "PA-001")
+        cached = await history(client, "PA-001")
+        only = await history(client, "PA-001", freshness="CACHE_ONLY")
+        purged = await graphql(client, PURGE, patient={"id": "PA-001"}, source="hosp-b")
+        after_purge = await history(client, "PA-001", freshness="CACHE_ONLY")
+    assert not any(s["cached"] for s in live["sources"])
+    assert all(s["cached"] and s["cachedAt"] for s in cached["sources"])
+    assert cached["exams"] == only["exams"]
+    assert [e["studyInstanceUid"] for e in cached["exams"]] == [e["studyInstanceUid"] for e in live["exams"]]
+    assert all(loc["cachedAt"] for e in cached["exams"] for loc in e["locations"])
+    assert purged == {"data": {"purgeCache": {"purged": 1}}}
+    assert {s["source"]["id"]: s["status"] for s in after_purge["sources"]} == {
+        "hosp-a": "OK",
+        "hosp-b": "NOT_CACHED",
+        "hosp-c": "OK",
+    }

@@ -159,10 +159,10 @@ async def test_a_peer_stopped_between_queries_is_reported(
         assert statuses(before)["hosp-b"] == "OK"
         dcmqrscp_b.stop()
         try:
-            after = await history(client, "PA-001")
+            after = await history(client, "PA-001", freshness="LIVE")
         finally:
             dcmqrscp_b.start()
-        again = await history(client, "PA-001")
+        again = await history(client, "PA-001", freshness="LIVE")
     assert statuses(after) == {"hosp-a": "OK", "hosp-b": "UNREACHABLE", "hosp-c": "OK"}
     assert after["complete"] is False
     # The shared study is still listed, now only at hospital A.

@@ -15,7 +15,15 @@ from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.cache import MemoryExamCache
 from federation.engine import FederationEngine, Phase
 from federation.errors import QueryError, SourceProtocolError, SourceTimeout, SourceUnreachable
-from federation.models import CacheStatus, Deadline, PatientQuery, SourceStatus, StudyQuery, StudyRecord
+from federation.models import (
+    CacheStatus,
+    Deadline,
+    Freshness,
+    PatientQuery,
+    SourceStatus,
+    StudyQuery,
+    StudyRecord,
+)
 from federation.settings import DicomwebSourceSettings
 
 QUERY = PatientQuery(patient_id="PA-001")
@@ -33,8 +41,10 @@ class Scripted(Connector):
         super().__init__(settings, ConnectorContext())
         self.delay, self.uids, self.error = delay, uids, error
         self.cancelled = False
+        self.calls = 0
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        self.calls += 1
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
@@ -148,3 +158,55 @@ async def test_a_source_that_keeps_failing_is_skipped_at_once() -> None:
     assert engine.circuit_state("dead").value == "OPEN"
     assert statuses(history)["slow"] is SourceStatus.TIMEOUT  # 5 failures are needed by default
     assert [e.study_instance_uid for e in history.exams] == ["1"]
+
+
+async def test_concurrent_identical_queries_cause_one_fan_out() -> None:
+    source = Scripted("a", delay=0.2, uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    histories = await asyncio.gather(
+        *(engine.patient_history(QUERY, freshness=Freshness.LIVE) for _ in range(8))
+    )
+    assert source.calls == 1
+    assert all([e.study_instance_uid for e in h.exams] == ["1"] for h in histories)
+
+
+async def test_cache_then_refresh_answers_from_the_cache_and_refreshes_once() -> None:
+    source = Scripted("a", delay=0.05, uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    live = await engine.patient_history(QUERY)
+    assert source.calls == 1
+    assert not live.sources[0].cached
+    updates = [u async for u in engine.stream_history(QUERY)]
+    assert [u.phase for u in updates] == [Phase.CACHE, Phase.FINAL]
+    cached = updates[-1].history
+    assert cached.sources[0].cached
+    assert cached.sources[0].cached_at is not None
+    assert cached.exams[0].locations[0].cached_at == cached.sources[0].cached_at
+    assert cached.exams[0].locations[0].matched_by is not None
+    await engine.patient_history(QUERY)  # while the first refresh is in flight: no second one
+    await asyncio.sleep(0.2)
+    assert source.calls == 2
+
+
+async def test_cache_only_and_purge() -> None:
+    source = Scripted("a", uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    empty = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert statuses(empty) == {"a": SourceStatus.NOT_CACHED}
+    assert source.calls == 0
+    await engine.patient_history(QUERY, freshness=Freshness.LIVE)
+    held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert [e.study_instance_uid for e in held.exams] == ["1"]
+    assert await engine.purge_cache(QUERY) == 1
+    gone = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert statuses(gone) == {"a": SourceStatus.NOT_CACHED}
+
+
+async def test_an_expired_answer_is_not_served() -> None:
+    source = Scripted("a", uids=["1"])
+    source.settings = source.settings.model_copy(update={"ttl_s": 0.0})
+    engine = FederationEngine([source], MemoryExamCache())
+    await engine.patient_history(QUERY)
+    again = await engine.patient_history(QUERY)
+    assert not again.sources[0].cached
+    assert source.calls == 2
