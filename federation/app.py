@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
@@ -25,6 +25,7 @@ from federation.request_id import RequestIdMiddleware
 from federation.settings import Settings
 from schema.http import GraphQLHandler
 from schema.query import build_schema
+from schema.ws import GraphQLWebSocket
 
 log = logging.getLogger("pacsfed.app")
 
@@ -113,10 +114,13 @@ def create_app(settings: Settings, cache: ExamCache | None = None, graphiql: boo
             log.info("pacsfed ready: %d sources, cache=%s", len(engine.sources), settings.cache.backend)
             yield
 
-    graphql = GraphQLHandler(build_schema(), graphiql=graphiql)
+    schema = build_schema()
+    graphql = GraphQLHandler(schema, graphiql=graphiql)
+    graphql_ws = GraphQLWebSocket(schema)
     return Starlette(
         routes=[
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql_ws.handle),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 import graphene
 
 from federation.engine import FederationEngine
+from federation.engine import HistoryUpdate as HistoryUpdateModel
 from federation.errors import CacheError, QueryError
 from federation.identity import make_link
 from federation.models import Freshness as FreshnessModel
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo
-from schema.types import Freshness, IdentityLinkInput, PatientHistory, PatientInput, Source
+from schema.types import Freshness, HistoryUpdate, IdentityLinkInput, PatientHistory, PatientInput, Source
 
 
 def engine_of(info: Any) -> FederationEngine:
@@ -131,6 +133,41 @@ class Mutation(graphene.ObjectType):
     purge_cache = PurgeCache.Field()
 
 
+class Subscription(graphene.ObjectType):
+    """Progressive answers, served over WebSocket (graphql-transport-ws) at /graphql."""
+
+    patient_history_updates = graphene.Field(
+        HistoryUpdate,
+        required=True,
+        patient=graphene.Argument(PatientInput, required=True),
+        deadline_ms=graphene.Int(),
+        sources=graphene.List(graphene.NonNull(graphene.ID)),
+        include_candidates=graphene.Boolean(default_value=False),
+        freshness=graphene.Argument(Freshness, default_value=FreshnessModel.CACHE_THEN_REFRESH),
+        description="The cached history at once (CACHE), then one event per source (SOURCE), then FINAL.",
+    )
+
+    @staticmethod
+    async def subscribe_patient_history_updates(
+        _root: Any,
+        info: Any,
+        patient: Any,
+        deadline_ms: int | None = None,
+        sources: list[str] | None = None,
+        include_candidates: bool = False,
+        freshness: Any = FreshnessModel.CACHE_THEN_REFRESH,
+    ) -> AsyncIterator[HistoryUpdateModel]:
+        updates = engine_of(info).stream_history(
+            patient_query(patient),
+            deadline_ms=deadline_ms,
+            source_ids=sources,
+            include_candidates=include_candidates,
+            freshness=FreshnessModel(getattr(freshness, "value", freshness)),
+        )
+        async for update in updates:
+            yield update
+
+
 def build_schema() -> graphene.Schema:
     """The pacsfed GraphQL schema."""
-    return graphene.Schema(query=Query, mutation=Mutation, auto_camelcase=True)
+    return graphene.Schema(query=Query, mutation=Mutation, subscription=Subscription, auto_camelcase=True)

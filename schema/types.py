@@ -6,6 +6,7 @@ from typing import Any
 
 import graphene
 
+from federation.engine import Phase as PhaseModel
 from federation.models import CacheStatus as CacheStatusModel
 from federation.models import Freshness as FreshnessModel
 from federation.models import MatchKind as MatchKindModel
@@ -152,3 +153,16 @@ class IdentityLinkInput(graphene.InputObjectType):
     person = graphene.String(required=True)
     issuer = graphene.String(required=True)
     patient_id = graphene.String(required=True)
+
+
+Phase = graphene.Enum.from_enum(
+    PhaseModel, description="CACHE: what the cache held; SOURCE: one source answered; FINAL: the last event."
+)
+
+
+class HistoryUpdate(graphene.ObjectType):
+    """One step of a progressive patient history."""
+
+    phase = graphene.Field(Phase, required=True)
+    source = graphene.Field(Source, description="The source that just answered (SOURCE events).")
+    history = graphene.Field(PatientHistory, required=True, description="The merged history so far.")

@@ -1,0 +1,96 @@
+"""Progressive results over WebSocket (graphql-transport-ws) against the real peers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from federation.app import create_app
+
+pytestmark = pytest.mark.integration
+
+SUBSCRIPTION = """
+subscription($patient: PatientInput!, $freshness: Freshness) {
+  patientHistoryUpdates(patient: $patient, deadlineMs: 5000, freshness: $freshness) {
+    phase
+    source { id }
+    history { complete exams { studyInstanceUid } sources { source { id } status cached } }
+  }
+}
+"""
+PURGE = 'mutation { purgeCache(patient: {id: "PA-001"}, source: "hosp-b") { purged } }'
+
+
+def events(client: TestClient, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    """Subscribe once and collect every event until complete."""
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_json({"type": "connection_init"})
+        assert ws.receive_json() == {"type": "connection_ack"}
+        ws.send_json(
+            {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION, "variables": variables}}
+        )
+        received = []
+        while True:
+            message = ws.receive_json()
+            if message["type"] == "complete":
+                break
+            assert message["type"] == "next", message
+            assert "errors" not in message["payload"], message["payload"]
+            received.append(message["payload"]["data"]["patientHistoryUpdates"])
+        return received
+
+
+def test_live_events_come_per_source_then_final(
+    peer_sources: list[dict[str, Any]], make_settings: Any
+) -> None:
+    with TestClient(create_app(make_settings(peer_sources))) as client:
+        received = events(client, {"patient": {"id": "PA-001"}, "freshness": "LIVE"})
+    assert [e["phase"] for e in received] == ["SOURCE", "SOURCE", "SOURCE", "FINAL"]
+    assert sorted(e["source"]["id"] for e in received[:3]) == ["hosp-a", "hosp-b", "hosp-c"]
+    # Each event carries the history so far: the sources answered up to then.
+    assert [len(e["history"]["sources"]) for e in received] == [1, 2, 3, 3]
+    final = received[-1]["history"]
+    assert final["complete"] is True
+    assert len(final["exams"]) == 3
+
+
+def test_cache_event_first_then_the_sources_not_cached(
+    peer_sources: list[dict[str, Any]], make_settings: Any
+) -> None:
+    with TestClient(create_app(make_settings(peer_sources))) as client:
+        warm = client.post(
+            "/graphql", json={"query": '{ patientHistory(patient: {id: "PA-001"}) { complete } }'}
+        )
+        assert warm.json()["data"]["patientHistory"]["complete"] is True
+        assert client.post("/graphql", json={"query": PURGE}).json()["data"]["purgeCache"]["purged"] == 1
+        received = events(client, {"patient": {"id": "PA-001"}})
+    assert [e["phase"] for e in received] == ["CACHE", "SOURCE", "FINAL"]
+    cached = {s["source"]["id"]: s["cached"] for s in received[0]["history"]["sources"]}
+    assert cached == {"hosp-a": True, "hosp-c": True}
+    assert received[1]["source"]["id"] == "hosp-b"
+    final = received[-1]["history"]
+    assert {s["source"]["id"]: s["cached"] for s in final["sources"]} == {
+        "hosp-a": True,
+        "hosp-b": False,
+        "hosp-c": True,
+    }
+    assert len(final["exams"]) == 3
+
+
+def test_protocol_violations_close_the_socket(make_settings: Any) -> None:
+    with TestClient(create_app(make_settings([]))) as client:
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4401
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send_json({"type": "connection_init"})
+            ws.receive_json()
+            ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": "subscription { nope }"}})
+            error = ws.receive_json()
+        assert error["type"] == "error"
+        assert error["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
