@@ -169,6 +169,7 @@ class FederationEngine:
             source_ids=source_ids,
             include_candidates=include_candidates,
             freshness=freshness,
+            progressive=False,
         ):
             history = update.history
         assert history is not None  # stream_history always ends with a FINAL update
@@ -182,6 +183,7 @@ class FederationEngine:
         source_ids: Sequence[str] | None = None,
         include_candidates: bool = False,
         freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
+        progressive: bool = True,
     ) -> AsyncIterator[HistoryUpdate]:
         """Yield the cached history (CACHE), then the history after each source answers (SOURCE), then FINAL.
 
@@ -196,6 +198,7 @@ class FederationEngine:
         plans = await self._plan(query, connectors, state)
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         writes: list[asyncio.Task[None]] = []
+        # Merging after every source costs O(sources²): only a progressive consumer needs it.
         if not demographic:
             cached = await self._cached(query, connectors, plans, freshness, deadline, state)
             jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]] = {}
@@ -217,19 +220,21 @@ class FederationEngine:
                     state.results[connector.id] = self._skipped(connector)
                 else:
                     jobs[connector] = self._ask_once(connector, plan, query, deadline)
-            if cached:
+            if cached and progressive:
                 yield HistoryUpdate(Phase.CACHE, None, state.history(self._last_cache_status))
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
                 self._judge(result.outcome)
                 if result.outcome.status is SourceStatus.OK and self._cache is not None and query.cache_key():
                     writes.append(self._spawn(self._write(result.outcome.source, query, result.records)))
-                yield HistoryUpdate(
-                    Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
-                )
+                if progressive:
+                    yield HistoryUpdate(
+                        Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
+                    )
         if demographic or include_candidates:
             async for update in self._candidates(query, connectors, deadline, state):
-                yield update
+                if progressive:
+                    yield update
         cache_status, cache_error = await self._settle_writes(writes)
         history = state.history(cache_status, cache_error)
         log.info(
