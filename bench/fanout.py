@@ -62,7 +62,9 @@ async def _measure(n_sources: int, url: str, runs: int) -> list[float]:
 
 
 def _p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    )
 
 
 def main() -> None:

@@ -40,15 +40,16 @@ class DicomwebConnector(Connector):
         self._base_url = settings.url.rstrip("/")
         # One client (one connection pool) per source: httpcore scans every pooled connection on
         # each request, so a single pool shared by 200 sources made the fan-out quadratic.
-        self._http = httpx.AsyncClient(
-            verify=_tls_context(settings.verify_tls),
-            limits=httpx.Limits(
-                max_connections=settings.max_concurrency * 2,
-                max_keepalive_connections=settings.max_concurrency,
-                keepalive_expiry=30,
-            ),
-            follow_redirects=False,
+        limits = httpx.Limits(
+            max_connections=settings.max_concurrency * 2,
+            max_keepalive_connections=settings.max_concurrency,
+            keepalive_expiry=30,
         )
+        # retries=1: one new attempt when a connection cannot be made (never a request resent).
+        transport = httpx.AsyncHTTPTransport(
+            verify=_tls_context(settings.verify_tls), limits=limits, retries=1
+        )
+        self._http = httpx.AsyncClient(transport=transport, follow_redirects=False)
         self._headers = {"Accept": f"{DICOM_JSON}, application/json;q=0.9"}
         self._auth: httpx.Auth | None = None
         if isinstance(settings.auth, BasicAuth):

@@ -44,6 +44,7 @@ _FIND_MODELS = (
 )
 _MESSAGE_ID = 1
 _MIN_TIMEOUT_S = 0.05
+_CANCEL_GRACE_S = 0.05
 
 
 @dataclass
@@ -53,6 +54,8 @@ class _AssociationWatch:
     connected: bool = False
     peer_aborted: bool = False
     association: Association | None = None
+    find_model: str | None = None
+    """Set once a C-FIND request is out, so an abandoned query can be C-CANCELled."""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def handlers(self) -> list[Any]:
@@ -103,7 +106,7 @@ class DimseConnector(Connector):
             # The engine gave up (deadline): free the thread now rather than at the peer's timeout.
             watch.cancelled.set()
             if watch.association is not None:
-                threading.Thread(target=_abort_quietly, args=(watch.association,), daemon=True).start()
+                threading.Thread(target=_abandon, args=(watch,), daemon=True).start()
             raise
 
     def _application_entity(self, deadline: Deadline, contexts: tuple[str, ...]) -> AE:
@@ -169,6 +172,7 @@ class DimseConnector(Connector):
         truncated = False
         try:
             responses = assoc.send_c_find(identifier, model, msg_id=_MESSAGE_ID)
+            watch.find_model = model
         except ValueError as exc:
             raise SourceProtocolError("could not encode the C-FIND identifier") from exc
         last_message_at = time.monotonic()
@@ -301,6 +305,18 @@ def _disable_nagle(event: Any) -> None:
     """Send each PDU at once: pynetdicom leaves Nagle on, which costs 40+ ms per C-FIND on delayed ACKs."""
     with contextlib.suppress(AttributeError, OSError):
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _abandon(watch: _AssociationWatch) -> None:
+    """Stop a query given up at the deadline: C-CANCEL it (PS3.7 9.3.2.3) so the peer stops working, then abort."""
+    assoc = watch.association
+    if assoc is None:
+        return
+    if watch.find_model is not None and assoc.is_established:
+        with contextlib.suppress(Exception):
+            assoc.send_c_cancel(_MESSAGE_ID, query_model=watch.find_model)
+            time.sleep(_CANCEL_GRACE_S)  # let the C-CANCEL leave before the A-ABORT
+    _abort_quietly(assoc)
 
 
 def _abort_quietly(assoc: Association) -> None:

@@ -88,6 +88,8 @@ class SimulatedDimsePacs:
         for sop_class in (_VERIFICATION, _PATIENT_ROOT, *((_STUDY_ROOT,) if study_root else ())):
             self._ae.add_supported_context(sop_class)
         self._server: Any = None
+        self.cancelled_queries = 0
+        """How many C-FINDs were stopped by a C-CANCEL from the client."""
 
     @property
     def port(self) -> int:
@@ -163,11 +165,13 @@ class SimulatedDimsePacs:
             return
 
         if not self._wait_latency(event):
+            self.cancelled_queries += 1
             yield _CANCEL, None
             return
         records = self._patients if level == "PATIENT" else self._studies
         for record in records:
             if event.is_cancelled:
+                self.cancelled_queries += 1
                 yield _CANCEL, None
                 return
             if record_matches(record, keys):

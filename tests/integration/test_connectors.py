@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -93,3 +94,29 @@ async def test_dimse_falls_back_to_patient_root() -> None:
             await connector.aclose()
     assert answer.records
     assert {r.patient_id for r in answer.records} == {"DEMO-001"}
+
+
+async def test_a_query_abandoned_at_the_deadline_is_c_cancelled() -> None:
+    from federation.engine import FederationEngine
+    from federation.models import Freshness, PatientQuery, SourceStatus
+
+    with SimulatedDimsePacs("SLOWPACS", demo_studies("demo-chu-nord"), latency_s=5.0) as pacs:
+        connector = DimseConnector(
+            DimseSourceSettings(
+                id="slow", kind="dimse", host="127.0.0.1", port=pacs.port, called_ae="SLOWPACS"
+            ),
+            ConnectorContext(),
+        )
+        engine = FederationEngine([connector], None)
+        try:
+            history = await engine.patient_history(
+                PatientQuery(patient_id="DEMO-001"), deadline_ms=300, freshness=Freshness.LIVE
+            )
+            for _ in range(100):  # the cancel is sent from a helper thread
+                if pacs.cancelled_queries:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await engine.aclose()
+    assert history.sources[0].status is SourceStatus.TIMEOUT
+    assert pacs.cancelled_queries == 1
