@@ -107,6 +107,7 @@ class FederationEngine:
         self._bare_resolver = IdentityResolver(None, national_issuer)
         self._breakers = {c.id: _breaker_for(c) for c in connectors}
         self._inflight: dict[tuple[str, str], _Shared] = {}
+        self._purges: dict[str, int] = {}
         self._limits = {c.id: asyncio.Semaphore(_setting(c, "max_concurrency", 4)) for c in connectors}
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
@@ -197,6 +198,7 @@ class FederationEngine:
         state = _QueryState(connectors, time.monotonic())
         plans = await self._plan(query, connectors, state)
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
+        epoch = self._epoch(query)
         writes: list[asyncio.Task[None]] = []
         # Merging after every source costs O(sources²): only a progressive consumer needs it.
         if not demographic:
@@ -226,7 +228,9 @@ class FederationEngine:
                 state.results[result.outcome.source.id] = result
                 self._judge(result.outcome)
                 if result.outcome.status is SourceStatus.OK and self._cache is not None and query.cache_key():
-                    writes.append(self._spawn(self._write(result.outcome.source, query, result.records)))
+                    writes.append(
+                        self._spawn(self._write(result.outcome.source, query, result.records, epoch))
+                    )
                 if progressive:
                     yield HistoryUpdate(
                         Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
@@ -454,12 +458,14 @@ class FederationEngine:
         ].allow():
             return
 
+        epoch = self._epoch(query)
+
         async def refresh() -> None:
             deadline = self.deadline_for(None)
             result = await self._ask_once(connector, planned, query, deadline)
             self._judge(result.outcome)
             if result.outcome.status is SourceStatus.OK and self._cache is not None:
-                await self._write(result.outcome.source, query, result.records)
+                await self._write(result.outcome.source, query, result.records, epoch)
 
         self._spawn(refresh())
 
@@ -467,6 +473,11 @@ class FederationEngine:
         """Forget the cached answers to this patient query (one source's, or all): corrections, erasure."""
         if source_id is not None:
             self.select([source_id])
+        key = query.cache_key() or ""
+        self._purges[key] = self._purges.get(key, 0) + 1
+        for (inflight_key, inflight_source), shared in list(self._inflight.items()):
+            if inflight_key == key and source_id in (None, inflight_source):
+                shared.task.cancel()
         if self._cache is None:
             return 0
         return await self._cache.purge(query, source_id)
@@ -495,8 +506,16 @@ class FederationEngine:
             (),
         )
 
-    async def _write(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
+    def _epoch(self, query: PatientQuery) -> int:
+        """How many times this patient's cached answers were purged: answers from before must not return."""
+        return self._purges.get(query.cache_key() or "", 0)
+
+    async def _write(
+        self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord], epoch: int
+    ) -> None:
         assert self._cache is not None
+        if self._epoch(query) != epoch:
+            return  # purged since this answer was asked for (a correction or an erasure request)
         try:
             await self._cache.store(source, query, records)
         except CacheError:

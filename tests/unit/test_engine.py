@@ -210,3 +210,14 @@ async def test_an_expired_answer_is_not_served() -> None:
     again = await engine.patient_history(QUERY)
     assert not again.sources[0].cached
     assert source.calls == 2
+
+
+async def test_a_refresh_in_flight_does_not_undo_a_purge() -> None:
+    source = Scripted("a", delay=0.1, uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    await engine.patient_history(QUERY)
+    await engine.patient_history(QUERY)  # served from the cache; a refresh is now in flight
+    await engine.purge_cache(QUERY)
+    await asyncio.sleep(0.3)
+    gone = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert statuses(gone) == {"a": SourceStatus.NOT_CACHED}
