@@ -17,20 +17,9 @@ from federation.errors import CacheError, ConfigError, PacsfedError
 from federation.identity import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, SourceOutcome, SourceStatus
 from federation.settings import Settings, load_settings, settings_from_mapping
+from schema.http import EXAMPLE_QUERY
 
 EXIT_CONFIG = 2
-EXAMPLE_QUERY = """query {
-  sources { id name kind }
-  patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 3000) {
-    complete
-    exams {
-      studyInstanceUid studyDate studyTime modalities description accessionNumber
-      patientName numberOfSeries numberOfInstances
-      locations { source { id name } patientId retrieveUrl retrieveAeTitle }
-    }
-    sources { source { id } status latencyMs examCount error }
-  }
-}"""
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -138,6 +138,20 @@ class GraphQLHandler:
         return JSONResponse(response)
 
 
+EXAMPLE_QUERY = """query {
+  sources { id name kind }
+  patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 3000) {
+    complete
+    exams {
+      studyInstanceUid studyDate studyTime modalities description accessionNumber
+      patientName numberOfSeries numberOfInstances
+      locations { source { id name } patientId retrieveUrl retrieveAeTitle }
+    }
+    sources { source { id } status latencyMs examCount error }
+  }
+}"""
+"""The query the demo prints and GraphiQL opens with."""
+
 GRAPHIQL_HTML = """<!doctype html>
 <html lang="en">
 <head>
@@ -153,18 +167,7 @@ GRAPHIQL_HTML = """<!doctype html>
   <script src="https://unpkg.com/graphiql@3.7.1/graphiql.min.js" crossorigin></script>
   <script>
     const fetcher = GraphiQL.createFetcher({ url: window.location.pathname });
-    const defaultQuery = `query {
-  sources { id name kind }
-  patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 3000) {
-    complete
-    exams {
-      studyInstanceUid studyDate studyTime modalities description accessionNumber
-      patientName numberOfSeries numberOfInstances
-      locations { source { id name } patientId retrieveUrl retrieveAeTitle }
-    }
-    sources { source { id } status latencyMs examCount error }
-  }
-}`;
+    const defaultQuery = `__EXAMPLE_QUERY__`;
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
       React.createElement(GraphiQL, { fetcher, defaultQuery })
     );
@@ -172,3 +175,4 @@ GRAPHIQL_HTML = """<!doctype html>
 </body>
 </html>
 """
+GRAPHIQL_HTML = GRAPHIQL_HTML.replace("__EXAMPLE_QUERY__", EXAMPLE_QUERY)

@@ -37,6 +37,30 @@ def patient_query(patient: Any) -> PatientQuery:
     )
 
 
+def history_arguments() -> dict[str, Any]:
+    """The arguments patientHistory and patientHistoryUpdates share."""
+    return {
+        "patient": graphene.Argument(PatientInput, required=True),
+        "deadline_ms": graphene.Int(description="Give up on slow sources after this many milliseconds."),
+        "sources": graphene.List(graphene.NonNull(graphene.ID), description="Ask only these sources."),
+        "include_candidates": graphene.Boolean(
+            default_value=False, description="Also search by name and birth date; results go to candidates."
+        ),
+        "freshness": graphene.Argument(Freshness, default_value=FreshnessModel.CACHE_THEN_REFRESH),
+    }
+
+
+def history_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The engine's keyword arguments for the shared history arguments."""
+    freshness = arguments.get("freshness", FreshnessModel.CACHE_THEN_REFRESH)
+    return {
+        "deadline_ms": arguments.get("deadline_ms"),
+        "source_ids": arguments.get("sources"),
+        "include_candidates": arguments.get("include_candidates", False),
+        "freshness": FreshnessModel(getattr(freshness, "value", freshness)),
+    }
+
+
 class Query(graphene.ObjectType):
     """Read-only queries over the federation."""
 
@@ -44,14 +68,8 @@ class Query(graphene.ObjectType):
     patient_history = graphene.Field(
         PatientHistory,
         required=True,
-        patient=graphene.Argument(PatientInput, required=True),
-        deadline_ms=graphene.Int(description="Give up on slow sources after this many milliseconds."),
-        sources=graphene.List(graphene.NonNull(graphene.ID), description="Ask only these sources."),
-        include_candidates=graphene.Boolean(
-            default_value=False, description="Also search by name and birth date; results go to candidates."
-        ),
-        freshness=graphene.Argument(Freshness, default_value=FreshnessModel.CACHE_THEN_REFRESH),
         description="Every exam of one patient across the connected hospitals.",
+        **history_arguments(),
     )
 
     @staticmethod
@@ -60,21 +78,9 @@ class Query(graphene.ObjectType):
 
     @staticmethod
     async def resolve_patient_history(
-        _root: Any,
-        info: Any,
-        patient: Any,
-        deadline_ms: int | None = None,
-        sources: list[str] | None = None,
-        include_candidates: bool = False,
-        freshness: Any = FreshnessModel.CACHE_THEN_REFRESH,
+        _root: Any, info: Any, patient: Any, **arguments: Any
     ) -> PatientHistoryModel:
-        return await engine_of(info).patient_history(
-            patient_query(patient),
-            deadline_ms=deadline_ms,
-            source_ids=sources,
-            include_candidates=include_candidates,
-            freshness=FreshnessModel(getattr(freshness, "value", freshness)),
-        )
+        return await engine_of(info).patient_history(patient_query(patient), **history_options(arguments))
 
 
 class IdentityLinksResult(graphene.ObjectType):
@@ -139,31 +145,15 @@ class Subscription(graphene.ObjectType):
     patient_history_updates = graphene.Field(
         HistoryUpdate,
         required=True,
-        patient=graphene.Argument(PatientInput, required=True),
-        deadline_ms=graphene.Int(),
-        sources=graphene.List(graphene.NonNull(graphene.ID)),
-        include_candidates=graphene.Boolean(default_value=False),
-        freshness=graphene.Argument(Freshness, default_value=FreshnessModel.CACHE_THEN_REFRESH),
         description="The cached history at once (CACHE), then one event per source (SOURCE), then FINAL.",
+        **history_arguments(),
     )
 
     @staticmethod
     async def subscribe_patient_history_updates(
-        _root: Any,
-        info: Any,
-        patient: Any,
-        deadline_ms: int | None = None,
-        sources: list[str] | None = None,
-        include_candidates: bool = False,
-        freshness: Any = FreshnessModel.CACHE_THEN_REFRESH,
+        _root: Any, info: Any, patient: Any, **arguments: Any
     ) -> AsyncIterator[HistoryUpdateModel]:
-        updates = engine_of(info).stream_history(
-            patient_query(patient),
-            deadline_ms=deadline_ms,
-            source_ids=sources,
-            include_candidates=include_candidates,
-            freshness=FreshnessModel(getattr(freshness, "value", freshness)),
-        )
+        updates = engine_of(info).stream_history(patient_query(patient), **history_options(arguments))
         async for update in updates:
             yield update
 
