@@ -191,3 +191,45 @@ def test_cli_import_then_query(
     queried = pacsfed("query", "--config", str(config), "--national-id", NATIONAL)
     assert queried.returncode == 0, queried.stdout + queried.stderr
     assert "complete: 3 exams" in queried.stdout
+
+
+async def test_national_number_in_other_patient_ids(
+    tmp_path: Path, dicom_files: dict[str, list[Path]]
+) -> None:
+    """Orthanc does not match inside OtherPatientIDsSequence but returns it: the check keeps only the patient's."""
+    import pydicom
+    from peers import OrthancPeer
+
+    from federation.app import engine_from_settings
+    from federation.models import PatientQuery
+    from federation.settings import settings_from_mapping
+
+    tagged = pydicom.dcmread(dicom_files["X-A-CT"][0])
+    item = pydicom.Dataset()
+    item.PatientID, item.IssuerOfPatientID = NATIONAL, "NISS"
+    tagged.OtherPatientIDsSequence = [item]
+    tagged.save_as(tmp_path / "tagged.dcm")
+    with OrthancPeer("HOSPD", tmp_path / "orthanc") as hosp_d:
+        hosp_d.upload([tmp_path / "tagged.dcm", *dicom_files["A-MR"], *dicom_files["N-B-CR"]])
+        source = {
+            "id": "hosp-d",
+            "kind": "dimse",
+            "host": hosp_d.host,
+            "port": hosp_d.dicom_port,
+            "called_ae": hosp_d.aet,
+            "issuer": "HOSP_D",
+            "national_id_in": "other_patient_ids",
+        }
+        settings = settings_from_mapping(
+            {"cache": {"backend": "memory"}, "identity": {"national_issuer": "NISS"}, "sources": [source]}
+        )
+        async with engine_from_settings(settings) as engine:
+            result = await engine.patient_history(PatientQuery(national_id=NATIONAL))
+    [outcome] = result.sources
+    assert outcome.status.value == "OK"
+    assert [e.study_instance_uid for e in result.exams] == [X_A]
+    [location] = result.exams[0].locations
+    assert location.matched_by is not None
+    assert (location.matched_by.kind.value, location.matched_by.value) == ("NATIONAL_ID", NATIONAL)
+    # The peer ignored the sequence key and answered with every study: the others were discarded.
+    assert any("discarded" in w for w in outcome.warnings)
