@@ -16,6 +16,19 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from federation._query_state import (
+    QueryState,
+    SharedRequest,
+    SourceResult,
+    breaker_for,
+    failure_of,
+    from_cache,
+    identity_of,
+    millis_since,
+    not_asked,
+    source_setting,
+    status_for,
+)
 from federation.cache import CachedAnswer, CacheHealth, ExamCache
 from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
@@ -23,13 +36,10 @@ from federation.errors import (
     ConnectorError,
     QueryError,
     SourceTimeout,
-    SourceUnreachable,
 )
-from federation.identity import IdentityResolver, IdentityStore, PlannedQuery, SourceIdentity, record_matches
-from federation.merge import merge_records
+from federation.identity import IdentityResolver, IdentityStore, PlannedQuery, record_matches
 from federation.models import (
     CacheStatus,
-    Candidate,
     Deadline,
     Freshness,
     MatchedBy,
@@ -43,7 +53,7 @@ from federation.models import (
     StudyQuery,
     StudyRecord,
 )
-from federation.resilience import CircuitBreaker, CircuitState
+from federation.resilience import CircuitState
 from federation.settings import QuerySettings
 
 if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
@@ -54,12 +64,6 @@ _CACHE_READ_S = 1.0
 """The longest a query waits for the cache before asking every source live."""
 _DEFAULT_TTL_S = 300.0
 T = TypeVar("T")
-
-_STATUS_FOR_ERROR: tuple[tuple[type[ConnectorError], SourceStatus], ...] = (
-    (SourceTimeout, SourceStatus.TIMEOUT),
-    (SourceUnreachable, SourceStatus.UNREACHABLE),
-    (ConnectorError, SourceStatus.ERROR),
-)
 
 
 class Phase(enum.StrEnum):
@@ -79,16 +83,6 @@ class HistoryUpdate:
     history: PatientHistory
 
 
-@dataclass(frozen=True)
-class _SourceResult:
-    outcome: SourceOutcome
-    records: Sequence[StudyRecord]
-
-
-def _millis(since: float) -> int:
-    return round((time.monotonic() - since) * 1000)
-
-
 class FederationEngine:
     """Fans patient queries out to connectors, merges the answers and writes them through the cache."""
 
@@ -105,10 +99,10 @@ class FederationEngine:
         self._identity_store = identity_store
         self._resolver = IdentityResolver(identity_store, national_issuer)
         self._bare_resolver = IdentityResolver(None, national_issuer)
-        self._breakers = {c.id: _breaker_for(c) for c in connectors}
-        self._inflight: dict[tuple[str, str], _Shared] = {}
+        self._breakers = {c.id: breaker_for(c) for c in connectors}
+        self._inflight: dict[tuple[str, str], SharedRequest] = {}
         self._purges: dict[str, int] = {}
-        self._limits = {c.id: asyncio.Semaphore(_setting(c, "max_concurrency", 4)) for c in connectors}
+        self._limits = {c.id: asyncio.Semaphore(source_setting(c, "max_concurrency", 4)) for c in connectors}
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
         self._cache_write_wait_s = cache_write_wait_s
@@ -195,7 +189,7 @@ class FederationEngine:
         """
         connectors = self.select(source_ids)
         deadline = self.deadline_for(deadline_ms)
-        state = _QueryState(connectors, time.monotonic())
+        state = QueryState(connectors, time.monotonic())
         plans = await self._plan(query, connectors, state)
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         epoch = self._epoch(query)
@@ -203,19 +197,19 @@ class FederationEngine:
         # Merging after every source costs O(sources²): only a progressive consumer needs it.
         if not demographic:
             cached = await self._cached(query, connectors, plans, freshness, deadline, state)
-            jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]] = {}
+            jobs: dict[Connector, Coroutine[Any, Any, SourceResult]] = {}
             for connector in connectors:
                 plan = plans[connector.id]
                 if not plan:
-                    state.results[connector.id] = _not_asked(
+                    state.results[connector.id] = not_asked(
                         connector, SourceStatus.NO_IDENTIFIER, "no identifier known in this source's domain"
                     )
                 elif connector.id in cached:
-                    state.results[connector.id] = _from_cache(connector, cached[connector.id])
+                    state.results[connector.id] = from_cache(connector, cached[connector.id])
                     if freshness is Freshness.CACHE_THEN_REFRESH:
                         self._refresh_in_background(connector, plan, query)
                 elif freshness is Freshness.CACHE_ONLY:
-                    state.results[connector.id] = _not_asked(
+                    state.results[connector.id] = not_asked(
                         connector, SourceStatus.NOT_CACHED, "no cached answer for this patient"
                     )
                 elif not self._breakers[connector.id].allow():
@@ -254,9 +248,9 @@ class FederationEngine:
         yield HistoryUpdate(Phase.FINAL, None, history)
 
     async def _plan(
-        self, query: PatientQuery, connectors: Sequence[Connector], state: _QueryState
+        self, query: PatientQuery, connectors: Sequence[Connector], state: QueryState
     ) -> dict[str, list[PlannedQuery]]:
-        identities = [_identity_of(c) for c in connectors]
+        identities = [identity_of(c) for c in connectors]
         try:
             return await self._resolver.plan(query, identities)
         except CacheError:
@@ -265,7 +259,7 @@ class FederationEngine:
             return await self._bare_resolver.plan(query, identities)
 
     async def _candidates(
-        self, query: PatientQuery, connectors: Sequence[Connector], deadline: Deadline, state: _QueryState
+        self, query: PatientQuery, connectors: Sequence[Connector], deadline: Deadline, state: QueryState
     ) -> AsyncIterator[HistoryUpdate]:
         """Query every source loosely by name and birth date; score what is not the patient's own."""
         found = [r for result in state.results.values() for r in result.records]
@@ -295,14 +289,14 @@ class FederationEngine:
             source_id = result.outcome.source.id
             if demographic:
                 # Demographic input: these are the only queries, so they give the statuses.
-                state.results[source_id] = _SourceResult(
+                state.results[source_id] = SourceResult(
                     result.outcome.model_copy(update={"exam_count": 0}), ()
                 )
             elif result.outcome.status is not SourceStatus.OK and source_id in state.results:
                 previous = state.results[source_id]
                 note = f"candidate search: {result.outcome.status.value}"
                 warnings = (*previous.outcome.warnings, note)
-                state.results[source_id] = _SourceResult(
+                state.results[source_id] = SourceResult(
                     previous.outcome.model_copy(update={"warnings": warnings}), previous.records
                 )
             state.candidates = build_candidates(reference, candidate_records, state.infos, own, own_patients)
@@ -310,12 +304,12 @@ class FederationEngine:
 
     async def _fan_out(
         self,
-        jobs: dict[Connector, Coroutine[Any, Any, _SourceResult]],
+        jobs: dict[Connector, Coroutine[Any, Any, SourceResult]],
         deadline: Deadline,
         started: float,
-    ) -> AsyncIterator[_SourceResult]:
+    ) -> AsyncIterator[SourceResult]:
         tasks = {self._spawn(job): connector for connector, job in jobs.items()}
-        pending: set[asyncio.Task[_SourceResult]] = set(tasks)
+        pending: set[asyncio.Task[SourceResult]] = set(tasks)
         try:
             while pending:
                 done, pending = await asyncio.wait(
@@ -329,11 +323,11 @@ class FederationEngine:
                 task.cancel()
                 connector = tasks[task]
                 log.warning("source %s: no answer by the deadline", connector.id)
-                yield _SourceResult(
+                yield SourceResult(
                     SourceOutcome(
                         source=connector.info,
                         status=SourceStatus.TIMEOUT,
-                        latency_ms=_millis(started),
+                        latency_ms=millis_since(started),
                         error="no answer before the deadline",
                     ),
                     (),
@@ -345,7 +339,7 @@ class FederationEngine:
 
     async def _ask(
         self, connector: Connector, planned: Sequence[PlannedQuery], deadline: Deadline, verify: bool = True
-    ) -> _SourceResult:
+    ) -> SourceResult:
         """Run a source's planned queries; keep only records that carry the identifier asked for."""
         started = time.monotonic()
         limit = self._limits[connector.id]
@@ -355,7 +349,7 @@ class FederationEngine:
                 return await connector.find_studies(query, deadline)
 
         answers = await asyncio.gather(*(limited(p.query) for p in planned), return_exceptions=True)
-        identity = _identity_of(connector)
+        identity = identity_of(connector)
         records: dict[str, StudyRecord] = {}
         warnings: list[str] = []
         failure: tuple[SourceStatus, str] | None = None
@@ -364,7 +358,7 @@ class FederationEngine:
             if isinstance(answer, BaseException):
                 if isinstance(answer, asyncio.CancelledError):
                     raise answer
-                failure = failure or _failure(connector, answer)
+                failure = failure or failure_of(connector, answer)
                 continue
             warnings.extend(answer.warnings)
             if answer.truncated and not any("max_results" in w for w in answer.warnings):
@@ -379,11 +373,11 @@ class FederationEngine:
             # The source ignored a matching key: its extra answers belong to other patients.
             warnings.append(f"{dropped} answers for other patient identifiers were discarded")
         status, error = failure if failure else (SourceStatus.OK, None)
-        return _SourceResult(
+        return SourceResult(
             SourceOutcome(
                 source=connector.info,
                 status=status,
-                latency_ms=_millis(started),
+                latency_ms=millis_since(started),
                 exam_count=len(records),
                 error=error,
                 warnings=tuple(dict.fromkeys(warnings)),
@@ -398,7 +392,7 @@ class FederationEngine:
         plans: dict[str, list[PlannedQuery]],
         freshness: Freshness,
         deadline: Deadline,
-        state: _QueryState,
+        state: QueryState,
     ) -> dict[str, CachedAnswer]:
         """The cached answers this query may use: fresh ones, or any age with CACHE_ONLY."""
         if freshness is Freshness.LIVE or self._cache is None or query.cache_key() is None:
@@ -413,12 +407,12 @@ class FederationEngine:
         if freshness is Freshness.CACHE_ONLY:
             return answers
         now = dt.datetime.now(dt.UTC)
-        ttl = {c.id: _setting(c, "ttl_s", _DEFAULT_TTL_S) for c in connectors}
+        ttl = {c.id: source_setting(c, "ttl_s", _DEFAULT_TTL_S) for c in connectors}
         return {sid: a for sid, a in answers.items() if (now - a.answered_at).total_seconds() <= ttl[sid]}
 
     async def _ask_once(
         self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery, deadline: Deadline
-    ) -> _SourceResult:
+    ) -> SourceResult:
         """Ask a source, sharing the answer with identical queries already in flight (one fan-out).
 
         The shared request is cancelled only when every query waiting for it has given up.
@@ -426,7 +420,7 @@ class FederationEngine:
         key = (query.cache_key() or "", connector.id)
         shared = self._inflight.get(key) if key[0] else None
         if shared is None or shared.task.done() or shared.task.cancelling():
-            shared = _Shared(self._spawn(self._ask(connector, planned, deadline)))
+            shared = SharedRequest(self._spawn(self._ask(connector, planned, deadline)))
             if key[0]:
                 self._inflight[key] = shared
                 shared.task.add_done_callback(lambda _: self._forget_inflight(key, shared))
@@ -438,14 +432,14 @@ class FederationEngine:
             if current is not None and current.cancelling():
                 raise  # this query gave up (its deadline): not an answer
             # The shared request was abandoned by the queries that started it.
-            return _not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
+            return not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
         finally:
             shared.waiters -= 1
             if shared.waiters == 0 and not shared.task.done():
                 shared.task.cancel()
                 self._forget_inflight(key, shared)
 
-    def _forget_inflight(self, key: tuple[str, str], shared: _Shared) -> None:
+    def _forget_inflight(self, key: tuple[str, str], shared: SharedRequest) -> None:
         if self._inflight.get(key) is shared:
             del self._inflight[key]
 
@@ -494,9 +488,9 @@ class FederationEngine:
         elif outcome.status in (SourceStatus.TIMEOUT, SourceStatus.UNREACHABLE, SourceStatus.ERROR):
             breaker.record_failure()
 
-    def _skipped(self, connector: Connector) -> _SourceResult:
+    def _skipped(self, connector: Connector) -> SourceResult:
         retry = self._breakers[connector.id].retry_in_s()
-        return _SourceResult(
+        return SourceResult(
             SourceOutcome(
                 source=connector.info,
                 status=SourceStatus.SKIPPED,
@@ -562,15 +556,17 @@ class FederationEngine:
                 return SourceOutcome(
                     source=connector.info,
                     status=SourceStatus.TIMEOUT,
-                    latency_ms=_millis(started),
+                    latency_ms=millis_since(started),
                     error=error,
                 )
             except ConnectorError as exc:
-                status = next(s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind))
+                status = status_for(exc)
                 return SourceOutcome(
-                    source=connector.info, status=status, latency_ms=_millis(started), error=str(exc)
+                    source=connector.info, status=status, latency_ms=millis_since(started), error=str(exc)
                 )
-            return SourceOutcome(source=connector.info, status=SourceStatus.OK, latency_ms=_millis(started))
+            return SourceOutcome(
+                source=connector.info, status=SourceStatus.OK, latency_ms=millis_since(started)
+            )
 
         return list(await asyncio.gather(*(one(c) for c in self._connectors.values())))
 
@@ -592,95 +588,3 @@ class FederationEngine:
             await self._cache.aclose()
         if self._identity_store is not None:
             await self._identity_store.aclose()
-
-
-class _Shared:
-    """One request to a source that several identical queries wait for."""
-
-    def __init__(self, task: asyncio.Task[_SourceResult]) -> None:
-        self.task = task
-        self.waiters = 0
-
-
-def _not_asked(connector: Connector, status: SourceStatus, why: str) -> _SourceResult:
-    """A source that was not asked, and why."""
-    return _SourceResult(SourceOutcome(source=connector.info, status=status, latency_ms=0, error=why), ())
-
-
-def _from_cache(connector: Connector, answer: CachedAnswer) -> _SourceResult:
-    """A source's cached answer as this query's result for it."""
-    return _SourceResult(
-        SourceOutcome(
-            source=connector.info,
-            status=SourceStatus.OK,
-            latency_ms=0,
-            exam_count=len(answer.records),
-            cached=True,
-            cached_at=answer.answered_at,
-        ),
-        [record.model_copy(update={"cached_at": answer.answered_at}) for record in answer.records],
-    )
-
-
-def _setting(connector: Connector, name: str, default: Any) -> Any:
-    """A source setting, or the default for connectors whose settings lack it."""
-    return getattr(connector.settings, name, default)
-
-
-def _breaker_for(connector: Connector) -> CircuitBreaker:
-    circuit = _setting(connector, "circuit", None)
-    if circuit is None:
-        return CircuitBreaker(failures=5, reset_s=30.0)
-    return CircuitBreaker(failures=circuit.failures, reset_s=circuit.reset_s)
-
-
-def _identity_of(connector: Connector) -> SourceIdentity:
-    """The identity settings of a connector's source."""
-    settings = connector.settings
-    return SourceIdentity(
-        source_id=connector.id,
-        issuer=getattr(settings, "issuer", None),
-        national_id_in=getattr(settings, "national_id_in", "none"),
-        match_issuer=getattr(settings, "match_issuer", False),
-    )
-
-
-def _failure(connector: Connector, exc: BaseException) -> tuple[SourceStatus, str]:
-    """A connector failure as a status and a message that holds no patient data."""
-    if isinstance(exc, ConnectorError):
-        status = next(s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind))
-        log.warning("source %s: %s (%s)", connector.id, status.value, exc)
-        return status, str(exc)
-    # Foreign messages may quote patient data: report the type only.
-    log.error("source %s: unexpected %s in connector", connector.id, type(exc).__name__)
-    return SourceStatus.ERROR, f"internal connector error ({type(exc).__name__})"
-
-
-class _QueryState:
-    """What one patient query has gathered so far."""
-
-    def __init__(self, connectors: Sequence[Connector], started: float) -> None:
-        self.connectors = connectors
-        self.infos = {c.id: c.info for c in connectors}
-        self.started = started
-        self.results: dict[str, _SourceResult] = {}
-        self.candidates: list[Candidate] = []
-        self.warnings: list[str] = []
-
-    def history(self, cache_status: CacheStatus, cache_error: str | None = None) -> PatientHistory:
-        """The history as it stands: merged exams, statuses in configuration order, candidates."""
-        records = [record for result in self.results.values() for record in result.records]
-        outcomes = tuple(self.results[c.id].outcome for c in self.connectors if c.id in self.results)
-        complete = len(outcomes) == len(self.connectors) and all(
-            o.status is SourceStatus.OK for o in outcomes
-        )
-        return PatientHistory(
-            complete=complete,
-            exams=tuple(merge_records(records, self.infos)),
-            sources=outcomes,
-            candidates=tuple(self.candidates),
-            cache_status=cache_status,
-            cache_error=cache_error,
-            elapsed_ms=_millis(self.started),
-            warnings=tuple(dict.fromkeys(self.warnings)),
-        )

@@ -1,0 +1,143 @@
+"""The per-query bookkeeping of the federation engine: results, shared requests, statuses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from federation.cache import CachedAnswer
+from federation.errors import ConnectorError, SourceTimeout, SourceUnreachable
+from federation.identity import SourceIdentity
+from federation.merge import merge_records
+from federation.models import (
+    CacheStatus,
+    Candidate,
+    PatientHistory,
+    SourceOutcome,
+    SourceStatus,
+    StudyRecord,
+)
+from federation.resilience import CircuitBreaker
+
+if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
+    import asyncio
+
+    from connectors.base import Connector
+
+log = logging.getLogger("pacsfed.engine")
+
+_STATUS_FOR_ERROR: tuple[tuple[type[ConnectorError], SourceStatus], ...] = (
+    (SourceTimeout, SourceStatus.TIMEOUT),
+    (SourceUnreachable, SourceStatus.UNREACHABLE),
+    (ConnectorError, SourceStatus.ERROR),
+)
+
+
+def status_for(exc: ConnectorError) -> SourceStatus:
+    """The source status a connector failure is reported as."""
+    return next(s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind))
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    outcome: SourceOutcome
+    records: Sequence[StudyRecord]
+
+
+def millis_since(since: float) -> int:
+    return round((time.monotonic() - since) * 1000)
+
+
+class SharedRequest:
+    """One request to a source that several identical queries wait for."""
+
+    def __init__(self, task: asyncio.Task[SourceResult]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+def not_asked(connector: Connector, status: SourceStatus, why: str) -> SourceResult:
+    """A source that was not asked, and why."""
+    return SourceResult(SourceOutcome(source=connector.info, status=status, latency_ms=0, error=why), ())
+
+
+def from_cache(connector: Connector, answer: CachedAnswer) -> SourceResult:
+    """A source's cached answer as this query's result for it."""
+    return SourceResult(
+        SourceOutcome(
+            source=connector.info,
+            status=SourceStatus.OK,
+            latency_ms=0,
+            exam_count=len(answer.records),
+            cached=True,
+            cached_at=answer.answered_at,
+        ),
+        [record.model_copy(update={"cached_at": answer.answered_at}) for record in answer.records],
+    )
+
+
+def source_setting(connector: Connector, name: str, default: Any) -> Any:
+    """A source setting, or the default for connectors whose settings lack it."""
+    return getattr(connector.settings, name, default)
+
+
+def breaker_for(connector: Connector) -> CircuitBreaker:
+    circuit = source_setting(connector, "circuit", None)
+    if circuit is None:
+        return CircuitBreaker(failures=5, reset_s=30.0)
+    return CircuitBreaker(failures=circuit.failures, reset_s=circuit.reset_s)
+
+
+def identity_of(connector: Connector) -> SourceIdentity:
+    """The identity settings of a connector's source."""
+    settings = connector.settings
+    return SourceIdentity(
+        source_id=connector.id,
+        issuer=getattr(settings, "issuer", None),
+        national_id_in=getattr(settings, "national_id_in", "none"),
+        match_issuer=getattr(settings, "match_issuer", False),
+    )
+
+
+def failure_of(connector: Connector, exc: BaseException) -> tuple[SourceStatus, str]:
+    """A connector failure as a status and a message that holds no patient data."""
+    if isinstance(exc, ConnectorError):
+        status = status_for(exc)
+        log.warning("source %s: %s (%s)", connector.id, status.value, exc)
+        return status, str(exc)
+    # Foreign messages may quote patient data: report the type only.
+    log.error("source %s: unexpected %s in connector", connector.id, type(exc).__name__)
+    return SourceStatus.ERROR, f"internal connector error ({type(exc).__name__})"
+
+
+class QueryState:
+    """What one patient query has gathered so far."""
+
+    def __init__(self, connectors: Sequence[Connector], started: float) -> None:
+        self.connectors = connectors
+        self.infos = {c.id: c.info for c in connectors}
+        self.started = started
+        self.results: dict[str, SourceResult] = {}
+        self.candidates: list[Candidate] = []
+        self.warnings: list[str] = []
+
+    def history(self, cache_status: CacheStatus, cache_error: str | None = None) -> PatientHistory:
+        """The history as it stands: merged exams, statuses in configuration order, candidates."""
+        records = [record for result in self.results.values() for record in result.records]
+        outcomes = tuple(self.results[c.id].outcome for c in self.connectors if c.id in self.results)
+        complete = len(outcomes) == len(self.connectors) and all(
+            o.status is SourceStatus.OK for o in outcomes
+        )
+        return PatientHistory(
+            complete=complete,
+            exams=tuple(merge_records(records, self.infos)),
+            sources=outcomes,
+            candidates=tuple(self.candidates),
+            cache_status=cache_status,
+            cache_error=cache_error,
+            elapsed_ms=millis_since(self.started),
+            warnings=tuple(dict.fromkeys(self.warnings)),
+        )
