@@ -28,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import code_to_category
 
+from connectors._association_pool import AssociationPool
 from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
@@ -45,6 +46,7 @@ _FIND_MODELS = (
 _MESSAGE_ID = 1
 _MIN_TIMEOUT_S = 0.05
 _CANCEL_GRACE_S = 0.05
+_CANCEL_FIRST_S = 0.5
 
 
 @dataclass
@@ -82,9 +84,10 @@ class DimseConnector(Connector):
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix=f"pacsfed-dimse-{settings.id}"
         )
+        self._pool = AssociationPool(settings.association_pool, settings.association_idle_s)
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
-        """Every study matching the query, via one C-FIND on a fresh association."""
+        """Every study matching the query, via one C-FIND on a pooled or fresh association."""
         answer: SourceAnswer = await self._run(self._find_blocking, query, deadline)
         return answer
 
@@ -93,7 +96,8 @@ class DimseConnector(Connector):
         await self._run(self._echo_blocking, deadline)
 
     async def aclose(self) -> None:
-        """Stop the source's threads; running associations end at their own timeouts."""
+        """Release the pooled associations and stop the source's threads."""
+        self._pool.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, function: Any, *args: Any) -> Any:
@@ -146,18 +150,41 @@ class DimseConnector(Connector):
         raise SourceTimeout(f"no association response within {elapsed:.1f} s")
 
     def _find_blocking(self, query: StudyQuery, deadline: Deadline, watch: _AssociationWatch) -> SourceAnswer:
-        assoc = self._associate(deadline, _FIND_MODELS, watch)
-        try:
-            model = _accepted_model(assoc)
-            return self._collect(
-                assoc, model, _find_identifier(query, self.settings.query_charset), deadline, watch
-            )
-        finally:
-            if assoc.is_established:
+        identifier = _find_identifier(query, self.settings.query_charset)
+        pooled = self._pool.take()
+        if pooled is not None:
+            try:
+                return self._find_on(pooled, identifier, deadline, watch)
+            except SourceProtocolError:
+                # The pooled association died while idle (the peer aborted it): one new attempt.
                 if watch.cancelled.is_set() or deadline.expired:
-                    _abort_quietly(assoc)
-                else:
-                    assoc.release()
+                    raise
+        return self._find_on(self._associate(deadline, _FIND_MODELS, watch), identifier, deadline, watch)
+
+    def _find_on(
+        self, assoc: Association, identifier: Dataset, deadline: Deadline, watch: _AssociationWatch
+    ) -> SourceAnswer:
+        """One C-FIND on an established association; a clean end returns it to the pool."""
+        watch.association = assoc
+        remaining = max(deadline.remaining(), _MIN_TIMEOUT_S)
+        # A little past the deadline: the engine gives up at the deadline and C-CANCELs the query;
+        # the DIMSE timeout is the backstop for when nobody does.
+        assoc.dimse_timeout = min(self.settings.dimse_timeout_s, remaining + _CANCEL_FIRST_S)
+        assoc.acse_timeout = min(self.settings.acse_timeout_s, remaining)
+        clean = False
+        try:
+            answer = self._collect(assoc, _accepted_model(assoc), identifier, deadline, watch)
+            clean = not answer.truncated
+            return answer
+        finally:
+            if not assoc.is_established:
+                pass
+            elif clean and not (watch.cancelled.is_set() or deadline.expired):
+                self._pool.give_back(assoc)
+            elif watch.cancelled.is_set() or deadline.expired:
+                _abort_quietly(assoc)
+            else:
+                assoc.release()
 
     def _collect(
         self,
@@ -175,6 +202,8 @@ class DimseConnector(Connector):
             watch.find_model = model
         except ValueError as exc:
             raise SourceProtocolError("could not encode the C-FIND identifier") from exc
+        except RuntimeError as exc:  # the association ended between its check and its use
+            raise SourceProtocolError("association closed by the peer before the C-FIND") from exc
         last_message_at = time.monotonic()
         for status, answer in responses:
             if watch.cancelled.is_set():

@@ -85,6 +85,10 @@ class DimseSourceSettings(_SourceCommon):
     query_charset: str | None = "ISO_IR 192"
     """SpecificCharacterSet sent in the query, asking the peer to answer in it; null sends none."""
     max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    association_pool: Annotated[int, Field(ge=0, le=16)] = 2
+    """Open associations kept for reuse (0: a new association per query)."""
+    association_idle_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A pooled association unused this long is released."""
 
 
 class BasicAuth(_Strict):

@@ -89,6 +89,8 @@ class SimulatedDimsePacs:
             self._ae.add_supported_context(sop_class)
         self._server: Any = None
         self.cancelled_queries = 0
+        self.associations_accepted = 0
+        """How many associations clients opened (to check that they are reused)."""
         """How many C-FINDs were stopped by a C-CANCEL from the client."""
 
     @property
@@ -106,10 +108,18 @@ class SimulatedDimsePacs:
                 block=False,
                 evt_handlers=[
                     (evt.EVT_CONN_OPEN, self._on_connection),
+                    (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_C_FIND, self._on_find),
                 ],
             )
         return self.port
+
+    def _on_accepted(self, _event: Any) -> None:
+        self.associations_accepted += 1
+
+    def active_associations(self) -> list[Any]:
+        """The associations open now (tests abort them to play a peer that drops idle links)."""
+        return list(self._server.active_associations) if self._server is not None else []
 
     def stop(self) -> None:
         """Abort open associations and close the listening socket; may block about half a second."""

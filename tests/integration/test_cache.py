@@ -29,7 +29,10 @@ async def test_two_identical_queries_leave_one_document_per_source_and_study(
     async with running_app(make_settings(peer_sources)) as client:
         first = await history(client, "PA-001")
         second = await history(client, "PA-001")
-    assert first["cacheStatus"] == second["cacheStatus"] == "OK"
+    # The very first bulk on a freshly started node can outlast the 0.5 s write wait (PENDING):
+    # the write still lands, which is what the document counts below check.
+    assert first["cacheStatus"] in ("OK", "PENDING")
+    assert second["cacheStatus"] == "OK"
     index = f"{index_prefix}-exams"
     # hosp-a: SHARED-CT + A-MR, hosp-b: SHARED-CT, hosp-c: C-US.
     assert count_documents(elasticsearch.url, index) == 4

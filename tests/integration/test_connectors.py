@@ -120,3 +120,54 @@ async def test_a_query_abandoned_at_the_deadline_is_c_cancelled() -> None:
             await engine.aclose()
     assert history.sources[0].status is SourceStatus.TIMEOUT
     assert pacs.cancelled_queries == 1
+
+
+def _slow_pacs_connector(pacs: SimulatedDimsePacs, **settings: Any) -> DimseConnector:
+    return DimseConnector(
+        DimseSourceSettings(
+            id="pooled", kind="dimse", host="127.0.0.1", port=pacs.port, called_ae=pacs.ae_title, **settings
+        ),
+        ConnectorContext(),
+    )
+
+
+async def test_an_association_is_reused_across_queries() -> None:
+    with SimulatedDimsePacs("POOLPACS", demo_studies("demo-chu-nord")) as pacs:
+        connector = _slow_pacs_connector(pacs)
+        try:
+            for _ in range(3):
+                answer = await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+                assert answer.records
+        finally:
+            await connector.aclose()
+        assert pacs.associations_accepted == 1
+
+
+async def test_an_aborted_association_is_re_established() -> None:
+    with SimulatedDimsePacs("POOLPACS", demo_studies("demo-chu-nord")) as pacs:
+        connector = _slow_pacs_connector(pacs)
+        try:
+            await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+            [pooled] = pacs.active_associations()
+            pooled.abort()  # the peer drops the idle association
+            await asyncio.sleep(0.2)
+            answer = await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+        finally:
+            await connector.aclose()
+        assert answer.records
+        assert pacs.associations_accepted == 2
+
+
+async def test_idle_associations_are_released() -> None:
+    with SimulatedDimsePacs("POOLPACS", demo_studies("demo-chu-nord")) as pacs:
+        connector = _slow_pacs_connector(pacs, association_idle_s=0.3)
+        try:
+            await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+            assert len(pacs.active_associations()) == 1
+            for _ in range(50):
+                if not pacs.active_associations():
+                    break
+                await asyncio.sleep(0.05)
+            assert pacs.active_associations() == []
+        finally:
+            await connector.aclose()
