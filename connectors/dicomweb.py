@@ -15,7 +15,7 @@ from connectors._normalize import STUDY_RETURN_KEYWORDS
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
-from federation.settings import BasicAuth, DicomwebSourceSettings
+from federation.settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 
 # httpx logs every request URL at INFO, and QIDO URLs carry PatientIDs: keep it to warnings.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -54,7 +54,7 @@ class DicomwebConnector(Connector):
         self._auth: httpx.Auth | None = None
         if isinstance(settings.auth, BasicAuth):
             self._auth = httpx.BasicAuth(settings.auth.username, settings.auth.password.get_secret_value())
-        elif settings.auth is not None:
+        elif isinstance(settings.auth, BearerAuth):
             self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
 
     @property

@@ -4,6 +4,9 @@
     ├── ConfigError                 bad or missing configuration
     ├── QueryError                  a query the engine cannot run (bad patient input, unknown source)
     ├── CacheError                  the exam cache failed (read or write)
+    ├── AccessError                 the caller may not do this (403)
+    │   └── AuthenticationError     no, expired or invalid credentials (401)
+    ├── AuditError                  an audit record could not be kept durably
     └── ConnectorError              one source failed; the engine turns it into a source status
         ├── SourceUnreachable       connection refused, DNS failure, association rejected   → UNREACHABLE
         ├── SourceTimeout           the source did not answer in time                      → TIMEOUT
@@ -56,3 +59,23 @@ class SourceProtocolError(ConnectorError):
 
 class SourceAuthError(SourceProtocolError):
     """The source refused our credentials."""
+
+
+class AccessError(PacsfedError):
+    """The caller may not do this; ``code`` is the GraphQL error code, ``status`` the HTTP status."""
+
+    def __init__(self, message: str, code: str = "FORBIDDEN", status: int = 403) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class AuthenticationError(AccessError):
+    """No, expired or invalid credentials."""
+
+    def __init__(self, message: str, code: str = "UNAUTHENTICATED") -> None:
+        super().__init__(message, code=code, status=401)
+
+
+class AuditError(PacsfedError):
+    """An audit record could not be written durably: the audited action must not proceed."""

@@ -15,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
+from federation.settings_security import (
+    AuditSettings,
+    AuthSettings,
+    GraphqlLimits,
+    OAuth2ClientCredentials,
+    ShareSettings,
+    TlsSettings,
+    UserIdentitySettings,
+)
 
 SourceId = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 AeTitle = Annotated[
@@ -38,6 +47,8 @@ class CacheSettings(_Strict):
     api_key: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
+    tls: TlsSettings | None = None
+    """CA bundle / client certificate for an ``https://`` node."""
 
 
 class CircuitSettings(_Strict):
@@ -89,6 +100,15 @@ class DimseSourceSettings(_SourceCommon):
     """Open associations kept for reuse (0: a new association per query)."""
     association_idle_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     """A pooled association unused this long is released."""
+    tls: TlsSettings | None = None
+    """DICOM TLS (PS3.15 B.12, TLS 1.2 or later) when present."""
+    user_identity: UserIdentitySettings | None = None
+
+    @model_validator(mode="after")
+    def _identity_over_tls(self) -> DimseSourceSettings:
+        if self.user_identity is not None and self.tls is None:
+            raise ValueError("user_identity is only sent over TLS: configure tls too")
+        return self
 
 
 class BasicAuth(_Strict):
@@ -111,11 +131,17 @@ class DicomwebSourceSettings(_SourceCommon):
 
     kind: Literal["dicomweb"]
     url: Annotated[str, Field(pattern=r"^https?://")]
-    auth: Annotated[BasicAuth | BearerAuth, Field(discriminator="type")] | None = None
+    auth: Annotated[BasicAuth | BearerAuth | OAuth2ClientCredentials, Field(discriminator="type")] | None = (
+        None
+    )
     page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     verify_tls: bool = True
+    tls: TlsSettings | None = None
+    """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
+    http2: bool = True
+    """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
 
 
 SourceSettings = Annotated[DimseSourceSettings | DicomwebSourceSettings, Field(discriminator="kind")]
@@ -126,6 +152,11 @@ class ServerSettings(_Strict):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    mode: Literal["production", "development"] = "production"
+    """``development`` turns on GraphiQL, introspection and detailed errors."""
+    forwarded_allow_ips: list[str] = []
+    """Reverse proxies whose X-Forwarded-For is trusted for the client address (audit, rate limits)."""
+    graphql: GraphqlLimits = GraphqlLimits()
 
 
 class QuerySettings(_Strict):
@@ -154,6 +185,9 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     query: QuerySettings = QuerySettings()
     identity: IdentitySettings = IdentitySettings()
+    auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
+    share: ShareSettings = ShareSettings()
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:

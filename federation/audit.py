@@ -1,0 +1,90 @@
+"""The audit trail's record and the interface every front end and the engine write to."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from abc import ABC, abstractmethod
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AuditAction(enum.StrEnum):
+    """What was done."""
+
+    PATIENT_QUERY = "patient-query"
+    SHARE_CREATE = "share-create"
+    SHARE_REDEEM = "share-redeem"
+    SHARE_REVOKE = "share-revoke"
+    AUTHENTICATION = "authentication"
+    AUDIT_READ = "audit-read"
+    IDENTITY_CHANGE = "identity-change"
+    CACHE_PURGE = "cache-purge"
+
+
+class AuditOutcome(enum.StrEnum):
+    """How it ended (PS3.15 A.5 EventOutcomeIndicator: 0, 4, 8, 12)."""
+
+    SUCCESS = "success"
+    DENIED = "denied"
+    """Refused by authentication or authorization (minor failure, 4)."""
+    FAILURE = "failure"
+    """The action was allowed but failed (serious failure, 8)."""
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AuditRecord(BaseModel):
+    """One audited event; patient identifiers appear here and nowhere in the logs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=_new_id)
+    at: dt.datetime = Field(default_factory=_now)
+    action: AuditAction
+    outcome: AuditOutcome
+    actor: str
+    """Who: ``user:<sub>``, ``apikey:<id>``, ``share:<code id>``, ``cli:<os user>``, ``anonymous``."""
+    actor_kind: str = "user"
+    client_address: str | None = None
+    request_id: str | None = None
+    channel: str = "graphql"
+    """Which front end: graphql, cli, share-page, dimse, dicomweb, fhir."""
+    patient_ids: list[str] = []
+    """Identifiers as ``ID^^^ISSUER`` (ISSUER empty when unknown); names only when no ID was given."""
+    sources: list[str] = []
+    exam_count: int | None = None
+    reason: str | None = None
+    emergency: bool = False
+    """Break-the-glass access, to be reviewed after the fact."""
+    detail: str | None = None
+    """A short machine-readable note (error code, share code id); never patient data."""
+
+
+class AuditTrail(ABC):
+    """Where audit records go: durably before ``record`` returns, shipped onwards later."""
+
+    @abstractmethod
+    async def record(self, record: AuditRecord) -> None:
+        """Append ``record`` durably (fsync'd); raise AuditError if it cannot be kept."""
+
+    @abstractmethod
+    async def search(
+        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+    ) -> list[AuditRecord]:
+        """The newest records first, optionally only those naming ``patient_id`` (``ID`` or ``ID^^^ISSUER``)."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Start shipping in the background (replaying what an earlier run left unshipped)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Ship what can be shipped quickly and stop."""
