@@ -1,0 +1,299 @@
+"""Share codes: at most 24 hours of read-only access to one patient's history or chosen studies.
+
+A code carries 160 random bits, is shown once to its creator and stored only as a SHA-256 hash.
+Redeeming it yields a bearer token (also stored hashed) that lives no longer than the code.
+Failed redemptions are counted per client address and per code prefix; too many lock both out.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import datetime as dt
+import secrets
+import time
+import uuid
+from abc import ABC, abstractmethod
+
+from federation.access import Principal, PrincipalKind, ShareGrant
+from federation.auth import SHARE_TOKEN_PREFIX, hash_secret
+from federation.errors import AccessError, AuthenticationError, QueryError
+from federation.models import PatientQuery
+from federation.settings_security import ShareSettings
+
+HARD_MAX_TTL_S = 24 * 3600
+_CODE_BYTES = 20  # 160 bits
+_PREFIX_LENGTH = 4
+_MAX_STUDIES = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShareRecord:
+    """A share code as stored: its hash, never the code."""
+
+    id: str
+    code_hash: str
+    creator: str
+    patient: PatientQuery
+    studies: tuple[str, ...] | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    single_use: bool
+    redeemed: int = 0
+    revoked_at: dt.datetime | None = None
+
+    def usable(self, now: dt.datetime) -> bool:
+        """True while the code may still be redeemed."""
+        return (
+            self.revoked_at is None and now < self.expires_at and not (self.single_use and self.redeemed > 0)
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShareToken:
+    """A redeemed share code's bearer token, as stored (hashed)."""
+
+    token_hash: str
+    share_id: str
+    expires_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreatedShare:
+    """What the creator is shown, once."""
+
+    code: str
+    record: ShareRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedeemedShare:
+    """What redeeming a code yields."""
+
+    token: str
+    record: ShareRecord
+    expires_at: dt.datetime
+
+
+class ShareStore(ABC):
+    """Where share codes and their tokens are kept (hashed)."""
+
+    @abstractmethod
+    async def add(self, record: ShareRecord) -> None:
+        """Store a new share code."""
+
+    @abstractmethod
+    async def by_code_hash(self, code_hash: str) -> ShareRecord | None:
+        """The share with this code hash, if any."""
+
+    @abstractmethod
+    async def by_id(self, share_id: str) -> ShareRecord | None:
+        """The share with this id, if any."""
+
+    @abstractmethod
+    async def mark_redeemed(self, record: ShareRecord) -> ShareRecord | None:
+        """Count one redemption, atomically; None when a single-use code was taken meanwhile."""
+
+    @abstractmethod
+    async def revoke(self, record: ShareRecord, at: dt.datetime) -> ShareRecord:
+        """Mark the share revoked."""
+
+    @abstractmethod
+    async def add_token(self, token: ShareToken) -> None:
+        """Store a redeemed code's token."""
+
+    @abstractmethod
+    async def token(self, token_hash: str) -> ShareToken | None:
+        """The token with this hash, if any."""
+
+
+class MemoryShareStore(ShareStore):
+    """Share codes in this process only (tests, the demo, a single instance)."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, ShareRecord] = {}
+        self._by_id: dict[str, str] = {}
+        self._tokens: dict[str, ShareToken] = {}
+
+    async def add(self, record: ShareRecord) -> None:
+        self._by_hash[record.code_hash] = record
+        self._by_id[record.id] = record.code_hash
+
+    async def by_code_hash(self, code_hash: str) -> ShareRecord | None:
+        return self._by_hash.get(code_hash)
+
+    async def by_id(self, share_id: str) -> ShareRecord | None:
+        code_hash = self._by_id.get(share_id)
+        return self._by_hash.get(code_hash) if code_hash else None
+
+    async def mark_redeemed(self, record: ShareRecord) -> ShareRecord | None:
+        current = self._by_hash[record.code_hash]
+        if current.single_use and current.redeemed > 0:
+            return None
+        updated = dataclasses.replace(current, redeemed=current.redeemed + 1)
+        self._by_hash[record.code_hash] = updated
+        return updated
+
+    async def revoke(self, record: ShareRecord, at: dt.datetime) -> ShareRecord:
+        updated = dataclasses.replace(self._by_hash[record.code_hash], revoked_at=at)
+        self._by_hash[record.code_hash] = updated
+        return updated
+
+    async def add_token(self, token: ShareToken) -> None:
+        self._tokens[token.token_hash] = token
+
+    async def token(self, token_hash: str) -> ShareToken | None:
+        return self._tokens.get(token_hash)
+
+
+class RedemptionLimiter:
+    """Counts failed redemptions per key within a window; a key with too many is locked out."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self._max = max_failures
+        self._window_s = window_s
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def locked(self, *keys: str) -> bool:
+        """True when any of ``keys`` has failed too often lately."""
+        now = time.monotonic()
+        return any(self._recent(key, now) >= self._max for key in keys)
+
+    def fail(self, *keys: str) -> None:
+        """Count one failure against each of ``keys``."""
+        now = time.monotonic()
+        for key in keys:
+            self._failures.setdefault(key, collections.deque()).append(now)
+            self._recent(key, now)
+        if len(self._failures) > 100_000:  # bound memory under a spray of distinct keys
+            for key in [k for k, v in self._failures.items() if not v]:
+                del self._failures[key]
+
+    def _recent(self, key: str, now: float) -> int:
+        failures = self._failures.get(key)
+        if not failures:
+            return 0
+        while failures and failures[0] <= now - self._window_s:
+            failures.popleft()
+        return len(failures)
+
+
+def normalize_code(code: str) -> str:
+    """A code as typed (any case, dashes and spaces) in canonical form."""
+    return "".join(code.split()).replace("-", "").upper()
+
+
+def _new_code() -> str:
+    raw = base64.b32encode(secrets.token_bytes(_CODE_BYTES)).decode("ascii").rstrip("=")
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ShareCodes:
+    """Creates, revokes and redeems share codes; turns share tokens back into principals."""
+
+    def __init__(self, settings: ShareSettings, store: ShareStore) -> None:
+        self._settings = settings
+        self._store = store
+        self._limiter = RedemptionLimiter(settings.max_failures, settings.lockout_s)
+
+    def ttl_for(self, asked_s: int | None) -> int:
+        """The lifetime a code gets: the default when not asked, never more than the cap (≤ 24 h)."""
+        cap = min(self._settings.max_ttl_s, HARD_MAX_TTL_S)
+        if asked_s is None:
+            return min(self._settings.default_ttl_s, cap)
+        if asked_s <= 0:
+            raise QueryError("ttlSeconds must be positive", code="BAD_TTL")
+        return max(60, min(asked_s, cap))
+
+    async def create(
+        self,
+        creator: str,
+        patient: PatientQuery,
+        studies: list[str] | None,
+        ttl_s: int | None,
+        single_use: bool,
+    ) -> CreatedShare:
+        """A new code for ``patient`` (optionally only ``studies``), shown once."""
+        if patient.cache_key() is None:
+            raise QueryError("a share names a patient by id or national id", code="BAD_SHARE")
+        chosen: tuple[str, ...] | None = None
+        if studies is not None:
+            chosen = tuple(dict.fromkeys(uid.strip() for uid in studies if uid.strip()))
+            if not chosen or len(chosen) > _MAX_STUDIES:
+                raise QueryError(f"share between 1 and {_MAX_STUDIES} studies", code="BAD_SHARE")
+        code = _new_code()
+        now = _utcnow()
+        record = ShareRecord(
+            id=uuid.uuid4().hex,
+            code_hash=hash_secret(normalize_code(code)),
+            creator=creator,
+            patient=patient,
+            studies=chosen,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=self.ttl_for(ttl_s)),
+            single_use=single_use,
+        )
+        await self._store.add(record)
+        return CreatedShare(code=code, record=record)
+
+    async def revoke(self, principal: Principal, code: str) -> ShareRecord:
+        """Revoke a code its holder created (or any code, for an identity admin)."""
+        record = await self._store.by_code_hash(hash_secret(normalize_code(code)))
+        if record is None:
+            raise QueryError("no such share code", code="SHARE_NOT_FOUND")
+        if record.creator != principal.subject and not principal.has("identity:admin"):
+            raise AccessError("only its creator may revoke a share code", code="FORBIDDEN")
+        if record.revoked_at is not None:
+            return record
+        return await self._store.revoke(record, _utcnow())
+
+    async def redeem(self, code: str, client: str) -> RedeemedShare:
+        """A bearer token for the code's scope; AccessError when wrong, used up, expired or locked out."""
+        normalized = normalize_code(code)
+        keys = (f"client:{client}", f"prefix:{normalized[:_PREFIX_LENGTH]}")
+        if self._limiter.locked(*keys):
+            raise AccessError("too many failed attempts: try again later", code="LOCKED_OUT", status=429)
+        record = await self._store.by_code_hash(hash_secret(normalized)) if normalized else None
+        now = _utcnow()
+        if record is None or not record.usable(now):
+            self._limiter.fail(*keys)
+            raise AccessError(
+                "this code is not valid (wrong, expired, revoked or used)", code="BAD_SHARE_CODE"
+            )
+        updated = await self._store.mark_redeemed(record)
+        if updated is None:
+            self._limiter.fail(*keys)
+            raise AccessError(
+                "this code is not valid (wrong, expired, revoked or used)", code="BAD_SHARE_CODE"
+            )
+        token = f"{SHARE_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+        await self._store.add_token(ShareToken(hash_secret(token), record.id, record.expires_at))
+        return RedeemedShare(token=token, record=updated, expires_at=record.expires_at)
+
+    async def principal_for(self, token: str) -> Principal:
+        """The read-only principal of a redeemed share token."""
+        stored = await self._store.token(hash_secret(token))
+        now = _utcnow()
+        if stored is None or now >= stored.expires_at:
+            raise AuthenticationError("the share token is unknown or expired", code="BAD_TOKEN")
+        record = await self._store.by_id(stored.share_id)
+        if record is None or record.revoked_at is not None or now >= record.expires_at:
+            raise AuthenticationError("the share has been revoked or has expired", code="BAD_TOKEN")
+        grant = ShareGrant(
+            share_id=record.id,
+            patient=record.patient,
+            studies=frozenset(record.studies) if record.studies is not None else None,
+            expires_at=record.expires_at,
+        )
+        return Principal(
+            subject=f"share:{record.id}",
+            kind=PrincipalKind.SHARE,
+            scopes=frozenset({"history:read"}),
+            share=grant,
+            expires_at=record.expires_at,
+        )
