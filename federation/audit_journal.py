@@ -1,0 +1,421 @@
+"""The audit journal: an append-only, fsync'd JSONL log on local disk, written before anything else.
+
+Layout of ``journal_dir`` (0700; every file 0600):
+
+- ``audit-000000000001.jsonl``, ``audit-000000000002.jsonl``, …: segments, one record per line.
+  A new segment starts at each process's first write, when the current one reaches ``segment_bytes``,
+  and when the UTC day changes; only the newest segment of the running process is ever
+  appended to, so a torn line (a crash mid-write) can only be the last line of an older
+  segment, and readers skip it with a warning.
+- ``cursor-<sink>.json``: how far a sink (Elasticsearch, syslog) has shipped, as a segment
+  number and a byte offset, replaced atomically (temp file, fsync, rename, directory fsync).
+
+- ``.lock``: held (``flock``) by the one process writing the journal; a second one gets AuditError.
+
+Appends are grouped: records arriving while an fsync runs are written together and share the
+next fsync (one thread, never the event loop): ``os.write`` on an unbuffered descriptor, so there
+is nothing to flush, then ``os.fsync``. ``append`` returns only once its line is on disk.
+
+Segments are deleted by :meth:`AuditJournal.prune` only when every durable sink has shipped
+them and they were last written more than a keep period ago; the trail calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from federation.audit import AuditRecord
+from federation.errors import AuditError
+
+logger = logging.getLogger(__name__)
+
+_SEGMENT = re.compile(r"^audit-(\d{12})\.jsonl$")
+_CURSOR_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
+DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+
+
+class Position(NamedTuple):
+    """A place in the journal: everything before byte ``offset`` of segment ``segment`` (and before it)."""
+
+    segment: int
+    offset: int
+
+
+START = Position(0, 0)
+"""Before the first record ever written."""
+
+
+def _segment_name(number: int) -> str:
+    return f"audit-{number:012d}.jsonl"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+class AuditJournal:
+    """Append-only local journal of audit records, with per-sink shipping cursors."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._fd: int | None = None
+        self._fd_day: dt.date | None = None
+        self._next_segment: int | None = None
+        self._committed: Position | None = None
+        """The open segment and its fsync'd size; None until this process first writes."""
+        self._state = threading.Lock()
+        """Held while a segment is created and when ``_committed`` moves: readers snapshot both at once."""
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
+        self._closed = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit-journal")
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or check the directory (0700) and find the next segment number; raise AuditError if unusable."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open_sync)
+
+    def _open_sync(self) -> None:
+        if self._next_segment is not None:
+            return
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.directory.stat().st_mode & 0o077:
+                try:
+                    self.directory.chmod(0o700)
+                except PermissionError:
+                    logger.warning(
+                        "audit journal: the directory is readable by others and cannot be made 0700"
+                    )
+            self._lock_fd = self._lock()
+            numbers = [number for number, _ in self._segments()]
+        except OSError as exc:
+            raise AuditError(f"the audit journal directory is unusable ({_reason(exc)})") from exc
+        self._next_segment = max(numbers, default=0) + 1
+
+    def _lock(self) -> int:
+        """Hold ``.lock`` exclusively: one writing process per journal (segments and cursors are not shared)."""
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AuditError(
+                "the audit journal is in use by another process (one journal_dir each)"
+            ) from None
+        return fd
+
+    async def append(self, record: AuditRecord) -> None:
+        """Write ``record`` as one line and return once it is fsync'd; raise AuditError if it cannot be."""
+        line = record.model_dump_json().encode() + b"\n"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((line, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending(), name="audit-journal-writer")
+        await future
+
+    async def _write_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._write_sync, b"".join(line for line, _ in batch)
+                )
+            except Exception as exc:  # every waiter must hear of it, whatever went wrong
+                reason = (
+                    str(exc)
+                    if isinstance(exc, AuditError)
+                    else f"the audit journal failed ({type(exc).__name__})"
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(AuditError(reason))
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    def _write_sync(self, data: bytes) -> None:
+        self._open_sync()
+        today = dt.datetime.now(dt.UTC).date()
+        committed = self._committed
+        if (
+            self._fd is None
+            or committed is None
+            or committed.offset >= self.segment_bytes
+            or self._fd_day != today
+        ):
+            self._rotate(today)
+        assert self._fd is not None
+        assert self._committed is not None
+        start = self._committed
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            # Cut the unconfirmed bytes and never write to this segment again: after a failed
+            # fsync the page cache state is unknown.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start.offset)
+                os.fsync(self._fd)
+            self._close_segment()
+            raise AuditError(f"the audit journal cannot be written ({_reason(exc)})") from exc
+        with self._state:
+            self._committed = Position(start.segment, start.offset + len(data))
+
+    def _rotate(self, today: dt.date) -> None:
+        self._close_segment()
+        assert self._next_segment is not None
+        number = self._next_segment
+        path = self.directory / _segment_name(number)
+        self._next_segment = number + 1  # a failed attempt leaves a gap, never a reused name
+        with self._state:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise AuditError(f"cannot start an audit journal segment ({_reason(exc)})") from exc
+            self._committed = Position(number, 0)
+            self._fd, self._fd_day = fd, today
+        try:
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            self._close_segment()
+            raise AuditError(f"cannot sync the audit journal directory ({_reason(exc)})") from exc
+        logger.info("audit journal: started segment %d", number)
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    async def aclose(self) -> None:
+        """Finish pending writes, close the open segment and release the lock (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_segment)
+        self._executor.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _segments(self) -> list[tuple[int, Path]]:
+        found = []
+        for entry in os.scandir(self.directory):
+            match = _SEGMENT.match(entry.name)
+            if match:
+                found.append((int(match.group(1)), Path(entry.path)))
+        return sorted(found)
+
+    async def read(
+        self, after: Position, *, max_records: int = 500, max_bytes: int = 4 * 1024 * 1024
+    ) -> tuple[list[AuditRecord], Position]:
+        """Records written after ``after`` (oldest first) and the position just past the last one read."""
+        return await asyncio.to_thread(self._read_sync, after, max_records, max_bytes)
+
+    def _read_sync(
+        self, after: Position, max_records: int, max_bytes: int
+    ) -> tuple[list[AuditRecord], Position]:
+        records: list[AuditRecord] = []
+        position = after
+        segments, committed = self._snapshot()
+        for number, path in segments:
+            if number < after.segment:
+                continue
+            start = after.offset if number == after.segment else 0
+            position = Position(number, start)
+            chunk = self._chunk(number, path, start, max_bytes, committed)
+            if chunk is None:
+                continue  # pruned meanwhile
+            data, available, is_open = chunk
+            for record, end in _lines(data, number, start):
+                if record is not None:
+                    records.append(record)
+                position = Position(number, end)
+                if len(records) >= max_records:
+                    return records, position
+            if len(data) < available or is_open:
+                return records, position  # more to read next time, or the segment still being written
+            if position.offset < start + len(data):
+                logger.warning(
+                    "audit journal: skipping a torn last line in segment %d (%d bytes)",
+                    number,
+                    start + len(data) - position.offset,
+                )
+            position = Position(number + 1, 0)
+        return records, position
+
+    def _snapshot(self) -> tuple[list[tuple[int, Path]], Position | None]:
+        """The segments and the open one's fsync'd end, taken together (never mid-rotation)."""
+        try:
+            with self._state:
+                return self._segments(), self._committed
+        except OSError as exc:
+            raise AuditError(f"the audit journal cannot be read ({_reason(exc)})") from exc
+
+    @staticmethod
+    def _chunk(
+        number: int, path: Path, start: int, max_bytes: int, committed: Position | None
+    ) -> tuple[bytes, int, bool] | None:
+        """Up to ``max_bytes`` (at least one whole line) of a segment from ``start``, the bytes available, open?."""
+        is_open = committed is not None and committed.segment == number
+        try:
+            with path.open("rb") as file:
+                limit = (
+                    committed.offset if is_open and committed is not None else os.fstat(file.fileno()).st_size
+                )
+                available = max(0, limit - start)
+                file.seek(start)
+                data = file.read(min(available, max_bytes))
+                while len(data) < available and b"\n" not in data:
+                    data += file.read(min(available - len(data), max_bytes))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"the audit journal cannot be read ({_reason(exc)})") from exc
+        return data, available, is_open
+
+    async def recent(self, max_bytes: int = 16 * 1024 * 1024) -> list[AuditRecord]:
+        """The newest records held locally (oldest first), reading at most about ``max_bytes``."""
+        return await asyncio.to_thread(self._recent_sync, max_bytes)
+
+    def _recent_sync(self, max_bytes: int) -> list[AuditRecord]:
+        chosen: list[tuple[int, bytes]] = []
+        total = 0
+        segments, committed = self._snapshot()
+        for number, path in reversed(segments):
+            chunk = self._chunk(number, path, 0, max_bytes, committed)
+            if chunk is None:
+                continue
+            chosen.append((number, chunk[0]))
+            total += len(chunk[0])
+            if total >= max_bytes:
+                break
+        return [
+            record
+            for number, data in reversed(chosen)
+            for record, _ in _lines(data, number, 0)
+            if record is not None
+        ]
+
+    # --- cursors and pruning -----------------------------------------------------------------
+
+    def _cursor_path(self, name: str) -> Path:
+        if not _CURSOR_NAME.match(name):
+            raise ValueError(f"bad cursor name {name!r}")
+        return self.directory / f"cursor-{name}.json"
+
+    async def load_cursor(self, name: str) -> Position:
+        """Where sink ``name`` stopped shipping (the start when it never shipped)."""
+        return await asyncio.to_thread(self._load_cursor_sync, name)
+
+    def _load_cursor_sync(self, name: str) -> Position:
+        path = self._cursor_path(name)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Position(int(data["segment"]), int(data["offset"]))
+        except FileNotFoundError:
+            return START
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Shipping again from the start is safe (sinks are idempotent by record id); losing is not.
+            logger.warning(
+                "audit journal: cursor %s unreadable (%s); shipping from the start", name, type(exc).__name__
+            )
+            return START
+
+    async def save_cursor(self, name: str, position: Position) -> None:
+        """Persist sink ``name``'s position atomically (temp file, fsync, rename, directory fsync)."""
+        await asyncio.to_thread(self._save_cursor_sync, name, position)
+
+    def _save_cursor_sync(self, name: str, position: Position) -> None:
+        path = self._cursor_path(name)
+        temp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        data = json.dumps({"segment": position.segment, "offset": position.offset}).encode()
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            raise AuditError(f"cannot save the audit cursor {name} ({_reason(exc)})") from exc
+
+    async def prune(self, shipped: Position, keep_s: float) -> int:
+        """Delete segments wholly before ``shipped`` and last written over ``keep_s`` ago; return how many."""
+        return await asyncio.to_thread(self._prune_sync, shipped, keep_s)
+
+    def _prune_sync(self, shipped: Position, keep_s: float) -> int:
+        cutoff = time.time() - keep_s
+        removed = 0
+        try:
+            segments, committed = self._snapshot()
+            for number, path in segments:
+                if number >= shipped.segment or (committed is not None and number >= committed.segment):
+                    break
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            if removed:
+                _fsync_dir(self.directory)
+        except (OSError, AuditError) as exc:
+            logger.warning("audit journal: pruning stopped (%s)", type(exc).__name__)
+        if removed:
+            logger.info("audit journal: deleted %d shipped segments", removed)
+        return removed
+
+
+def _lines(data: bytes, segment: int, start: int) -> Iterator[tuple[AuditRecord | None, int]]:
+    """Each whole line of ``data`` (read from byte ``start``) parsed, with the offset just past it."""
+    offset = 0
+    while (newline := data.find(b"\n", offset)) >= 0:
+        yield _parse(data[offset:newline], segment, start + offset), start + newline + 1
+        offset = newline + 1
+
+
+def _parse(line: bytes, segment: int, offset: int) -> AuditRecord | None:
+    try:
+        return AuditRecord.model_validate_json(line)
+    except ValidationError:
+        logger.warning("audit journal: skipping an unreadable line in segment %d at byte %d", segment, offset)
+        return None

@@ -1,0 +1,227 @@
+"""The audit trail as the app runs it: the local journal first, then each sink shipped independently.
+
+``record`` returns once the record is fsync'd in the journal (AuditError otherwise: the audited
+action must not proceed). One background task per sink reads the journal from that sink's own
+persisted cursor, ships in batches (right after each record, and every ``ship_interval_s``),
+and backs off exponentially while the sink is down; nothing is lost meanwhile, and a restart
+resumes where the cursor says. ``search`` asks the searchable sink (Elasticsearch, or memory
+for the memory cache backend) and adds the records it has not received yet; when it cannot
+answer, the recent local journal answers instead.
+
+Journal segments are deleted once every durable sink has shipped them and ``journal_keep_days``
+have passed since their last write; with no durable sink (memory backend, no syslog) the
+journal is the archive and is never pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from elasticsearch import AsyncElasticsearch
+
+from federation.audit import AuditRecord, AuditTrail
+from federation.audit_elasticsearch import ElasticsearchAuditSink
+from federation.audit_journal import START, AuditJournal
+from federation.audit_sink import AuditSink, MemoryAuditSink, matches, newest_first
+from federation.audit_syslog import SyslogAuditSink
+from federation.errors import AuditError
+from federation.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_UNSHIPPED_BYTES = 16 * 1024 * 1024
+
+
+class _Shipper:
+    """One sink's shipping: its cursor, its backoff, its wake-up."""
+
+    def __init__(
+        self, sink: AuditSink, journal: AuditJournal, interval_s: float, backoff_max_s: float
+    ) -> None:
+        self.sink = sink
+        self.journal = journal
+        self.interval_s = interval_s
+        self.backoff_max_s = backoff_max_s
+        self.position = START
+        self.failures = 0
+        self.wake = asyncio.Event()
+        self.forced = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._started = False
+
+    async def load(self) -> None:
+        self.position = await self.journal.load_cursor(self.sink.name) if self.sink.durable else START
+
+    async def run(self) -> None:
+        while True:
+            if self.failures:
+                delay = min(self.backoff_max_s, self.interval_s * 2 ** min(self.failures, 20))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.forced.wait(), delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.interval_s)
+            self.wake.clear()
+            self.forced.clear()
+            await self.attempt()
+
+    async def attempt(self) -> bool:
+        """Ship everything journaled so far; True when caught up."""
+        async with self._lock:
+            try:
+                shipped = await self._ship_all()
+            except Exception as exc:  # keep shipping alive whatever a sink raises
+                self.failures += 1
+                if self.failures == 1:
+                    logger.warning(
+                        "audit: sink %s is unavailable (%s); records wait in the journal",
+                        self.sink.name,
+                        _why(exc),
+                    )
+                return False
+        if self.failures:
+            logger.info("audit: sink %s is back after %d failed attempts", self.sink.name, self.failures)
+            self.failures = 0
+        if shipped:
+            logger.debug("audit: shipped %d records to %s", shipped, self.sink.name)
+        return True
+
+    async def _ship_all(self) -> int:
+        if not self._started:
+            await self.sink.start()
+            self._started = True
+        shipped = 0
+        while True:
+            records, after = await self.journal.read(self.position)
+            if records:
+                await self.sink.ship(records)
+                shipped += len(records)
+            if after == self.position:
+                return shipped
+            if self.sink.durable:
+                await self.journal.save_cursor(self.sink.name, after)
+            self.position = after
+
+
+def _why(exc: BaseException) -> str:
+    # AuditError texts are ours (no patient data); for anything else only the type is logged.
+    return str(exc) if isinstance(exc, AuditError) else type(exc).__name__
+
+
+class JournaledAuditTrail(AuditTrail):
+    """Journal first (fsync'd), then every sink from its own cursor, in the background."""
+
+    def __init__(
+        self,
+        journal: AuditJournal,
+        sinks: Sequence[AuditSink],
+        *,
+        ship_interval_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        close_timeout_s: float = 2.0,
+        journal_keep_days: float = 30.0,
+        maintenance_interval_s: float = 3600.0,
+    ) -> None:
+        self.journal = journal
+        self.sinks = tuple(sinks)
+        self.close_timeout_s = close_timeout_s
+        self.journal_keep_days = journal_keep_days
+        self.maintenance_interval_s = maintenance_interval_s
+        self._shippers = [_Shipper(sink, journal, ship_interval_s, backoff_max_s) for sink in sinks]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def record(self, record: AuditRecord) -> None:
+        """Append durably (AuditError if the journal cannot be written), then wake the shippers."""
+        await self.journal.append(record)
+        for shipper in self._shippers:
+            shipper.wake.set()
+
+    async def start(self) -> None:
+        """Open the journal (AuditError if unusable) and start shipping, replaying what is unshipped."""
+        await self.journal.open()
+        for shipper in self._shippers:
+            await shipper.load()
+            shipper.wake.set()
+            self._tasks.append(asyncio.create_task(shipper.run(), name=f"audit-ship-{shipper.sink.name}"))
+        self._tasks.append(asyncio.create_task(self._maintain(), name="audit-maintenance"))
+
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Try every sink now, backoff or not; True when all have everything journaled so far."""
+        for shipper in self._shippers:
+            shipper.forced.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                results = await asyncio.gather(*(shipper.attempt() for shipper in self._shippers))
+        except TimeoutError:
+            return False
+        return all(results)
+
+    def sink_status(self) -> dict[str, bool]:
+        """Sink name → whether its last delivery attempt succeeded (for readiness and metrics)."""
+        return {shipper.sink.name: shipper.failures == 0 for shipper in self._shippers}
+
+    async def search(
+        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+    ) -> list[AuditRecord]:
+        """Newest first from the searchable sink plus what it has not received; the journal when it is down."""
+        shipper = next((s for s in self._shippers if s.sink.searchable), None)
+        if shipper is None:
+            local = await self.journal.recent(_UNSHIPPED_BYTES)
+            return newest_first([r for r in local if matches(r, patient_id, actor)], first)
+        pending, _ = await self.journal.read(
+            shipper.position, max_records=1_000_000, max_bytes=_UNSHIPPED_BYTES
+        )
+        try:
+            found = await shipper.sink.search(patient_id=patient_id, actor=actor, first=first)
+        except AuditError as exc:
+            logger.warning("audit: search falls back to the local journal (%s)", exc)
+            found = await self.journal.recent(_UNSHIPPED_BYTES)
+        return newest_first([r for r in [*found, *pending] if matches(r, patient_id, actor)], first)
+
+    async def _maintain(self) -> None:
+        while True:
+            await self.maintain()
+            await asyncio.sleep(self.maintenance_interval_s)
+
+    async def maintain(self) -> int:
+        """Apply the sinks' retention and delete journal segments every durable sink has; return how many."""
+        for shipper in self._shippers:
+            try:
+                await shipper.sink.maintain()
+            except Exception as exc:  # retried at the next round
+                logger.warning("audit: maintenance of sink %s failed (%s)", shipper.sink.name, _why(exc))
+        durable = [shipper.position for shipper in self._shippers if shipper.sink.durable]
+        if not durable:
+            return 0
+        return await self.journal.prune(min(durable), self.journal_keep_days * 86_400)
+
+    async def aclose(self) -> None:
+        """A short final shipping attempt, then stop the tasks and close the sinks and the journal."""
+        if self._tasks:
+            await self.flush(self.close_timeout_s)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
+        await self.journal.aclose()
+
+
+def build_audit_trail(settings: Settings, es_client: AsyncElasticsearch | None) -> JournaledAuditTrail:
+    """The trail for these settings: Elasticsearch when the cache uses it (memory otherwise), plus syslog if configured."""
+    audit = settings.audit
+    sinks: list[AuditSink] = []
+    if es_client is not None:
+        sinks.append(ElasticsearchAuditSink(es_client, settings.cache.index_prefix, audit.retention_days))
+    else:
+        sinks.append(MemoryAuditSink())
+    if audit.syslog is not None:
+        sinks.append(SyslogAuditSink(audit.syslog))
+    return JournaledAuditTrail(AuditJournal(audit.journal_dir), sinks, ship_interval_s=audit.ship_interval_s)

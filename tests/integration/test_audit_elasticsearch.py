@@ -1,0 +1,179 @@
+"""The audit trail against a real Elasticsearch: shipping, outages, replays and retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from elasticsearch import AsyncElasticsearch
+
+from federation.audit import AuditAction, AuditOutcome, AuditRecord
+from federation.audit_elasticsearch import ElasticsearchAuditSink
+from federation.audit_journal import AuditJournal
+from federation.audit_trail import JournaledAuditTrail, build_audit_trail
+from federation.cache_elasticsearch import make_client
+from federation.settings import CacheSettings, settings_from_mapping
+
+pytestmark = pytest.mark.integration
+
+
+def make_record(
+    n: int, patient: str = "PA-001^^^HOSP_A", actor: str = "user:alice", **more: Any
+) -> AuditRecord:
+    return AuditRecord(
+        action=AuditAction.PATIENT_QUERY,
+        outcome=AuditOutcome.SUCCESS,
+        actor=actor,
+        client_address="10.0.0.7",
+        patient_ids=[patient],
+        sources=["hosp-a"],
+        exam_count=n,
+        **more,
+    )
+
+
+def stored_ids(url: str, index_prefix: str) -> list[str]:
+    """Every audit document id under the prefix (duplicates would show up twice)."""
+    pattern = f"{index_prefix}-audit-*"
+    httpx.post(f"{url}/{pattern}/_refresh", timeout=10).raise_for_status()
+    response = httpx.post(
+        f"{url}/{pattern}/_search",
+        json={"size": 10_000, "_source": False, "query": {"match_all": {}}},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [hit["_id"] for hit in response.json()["hits"]["hits"]]
+
+
+@pytest.fixture
+async def es_client(elasticsearch: Any) -> AsyncIterator[AsyncElasticsearch]:
+    client = make_client(CacheSettings(url=elasticsearch.url))
+    yield client
+    await client.close()
+
+
+def trail(journal_dir: Path, client: AsyncElasticsearch, index_prefix: str) -> JournaledAuditTrail:
+    sink = ElasticsearchAuditSink(client, index_prefix, retention_days=3653)
+    return JournaledAuditTrail(AuditJournal(journal_dir), [sink], ship_interval_s=0.1, backoff_max_s=1.0)
+
+
+async def flushed(audit: JournaledAuditTrail, within_s: float = 60.0) -> bool:
+    """Flush until every sink has caught up (a node just restarted may refuse for a moment)."""
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=within_s)
+    while dt.datetime.now(dt.UTC) < deadline:
+        if await audit.flush(5.0):
+            return True
+    return False
+
+
+async def test_records_are_shipped_to_a_strict_monthly_index_and_searchable(
+    tmp_path: Path, es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str
+) -> None:
+    settings = settings_from_mapping(
+        {
+            "cache": {"url": elasticsearch.url, "index_prefix": index_prefix},
+            "audit": {"journal_dir": str(tmp_path / "journal"), "ship_interval_s": 0.1},
+        }
+    )
+    audit = build_audit_trail(settings, es_client)
+    await audit.start()
+    try:
+        a = make_record(1, "PA-001^^^HOSP_A")
+        b = make_record(2, "PA-001^^^HOSP_B", actor="user:bob")
+        c = make_record(3, "PA-002^^^HOSP_A")
+        for record in (a, b, c):
+            await audit.record(record)
+        assert await flushed(audit)
+        assert sorted(stored_ids(elasticsearch.url, index_prefix)) == sorted(r.id for r in (a, b, c))
+        index = f"{index_prefix}-audit-{a.at:%Y.%m}"
+        mapping = httpx.get(f"{elasticsearch.url}/{index}/_mapping", timeout=10).json()
+        assert mapping[index]["mappings"]["dynamic"] == "strict"
+        assert [r.id for r in await audit.search(patient_id="PA-001")] == [b.id, a.id]
+        assert [r.id for r in await audit.search(patient_id="PA-001^^^HOSP_A")] == [a.id]
+        assert [r.id for r in await audit.search(actor="user:bob")] == [b.id]
+        assert (await audit.search(patient_id="PA-002"))[0] == c
+    finally:
+        await audit.aclose()
+
+
+async def test_nothing_is_lost_while_elasticsearch_is_down(
+    tmp_path: Path, es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str
+) -> None:
+    assert elasticsearch.owned, "this test stops the node, so it needs the one the suite started"
+    audit = trail(tmp_path / "journal", es_client, index_prefix)
+    await audit.start()
+    try:
+        before = make_record(0)
+        await audit.record(before)
+        assert await flushed(audit)
+        elasticsearch.stop()
+        try:
+            during = [make_record(n) for n in range(1, 26)]
+            for record in during:
+                await audit.record(record)  # the journal alone: recording never waits for Elasticsearch
+            assert not await audit.flush(3.0)
+            assert audit.sink_status() == {"elasticsearch": False}
+            # Searching still works, from the local journal.
+            found = await audit.search(patient_id="PA-001", first=100)
+            assert {r.id for r in found} == {r.id for r in [before, *during]}
+        finally:
+            elasticsearch.start()
+        assert await flushed(audit)
+        ids = stored_ids(elasticsearch.url, index_prefix)
+        assert sorted(ids) == sorted(r.id for r in [before, *during])  # each exactly once
+    finally:
+        await audit.aclose()
+
+
+async def test_a_new_process_replays_the_journal_and_a_replay_stores_nothing_twice(
+    tmp_path: Path, es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str
+) -> None:
+    journal_dir = tmp_path / "journal"
+    dead = make_client(CacheSettings(url="http://127.0.0.1:9", request_timeout_s=0.5))
+    first = trail(journal_dir, dead, index_prefix)  # a process whose Elasticsearch never answered
+    await first.start()
+    records = [make_record(n) for n in range(10)]
+    for record in records:
+        await first.record(record)
+    await first.aclose()
+    await dead.close()
+    assert stored_ids(elasticsearch.url, index_prefix) == []
+
+    second = trail(journal_dir, es_client, index_prefix)  # the restart
+    await second.start()
+    try:
+        assert await flushed(second)
+    finally:
+        await second.aclose()
+    assert sorted(stored_ids(elasticsearch.url, index_prefix)) == sorted(r.id for r in records)
+
+    # Losing the cursor means shipping everything again: create + 409 keeps one copy each.
+    (journal_dir / "cursor-elasticsearch.json").unlink()
+    third = trail(journal_dir, es_client, index_prefix)
+    await third.start()
+    try:
+        assert await flushed(third)
+    finally:
+        await third.aclose()
+    assert sorted(stored_ids(elasticsearch.url, index_prefix)) == sorted(r.id for r in records)
+
+
+async def test_retention_deletes_old_monthly_indices_only(
+    es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str
+) -> None:
+    sink = ElasticsearchAuditSink(es_client, index_prefix, retention_days=365)
+    await sink.start()
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    old = make_record(1, at=dt.datetime(2025, 11, 15, tzinfo=dt.UTC))  # month ended > 365 days ago
+    edge = make_record(2, at=dt.datetime(2025, 12, 20, tzinfo=dt.UTC))  # still has records inside retention
+    current = make_record(3, at=now)
+    await sink.ship([old, edge, current])
+    await sink.ship([old])  # shipped twice: the 409 counts as done
+    deleted = await sink.delete_expired(now)
+    assert deleted == [f"{index_prefix}-audit-2025.11"]
+    assert sorted(stored_ids(elasticsearch.url, index_prefix)) == sorted([edge.id, current.id])
+    assert await sink.delete_expired(now) == []
