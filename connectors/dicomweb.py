@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -12,17 +13,25 @@ import httpx
 
 from connectors._dicom_json import MalformedObject, record_from_dicom_json
 from connectors._normalize import STUDY_RETURN_KEYWORDS
+from connectors._oauth2 import OAuth2ClientCredentialsAuth
+from connectors._tls import client_context, handshake_failure
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import BasicAuth, BearerAuth, DicomwebSourceSettings
+from federation.settings_security import OAuth2ClientCredentials
 
 # httpx logs every request URL at INFO, and QIDO URLs carry PatientIDs: keep it to warnings.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
+# HTTP/2 header compression logs every header it encodes or decodes at DEBUG: Authorization too.
+logging.getLogger("hpack").setLevel(logging.WARNING)
 
 DICOM_JSON = "application/dicom+json"
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""Largest QIDO page read: a 10,000-study page is ~15 MiB of DICOM JSON, and json.loads makes
+several times that in objects. Reading stops as soon as a body passes it (measured: a 200 MB
+answer costs < 30 MB and well under a second)."""
 # Repeated, not comma-separated: Orthanc 1.10's plugin ignores a comma-separated list.
 _INCLUDE_FIELDS = [k for k in STUDY_RETURN_KEYWORDS if k != "RetrieveAETitle"] + ["RetrieveURL"]
 
@@ -38,6 +47,7 @@ class DicomwebConnector(Connector):
     def __init__(self, settings: DicomwebSourceSettings, context: ConnectorContext) -> None:
         super().__init__(settings, context)
         self._base_url = settings.url.rstrip("/")
+        self._studies_url = httpx.URL(f"{self._base_url}/studies")
         # One client (one connection pool) per source: httpcore scans every pooled connection on
         # each request, so a single pool shared by 200 sources made the fan-out quadratic.
         limits = httpx.Limits(
@@ -46,8 +56,17 @@ class DicomwebConnector(Connector):
             keepalive_expiry=30,
         )
         # retries=1: one new attempt when a connection cannot be made (never a request resent).
+        # http2: offered through ALPN on https:// (plain http:// stays HTTP/1.1); the TLS context
+        # (CA bundle, client certificate, minimum version) is built now, so bad files fail at start-up.
+        alpn = ("h2", "http/1.1") if settings.http2 else ("http/1.1",)
+        self._ssl_context = client_context(settings.tls, verify=settings.verify_tls, alpn=alpn)
+        tls_name = settings.tls.server_hostname if settings.tls is not None else None
+        self._sni: dict[str, Any] = {"sni_hostname": tls_name} if tls_name else {}
         transport = httpx.AsyncHTTPTransport(
-            verify=_tls_context(settings.verify_tls), limits=limits, retries=1
+            verify=self._ssl_context,
+            http2=settings.http2,
+            limits=limits,
+            retries=1,
         )
         self._http = httpx.AsyncClient(transport=transport, follow_redirects=False)
         self._headers = {"Accept": f"{DICOM_JSON}, application/json;q=0.9"}
@@ -56,6 +75,8 @@ class DicomwebConnector(Connector):
             self._auth = httpx.BasicAuth(settings.auth.username, settings.auth.password.get_secret_value())
         elif isinstance(settings.auth, BearerAuth):
             self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
+        elif isinstance(settings.auth, OAuth2ClientCredentials):
+            self._auth = OAuth2ClientCredentialsAuth(settings.auth)
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -63,16 +84,13 @@ class DicomwebConnector(Connector):
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """Every study matching the query, following limit/offset pages up to ``max_results``."""
-        params = _query_params(query)
         page_size = min(self.settings.page_size, self.settings.max_results)
         records: dict[str, StudyRecord] = {}
         warnings_seen: list[str] = []
         offset = 0
         truncated = False
         while True:
-            page, header_warning = await self._get_page(
-                {**params, "limit": page_size, "offset": offset}, deadline
-            )
+            page, header_warning = await self._get_page(_page_query(query, page_size, offset), deadline)
             if header_warning:
                 warnings_seen.append(header_warning)
             for item in page:
@@ -99,23 +117,49 @@ class DicomwebConnector(Connector):
         """Close this source's HTTP client."""
         await self._http.aclose()
 
-    async def _get_page(self, params: dict[str, Any], deadline: Deadline) -> tuple[list[Any], str | None]:
+    async def _tls_diagnosis(self, exc: httpx.HTTPError, deadline: Deadline) -> str | None:
+        """Why the TLS session failed, when a read or write broke on a fresh https connection.
+
+        Under TLS 1.3 the server judges our client certificate after our side of the handshake:
+        its refusal surfaces as a broken write or read, the alert unread. A second handshake reads it.
+        """
+        url = self._studies_url
+        broken = isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
+        if not broken or url.scheme != "https" or deadline.expired:
+            return None
+        port = url.port or 443
+        hostname = self._sni.get("sni_hostname", url.host)
+        timeout = max(min(self.settings.timeout_s, deadline.remaining()), 0.05)
+        reason = await asyncio.to_thread(
+            handshake_failure, url.host, port, self._ssl_context, hostname, timeout
+        )
+        return f"TLS handshake failed: {reason}" if reason else None
+
+    async def _get_page(
+        self, params: dict[str, Any] | bytes, deadline: Deadline
+    ) -> tuple[list[Any], str | None]:
         timeout = max(min(self.settings.timeout_s, deadline.remaining()), 0.01)
         try:
             async with self._client.stream(
                 "GET",
-                f"{self._base_url}/studies",
-                params=params,
+                # An encoded query (a QIDO page) skips httpx's parameter encoding, the most costly step.
+                self._studies_url.copy_with(query=params) if isinstance(params, bytes) else self._studies_url,
+                params=None if isinstance(params, bytes) else params,
                 headers=self._headers,
                 auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
                 timeout=timeout,
+                extensions=self._sni,
             ) as response:
-                body = await _read_capped(response)
+                body = await _read_capped(response, deadline)
         except httpx.TimeoutException as exc:
             raise SourceTimeout("QIDO request timed out") from exc
         except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
-            raise SourceUnreachable("connection refused or host unreachable") from exc
+            reason = _tls_failure(exc)
+            raise SourceUnreachable(reason or "connection refused or host unreachable") from exc
         except httpx.HTTPError as exc:
+            reason = _tls_failure(exc) or await self._tls_diagnosis(exc, deadline)
+            if reason:
+                raise SourceUnreachable(reason) from exc
             raise SourceProtocolError(f"QIDO transport error ({type(exc).__name__})") from exc
         if response.status_code in (401, 403):
             raise SourceAuthError(f"QIDO refused our credentials (HTTP {response.status_code})")
@@ -130,6 +174,15 @@ class DicomwebConnector(Connector):
         if not isinstance(page, list):
             raise SourceProtocolError("QIDO answer is not a JSON array")
         return page, _warning_header(response)
+
+
+@functools.lru_cache(maxsize=64)
+def _page_query(query: StudyQuery, limit: int, offset: int) -> bytes:
+    """One page's encoded QIDO query string, built once for all the sources a fan-out asks.
+
+    Encoding the repeated ``includefield`` parameters cost more than the rest of the request.
+    """
+    return str(httpx.QueryParams({**_query_params(query), "limit": limit, "offset": offset})).encode()
 
 
 def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
@@ -151,26 +204,40 @@ def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
     return params
 
 
-@functools.cache
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    """One TLS context per setting for the whole process: loading the CA bundle costs ~40 ms."""
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+def _tls_failure(exc: BaseException) -> str | None:
+    """``TLS handshake failed: …`` when an ssl.SSLError is behind a transport error, else None."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = f" ({cause.verify_message})" if cause.verify_message else ""
+            return f"TLS handshake failed: certificate verify failed{detail}"
+        if isinstance(cause, ssl.SSLError):
+            reason = (cause.reason or "the peer ended the TLS session").lower().replace("_", " ")
+            return f"TLS handshake failed: {reason}"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
-    """The response body, refusing bodies larger than MAX_RESPONSE_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise SourceProtocolError(f"QIDO answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_capped(response: httpx.Response, deadline: Deadline) -> bytearray:
+    """The response body, refusing bodies larger than MAX_RESPONSE_BYTES or still coming at the deadline.
+
+    httpx's read timeout bounds each read, not the body: a server sending a byte at a time
+    would keep it reading for ever.
+    """
+    too_large = f"QIDO answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB"
+    announced = response.headers.get("Content-Length", "")
+    if announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+        raise SourceProtocolError(too_large)
+    body = bytearray()  # grown in place: no second copy of the body when it is complete
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            async for chunk in response.aiter_bytes():
+                if len(body) + len(chunk) > MAX_RESPONSE_BYTES:
+                    raise SourceProtocolError(too_large)
+                body += chunk
+    except TimeoutError as exc:
+        raise SourceTimeout("QIDO answer still arriving at the deadline") from exc
+    return body
 
 
 def _warning_header(response: httpx.Response) -> str | None:

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,10 @@ from pynetdicom.status import code_to_category
 
 from connectors._association_pool import AssociationPool
 from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
+from connectors._tls import client_context, handshake_failure, server_hostname
+from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, SourceAnswer
-from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import DimseSourceSettings
 
@@ -47,6 +50,13 @@ _MESSAGE_ID = 1
 _MIN_TIMEOUT_S = 0.05
 _CANCEL_GRACE_S = 0.05
 _CANCEL_FIRST_S = 0.5
+_MAX_PDU_BYTES = 4 * 1024 * 1024
+"""Largest PDU read from a peer. We announce a 16 KiB maximum (PS3.8 D.1), so a bigger P-DATA-TF
+breaks the protocol; pynetdicom would read whatever length a PDU header announces (2 GiB)."""
+_READ_SLICE_S = 0.1
+"""How often a PDU read that is waiting for bytes checks whether its association was abandoned."""
+_READ_FAULTS: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
+"""Why a PDU read was refused, per association, to name the fault in the source's error."""
 
 
 @dataclass
@@ -59,10 +69,23 @@ class _AssociationWatch:
     find_model: str | None = None
     """Set once a C-FIND request is out, so an abandoned query can be C-CANCELled."""
     cancelled: threading.Event = field(default_factory=threading.Event)
+    _ending: threading.Lock = field(default_factory=threading.Lock)
+    _ended: bool = False
+
+    def claim_ending(self) -> bool:
+        """True for the one caller that ends an abandoned association (the worker or ``_abandon``).
+
+        Both at once queued a C-CANCEL behind the other's A-ABORT: pynetdicom's reactor thread
+        died on it (InvalidEventError, Evt9 in Sta13) and left the socket open.
+        """
+        with self._ending:
+            first, self._ended = not self._ended, True
+            return first
 
     def handlers(self) -> list[Any]:
         def on_open(event: Any) -> None:
             self.connected = True
+            _guard_reads(event)
             _tune_socket(event)
 
         def on_abort(_event: Any) -> None:
@@ -85,6 +108,17 @@ class DimseConnector(Connector):
             max_workers=settings.max_concurrency, thread_name_prefix=f"pacsfed-dimse-{settings.id}"
         )
         self._pool = AssociationPool(settings.association_pool, settings.association_idle_s)
+        # DICOM TLS (PS3.15 B.12): the context is built now, so a bad CA or key file fails at start-up.
+        self._tls_args = (
+            (client_context(settings.tls), server_hostname(settings.tls, settings.host))
+            if settings.tls is not None
+            else None
+        )
+        self._ext_neg: list[Any] | None = (
+            [user_identity_request(settings.user_identity)]
+            if settings.user_identity is not None and self._tls_args is not None
+            else None
+        )
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """Every study matching the query, via one C-FIND on a pooled or fresh association."""
@@ -101,17 +135,27 @@ class DimseConnector(Connector):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, function: Any, *args: Any) -> Any:
+        """Run ``function(*args, watch)`` in the source's threads; ``args`` end with the deadline.
+
+        The deadline is enforced here as a whole: pynetdicom's timeouts bound each wait, and a
+        peer that drips bytes never lets one of them run out.
+        """
+        deadline: Deadline = args[-1]
         watch = _AssociationWatch()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, function, *args, watch)
         try:
-            return await future
-        except asyncio.CancelledError:
-            # The engine gave up (deadline): free the thread now rather than at the peer's timeout.
-            watch.cancelled.set()
-            if watch.association is not None:
-                threading.Thread(target=_abandon, args=(watch,), daemon=True).start()
-            raise
+            async with asyncio.timeout(deadline.remaining()):
+                try:
+                    return await future
+                except asyncio.CancelledError:
+                    # The engine or the deadline gave up: free the thread now, not at the peer's timeout.
+                    watch.cancelled.set()
+                    if watch.association is not None:
+                        threading.Thread(target=_abandon, args=(watch,), daemon=True).start()
+                    raise
+        except TimeoutError as exc:
+            raise SourceTimeout("no answer before the deadline") from exc
 
     def _application_entity(self, deadline: Deadline, contexts: tuple[str, ...]) -> AE:
         s = self.settings
@@ -131,14 +175,26 @@ class DimseConnector(Connector):
         s = self.settings
         ae = self._application_entity(deadline, contexts)
         started = time.monotonic()
-        assoc = ae.associate(s.host, s.port, ae_title=s.called_ae, evt_handlers=watch.handlers())
+        assoc = ae.associate(
+            s.host,
+            s.port,
+            ae_title=s.called_ae,
+            evt_handlers=watch.handlers(),
+            tls_args=self._tls_args,
+            ext_neg=self._ext_neg,
+        )
         watch.association = assoc
         if assoc.is_established:
             if watch.cancelled.is_set():
                 _abort_quietly(assoc)
                 raise SourceTimeout("query abandoned at the deadline")
+            if _identity_unconfirmed(s, assoc):
+                _abort_quietly(assoc)
+                raise SourceAuthError("the peer did not confirm our user identity")
             return assoc
         elapsed = time.monotonic() - started
+        if self._tls_args is not None and not assoc.is_rejected:
+            self._raise_if_tls_failed(deadline, watch, elapsed, ae.connection_timeout or 0.0)
         if not watch.connected:
             if deadline.expired or elapsed >= (ae.connection_timeout or 0.0) * 0.95:
                 raise SourceTimeout(f"no TCP connection within {elapsed:.1f} s")
@@ -148,6 +204,23 @@ class DimseConnector(Connector):
         if watch.peer_aborted:
             raise SourceUnreachable(f"association aborted by the peer (is {s.calling_ae} registered there?)")
         raise SourceTimeout(f"no association response within {elapsed:.1f} s")
+
+    def _raise_if_tls_failed(
+        self, deadline: Deadline, watch: _AssociationWatch, elapsed: float, connection_timeout: float
+    ) -> None:
+        """SourceUnreachable naming the TLS failure, if the association failed in the TLS handshake.
+
+        pynetdicom reports a failed handshake as a failed connection (or, when the server refuses
+        our certificate under TLS 1.3, as a dropped one): a second handshake says which it was.
+        """
+        timed_out = not watch.connected and elapsed >= connection_timeout * 0.95
+        if self._tls_args is None or timed_out or deadline.expired:
+            return
+        context, hostname = self._tls_args
+        timeout = max(min(self.settings.connect_timeout_s, deadline.remaining()), _MIN_TIMEOUT_S)
+        reason = handshake_failure(self.settings.host, self.settings.port, context, hostname, timeout)
+        if reason is not None:
+            raise SourceUnreachable(f"TLS handshake failed: {reason}")
 
     def _find_blocking(self, query: StudyQuery, deadline: Deadline, watch: _AssociationWatch) -> SourceAnswer:
         identifier = _find_identifier(query, self.settings.query_charset)
@@ -171,18 +244,20 @@ class DimseConnector(Connector):
         # the DIMSE timeout is the backstop for when nobody does.
         assoc.dimse_timeout = min(self.settings.dimse_timeout_s, remaining + _CANCEL_FIRST_S)
         assoc.acse_timeout = min(self.settings.acse_timeout_s, remaining)
-        clean = False
+        clean = truncated = False
         try:
             answer = self._collect(assoc, _accepted_model(assoc), identifier, deadline, watch)
-            clean = not answer.truncated
+            clean, truncated = not answer.truncated, answer.truncated
             return answer
         finally:
             if not assoc.is_established:
                 pass
             elif clean and not (watch.cancelled.is_set() or deadline.expired):
                 self._pool.give_back(assoc)
-            elif watch.cancelled.is_set() or deadline.expired:
-                _abort_quietly(assoc)
+            elif truncated or watch.cancelled.is_set() or deadline.expired:
+                # Not a release: after a C-CANCEL a peer may go on sending responses, and a release
+                # would wait behind them (measured: 14 s behind a peer sending 10,000).
+                _abandon(watch, cancel=not truncated)  # a truncated C-FIND was C-CANCELled already
             else:
                 assoc.release()
 
@@ -205,10 +280,14 @@ class DimseConnector(Connector):
         except RuntimeError as exc:  # the association ended between its check and its use
             raise SourceProtocolError("association closed by the peer before the C-FIND") from exc
         last_message_at = time.monotonic()
+        pending = 0
         for status, answer in responses:
             if watch.cancelled.is_set():
                 raise SourceTimeout("query abandoned at the deadline")
             if not status or "Status" not in status:
+                fault = _READ_FAULTS.get(assoc)
+                if fault is not None:
+                    raise SourceProtocolError(fault)
                 # pynetdicom yields an empty status on DIMSE timeout, abort or connection loss;
                 # only a timeout comes after the DIMSE timeout has run out.
                 waited = time.monotonic() - last_message_at
@@ -222,6 +301,13 @@ class DimseConnector(Connector):
             code = int(status.Status)
             category = code_to_category(code)
             if category == "Pending":
+                pending += 1
+                if pending > self.settings.max_results:  # responses without a new study: a flood
+                    truncated = True
+                    warnings.append(f"stopped after {self.settings.max_results} responses (max_results)")
+                    with contextlib.suppress(Exception):
+                        assoc.send_c_cancel(_MESSAGE_ID, query_model=model)
+                    break
                 if answer is None:
                     warnings.append("a pending response carried no identifier")
                     continue
@@ -267,6 +353,18 @@ class DimseConnector(Connector):
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+def _identity_unconfirmed(settings: DimseSourceSettings, assoc: Association) -> bool:
+    """A positive response was asked for a SAML or JWT identity and the A-ASSOCIATE-AC has none.
+
+    Only those types carry a server response (PS3.7 D.3.3.7.2); for a username (with or
+    without passcode) an acceptor may confirm nothing (pynetdicom never does), so it is not required.
+    """
+    identity = settings.user_identity
+    if identity is None or not identity.positive_response or identity.type not in ("saml", "jwt"):
+        return False
+    return assoc.acceptor.user_identity is None
 
 
 def _accepted_model(assoc: Association) -> str:
@@ -330,6 +428,54 @@ def _encodable(values: list[str | None], charset: str | None) -> bool:
     return False
 
 
+def _guard_reads(event: Any) -> None:
+    """Bound every PDU read of the association: its announced size, its duration, an abandon.
+
+    pynetdicom 3 clears the socket timeout once connected, then reads as many bytes as a PDU
+    header announces, however slowly they come: a peer that stalls mid-PDU held the reactor
+    thread — and ``abort()``, which waits for it — forever, and one that drips a byte every
+    100 ms never lets a timeout run out. Here a PDU longer than ``_MAX_PDU_BYTES`` is refused
+    before it is read, a PDU must arrive whole within the network timeout, and a read notices
+    within ``_READ_SLICE_S`` that its association was aborted. A refused read closes the
+    connection, which pynetdicom reports as a lost connection (PS3.8 9.2, Evt17).
+    """
+    with contextlib.suppress(AttributeError):
+        assoc = event.assoc
+        association_socket = assoc.dul.socket
+        raw = association_socket.socket
+
+        def guarded_recv(nr_bytes: int) -> bytearray:
+            if nr_bytes > _MAX_PDU_BYTES:
+                _READ_FAULTS[assoc] = f"the peer announced a {nr_bytes}-byte PDU (at most {_MAX_PDU_BYTES})"
+                raise OSError(_READ_FAULTS[assoc])
+            network_timeout = assoc.network_timeout or 60.0
+            was_established = assoc.is_established
+            ends = time.monotonic() + network_timeout
+            data = bytearray()
+            try:
+                while len(data) < nr_bytes:
+                    left = ends - time.monotonic()
+                    if left <= 0:
+                        _READ_FAULTS[assoc] = f"a PDU took longer than {network_timeout:.1f} s to arrive"
+                        raise TimeoutError(_READ_FAULTS[assoc])
+                    if was_established and not assoc.is_established:
+                        raise TimeoutError("association abandoned during a PDU read")
+                    raw.settimeout(min(left, _READ_SLICE_S))
+                    try:
+                        chunk = raw.recv(min(nr_bytes - len(data), 65536))
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        break  # the peer closed the connection: pynetdicom sees a short PDU
+                    data.extend(chunk)
+            finally:
+                with contextlib.suppress(OSError):
+                    raw.settimeout(network_timeout)  # also bounds our writes to a peer that stops reading
+            return data
+
+        association_socket.recv = guarded_recv
+
+
 def _tune_socket(event: Any) -> None:
     """Make the association's socket answer promptly in both directions.
 
@@ -359,12 +505,15 @@ def _tune_socket(event: Any) -> None:
         association_socket.recv = recv_with_quick_ack
 
 
-def _abandon(watch: _AssociationWatch) -> None:
-    """Stop a query given up at the deadline: C-CANCEL it (PS3.7 9.3.2.3) so the peer stops working, then abort."""
+def _abandon(watch: _AssociationWatch, cancel: bool = True) -> None:
+    """Stop a query given up at the deadline: C-CANCEL it (PS3.7 9.3.2.3) so the peer stops working, then abort.
+
+    Called from the event loop's side (a thread of its own) and by the worker: only the first acts.
+    """
     assoc = watch.association
-    if assoc is None:
+    if assoc is None or not watch.claim_ending():
         return
-    if watch.find_model is not None and assoc.is_established:
+    if cancel and watch.find_model is not None and assoc.is_established:
         with contextlib.suppress(Exception):
             assoc.send_c_cancel(_MESSAGE_ID, query_model=watch.find_model)
             time.sleep(_CANCEL_GRACE_S)  # let the C-CANCEL leave before the A-ABORT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,17 +16,26 @@ from starlette.routing import Route, WebSocketRoute
 
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
+from federation.audit import AuditTrail
+from federation.audit_trail import JournaledAuditTrail, build_audit_trail
+from federation.auth import Authenticator
 from federation.cache import ExamCache, MemoryExamCache
 from federation.cache_elasticsearch import ElasticsearchExamCache
 from federation.engine import FederationEngine
+from federation.errors import ConfigError
+from federation.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
 from federation.identity import IdentityStore, MemoryIdentityStore
 from federation.identity_elasticsearch import ElasticsearchIdentityStore
 from federation.models import CacheStatus
 from federation.request_id import RequestIdMiddleware
+from federation.service import HistoryService
 from federation.settings import Settings
+from federation.share import MemoryShareStore, ShareCodes, ShareStore
+from federation.share_elasticsearch import ElasticsearchShareStore
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
+from web.share_page import share_form, share_view
 
 log = logging.getLogger("pacsfed.app")
 
@@ -78,6 +88,50 @@ async def engine_from_settings(
             await engine.aclose()
 
 
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """Everything a front end needs: the guarded service, the authenticator, the engine beneath."""
+
+    engine: FederationEngine
+    history: HistoryService
+    authenticator: Authenticator
+    audit: AuditTrail
+    access: RequestAccess
+
+
+@contextlib.asynccontextmanager
+async def services_from_settings(
+    settings: Settings, cache: ExamCache | None = None
+) -> AsyncIterator[Services]:
+    """The engine wrapped in authorization and auditing, with the audit trail running (CLI and app)."""
+    async with engine_from_settings(settings, cache) as engine, make_http_client() as auth_http:
+        es_client = engine.cache.client if isinstance(engine.cache, ElasticsearchExamCache) else None
+        audit = build_audit_trail(settings, es_client)
+        share_store: ShareStore = (
+            ElasticsearchShareStore(es_client, settings.cache.index_prefix)
+            if es_client is not None
+            else MemoryShareStore()
+        )
+        await share_store.start()
+        shares = ShareCodes(settings.share, share_store)
+        history = HistoryService(
+            engine,
+            audit,
+            shares,
+            emergency_window_s=settings.auth.emergency_window_s,
+            national_issuer=settings.identity.national_issuer,
+        )
+        authenticator = Authenticator(settings.auth, auth_http, share_tokens=history.share_principal)
+        await audit.start()
+        try:
+            yield Services(engine, history, authenticator, audit, RequestAccess(authenticator, history))
+        finally:
+            await audit.aclose()
+
+
+INSECURE_WARNING = "authentication is OFF (auth: {mode: none}): development only, never with patient data"
+
+
 async def healthz(_request: Request) -> JSONResponse:
     """Liveness: the process serves HTTP."""
     return JSONResponse({"status": "ok"})
@@ -94,9 +148,14 @@ async def readyz(request: Request) -> JSONResponse:
     )
     degraded = health is not None and health.status is not CacheStatus.OK
     circuits = {source.id: engine.circuit_state(source.id).value for source in engine.sources}
+    services: Services = request.app.state.services
+    warnings = [INSECURE_WARNING] if services.authenticator.insecure else []
     return JSONResponse(
         {
             "status": "degraded" if degraded else "ready",
+            "auth": "none" if services.authenticator.insecure else "enforced",
+            "warnings": warnings,
+            "audit": services.audit.sink_status() if isinstance(services.audit, JournaledAuditTrail) else {},
             "cache": cache,
             "sources": len(engine.sources),
             "circuits": circuits,
@@ -104,26 +163,53 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-def create_app(settings: Settings, cache: ExamCache | None = None, graphiql: bool = True) -> Starlette:
-    """The pacsfed ASGI application; the engine lives for the lifespan of the app."""
+def create_app(
+    settings: Settings, cache: ExamCache | None = None, *, insecure_dev: bool = False
+) -> Starlette:
+    """The pacsfed ASGI application; the engine lives for the lifespan of the app.
+
+    ``auth: {mode: none}`` is refused unless ``insecure_dev`` (``pacsfed serve --insecure-dev``).
+    """
+    if settings.auth.mode == "none" and not insecure_dev:
+        raise ConfigError(
+            "auth.mode is none (no authentication): configure auth {mode: jwt, issuer, audience,"
+            " jwks_url | public_key_file}, or start with --insecure-dev for development"
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with engine_from_settings(settings, cache) as engine:
-            app.state.engine = engine
-            log.info("pacsfed ready: %d sources, cache=%s", len(engine.sources), settings.cache.backend)
+        async with services_from_settings(settings, cache) as services:
+            app.state.engine = services.engine
+            app.state.services = services
+            if services.authenticator.insecure:
+                log.warning("!!! %s !!!", INSECURE_WARNING)
+            log.info(
+                "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
+            )
             yield
 
     schema = build_schema()
-    graphql = GraphQLHandler(schema, graphiql=graphiql)
-    graphql_ws = GraphQLWebSocket(schema)
+    graphql = GraphQLHandler(
+        schema, settings.server, context=graphql_context
+    )  # GraphiQL and introspection in development only
+    graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     return Starlette(
         routes=[
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_ws.handle),
+            Route("/s", share_form, methods=["GET"]),
+            Route("/s", share_view, methods=["POST"]),
+            Route("/s/{code}", share_form, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(
+                AuthenticationMiddleware,
+                max_body_bytes=settings.server.graphql.max_body_bytes,
+                max_tokens=settings.server.graphql.max_tokens,
+            ),
+        ],
         lifespan=lifespan,
     )

@@ -3,21 +3,28 @@
 An index template with an explicit, strict mapping is installed at start-up (or at the first
 write after Elasticsearch comes back). No analysis plugins are needed: text that must match
 loosely is folded in Python before indexing.
+
+Concurrent write-throughs share bulk requests (:class:`_BulkBatcher`): a fan-out's source
+answers, and the answers of concurrent queries, arrive within milliseconds of each other, and
+one ``_bulk`` per answer made the loading of an index the slowest step of the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, NotFoundError, TransportError
 
 from federation.cache import CachedAnswer, CacheHealth, ExamCache, document_id
-from federation.errors import CacheError
-from federation.models import CacheStatus, MatchedBy, PatientQuery, SourceInfo, StudyRecord
+from federation.errors import CacheError, ConfigError
+from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
 from federation.names import fold, folded_name, name_parts
 from federation.settings import CacheSettings
 
@@ -63,6 +70,10 @@ ANSWERS_MAPPING: dict[str, Any] = {
 }
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _answer_id(query_key: str, source_id: str) -> str:
     return hashlib.sha256(f"{query_key}\x00{source_id}".encode()).hexdigest()
 
@@ -99,10 +110,121 @@ def _document(
     }
 
 
-def _record(source: dict[str, Any]) -> StudyRecord:
+@dataclass
+class _Submission:
+    """One caller's part of a shared bulk request: its NDJSON lines and how many actions they hold."""
+
+    body: bytes
+    actions: int
+    future: asyncio.Future[list[dict[str, Any]]] = field(repr=False)
+
+
+class _BulkBatcher:
+    """Concurrent bulk writes coalesced into shared ``_bulk`` requests (group commit).
+
+    A submission waits at most ``linger_s`` for others to join it, or is sent at once when the
+    waiting ones hold ``max_actions`` actions or ``max_bytes`` bytes. At most ``max_in_flight``
+    requests are outstanding; what arrives meanwhile joins the next one, so the batches grow
+    with the load and an idle cache adds only ``linger_s`` to a write. Each caller gets its own
+    items of the response, in order, or the request's exception.
+    """
+
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        *,
+        linger_s: float = 0.002,
+        max_actions: int = 2000,
+        max_bytes: int = 4 * 1024 * 1024,
+        max_in_flight: int = 2,
+    ) -> None:
+        self._client = client
+        self._linger_s = linger_s
+        self._max_actions = max_actions
+        self._max_bytes = max_bytes
+        self._max_in_flight = max_in_flight
+        self._waiting: list[_Submission] = []
+        self._waiting_actions = 0
+        self._waiting_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def submit(self, body: bytes, actions: int) -> list[dict[str, Any]]:
+        """Send these NDJSON lines (``actions`` bulk actions) in a shared request; their items."""
+        loop = asyncio.get_running_loop()
+        submission = _Submission(body, actions, loop.create_future())
+        self._waiting.append(submission)
+        self._waiting_actions += actions
+        self._waiting_bytes += len(body)
+        if self._waiting_actions >= self._max_actions or self._waiting_bytes >= self._max_bytes:
+            self._send_waiting()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._linger_s, self._send_waiting)
+        return await submission.future
+
+    async def flush(self) -> None:
+        """Send what is waiting now, and wait until every request sent so far has been answered."""
+        while self._waiting or self._sending:
+            self._send_waiting(force=True)
+            if self._sending:
+                await asyncio.wait(set(self._sending))
+
+    def _send_waiting(self, force: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiting and (force or len(self._sending) < self._max_in_flight):
+            batch: list[_Submission] = []
+            actions = size = 0
+            while self._waiting and (not batch or (actions < self._max_actions and size < self._max_bytes)):
+                submission = self._waiting.pop(0)
+                batch.append(submission)
+                actions += submission.actions
+                size += len(submission.body)
+            self._waiting_actions -= actions
+            self._waiting_bytes -= size
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._waiting and self._timer is None:
+            # What arrived during the request has waited a round trip already: send it now.
+            self._send_waiting()
+
+    async def _send(self, batch: list[_Submission]) -> None:
+        live = [s for s in batch if not s.future.done()]  # a cancelled caller's lines still go
+        try:
+            lines: Any = [s.body for s in batch]  # pre-encoded NDJSON, sent as it is
+            response = await self._client.bulk(operations=lines)
+        except (ApiError, TransportError) as exc:
+            error = CacheError(f"bulk write failed ({type(exc).__name__})")
+            error.__cause__ = exc
+            for submission in live:
+                if not submission.future.done():
+                    submission.future.set_exception(error)
+            return
+        except BaseException as exc:  # cancelled (aclose) or a bug: no caller may wait forever
+            for submission in live:
+                if not submission.future.done():
+                    submission.future.set_exception(CacheError(f"bulk write failed ({type(exc).__name__})"))
+            raise
+        items: list[dict[str, Any]] = response["items"]
+        start = 0
+        for submission in batch:
+            mine = items[start : start + submission.actions]
+            start += submission.actions
+            if not submission.future.done():
+                submission.future.set_result(mine)
+
+
+def _record(source: dict[str, Any], **extra: Any) -> StudyRecord:
+    """A cached document as a StudyRecord, validated once with ``extra`` fields (no copy after)."""
     fields = {k: v for k, v in source.items() if k in StudyRecord.model_fields and v is not None}
     fields["modalities"] = tuple(fields.get("modalities", ()))
     fields["specific_character_set"] = tuple(fields.get("specific_character_set", ()))
+    fields.update(extra)
     return StudyRecord.model_validate(fields)
 
 
@@ -111,13 +233,26 @@ class ElasticsearchExamCache(ExamCache):
 
     backend = "elasticsearch"
 
-    def __init__(self, settings: CacheSettings, client: AsyncElasticsearch | None = None) -> None:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        client: AsyncElasticsearch | None = None,
+        *,
+        coalesce_writes: bool = True,
+        bulk_linger_s: float = 0.002,
+        bulk_max_actions: int = 2000,
+    ) -> None:
         self.settings = settings
         self.index = f"{settings.index_prefix}-exams"
         self.answers_index = f"{settings.index_prefix}-answers"
         self._template_name = f"{settings.index_prefix}-exams"
         self._template_ready = False
         self._client = client if client is not None else make_client(settings)
+        self._batcher = (
+            _BulkBatcher(self._client, linger_s=bulk_linger_s, max_actions=bulk_max_actions)
+            if coalesce_writes
+            else None
+        )
 
     @property
     def client(self) -> AsyncElasticsearch:
@@ -159,7 +294,11 @@ class ElasticsearchExamCache(ExamCache):
         self._template_ready = True
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
-        """Bulk-index one source's answer: its studies under stable ids, and the answer itself."""
+        """Bulk-index one source's answer: its studies under stable ids, and the answer itself.
+
+        Concurrent calls share bulk requests; each raises CacheError for its own refused
+        documents, or when the shared request fails.
+        """
         key = query.cache_key()
         if not records and key is None:
             return
@@ -185,14 +324,20 @@ class ElasticsearchExamCache(ExamCache):
                     ],
                 }
             )
-        try:
-            response = await self._client.bulk(operations=operations)
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"bulk write failed ({type(exc).__name__})") from exc
-        if response.get("errors"):
-            failed = [item for item in response["items"] if item.get("index", {}).get("error")]
-            reason = failed[0]["index"]["error"].get("type", "unknown") if failed else "unknown"
-            raise CacheError(f"{len(failed)} of {len(operations) // 2} documents were refused ({reason})")
+        actions = len(operations) // 2
+        if self._batcher is not None:
+            body = "".join(f"{_dumps(line)}\n" for line in operations).encode()
+            items = await self._batcher.submit(body, actions)
+        else:
+            try:
+                response = await self._client.bulk(operations=operations)
+            except (ApiError, TransportError) as exc:
+                raise CacheError(f"bulk write failed ({type(exc).__name__})") from exc
+            items = response["items"] if response.get("errors") else []
+        failed = [item for item in items if item.get("index", {}).get("error")]
+        if failed:
+            reason = failed[0]["index"]["error"].get("type", "unknown")
+            raise CacheError(f"{len(failed)} of {actions} documents were refused ({reason})")
 
     async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
         """The last answers by id (real-time GETs: a write is readable at once, no refresh needed)."""
@@ -221,11 +366,7 @@ class ElasticsearchExamCache(ExamCache):
                 if doc is None:
                     break  # a study was purged or lost: the answer is incomplete, do not use it
                 match = {k: v for k, v in matches.get(uid, {}).items() if k != "uid"}
-                records.append(
-                    _record(doc).model_copy(
-                        update={"matched_by": MatchedBy(**match) if match else None, "cached_at": answered_at}
-                    )
-                )
+                records.append(_record(doc, matched_by=match or None, cached_at=answered_at))
             else:
                 result[answer["source_id"]] = CachedAnswer(answer["source_id"], answered_at, tuple(records))
         return result
@@ -238,6 +379,10 @@ class ElasticsearchExamCache(ExamCache):
         filters: list[dict[str, Any]] = [{"term": {"query_key": key}}]
         if source_id is not None:
             filters.append({"term": {"source_id": source_id}})
+        if self._batcher is not None:
+            # Writes queued before the purge land first, so the purge finds and deletes them.
+            with contextlib.suppress(CacheError):
+                await self._batcher.flush()
         try:
             await self._client.indices.refresh(
                 index=[self.index, self.answers_index], ignore_unavailable=True
@@ -289,7 +434,10 @@ class ElasticsearchExamCache(ExamCache):
         return CacheHealth(CacheStatus.OK, self.backend)
 
     async def aclose(self) -> None:
-        """Close the client."""
+        """Send the writes still waiting to be batched, then close the client."""
+        if self._batcher is not None:
+            with contextlib.suppress(CacheError):
+                await self._batcher.flush()
         await self._client.close()
 
 
@@ -300,6 +448,12 @@ def make_client(settings: CacheSettings) -> AsyncElasticsearch:
         auth["api_key"] = settings.api_key.get_secret_value()
     elif settings.username and settings.password is not None:
         auth["basic_auth"] = (settings.username, settings.password.get_secret_value())
+    if settings.tls is not None:
+        from connectors._tls import client_context  # the TLS context builder shared with the peers
+
+        if not settings.url.lower().startswith("https://"):
+            raise ConfigError("cache.tls needs an https:// cache.url")
+        auth["ssl_context"] = client_context(settings.tls, alpn=("http/1.1",))
     return AsyncElasticsearch(
         settings.url,
         request_timeout=settings.request_timeout_s,

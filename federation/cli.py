@@ -7,16 +7,21 @@ import asyncio
 import getpass
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
 
-from federation.app import create_app, engine_from_settings
+from federation.access import AccessContext, local_principal
+from federation.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
+from federation.auth import new_api_key
 from federation.errors import CacheError, ConfigError, PacsfedError
+from federation.http_server import uvicorn_options
 from federation.identity import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, SourceOutcome, SourceStatus
 from federation.settings import Settings, load_settings, settings_from_mapping
+from federation.settings_security import ALL_SCOPES
 from schema.http import EXAMPLE_QUERY
 
 EXIT_CONFIG = 2
@@ -31,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="YAML configuration file")
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="allow auth: {mode: none} (everyone gets every scope): development only, never with patient data",
+    )
 
     query = commands.add_parser("query", help="query every source for one patient and print the history")
     query.add_argument("--config", required=True)
@@ -52,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     importing = identity_commands.add_parser("import", help="import links from CSV: person,issuer,patient_id")
     importing.add_argument("--config", required=True)
     importing.add_argument("links", help="CSV file with the header person,issuer,patient_id")
+
+    apikey = commands.add_parser("apikey", help="manage API keys of service accounts (EHR integrations)")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_commands.add_parser("create", help="print a new key (once) and the config entry to add")
+    create.add_argument("--id", required=True, help="the account's name, e.g. ehr-hospital-a")
+    create.add_argument("--scope", action="append", dest="scopes", choices=ALL_SCOPES, help="repeatable")
+    create.add_argument("--source", action="append", dest="sources", help="limit to this source (repeatable)")
 
     demo = commands.add_parser("demo", help="run a self-contained demo with simulated hospitals")
     demo.add_argument("--host", default="127.0.0.1")
@@ -104,10 +121,16 @@ def render_history(history: PatientHistory) -> str:
     return "\n".join(out)
 
 
+def _local_access() -> AccessContext:
+    """The operator on the server's own shell: every scope, audited as cli:<os user>."""
+    return AccessContext(local_principal(getpass.getuser()), client_address="local", channel="cli")
+
+
 async def _query(settings: Settings, args: argparse.Namespace) -> int:
-    async with engine_from_settings(settings) as engine:
-        history = await engine.patient_history(
+    async with services_from_settings(settings) as services:
+        history = await services.history.patient_history(
             PatientQuery(patient_id=args.patient_id, issuer=args.issuer, national_id=args.national_id),
+            _local_access(),
             deadline_ms=args.deadline_ms,
             source_ids=args.sources,
             include_candidates=args.candidates,
@@ -138,11 +161,11 @@ def _read_links(path: str) -> list[IdentityLink]:
 
 
 async def _identity_import(settings: Settings, links: list[IdentityLink]) -> int:
-    async with engine_from_settings(settings) as engine:
-        if engine.identity_store is None:
+    async with services_from_settings(settings) as services:
+        if services.engine.identity_store is None:
             raise ConfigError("no identity store is configured")
         try:
-            added = await engine.identity_store.add_links(links)
+            added = await services.history.add_identity_links(_local_access(), links)
         except CacheError as exc:
             print(f"pacsfed: the identity store is unavailable ({exc})", file=sys.stderr)
             return 1
@@ -151,25 +174,59 @@ async def _identity_import(settings: Settings, links: list[IdentityLink]) -> int
     return 0
 
 
+def _apikey_create(args: argparse.Namespace) -> int:
+    key, digest = new_api_key(args.id)
+    scopes = args.scopes or ["history:read"]
+    print(
+        f"API key for {args.id} (shown once; give it to the integration, store it as a secret):\n\n  {key}\n"
+    )
+    print("Add to auth.api_keys in the configuration (only the hash is kept):\n")
+    print(f"  - id: {args.id}\n    sha256: {digest}\n    scopes: [{', '.join(scopes)}]")
+    if args.sources:
+        print(f"    sources: [{', '.join(args.sources)}]")
+    print(f"\nCallers send: Authorization: ApiKey {key[:8]}…")
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from federation.demo import start_demo_hospitals
+    from federation.demo.signer import DemoSigner
 
     hospitals = await start_demo_hospitals()
+    state = Path(tempfile.mkdtemp(prefix="pacsfed-demo-"))
     try:
+        signer = DemoSigner(state / "keys")
         settings = settings_from_mapping(
-            {"cache": {"backend": "memory"}, "sources": hospitals.sources_config()}
+            {
+                "cache": {"backend": "memory"},
+                "sources": hospitals.sources_config(),
+                "auth": signer.auth_config(),
+                "audit": {"journal_dir": str(state / "audit")},
+                "server": {"mode": "development"},
+            }
         )
         app = create_app(settings)
+        token = signer.token()
         server = uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+            uvicorn.Config(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                **uvicorn_options(settings.server.header_timeout_s),
+            )
         )
         url = f"http://{args.host}:{args.port}/graphql"
         print(f"pacsfed demo: {len(settings.sources)} simulated hospitals, memory cache")
         for source in settings.sources:
             print(f"  - {source.id:<20} {source.kind:<9} {source.name}")
-        print(f"\nGraphiQL: open {url} in a browser. Example query:\n\n{EXAMPLE_QUERY}\n")
+        print(f"\nAudit journal: {state / 'audit'}")
+        print(f"\nA token for a demo physician (every scope, valid 12 h):\n\n  {token}\n")
+        print(f"GraphiQL: open {url} in a browser, add the header Authorization: Bearer <token>.")
+        print(f"Example query:\n\n{EXAMPLE_QUERY}\n")
         print(
-            f"Or from a shell:\n  curl -s {url} -H 'content-type: application/json' \\\n"
+            f'Or from a shell:\n  TOKEN={token}\n  curl -s {url} -H "authorization: Bearer $TOKEN" \\\n'
+            "    -H 'content-type: application/json' \\\n"
             '    -d \'{"query": "{ patientHistory(patient: {id: \\"DEMO-001\\"}) { complete exams { studyDate modalities description } } }"}\'\n'
         )
         print("Ctrl-C stops the demo.", flush=True)
@@ -183,6 +240,12 @@ def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
+def _for_cli(settings: Settings) -> Settings:
+    """The settings with the audit journal in ``<journal_dir>/cli``: a running server holds the main one."""
+    audit = settings.audit.model_copy(update={"journal_dir": settings.audit.journal_dir / "cli"})
+    return settings.model_copy(update={"audit": audit})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pacsfed`` console script."""
     args = _parser().parse_args(argv)
@@ -191,21 +254,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = _load(args)
-            app = create_app(settings)
+            app = create_app(settings, insecure_dev=args.insecure_dev)
+            if settings.auth.mode == "none":
+                print(f"pacsfed: WARNING: {INSECURE_WARNING}", file=sys.stderr)
             uvicorn.run(
                 app,
                 host=args.host or settings.server.host,
                 port=args.port or settings.server.port,
-                access_log=False,  # access logs would carry query strings, which may hold patient ids
                 log_level=args.log_level.lower(),
+                proxy_headers=bool(settings.server.forwarded_allow_ips),
+                forwarded_allow_ips=settings.server.forwarded_allow_ips or None,
+                **uvicorn_options(settings.server.header_timeout_s),
             )
             return 0
         if args.command == "query":
-            return asyncio.run(_query(_load(args), args))
+            return asyncio.run(_query(_for_cli(_load(args)), args))
         if args.command == "check":
             return asyncio.run(_check(_load(args), args))
         if args.command == "identity":
-            return asyncio.run(_identity_import(_load(args), _read_links(args.links)))
+            return asyncio.run(_identity_import(_for_cli(_load(args)), _read_links(args.links)))
+        if args.command == "apikey":
+            return _apikey_create(args)
         if args.command == "demo":
             return asyncio.run(_demo(args))
     except ConfigError as exc:

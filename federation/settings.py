@@ -157,6 +157,8 @@ class ServerSettings(_Strict):
     forwarded_allow_ips: list[str] = []
     """Reverse proxies whose X-Forwarded-For is trusted for the client address (audit, rate limits)."""
     graphql: GraphqlLimits = GraphqlLimits()
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """A connection whose request head is not complete after this long is closed (slow clients)."""
 
 
 class QuerySettings(_Strict):

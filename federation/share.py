@@ -56,6 +56,7 @@ class ShareToken:
 
     token_hash: str
     share_id: str
+    code_hash: str
     expires_at: dt.datetime
 
 
@@ -88,10 +89,6 @@ class ShareStore(ABC):
         """The share with this code hash, if any."""
 
     @abstractmethod
-    async def by_id(self, share_id: str) -> ShareRecord | None:
-        """The share with this id, if any."""
-
-    @abstractmethod
     async def mark_redeemed(self, record: ShareRecord) -> ShareRecord | None:
         """Count one redemption, atomically; None when a single-use code was taken meanwhile."""
 
@@ -107,25 +104,23 @@ class ShareStore(ABC):
     async def token(self, token_hash: str) -> ShareToken | None:
         """The token with this hash, if any."""
 
+    async def start(self) -> None:
+        """Prepare storage (create indices, drop long-expired entries)."""
+        return None
+
 
 class MemoryShareStore(ShareStore):
     """Share codes in this process only (tests, the demo, a single instance)."""
 
     def __init__(self) -> None:
         self._by_hash: dict[str, ShareRecord] = {}
-        self._by_id: dict[str, str] = {}
         self._tokens: dict[str, ShareToken] = {}
 
     async def add(self, record: ShareRecord) -> None:
         self._by_hash[record.code_hash] = record
-        self._by_id[record.id] = record.code_hash
 
     async def by_code_hash(self, code_hash: str) -> ShareRecord | None:
         return self._by_hash.get(code_hash)
-
-    async def by_id(self, share_id: str) -> ShareRecord | None:
-        code_hash = self._by_id.get(share_id)
-        return self._by_hash.get(code_hash) if code_hash else None
 
     async def mark_redeemed(self, record: ShareRecord) -> ShareRecord | None:
         current = self._by_hash[record.code_hash]
@@ -272,7 +267,9 @@ class ShareCodes:
                 "this code is not valid (wrong, expired, revoked or used)", code="BAD_SHARE_CODE"
             )
         token = f"{SHARE_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
-        await self._store.add_token(ShareToken(hash_secret(token), record.id, record.expires_at))
+        await self._store.add_token(
+            ShareToken(hash_secret(token), record.id, record.code_hash, record.expires_at)
+        )
         return RedeemedShare(token=token, record=updated, expires_at=record.expires_at)
 
     async def principal_for(self, token: str) -> Principal:
@@ -281,7 +278,7 @@ class ShareCodes:
         now = _utcnow()
         if stored is None or now >= stored.expires_at:
             raise AuthenticationError("the share token is unknown or expired", code="BAD_TOKEN")
-        record = await self._store.by_id(stored.share_id)
+        record = await self._store.by_code_hash(stored.code_hash)
         if record is None or record.revoked_at is not None or now >= record.expires_at:
             raise AuthenticationError("the share has been revoked or has expired", code="BAD_TOKEN")
         grant = ShareGrant(

@@ -1,7 +1,18 @@
-"""GraphQL over HTTP on starlette: POST JSON to /graphql, GraphiQL for a browser's GET.
+"""GraphQL over HTTP on starlette: POST JSON to /graphql; GraphiQL for a browser in development.
 
-Errors always come back as GraphQL errors with ``extensions.code`` and the request id; an
-unexpected exception is masked (no stack trace, no message that could quote patient data).
+Hardening (issue 5): the body is counted as it streams and refused past ``max_body_bytes`` (413);
+bad JSON, a wrong content type or a batch (a JSON list) is a 400/415 with a GraphQL-shaped error;
+every document passes :class:`schema.limits.DocumentChecker` (tokens, depth, aliases, fields;
+no introspection in production); no error message offers "Did you mean …?".
+
+Errors always come back as GraphQL errors with ``extensions.code`` and ``extensions.requestId``.
+The messages of our own exceptions that carry a ``code`` are shown (they never carry patient
+data); values a client sent are cut out of coercion messages; anything else is masked as
+``INTERNAL_ERROR`` and logged with the request id and the exception type only. A bad query is a
+GraphQL error, never an HTTP 500.
+
+The GraphQL context (the engine, the request, and whatever authentication adds) is built in one
+place, the :data:`ContextFactory` given to the handler (:func:`default_context` unless told).
 """
 
 from __future__ import annotations
@@ -9,41 +20,99 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import graphene
-from graphql import GraphQLError, OperationType, execute, get_operation_ast, parse, validate
+from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationType, execute, get_operation_ast
 from graphql.error import GraphQLSyntaxError
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from federation.errors import PacsfedError, QueryError
+from federation.errors import AccessError, PacsfedError
 from federation.request_id import current_request_id
+from federation.settings import ServerSettings
+from schema.limits import DocumentChecker
 
 log = logging.getLogger("pacsfed.graphql")
 
-MAX_BODY_BYTES = 256 * 1024
+ContextFactory = Callable[[HTTPConnection], Awaitable[dict[str, Any]]]
+"""Builds the GraphQL context of one HTTP request or one WebSocket connection."""
+
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?", re.DOTALL)
+_VALUE_TAILS = (
+    # "String cannot represent a non string value: <value>", "Date cannot represent value: <value>"
+    (re.compile(r"(cannot represent [\w -]*?value)\s*:.*$", re.DOTALL), r"\1."),
+    # "Expected value of type 'Date!', found <literal>; <scalar message>"
+    (re.compile(r"(Expected value of type '[^']+'), found .*$", re.DOTALL), r"\1."),
+    # "Expected type 'Date'. <the scalar's own message>"
+    (re.compile(r"^(Expected type '[^']+')\. .*$", re.DOTALL), r"\1."),
+    # "Value '<value>' does not exist in 'Freshness' enum."
+    (
+        re.compile(r"^Value .* does not exist in ('\w+' enum\.)$", re.DOTALL),
+        r"The value does not exist in \1",
+    ),
+)
 
 
-def _error(message: str, code: str, **extra: Any) -> dict[str, Any]:
-    return {"message": message, "extensions": {"code": code, "requestId": current_request_id(), **extra}}
+async def default_context(connection: HTTPConnection) -> dict[str, Any]:
+    """The engine and the request (or WebSocket) of one operation."""
+    return {"engine": connection.app.state.engine, "request": connection}
 
 
-def format_error(error: GraphQLError) -> dict[str, Any]:
-    """A GraphQL error with a code; unexpected exceptions are masked."""
+def _error(message: str, code: str, request_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    rid = request_id if request_id is not None else current_request_id()
+    return {"message": message, "extensions": {"code": code, "requestId": rid, **extra}}
+
+
+def _clean(message: str) -> str:
+    """A graphql-core message without suggestions and without the values the client sent."""
+    message = _SUGGESTION.sub("", message)
+    for pattern, replacement in _VALUE_TAILS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def _variable_message(error: GraphQLError) -> str:
+    """``Variable '$p' got an invalid value at 'p.birthDate'; …`` without the value itself."""
+    match = re.match(r"Variable '\$(\w+)'", error.message)
+    if match is None:
+        return _clean(error.message)
+    name = match.group(1)
+    where = re.search(r" at '(" + re.escape(name) + r"[\w.\[\]]*)'; ", error.message)
+    message = f"Variable '${name}' got an invalid value" + (f" at '{where.group(1)}'" if where else "")
     original = error.original_error
+    detail = _clean(original.message) if isinstance(original, GraphQLError) else ""
+    return f"{message}; {detail}" if detail else f"{message}."
+
+
+def format_error(
+    error: GraphQLError, *, request_id: str | None = None, development: bool = False
+) -> dict[str, Any]:
+    """A GraphQL error with a code and the request id; unexpected exceptions are masked."""
+    request_id = request_id if request_id is not None else current_request_id()
+    original = error.original_error
+    code = (error.extensions or {}).get("code")
     payload: dict[str, Any]
-    if original is None:
-        payload = _error(error.message, "GRAPHQL_VALIDATION_FAILED")
-    elif isinstance(original, QueryError):
-        payload = _error(str(original), original.code)
-    elif isinstance(original, PacsfedError):
-        payload = _error(str(original), type(original).__name__.upper())
+    if isinstance(error, GraphQLSyntaxError):
+        payload = _error(_clean(error.message), "GRAPHQL_PARSE_FAILED", request_id)
+    elif isinstance(original, PacsfedError) and isinstance(getattr(original, "code", None), str):
+        payload = _error(str(original), original.code, request_id)  # type: ignore[attr-defined]
+    elif isinstance(original, GraphQLError) and error.message.startswith("Variable '$"):
+        payload = _error(_variable_message(error), "BAD_USER_INPUT", request_id)
+    elif original is None and isinstance(code, str):
+        payload = _error(_clean(error.message), code, request_id)
+    elif original is None and not error.path:
+        bad_input = error.message.startswith("Variable '$")
+        code = "BAD_USER_INPUT" if bad_input else "GRAPHQL_VALIDATION_FAILED"
+        payload = _error(_clean(error.message), code, request_id)
     else:
-        log.error(
-            "unexpected %s while resolving %s", type(original).__name__, ".".join(map(str, error.path or ()))
-        )
-        payload = _error("internal error", "INTERNAL_SERVER_ERROR")
+        kind = type(original).__name__ if original is not None else "GraphQLError"
+        where = ".".join(map(str, error.path or ()))
+        log.error("unexpected %s while resolving %s (request %s)", kind, where or "-", request_id)
+        extra = {"exception": kind} if development else {}
+        payload = _error("internal error", "INTERNAL_ERROR", request_id, **extra)
     if error.locations:
         payload["locations"] = [{"line": loc.line, "column": loc.column} for loc in error.locations]
     if error.path:
@@ -51,56 +120,112 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
     return payload
 
 
-def _errors_only(status: int, *errors: dict[str, Any]) -> JSONResponse:
-    return JSONResponse({"errors": list(errors)}, status_code=status)
+def _errors_only(status: int, *errors: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errors": list(errors)}, status_code=status, headers=headers)
+
+
+def _bad_request(message: str, status: int = 400) -> JSONResponse:
+    return _errors_only(status, _error(message, "BAD_REQUEST"))
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class GraphQLHandler:
-    """Executes GraphQL requests against one schema with the engine in the context."""
+    """Executes GraphQL requests against one schema, within one server's limits.
 
-    def __init__(self, schema: graphene.Schema, graphiql: bool = True) -> None:
+    GraphiQL is served only in development mode (and when ``graphiql`` is true); introspection
+    is refused in production mode.
+    """
+
+    def __init__(
+        self,
+        schema: graphene.Schema,
+        server: ServerSettings | None = None,
+        *,
+        context: ContextFactory = default_context,
+        graphiql: bool = True,
+    ) -> None:
         self.schema = schema
-        self.graphiql = graphiql
+        self.server = server if server is not None else ServerSettings()
+        self.development = self.server.mode == "development"
+        self.graphiql = graphiql and self.development
+        self.context = context
+        self.checker = DocumentChecker(schema, self.server)
 
     async def handle(self, request: Request) -> Response:
-        """Route GET (GraphiQL or a query string) and POST (JSON body)."""
+        """Route GET (GraphiQL or a query string) and POST (JSON body); never an unmasked 500."""
+        try:
+            return await self._handle(request)
+        except AccessError as exc:
+            return _errors_only(exc.status, _error(str(exc), exc.code))
+        except Exception as exc:
+            log.error(
+                "unexpected %s serving GraphQL (request %s)",
+                type(exc).__name__,
+                current_request_id(),
+                exc_info=self.development,
+            )
+            return _errors_only(500, _error("internal error", "INTERNAL_ERROR"))
+
+    async def _handle(self, request: Request) -> Response:
+        limit = self.server.graphql.max_body_bytes
         if request.method == "GET":
             if self.graphiql and "text/html" in request.headers.get("accept", ""):
                 return HTMLResponse(GRAPHIQL_HTML)
+            if len(request.url.query) > limit:
+                return _bad_request("the query string is too long", 414)
             params = dict(request.query_params)
             if "query" not in params:
-                return _errors_only(400, _error("send a POST with a JSON body, or ?query=", "BAD_REQUEST"))
+                return _bad_request("send a POST with a JSON body, or ?query=")
             variables = params.get("variables")
             try:
                 parsed_variables = json.loads(variables) if variables else None
-            except ValueError:
-                return _errors_only(400, _error("variables is not valid JSON", "BAD_REQUEST"))
+            except (ValueError, RecursionError):
+                return _bad_request("variables is not valid JSON")
+            if parsed_variables is not None and not isinstance(parsed_variables, dict):
+                return _bad_request("variables must be an object")
             return await self.execute(
                 request, params["query"], parsed_variables, params.get("operationName"), get=True
             )
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _errors_only(413, _error("request body too large", "BAD_REQUEST"))
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in ("application/json", "application/graphql-response+json", ""):
-            return _errors_only(415, _error("POST application/json", "BAD_REQUEST"))
+        if content_type not in ("application/json", ""):
+            return _bad_request("POST application/json", 415)
+        try:
+            body = await self._read_body(request, limit)
+        except _TooLarge:
+            return _bad_request(f"the request body is larger than {limit} bytes", 413)
         try:
             payload = json.loads(body)
-        except ValueError:
-            return _errors_only(400, _error("the body is not valid JSON", "BAD_REQUEST"))
+        except (ValueError, RecursionError):
+            return _bad_request("the body is not valid JSON")
         if isinstance(payload, list):
-            return _errors_only(400, _error("query batching is not supported", "BAD_REQUEST"))
+            return _bad_request("query batching is not supported: send one operation per request")
         if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-            return _errors_only(
-                400, _error("the body must be an object with a 'query' string", "BAD_REQUEST")
-            )
+            return _bad_request("the body must be an object with a 'query' string")
         variables = payload.get("variables")
         if variables is not None and not isinstance(variables, dict):
-            return _errors_only(400, _error("variables must be an object", "BAD_REQUEST"))
+            return _bad_request("variables must be an object")
         operation = payload.get("operationName")
-        return await self.execute(
-            request, payload["query"], variables, operation if isinstance(operation, str) else None
-        )
+        if operation is not None and not isinstance(operation, str):
+            return _bad_request("operationName must be a string")
+        return await self.execute(request, payload["query"], variables, operation)
+
+    @staticmethod
+    async def _read_body(request: Request, limit: int) -> bytes:
+        """The body, counted as it streams (a Content-Length is not trusted, nor needed)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def execute(
         self,
@@ -110,32 +235,43 @@ class GraphQLHandler:
         operation_name: str | None,
         get: bool = False,
     ) -> Response:
-        """Parse, validate and run one operation; always a GraphQL-shaped JSON answer."""
-        try:
-            document = parse(query, max_tokens=5000)
-        except GraphQLSyntaxError as exc:
-            return JSONResponse({"errors": [_error(exc.message, "GRAPHQL_PARSE_FAILED")]})
-        validation_errors = validate(self.schema.graphql_schema, document)
-        if validation_errors:
-            return JSONResponse({"errors": [format_error(e) for e in validation_errors]})
+        """Check, then run one operation; always a GraphQL-shaped JSON answer."""
+        checked = self.checker.check(query)
+        if not isinstance(checked, DocumentNode):
+            return JSONResponse({"errors": [self.format(e) for e in checked]})
         if get:
-            operation = get_operation_ast(document, operation_name)
+            operation = get_operation_ast(checked, operation_name)
             if operation is not None and operation.operation is not OperationType.QUERY:
-                return _errors_only(405, _error("only queries may be sent with GET", "BAD_REQUEST"))
-        outcome = execute(
-            self.schema.graphql_schema,
-            document,
-            variable_values=variables,
-            operation_name=operation_name,
-            context_value={"engine": request.app.state.engine, "request": request},
-        )
-        result = await outcome if inspect.isawaitable(outcome) else outcome
-        response: dict[str, Any] = {}
+                return _errors_only(
+                    405, _error("only queries may be sent with GET", "BAD_REQUEST"), headers={"allow": "POST"}
+                )
+        context = await self.context(request)
+        try:
+            outcome = execute(
+                self.schema.graphql_schema,
+                checked,
+                variable_values=variables,
+                operation_name=operation_name,
+                context_value=context,
+                hide_suggestions=True,
+            )
+            result: ExecutionResult = await outcome if inspect.isawaitable(outcome) else outcome
+        except RecursionError:
+            return JSONResponse({"errors": [_error("The operation is nested too deeply.", "QUERY_TOO_DEEP")]})
+        return JSONResponse(self.result_body(result))
+
+    def format(self, error: GraphQLError, request_id: str | None = None) -> dict[str, Any]:
+        """:func:`format_error` with this server's mode."""
+        return format_error(error, request_id=request_id, development=self.development)
+
+    def result_body(self, result: ExecutionResult, request_id: str | None = None) -> dict[str, Any]:
+        """The JSON body of one execution result, errors formatted and masked."""
+        body: dict[str, Any] = {}
         if result.errors:
-            response["errors"] = [format_error(e) for e in result.errors]
-        if result.data is not None or not result.errors:
-            response["data"] = result.data
-        return JSONResponse(response)
+            body["errors"] = [self.format(e, request_id) for e in result.errors]
+        if result.data is not None or not result.errors or any(e.path for e in result.errors):
+            body["data"] = result.data  # null once execution started; absent for a request error
+        return body
 
 
 EXAMPLE_QUERY = """query {

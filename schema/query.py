@@ -8,20 +8,50 @@ from typing import Any
 
 import graphene
 
+from federation.access import AccessContext
+from federation.audit import AuditRecord
 from federation.engine import FederationEngine
 from federation.engine import HistoryUpdate as HistoryUpdateModel
-from federation.errors import CacheError, QueryError
+from federation.errors import AuthenticationError, CacheError, QueryError
 from federation.identity import make_link
 from federation.models import Freshness as FreshnessModel
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo
-from schema.types import Freshness, HistoryUpdate, IdentityLinkInput, PatientHistory, PatientInput, Source
+from federation.service import HistoryService
+from schema.types import (
+    AuditEvent,
+    Freshness,
+    HistoryUpdate,
+    IdentityLinkInput,
+    PatientHistory,
+    PatientInput,
+    RevokedShareCode,
+    ShareCode,
+    ShareToken,
+    Source,
+)
 
 
 def engine_of(info: Any) -> FederationEngine:
     """The engine carried in the request context."""
     engine: FederationEngine = info.context["engine"]
     return engine
+
+
+def service_of(info: Any) -> HistoryService:
+    """The guarded history service (authorization and audit around the engine)."""
+    service: HistoryService = info.context["request"].app.state.services.history
+    return service
+
+
+def access_of(info: Any) -> AccessContext:
+    """Who is asking: set by the HTTP or WebSocket front end after authentication."""
+    access: AccessContext | None = info.context.get("access")
+    if access is None:  # put in the connection's state by the authentication middleware
+        access = getattr(info.context["request"].state, "access", None)
+    if access is None:
+        raise AuthenticationError("authentication required")
+    return access
 
 
 def patient_query(patient: Any) -> PatientQuery:
@@ -47,17 +77,21 @@ def history_arguments() -> dict[str, Any]:
             default_value=False, description="Also search by name and birth date; results go to candidates."
         ),
         "freshness": graphene.Argument(Freshness, default_value=FreshnessModel.CACHE_THEN_REFRESH),
+        "reason": graphene.String(
+            description="Why (break-the-glass): required when only history:emergency grants access."
+        ),
     }
 
 
 def history_options(arguments: dict[str, Any]) -> dict[str, Any]:
     """The engine's keyword arguments for the shared history arguments."""
-    freshness = arguments.get("freshness", FreshnessModel.CACHE_THEN_REFRESH)
+    freshness = arguments.get("freshness") or FreshnessModel.CACHE_THEN_REFRESH  # an explicit null too
     return {
         "deadline_ms": arguments.get("deadline_ms"),
         "source_ids": arguments.get("sources"),
-        "include_candidates": arguments.get("include_candidates", False),
+        "include_candidates": bool(arguments.get("include_candidates")),
         "freshness": FreshnessModel(getattr(freshness, "value", freshness)),
+        "reason": arguments.get("reason"),
     }
 
 
@@ -72,15 +106,36 @@ class Query(graphene.ObjectType):
         **history_arguments(),
     )
 
+    audit_events = graphene.List(
+        graphene.NonNull(AuditEvent),
+        required=True,
+        description="Audited accesses, newest first (audit:read); reading them is audited too.",
+        patient_id=graphene.String(description="Only events naming this patient id (ID or ID^^^ISSUER)."),
+        first=graphene.Int(default_value=50, description="At most this many (capped at 500)."),
+    )
+
     @staticmethod
     def resolve_sources(_root: Any, info: Any) -> list[SourceInfo]:
-        return engine_of(info).sources
+        sources = engine_of(info).sources
+        allowed = access_of(info).principal.sources
+        return sources if allowed is None else [s for s in sources if s.id in allowed]
 
     @staticmethod
     async def resolve_patient_history(
         _root: Any, info: Any, patient: Any, **arguments: Any
     ) -> PatientHistoryModel:
-        return await engine_of(info).patient_history(patient_query(patient), **history_options(arguments))
+        return await service_of(info).patient_history(
+            patient_query(patient), access_of(info), **history_options(arguments)
+        )
+
+    @staticmethod
+    async def resolve_audit_events(
+        _root: Any, info: Any, patient_id: str | None = None, first: int | None = 50
+    ) -> list[AuditRecord]:
+        try:
+            return await service_of(info).audit_events(access_of(info), patient_id, first)
+        except CacheError as exc:
+            raise QueryError("the audit index is unavailable", code="AUDIT_UNAVAILABLE") from exc
 
 
 class IdentityLinksResult(graphene.ObjectType):
@@ -99,16 +154,12 @@ class AddIdentityLinks(graphene.Mutation):
 
     @staticmethod
     async def mutate(_root: Any, info: Any, links: list[Any]) -> IdentityLinksResult:
-        store = engine_of(info).identity_store
-        if store is None:
-            raise QueryError("no identity store is configured", code="IDENTITY_UNAVAILABLE")
-        request = info.context.get("request")
-        client = request.client.host if request is not None and request.client else "unknown"
+        access = access_of(info)
         now = dt.datetime.now(dt.UTC)
-        added_by = f"graphql@{client}"
+        added_by = f"{access.principal.subject}@{access.client_address or 'unknown'}"
         parsed = [make_link(x["person"], x["issuer"], x["patient_id"], added_by, now) for x in links]
         try:
-            added = await store.add_links(parsed)
+            added = await service_of(info).add_identity_links(access, parsed)
         except CacheError as exc:
             raise QueryError("the identity store is unavailable", code="IDENTITY_UNAVAILABLE") from exc
         return IdentityLinksResult(added=added)
@@ -126,17 +177,88 @@ class PurgeCache(graphene.Mutation):
     @staticmethod
     async def mutate(_root: Any, info: Any, patient: Any, source: str | None = None) -> PurgeCache:
         try:
-            purged = await engine_of(info).purge_cache(patient_query(patient), source)
+            purged = await service_of(info).purge_cache(access_of(info), patient_query(patient), source)
         except CacheError as exc:
             raise QueryError("the cache is unavailable", code="CACHE_UNAVAILABLE") from exc
         return PurgeCache(purged=purged)
 
 
+class CreateShareCode(graphene.Mutation):
+    """A code giving read-only access to one patient's history (or chosen studies) for at most 24 h."""
+
+    class Arguments:
+        patient = graphene.Argument(PatientInput, required=True)
+        studies = graphene.List(graphene.NonNull(graphene.ID), description="Only these StudyInstanceUIDs.")
+        ttl_seconds = graphene.Int(description="Lifetime: 1 h when absent, capped at 24 h whatever is asked.")
+        single_use = graphene.Boolean(default_value=False, description="Redeemable once only.")
+
+    Output = ShareCode
+
+    @staticmethod
+    async def mutate(
+        _root: Any,
+        info: Any,
+        patient: Any,
+        studies: list[str] | None = None,
+        ttl_seconds: int | None = None,
+        single_use: bool = False,
+    ) -> ShareCode:
+        created = await service_of(info).create_share(
+            access_of(info), patient_query(patient), studies, ttl_seconds, bool(single_use)
+        )
+        return ShareCode(
+            code=created.code,
+            expires_at=created.record.expires_at,
+            url_path=f"/s/{created.code}",
+            single_use=created.record.single_use,
+        )
+
+
+class RevokeShareCode(graphene.Mutation):
+    """Stop a share code (and every token redeemed from it) at once."""
+
+    class Arguments:
+        code = graphene.String(required=True)
+
+    Output = RevokedShareCode
+
+    @staticmethod
+    async def mutate(_root: Any, info: Any, code: str) -> RevokedShareCode:
+        record = await service_of(info).revoke_share(access_of(info), code)
+        return RevokedShareCode(revoked=True, revoked_at=record.revoked_at)
+
+
+class RedeemShareCode(graphene.Mutation):
+    """Trade a share code for a read-only bearer token (no account needed; failures are rate-limited)."""
+
+    class Arguments:
+        code = graphene.String(required=True)
+
+    Output = ShareToken
+
+    @staticmethod
+    async def mutate(_root: Any, info: Any, code: str) -> ShareToken:
+        access = access_of(info)
+        redeemed = await service_of(info).redeem_share(code, access.client_address, access)
+        patient = redeemed.record.patient
+        return ShareToken(
+            token=redeemed.token,
+            expires_at=redeemed.expires_at,
+            patient_id=patient.patient_id,
+            issuer=patient.issuer,
+            national_id=patient.national_id,
+            studies=list(redeemed.record.studies) if redeemed.record.studies is not None else None,
+        )
+
+
 class Mutation(graphene.ObjectType):
-    """Administrative changes."""
+    """Changes: identity administration, cache purges, share codes."""
 
     add_identity_links = AddIdentityLinks.Field()
     purge_cache = PurgeCache.Field()
+    create_share_code = CreateShareCode.Field()
+    revoke_share_code = RevokeShareCode.Field()
+    redeem_share_code = RedeemShareCode.Field()
 
 
 class Subscription(graphene.ObjectType):
@@ -153,7 +275,9 @@ class Subscription(graphene.ObjectType):
     async def subscribe_patient_history_updates(
         _root: Any, info: Any, patient: Any, **arguments: Any
     ) -> AsyncIterator[HistoryUpdateModel]:
-        updates = engine_of(info).stream_history(patient_query(patient), **history_options(arguments))
+        updates = service_of(info).stream_history(
+            patient_query(patient), access_of(info), **history_options(arguments)
+        )
         async for update in updates:
             yield update
 

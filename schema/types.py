@@ -166,3 +166,50 @@ class HistoryUpdate(graphene.ObjectType):
     phase = graphene.Field(Phase, required=True)
     source = graphene.Field(Source, description="The source that just answered (SOURCE events).")
     history = graphene.Field(PatientHistory, required=True, description="The merged history so far.")
+
+
+class ShareCode(graphene.ObjectType):
+    """A new share code: shown once, never stored in clear; give it by hand, never by e-mail."""
+
+    code = graphene.String(required=True, description="At least 128 random bits; type it or scan it.")
+    expires_at = graphene.DateTime(required=True, description="At most 24 hours after creation.")
+    url_path = graphene.String(required=True, description="The page that redeems it: /s/{code}.")
+    single_use = graphene.Boolean(required=True)
+
+
+class RevokedShareCode(graphene.ObjectType):
+    """A share code that no longer opens anything."""
+
+    revoked = graphene.Boolean(required=True)
+    revoked_at = graphene.DateTime()
+
+
+class ShareToken(graphene.ObjectType):
+    """A bearer token reading exactly one share code's scope, read-only."""
+
+    token = graphene.String(required=True, description="Send as Authorization: Bearer <token>.")
+    expires_at = graphene.DateTime(required=True)
+    patient_id = graphene.String(description="The shared patient's id, to query patientHistory with.")
+    issuer = graphene.String()
+    national_id = graphene.String()
+    studies = graphene.List(graphene.NonNull(graphene.ID), description="Only these studies, when set.")
+
+
+class AuditEvent(graphene.ObjectType):
+    """One audited access (for reviewers holding audit:read)."""
+
+    id = graphene.ID(required=True)
+    at = graphene.DateTime(required=True)
+    actor = graphene.String(required=True)
+    actor_kind = graphene.String(required=True)
+    action = graphene.String(required=True)
+    outcome = graphene.String(required=True)
+    patient_ids = graphene.List(graphene.NonNull(graphene.String), required=True)
+    sources = graphene.List(graphene.NonNull(graphene.String), required=True)
+    exam_count = graphene.Int()
+    reason = graphene.String()
+    emergency = graphene.Boolean(required=True, description="Break-the-glass access, to be reviewed.")
+    client_address = graphene.String()
+    request_id = graphene.String()
+    channel = graphene.String(required=True)
+    detail = graphene.String()

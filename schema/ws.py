@@ -2,7 +2,13 @@
 
 connection_init → connection_ack; subscribe {id, payload} → next … → complete; complete from
 the client stops an operation; ping → pong. Protocol violations close the socket with the
-protocol's codes (4400 bad message, 4401 not acknowledged, 4408 init timeout, 4409 duplicate id).
+protocol's codes (4400 bad message, 4401 not acknowledged, 4403 forbidden, 4408 init timeout,
+4409 duplicate id, 4429 repeated init); a message over ``max_body_bytes`` closes it with 1009.
+
+Each operation passes the same :class:`schema.limits.DocumentChecker` as HTTP (tokens, depth,
+aliases, fields; no introspection in production) and its errors are masked the same way, with
+a request id per operation. The context is built once per connection, after ``connection_init``
+(whose payload is left in ``websocket.state.connection_params``), by the handler's context factory.
 """
 
 from __future__ import annotations
@@ -12,15 +18,18 @@ import contextlib
 import inspect
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import graphene
-from graphql import ExecutionResult, OperationType, execute, get_operation_ast, parse, subscribe, validate
-from graphql.error import GraphQLSyntaxError
+from graphql import DocumentNode, ExecutionResult, OperationType, execute, get_operation_ast, subscribe
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from schema.http import format_error
+from federation.errors import AccessError, AuthenticationError
+from federation.settings import ServerSettings
+from schema.http import ContextFactory, default_context, format_error
+from schema.limits import DocumentChecker
 
 log = logging.getLogger("pacsfed.graphql.ws")
 
@@ -35,10 +44,20 @@ class _Close(Exception):
 
 
 class GraphQLWebSocket:
-    """Serves one schema over graphql-transport-ws, with the engine in each operation's context."""
+    """Serves one schema over graphql-transport-ws, within one server's limits."""
 
-    def __init__(self, schema: graphene.Schema) -> None:
+    def __init__(
+        self,
+        schema: graphene.Schema,
+        server: ServerSettings | None = None,
+        *,
+        context: ContextFactory = default_context,
+    ) -> None:
         self.schema = schema
+        self.server = server if server is not None else ServerSettings()
+        self.development = self.server.mode == "development"
+        self.context = context
+        self.checker = DocumentChecker(schema, self.server)
 
     async def handle(self, websocket: WebSocket) -> None:
         """Run one connection until the client leaves or breaks the protocol."""
@@ -48,7 +67,7 @@ class GraphQLWebSocket:
         await websocket.accept(subprotocol=SUBPROTOCOL)
         operations: dict[str, asyncio.Task[None]] = {}
         try:
-            await self._handshake(websocket)
+            context = await self._handshake(websocket)
             while True:
                 message = await self._receive(websocket)
                 kind = message.get("type")
@@ -63,7 +82,7 @@ class GraphQLWebSocket:
                         raise _Close(4400, "Invalid subscribe message")
                     if op_id in operations:
                         raise _Close(4409, f"Subscriber for {op_id} already exists")
-                    operations[op_id] = asyncio.create_task(self._operate(websocket, op_id, payload))
+                    operations[op_id] = asyncio.create_task(self._operate(websocket, op_id, payload, context))
                     operations[op_id].add_done_callback(_forget(operations, op_id))
                 elif kind == "complete":
                     stopping = operations.get(str(message.get("id")))
@@ -82,66 +101,100 @@ class GraphQLWebSocket:
             for task in operations.values():
                 task.cancel()
 
-    async def _handshake(self, websocket: WebSocket) -> None:
+    async def _handshake(self, websocket: WebSocket) -> dict[str, Any]:
+        """Wait for connection_init, build the connection's context, acknowledge."""
         try:
             message = await asyncio.wait_for(self._receive(websocket), timeout=INIT_TIMEOUT_S)
         except TimeoutError as exc:
             raise _Close(4408, "Connection initialisation timeout") from exc
         if message.get("type") != "connection_init":
             raise _Close(4401, "Unauthorized")
+        params = message.get("payload")
+        websocket.state.connection_params = params if isinstance(params, dict) else None
+        try:
+            context = await self.context(websocket)
+        except AuthenticationError as exc:
+            raise _Close(4401, "Unauthorized") from exc
+        except AccessError as exc:
+            raise _Close(4403, "Forbidden") from exc
         await websocket.send_json({"type": "connection_ack"})
+        return context
 
-    @staticmethod
-    async def _receive(websocket: WebSocket) -> dict[str, Any]:
+    async def _receive(self, websocket: WebSocket) -> dict[str, Any]:
         text = await websocket.receive_text()
+        if len(text) > self.server.graphql.max_body_bytes:
+            raise _Close(1009, "Message too big")
         try:
             message = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _Close(4400, "Invalid message") from exc
         if not isinstance(message, dict):
             raise _Close(4400, "Invalid message")
         return message
 
-    async def _operate(self, websocket: WebSocket, op_id: str, payload: dict[str, Any]) -> None:
+    async def _operate(
+        self, websocket: WebSocket, op_id: str, payload: dict[str, Any], context: dict[str, Any]
+    ) -> None:
         """Run one operation: a subscription streams events; a query or mutation sends one."""
+        request_id = uuid.uuid4().hex
         try:
-            async for result in self._results(websocket, payload):
+            async for result in self._results(payload, context, request_id):
                 body: dict[str, Any] = {"data": result.data}
                 if result.errors:
-                    body["errors"] = [format_error(e) for e in result.errors]
+                    body["errors"] = [self._format(e, request_id) for e in result.errors]
                 await websocket.send_json({"id": op_id, "type": "next", "payload": body})
             await websocket.send_json({"id": op_id, "type": "complete"})
         except _OperationErrors as failed:
             await websocket.send_json({"id": op_id, "type": "error", "payload": failed.errors})
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client went away
+        except Exception as exc:
+            log.error(
+                "unexpected %s in a WebSocket operation (request %s)",
+                type(exc).__name__,
+                request_id,
+                exc_info=self.development,
+            )
+            with contextlib.suppress(Exception):
+                error = {
+                    "message": "internal error",
+                    "extensions": {"code": "INTERNAL_ERROR", "requestId": request_id},
+                }
+                await websocket.send_json({"id": op_id, "type": "error", "payload": [error]})
 
-    async def _results(self, websocket: WebSocket, payload: dict[str, Any]) -> AsyncIterator[ExecutionResult]:
+    def _format(self, error: Any, request_id: str) -> dict[str, Any]:
+        return format_error(error, request_id=request_id, development=self.development)
+
+    async def _results(
+        self, payload: dict[str, Any], context: dict[str, Any], request_id: str
+    ) -> AsyncIterator[ExecutionResult]:
         query, variables = payload.get("query"), payload.get("variables")
         operation_name = payload.get("operationName")
-        if not isinstance(query, str) or (variables is not None and not isinstance(variables, dict)):
+        if (
+            not isinstance(query, str)
+            or (variables is not None and not isinstance(variables, dict))
+            or (operation_name is not None and not isinstance(operation_name, str))
+        ):
+            message = "payload needs a query string (and variables an object, operationName a string)"
             raise _OperationErrors(
-                [{"message": "payload needs a query string", "extensions": {"code": "BAD_REQUEST"}}]
+                [{"message": message, "extensions": {"code": "BAD_REQUEST", "requestId": request_id}}]
             )
-        try:
-            document = parse(query, max_tokens=5000)
-        except GraphQLSyntaxError as exc:
-            raise _OperationErrors([format_error(exc)]) from exc
-        problems = validate(self.schema.graphql_schema, document)
-        if problems:
-            raise _OperationErrors([format_error(e) for e in problems])
-        context = {"engine": websocket.app.state.engine, "request": websocket}
-        operation = get_operation_ast(document, operation_name)
+        checked = self.checker.check(query)
+        if not isinstance(checked, DocumentNode):
+            raise _OperationErrors([self._format(e, request_id) for e in checked])
+        context = {**context, "request_id": request_id}
+        operation = get_operation_ast(checked, operation_name)
         if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
             stream = await subscribe(
                 self.schema.graphql_schema,
-                document,
+                checked,
                 variable_values=variables,
                 operation_name=operation_name,
                 context_value=context,
+                hide_suggestions=True,
             )
             if isinstance(stream, ExecutionResult):
-                raise _OperationErrors([format_error(e) for e in stream.errors or []])
+                raise _OperationErrors([self._format(e, request_id) for e in stream.errors or []])
             try:
                 async for result in stream:
                     yield result
@@ -152,10 +205,11 @@ class GraphQLWebSocket:
             return
         outcome = execute(
             self.schema.graphql_schema,
-            document,
+            checked,
             variable_values=variables,
             operation_name=operation_name,
             context_value=context,
+            hide_suggestions=True,
         )
         yield await outcome if inspect.isawaitable(outcome) else outcome
 

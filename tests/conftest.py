@@ -132,3 +132,29 @@ def elasticsearch() -> Iterator[ElasticsearchNode]:
     node = ElasticsearchNode()
     yield _started(node, "Elasticsearch")
     node.close()
+
+
+# --- log hygiene: every log record of the session is kept and searched for patient data ---------
+
+import logging  # noqa: E402
+
+from log_hygiene import LOG_HYGIENE_MARK, SessionLogCapture  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep every log record (INFO and up; DEBUG for pacsfed's own loggers) for the hygiene test."""
+    capture = SessionLogCapture.install()
+    config.stash[SessionLogCapture.KEY] = capture
+    config.addinivalue_line("markers", f"{LOG_HYGIENE_MARK}: runs last, over the whole session's logs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The log hygiene test runs after everything else, so that it sees every log line."""
+    last = [item for item in items if item.get_closest_marker(LOG_HYGIENE_MARK)]
+    items[:] = [item for item in items if not item.get_closest_marker(LOG_HYGIENE_MARK)] + last
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    capture = config.stash.get(SessionLogCapture.KEY, None)
+    if capture is not None:
+        logging.getLogger().removeHandler(capture)

@@ -1,13 +1,30 @@
-"""Small stand-ins for faults a real peer cannot be made to produce: silence and garbage.
+"""Small stand-ins for faults a real peer cannot be made to produce: silence, garbage, hostility.
 
-Everything that a real PACS or Elasticsearch can do is tested against the real thing.
+Everything that a real PACS or Elasticsearch can do is tested against the real thing. The
+hostile DIMSE peers speak just enough of PS3.8 (an A-ASSOCIATE-AC built with pynetdicom's own
+PDU classes, valid P-DATA-TF C-FIND responses) to get past association set-up, then misbehave.
+Every thread they start is named ``fake-…``, and :meth:`_ThreadedListener.fds` says which file
+descriptors are theirs, so a test can count the connector's own threads and sockets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
+import struct
 import threading
+from collections.abc import Iterator
+from io import BytesIO
 from types import TracebackType
+from typing import Self
+
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import ImplementationClassUIDNotification, MaximumLengthNotification
 
 
 class _ThreadedListener:
@@ -19,9 +36,9 @@ class _ThreadedListener:
         self.port: int = self._server.getsockname()[1]
         self._stop = threading.Event()
         self._clients: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="fake-listener", daemon=True)
 
-    def __enter__(self) -> _ThreadedListener:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -45,6 +62,11 @@ class _ThreadedListener:
 
     def handle(self, client: socket.socket) -> None:
         """Do nothing with the connection: it stays open and silent."""
+
+    def fds(self) -> set[int]:
+        """The file descriptors this fake holds (its listener and the connections it accepted)."""
+        held = {sock.fileno() for sock in [self._server, *self._clients]}
+        return held - {-1}
 
 
 class SilentListener(_ThreadedListener):
@@ -74,6 +96,259 @@ class StaticHttpServer(_ThreadedListener):
                     break
                 data += chunk
             client.sendall(self.response)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+
+_STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+_PDU_HEADER = struct.Struct(">BBL")
+
+
+class HostileDimsePeer(_ThreadedListener):
+    """Accepts any association, then misbehaves (:meth:`misbehave`), one thread per connection.
+
+    ``requests`` counts the C-FIND requests seen; ``cancelled`` is set when a C-CANCEL arrives.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sessions: list[threading.Thread] = []
+        self.requests = 0
+        self.cancelled = threading.Event()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        for client in list(self._clients):
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+        for session in self._sessions:
+            session.join(timeout=2)
+        super().__exit__(*exc)
+
+    def handle(self, client: socket.socket) -> None:
+        session = threading.Thread(target=self._session, args=(client,), name="fake-dimse", daemon=True)
+        self._sessions.append(session)
+        session.start()
+
+    def _session(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            pdu_type, body = _read_pdu(client)
+            if pdu_type != 0x01:
+                return
+            context_id = _accept(client, body)
+            self.misbehave(client, context_id)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def misbehave(self, client: socket.socket, context_id: int) -> None:
+        """What to do once the association is up (the default: nothing, then hang up)."""
+
+    def wait_for_find(self, client: socket.socket) -> None:
+        """Read PDUs until a C-FIND request's identifier has arrived."""
+        while not self._stop.is_set():
+            pdu_type, body = _read_pdu(client)
+            if pdu_type != 0x04:
+                raise OSError(f"PDU type 0x{pdu_type:02X} instead of the C-FIND request")
+            if any(not is_command and last for is_command, last in _pdv_flags(body)):
+                self.requests += 1
+                return
+
+    def stall(self) -> None:
+        """Keep the connection open and silent until the fake is closed."""
+        self._stop.wait()
+
+    def notice_cancel(self, client: socket.socket) -> bool:
+        """Read whatever the client sent meanwhile; False once it closed the connection."""
+        while select.select([client], [], [], 0)[0]:
+            pdu_type, body = _read_pdu(client)
+            if pdu_type == 0x04 and any(is_command for is_command, _ in _pdv_flags(body)):
+                self.cancelled.set()  # the only command a C-FIND client sends mid-query
+            elif pdu_type in (0x05, 0x07):  # A-RELEASE-RQ, A-ABORT
+                return False
+        return True
+
+
+class HugePduPeer(HostileDimsePeer):
+    """Answers the C-FIND with a P-DATA-TF PDU announcing ``announced`` bytes, sends a little, stalls."""
+
+    def __init__(self, announced: int = 2**31, sent: int = 64 * 1024) -> None:
+        super().__init__()
+        self.announced = announced
+        self.sent = sent
+
+    def misbehave(self, client: socket.socket, context_id: int) -> None:
+        self.wait_for_find(client)
+        # One PDV item, as long as the PDU says, of which only ``sent`` bytes ever come.
+        pdv = struct.pack(">LBB", self.announced - 4, context_id, 0x00)
+        client.sendall(_PDU_HEADER.pack(0x04, 0, self.announced) + pdv + b"\0" * (self.sent - len(pdv)))
+        self.stall()
+
+
+class DrippingPeer(HostileDimsePeer):
+    """Sends a valid pending C-FIND response one byte every ``interval_s``."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.dripped = 0
+
+    def misbehave(self, client: socket.socket, context_id: int) -> None:
+        self.wait_for_find(client)
+        message = find_response(context_id, 0xFF00, study_dataset(0))
+        for byte in message:
+            if self._stop.wait(self.interval_s):
+                return
+            client.sendall(bytes([byte]))
+            self.dripped += 1
+        self.stall()
+
+
+class PendingFloodPeer(HostileDimsePeer):
+    """Answers with ``count`` pending C-FIND responses (one study each), then Success.
+
+    A C-CANCEL does not stop it: it is noticed (``cancelled``) and ignored, as a broken peer would.
+    """
+
+    def __init__(self, count: int = 10_000) -> None:
+        super().__init__()
+        self.count = count
+        self.sent = 0
+
+    def misbehave(self, client: socket.socket, context_id: int) -> None:
+        self.wait_for_find(client)
+        for index in range(self.count):
+            if self._stop.is_set() or not self.notice_cancel(client):
+                return
+            client.sendall(find_response(context_id, 0xFF00, study_dataset(index)))
+            self.sent += 1
+        client.sendall(find_response(context_id, 0x0000, None))
+        self.stall()
+
+
+def study_dataset(index: int) -> Dataset:
+    """A STUDY-level C-FIND identifier for one made-up study."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientID = "HOSTILE-1"
+    ds.PatientName = "Hostile^Peer"
+    ds.StudyInstanceUID = f"2.25.1000.{index}"
+    ds.StudyDate = "20240101"
+    ds.ModalitiesInStudy = "CT"
+    ds.StudyDescription = f"Flood {index}"
+    return ds
+
+
+def find_response(context_id: int, status: int, identifier: Dataset | None) -> bytes:
+    """One C-FIND-RSP (PS3.7 9.3.2.2) as P-DATA-TF PDUs in Implicit VR Little Endian."""
+    primitive = C_FIND()
+    primitive.MessageIDBeingRespondedTo = 1
+    primitive.AffectedSOPClassUID = _STUDY_ROOT_FIND
+    primitive.Status = status
+    if identifier is not None:
+        encoded_identifier = encode(identifier, True, True)
+        assert encoded_identifier is not None
+        primitive.Identifier = BytesIO(encoded_identifier)
+    message = C_FIND_RSP()
+    message.primitive_to_message(primitive)
+    encoded = b""
+    for data in message.encode_msg(context_id, 16384):
+        pdu = P_DATA_TF()
+        pdu.from_primitive(data)
+        encoded += pdu.encode()
+    return encoded
+
+
+def _read_exactly(client: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = client.recv(min(size - len(data), 65536))
+        if not chunk:
+            raise OSError("connection closed")
+        data += chunk
+    return data
+
+
+def _read_pdu(client: socket.socket) -> tuple[int, bytes]:
+    pdu_type, _, length = _PDU_HEADER.unpack(_read_exactly(client, 6))
+    if length > 1024 * 1024:
+        raise OSError("the client sent an oversized PDU")
+    return pdu_type, _read_exactly(client, length)
+
+
+def _pdv_flags(body: bytes) -> Iterator[tuple[bool, bool]]:
+    """(is a command, is the last fragment) of each PDV item of a P-DATA-TF body (PS3.8 E.2)."""
+    offset = 0
+    while offset + 6 <= len(body):
+        (length,) = struct.unpack(">L", body[offset : offset + 4])
+        header = body[offset + 5]
+        yield bool(header & 0x01), bool(header & 0x02)
+        offset += 4 + length
+
+
+def _accept(client: socket.socket, body: bytes) -> int:
+    """Answer an A-ASSOCIATE-RQ with an AC accepting every context in its first transfer syntax."""
+    request = A_ASSOCIATE_RQ()
+    request.decode(_PDU_HEADER.pack(0x01, 0, len(body)) + body)
+    primitive = request.to_primitive()
+    primitive.result = 0x00
+    contexts = primitive.presentation_context_definition_list
+    for context in contexts:
+        context.result = 0x00
+        context.transfer_syntax = [context.transfer_syntax[0]]
+    primitive.presentation_context_definition_results_list = contexts
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.9.3811.1"
+    primitive.user_information = [max_length, implementation]
+    accept = A_ASSOCIATE_AC()
+    accept.from_primitive(primitive)
+    client.sendall(accept.encode())
+    first = contexts[0].context_id
+    return int(first) if first is not None else 1
+
+
+class HugeHttpServer(_ThreadedListener):
+    """Streams a ``size``-byte chunked body that starts like a DICOM JSON array, from one reused chunk.
+
+    ``sent`` says how many body bytes went out before the client hung up.
+    """
+
+    def __init__(self, size: int = 200 * 1024 * 1024, chunk: int = 64 * 1024) -> None:
+        super().__init__()
+        self.size = size
+        self.chunk = b"[" + b" " * (chunk - 1)
+        self.sent = 0
+
+    def handle(self, client: socket.socket) -> None:
+        thread = threading.Thread(target=self._stream, args=(client,), name="fake-http", daemon=True)
+        thread.start()
+
+    def _stream(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            client.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            framed = f"{len(self.chunk):x}\r\n".encode("ascii") + self.chunk + b"\r\n"
+            while self.sent < self.size and not self._stop.is_set():
+                client.sendall(framed)
+                self.sent += len(self.chunk)
+            client.sendall(b"0\r\n\r\n")
         except OSError:
             pass
         finally:

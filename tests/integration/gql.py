@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
+from dev_app import dev_app
 
-from federation.app import create_app
 from federation.settings import Settings
 
 HISTORY_QUERY = """
@@ -31,7 +31,7 @@ query History($patient: PatientInput!, $deadlineMs: Int, $sources: [ID!], $fresh
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app with its lifespan running, and an HTTP client talking to it in-process."""
-    app = create_app(settings)
+    app = dev_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(

@@ -20,7 +20,12 @@ pytestmark = pytest.mark.integration
 
 def write_config(tmp_path: Path, sources: list[dict[str, Any]]) -> Path:
     path = tmp_path / "pacsfed.yaml"
-    path.write_text(yaml.safe_dump({"cache": {"backend": "memory"}, "sources": sources}, allow_unicode=True))
+    config = {
+        "cache": {"backend": "memory"},
+        "sources": sources,
+        "audit": {"journal_dir": str(tmp_path / "audit")},
+    }
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
     return path
 
 

@@ -32,12 +32,17 @@ def test_demo_answers_the_printed_example_query() -> None:
         banner = "".join(lines)
         assert f"http://127.0.0.1:{port}/graphql" in banner
         example = banner.split("Example query:", 1)[1].split("Or from a shell:", 1)[0].strip()
+        token = banner.split("A token for a demo physician", 1)[1].split("\n\n", 1)[1].split()[0]
+        url = f"http://127.0.0.1:{port}/graphql"
         for _ in range(50):
             try:
-                response = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": example}, timeout=10)
+                refused = httpx.post(url, json={"query": example}, timeout=10)
                 break
             except httpx.ConnectError:
                 time.sleep(0.1)
+        assert refused.status_code == 401  # the demo enforces authentication too
+        headers = {"authorization": f"Bearer {token}"}
+        response = httpx.post(url, json={"query": example}, headers=headers, timeout=10)
         body = response.json()
         assert "errors" not in body, body
         history = body["data"]["patientHistory"]

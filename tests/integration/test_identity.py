@@ -172,6 +172,7 @@ def test_cli_import_then_query(
                 },
                 "identity": {"national_issuer": "NISS"},
                 "sources": identity_sources,
+                "audit": {"journal_dir": str(tmp_path / "audit")},
             }
         )
     )

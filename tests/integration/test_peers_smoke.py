@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from peers import DcmqrscpPeer, ElasticsearchNode, OrthancPeer
 from peers.dicomdata import DCMQRSCP_B, ORTHANC_A, ORTHANC_C, Catalogue
+from peers.process import require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +31,15 @@ def qido_studies(peer: OrthancPeer, **params: str) -> list[dict[str, Any]]:
     return body
 
 
+def dcmtk(tool: str) -> str:
+    """dcmtk's ``tool`` (never pynetdicom's namesake in the virtualenv)."""
+    return require_binary(tool, "install the Debian package dcmtk")
+
+
 def findscu(host: str, port: int, aet: str, tmp_path: Path, *keys: str) -> list[pydicom.Dataset]:
     """A STUDY-level C-FIND from PACSFED with dcmtk's findscu; the answers, parsed."""
     argv = [
-        "findscu",
+        dcmtk("findscu"),
         "-S",
         "-aec",
         aet,
@@ -92,7 +98,7 @@ def test_cfind_study_level(
 def test_cfind_is_refused_to_an_unknown_calling_ae(orthanc_a: OrthancPeer, tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            "findscu",
+            dcmtk("findscu"),
             "-S",
             "-aec",
             orthanc_a.aet,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from dev_app import dev_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
-
-from federation.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ def events(client: TestClient, variables: dict[str, Any]) -> list[dict[str, Any]
 def test_live_events_come_per_source_then_final(
     peer_sources: list[dict[str, Any]], make_settings: Any
 ) -> None:
-    with TestClient(create_app(make_settings(peer_sources))) as client:
+    with TestClient(dev_app(make_settings(peer_sources))) as client:
         received = events(client, {"patient": {"id": "PA-001"}, "freshness": "LIVE"})
     assert [e["phase"] for e in received] == ["SOURCE", "SOURCE", "SOURCE", "FINAL"]
     assert sorted(e["source"]["id"] for e in received[:3]) == ["hosp-a", "hosp-b", "hosp-c"]
@@ -60,7 +59,7 @@ def test_live_events_come_per_source_then_final(
 def test_cache_event_first_then_the_sources_not_cached(
     peer_sources: list[dict[str, Any]], make_settings: Any
 ) -> None:
-    with TestClient(create_app(make_settings(peer_sources))) as client:
+    with TestClient(dev_app(make_settings(peer_sources))) as client:
         warm = client.post(
             "/graphql", json={"query": '{ patientHistory(patient: {id: "PA-001"}) { complete } }'}
         )
@@ -81,7 +80,7 @@ def test_cache_event_first_then_the_sources_not_cached(
 
 
 def test_protocol_violations_close_the_socket(make_settings: Any) -> None:
-    with TestClient(create_app(make_settings([]))) as client:
+    with TestClient(dev_app(make_settings([]))) as client:
         with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
             ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
             with pytest.raises(WebSocketDisconnect) as closed:

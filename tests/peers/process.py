@@ -30,9 +30,15 @@ class PeerError(RuntimeError):
 _live: set[ManagedProcess] = set()
 
 
+def _path_without_virtualenv() -> str:
+    """PATH without the virtualenv's bin: pynetdicom installs its own echoscu/findscu/storescu there."""
+    venv_bin = str(Path(sys.prefix, "bin"))
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+
+
 def require_binary(name: str, hint: str) -> str:
-    """Absolute path of executable *name*, or PeerError naming how to install it."""
-    path = shutil.which(name)
+    """Absolute path of executable *name* (never the virtualenv's), or PeerError naming how to install it."""
+    path = shutil.which(name, path=_path_without_virtualenv())
     if path is None:
         # Debian puts Orthanc in /usr/sbin, which is not on every PATH.
         for folder in ("/usr/sbin", "/usr/local/sbin", "/sbin"):

@@ -86,8 +86,8 @@ async def test_es256_tokens_are_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("claims", "code"),
     [
-        ({"exp": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)}, "TOKEN_EXPIRED"),
-        ({"nbf": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)}, "TOKEN_NOT_YET_VALID"),
+        ({"exp": -300}, "TOKEN_EXPIRED"),
+        ({"nbf": 300}, "TOKEN_NOT_YET_VALID"),
         ({"aud": "another-service"}, "BAD_AUDIENCE"),
         ({"iss": "https://evil.example"}, "BAD_ISSUER"),
         ({"exp": None}, "BAD_TOKEN"),
@@ -97,6 +97,11 @@ async def test_es256_tokens_are_accepted(tmp_path: Path) -> None:
 async def test_bad_claims_are_refused(
     tmp_path: Path, rsa_key: Any, claims: dict[str, Any], code: str
 ) -> None:
+    now = dt.datetime.now(dt.UTC)
+    claims = {  # times are offsets in seconds from now, evaluated when the test runs
+        k: now + dt.timedelta(seconds=v) if k in ("exp", "nbf") and isinstance(v, int) else v
+        for k, v in claims.items()
+    }
     auth = _pem_auth(tmp_path, rsa_key)
     with pytest.raises(AuthenticationError) as caught:
         await auth.authenticate(f"Bearer {_token(rsa_key, **claims)}")

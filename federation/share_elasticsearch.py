@@ -1,0 +1,185 @@
+"""Share codes in Elasticsearch (``<prefix>-shares``), so that every pacsfed instance honours them."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError, TransportError
+
+from federation.errors import CacheError
+from federation.models import PatientQuery
+from federation.share import ShareRecord, ShareStore, ShareToken
+
+MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "kind": {"type": "keyword"},
+        "id": {"type": "keyword"},
+        "code_hash": {"type": "keyword"},
+        "creator": {"type": "keyword"},
+        "patient": {"type": "object", "enabled": False},
+        "studies": {"type": "keyword"},
+        "created_at": {"type": "date"},
+        "expires_at": {"type": "date"},
+        "single_use": {"type": "boolean"},
+        "redeemed": {"type": "integer"},
+        "revoked_at": {"type": "date"},
+    },
+}
+_KEEP_EXPIRED = dt.timedelta(days=7)
+_RETRIES = 3
+
+
+def _code_doc(record: ShareRecord) -> dict[str, Any]:
+    return {
+        "kind": "code",
+        "id": record.id,
+        "code_hash": record.code_hash,
+        "creator": record.creator,
+        "patient": record.patient.model_dump(mode="json", exclude_none=True),
+        "studies": list(record.studies) if record.studies is not None else None,
+        "created_at": record.created_at.isoformat(),
+        "expires_at": record.expires_at.isoformat(),
+        "single_use": record.single_use,
+        "redeemed": record.redeemed,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
+def _record(source: dict[str, Any]) -> ShareRecord:
+    studies = source.get("studies")
+    revoked = source.get("revoked_at")
+    return ShareRecord(
+        id=source["id"],
+        code_hash=source["code_hash"],
+        creator=source["creator"],
+        patient=PatientQuery.model_validate(source["patient"]),
+        studies=tuple(studies) if studies is not None else None,
+        created_at=dt.datetime.fromisoformat(source["created_at"]),
+        expires_at=dt.datetime.fromisoformat(source["expires_at"]),
+        single_use=bool(source["single_use"]),
+        redeemed=int(source.get("redeemed") or 0),
+        revoked_at=dt.datetime.fromisoformat(revoked) if revoked else None,
+    )
+
+
+class ElasticsearchShareStore(ShareStore):
+    """Codes and tokens keyed by their hashes; single use enforced with optimistic concurrency."""
+
+    def __init__(self, client: AsyncElasticsearch, index_prefix: str) -> None:
+        self._client = client
+        self.index = f"{index_prefix}-shares"
+        self._ready = False
+
+    async def start(self) -> None:
+        """Create the index and drop entries expired for a week, if Elasticsearch is up."""
+        with contextlib.suppress(CacheError):
+            await self._ensure_index()
+            cutoff = (dt.datetime.now(dt.UTC) - _KEEP_EXPIRED).isoformat()
+            with contextlib.suppress(ApiError, TransportError):
+                await self._client.delete_by_query(
+                    index=self.index, query={"range": {"expires_at": {"lt": cutoff}}}, conflicts="proceed"
+                )
+
+    async def _ensure_index(self) -> None:
+        if self._ready:
+            return
+        try:
+            if not await self._client.indices.exists(index=self.index):
+                with contextlib.suppress(ApiError):  # created meanwhile by another instance
+                    await self._client.indices.create(
+                        index=self.index,
+                        settings={"number_of_shards": 1, "number_of_replicas": 0},
+                        mappings=MAPPING,
+                        wait_for_active_shards="1",
+                    )
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"share store: cannot prepare the index ({type(exc).__name__})") from exc
+        self._ready = True
+
+    async def _get(self, doc_id: str) -> Any:
+        await self._ensure_index()
+        try:
+            return await self._client.get(index=self.index, id=doc_id)
+        except NotFoundError:
+            return None
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"share store: read failed ({type(exc).__name__})") from exc
+
+    async def _put(self, doc_id: str, document: dict[str, Any], **conditions: Any) -> None:
+        await self._ensure_index()
+        try:
+            await self._client.index(
+                index=self.index, id=doc_id, document=document, refresh="wait_for", **conditions
+            )
+        except ConflictError:
+            raise
+        except (ApiError, TransportError) as exc:
+            raise CacheError(f"share store: write failed ({type(exc).__name__})") from exc
+
+    async def add(self, record: ShareRecord) -> None:
+        await self._put(f"code:{record.code_hash}", _code_doc(record), op_type="create")
+
+    async def by_code_hash(self, code_hash: str) -> ShareRecord | None:
+        found = await self._get(f"code:{code_hash}")
+        return _record(found["_source"]) if found is not None else None
+
+    async def mark_redeemed(self, record: ShareRecord) -> ShareRecord | None:
+        for _ in range(_RETRIES):
+            found = await self._get(f"code:{record.code_hash}")
+            if found is None:
+                return None
+            current = _record(found["_source"])
+            if current.single_use and current.redeemed > 0:
+                return None
+            updated = dataclasses.replace(current, redeemed=current.redeemed + 1)
+            try:
+                await self._put(
+                    f"code:{record.code_hash}",
+                    _code_doc(updated),
+                    if_seq_no=found["_seq_no"],
+                    if_primary_term=found["_primary_term"],
+                )
+            except ConflictError:
+                continue  # another instance redeemed it meanwhile: look again
+            return updated
+        return None
+
+    async def revoke(self, record: ShareRecord, at: dt.datetime) -> ShareRecord:
+        for _ in range(_RETRIES):
+            found = await self._get(f"code:{record.code_hash}")
+            if found is None:
+                break
+            updated = dataclasses.replace(_record(found["_source"]), revoked_at=at)
+            try:
+                await self._put(
+                    f"code:{record.code_hash}",
+                    _code_doc(updated),
+                    if_seq_no=found["_seq_no"],
+                    if_primary_term=found["_primary_term"],
+                )
+            except ConflictError:
+                continue
+            return updated
+        raise CacheError("share store: the revocation could not be written")
+
+    async def add_token(self, token: ShareToken) -> None:
+        document = {
+            "kind": "token",
+            "id": token.share_id,
+            "code_hash": token.code_hash,
+            "expires_at": token.expires_at.isoformat(),
+        }
+        await self._put(f"token:{token.token_hash}", document, op_type="create")
+
+    async def token(self, token_hash: str) -> ShareToken | None:
+        found = await self._get(f"token:{token_hash}")
+        if found is None:
+            return None
+        source = found["_source"]
+        return ShareToken(
+            token_hash, source["id"], source["code_hash"], dt.datetime.fromisoformat(source["expires_at"])
+        )

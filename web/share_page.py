@@ -1,0 +1,121 @@
+"""The ``/s/{code}`` page: a share code's recipient sees the shared exams, read-only, without an account.
+
+GET shows a button only (link previewers and prefetchers must not use up a single-use code);
+POST redeems the code (rate-limited, audited) and renders the shared history. Nothing is cached
+by the browser and no referrer leaves the page.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import urllib.parse
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from federation.access import AccessContext
+from federation.errors import AccessError, AuditError, PacsfedError
+from federation.http_access import ANONYMOUS, client_address
+from federation.models import PatientHistory
+from federation.request_id import current_request_id
+
+log = logging.getLogger("pacsfed.share_page")
+
+_MAX_FORM_BYTES = 4096
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}
+.warn{color:#a40}.muted{color:#666}button{font-size:1.1rem;padding:.5rem 1rem}"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    document = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="robots" content="noindex"><style>{_STYLE}</style></head><body>{body}</body></html>'
+    )
+    return HTMLResponse(document, status_code=status, headers=_HEADERS)
+
+
+def _form(code: str) -> str:
+    return (
+        '<form method="post" action="/s">'
+        f'<p><label>Share code <input name="code" value="{html.escape(code)}" size="45" autocomplete="off"'
+        ' required></label></p><p><button type="submit">Open the shared exams</button></p></form>'
+    )
+
+
+async def share_form(request: Request) -> HTMLResponse:
+    """GET /s and /s/{code}: a form; nothing is redeemed until the recipient asks."""
+    code = request.path_params.get("code", "")
+    return _page(
+        "pacsfed · shared exams",
+        "<h1>Shared imaging exams</h1><p>Someone gave you a code to see a patient's imaging exams"
+        " (read-only, for a limited time).</p>" + _form(code),
+    )
+
+
+def _history_html(history: PatientHistory) -> str:
+    rows = []
+    for exam in history.exams:
+        where = ", ".join(html.escape(location.source.name) for location in exam.locations)
+        rows.append(
+            "<tr>"
+            f"<td>{exam.study_date.isoformat() if exam.study_date else '?'}</td>"
+            f"<td>{html.escape(', '.join(exam.modalities))}</td>"
+            f"<td>{html.escape(exam.description or '')}</td>"
+            f"<td>{where}</td>"
+            f"<td class=muted>{html.escape(exam.study_instance_uid)}</td>"
+            "</tr>"
+        )
+    sources = "".join(
+        f"<li>{html.escape(outcome.source.name)}: {outcome.status.value}</li>" for outcome in history.sources
+    )
+    partial = "" if history.complete else '<p class="warn">Some hospitals did not answer in time.</p>'
+    table = (
+        "<table><tr><th>Date</th><th>Modality</th><th>Description</th><th>Hospital</th><th>Study UID</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        if rows
+        else "<p>No exam found.</p>"
+    )
+    return f"{partial}{table}<h2>Hospitals</h2><ul>{sources}</ul>"
+
+
+async def share_view(request: Request) -> HTMLResponse:
+    """POST /s: redeem the code and show exactly its scope."""
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        return _page("pacsfed · shared exams", "<p>Request too large.</p>", 413)
+    code = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("code", [""])[0]
+    services = request.app.state.services
+    address = client_address(request)
+    anonymous = AccessContext(ANONYMOUS, address, current_request_id(), "share-page")
+    try:
+        redeemed = await services.history.redeem_share(code, address, anonymous)
+        principal = await services.history.share_principal(redeemed.token)
+        reader = AccessContext(principal, address, current_request_id(), "share-page")
+        history = await services.history.patient_history(redeemed.record.patient, reader)
+    except AccessError as exc:
+        status = 429 if exc.code == "LOCKED_OUT" else 403
+        return _page(
+            "pacsfed · shared exams", f"<p class=warn>{html.escape(str(exc))}</p>" + _form(""), status
+        )
+    except AuditError:
+        log.error("share page: the audit journal is unavailable; nothing was shown")
+        return _page("pacsfed · shared exams", "<p class=warn>Temporarily unavailable.</p>", 503)
+    except PacsfedError as exc:
+        log.warning("share page: %s", type(exc).__name__)
+        return _page("pacsfed · shared exams", "<p class=warn>The exams could not be listed.</p>", 502)
+    expires = redeemed.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    return _page(
+        "pacsfed · shared exams",
+        f"<h1>Shared imaging exams</h1><p class=muted>Read-only; this access ends {expires}.</p>"
+        + _history_html(history),
+    )
