@@ -206,10 +206,12 @@ class CreateShareCode(graphene.Mutation):
         created = await service_of(info).create_share(
             access_of(info), patient_query(patient), studies, ttl_seconds, bool(single_use)
         )
+        base = str(info.context["request"].base_url).rstrip("/")
         return ShareCode(
             code=created.code,
             expires_at=created.record.expires_at,
             url_path=f"/s/{created.code}",
+            url=f"{base}/s/{created.code}",
             single_use=created.record.single_use,
         )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import graphene
+import segno
 
 from federation.engine import Phase as PhaseModel
 from federation.models import CacheStatus as CacheStatusModel
@@ -174,7 +176,24 @@ class ShareCode(graphene.ObjectType):
     code = graphene.String(required=True, description="At least 128 random bits; type it or scan it.")
     expires_at = graphene.DateTime(required=True, description="At most 24 hours after creation.")
     url_path = graphene.String(required=True, description="The page that redeems it: /s/{code}.")
+    url = graphene.String(
+        required=True, description="The same page as an absolute URL (as this server is reached)."
+    )
+    qr_svg = graphene.String(
+        required=True, description="The URL as a QR code (SVG), to show on screen for a phone to scan."
+    )
     single_use = graphene.Boolean(required=True)
+
+    @staticmethod
+    def resolve_qr_svg(root: Any, _info: Any) -> str:
+        return qr_svg(root.url)
+
+
+def qr_svg(text: str) -> str:
+    """``text`` as a QR code in SVG (error correction M), computed only when asked for."""
+    buffer = io.BytesIO()
+    segno.make(text, error="m").save(buffer, kind="svg", scale=4, xmldecl=False, border=2)
+    return buffer.getvalue().decode("ascii")
 
 
 class RevokedShareCode(graphene.ObjectType):

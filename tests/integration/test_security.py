@@ -29,7 +29,7 @@ HISTORY = """query($id: String!, $reason: String) {
 }"""
 CREATE = """mutation($id: String!, $studies: [ID!], $ttl: Int, $once: Boolean) {
   createShareCode(patient: {id: $id}, studies: $studies, ttlSeconds: $ttl, singleUse: $once) {
-    code expiresAt urlPath singleUse
+    code expiresAt urlPath url qrSvg singleUse
   }
 }"""
 REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { token expiresAt patientId studies } }"
@@ -151,6 +151,8 @@ async def test_a_share_code_opens_exactly_its_scope_for_at_most_24_hours(api: Ap
     created = (await api.call(CREATE, creator, id="DEMO-001", studies=uids[:1], ttl=7 * 24 * 3600))["data"][
         "createShareCode"
     ]
+    assert created["url"] == f"http://pacsfed.test{created['urlPath']}"
+    assert created["qrSvg"].startswith("<svg")  # to show on screen and scan: never e-mailed
     expires = dt.datetime.fromisoformat(created["expiresAt"])
     assert expires - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=24)
     redeemed = (await api.call(REDEEM, None, code=created["code"]))["data"]["redeemShareCode"]
