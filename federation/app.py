@@ -65,10 +65,12 @@ def make_http_client() -> httpx.AsyncClient:
 
 @contextlib.asynccontextmanager
 async def engine_from_settings(
-    settings: Settings, cache: ExamCache | None = None
+    settings: Settings, cache: ExamCache | None = None, http_client: httpx.AsyncClient | None = None
 ) -> AsyncIterator[FederationEngine]:
     """An engine with its connectors, cache and HTTP client, closed on exit (CLI and app alike)."""
-    async with make_http_client() as http_client:
+    async with contextlib.AsyncExitStack() as stack:
+        if http_client is None:
+            http_client = await stack.enter_async_context(make_http_client())
         connectors = build_connectors(settings.sources, ConnectorContext(http_client=http_client))
         cache = cache if cache is not None else make_cache(settings)
         identity_store = make_identity_store(settings, cache)
@@ -104,7 +106,7 @@ async def services_from_settings(
     settings: Settings, cache: ExamCache | None = None
 ) -> AsyncIterator[Services]:
     """The engine wrapped in authorization and auditing, with the audit trail running (CLI and app)."""
-    async with engine_from_settings(settings, cache) as engine, make_http_client() as auth_http:
+    async with make_http_client() as http, engine_from_settings(settings, cache, http) as engine:
         es_client = engine.cache.client if isinstance(engine.cache, ElasticsearchExamCache) else None
         audit = build_audit_trail(settings, es_client)
         share_store: ShareStore = (
@@ -121,7 +123,7 @@ async def services_from_settings(
             emergency_window_s=settings.auth.emergency_window_s,
             national_issuer=settings.identity.national_issuer,
         )
-        authenticator = Authenticator(settings.auth, auth_http, share_tokens=history.share_principal)
+        authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()
         try:
             yield Services(engine, history, authenticator, audit, RequestAccess(authenticator, history))
