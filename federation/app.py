@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -114,7 +115,8 @@ async def services_from_settings(
             if es_client is not None
             else MemoryShareStore()
         )
-        await share_store.start()
+        # Index creation and clean-up wait for nothing: a slow or down node must not delay start-up.
+        share_start = asyncio.create_task(share_store.start(), name="share-store-start")
         shares = ShareCodes(settings.share, share_store)
         history = HistoryService(
             engine,
@@ -128,6 +130,7 @@ async def services_from_settings(
         try:
             yield Services(engine, history, authenticator, audit, RequestAccess(authenticator, history))
         finally:
+            share_start.cancel()
             await audit.aclose()
 
 

@@ -304,14 +304,25 @@ class ElasticsearchExamCache(ExamCache):
             return
         await self._ensure_template()
         now = dt.datetime.now(dt.UTC)
+        # External versions (the answer's time in microseconds): writes that overtake each other in
+        # concurrent bulks can never put an older answer over a newer one (the older is refused, 409).
+        version = {"version": int(now.timestamp() * 1_000_000), "version_type": "external_gte"}
         operations: list[dict[str, Any]] = []
         for record in records:
             operations.append(
-                {"index": {"_index": self.index, "_id": document_id(source.id, record.study_instance_uid)}}
+                {
+                    "index": {
+                        "_index": self.index,
+                        "_id": document_id(source.id, record.study_instance_uid),
+                        **version,
+                    }
+                }
             )
             operations.append(_document(source, query, record, now))
         if key is not None:
-            operations.append({"index": {"_index": self.answers_index, "_id": _answer_id(key, source.id)}})
+            operations.append(
+                {"index": {"_index": self.answers_index, "_id": _answer_id(key, source.id), **version}}
+            )
             operations.append(
                 {
                     "query_key": key,
@@ -334,7 +345,13 @@ class ElasticsearchExamCache(ExamCache):
             except (ApiError, TransportError) as exc:
                 raise CacheError(f"bulk write failed ({type(exc).__name__})") from exc
             items = response["items"] if response.get("errors") else []
-        failed = [item for item in items if item.get("index", {}).get("error")]
+        failed = [
+            item
+            for item in items
+            if item.get("index", {}).get("error")
+            and item["index"]["error"].get("type")
+            != "version_conflict_engine_exception"  # a newer answer won
+        ]
         if failed:
             reason = failed[0]["index"]["error"].get("type", "unknown")
             raise CacheError(f"{len(failed)} of {actions} documents were refused ({reason})")

@@ -32,7 +32,7 @@ query History($patient: PatientInput!, $deadlineMs: Int, $sources: [ID!], $fresh
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app with its lifespan running, and an HTTP client talking to it in-process."""
     app = dev_app(settings)
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://pacsfed.test", timeout=30

@@ -79,7 +79,7 @@ async def secured_app(tmp_path: Path) -> AsyncIterator[Api]:
             }
         )
         app = create_app(settings)
-        async with LifespanManager(app) as manager:
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
             transport = httpx.ASGITransport(app=manager.app, client=("10.20.30.40", 5555))
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://pacsfed.test", timeout=30
