@@ -1,11 +1,16 @@
-"""Cache benchmark: bulk write-through rate, and a cached patientHistory against the raw reads it makes.
+"""Cache benchmark: write-through rate, and a cached patientHistory against the raw reads it makes.
 
-With N exams in the index (default 1,000,000, spread over 250,000 patients and 4 sources):
-- write-through rate: exams per second through ElasticsearchExamCache.store (bulk API);
+- write-through: exams per second through ``ElasticsearchExamCache.store`` with 64 concurrent
+  callers (one call per source answer, as the engine makes them), with bulk coalescing off (one
+  ``_bulk`` per answer, as before) and on, alternating on fresh patients in the same run;
+- the rest of the index is then filled by a direct loader (parallel ``_bulk`` of the same
+  documents, ``refresh_interval: -1`` meanwhile), timed;
 - a cached ``patientHistory`` (GraphQL, ``freshness: CACHE_ONLY``) against the two real-time
-  ``mget`` calls it performs, made directly with the Elasticsearch client: latency ratio
-  (goal ≤ 2.0) and cached queries per second.
-Uses ELASTICSEARCH_URL, or starts the test node (scripts/install-elasticsearch first).
+  ``mget`` calls it performs, made directly with the Elasticsearch client, interleaved: the
+  latency ratio (goal ≤ 2.0) per round, and cached queries per second (one sequential client).
+
+Uses ELASTICSEARCH_URL, or starts the test node (scripts/install-elasticsearch first) with
+``--heap`` (default 1g; 2g from 500,000 exams).
 """
 
 from __future__ import annotations
@@ -13,25 +18,71 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
 
-from federation.app import create_app
+from bench._app import bench_app
 from federation.cache import document_id
-from federation.cache_elasticsearch import ElasticsearchExamCache, _answer_id
+from federation.cache_elasticsearch import ElasticsearchExamCache, _answer_id, _document
 from federation.models import MatchedBy, MatchKind, PatientQuery, SourceInfo, StudyRecord
 from federation.settings import settings_from_mapping
 
 SOURCES = [SourceInfo(id=f"hosp-{i}", name=f"Hospital {i}", kind="dicomweb") for i in range(4)]
 QUERY = (
-    '{ patientHistory(patient: {id: "%s"}, freshness: CACHE_ONLY) { complete exams { studyInstanceUid } } }'
+    "query($id: String!) { patientHistory(patient: {id: $id}, freshness: CACHE_ONLY)"
+    " { complete exams { studyInstanceUid } } }"
 )
+"""One query text with a variable, as a client sends it (the GraphQL document is the same each time)."""
+CONCURRENT_WRITES = 64
+
+
+def _body(patient_id: str) -> dict[str, Any]:
+    return {"query": QUERY, "variables": {"id": patient_id}}
+
+
+def _graphql_check_s(runs: int) -> float:
+    """Seconds graphql-core takes to parse and validate QUERY (standard rules): paid on every request."""
+    from graphql import parse, validate
+
+    from schema.query import build_schema
+
+    schema = build_schema().graphql_schema
+    started = time.perf_counter()
+    for _ in range(runs):
+        assert not validate(schema, parse(QUERY))
+    return (time.perf_counter() - started) / runs
+
+
+def _memoize_document_checks() -> bool:
+    """For one extra round only: remember each checked GraphQL document by its text (a proposal).
+
+    schema/limits.py parses and validates every request's document (twice: limit rules, then the
+    standard rules); clients send the same few query texts with variables, so a small cache of
+    checked documents would skip that. Returns False where the app has no DocumentChecker.
+    """
+    try:
+        from schema.limits import DocumentChecker  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    original = DocumentChecker.check
+    memo: dict[tuple[int, str], Any] = {}
+
+    def check(self: Any, query: str) -> Any:
+        key = (id(self), query)
+        if key not in memo:
+            memo[key] = original(self, query)
+        return memo[key]
+
+    DocumentChecker.check = check
+    return True
 
 
 def _records(patient: int, source: SourceInfo, per_patient: int) -> list[StudyRecord]:
@@ -52,28 +103,96 @@ def _records(patient: int, source: SourceInfo, per_patient: int) -> list[StudyRe
     ]
 
 
-async def _load(cache: ElasticsearchExamCache, exams: int, per_patient: int) -> float:
-    """Write ``exams`` studies (one source answer per patient and source); return exams per second."""
-    patients = exams // (per_patient * len(SOURCES))
+async def _write_through(cache: ElasticsearchExamCache, patients: range, per_patient: int) -> float:
+    """Store each (patient, source) answer with CONCURRENT_WRITES callers; return exams per second."""
+    limit = asyncio.Semaphore(CONCURRENT_WRITES)
+
+    async def one(patient: int, source: SourceInfo) -> None:
+        try:
+            await cache.store(source, PatientQuery(patient_id=f"P{patient:07d}"), records)
+        finally:
+            limit.release()
+
     started = time.perf_counter()
-    batch: list[asyncio.Task[None]] = []
-    for patient in range(patients):
-        query = PatientQuery(patient_id=f"P{patient:07d}")
+    tasks = []
+    for patient in patients:
         for source in SOURCES:
-            batch.append(
-                asyncio.ensure_future(cache.store(source, query, _records(patient, source, per_patient)))
-            )
-        if len(batch) >= 64:
-            await asyncio.gather(*batch)
-            batch.clear()
-    await asyncio.gather(*batch)
-    return patients * len(SOURCES) * per_patient / (time.perf_counter() - started)
+            records = _records(patient, source, per_patient)
+            await limit.acquire()
+            tasks.append(asyncio.ensure_future(one(patient, source)))
+    await asyncio.gather(*tasks)
+    return len(patients) * len(SOURCES) * per_patient / (time.perf_counter() - started)
 
 
-async def _compare(url: str, prefix: str, patients: int, runs: int) -> tuple[float, float, float]:
+def _bulk_lines(cache: ElasticsearchExamCache, patient: int, per_patient: int, now: dt.datetime) -> list[str]:
+    """The NDJSON lines ``store`` would send for every source's answer for this patient."""
+    query = PatientQuery(patient_id=f"P{patient:07d}")
+    key = query.cache_key() or ""
+    lines = []
+    for source in SOURCES:
+        records = _records(patient, source, per_patient)
+        for record in records:
+            doc_id = document_id(source.id, record.study_instance_uid)
+            lines.append(json.dumps({"index": {"_index": cache.index, "_id": doc_id}}))
+            lines.append(json.dumps(_document(source, query, record, now)))
+        lines.append(
+            json.dumps({"index": {"_index": cache.answers_index, "_id": _answer_id(key, source.id)}})
+        )
+        answer = {
+            "query_key": key,
+            "source_id": source.id,
+            "answered_at": now.isoformat(),
+            "study_uids": [r.study_instance_uid for r in records],
+            "matches": [
+                {"uid": r.study_instance_uid, "kind": "LOCAL_ID", "value": query.patient_id} for r in records
+            ],
+        }
+        lines.append(json.dumps(answer))
+    return lines
+
+
+async def _direct_load(cache: ElasticsearchExamCache, patients: range, per_patient: int) -> float:
+    """Fill the index with parallel bulk requests, refresh off meanwhile; return the seconds taken."""
+    client = cache.client
+    slow = client.options(request_timeout=120)
+    indices = [cache.index, cache.answers_index]
+    await client.indices.put_settings(index=indices, settings={"refresh_interval": "-1"})
+    queue: asyncio.Queue[list[str] | None] = asyncio.Queue(maxsize=8)
+    now = dt.datetime.now(dt.UTC)
+    failures = 0
+
+    async def sender() -> None:
+        nonlocal failures
+        while (lines := await queue.get()) is not None:
+            response = await slow.bulk(operations=lines)  # type: ignore[arg-type]
+            if response.get("errors"):
+                failures += sum(1 for item in response["items"] if item["index"].get("error"))
+
+    started = time.perf_counter()
+    senders = [asyncio.ensure_future(sender()) for _ in range(3)]
+    lines: list[str] = []
+    for patient in patients:
+        lines.extend(_bulk_lines(cache, patient, per_patient, now))
+        if len(lines) >= 10_000:
+            await queue.put(lines)
+            lines = []
+    if lines:
+        await queue.put(lines)
+    for _ in senders:
+        await queue.put(None)
+    await asyncio.gather(*senders)
+    await client.indices.put_settings(index=indices, settings={"refresh_interval": "1s"})
+    await client.indices.refresh(index=indices)
+    if failures:
+        raise SystemExit(f"{failures} documents were refused by the direct loader")
+    return time.perf_counter() - started
+
+
+async def _compare(url: str, prefix: str, patients: int, runs: int) -> tuple[list[float], list[float], float]:
+    """Interleaved raw mget pairs and cached GraphQL queries; then sequential cached queries/s."""
     sources = [{"id": s.id, "kind": "dicomweb", "url": "http://127.0.0.1:9/unused"} for s in SOURCES]
     settings = settings_from_mapping({"cache": {"url": url, "index_prefix": prefix}, "sources": sources})
-    app = create_app(settings)
+    app = bench_app(settings)
     cache = ElasticsearchExamCache(settings.cache)
     raw, whole = [], []
     async with LifespanManager(app) as manager:
@@ -95,59 +214,122 @@ async def _compare(url: str, prefix: str, patients: int, runs: int) -> tuple[flo
                 await cache.client.mget(index=cache.index, ids=ids)
                 raw.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                body = (await client.post("/graphql", json={"query": QUERY % pid})).json()
+                body = (await client.post("/graphql", json=_body(pid))).json()
                 whole.append(time.perf_counter() - started)
                 assert body["data"]["patientHistory"]["complete"], body
             started = time.perf_counter()
             for run in range(runs):
-                await client.post("/graphql", json={"query": QUERY % f"P{(run * 104729) % patients:07d}"})
+                await client.post("/graphql", json=_body(f"P{(run * 104729) % patients:07d}"))
             qps = runs / (time.perf_counter() - started)
     await cache.aclose()
-    return statistics.median(raw), statistics.median(whole), qps
+    return raw, whole, qps
+
+
+def _start_node(heap: str) -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from peers.elasticsearch import ElasticsearchNode  # the test harness's node
+
+    os.environ["PACSFED_ES_JAVA_OPTS"] = f"-Xms{heap} -Xmx{heap}"
+    node = ElasticsearchNode(start_timeout=300)
+    node.start()
+    return node
 
 
 def main() -> None:
-    """Load, then compare; print the table."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--exams", type=int, default=1_000_000)
-    parser.add_argument("--per-patient", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
+    """Write through, load, compare; print the table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--exams", type=int, default=100_000, help="exams in the index (1000000 for the full run)"
+    )
+    parser.add_argument("--per-patient", type=int, default=5, help="exams per patient and source")
+    parser.add_argument("--through", type=int, default=8_000, help="exams per write-through round and mode")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="write-through rounds (off, on) and compare rounds"
+    )
+    parser.add_argument("--runs", type=int, default=200, help="queries per compare round")
+    parser.add_argument(
+        "--heap", default=None, help="heap of the node started here (default 1g, 2g ≥ 500k exams)"
+    )
     args = parser.parse_args()
+    per_source = args.per_patient
+    patients = args.exams // (per_source * len(SOURCES))
+    through_patients = max(1, args.through // (per_source * len(SOURCES)))
+    if (2 * args.rounds + 1) * through_patients > patients:
+        raise SystemExit("--exams must hold the write-through rounds: raise it or lower --through")
     node = None
     url = os.environ.get("ELASTICSEARCH_URL")
     if not url:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from peers.elasticsearch import ElasticsearchNode  # the test harness's node
-
-        node = (
-            ElasticsearchNode(heap="1g")
-            if "heap" in ElasticsearchNode.__init__.__code__.co_varnames
-            else ElasticsearchNode()
-        )
-        node.start()
+        node = _start_node(args.heap or ("2g" if args.exams >= 500_000 else "1g"))
         url = node.url
     try:
         prefix = f"pacsfed-bench-{int(time.time())}"
         settings = settings_from_mapping(
             {"cache": {"url": url, "index_prefix": prefix, "request_timeout_s": 60}}
         )
-        cache = ElasticsearchExamCache(settings.cache)
 
-        async def load() -> float:
-            await cache.start()
-            rate = await _load(cache, args.exams, args.per_patient)
-            await cache.aclose()
-            return rate
+        async def load() -> tuple[dict[bool, list[float]], float, int]:
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            caches = {c: ElasticsearchExamCache(settings.cache, coalesce_writes=c) for c in (False, True)}
+            for cache in caches.values():
+                await cache.start()
+            warm_up = max(1, through_patients // 4)
+            for coalesce in (False, True):  # a fresh index and a cold JVM are slow at first
+                await _write_through(caches[coalesce], range(warm_up), per_source)
+            first = warm_up
+            for _ in range(args.rounds):
+                for coalesce in (False, True):
+                    span = range(first, first + through_patients)
+                    rates[coalesce].append(await _write_through(caches[coalesce], span, per_source))
+                    first += through_patients
+            seconds = await _direct_load(caches[True], range(first, patients), per_source)
+            stats = await caches[True].client.indices.stats(
+                index=[caches[True].index, caches[True].answers_index], metric="store"
+            )
+            for cache in caches.values():
+                await cache.aclose()
+            return rates, seconds, int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
 
-        rate = asyncio.run(load())
-        patients = args.exams // (args.per_patient * len(SOURCES))
-        raw, whole, qps = asyncio.run(_compare(url, prefix, patients, args.runs))
-        print(f"exams in the index: {args.exams:,} ({patients:,} patients x {len(SOURCES)} sources)")
-        print(f"bulk write-through: {rate:,.0f} exams/s")
-        print(
-            f"cached patientHistory / raw mget pair (p50): {whole / raw:.2f}  ({whole * 1000:.1f} ms / {raw * 1000:.1f} ms)"
+        loaded_at = time.perf_counter()
+        rates, direct_s, size = asyncio.run(load())
+        total_load_s = time.perf_counter() - loaded_at
+        rounds = [asyncio.run(_compare(url, prefix, patients, args.runs)) for _ in range(args.rounds)]
+        check_s = _graphql_check_s(args.runs)
+        memo_round = (
+            asyncio.run(_compare(url, prefix, patients, args.runs)) if _memoize_document_checks() else None
         )
-        print(f"cached queries per second (sequential, one client): {qps:,.0f}")
+        print(
+            f"exams in the index: {args.exams:,} ({patients:,} patients x {len(SOURCES)} sources x {per_source})"
+        )
+        written = (
+            (2 * args.rounds * through_patients + max(1, through_patients // 4)) * len(SOURCES) * per_source
+        )
+        print(
+            f"loading: {total_load_s:.0f} s in all ({written:,} exams through store(), the rest by the"
+            f" direct loader in {direct_s:.0f} s = {(args.exams - written) / direct_s:,.0f} exams/s);"
+            f" index size {size / 1024**2:,.0f} MiB"
+        )
+        off, on = rates[False], rates[True]
+        print(
+            f"write-through, one _bulk per answer: {' '.join(f'{r:,.0f}' for r in off)} exams/s;"
+            f" coalesced: {' '.join(f'{r:,.0f}' for r in on)} exams/s;"
+            f" coalesced / per-answer: {' '.join(f'{b / a:.2f}' for a, b in zip(off, on, strict=True))}"
+        )
+        for index, (raw, whole, qps) in enumerate(rounds, 1):
+            r50, w50 = statistics.median(raw), statistics.median(whole)
+            print(
+                f"round {index}: cached patientHistory / raw mget pair (p50): {w50 / r50:.2f}"
+                f"  ({w50 * 1000:.1f} ms / {r50 * 1000:.1f} ms); cached queries/s (sequential): {qps:,.0f}"
+            )
+        print(f"GraphQL parse + validate of the query alone (graphql-core): {check_s * 1000:.1f} ms")
+        if memo_round is not None:
+            raw, whole, qps = memo_round
+            r50, w50 = statistics.median(raw), statistics.median(whole)
+            print(
+                f"with checked documents cached (a proposal, not the app as it is): {w50 / r50:.2f}"
+                f"  ({w50 * 1000:.1f} ms / {r50 * 1000:.1f} ms); cached queries/s (sequential): {qps:,.0f}"
+            )
     finally:
         if node is not None:
             node.close()

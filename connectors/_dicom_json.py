@@ -16,6 +16,11 @@ from federation.models import StudyRecord
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
+def _nfc(text: str) -> str:
+    """NFC (PS3.18 F.2 text is Unicode); ASCII text, most of it, is NFC already."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 class MalformedObject(ValueError):
     """A DICOM JSON object that does not follow PS3.18 F.2."""
 
@@ -40,7 +45,7 @@ class _JsonReader:
         found = []
         for value in self._values(tag, keyword):
             if isinstance(value, str | int | float) and not isinstance(value, bool):
-                text = unicodedata.normalize("NFC", str(value)).strip()
+                text = _nfc(str(value)).strip()
                 if text:
                     found.append(text)
             elif value is not None:
@@ -48,8 +53,15 @@ class _JsonReader:
         return tuple(dict.fromkeys(found))
 
     def text(self, tag: str, keyword: str) -> str | None:
-        values = self.strings(tag, keyword)
-        return "\\".join(values) if values else None
+        attribute = self.item.get(tag)
+        if attribute is None:
+            return None
+        # Most attributes hold one string: read it without the general path's checks and copies.
+        values = attribute.get("Value") if type(attribute) is dict else None
+        if type(values) is list and len(values) == 1 and type(values[0]) is str:
+            return _nfc(values[0]).strip() or None
+        found = self.strings(tag, keyword)
+        return "\\".join(found) if found else None
 
     def person_name(self, tag: str, keyword: str) -> str | None:
         """The first non-empty group (Alphabetic, then Ideographic, then Phonetic), NFC."""
@@ -64,7 +76,7 @@ class _JsonReader:
             for group in groups:
                 # A group holding '=' is a whole PN string put in one group: keep its first part.
                 for part in group.split("=") if isinstance(group, str) else ():
-                    name = unicodedata.normalize("NFC", part.strip()).rstrip("^ ")
+                    name = _nfc(part.strip()).rstrip("^ ")
                     if name.strip("^ "):
                         return name
         return None

@@ -19,6 +19,7 @@ Aliases count on every operation type: a mutation with 15 aliases is 15 attempts
 
 from __future__ import annotations
 
+import collections
 from typing import Any, ClassVar
 
 import graphene
@@ -110,6 +111,10 @@ def limits_rule(limits: GraphqlLimits) -> type[QueryLimitsRule]:
     return type("QueryLimitsRule", (QueryLimitsRule,), {"limits": limits})
 
 
+_REMEMBERED_DOCUMENTS = 256
+_REMEMBERED_MAX_LENGTH = 8192
+
+
 class DocumentChecker:
     """Parses and validates documents for one schema under one server's settings."""
 
@@ -121,9 +126,27 @@ class DocumentChecker:
         self._rules: list[type[ASTValidationRule]] = list(specified_rules)
         if self.production:
             self._rules.append(NoSchemaIntrospectionCustomRule)
+        self._valid: collections.OrderedDict[str, DocumentNode] = collections.OrderedDict()
 
     def check(self, query: str) -> DocumentNode | list[GraphQLError]:
-        """The parsed document, or the errors that stop it from running."""
+        """The parsed document, or the errors that stop it from running.
+
+        Valid documents are remembered (a few hundred, least recently used out): clients such as
+        an EHR send the same few query texts over and over, and validating one costs more than
+        answering it from the cache.
+        """
+        known = self._valid.get(query)
+        if known is not None:
+            self._valid.move_to_end(query)
+            return known
+        checked = self._check(query)
+        if not isinstance(checked, list) and len(query) <= _REMEMBERED_MAX_LENGTH:
+            self._valid[query] = checked
+            if len(self._valid) > _REMEMBERED_DOCUMENTS:
+                self._valid.popitem(last=False)
+        return checked
+
+    def _check(self, query: str) -> DocumentNode | list[GraphQLError]:
         try:
             document = parse(
                 query,
