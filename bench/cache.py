@@ -61,30 +61,6 @@ def _graphql_check_s(runs: int) -> float:
     return (time.perf_counter() - started) / runs
 
 
-def _memoize_document_checks() -> bool:
-    """For one extra round only: remember each checked GraphQL document by its text (a proposal).
-
-    schema/limits.py parses and validates every request's document (twice: limit rules, then the
-    standard rules); clients send the same few query texts with variables, so a small cache of
-    checked documents would skip that. Returns False where the app has no DocumentChecker.
-    """
-    try:
-        from schema.limits import DocumentChecker  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return False
-    original = DocumentChecker.check
-    memo: dict[tuple[int, str], Any] = {}
-
-    def check(self: Any, query: str) -> Any:
-        key = (id(self), query)
-        if key not in memo:
-            memo[key] = original(self, query)
-        return memo[key]
-
-    DocumentChecker.check = check
-    return True
-
-
 def _records(patient: int, source: SourceInfo, per_patient: int) -> list[StudyRecord]:
     pid = f"P{patient:07d}"
     return [
@@ -296,9 +272,6 @@ def main() -> None:
         total_load_s = time.perf_counter() - loaded_at
         rounds = [asyncio.run(_compare(url, prefix, patients, args.runs)) for _ in range(args.rounds)]
         check_s = _graphql_check_s(args.runs)
-        memo_round = (
-            asyncio.run(_compare(url, prefix, patients, args.runs)) if _memoize_document_checks() else None
-        )
         print(
             f"exams in the index: {args.exams:,} ({patients:,} patients x {len(SOURCES)} sources x {per_source})"
         )
@@ -323,13 +296,6 @@ def main() -> None:
                 f"  ({w50 * 1000:.1f} ms / {r50 * 1000:.1f} ms); cached queries/s (sequential): {qps:,.0f}"
             )
         print(f"GraphQL parse + validate of the query alone (graphql-core): {check_s * 1000:.1f} ms")
-        if memo_round is not None:
-            raw, whole, qps = memo_round
-            r50, w50 = statistics.median(raw), statistics.median(whole)
-            print(
-                f"with checked documents cached (a proposal, not the app as it is): {w50 / r50:.2f}"
-                f"  ({w50 * 1000:.1f} ms / {r50 * 1000:.1f} ms); cached queries/s (sequential): {qps:,.0f}"
-            )
     finally:
         if node is not None:
             node.close()

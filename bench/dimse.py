@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from peers.dicomdata import files_for_peer, write_catalogue
 from peers.orthanc import OrthancPeer
+from peers.process import require_binary
 
 from connectors.base import ConnectorContext
 from connectors.dimse import DimseConnector
@@ -51,7 +52,8 @@ async def _pacsfed(peer: OrthancPeer, runs: int) -> list[float]:
 
 
 def _findscu(peer: OrthancPeer, runs: int) -> list[float]:
-    command = ["findscu", "-S", "-aec", peer.aet, "-aet", "PACSFED", "-k", "QueryRetrieveLevel=STUDY"]
+    findscu = require_binary("findscu", "install the Debian package dcmtk")  # never pynetdicom's namesake
+    command = [findscu, "-S", "-aec", peer.aet, "-aet", "PACSFED", "-k", "QueryRetrieveLevel=STUDY"]
     command += ["-k", "PatientID=PA-001", "-k", "StudyInstanceUID", peer.host, str(peer.dicom_port)]
     samples = []
     for _ in range(runs):
