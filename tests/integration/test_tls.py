@@ -3,9 +3,10 @@
 Every certificate comes from a throw-away CA made here (``peers.pki``).
 
 - DICOM TLS (PS3.15 B.12): a real Orthanc with ``DicomTlsEnabled`` and client certificates
-  required. Orthanc 1.10.1 has no minimum-version setting for DICOM TLS and was seen to accept
-  a TLS 1.1 handshake: that is recorded by a strict xfail, and our own refusal of a TLS 1.1
-  peer is tested against a TLS 1.1-only server.
+  required. Orthanc 1.10.1 has no minimum-version setting for DICOM TLS and, left alone, accepts
+  a TLS 1.1 handshake; it is run here as a hardened PACS would be, under an OpenSSL policy
+  (``OPENSSL_CONF`` with ``MinProtocol = TLSv1.2``), and then refuses TLS 1.1. Our own refusal
+  of a TLS 1.1 peer is tested against a TLS 1.1-only server.
 - HTTPS: Orthanc 1.10.1's HTTPS server (civetweb) was seen to crash (SIGSEGV in a
   civetweb worker) on the first HTTPS request on Debian 12 (OpenSSL 3), so HTTPS is served by
   Hypercorn: a gateway requiring client certificates (mutual TLS) and bearer tokens in front
@@ -84,6 +85,19 @@ end
 """
 
 
+_OPENSSL_POLICY = """\
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1.2
+CipherString = DEFAULT:@SECLEVEL=2
+"""
+"""The OpenSSL policy Orthanc runs under: Orthanc 1.10.1 has no DICOM TLS minimum version of its own."""
+
+
 @pytest.fixture(scope="module")
 def orthanc_tls(
     pki: Pki, tmp_path_factory: pytest.TempPathFactory, dicom_files: dict[str, list[Path]]
@@ -92,9 +106,12 @@ def orthanc_tls(
     workdir = tmp_path_factory.mktemp("orthanc-tls")
     lua = workdir / "bearer.lua"
     lua.write_text(_BEARER_FILTER, encoding="utf-8")
+    openssl_policy = workdir / "openssl.cnf"
+    openssl_policy.write_text(_OPENSSL_POLICY, encoding="ascii")
     peer = OrthancPeer(
         AET,
         workdir / "orthanc",
+        env={"OPENSSL_CONF": str(openssl_policy)},
         extra_config={
             "DicomTlsEnabled": True,
             "DicomTlsCertificate": str(pki.server_cert),
@@ -338,10 +355,6 @@ def _tls_1_1_client(pki: Pki) -> ssl.SSLContext:
     return context
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Orthanc 1.10.1 has no minimum version for DICOM TLS and accepts a TLS 1.1 handshake",
-)
 def test_orthanc_dicom_tls_refuses_a_tls_1_1_client(orthanc_tls: OrthancPeer, pki: Pki) -> None:
     context = _tls_1_1_client(pki)
     with (

@@ -11,6 +11,7 @@ under Latin1, Greek and CJK characters are dropped from the answer (seen with
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,10 +46,13 @@ class OrthancPeer:
         default_encoding: str | None = None,
         extra_config: Mapping[str, object] | None = None,
         start_timeout: float = 30.0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """*modalities* adds ``DicomModalities`` entries (``{"id": [AET, host, port]}``);
         *default_encoding* sets ``DefaultEncoding`` (e.g. ``"Utf8"``; Orthanc's default,
-        Latin1, when None); *extra_config* is merged last into the configuration."""
+        Latin1, when None); *extra_config* is merged last into the configuration; *env* is
+        added to the process's environment (e.g. ``OPENSSL_CONF``)."""
+        self.env = dict(env) if env is not None else None
         self.aet = aet
         self.host = LOOPBACK
         self._owns_workdir = workdir is None
@@ -128,7 +132,11 @@ class OrthancPeer:
         if not DICOMWEB_PLUGIN.is_file():
             raise PeerError(f"DICOMweb plugin {DICOMWEB_PLUGIN} missing: {INSTALL_HINT}")
         self._process = ManagedProcess(
-            self.name, [binary, str(self.config_path)], log_path=self.log_path, cwd=self.workdir
+            self.name,
+            [binary, str(self.config_path)],
+            log_path=self.log_path,
+            cwd=self.workdir,
+            env={**os.environ, **self.env} if self.env is not None else None,
         )
         self._process.start()
         self.startup_seconds = self._process.wait_until(
