@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -61,6 +62,7 @@ class HistoryService:
         self._shares = shares
         self._windows = EmergencyWindows(emergency_window_s)
         self._national_issuer = national_issuer
+        self._failures = _FailureThrottle(_AUDITED_FAILURES_PER_MINUTE)
 
     # --- patient history -------------------------------------------------------------------
 
@@ -328,9 +330,19 @@ class HistoryService:
         return await self.engine.purge_cache(query, source_id)
 
     async def authentication_failed(self, access: AccessContext, code: str) -> None:
-        """Record a refused credential (the caller is anonymous: nothing it claimed is trusted)."""
+        """Record a refused credential (the caller is anonymous: nothing it claimed is trusted).
+
+        A flood of bad credentials from one address is recorded in part: at most
+        ``_AUDITED_FAILURES_PER_MINUTE`` records a minute, the next one saying how many were left out.
+        """
+        suppressed = self._failures.admit(access.client_address or "unknown")
+        if suppressed is None:
+            return
+        detail = (
+            f"{code}; {suppressed} earlier failures from this address not recorded" if suppressed else code
+        )
         try:
-            await self.record(access, AuditAction.AUTHENTICATION, AuditOutcome.DENIED, detail=code)
+            await self.record(access, AuditAction.AUTHENTICATION, AuditOutcome.DENIED, detail=detail)
         except AuditError:
             log.error("audit: an authentication failure could not be recorded")
 
@@ -355,6 +367,32 @@ class HistoryService:
                 **fields,
             )
         )
+
+
+_AUDITED_FAILURES_PER_MINUTE = 20
+
+
+class _FailureThrottle:
+    """Per-address budget of audited authentication failures (a flood must not fill the journal)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._per_minute = per_minute
+        self._windows: dict[str, tuple[float, int, int]] = {}
+
+    def admit(self, address: str) -> int | None:
+        """None to leave this failure out; else how many were left out before it."""
+        now = time.monotonic()
+        started, recorded, suppressed = self._windows.get(address, (now, 0, 0))
+        if now - started >= 60.0:
+            started, recorded = now, 0
+        if recorded >= self._per_minute:
+            self._windows[address] = (started, recorded, suppressed + 1)
+            return None
+        self._windows[address] = (started, recorded + 1, 0)
+        if len(self._windows) > 10_000:  # bound memory under a spray of addresses
+            for key in [k for k, (t, _, n) in self._windows.items() if now - t >= 60.0 and not n]:
+                del self._windows[key]
+        return suppressed
 
 
 def _restricted(history: PatientHistory, studies: frozenset[str] | None) -> PatientHistory:

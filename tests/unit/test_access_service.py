@@ -244,3 +244,15 @@ async def test_audit_events_need_audit_read_and_are_audited(
     queries = [e for e in events if e.action is AuditAction.PATIENT_QUERY]
     assert queries and queries[0].patient_ids[0] == "PA-001^^^"
     assert audit.records[-1].action is AuditAction.AUDIT_READ
+
+
+async def test_a_flood_of_bad_credentials_is_audited_in_part(
+    service: HistoryService, audit: ListAuditTrail
+) -> None:
+    flood = AccessContext(Principal("anonymous", PrincipalKind.SHARE, frozenset()), "10.66.66.66")
+    for _ in range(100):
+        await service.authentication_failed(flood, "BAD_TOKEN")
+    await service.authentication_failed(AccessContext(flood.principal, "10.1.2.3"), "BAD_TOKEN")
+    by_address = [r.client_address for r in audit.records]
+    assert by_address.count("10.66.66.66") == 20  # the budget per address and minute
+    assert by_address.count("10.1.2.3") == 1  # others are not affected
