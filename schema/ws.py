@@ -43,6 +43,10 @@ class _Close(Exception):
         self.code, self.reason = code, reason
 
 
+MAX_OPERATIONS = 8
+"""Operations running at once on one connection."""
+
+
 class GraphQLWebSocket:
     """Serves one schema over graphql-transport-ws, within one server's limits."""
 
@@ -82,6 +86,21 @@ class GraphQLWebSocket:
                         raise _Close(4400, "Invalid subscribe message")
                     if op_id in operations:
                         raise _Close(4409, f"Subscriber for {op_id} already exists")
+                    if len(operations) >= MAX_OPERATIONS:
+                        # One connection must not start unbounded fan-outs (each asks every source).
+                        await websocket.send_json(
+                            {
+                                "id": op_id,
+                                "type": "error",
+                                "payload": [
+                                    {
+                                        "message": f"at most {MAX_OPERATIONS} operations at once per connection",
+                                        "extensions": {"code": "TOO_MANY_OPERATIONS"},
+                                    }
+                                ],
+                            }
+                        )
+                        continue
                     operations[op_id] = asyncio.create_task(self._operate(websocket, op_id, payload, context))
                     operations[op_id].add_done_callback(_forget(operations, op_id))
                 elif kind == "complete":

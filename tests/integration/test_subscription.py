@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 from dev_app import dev_app
+from fakes import SilentListener
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+
+from schema.ws import MAX_OPERATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +96,25 @@ def test_protocol_violations_close_the_socket(make_settings: Any) -> None:
             error = ws.receive_json()
         assert error["type"] == "error"
         assert error["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_one_connection_runs_a_bounded_number_of_operations(make_settings: Any) -> None:
+    with SilentListener() as silent:
+        hung = {"id": "hung", "kind": "dicomweb", "url": f"http://127.0.0.1:{silent.port}/dicom-web"}
+        with (
+            TestClient(dev_app(make_settings([hung]))) as client,
+            client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws,
+        ):
+            ws.send_json({"type": "connection_init"})
+            assert ws.receive_json()["type"] == "connection_ack"
+            subscription = {
+                "query": SUBSCRIPTION,
+                "variables": {"patient": {"id": "PA-001"}, "freshness": "LIVE"},
+            }
+            for n in range(MAX_OPERATIONS + 1):
+                ws.send_json({"id": str(n), "type": "subscribe", "payload": subscription})
+            refused = ws.receive_json()
+            assert refused["id"] == str(MAX_OPERATIONS)
+            assert refused["payload"][0]["extensions"]["code"] == "TOO_MANY_OPERATIONS"
+            for n in range(MAX_OPERATIONS):
+                ws.send_json({"id": str(n), "type": "complete"})
