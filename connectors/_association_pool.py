@@ -57,7 +57,7 @@ class AssociationPool:
                 self._idle.append(_Idle(association, time.monotonic()))
                 self._arm_reaper()
         if not keep:
-            _close(association)
+            close_in_background(association)
 
     def _arm_reaper(self) -> None:
         if self._timer is not None:
@@ -90,6 +90,15 @@ class AssociationPool:
     def __len__(self) -> int:
         with self._lock:
             return len(self._idle)
+
+
+def close_in_background(association: Association) -> None:
+    """Release an association without making anyone wait for the peer's A-RELEASE-RP.
+
+    A query's answer is ready before its association is released; a peer that never answers
+    the release would otherwise hold the answer back for the whole ACSE timeout.
+    """
+    threading.Thread(target=_close, args=(association,), name="pacsfed-dimse-release", daemon=True).start()
 
 
 def _close(association: Association) -> None:

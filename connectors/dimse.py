@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import code_to_category
 
-from connectors._association_pool import AssociationPool
+from connectors._association_pool import AssociationPool, close_in_background
 from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from connectors._tls import client_context, handshake_failure, server_hostname
 from connectors._user_identity import user_identity_request
@@ -259,7 +259,7 @@ class DimseConnector(Connector):
                 # would wait behind them (measured: 14 s behind a peer sending 10,000).
                 _abandon(watch, cancel=not truncated)  # a truncated C-FIND was C-CANCELled already
             else:
-                assoc.release()
+                close_in_background(assoc)  # the answer need not wait for the peer's A-RELEASE-RP
 
     def _collect(
         self,

@@ -427,3 +427,19 @@ def _still_open(client: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("pool", [0, 1])
+async def test_a_peer_that_never_answers_the_release_does_not_hold_the_answer(pool: int) -> None:
+    # pool 0: every association is released after its query; pool 1: the second of two
+    # concurrent queries finds the pool full and releases its association.
+    with PendingFloodPeer(count=3) as peer:  # three studies, Success, then silence (no A-RELEASE-RP)
+        connector = dimse(peer.port, association_pool=pool, acse_timeout_s=5)
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(connector.find_studies(StudyQuery(patient_id="X"), Deadline.after(10)) for _ in range(2))
+        )
+        elapsed = time.monotonic() - started
+        await connector.aclose()
+    assert [len(answer.records) for answer in answers] == [3, 3]
+    assert elapsed < 2.0, f"the answers waited {elapsed:.1f} s for the peer's release"
