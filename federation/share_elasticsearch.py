@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError, TransportError
@@ -128,43 +129,43 @@ class ElasticsearchShareStore(ShareStore):
         return _record(found["_source"]) if found is not None else None
 
     async def mark_redeemed(self, record: ShareRecord) -> ShareRecord | None:
-        for _ in range(_RETRIES):
-            found = await self._get(f"code:{record.code_hash}")
-            if found is None:
-                return None
-            current = _record(found["_source"])
+        def count(current: ShareRecord) -> ShareRecord | None:
             if current.single_use and current.redeemed > 0:
                 return None
-            updated = dataclasses.replace(current, redeemed=current.redeemed + 1)
-            try:
-                await self._put(
-                    f"code:{record.code_hash}",
-                    _code_doc(updated),
-                    if_seq_no=found["_seq_no"],
-                    if_primary_term=found["_primary_term"],
-                )
-            except ConflictError:
-                continue  # another instance redeemed it meanwhile: look again
-            return updated
-        return None
+            return dataclasses.replace(current, redeemed=current.redeemed + 1)
+
+        return await self._update(record.code_hash, count)
 
     async def revoke(self, record: ShareRecord, at: dt.datetime) -> ShareRecord:
+        revoked = await self._update(
+            record.code_hash, lambda current: dataclasses.replace(current, revoked_at=at)
+        )
+        if revoked is None:
+            raise CacheError("share store: the revocation could not be written")
+        return revoked
+
+    async def _update(
+        self, code_hash: str, change: Callable[[ShareRecord], ShareRecord | None]
+    ) -> ShareRecord | None:
+        """Apply ``change`` with optimistic concurrency (another instance may write meanwhile)."""
         for _ in range(_RETRIES):
-            found = await self._get(f"code:{record.code_hash}")
+            found = await self._get(f"code:{code_hash}")
             if found is None:
-                break
-            updated = dataclasses.replace(_record(found["_source"]), revoked_at=at)
+                return None
+            updated = change(_record(found["_source"]))
+            if updated is None:
+                return None
             try:
                 await self._put(
-                    f"code:{record.code_hash}",
+                    f"code:{code_hash}",
                     _code_doc(updated),
                     if_seq_no=found["_seq_no"],
                     if_primary_term=found["_primary_term"],
                 )
             except ConflictError:
-                continue
+                continue  # written meanwhile: look again
             return updated
-        raise CacheError("share store: the revocation could not be written")
+        return None
 
     async def add_token(self, token: ShareToken) -> None:
         document = {
