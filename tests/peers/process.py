@@ -31,9 +31,13 @@ _live: set[ManagedProcess] = set()
 
 
 def _path_without_virtualenv() -> str:
-    """PATH without the virtualenv's bin: pynetdicom installs its own echoscu/findscu/storescu there."""
+    """PATH without any virtualenv's bin: pynetdicom installs its own echoscu/findscu/storescu there."""
     venv_bin = str(Path(sys.prefix, "bin"))
-    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    return os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
+        if p and p != venv_bin and not Path(p).parent.joinpath("pyvenv.cfg").is_file()
+    )
 
 
 def require_binary(name: str, hint: str) -> str:
