@@ -59,7 +59,7 @@ class OAuth2ClientCredentialsAuth(httpx.Auth):
             async with self._lock:  # single flight: the others wait, then reuse the new token
                 token = self._valid_token()
                 if token is None:
-                    token = await self._store((yield self._token_request(request)))
+                    token = await self._store((yield self._token_request(_timeout_of(request))))
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code != 401:
@@ -70,16 +70,37 @@ class OAuth2ClientCredentialsAuth(httpx.Auth):
                 self._token = None
             fresh = self._valid_token()
             if fresh is None:
-                fresh = await self._store((yield self._token_request(request)))
+                fresh = await self._store((yield self._token_request(_timeout_of(request))))
         request.headers["Authorization"] = f"Bearer {fresh}"
         yield request
+
+    async def token(self, client: httpx.AsyncClient, within_s: float) -> str:
+        """A valid bearer token, fetched through *client* when there is none (single flight)."""
+        token = self._valid_token()
+        if token is not None:
+            return token
+        async with self._lock:
+            token = self._valid_token()
+            if token is None:
+                request = self._token_request(httpx.Timeout(within_s).as_dict())
+                response = await client.send(request, stream=True)
+                try:
+                    token = await self._store(response)
+                finally:
+                    await response.aclose()
+        return token
+
+    def forget(self, token: str) -> None:
+        """Drop *token*, which the PACS refused (revoked or expired early): the next use fetches one."""
+        if self._token == token:
+            self._token = None
 
     def _valid_token(self) -> str | None:
         if self._token is not None and self._clock() < self._renew_at:
             return self._token
         return None
 
-    def _token_request(self, original: httpx.Request) -> httpx.Request:
+    def _token_request(self, timeout: dict[str, float | None]) -> httpx.Request:
         s = self._settings
         form = {"grant_type": "client_credentials"}
         if s.scope:
@@ -93,7 +114,7 @@ class OAuth2ClientCredentialsAuth(httpx.Auth):
             s.token_url,
             data=form,
             headers={"Accept": "application/json"},
-            extensions={"timeout": original.extensions.get("timeout", httpx.Timeout(10.0).as_dict())},
+            extensions={"timeout": timeout},
         )
         return next(basic.auth_flow(token_request))
 
@@ -130,6 +151,12 @@ class OAuth2ClientCredentialsAuth(httpx.Auth):
         self._token = token
         self._renew_at = self._clock() + float(lifetime) - _renew_margin(float(lifetime))
         return token
+
+
+def _timeout_of(request: httpx.Request) -> dict[str, float | None]:
+    """The timeouts of the request a token is needed for, for the token request too."""
+    timeout = request.extensions.get("timeout")
+    return timeout if isinstance(timeout, dict) else httpx.Timeout(10.0).as_dict()
 
 
 def _oauth_error(body: bytes) -> str:

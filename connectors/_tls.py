@@ -132,3 +132,17 @@ def _readable(reason: str) -> str:
     if "version" in text:
         return f"{text} (no TLS version both sides accept)"
     return text
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """``TLS handshake failed: …`` when an ssl.SSLError is behind a transport error, else None."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = f" ({cause.verify_message})" if cause.verify_message else ""
+            return f"TLS handshake failed: certificate verify failed{detail}"
+        if isinstance(cause, ssl.SSLError):
+            reason = (cause.reason or "the peer ended the TLS session").lower().replace("_", " ")
+            return f"TLS handshake failed: {reason}"
+        cause = cause.__cause__ or cause.__context__
+    return None

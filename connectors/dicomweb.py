@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
-import ssl
+from collections.abc import Mapping
+from importlib.metadata import version
 from typing import Any
 
 import httpx
 
 from connectors._dicom_json import MalformedObject, record_from_dicom_json
+from connectors._http11 import BodyTooLarge, ConnectionBroken, Http2Selected, Http11Pool
 from connectors._normalize import STUDY_RETURN_KEYWORDS
 from connectors._oauth2 import OAuth2ClientCredentialsAuth
-from connectors._tls import client_context, handshake_failure
+from connectors._tls import client_context, handshake_failure, tls_failure
 from connectors.base import Connector, ConnectorContext, SourceAnswer
-from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.errors import (
+    ConnectorError,
+    SourceAuthError,
+    SourceProtocolError,
+    SourceTimeout,
+    SourceUnreachable,
+)
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from federation.settings_security import OAuth2ClientCredentials
@@ -28,10 +37,14 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 logging.getLogger("hpack").setLevel(logging.WARNING)
 
 DICOM_JSON = "application/dicom+json"
+DICOM_ACCEPT = f"{DICOM_JSON}, application/json;q=0.9"
+USER_AGENT = f"pacsfed/{version('pacsfed')}"
+_KEEPALIVE_S = 30.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest QIDO page read: a 10,000-study page is ~15 MiB of DICOM JSON, and json.loads makes
 several times that in objects. Reading stops as soon as a body passes it (measured: a 200 MB
 answer costs < 30 MB and well under a second)."""
+_TOO_LARGE = f"QIDO answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB"
 # Repeated, not comma-separated: Orthanc 1.10's plugin ignores a comma-separated list.
 _INCLUDE_FIELDS = [k for k in STUDY_RETURN_KEYWORDS if k != "RetrieveAETitle"] + ["RetrieveURL"]
 
@@ -48,39 +61,65 @@ class DicomwebConnector(Connector):
         super().__init__(settings, context)
         self._base_url = settings.url.rstrip("/")
         self._studies_url = httpx.URL(f"{self._base_url}/studies")
-        # One client (one connection pool) per source: httpcore scans every pooled connection on
-        # each request, so a single pool shared by 200 sources made the fan-out quadratic.
-        limits = httpx.Limits(
-            max_connections=settings.max_concurrency * 2,
-            max_keepalive_connections=settings.max_concurrency,
-            keepalive_expiry=30,
-        )
-        # retries=1: one new attempt when a connection cannot be made (never a request resent).
+        url = self._studies_url
         # http2: offered through ALPN on https:// (plain http:// stays HTTP/1.1); the TLS context
         # (CA bundle, client certificate, minimum version) is built now, so bad files fail at start-up.
         alpn = ("h2", "http/1.1") if settings.http2 else ("http/1.1",)
         self._ssl_context = client_context(settings.tls, verify=settings.verify_tls, alpn=alpn)
         tls_name = settings.tls.server_hostname if settings.tls is not None else None
         self._sni: dict[str, Any] = {"sni_hostname": tls_name} if tls_name else {}
-        transport = httpx.AsyncHTTPTransport(
-            verify=self._ssl_context,
-            http2=settings.http2,
-            limits=limits,
-            retries=1,
+        https = url.scheme == "https"
+        # HTTP/1.1 (every http:// source, and https:// ones whose server does not choose h2):
+        # the lean client, one keep-alive pool per source.
+        self._pool = Http11Pool(
+            url.host,
+            url.port or (443 if https else 80),
+            ssl_context=self._ssl_context if https else None,
+            server_hostname=tls_name,
+            max_connections=settings.max_concurrency * 2,
+            max_idle=settings.max_concurrency,
+            idle_s=_KEEPALIVE_S,
         )
-        self._http = httpx.AsyncClient(transport=transport, follow_redirects=False)
-        self._headers = {"Accept": f"{DICOM_JSON}, application/json;q=0.9"}
+        self._path = url.raw_path.partition(b"?")[0]
+        self._lean_headers: list[tuple[bytes, bytes]] = [
+            (b"host", url.netloc),
+            (b"accept", DICOM_ACCEPT.encode()),
+            (b"accept-encoding", b"gzip"),
+            (b"user-agent", USER_AGENT.encode()),
+        ]
+        self._http2_peer = False
+        """Set once the server chose HTTP/2 by ALPN: from then on httpx asks it."""
+        self.protocols: collections.Counter[str] = collections.Counter()
+        """Requests sent so far per HTTP version ("HTTP/1.1", "HTTP/2"): for tests and metrics."""
+        # httpx: HTTP/2 peers and OAuth2 token requests. One client (one connection pool) per
+        # source: httpcore scans every pooled connection on each request, so a single pool
+        # shared by 200 sources made the fan-out quadratic.
+        limits = httpx.Limits(
+            max_connections=settings.max_concurrency * 2,
+            max_keepalive_connections=settings.max_concurrency,
+            keepalive_expiry=_KEEPALIVE_S,
+        )
+        # retries=1: one new attempt when a connection cannot be made (never a request resent).
+        transport = httpx.AsyncHTTPTransport(
+            verify=self._ssl_context, http2=settings.http2, limits=limits, retries=1
+        )
+        self._http = httpx.AsyncClient(
+            transport=transport, follow_redirects=False, headers={"User-Agent": USER_AGENT}
+        )
+        self._headers = {"Accept": DICOM_ACCEPT}
         self._auth: httpx.Auth | None = None
+        self._oauth2: OAuth2ClientCredentialsAuth | None = None
         if isinstance(settings.auth, BasicAuth):
             self._auth = httpx.BasicAuth(settings.auth.username, settings.auth.password.get_secret_value())
+            basic = next(self._auth.auth_flow(httpx.Request("GET", url))).headers["Authorization"]
+            self._lean_headers.append((b"authorization", basic.encode()))
         elif isinstance(settings.auth, BearerAuth):
-            self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
+            bearer = f"Bearer {settings.auth.token.get_secret_value()}"
+            self._headers["Authorization"] = bearer
+            self._lean_headers.append((b"authorization", bearer.encode()))
         elif isinstance(settings.auth, OAuth2ClientCredentials):
-            self._auth = OAuth2ClientCredentialsAuth(settings.auth)
-
-    @property
-    def _client(self) -> httpx.AsyncClient:
-        return self._http
+            self._oauth2 = OAuth2ClientCredentialsAuth(settings.auth)
+            self._auth = self._oauth2
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """Every study matching the query, following limit/offset pages up to ``max_results``."""
@@ -111,21 +150,117 @@ class DicomwebConnector(Connector):
 
     async def ping(self, deadline: Deadline) -> None:
         """A minimal QIDO request that any conformant server answers (limit=1)."""
-        await self._get_page({"limit": 1, "includefield": "StudyInstanceUID"}, deadline)
+        await self._get_page(_PING_QUERY, deadline)
 
     async def aclose(self) -> None:
-        """Close this source's HTTP client."""
+        """Close this source's connections."""
+        await self._pool.aclose()
         await self._http.aclose()
 
-    async def _tls_diagnosis(self, exc: httpx.HTTPError, deadline: Deadline) -> str | None:
+    async def _get_page(self, query: bytes, deadline: Deadline) -> tuple[list[Any], str | None]:
+        """One QIDO request: the decoded JSON array and the server's Warning, if any."""
+        timeout = max(min(self.settings.timeout_s, deadline.remaining()), 0.01)
+        if self._http2_peer:
+            status, headers, body = await self._get_with_httpx(query, timeout, deadline)
+        else:
+            try:
+                status, headers, body = await self._get_http11(query, timeout, deadline)
+            except Http2Selected:
+                self._http2_peer = True
+                status, headers, body = await self._get_with_httpx(query, timeout, deadline)
+        warning = _warning_header(headers.get("warning"))
+        if status in (401, 403):
+            raise SourceAuthError(f"QIDO refused our credentials (HTTP {status})")
+        if status == 204 or (status == 200 and not body.strip()):
+            return [], warning
+        if status != 200:
+            raise SourceProtocolError(f"QIDO answered HTTP {status}")
+        try:
+            page = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SourceProtocolError("QIDO answer is not valid JSON") from exc
+        if not isinstance(page, list):
+            raise SourceProtocolError("QIDO answer is not a JSON array")
+        return page, warning
+
+    async def _get_http11(
+        self, query: bytes, within_s: float, deadline: Deadline
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """The request over the lean HTTP/1.1 pool; an OAuth2 token renewed once on a 401."""
+        target = self._path + b"?" + query
+        token = await self._oauth2_token(within_s, deadline) if self._oauth2 is not None else None
+        for attempt in (1, 2):
+            headers = self._lean_headers
+            if token is not None:
+                headers = [*headers, (b"authorization", f"Bearer {token}".encode())]
+            if attempt == 2:
+                within_s = max(min(self.settings.timeout_s, deadline.remaining()), 0.01)
+            try:
+                response = await self._pool.get(
+                    target, headers, within_s=within_s, max_body=MAX_RESPONSE_BYTES
+                )
+            except BodyTooLarge as exc:
+                raise SourceProtocolError(_TOO_LARGE) from exc
+            except SourceTimeout as exc:
+                raise SourceTimeout(f"QIDO {exc}") from exc
+            except ConnectionBroken as exc:
+                reason = await self._tls_diagnosis(deadline) if exc.fresh else None
+                if reason:
+                    raise SourceUnreachable(reason) from exc
+                raise SourceProtocolError(f"QIDO transport error ({exc})") from exc
+            except (SourceUnreachable, Http2Selected):
+                raise
+            except SourceProtocolError as exc:
+                raise SourceProtocolError(f"QIDO transport error ({exc})") from exc
+            self.protocols["HTTP/1.1"] += 1
+            if response.status == 401 and token is not None and attempt == 1 and self._oauth2 is not None:
+                self._oauth2.forget(token)  # revoked or expired early: one new token, one new attempt
+                token = await self._oauth2_token(within_s, deadline)
+                continue
+            return response.status, response.headers, response.body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _oauth2_token(self, within_s: float, deadline: Deadline) -> str:
+        """A bearer token from the source's token endpoint (through httpx: rare, and shared)."""
+        assert self._oauth2 is not None
+        try:
+            return await self._oauth2.token(self._http, within_s)
+        except httpx.HTTPError as exc:
+            raise await self._httpx_failure(exc, deadline) from exc
+
+    async def _get_with_httpx(
+        self, query: bytes, within_s: float, deadline: Deadline
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """The request through httpx: HTTP/2, with its OAuth2 auth flow."""
+        try:
+            async with self._http.stream(
+                "GET",
+                self._studies_url.copy_with(query=query),
+                headers=self._headers,
+                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+                timeout=within_s,
+                extensions=self._sni,
+            ) as response:
+                body = await _read_capped(response, deadline)
+        except httpx.HTTPError as exc:
+            raise await self._httpx_failure(exc, deadline) from exc
+        self.protocols["HTTP/2" if response.http_version == "HTTP/2" else response.http_version] += 1
+        return response.status_code, response.headers, bytes(body)
+
+    async def _httpx_failure(self, exc: httpx.HTTPError, deadline: Deadline) -> ConnectorError:
+        """An httpx failure as the connector error the engine reports, with the TLS reason if any."""
+        broken = isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
+        diagnosis = await self._tls_diagnosis(deadline) if broken and not tls_failure(exc) else None
+        return _translated(exc, diagnosis)
+
+    async def _tls_diagnosis(self, deadline: Deadline) -> str | None:
         """Why the TLS session failed, when a read or write broke on a fresh https connection.
 
         Under TLS 1.3 the server judges our client certificate after our side of the handshake:
         its refusal surfaces as a broken write or read, the alert unread. A second handshake reads it.
         """
         url = self._studies_url
-        broken = isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
-        if not broken or url.scheme != "https" or deadline.expired:
+        if url.scheme != "https" or deadline.expired:
             return None
         port = url.port or 443
         hostname = self._sni.get("sni_hostname", url.host)
@@ -135,45 +270,17 @@ class DicomwebConnector(Connector):
         )
         return f"TLS handshake failed: {reason}" if reason else None
 
-    async def _get_page(
-        self, params: dict[str, Any] | bytes, deadline: Deadline
-    ) -> tuple[list[Any], str | None]:
-        timeout = max(min(self.settings.timeout_s, deadline.remaining()), 0.01)
-        try:
-            async with self._client.stream(
-                "GET",
-                # An encoded query (a QIDO page) skips httpx's parameter encoding, the most costly step.
-                self._studies_url.copy_with(query=params) if isinstance(params, bytes) else self._studies_url,
-                params=None if isinstance(params, bytes) else params,
-                headers=self._headers,
-                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
-                timeout=timeout,
-                extensions=self._sni,
-            ) as response:
-                body = await _read_capped(response, deadline)
-        except httpx.TimeoutException as exc:
-            raise SourceTimeout("QIDO request timed out") from exc
-        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
-            reason = _tls_failure(exc)
-            raise SourceUnreachable(reason or "connection refused or host unreachable") from exc
-        except httpx.HTTPError as exc:
-            reason = _tls_failure(exc) or await self._tls_diagnosis(exc, deadline)
-            if reason:
-                raise SourceUnreachable(reason) from exc
-            raise SourceProtocolError(f"QIDO transport error ({type(exc).__name__})") from exc
-        if response.status_code in (401, 403):
-            raise SourceAuthError(f"QIDO refused our credentials (HTTP {response.status_code})")
-        if response.status_code == 204 or (response.status_code == 200 and not body.strip()):
-            return [], _warning_header(response)
-        if response.status_code != 200:
-            raise SourceProtocolError(f"QIDO answered HTTP {response.status_code}")
-        try:
-            page = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SourceProtocolError("QIDO answer is not valid JSON") from exc
-        if not isinstance(page, list):
-            raise SourceProtocolError("QIDO answer is not a JSON array")
-        return page, _warning_header(response)
+
+def _translated(exc: httpx.HTTPError, tls_reason: str | None) -> ConnectorError:
+    """An httpx failure as the connector error the engine reports (never with its URL: PatientIDs)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return SourceTimeout("QIDO request timed out")
+    reason = tls_failure(exc) or tls_reason
+    if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+        return SourceUnreachable(reason or "connection refused or host unreachable")
+    if reason:
+        return SourceUnreachable(reason)
+    return SourceProtocolError(f"QIDO transport error ({type(exc).__name__})")
 
 
 @functools.lru_cache(maxsize=64)
@@ -183,6 +290,9 @@ def _page_query(query: StudyQuery, limit: int, offset: int) -> bytes:
     Encoding the repeated ``includefield`` parameters cost more than the rest of the request.
     """
     return str(httpx.QueryParams({**_query_params(query), "limit": limit, "offset": offset})).encode()
+
+
+_PING_QUERY = str(httpx.QueryParams({"limit": 1, "includefield": "StudyInstanceUID"})).encode()
 
 
 def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
@@ -204,27 +314,13 @@ def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
     return params
 
 
-def _tls_failure(exc: BaseException) -> str | None:
-    """``TLS handshake failed: …`` when an ssl.SSLError is behind a transport error, else None."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            detail = f" ({cause.verify_message})" if cause.verify_message else ""
-            return f"TLS handshake failed: certificate verify failed{detail}"
-        if isinstance(cause, ssl.SSLError):
-            reason = (cause.reason or "the peer ended the TLS session").lower().replace("_", " ")
-            return f"TLS handshake failed: {reason}"
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
 async def _read_capped(response: httpx.Response, deadline: Deadline) -> bytearray:
     """The response body, refusing bodies larger than MAX_RESPONSE_BYTES or still coming at the deadline.
 
     httpx's read timeout bounds each read, not the body: a server sending a byte at a time
     would keep it reading for ever.
     """
-    too_large = f"QIDO answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB"
+    too_large = _TOO_LARGE
     announced = response.headers.get("Content-Length", "")
     if announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
         raise SourceProtocolError(too_large)
@@ -240,9 +336,8 @@ async def _read_capped(response: httpx.Response, deadline: Deadline) -> bytearra
     return body
 
 
-def _warning_header(response: httpx.Response) -> str | None:
+def _warning_header(value: str | None) -> str | None:
     """The server's Warning header (PS3.18 8.3.5.1), kept as a source warning rather than lost."""
-    value = response.headers.get("Warning")
     return f"server warning: {value[:200]}" if value else None
 
 
