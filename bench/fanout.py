@@ -2,10 +2,10 @@
 
 Prints, for N = 10, 50, 200, the p50 and p99 of the whole query divided by L (measured in this
 run), next to the sequential baseline N×L that logging into each system one by one costs, and
-next to the floor of the HTTP client: N bare httpx clients (one pool per source, as pacsfed's
-connectors have) each sending the same QIDO request and parsing the JSON, nothing else. The
-pacsfed / httpx column is what pacsfed adds over its HTTP client, measured in the same run.
-The sources are DICOMweb PACS served by a separate process, so pacsfed has its own core.
+next to two floors measured in the same run: N bare requests through pacsfed's own HTTP/1.1
+client (``connectors._http11``, one pool per source) and through N bare httpx clients, each
+sending the same QIDO request and parsing the JSON, nothing else.
+The sources are DICOMweb PACS served by a separate, lean process, so pacsfed has its own core.
 CPU ms/query is this process's CPU time per query: unlike wall time it hardly moves when other
 work shares the machine, and one event loop cannot answer sooner than L + that (the requests
 go out, and the answers are read, one after the other).
@@ -26,6 +26,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from bench._app import bench_app
+from connectors._http11 import Http11Pool
 from federation.settings import settings_from_mapping
 
 QUERY = '{ patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 5000, freshness: LIVE) { complete exams { studyInstanceUid } } }'
@@ -95,6 +96,31 @@ async def _bare_httpx(n_sources: int, url: str, runs: int) -> tuple[list[float],
     return timings, cpu / runs
 
 
+async def _bare_lean(n_sources: int, url: str, runs: int) -> tuple[list[float], float]:
+    """N lean HTTP/1.1 pools (pacsfed's own client), one GET each, concurrently: its floor."""
+    target = httpx.URL(f"{url}/studies", params={"PatientID": "DEMO-001", "limit": 100, "offset": 0})
+    headers = [(b"host", target.netloc), (b"accept", b"application/dicom+json")]
+    pools = [Http11Pool(target.host, target.port or 80) for _ in range(n_sources)]
+
+    async def one(pool: Http11Pool) -> None:
+        response = await pool.get(target.raw_path, headers, within_s=30, max_body=1 << 24)
+        json.loads(response.body)
+
+    timings: list[float] = []
+    cpu = 0.0
+    try:
+        for run in range(runs + 3):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(one(p) for p in pools))
+            if run >= 3:
+                timings.append(time.perf_counter() - started)
+                cpu += time.process_time() - cpu_started
+    finally:
+        for pool in pools:
+            await pool.aclose()
+    return timings, cpu / runs
+
+
 def _p(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
@@ -118,17 +144,19 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/dicom-web"
         print(f"fan-out: whole GraphQL query / L (L = {args.latency_ms:.0f} ms, {args.runs} runs each)")
         print(
-            f"{'sources':>8} {'p50/L':>8} {'p99/L':>8} {'sequential/L':>13}"
-            f" {'httpx p50/L':>12} {'pacsfed/httpx':>14} {'CPU ms/query':>13} {'httpx CPU ms':>13}"
+            f"{'sources':>8} {'p50/L':>7} {'p99/L':>7} {'sequential/L':>13}"
+            f" {'client p50/L':>13} {'httpx p50/L':>12} {'CPU ms/query':>13}"
+            f" {'client CPU ms':>14} {'httpx CPU ms':>13}"
         )
         for n in args.sources:
             timings, cpu = asyncio.run(_measure(n, url, args.runs))
+            lean, lean_cpu = asyncio.run(_bare_lean(n, url, args.runs))
             floor, floor_cpu = asyncio.run(_bare_httpx(n, url, args.runs))
             p50, p99 = statistics.median(timings) / latency, _p(timings, 99) / latency
-            bare = statistics.median(floor) / latency
+            client, bare = statistics.median(lean) / latency, statistics.median(floor) / latency
             print(
-                f"{n:>8} {p50:>8.2f} {p99:>8.2f} {n:>13.0f} {bare:>12.2f} {p50 / bare:>14.2f}"
-                f" {cpu * 1000:>13.1f} {floor_cpu * 1000:>13.1f}"
+                f"{n:>8} {p50:>7.2f} {p99:>7.2f} {n:>13.0f} {client:>13.2f} {bare:>12.2f}"
+                f" {cpu * 1000:>13.1f} {lean_cpu * 1000:>14.1f} {floor_cpu * 1000:>13.1f}"
             )
     finally:
         server.terminate()
