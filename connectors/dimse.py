@@ -50,6 +50,13 @@ _MESSAGE_ID = 1
 _MIN_TIMEOUT_S = 0.05
 _CANCEL_GRACE_S = 0.05
 _CANCEL_FIRST_S = 0.5
+_ABORT_LINGER_S = 0.25
+"""How long an aborted association waits for the peer to close (the ARTIM timer in Sta13, PS3.8 9.2).
+
+pynetdicom's ``abort()`` returns only once the state machine is back in Sta1: until the peer
+closes the connection it reads (and drops) everything the peer still sends, bounded only by the
+ARTIM timer, which is the ACSE timeout (the whole deadline). A peer streaming responses faster
+than we read them never lets that drain end: the abort took the whole ACSE timeout."""
 _MAX_PDU_BYTES = 4 * 1024 * 1024
 """Largest PDU read from a peer. We announce a 16 KiB maximum (PS3.8 D.1), so a bigger P-DATA-TF
 breaks the protocol; pynetdicom would read whatever length a PDU header announces (2 GiB)."""
@@ -256,8 +263,9 @@ class DimseConnector(Connector):
                 self._pool.give_back(assoc)
             elif truncated or watch.cancelled.is_set() or deadline.expired:
                 # Not a release: after a C-CANCEL a peer may go on sending responses, and a release
-                # would wait behind them (measured: 14 s behind a peer sending 10,000).
-                _abandon(watch, cancel=not truncated)  # a truncated C-FIND was C-CANCELled already
+                # would wait behind them (measured: 14 s behind a peer sending 10,000). Nor an abort
+                # here: the answer is ready and must not wait for the peer to stop sending.
+                _abandon_in_background(watch, cancel=not truncated)  # a truncated C-FIND was C-CANCELled
             else:
                 close_in_background(assoc)  # the answer need not wait for the peer's A-RELEASE-RP
 
@@ -520,7 +528,20 @@ def _abandon(watch: _AssociationWatch, cancel: bool = True) -> None:
     _abort_quietly(assoc)
 
 
+def _abandon_in_background(watch: _AssociationWatch, cancel: bool = True) -> None:
+    """``_abandon`` in a thread of its own: a worker never waits for the peer to take an A-ABORT in."""
+    if watch.association is None:
+        return
+    threading.Thread(target=_abandon, args=(watch, cancel), name="pacsfed-dimse-abort", daemon=True).start()
+
+
 def _abort_quietly(assoc: Association) -> None:
-    """Abort an association, ignoring errors: it is being abandoned anyway."""
+    """Abort an association, ignoring errors: it is being abandoned anyway.
+
+    Waits at most ``_ABORT_LINGER_S`` for the peer to close the connection after our A-ABORT, then
+    closes it (AA-2), however much the peer is still sending.
+    """
+    with contextlib.suppress(Exception):
+        assoc.acse_timeout = _ABORT_LINGER_S  # the ARTIM timer that the A-ABORT (AA-1) starts
     with contextlib.suppress(Exception):
         assoc.abort()

@@ -231,6 +231,33 @@ class PendingFloodPeer(HostileDimsePeer):
         self.stall()
 
 
+class StreamingPeer(HostileDimsePeer):
+    """Streams pending C-FIND responses as fast as the socket takes them, deaf to C-CANCEL and A-ABORT.
+
+    The responses (``distinct`` studies, cycled) are encoded once and written 64 KiB at a time,
+    so, like a PACS with a deep send queue, it outpaces our reading. It stops only when the
+    connection breaks; ``cancelled`` and ``aborted`` say what it was sent meanwhile.
+    """
+
+    def __init__(self, distinct: int = 100) -> None:
+        super().__init__()
+        self.distinct = distinct
+        self.aborted = threading.Event()
+
+    def misbehave(self, client: socket.socket, context_id: int) -> None:
+        self.wait_for_find(client)
+        stream = b"".join(find_response(context_id, 0xFF00, study_dataset(i)) for i in range(self.distinct))
+        chunk = stream * (65536 // len(stream) + 1)
+        while not self._stop.is_set():
+            while select.select([client], [], [], 0)[0]:
+                pdu_type, body = _read_pdu(client)
+                if pdu_type == 0x04 and any(is_command for is_command, _ in _pdv_flags(body)):
+                    self.cancelled.set()
+                elif pdu_type == 0x07:
+                    self.aborted.set()  # and go on sending
+            client.sendall(chunk)
+
+
 def study_dataset(index: int) -> Dataset:
     """A STUDY-level C-FIND identifier for one made-up study."""
     ds = Dataset()

@@ -32,6 +32,7 @@ from fakes import (
     HugePduPeer,
     PendingFloodPeer,
     StaticHttpServer,
+    StreamingPeer,
     closed_port,
 )
 
@@ -237,6 +238,20 @@ async def test_a_peer_sending_10000_pending_responses_is_cut_at_max_results() ->
         assert len(outcome.records) == 50 and outcome.truncated
         assert any("max_results" in w for w in outcome.warnings)
     assert peer.cancelled.is_set()
+
+
+async def test_a_peer_streaming_on_after_the_abort_does_not_hold_a_truncated_answer() -> None:
+    # The answer is complete at the 50th study: ending the association (C-CANCEL, A-ABORT) must
+    # not make it wait for a peer that goes on sending. pynetdicom's abort() reads until the peer
+    # closes, bounded only by the ARTIM timer: the answer used to come after the whole deadline.
+    with StreamingPeer() as peer:
+        runs, outcomes = await cost_of(peer, dimse(peer.port, max_results=50), deadline_s=5)
+    report("DIMSE peer streaming responses on after our C-CANCEL and A-ABORT, max_results=50", runs)
+    assert_bounded(runs, deadline_s=5)
+    for outcome in outcomes:
+        assert not isinstance(outcome, Exception), outcome
+        assert len(outcome.records) == 50 and outcome.truncated
+    assert peer.cancelled.is_set() and peer.aborted.is_set()
 
 
 async def test_a_dicomweb_peer_streaming_200_mb() -> None:
