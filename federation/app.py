@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -134,6 +135,16 @@ async def services_from_settings(
             await audit.aclose()
 
 
+def _freeze_startup_heap() -> None:
+    """Move the objects of imports and start-up out of the collector's sight (``gc.freeze``).
+
+    They live as long as the process; left in the oldest generation, each full collection walked
+    them all again (~80 ms, every ~30 queries at 50 sources: ~2.5 ms a query).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 INSECURE_WARNING = "authentication is OFF (auth: {mode: none}): development only, never with patient data"
 
 
@@ -188,6 +199,7 @@ def create_app(
             app.state.services = services
             if services.authenticator.insecure:
                 log.warning("!!! %s !!!", INSECURE_WARNING)
+            _freeze_startup_heap()
             log.info(
                 "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
             )
