@@ -256,7 +256,7 @@ class AuditJournal:
     ) -> tuple[list[AuditRecord], Position]:
         records: list[AuditRecord] = []
         position = after
-        segments, committed = self._snapshot()
+        segments, committed = self._snapshot(after)
         for number, path in segments:
             if number < after.segment:
                 continue
@@ -283,11 +283,16 @@ class AuditJournal:
             position = Position(number + 1, 0)
         return records, position
 
-    def _snapshot(self) -> tuple[list[tuple[int, Path]], Position | None]:
-        """The segments and the open one's fsync'd end, taken together (never mid-rotation)."""
+    def _snapshot(self, after: Position = START) -> tuple[list[tuple[int, Path]], Position | None]:
+        """The segments (from ``after``'s on) and the open one's fsync'd end, taken together (never mid-rotation)."""
         try:
             with self._state:
-                return self._segments(), self._committed
+                committed = self._committed
+                if committed is not None and after.segment == committed.segment:
+                    # Only the open segment, the newest, is left to read: no need to list the directory
+                    # (a shipper reads after every record; the journal keeps weeks of segments).
+                    return [(committed.segment, self.directory / _segment_name(committed.segment))], committed
+                return self._segments(), committed
         except OSError as exc:
             raise AuditError(f"the audit journal cannot be read ({_reason(exc)})") from exc
 
