@@ -237,6 +237,11 @@ class AuditJournal:
 
     # --- reading ---------------------------------------------------------------------------
 
+    @property
+    def end(self) -> Position | None:
+        """Just past the last record this process has fsync'd (in the newest segment); None before its first write."""
+        return self._committed
+
     def _segments(self) -> list[tuple[int, Path]]:
         found = []
         for entry in os.scandir(self.directory):
