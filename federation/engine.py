@@ -198,7 +198,7 @@ class FederationEngine:
         # Merging after every source costs O(sources²): only a progressive consumer needs it.
         if not demographic:
             cached = await self._cached(query, connectors, plans, freshness, deadline, state)
-            jobs: dict[Connector, SharedRequest] = {}
+            to_ask: list[tuple[Connector, list[PlannedQuery]]] = []
             for connector in connectors:
                 plan = plans[connector.id]
                 if not plan:
@@ -216,9 +216,11 @@ class FederationEngine:
                 elif not self._breakers[connector.id].allow():
                     state.results[connector.id] = self._skipped(connector)
                 else:
-                    jobs[connector] = self._share(connector, plan, query, deadline)
+                    to_ask.append((connector, plan))
             if cached and progressive:
                 yield HistoryUpdate(Phase.CACHE, None, state.history(self._last_cache_status))
+            # Asked only now: a consumer that stops after the cached answer starts no request.
+            jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
                 self._judge(result.outcome)

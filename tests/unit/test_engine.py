@@ -245,3 +245,15 @@ async def test_a_purge_abandons_the_request_in_flight() -> None:
     assert statuses(history) == {"a": SourceStatus.TIMEOUT}
     assert history.sources[0].error == "the shared request was abandoned"
     assert source.cancelled
+
+
+async def test_a_consumer_that_stops_at_the_cached_answer_starts_no_live_request() -> None:
+    cached, live = Scripted("a", uids=["1"]), Scripted("b", delay=0.1, uids=["2"])
+    engine = FederationEngine([cached, live], MemoryExamCache())
+    await engine.patient_history(QUERY, source_ids=["a"])
+    updates = engine.stream_history(QUERY)
+    first = await anext(updates)
+    assert first.phase is Phase.CACHE
+    await updates.aclose()
+    await asyncio.sleep(0.2)
+    assert live.calls == 0
