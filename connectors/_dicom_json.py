@@ -14,6 +14,8 @@ from connectors._normalize import parse_da, parse_tm
 from federation.models import StudyRecord
 
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+_EXACT = 2**53
+"""Integers up to this are exact as floats: ``int(float(str(n)))`` is ``n``."""
 
 
 def _nfc(text: str) -> str:
@@ -96,6 +98,11 @@ class _JsonReader:
         return parsed
 
     def integer(self, tag: str, keyword: str) -> int | None:
+        attribute = self.item.get(tag)
+        # IS values usually come as one JSON number: an exact float's integer needs no text round trip.
+        values = attribute.get("Value") if type(attribute) is dict else None
+        if type(values) is list and len(values) == 1 and type(values[0]) is int and abs(values[0]) <= _EXACT:
+            return values[0]
         text = self.text(tag, keyword)
         if text is None:
             return None

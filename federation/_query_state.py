@@ -54,9 +54,13 @@ def millis_since(since: float) -> int:
 class SharedRequest:
     """One request to a source that several identical queries wait for."""
 
-    def __init__(self, task: asyncio.Task[SourceResult]) -> None:
+    def __init__(
+        self, task: asyncio.Task[SourceResult], key: tuple[str, str] | None, waiters: int = 0
+    ) -> None:
         self.task = task
-        self.waiters = 0
+        self.key = key
+        """Where the engine lists it as in flight (cache key, source id); None if unlisted."""
+        self.waiters = waiters
 
 
 def not_asked(connector: Connector, status: SourceStatus, why: str) -> SourceResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -134,6 +135,25 @@ async def services_from_settings(
             await audit.aclose()
 
 
+_GC_YOUNG_THRESHOLD = 10_000
+"""Container allocations (net) between young collections; Python's default is 700."""
+
+
+def _tune_collector() -> None:
+    """Freeze the start-up heap and collect the young generation less often.
+
+    The objects of imports and start-up live as long as the process; left in the oldest
+    generation, each full collection walked them all again (~80 ms, every ~30 queries at 50
+    sources: ~2.5 ms a query). A query at 50 sources holds a few thousand young containers at
+    once (decoded DICOM JSON, records), so the default threshold of 700 collected them ~2 times
+    a query at ~0.5 ms each, to free almost nothing: reference counting frees them anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
+
+
 INSECURE_WARNING = "authentication is OFF (auth: {mode: none}): development only, never with patient data"
 
 
@@ -188,6 +208,7 @@ def create_app(
             app.state.services = services
             if services.authenticator.insecure:
                 log.warning("!!! %s !!!", INSECURE_WARNING)
+            _tune_collector()
             log.info(
                 "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
             )

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"^audit-(\d{12})\.jsonl$")
 _CURSOR_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+_REMEMBERED_RECORDS = 1000
+"""How many of the newest fsync'd records readers get from memory, without a thread or a file."""
 
 
 class Position(NamedTuple):
@@ -58,6 +60,9 @@ class Position(NamedTuple):
 
 START = Position(0, 0)
 """Before the first record ever written."""
+
+_Pending = tuple[bytes, AuditRecord, "asyncio.Future[None]"]
+"""A record waiting for the next fsync: its line, itself, and its writer's future."""
 
 
 def _segment_name(number: int) -> str:
@@ -89,7 +94,9 @@ class AuditJournal:
         """The open segment and its fsync'd size; None until this process first writes."""
         self._state = threading.Lock()
         """Held while a segment is created and when ``_committed`` moves: readers snapshot both at once."""
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._pending: list[_Pending] = []
+        self._remembered: dict[Position, tuple[AuditRecord, Position]] = {}
+        """The newest fsync'd records of this process by start position, with their end position."""
         self._writer: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._closed = False
@@ -136,7 +143,7 @@ class AuditJournal:
         """Write ``record`` as one line and return once it is fsync'd; raise AuditError if it cannot be."""
         line = record.model_dump_json().encode() + b"\n"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((line, future))
+        self._pending.append((line, record, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending(), name="audit-journal-writer")
         await future
@@ -146,8 +153,8 @@ class AuditJournal:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await loop.run_in_executor(
-                    self._executor, self._write_sync, b"".join(line for line, _ in batch)
+                start = await loop.run_in_executor(
+                    self._executor, self._write_sync, b"".join(line for line, _, _ in batch)
                 )
             except Exception as exc:  # every waiter must hear of it, whatever went wrong
                 reason = (
@@ -155,15 +162,26 @@ class AuditJournal:
                     if isinstance(exc, AuditError)
                     else f"the audit journal failed ({type(exc).__name__})"
                 )
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(AuditError(reason))
             else:
-                for _, future in batch:
+                self._remember(start, batch)
+                for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
 
-    def _write_sync(self, data: bytes) -> None:
+    def _remember(self, start: Position, batch: list[_Pending]) -> None:
+        """Keep the records of a batch just fsync'd from ``start``, for readers (the newest few only)."""
+        for line, record, _ in batch:
+            end = Position(start.segment, start.offset + len(line))
+            self._remembered[start] = (record, end)
+            start = end
+        while len(self._remembered) > _REMEMBERED_RECORDS:
+            del self._remembered[next(iter(self._remembered))]
+
+    def _write_sync(self, data: bytes) -> Position:
+        """Append ``data`` and fsync it; return where it starts."""
         self._open_sync()
         today = dt.datetime.now(dt.UTC).date()
         committed = self._committed
@@ -193,6 +211,7 @@ class AuditJournal:
             raise AuditError(f"the audit journal cannot be written ({_reason(exc)})") from exc
         with self._state:
             self._committed = Position(start.segment, start.offset + len(data))
+        return start
 
     def _rotate(self, today: dt.date) -> None:
         self._close_segment()
@@ -237,6 +256,11 @@ class AuditJournal:
 
     # --- reading ---------------------------------------------------------------------------
 
+    @property
+    def end(self) -> Position | None:
+        """Just past the last record this process has fsync'd (in the newest segment); None before its first write."""
+        return self._committed
+
     def _segments(self) -> list[tuple[int, Path]]:
         found = []
         for entry in os.scandir(self.directory):
@@ -249,6 +273,12 @@ class AuditJournal:
         self, after: Position, *, max_records: int = 500, max_bytes: int = 4 * 1024 * 1024
     ) -> tuple[list[AuditRecord], Position]:
         """Records written after ``after`` (oldest first) and the position just past the last one read."""
+        if after in self._remembered:  # a shipper keeping up: the records it wants were just written
+            records: list[AuditRecord] = []
+            while len(records) < max_records and (entry := self._remembered.get(after)) is not None:
+                records.append(entry[0])
+                after = entry[1]
+            return records, after
         return await asyncio.to_thread(self._read_sync, after, max_records, max_bytes)
 
     def _read_sync(
@@ -256,7 +286,7 @@ class AuditJournal:
     ) -> tuple[list[AuditRecord], Position]:
         records: list[AuditRecord] = []
         position = after
-        segments, committed = self._snapshot()
+        segments, committed = self._snapshot(after)
         for number, path in segments:
             if number < after.segment:
                 continue
@@ -283,11 +313,16 @@ class AuditJournal:
             position = Position(number + 1, 0)
         return records, position
 
-    def _snapshot(self) -> tuple[list[tuple[int, Path]], Position | None]:
-        """The segments and the open one's fsync'd end, taken together (never mid-rotation)."""
+    def _snapshot(self, after: Position = START) -> tuple[list[tuple[int, Path]], Position | None]:
+        """The segments (from ``after``'s on) and the open one's fsync'd end, taken together (never mid-rotation)."""
         try:
             with self._state:
-                return self._segments(), self._committed
+                committed = self._committed
+                if committed is not None and after.segment == committed.segment:
+                    # Only the open segment, the newest, is left to read: no need to list the directory
+                    # (a shipper reads after every record; the journal keeps weeks of segments).
+                    return [(committed.segment, self.directory / _segment_name(committed.segment))], committed
+                return self._segments(), committed
         except OSError as exc:
             raise AuditError(f"the audit journal cannot be read ({_reason(exc)})") from exc
 

@@ -57,13 +57,16 @@ class _Shipper:
 
     async def run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: no task made for each wait (one per audited request).
             if self.failures:
                 delay = min(self.backoff_max_s, self.interval_s * 2 ** min(self.failures, 20))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.forced.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self.forced.wait()
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.interval_s)
+                    async with asyncio.timeout(self.interval_s):
+                        await self.wake.wait()
             self.wake.clear()
             self.forced.clear()
             await self.attempt()
@@ -95,6 +98,8 @@ class _Shipper:
             self._started = True
         shipped = 0
         while True:
+            if self.position == self.journal.end:
+                return shipped  # caught up: no thread and no file for a read that would find nothing
             records, after = await self.journal.read(self.position)
             if records:
                 await self.sink.ship(records)

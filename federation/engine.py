@@ -8,6 +8,7 @@ A source that fails or is late becomes a status in the answer; what the others r
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import enum
 import logging
@@ -197,7 +198,7 @@ class FederationEngine:
         # Merging after every source costs O(sources²): only a progressive consumer needs it.
         if not demographic:
             cached = await self._cached(query, connectors, plans, freshness, deadline, state)
-            jobs: dict[Connector, Coroutine[Any, Any, SourceResult]] = {}
+            to_ask: list[tuple[Connector, list[PlannedQuery]]] = []
             for connector in connectors:
                 plan = plans[connector.id]
                 if not plan:
@@ -215,9 +216,11 @@ class FederationEngine:
                 elif not self._breakers[connector.id].allow():
                     state.results[connector.id] = self._skipped(connector)
                 else:
-                    jobs[connector] = self._ask_once(connector, plan, query, deadline)
+                    to_ask.append((connector, plan))
             if cached and progressive:
                 yield HistoryUpdate(Phase.CACHE, None, state.history(self._last_cache_status))
+            # Asked only now: a consumer that stops after the cached answer starts no request.
+            jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
                 self._judge(result.outcome)
@@ -276,10 +279,11 @@ class FederationEngine:
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         own = {(r.source_id, r.study_instance_uid) for r in found}
         own_patients = {(r.source_id, r.patient_id or "") for r in found}
-        jobs = {}
+        jobs: dict[Connector, SharedRequest] = {}
         for connector in connectors:
             if self._breakers[connector.id].allow():
-                jobs[connector] = self._ask(connector, queries, deadline, verify=False)
+                task = self._spawn(self._ask(connector, queries, deadline, verify=False))
+                jobs[connector] = SharedRequest(task, None, waiters=1)
             elif demographic:
                 state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []
@@ -303,25 +307,48 @@ class FederationEngine:
             yield HistoryUpdate(Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status))
 
     async def _fan_out(
-        self,
-        jobs: dict[Connector, Coroutine[Any, Any, SourceResult]],
-        deadline: Deadline,
-        started: float,
+        self, jobs: dict[Connector, SharedRequest], deadline: Deadline, started: float
     ) -> AsyncIterator[SourceResult]:
-        tasks = {self._spawn(job): connector for connector, job in jobs.items()}
-        pending: set[asyncio.Task[SourceResult]] = set(tasks)
+        """Each source's result as it comes, then TIMEOUT for those without one by the deadline.
+
+        A request is released (cancelled once no other query waits for it) when its result is
+        read, at the deadline, or when the consumer stops early.
+        """
+        waiting = {shared.task: (connector, shared) for connector, shared in jobs.items()}
+        finished: collections.deque[asyncio.Task[SourceResult]] = collections.deque()
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+
+        def on_done(task: asyncio.Task[SourceResult]) -> None:
+            finished.append(task)
+            if not wake.done():
+                wake.set_result(None)
+
+        # One callback per task: asyncio.wait(FIRST_COMPLETED) would re-register every pending task
+        # at each answer, O(sources²) over the fan-out.
+        for task in waiting:
+            task.add_done_callback(on_done)
         try:
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending, timeout=deadline.remaining(), return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    break
-                for task in done:
-                    yield task.result()
-            for task in pending:
-                task.cancel()
-                connector = tasks[task]
+            while waiting:
+                if not finished:
+                    await asyncio.wait((wake,), timeout=deadline.remaining())
+                    if not finished:
+                        break  # the deadline
+                    wake = loop.create_future()
+                while finished:
+                    task = finished.popleft()
+                    connector, shared = waiting.pop(task)
+                    self._release(shared)
+                    yield self._result_of(connector, task)
+            late = list(waiting.values())
+            waiting.clear()
+            for _, shared in late:
+                shared.task.remove_done_callback(on_done)
+                self._release(shared)
+            for connector, shared in late:
+                if shared.task.done():  # it ended at the deadline: its callback had not run yet
+                    yield self._result_of(connector, shared.task)
+                    continue
                 log.warning("source %s: no answer by the deadline", connector.id)
                 yield SourceResult(
                     SourceOutcome(
@@ -333,9 +360,9 @@ class FederationEngine:
                     (),
                 )
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+            for task, (_, shared) in waiting.items():
+                task.remove_done_callback(on_done)
+                self._release(shared)
 
     async def _ask(
         self, connector: Connector, planned: Sequence[PlannedQuery], deadline: Deadline, verify: bool = True
@@ -348,7 +375,14 @@ class FederationEngine:
             async with limit:
                 return await connector.find_studies(query, deadline)
 
-        answers = await asyncio.gather(*(limited(p.query) for p in planned), return_exceptions=True)
+        answers: list[SourceAnswer | BaseException]
+        if len(planned) == 1:  # the usual case: no task (gather makes one per query) needed
+            try:
+                answers = [await limited(planned[0].query)]
+            except Exception as exc:
+                answers = [exc]
+        else:
+            answers = await asyncio.gather(*(limited(p.query) for p in planned), return_exceptions=True)
         identity = identity_of(connector)
         records: dict[str, StudyRecord] = {}
         warnings: list[str] = []
@@ -410,34 +444,38 @@ class FederationEngine:
         ttl = {c.id: source_setting(c, "ttl_s", _DEFAULT_TTL_S) for c in connectors}
         return {sid: a for sid, a in answers.items() if (now - a.answered_at).total_seconds() <= ttl[sid]}
 
-    async def _ask_once(
+    def _share(
         self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery, deadline: Deadline
-    ) -> SourceResult:
-        """Ask a source, sharing the answer with identical queries already in flight (one fan-out).
+    ) -> SharedRequest:
+        """The request for a source's answer: the one an identical query has in flight, or a new one.
 
-        The shared request is cancelled only when every query waiting for it has given up.
+        Every caller releases it (:meth:`_release`) once; it is cancelled only when every query
+        waiting for it has given up.
         """
         key = (query.cache_key() or "", connector.id)
         shared = self._inflight.get(key) if key[0] else None
         if shared is None or shared.task.done() or shared.task.cancelling():
-            shared = SharedRequest(self._spawn(self._ask(connector, planned, deadline)))
+            shared = SharedRequest(self._spawn(self._ask(connector, planned, deadline)), key)
             if key[0]:
                 self._inflight[key] = shared
                 shared.task.add_done_callback(lambda _: self._forget_inflight(key, shared))
         shared.waiters += 1
-        try:
-            return await asyncio.shield(shared.task)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # this query gave up (its deadline): not an answer
-            # The shared request was abandoned by the queries that started it.
+        return shared
+
+    def _release(self, shared: SharedRequest) -> None:
+        """One query no longer waits for this request: the last one to leave cancels it."""
+        shared.waiters -= 1
+        if shared.waiters == 0 and not shared.task.done():
+            shared.task.cancel()
+            if shared.key is not None:
+                self._forget_inflight(shared.key, shared)
+
+    @staticmethod
+    def _result_of(connector: Connector, task: asyncio.Task[SourceResult]) -> SourceResult:
+        """A finished request's result; one cancelled by the queries that started it was abandoned."""
+        if task.cancelled():
             return not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
-        finally:
-            shared.waiters -= 1
-            if shared.waiters == 0 and not shared.task.done():
-                shared.task.cancel()
-                self._forget_inflight(key, shared)
+        return task.result()
 
     def _forget_inflight(self, key: tuple[str, str], shared: SharedRequest) -> None:
         if self._inflight.get(key) is shared:
@@ -455,8 +493,12 @@ class FederationEngine:
         epoch = self._epoch(query)
 
         async def refresh() -> None:
-            deadline = self.deadline_for(None)
-            result = await self._ask_once(connector, planned, query, deadline)
+            shared = self._share(connector, planned, query, self.deadline_for(None))
+            try:
+                await asyncio.wait((shared.task,))
+            finally:
+                self._release(shared)
+            result = self._result_of(connector, shared.task)
             self._judge(result.outcome)
             if result.outcome.status is SourceStatus.OK and self._cache is not None:
                 await self._write(result.outcome.source, query, result.records, epoch)

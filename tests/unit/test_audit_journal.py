@@ -230,3 +230,21 @@ async def test_one_process_writes_a_journal(journal: AuditJournal) -> None:
     again = AuditJournal(journal.directory)
     await again.open()  # released by aclose
     await again.aclose()
+
+
+async def test_a_reader_keeping_up_gets_from_memory_what_is_on_disk(
+    journal: AuditJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await journal.append(make_record(0))
+    [_], position = await journal.read(START)
+    await asyncio.gather(*(journal.append(make_record(n)) for n in range(1, 4)))
+    await journal.append(make_record(4))
+    from_disk = journal._read_sync(position, 500, 4 * 1024 * 1024)
+    monkeypatch.setattr(asyncio, "to_thread", None)  # the reads below must not need a thread
+    assert await journal.read(position) == from_disk
+    assert await journal.read(position, max_records=2) == (
+        from_disk[0][:2],
+        journal._read_sync(position, 2, 4096)[1],
+    )
+    assert [r.exam_count for r in from_disk[0]] == [1, 2, 3, 4]
+    assert from_disk[1] == journal.end

@@ -221,3 +221,39 @@ async def test_a_refresh_in_flight_does_not_undo_a_purge() -> None:
     await asyncio.sleep(0.3)
     gone = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
     assert statuses(gone) == {"a": SourceStatus.NOT_CACHED}
+
+
+async def test_a_shared_request_outlives_a_query_that_gives_up_while_another_waits() -> None:
+    source = Scripted("a", delay=0.3, uids=["1"])
+    engine = FederationEngine([source], None)
+    patient = engine.patient_history(QUERY, deadline_ms=2000)
+    impatient = engine.patient_history(QUERY, deadline_ms=100)
+    slow, quick = await asyncio.gather(patient, impatient)
+    assert statuses(quick) == {"a": SourceStatus.TIMEOUT}
+    assert statuses(slow) == {"a": SourceStatus.OK}
+    assert [e.study_instance_uid for e in slow.exams] == ["1"]
+    assert source.calls == 1 and not source.cancelled
+
+
+async def test_a_purge_abandons_the_request_in_flight() -> None:
+    source = Scripted("a", delay=0.3, uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    pending = asyncio.ensure_future(engine.patient_history(QUERY, freshness=Freshness.LIVE))
+    await asyncio.sleep(0.05)
+    await engine.purge_cache(QUERY)
+    history = await pending
+    assert statuses(history) == {"a": SourceStatus.TIMEOUT}
+    assert history.sources[0].error == "the shared request was abandoned"
+    assert source.cancelled
+
+
+async def test_a_consumer_that_stops_at_the_cached_answer_starts_no_live_request() -> None:
+    cached, live = Scripted("a", uids=["1"]), Scripted("b", delay=0.1, uids=["2"])
+    engine = FederationEngine([cached, live], MemoryExamCache())
+    await engine.patient_history(QUERY, source_ids=["a"])
+    updates = engine.stream_history(QUERY)
+    first = await anext(updates)
+    assert first.phase is Phase.CACHE
+    await updates.aclose()
+    await asyncio.sleep(0.2)
+    assert live.calls == 0
