@@ -10,7 +10,7 @@ from federation.settings import Settings
 
 
 def bench_app(settings: Settings) -> Any:
-    """``create_app`` with ``auth: none`` allowed (``--insecure-dev``), where the app asks for it."""
-    if "insecure_dev" in inspect.signature(create_app).parameters:
-        return create_app(settings, insecure_dev=True)
-    return create_app(settings)
+    """``create_app`` as ``pacsfed serve --insecure-dev`` makes it (where this version of it can)."""
+    parameters = inspect.signature(create_app).parameters
+    options = {name: True for name in ("insecure_dev", "owns_process") if name in parameters}
+    return create_app(settings, **options)

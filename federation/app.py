@@ -189,11 +189,17 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings, cache: ExamCache | None = None, *, insecure_dev: bool = False
+    settings: Settings,
+    cache: ExamCache | None = None,
+    *,
+    insecure_dev: bool = False,
+    owns_process: bool = False,
 ) -> Starlette:
     """The pacsfed ASGI application; the engine lives for the lifespan of the app.
 
     ``auth: {mode: none}`` is refused unless ``insecure_dev`` (``pacsfed serve --insecure-dev``).
+    ``owns_process`` (``pacsfed serve`` and ``demo``): once started, tune the process-wide garbage
+    collector for serving (an app embedded in another program leaves it alone).
     """
     if settings.auth.mode == "none" and not insecure_dev:
         raise ConfigError(
@@ -208,7 +214,8 @@ def create_app(
             app.state.services = services
             if services.authenticator.insecure:
                 log.warning("!!! %s !!!", INSECURE_WARNING)
-            _tune_collector()
+            if owns_process:
+                _tune_collector()
             log.info(
                 "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
             )

@@ -205,7 +205,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 "server": {"mode": "development"},
             }
         )
-        app = create_app(settings)
+        app = create_app(settings, owns_process=True)
         token = signer.token()
         server = uvicorn.Server(
             uvicorn.Config(
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = _load(args)
-            app = create_app(settings, insecure_dev=args.insecure_dev)
+            app = create_app(settings, insecure_dev=args.insecure_dev, owns_process=True)
             if settings.auth.mode == "none":
                 print(f"pacsfed: WARNING: {INSECURE_WARNING}", file=sys.stderr)
             uvicorn.run(
