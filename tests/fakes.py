@@ -5,19 +5,28 @@ hostile DIMSE peers speak just enough of PS3.8 (an A-ASSOCIATE-AC built with pyn
 PDU classes, valid P-DATA-TF C-FIND responses) to get past association set-up, then misbehave.
 Every thread they start is named ``fake-…``, and :meth:`_ThreadedListener.fds` says which file
 descriptors are theirs, so a test can count the connector's own threads and sockets.
+
+:class:`OutOfProcess` runs any of them in a process of its own, as a hostile PACS runs on a
+machine of its own: a fake that floods a connection is CPU-bound Python, and in the test's process
+it would take the GIL from the connector under test and bill its own CPU time to the connector.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import select
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from io import BytesIO
+from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_FIND_RSP
@@ -382,8 +391,177 @@ class HugeHttpServer(_ThreadedListener):
             client.close()
 
 
+class OutOfProcess:
+    """Runs ``factory(**kwargs)``, one of these fakes, in a process of its own, for a ``with`` block.
+
+    The process is ``python tests/fakes.py FD``: a fresh interpreter that imports nothing of the
+    test's process (nor its ``__main__``), told over a socket pair (a ``multiprocessing``
+    connection, FD) which fake to run. ``port`` is the fake's; its other public attributes are read
+    from the running fake over the pipe (``peer.sent``; a ``threading.Event`` reads as an object
+    with a live ``is_set()``) and, once the block is left, from the snapshot the process sends
+    back when it stops. The test's process holds no thread of the fake, only the pipe (:meth:`fds`).
+    The process is stopped on leaving the block, whatever happened in it (terminated, then killed,
+    if it does not stop in time), and stops by itself when the pipe closes (the test's process died).
+    """
+
+    START_TIMEOUT_S = 30.0
+    REPLY_TIMEOUT_S = 10.0
+
+    def __init__(self, factory: type[_ThreadedListener], **kwargs: Any) -> None:
+        self._factory = factory.__name__
+        self._kwargs = kwargs
+        self._final: dict[str, tuple[str, Any]] | None = None
+        self.port = 0
+
+    def __enter__(self) -> Self:
+        self._conn, theirs = multiprocessing.Pipe()
+        try:
+            fd = theirs.fileno()
+            self._process = subprocess.Popen([sys.executable, __file__, str(fd)], pass_fds=[fd])
+        except BaseException:
+            self._conn.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            self._conn.send((self._factory, self._kwargs))
+            kind, value = self._receive(self.START_TIMEOUT_S)
+            if kind != "ready":
+                raise RuntimeError(f"the {self._factory} fake did not start: {value}")
+        except BaseException:
+            self._halt(grace_s=0)
+            raise
+        self.port = int(value)
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        grace_s = 0.0  # unless it says it stopped, it is terminated at once
+        try:
+            self._conn.send(("stop", None))
+            kind, value = self._receive(self.REPLY_TIMEOUT_S)
+            if kind == "stopped":
+                self._final, grace_s = value, self.REPLY_TIMEOUT_S
+        except (OSError, RuntimeError, TimeoutError):
+            pass  # its attributes are then unknown
+        finally:
+            self._halt(grace_s)
+
+    def fds(self) -> set[int]:
+        """The file descriptor this process holds for the fake: its end of the pipe."""
+        if "_conn" not in vars(self) or self._conn.closed:
+            return set()
+        return {self._conn.fileno()}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        kind, value = self._state(name)
+        return _RemoteEvent(self, name) if kind == "event" else value
+
+    def _state(self, name: str) -> tuple[str, Any]:
+        if self._final is not None:
+            if name not in self._final:
+                raise AttributeError(f"the {self._factory} fake (stopped) has no attribute {name!r}")
+            return self._final[name]
+        if "_conn" not in vars(self) or self._conn.closed:
+            raise AttributeError(f"the {self._factory} fake is not running and left no {name!r}")
+        self._conn.send(("get", name))
+        kind, value = self._receive(self.REPLY_TIMEOUT_S)
+        if kind == "error":
+            raise AttributeError(value)
+        return kind, value
+
+    def _receive(self, timeout_s: float) -> tuple[str, Any]:
+        try:
+            if not self._conn.poll(timeout_s):
+                raise TimeoutError(f"the {self._factory} fake did not answer within {timeout_s} s")
+            kind, value = self._conn.recv()
+        except EOFError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(1)
+            raise RuntimeError(
+                f"the {self._factory} fake's process ended (exit code {self._process.returncode})"
+            ) from None
+        return str(kind), value
+
+    def _halt(self, grace_s: float) -> None:
+        """Close the pipe; let the process end within ``grace_s``, else terminate it, else kill it."""
+        self._conn.close()
+        try:
+            self._process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self._process.terminate()
+            try:
+                self._process.wait(2)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+class _RemoteEvent:
+    """A ``threading.Event`` of an :class:`OutOfProcess` fake, as far as a test reads it."""
+
+    def __init__(self, owner: OutOfProcess, name: str) -> None:
+        self._owner = owner
+        self._name = name
+
+    def is_set(self) -> bool:
+        return bool(self._owner._state(self._name)[1])
+
+
+def _state_of(value: Any) -> tuple[str, Any]:
+    if isinstance(value, threading.Event):
+        return "event", value.is_set()
+    return "value", value
+
+
+def _serve_out_of_process(conn: Connection) -> None:
+    """The fake's process: run the fake it is told, answer attribute reads, stop when told (or orphaned)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the test's process's to handle
+    try:
+        name, kwargs = conn.recv()
+        factory = globals()[name]
+        if not (isinstance(factory, type) and issubclass(factory, _ThreadedListener)):
+            raise TypeError(f"{name} is not a fake")
+        fake = factory(**kwargs)
+        fake.__enter__()
+    except Exception as exc:
+        conn.send(("error", repr(exc)))
+        return
+    stopped = False
+    try:
+        conn.send(("ready", fake.port))
+        while True:
+            try:
+                request, name = conn.recv()
+            except (EOFError, OSError):
+                return  # the test's process is gone
+            if request == "stop":
+                break
+            try:
+                conn.send(_state_of(getattr(fake, name)))
+            except Exception as exc:
+                conn.send(("error", f"{type(fake).__name__}.{name}: {exc!r}"))
+        fake.__exit__(None, None, None)
+        stopped = True
+        final = {
+            name: _state_of(value)
+            for name, value in vars(fake).items()
+            if not name.startswith("_") and isinstance(value, int | float | str | threading.Event)
+        }
+        conn.send(("stopped", final))
+    finally:
+        if not stopped:
+            fake.__exit__(None, None, None)
+        conn.close()
+
+
 def closed_port() -> int:
     """A loopback port with nothing listening on it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+if __name__ == "__main__":  # python tests/fakes.py FD: the process of an OutOfProcess fake
+    _serve_out_of_process(Connection(int(sys.argv[1])))

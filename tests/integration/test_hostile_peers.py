@@ -1,10 +1,13 @@
 """Hostile peers and clients cost at most their deadline, bounded memory, and no thread or socket.
 
 Each hostile DIMSE or DICOMweb peer (``tests/fakes.py``) is queried three times through one
-connector. Per run: the time to give up against the deadline, the tracemalloc peak, and the
-connector's own threads and file descriptors (the fake's are left out) before, at return, and
-after a short settle. A leak is growth across runs: pool threads that are reused do not count.
-The figures are printed (``pytest -s``) for docs/SECURITY.md.
+connector. Each runs in a process of its own (``fakes.OutOfProcess``), as a hostile PACS runs on
+a machine of its own: a fake flooding us from a thread of this process would take the GIL from
+the connector and bill its own CPU time to the connector's deadline. Per run: the time to give up
+against the deadline, the tracemalloc peak, and the threads and file descriptors of this process
+(but the fake's control pipe) before, at return, and after a short settle. A leak is growth
+across runs: pool threads that are reused do not count. The figures are printed (``pytest -s``)
+for docs/SECURITY.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from fakes import (
     DrippingPeer,
     HugeHttpServer,
     HugePduPeer,
+    OutOfProcess,
     PendingFloodPeer,
     StaticHttpServer,
     StreamingPeer,
@@ -60,16 +64,12 @@ POOL_THREAD = ("pacsfed-dimse-", "asyncio_")
 
 
 def own_threads(pool: bool = True) -> int:
-    """Threads of the process that are not the fakes' own (nor, unless ``pool``, connector workers)."""
-    return sum(
-        1
-        for t in threading.enumerate()
-        if not t.name.startswith("fake-") and (pool or not t.name.startswith(POOL_THREAD))
-    )
+    """Threads of this process (the fakes run in processes of their own); with ``pool=False``, less the workers."""
+    return sum(1 for t in threading.enumerate() if pool or not t.name.startswith(POOL_THREAD))
 
 
 def own_fds(fake: Any) -> int:
-    """Open file descriptors of the process that are not the fake's listener and connections."""
+    """Open file descriptors of this process that are not the fake's (its control pipe)."""
     return len({int(fd) for fd in os.listdir("/proc/self/fd")} - fake.fds())
 
 
@@ -203,7 +203,7 @@ def dicomweb(port: int) -> DicomwebConnector:
     ids=["2GiB-refused", "1MiB-stalls"],
 )
 async def test_a_peer_announcing_a_huge_pdu_then_stalling(announced: int, expected: type[Exception]) -> None:
-    with HugePduPeer(announced=announced) as peer:
+    with OutOfProcess(HugePduPeer, announced=announced) as peer:
         runs, outcomes = await cost_of(peer, dimse(peer.port))
     report(f"DIMSE peer announcing a {announced}-byte P-DATA-TF PDU, sending 64 KiB, then stalling", runs)
     assert_bounded(runs)
@@ -211,7 +211,7 @@ async def test_a_peer_announcing_a_huge_pdu_then_stalling(announced: int, expect
 
 
 async def test_a_peer_dripping_a_response_one_byte_per_100_ms() -> None:
-    with DrippingPeer(interval_s=0.1) as peer:
+    with OutOfProcess(DrippingPeer, interval_s=0.1) as peer:
         runs, outcomes = await cost_of(peer, dimse(peer.port))
     report("DIMSE peer dripping a C-FIND response at 1 byte / 100 ms", runs)
     assert_bounded(runs)
@@ -219,7 +219,7 @@ async def test_a_peer_dripping_a_response_one_byte_per_100_ms() -> None:
 
 
 async def test_a_peer_sending_10000_pending_responses_is_cut_at_the_deadline() -> None:
-    with PendingFloodPeer(count=10_000) as peer:
+    with OutOfProcess(PendingFloodPeer, count=10_000) as peer:
         runs, outcomes = await cost_of(peer, dimse(peer.port))
         sent = peer.sent
     report(f"DIMSE peer sending 10,000 pending C-FIND responses (we read {sent} in {RUNS} runs)", runs)
@@ -229,7 +229,7 @@ async def test_a_peer_sending_10000_pending_responses_is_cut_at_the_deadline() -
 
 
 async def test_a_peer_sending_10000_pending_responses_is_cut_at_max_results() -> None:
-    with PendingFloodPeer(count=10_000) as peer:
+    with OutOfProcess(PendingFloodPeer, count=10_000) as peer:
         runs, outcomes = await cost_of(peer, dimse(peer.port, max_results=50), deadline_s=5)
     report("DIMSE peer sending 10,000 pending C-FIND responses, max_results=50, deadline 5 s", runs)
     assert_bounded(runs, deadline_s=5)
@@ -244,7 +244,7 @@ async def test_a_peer_streaming_on_after_the_abort_does_not_hold_a_truncated_ans
     # The answer is complete at the 50th study: ending the association (C-CANCEL, A-ABORT) must
     # not make it wait for a peer that goes on sending. pynetdicom's abort() reads until the peer
     # closes, bounded only by the ARTIM timer: the answer used to come after the whole deadline.
-    with StreamingPeer() as peer:
+    with OutOfProcess(StreamingPeer) as peer:
         runs, outcomes = await cost_of(peer, dimse(peer.port, max_results=50), deadline_s=5)
     report("DIMSE peer streaming responses on after our C-CANCEL and A-ABORT, max_results=50", runs)
     assert_bounded(runs, deadline_s=5)
@@ -255,7 +255,7 @@ async def test_a_peer_streaming_on_after_the_abort_does_not_hold_a_truncated_ans
 
 
 async def test_a_dicomweb_peer_streaming_200_mb() -> None:
-    with HugeHttpServer(size=200 * 1024 * 1024) as server:
+    with OutOfProcess(HugeHttpServer, size=200 * 1024 * 1024) as server:
         runs, outcomes = await cost_of(server, dicomweb(server.port))
         sent = server.sent
     report(f"DICOMweb peer streaming 200 MB chunked (it got {sent / 2**20:.0f} MiB out in {RUNS} runs)", runs)
@@ -265,7 +265,9 @@ async def test_a_dicomweb_peer_streaming_200_mb() -> None:
 
 
 async def test_a_dicomweb_peer_answering_invalid_json() -> None:
-    with StaticHttpServer(b'[{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, ' + b"x" * 4096) as server:
+    with OutOfProcess(
+        StaticHttpServer, body=b'[{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, ' + b"x" * 4096
+    ) as server:
         runs, outcomes = await cost_of(server, dicomweb(server.port))
     report("DICOMweb peer answering invalid JSON", runs)
     assert_bounded(runs)
@@ -283,7 +285,7 @@ async def demo_hospitals() -> AsyncIterator[DemoHospitals]:
 
 async def test_the_engine_answers_around_a_dripping_peer() -> None:
     async with demo_hospitals() as hospitals:
-        with DrippingPeer(interval_s=0.1) as peer:
+        with OutOfProcess(DrippingPeer, interval_s=0.1) as peer:
             hostile = {
                 "id": "hostile",
                 "kind": "dimse",
@@ -448,7 +450,9 @@ def _still_open(client: socket.socket) -> bool:
 async def test_a_peer_that_never_answers_the_release_does_not_hold_the_answer(pool: int) -> None:
     # pool 0: every association is released after its query; pool 1: the second of two
     # concurrent queries finds the pool full and releases its association.
-    with PendingFloodPeer(count=3) as peer:  # three studies, Success, then silence (no A-RELEASE-RP)
+    with OutOfProcess(
+        PendingFloodPeer, count=3
+    ) as peer:  # three studies, Success, then silence (no A-RELEASE-RP)
         connector = dimse(peer.port, association_pool=pool, acse_timeout_s=5)
         started = time.monotonic()
         answers = await asyncio.gather(
