@@ -1,17 +1,19 @@
-"""A lean HTTP/1.1 client for DICOMweb GETs: h11 over an asyncio protocol, one keep-alive pool per source.
+"""A lean HTTP/1.1 client for DICOMweb GETs: llhttp over an asyncio protocol, one keep-alive pool per source.
 
 Why not httpx here: measured on this project's 2-core machine, httpx costs ~0.6 ms of CPU per
 request (httpcore's pool bookkeeping, anyio's cancel scope around every read, its request and
 response models), so a fan-out to 50 hospitals spent ~30 ms of the one event loop in the HTTP
 client alone and could not answer within 1.15 × the hospitals' latency. This client does only
 what a QIDO-RS search needs — GET with a few fixed headers, Content-Length, chunked or
-close-delimited bodies parsed by h11, gzip, keep-alive, TLS — at ~0.1 ms a request; httpx still serves
+close-delimited bodies, gzip, keep-alive, TLS — at ~0.1 ms a request. Answers are parsed by
+llhttp (Node.js's parser, through httptools, as uvicorn does): h11, pure Python, cost 0.065 ms
+a request more, 3 ms of a 50-source fan-out; httpx still serves
 HTTP/2 and the OAuth2 token requests (``connectors.dicomweb``).
 
 Bounds, for hostile or sick peers: the whole exchange (connection, request, response head and
 body) is bounded by one timeout, the body by a size cap checked on every read (before and
-after gzip decompression, so a compression bomb stops at the cap), the response head by h11's
-64 KiB limit. A request that finds its kept-alive connection closed by the peer
+after gzip decompression, so a compression bomb stops at the cap), the response head by
+64 KiB. A request that finds its kept-alive connection closed by the peer
 before any byte of an answer is sent again once on a new connection (GET is idempotent, RFC
 9110 9.2.2), and a connection that cannot be made is tried once more, time allowing.
 """
@@ -19,12 +21,14 @@ before any byte of an answer is sent again once on a new connection (GET is idem
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
-import h11
+import httptools
 
 from connectors._tls import tls_failure
 from federation.errors import PacsfedError, SourceProtocolError, SourceTimeout, SourceUnreachable
@@ -65,18 +69,36 @@ class Http11Response:
 class _Exchange:
     """The state of one request on a connection: what has arrived, and who waits for it."""
 
-    __slots__ = ("answered", "body", "cap", "gunzip", "headers", "received", "status", "waiter")
+    __slots__ = (
+        "answered",
+        "body",
+        "cap",
+        "complete",
+        "error",
+        "framed",
+        "gunzip",
+        "head_size",
+        "headers",
+        "received",
+        "status",
+        "waiter",
+    )
 
     def __init__(self, waiter: asyncio.Future[Http11Response], cap: int) -> None:
         self.waiter = waiter
         self.cap = cap
         self.status = 0
         self.headers: dict[str, str] = {}
+        self.head_size = 0
         self.body = bytearray()
         self.received = 0
         self.gunzip: zlib._Decompress | None = None
+        self.framed = False
+        """The body's end is announced (Content-Length, chunked, or no body): not ended by closing."""
         self.answered = False
         """Some of the answer has arrived."""
+        self.complete = False
+        self.error: Exception | None = None
 
     def take(self, data: bytes) -> bool:
         """Add a piece of the body (decompressed when gzip); False once it passes the cap."""
@@ -96,15 +118,19 @@ class _Exchange:
                 raise SourceProtocolError("the gzip-compressed answer is truncated")
 
 
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing: the exchange's ``error`` says why."""
+
+
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: h11's state machine fed by the event loop's reads."""
+    """One HTTP/1.1 connection: llhttp (httptools) parses what the event loop reads."""
 
     def __init__(self) -> None:
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._exchange: _Exchange | None = None
         self.closed = False
-        self._eof = False
+        self._keep_alive = True
         self.fresh = True
         self.idle_timer: asyncio.TimerHandle | None = None
 
@@ -122,7 +148,7 @@ class _Connection(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         """Open, and ready for a new request."""
-        return not self.closed and self._h11.our_state is h11.IDLE and self._h11.their_state is h11.IDLE
+        return not self.closed and self._keep_alive and self._exchange is None
 
     def request(self, target: bytes, headers: Headers, cap: int) -> asyncio.Future[Http11Response]:
         """Send a GET; the future gets the whole answer, or the error that ended the exchange."""
@@ -130,9 +156,7 @@ class _Connection(asyncio.Protocol):
         assert self._exchange is None
         waiter: asyncio.Future[Http11Response] = asyncio.get_running_loop().create_future()
         self._exchange = _Exchange(waiter, cap)
-        data = self._h11.send(h11.Request(method=b"GET", target=target, headers=headers))
-        end = self._h11.send(h11.EndOfMessage())
-        self._transport.write(data + end if data and end else data or b"")
+        self._transport.write(_request_bytes(target, headers))
         return waiter
 
     def abort(self) -> None:
@@ -147,19 +171,51 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def expire(self) -> None:
+        """The exchange's time is up: fail it (naming how far it got) and drop the connection."""
+        exchange = self._exchange
+        if exchange is not None and not exchange.waiter.done():
+            message = "answer still arriving at the deadline" if exchange.answered else "request timed out"
+            self._fail(SourceTimeout(message))
+
+    def give_up(self) -> None:
+        """The caller stopped waiting (deadline, cancellation, failure): drop the connection."""
+        self._exchange = None
+        self.abort()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._exchange is None:
+        exchange = self._exchange
+        if exchange is None:
             self.abort()  # bytes nobody asked for: the connection cannot be trusted any more
             return
-        self._exchange.answered = True
-        self._h11.receive_data(data)
-        self._process()
+        exchange.answered = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if exchange.complete and exchange.error is None:
+                # Bytes after a complete answer: keep the answer, not the connection.
+                self._keep_alive = False
+                self._finish(exchange)
+            elif isinstance(exc, httptools.HttpParserCallbackError):
+                self._fail(exchange.error or SourceProtocolError("the answer could not be read"))
+            elif isinstance(exc, httptools.HttpParserUpgrade):
+                self._fail(SourceProtocolError("the peer switched protocols"))
+            else:
+                self._fail(SourceProtocolError("the answer is not valid HTTP/1.1"))
+            return
+        if exchange.complete:
+            self._finish(exchange)
 
     def eof_received(self) -> bool:
-        self._eof = True
-        if self._exchange is not None:
-            self._h11.receive_data(b"")  # ends a body delimited by closing the connection
-            self._process()
+        exchange = self._exchange
+        if exchange is not None and exchange.status and not exchange.framed and not exchange.complete:
+            self._complete(exchange)  # a body delimited by closing the connection (HTTP/1.0 style)
+            self._keep_alive = False
+            if exchange.error is None:
+                self._finish(exchange)
+            else:
+                self._fail(exchange.error)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -172,63 +228,86 @@ class _Connection(asyncio.Protocol):
                 return
             exchange.waiter.set_exception(self._broken(exchange))
 
-    def _broken(self, exchange: _Exchange) -> ConnectionBroken:
-        return ConnectionBroken(
-            "the connection was closed before the answer was complete",
-            fresh=self.fresh,
-            answered=exchange.answered,
-        )
+    # -- llhttp callbacks (an exception raised here surfaces as HttpParserCallbackError) ------
+    def on_status(self, status: bytes) -> None:
+        exchange = self._current()
+        exchange.head_size += len(status)
 
-    def _process(self) -> None:
-        exchange = self._exchange
-        assert exchange is not None
+    def on_header(self, name: bytes, value: bytes) -> None:
+        exchange = self._current()
+        exchange.head_size += len(name) + len(value) + 4
+        if exchange.head_size > MAX_HEAD_BYTES:
+            self._stop(exchange, SourceProtocolError("the answer's head is larger than 64 KiB"))
+        key = name.decode("ascii", "replace").lower()
+        text = value.decode("iso-8859-1")
+        headers = exchange.headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        exchange = self._current()
+        status = self._parser.get_status_code()
+        if status < 200:
+            exchange.headers = {}  # 1xx: informational, the answer follows
+            exchange.head_size = 0
+            return
+        exchange.status = status
+        headers = exchange.headers
+        length = headers.get("content-length", "")
+        exchange.framed = bool(length) or "transfer-encoding" in headers or status in (204, 304)
+        if length.isdigit() and int(length) > exchange.cap:
+            self._stop(exchange, BodyTooLarge("answer larger than the limit"))
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "gzip":
+            exchange.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding != "identity":
+            self._stop(exchange, SourceProtocolError("the answer's Content-Encoding is not gzip"))
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._current()
         try:
-            while True:
-                event = self._h11.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    return
-                if isinstance(event, h11.Data):
-                    if not exchange.take(event.data):
-                        self._fail(BodyTooLarge("answer larger than the limit"))
-                        return
-                elif isinstance(event, h11.Response):
-                    exchange.status = event.status_code
-                    exchange.headers = _header_map(event.headers)
-                    length = exchange.headers.get("content-length", "")
-                    if length.isdigit() and int(length) > exchange.cap:
-                        self._fail(BodyTooLarge("answer larger than the limit"))
-                        return
-                    encoding = exchange.headers.get("content-encoding", "identity").strip().lower()
-                    if encoding == "gzip":
-                        exchange.gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    elif encoding != "identity":
-                        self._fail(SourceProtocolError("the answer's Content-Encoding is not gzip"))
-                        return
-                elif isinstance(event, h11.EndOfMessage):
-                    exchange.finish_body()
-                    self._finish(exchange)
-                    return
-                elif isinstance(event, h11.ConnectionClosed):
-                    self._fail(self._broken(exchange))
-                    return
-                # h11.InformationalResponse (1xx): nothing to do, the answer follows
-        except h11.RemoteProtocolError:
-            if self._eof:  # closed before the answer was complete
-                self._fail(self._broken(exchange))
-            else:
-                self._fail(SourceProtocolError("the answer is not valid HTTP/1.1"))
+            within_cap = exchange.take(body)
         except zlib.error:
-            self._fail(SourceProtocolError("the gzip-compressed answer is corrupt"))
+            self._stop(exchange, SourceProtocolError("the gzip-compressed answer is corrupt"))
+        if not within_cap:
+            self._stop(exchange, BodyTooLarge("answer larger than the limit"))
+
+    def on_message_complete(self) -> None:
+        exchange = self._current()
+        if exchange.status:  # not the end of a 1xx
+            self._complete(exchange)
+            self._keep_alive = self._parser.should_keep_alive()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _current(self) -> _Exchange:
+        """The exchange a callback is about; parsing stops at anything after its answer."""
+        exchange = self._exchange
+        if exchange is None or exchange.complete:
+            raise _Stop
+        return exchange
+
+    @staticmethod
+    def _stop(exchange: _Exchange, error: Exception) -> NoReturn:
+        exchange.error = error
+        raise _Stop
+
+    @staticmethod
+    def _complete(exchange: _Exchange) -> None:
+        exchange.complete = True
+        try:
+            exchange.finish_body()
+        except zlib.error:
+            exchange.error = SourceProtocolError("the gzip-compressed answer is corrupt")
         except SourceProtocolError as exc:
-            self._fail(exc)
+            exchange.error = exc
 
     def _finish(self, exchange: _Exchange) -> None:
+        if exchange.error is not None:
+            self._fail(exchange.error)
+            return
         self._exchange = None
         response = Http11Response(exchange.status, exchange.headers, bytes(exchange.body))
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-        else:
-            self.close()  # "Connection: close", HTTP/1.0 or a body ended by closing
+        if not self._keep_alive:
+            self.close()  # "Connection: close", HTTP/1.0, or a body ended by closing
         if not exchange.waiter.done():
             exchange.waiter.set_result(response)
 
@@ -238,17 +317,30 @@ class _Connection(asyncio.Protocol):
         if exchange is not None and not exchange.waiter.done():
             exchange.waiter.set_exception(error)
 
-    def expire(self) -> None:
-        """The exchange's time is up: fail it (naming how far it got) and drop the connection."""
-        exchange = self._exchange
-        if exchange is not None and not exchange.waiter.done():
-            message = "answer still arriving at the deadline" if exchange.answered else "request timed out"
-            self._fail(SourceTimeout(message))
+    def _broken(self, exchange: _Exchange) -> ConnectionBroken:
+        return ConnectionBroken(
+            "the connection was closed before the answer was complete",
+            fresh=self.fresh,
+            answered=exchange.answered,
+        )
 
-    def give_up(self) -> None:
-        """The caller stopped waiting (deadline, cancellation, failure): drop the connection."""
-        self._exchange = None
-        self.abort()
+
+def _request_bytes(target: bytes, headers: Headers) -> bytes:
+    """The GET request's bytes; a target or header that could split the request is refused."""
+    if _UNSAFE.search(target):
+        raise ValueError("request target with whitespace or control characters")
+    lines = [b"GET ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        if _UNSAFE_VALUE.search(value) or not _TOKEN.fullmatch(name):
+            raise ValueError("header with control characters")
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+_UNSAFE = re.compile(rb"[\x00-\x20\x7f]")
+_UNSAFE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Http11Pool:
@@ -379,13 +471,3 @@ class Http11Pool:
             raise
         finally:
             timer.cancel()
-
-
-def _header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Header names lower-cased (h11 does), values decoded as ISO-8859-1; repeated ones joined by ", "."""
-    result: dict[str, str] = {}
-    for name, value in headers:
-        key = name.decode("ascii")
-        text = value.decode("iso-8859-1")
-        result[key] = f"{result[key]}, {text}" if key in result else text
-    return result

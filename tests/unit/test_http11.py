@@ -272,3 +272,29 @@ async def test_bytes_on_an_idle_connection_retire_it(pools: list[Http11Pool]) ->
         await asyncio.sleep(0.1)
         assert await get(pool) == b"[]"
     assert server.connections == 2
+
+
+async def test_bytes_right_after_an_answer_keep_the_answer_not_the_connection(
+    pools: list[Http11Pool],
+) -> None:
+    trailing = answer(b"[1]") + b"HTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 3\r\n\r\n[2]"
+    async with ScriptedServer(replying(trailing)) as server:
+        pool = pool_for(server, pools)
+        first = await pool.get(b"/", list(HEADERS), within_s=2, max_body=100)
+        assert (first.body, "x-injected" in first.headers) == (b"[1]", False)
+        assert await get(pool) == b"[1]"
+    assert server.connections == 2
+
+
+async def test_requests_that_could_be_split_are_refused(pools: list[Http11Pool]) -> None:
+    async with ScriptedServer(replying(answer(b"[]"))) as server:
+        pool = pool_for(server, pools)
+        for target, headers in [
+            (b"/studies?a=1 HTTP/1.1\r\nX: y", HEADERS),
+            (b"/", [*HEADERS, (b"authorization", b"Bearer x\r\nX-Evil: 1")]),
+            (b"/", [*HEADERS, (b"bad name", b"x")]),
+        ]:
+            with pytest.raises(ValueError, match="control characters|whitespace"):
+                await pool.get(target, list(headers), within_s=2, max_body=100)
+        assert await get(pool) == b"[]"
+    assert len(server.requests) == 1
