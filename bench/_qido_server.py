@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import cast
 
 from federation.demo import demo_studies
 
@@ -37,8 +38,7 @@ class _SimulatedPacs(asyncio.Protocol):
         self._writer: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
         self._writer = asyncio.get_running_loop().create_task(self._write_in_order())
 
     def data_received(self, data: bytes) -> None:
