@@ -564,8 +564,13 @@ class FederationEngine:
             return CacheStatus.DISABLED, None
         if not writes:
             return self._last_cache_status, None
-        done, pending = await asyncio.wait(writes, timeout=self._cache_write_wait_s)
-        errors = [task.exception() for task in done if task.exception() is not None]
+        # Most writes are done by now: wait only for the others (asyncio.wait hooks every task).
+        unsettled = [task for task in writes if not task.done()]
+        pending: set[asyncio.Task[None]] = set()
+        if unsettled:
+            _, pending = await asyncio.wait(unsettled, timeout=self._cache_write_wait_s)
+        done = [task for task in writes if task.done()]
+        errors = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
         if errors:
             log.warning("cache write failed: %s", errors[0])
             return CacheStatus.UNAVAILABLE, str(errors[0])
