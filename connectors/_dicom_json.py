@@ -3,12 +3,18 @@
 Going through pydicom's ``Dataset.from_json`` cost about 1.8 ms per study, the slowest step of
 a QIDO answer; reading the few attributes a study record needs from the JSON costs a few µs.
 JSON text is Unicode already, so no character set applies; names are NFC-normalized.
+
+It runs once per study on a fan-out's critical path (13.5 µs a study read by ``_JsonReader`` alone,
+6.5 µs now), so ``_usual_fields`` first reads the usual shapes (strings, one number, one name object)
+table-driven, one kind of attribute at a time; anything else (wrong types, broken objects, values that
+warn) sends the whole object to ``_read_fields``, which reads any shape, in order, with ``_JsonReader``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
-from typing import Any
+from typing import Any, Final
 
 from connectors._normalize import parse_da, parse_tm
 from federation.models import StudyRecord
@@ -16,6 +22,7 @@ from federation.models import StudyRecord
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _EXACT = 2**53
 """Integers up to this are exact as floats: ``int(float(str(n)))`` is ``n``."""
+_MISSING: Final = object()
 
 
 def _nfc(text: str) -> str:
@@ -28,9 +35,11 @@ class MalformedObject(ValueError):
 
 
 class _JsonReader:
-    def __init__(self, item: dict[str, Any]) -> None:
+    """Any attribute of one object, whatever its shape: the general path, and the reference for the fast one."""
+
+    def __init__(self, item: dict[str, Any], warnings: list[str]) -> None:
         self.item = item
-        self.warnings: list[str] = []
+        self.warnings = warnings
 
     def _values(self, tag: str, keyword: str) -> list[Any]:
         attribute = self.item.get(tag)
@@ -44,6 +53,7 @@ class _JsonReader:
         return values
 
     def strings(self, tag: str, keyword: str) -> tuple[str, ...]:
+        """The non-empty values as text, NFC and stripped, each once."""
         found = []
         for value in self._values(tag, keyword):
             if isinstance(value, str | int | float) and not isinstance(value, bool):
@@ -54,11 +64,16 @@ class _JsonReader:
                 self.warnings.append(f"{keyword}: invalid value")
         return tuple(dict.fromkeys(found))
 
+    def first(self, tag: str, keyword: str) -> str | None:
+        """The first of ``strings``."""
+        found = self.strings(tag, keyword)
+        return found[0] if found else None
+
     def text(self, tag: str, keyword: str) -> str | None:
+        """The values joined with backslashes, as DICOM writes a multi-valued attribute."""
         attribute = self.item.get(tag)
         if attribute is None:
             return None
-        # Most attributes hold one string: read it without the general path's checks and copies.
         values = attribute.get("Value") if type(attribute) is dict else None
         if type(values) is list and len(values) == 1 and type(values[0]) is str:
             return _nfc(values[0]).strip() or None
@@ -83,14 +98,16 @@ class _JsonReader:
                         return name
         return None
 
-    def date(self, tag: str, keyword: str) -> Any:
+    def date(self, tag: str, keyword: str) -> dt.date | None:
+        """A DA value; a warning when it does not parse."""
         text = self.text(tag, keyword)
         parsed = parse_da(text) if text else None
         if text and parsed is None:
             self.warnings.append(f"{keyword}: invalid value")
         return parsed
 
-    def time(self, tag: str, keyword: str) -> Any:
+    def time(self, tag: str, keyword: str) -> dt.time | None:
+        """A TM value; a warning when it does not parse."""
         text = self.text(tag, keyword)
         parsed = parse_tm(text) if text else None
         if text and parsed is None:
@@ -98,8 +115,8 @@ class _JsonReader:
         return parsed
 
     def integer(self, tag: str, keyword: str) -> int | None:
+        """An IS value, from a JSON number or a numeric string; a warning when it is neither."""
         attribute = self.item.get(tag)
-        # IS values usually come as one JSON number: an exact float's integer needs no text round trip.
         values = attribute.get("Value") if type(attribute) is dict else None
         if type(values) is list and len(values) == 1 and type(values[0]) is int and abs(values[0]) <= _EXACT:
             return values[0]
@@ -113,46 +130,193 @@ class _JsonReader:
             return None
 
     def other_patient_ids(self) -> tuple[tuple[str | None, str], ...]:
+        """The (issuer, id) pairs of OtherPatientIDsSequence."""
         found: list[tuple[str | None, str]] = []
         for item in self._values("00101002", "OtherPatientIDsSequence"):
             if not isinstance(item, dict):
                 raise MalformedObject("OtherPatientIDsSequence item is not a JSON object")
-            child = _JsonReader(item)
+            child = _JsonReader(item, self.warnings)
             value = child.text("00100020", "PatientID")
             if value:
                 found.append((child.text("00100021", "IssuerOfPatientID"), value))
-            self.warnings.extend(child.warnings)
         return tuple(found)
+
+
+# How each attribute is read, and the order it is read in by the general path (warnings keep that order,
+# and the first broken attribute is the one reported). The fast path reads the kinds up to _TIME alike.
+_TEXT, _FIRST, _STRINGS, _DATE, _TIME, _INTEGER, _NAME = range(7)
+_ATTRIBUTES: Final = (
+    ("00080054", "RetrieveAETitle", "retrieve_ae_title", _FIRST),
+    ("00100020", "PatientID", "patient_id", _TEXT),
+    ("00100021", "IssuerOfPatientID", "issuer_of_patient_id", _TEXT),
+    ("00100010", "PatientName", "patient_name", _NAME),
+    ("00100030", "PatientBirthDate", "patient_birth_date", _DATE),
+    ("00100040", "PatientSex", "patient_sex", _TEXT),
+    ("00080020", "StudyDate", "study_date", _DATE),
+    ("00080030", "StudyTime", "study_time", _TIME),
+    ("00080050", "AccessionNumber", "accession_number", _TEXT),
+    ("00080061", "ModalitiesInStudy", "modalities", _STRINGS),
+    ("00081030", "StudyDescription", "description", _TEXT),
+    ("00080090", "ReferringPhysicianName", "referring_physician_name", _NAME),
+    ("00201206", "NumberOfStudyRelatedSeries", "number_of_series", _INTEGER),
+    ("00201208", "NumberOfStudyRelatedInstances", "number_of_instances", _INTEGER),
+    ("00081190", "RetrieveURL", "retrieve_url", _TEXT),
+    ("00080005", "SpecificCharacterSet", "specific_character_set", _STRINGS),
+)
+_GENERAL: Final = (
+    _JsonReader.text,
+    _JsonReader.first,
+    _JsonReader.strings,
+    _JsonReader.date,
+    _JsonReader.time,
+    _JsonReader.integer,
+    _JsonReader.person_name,
+)
+_TEXTS: Final = (
+    ("0020000D", "study_instance_uid"),
+    *((tag, field) for tag, _, field, kind in _ATTRIBUTES if kind == _TEXT),
+)
+_SEVERAL: Final = tuple(
+    (tag, field, kind) for tag, _, field, kind in _ATTRIBUTES if _FIRST <= kind <= _STRINGS
+)
+_DATES: Final = tuple((tag, field, kind) for tag, _, field, kind in _ATTRIBUTES if _DATE <= kind <= _TIME)
+_INTEGERS: Final = tuple((tag, field) for tag, _, field, kind in _ATTRIBUTES if kind == _INTEGER)
+_NAMES: Final = tuple((tag, field) for tag, _, field, kind in _ATTRIBUTES if kind == _NAME)
+
+
+def _strings(values: list[Any]) -> tuple[str, ...] | None:
+    """String values, NFC and stripped, the empty ones left out, each once; None unless all are strings."""
+    found = []
+    for value in values:
+        if type(value) is not str:
+            return None
+        text = _nfc(value).strip()
+        if text:
+            found.append(text)
+    return tuple(dict.fromkeys(found))
+
+
+def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
+    """The record's fields when every attribute has its usual shape, else None for ``_read_fields``.
+
+    This path never warns nor raises: an object that would make it is read again by the general path,
+    in order. It reads one kind of attribute at a time, without a test of the kind for each. Only what
+    the object holds is set: the model fills in a default faster than it validates one.
+    """
+    if "00101002" in item:
+        return None  # OtherPatientIDsSequence, rare in a QIDO answer
+    fields: dict[str, Any] = {"source_id": source_id}
+    get = item.get
+    for tag, field in _TEXTS:
+        attribute = get(tag)
+        if attribute is None:
+            continue
+        values = attribute.get("Value") if type(attribute) is dict else _MISSING
+        if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
+            text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
+            if text:
+                fields[field] = text
+        elif values is not None or "Value" in attribute:  # no Value: asked for but empty, as QIDO sends it
+            found = _strings(values) if type(values) is list else None
+            if found is None:
+                return None
+            if found:
+                fields[field] = "\\".join(found)
+    for tag, field, kind in _SEVERAL:
+        attribute = get(tag)
+        if attribute is None:
+            continue
+        values = attribute.get("Value") if type(attribute) is dict else _MISSING
+        if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
+            text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
+            if text:
+                fields[field] = (text,) if kind == _STRINGS else text
+        elif values is not None or "Value" in attribute:
+            found = _strings(values) if type(values) is list else None
+            if found is None:
+                return None
+            if found:
+                fields[field] = found[0] if kind == _FIRST else found
+    for tag, field, kind in _DATES:
+        attribute = get(tag)
+        if attribute is None:
+            continue
+        values = attribute.get("Value") if type(attribute) is dict else _MISSING
+        if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
+            if not value.isascii():
+                return None
+            text = value.strip()
+            if not text:
+                continue
+            parsed: dt.date | dt.time | None = None
+            if text.isdigit() and len(text) == (8 if kind == _DATE else 6):
+                # The usual YYYYMMDD or HHMMSS, read as parse_da or parse_tm would but by the C parser.
+                try:
+                    parsed = dt.date.fromisoformat(text) if kind == _DATE else dt.time.fromisoformat(text)
+                except ValueError:
+                    parsed = None  # an impossible date, or a leap second parse_tm clamps
+            if parsed is None:
+                parsed = parse_da(text) if kind == _DATE else parse_tm(text)
+                if parsed is None:
+                    return None
+            fields[field] = parsed
+        elif values is not None or "Value" in attribute:
+            return None
+    for tag, field in _INTEGERS:
+        attribute = get(tag)
+        if attribute is None:
+            continue
+        values = attribute.get("Value") if type(attribute) is dict else _MISSING
+        if type(values) is list and len(values) == 1 and type(value := values[0]) is int:
+            if not -_EXACT <= value <= _EXACT:
+                return None
+            fields[field] = value
+        elif values is not None or "Value" in attribute:
+            return None
+    for tag, field in _NAMES:
+        attribute = get(tag)
+        if attribute is None:
+            continue
+        values = attribute.get("Value") if type(attribute) is dict else _MISSING
+        if type(values) is list and len(values) == 1 and type(value := values[0]) is dict:
+            # PS3.18 F.2.2: the Alphabetic group, nearly always there, without '=' in it.
+            name = value.get("Alphabetic")
+            if type(name) is not str or "=" in name:
+                return None
+            name = name.strip()
+            name = (name if name.isascii() else unicodedata.normalize("NFC", name)).rstrip("^ ")
+            if not name.strip("^ "):
+                return None
+            fields[field] = name
+        elif values is not None or "Value" in attribute:
+            return None
+    return fields
+
+
+def _read_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
+    """The record's fields, whatever the object's shape, read in order: the general path."""
+    warnings: list[str] = []
+    read = _JsonReader(item, warnings)
+    uid = read.text("0020000D", "StudyInstanceUID")
+    if uid is None:
+        return None
+    fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
+    for tag, keyword, field, kind in _ATTRIBUTES:
+        fields[field] = _GENERAL[kind](read, tag, keyword)
+    fields["other_patient_ids"] = read.other_patient_ids()
+    fields["warnings"] = tuple(dict.fromkeys(warnings))
+    return {field: value for field, value in fields.items() if value is not None and value != ()}
 
 
 def record_from_dicom_json(item: Any, source_id: str) -> StudyRecord | None:
     """The StudyRecord of one QIDO study object; None without StudyInstanceUID; MalformedObject if broken."""
     if not isinstance(item, dict):
         raise MalformedObject("not a JSON object")
-    read = _JsonReader(item)
-    uid = read.text("0020000D", "StudyInstanceUID")
-    if uid is None:
+    fields = _usual_fields(item, source_id)
+    if fields is None:
+        fields = _read_fields(item, source_id)
+    if fields is None or "study_instance_uid" not in fields:
         return None
-    retrieve_ae = read.strings("00080054", "RetrieveAETitle")
-    return StudyRecord(
-        source_id=source_id,
-        study_instance_uid=uid,
-        patient_id=read.text("00100020", "PatientID"),
-        issuer_of_patient_id=read.text("00100021", "IssuerOfPatientID"),
-        patient_name=read.person_name("00100010", "PatientName"),
-        patient_birth_date=read.date("00100030", "PatientBirthDate"),
-        patient_sex=read.text("00100040", "PatientSex"),
-        study_date=read.date("00080020", "StudyDate"),
-        study_time=read.time("00080030", "StudyTime"),
-        accession_number=read.text("00080050", "AccessionNumber"),
-        modalities=read.strings("00080061", "ModalitiesInStudy"),
-        description=read.text("00081030", "StudyDescription"),
-        referring_physician_name=read.person_name("00080090", "ReferringPhysicianName"),
-        number_of_series=read.integer("00201206", "NumberOfStudyRelatedSeries"),
-        number_of_instances=read.integer("00201208", "NumberOfStudyRelatedInstances"),
-        retrieve_ae_title=retrieve_ae[0] if retrieve_ae else None,
-        retrieve_url=read.text("00081190", "RetrieveURL"),
-        specific_character_set=read.strings("00080005", "SpecificCharacterSet"),
-        other_patient_ids=read.other_patient_ids(),
-        warnings=tuple(dict.fromkeys(read.warnings)),
-    )
+    # model_validate without its keyword checks: measurably faster, and the same validation.
+    record: StudyRecord = StudyRecord.__pydantic_validator__.validate_python(fields)
+    return record
