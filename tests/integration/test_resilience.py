@@ -29,11 +29,13 @@ async def test_a_hung_source_is_skipped_once_its_circuit_opens(
             for _ in range(2):
                 burned = await history(client, "PA-001", deadlineMs=1000, freshness="LIVE")
                 assert statuses(burned)["hung"] == "TIMEOUT"
+            # A roomy deadline: real peers under CI load may take over a second, and an
+            # open circuit must answer well before the deadline that a hung source would cost.
             started = time.monotonic()
-            skipped = await history(client, "PA-001", deadlineMs=1000, freshness="LIVE")
+            skipped = await history(client, "PA-001", deadlineMs=8000, freshness="LIVE")
             elapsed = time.monotonic() - started
             ready = (await client.get("/readyz")).json()
     assert statuses(skipped) == {"hosp-a": "OK", "hosp-b": "OK", "hosp-c": "OK", "hung": "SKIPPED"}
-    assert elapsed < 0.8, f"an open circuit must not cost the deadline ({elapsed:.2f} s)"
+    assert elapsed < 4.0, f"an open circuit must not cost the deadline ({elapsed:.2f} s)"
     assert len(skipped["exams"]) == 3
     assert ready["circuits"]["hung"] == "OPEN"
