@@ -5,7 +5,9 @@ run), next to the sequential baseline N×L that logging into each system one by 
 next to two floors measured in the same run: N bare requests through pacsfed's own HTTP/1.1
 client (``connectors._http11``, one pool per source) and through N bare httpx clients, each
 sending the same QIDO request and parsing the JSON, nothing else.
-The sources are DICOMweb PACS served by a separate, lean process, so pacsfed has its own core.
+The sources are DICOMweb PACS served by a separate, lean process, so pacsfed has its own core;
+that process busy-polls between requests so that each source answers after L, not after L plus
+the time an idle CPU takes to wake up (see ``bench/_qido_server.py``).
 CPU ms/query is this process's CPU time per query: unlike wall time it hardly moves when other
 work shares the machine, and one event loop cannot answer sooner than L + that (the requests
 go out, and the answers are read, one after the other).
@@ -133,12 +135,18 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--sources", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument(
+        "--sim-sleeps-when-idle",
+        action="store_true",
+        help="let the simulated PACS sleep between requests (on this VM it then reads them ~2 ms late)",
+    )
     args = parser.parse_args()
     latency = args.latency_ms / 1000
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench._qido_server", "--port", str(port), "--latency", str(latency)]
-    )
+    simulator = [sys.executable, "-m", "bench._qido_server", "--port", str(port), "--latency", str(latency)]
+    if args.sim_sleeps_when_idle:
+        simulator.append("--sleep-when-idle")
+    server = subprocess.Popen(simulator)
     try:
         _wait_for(port)
         url = f"http://127.0.0.1:{port}/dicom-web"
