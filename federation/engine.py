@@ -101,6 +101,7 @@ class FederationEngine:
         self._resolver = IdentityResolver(identity_store, national_issuer)
         self._bare_resolver = IdentityResolver(None, national_issuer)
         self._breakers = {c.id: breaker_for(c) for c in connectors}
+        self._identities = {c.id: identity_of(c) for c in connectors}
         self._inflight: dict[tuple[str, str], SharedRequest] = {}
         self._purges: dict[str, int] = {}
         self._limits = {c.id: asyncio.Semaphore(source_setting(c, "max_concurrency", 4)) for c in connectors}
@@ -253,7 +254,7 @@ class FederationEngine:
     async def _plan(
         self, query: PatientQuery, connectors: Sequence[Connector], state: QueryState
     ) -> dict[str, list[PlannedQuery]]:
-        identities = [identity_of(c) for c in connectors]
+        identities = [self._identities[c.id] for c in connectors]
         try:
             return await self._resolver.plan(query, identities)
         except CacheError:
@@ -383,7 +384,7 @@ class FederationEngine:
                 answers = [exc]
         else:
             answers = await asyncio.gather(*(limited(p.query) for p in planned), return_exceptions=True)
-        identity = identity_of(connector)
+        identity = self._identities[connector.id]
         records: dict[str, StudyRecord] = {}
         warnings: list[str] = []
         failure: tuple[SourceStatus, str] | None = None
@@ -401,8 +402,8 @@ class FederationEngine:
                 if verify and not record_matches(record, plan, identity):
                     dropped += 1
                     continue
-                tagged = record.model_copy(update={"matched_by": plan.matched_by})
-                records.setdefault(record.study_instance_uid, tagged)
+                if record.study_instance_uid not in records:
+                    records[record.study_instance_uid] = record.found_by(plan.matched_by)
         if dropped:
             # The source ignored a matching key: its extra answers belong to other patients.
             warnings.append(f"{dropped} answers for other patient identifiers were discarded")

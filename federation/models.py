@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import enum
 import time
@@ -206,6 +207,17 @@ class StudyRecord(_Frozen):
     cached_at: dt.datetime | None = None
     """When the source gave this answer, for a record served from the cache."""
     warnings: tuple[str, ...] = ()
+
+    def found_by(self, matched_by: MatchedBy) -> StudyRecord:
+        """This record tagged with the identifier it was found with.
+
+        ``model_copy(update=…)`` without its generic update path: half the cost, and the engine
+        tags every record of every answer.
+        """
+        tagged = copy.copy(self)
+        tagged.__dict__["matched_by"] = matched_by
+        tagged.__pydantic_fields_set__.add("matched_by")
+        return tagged
 
 
 class SourceStatus(enum.StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from federation.merge import merge_records
-from federation.models import SourceInfo, StudyRecord
+from federation.models import MatchedBy, MatchKind, SourceInfo, StudyRecord
 
 SOURCES = {
     "a": SourceInfo(id="a", name="A", kind="dimse"),
@@ -89,3 +89,13 @@ def test_ties_are_deterministic() -> None:
     first = [e.study_instance_uid for e in merge_records(records, SOURCES)]
     second = [e.study_instance_uid for e in merge_records(list(reversed(records)), SOURCES)]
     assert first == second == ["1", "2", "3"]
+
+
+def test_tagging_a_record_copies_it_as_model_copy_would() -> None:
+    original = StudyRecord(source_id="a", study_instance_uid="1.2.3", patient_id="P1")
+    matched = MatchedBy(kind=MatchKind.LOCAL_ID)
+    tagged = original.found_by(matched)
+    assert tagged == original.model_copy(update={"matched_by": matched})
+    assert tagged.model_fields_set == original.model_fields_set | {"matched_by"}
+    assert original.matched_by is None
+    assert "matched_by" not in original.model_fields_set
