@@ -7,6 +7,7 @@ reported in the answer (``cacheStatus``) and on ``/readyz``, and writes resume o
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,20 @@ class ExamCache(abc.ABC):
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
         """Write one source's answer (an empty one too); raise CacheError when the backend cannot."""
 
+    async def store_answers(
+        self, query: PatientQuery, answers: Sequence[tuple[SourceInfo, Sequence[StudyRecord]]]
+    ) -> None:
+        """Write several sources' answers to one query: :meth:`store` for each, concurrently.
+
+        Raises the first CacheError once every write has ended.
+        """
+        outcomes = await asyncio.gather(
+            *(self.store(source, query, records) for source, records in answers), return_exceptions=True
+        )
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            raise failure
+
     @abc.abstractmethod
     async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
         """The last answer of each of these sources to this patient query, where one is cached."""
@@ -83,7 +98,19 @@ class MemoryExamCache(ExamCache):
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
         """Keep each record under its stable (source, study) id, and the answer under its query."""
+        self._keep(source, query, records, dt.datetime.now(dt.UTC))
+
+    async def store_answers(
+        self, query: PatientQuery, answers: Sequence[tuple[SourceInfo, Sequence[StudyRecord]]]
+    ) -> None:
+        """Keep several sources' answers at once (nothing to wait for in memory)."""
         now = dt.datetime.now(dt.UTC)
+        for source, records in answers:
+            self._keep(source, query, records, now)
+
+    def _keep(
+        self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord], now: dt.datetime
+    ) -> None:
         for record in records:
             self._documents[document_id(source.id, record.study_instance_uid)] = (query, record, now)
         key = query.cache_key()

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import datetime as dt
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -30,6 +31,7 @@ from federation._query_state import (
     source_setting,
     status_for,
 )
+from federation._write_through import Answer, WriteThrough
 from federation.cache import CachedAnswer, CacheHealth, ExamCache
 from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
@@ -195,7 +197,11 @@ class FederationEngine:
         plans = await self._plan(query, connectors, state)
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
         epoch = self._epoch(query)
-        writes: list[asyncio.Task[None]] = []
+        write_through = (
+            WriteThrough(self._spawn, functools.partial(self._write_answers, query, epoch=epoch))
+            if self._cache is not None and query.cache_key()
+            else None
+        )
         # Merging after every source costs O(sources²): only a progressive consumer needs it.
         if not demographic:
             cached = await self._cached(query, connectors, plans, freshness, deadline, state)
@@ -225,10 +231,8 @@ class FederationEngine:
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
                 self._judge(result.outcome)
-                if result.outcome.status is SourceStatus.OK and self._cache is not None and query.cache_key():
-                    writes.append(
-                        self._spawn(self._write(result.outcome.source, query, result.records, epoch))
-                    )
+                if result.outcome.status is SourceStatus.OK and write_through is not None:
+                    write_through.add(result.outcome.source, result.records)
                 if progressive:
                     yield HistoryUpdate(
                         Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
@@ -237,7 +241,7 @@ class FederationEngine:
             async for update in self._candidates(query, connectors, deadline, state):
                 if progressive:
                     yield update
-        cache_status, cache_error = await self._settle_writes(writes)
+        cache_status, cache_error = await self._settle_writes(write_through.tasks if write_through else [])
         history = state.history(cache_status, cache_error)
         log.info(
             "patient query done: kind=%s sources=%d ok=%d exams=%d candidates=%d elapsed_ms=%d cache=%s",
@@ -502,7 +506,7 @@ class FederationEngine:
             result = self._result_of(connector, shared.task)
             self._judge(result.outcome)
             if result.outcome.status is SourceStatus.OK and self._cache is not None:
-                await self._write(result.outcome.source, query, result.records, epoch)
+                await self._write_answers(query, [(result.outcome.source, result.records)], epoch=epoch)
 
         self._spawn(refresh())
 
@@ -547,14 +551,12 @@ class FederationEngine:
         """How many times this patient's cached answers were purged: answers from before must not return."""
         return self._purges.get(query.cache_key() or "", 0)
 
-    async def _write(
-        self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord], epoch: int
-    ) -> None:
+    async def _write_answers(self, query: PatientQuery, answers: list[Answer], *, epoch: int) -> None:
         assert self._cache is not None
         if self._epoch(query) != epoch:
-            return  # purged since this answer was asked for (a correction or an erasure request)
+            return  # purged since these answers were asked for (a correction or an erasure request)
         try:
-            await self._cache.store(source, query, records)
+            await self._cache.store_answers(query, answers)
         except CacheError:
             self._last_cache_status = CacheStatus.UNAVAILABLE
             raise
