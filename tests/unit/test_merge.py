@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from federation.merge import merge_records
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation.merge import merge_exam, merge_records
 from federation.models import MatchedBy, MatchKind, SourceInfo, StudyRecord
 
 SOURCES = {
@@ -99,3 +102,57 @@ def test_tagging_a_record_copies_it_as_model_copy_would() -> None:
     assert tagged.model_fields_set == original.model_fields_set | {"matched_by"}
     assert original.matched_by is None
     assert "matched_by" not in original.model_fields_set
+
+
+def _reference_merge(records: list[StudyRecord]) -> dict[str, object]:
+    """What merge_exam must give, written the plain way: each field from the first record that has it."""
+
+    def first(values: list[object]) -> object:
+        return next((value for value in values if value), None)
+
+    def largest(values: list[int | None]) -> int | None:
+        present = [value for value in values if value is not None]
+        return max(present) if present else None
+
+    return {
+        "study_date": first([r.study_date for r in records]),
+        "study_time": first([r.study_time for r in records]),
+        "modalities": tuple(dict.fromkeys(m for r in records for m in r.modalities)),
+        "description": first([r.description for r in records]),
+        "accession_number": first([r.accession_number for r in records]),
+        "patient_name": first([r.patient_name for r in records]),
+        "patient_birth_date": first([r.patient_birth_date for r in records]),
+        "patient_sex": first([r.patient_sex for r in records]),
+        "referring_physician_name": first([r.referring_physician_name for r in records]),
+        "number_of_series": largest([r.number_of_series for r in records]),
+        "number_of_instances": largest([r.number_of_instances for r in records]),
+    }
+
+
+_maybe_text = st.sampled_from([None, "", "CT HEAD", "MR KNEE"])
+_study_records = st.builds(
+    StudyRecord,
+    source_id=st.sampled_from(["a", "b"]),
+    study_instance_uid=st.just("1.2.3"),
+    study_date=st.none() | st.dates(dt.date(2000, 1, 1), dt.date(2001, 1, 1)),
+    study_time=st.none() | st.times(),
+    modalities=st.lists(st.sampled_from(["CT", "MR", "SR", "US"]), max_size=3).map(tuple),
+    description=_maybe_text,
+    accession_number=_maybe_text,
+    patient_name=_maybe_text,
+    patient_birth_date=st.none() | st.dates(dt.date(1950, 1, 1), dt.date(1951, 1, 1)),
+    patient_sex=st.sampled_from([None, "", "F", "M"]),
+    referring_physician_name=_maybe_text,
+    number_of_series=st.none() | st.integers(0, 5),
+    number_of_instances=st.none() | st.integers(0, 50),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_study_records, min_size=1, max_size=6))
+def test_merging_one_study_takes_the_first_value_set_and_the_largest_counts(
+    records: list[StudyRecord],
+) -> None:
+    exam = merge_exam(records, SOURCES)
+    assert exam.model_dump(include=set(_reference_merge(records))) == _reference_merge(records)
+    assert [location.source.id for location in exam.locations] == [r.source_id for r in records]
