@@ -132,7 +132,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._keep_alive = True
         self.fresh = True
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+        """When it was last given back to its pool (the loop's clock)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
@@ -361,6 +362,8 @@ class Http11Pool:
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle, self._idle_s = max_idle, idle_s
         self._idle: list[_Connection] = []
+        """Connections waiting for a request, the most recently used last."""
+        self._sweep: asyncio.TimerHandle | None = None
         self._open: set[_Connection] = set()
         self.connections_made = 0
         """Connections opened so far (for tests and metrics)."""
@@ -386,21 +389,20 @@ class Http11Pool:
 
     async def aclose(self) -> None:
         """Close every connection."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for connection in list(self._open):
-            if connection.idle_timer is not None:
-                connection.idle_timer.cancel()
             connection.close()
         self._idle.clear()
         self._open.clear()
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
     def _idle_connection(self) -> _Connection | None:
+        now = asyncio.get_running_loop().time()
         while self._idle:
             connection = self._idle.pop()
-            if connection.idle_timer is not None:
-                connection.idle_timer.cancel()
-                connection.idle_timer = None
-            if connection.reusable:
+            if connection.reusable and now - connection.idle_since < self._idle_s:
                 connection.fresh = False
                 return connection
             self._discard(connection)
@@ -408,18 +410,27 @@ class Http11Pool:
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and len(self._idle) < self._max_idle:
-            self._idle.append(connection)
             loop = asyncio.get_running_loop()
-            connection.idle_timer = loop.call_later(self._idle_s, self._expire_idle, connection)
+            connection.idle_since = loop.time()
+            self._idle.append(connection)
+            # One timer per pool, not one per request: it closes what stayed idle for idle_s.
+            if self._sweep is None:
+                self._sweep = loop.call_later(self._idle_s, self._close_idle)
         else:
             self._discard(connection)
 
-    def _expire_idle(self, connection: _Connection) -> None:
-        """Close a connection left unused for ``idle_s``."""
-        connection.idle_timer = None
-        if connection in self._idle:
+    def _close_idle(self) -> None:
+        """Close the connections left unused for ``idle_s``; look again when the next one will be."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [c for c in self._idle if now - c.idle_since >= self._idle_s]
+        for connection in expired:
             self._idle.remove(connection)
-        self._discard(connection)
+            self._discard(connection)
+        if self._idle:
+            oldest = min(c.idle_since for c in self._idle)
+            self._sweep = loop.call_later(max(oldest + self._idle_s - now, 0.001), self._close_idle)
 
     def _discard(self, connection: _Connection) -> None:
         connection.close()
