@@ -94,9 +94,10 @@ async def test_silent_source_times_out_and_the_others_answer(
             hung = {"id": "hung", "kind": "dicomweb", "url": f"http://127.0.0.1:{silent.port}/dicom-web"}
         async with running_app(make_settings([*peer_sources, hung])) as client:
             started = time.monotonic()
-            result = await history(client, "PA-001", deadlineMs=1500)
+            # Roomy enough for real peers under CI load (one took over a second once).
+            result = await history(client, "PA-001", deadlineMs=2500)
             elapsed = time.monotonic() - started
-    assert elapsed < 1.5 + 0.5, f"answered after {elapsed:.2f} s"
+    assert elapsed < 2.5 + 0.5, f"answered after {elapsed:.2f} s"
     assert statuses(result) == {"hosp-a": "OK", "hosp-b": "OK", "hosp-c": "OK", "hung": "TIMEOUT"}
     assert result["complete"] is False
     assert {e["studyInstanceUid"] for e in result["exams"]} == {SHARED_CT, A_MR, C_US}
