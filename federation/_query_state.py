@@ -79,7 +79,7 @@ def from_cache(connector: Connector, answer: CachedAnswer) -> SourceResult:
             cached=True,
             cached_at=answer.answered_at,
         ),
-        [record.model_copy(update={"cached_at": answer.answered_at}) for record in answer.records],
+        [record.cached(answer.answered_at) for record in answer.records],
     )
 
 

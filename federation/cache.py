@@ -115,7 +115,8 @@ class MemoryExamCache(ExamCache):
             self._documents[document_id(source.id, record.study_instance_uid)] = (query, record, now)
         key = query.cache_key()
         if key is not None:
-            self._answers[(key, source.id)] = CachedAnswer(source.id, now, tuple(records))
+            stamped = tuple(record.cached(now) for record in records)  # once, not on every read
+            self._answers[(key, source.id)] = CachedAnswer(source.id, now, stamped)
 
     async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
         """The stored answers of these sources to exactly this query."""

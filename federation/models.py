@@ -214,10 +214,18 @@ class StudyRecord(_Frozen):
         ``model_copy(update=…)`` without its generic update path: half the cost, and the engine
         tags every record of every answer.
         """
-        tagged = copy.copy(self)
-        tagged.__dict__["matched_by"] = matched_by
-        tagged.__pydantic_fields_set__.add("matched_by")
-        return tagged
+        return self._with("matched_by", matched_by)
+
+    def cached(self, at: dt.datetime) -> StudyRecord:
+        """This record as served from the cache: ``cached_at`` set (itself when it already says so)."""
+        return self if self.cached_at == at else self._with("cached_at", at)
+
+    def _with(self, field: str, value: object) -> StudyRecord:
+        """A shallow copy with one field replaced, without re-validating the others."""
+        changed = copy.copy(self)
+        changed.__dict__[field] = value
+        changed.__pydantic_fields_set__.add(field)
+        return changed
 
 
 class SourceStatus(enum.StrEnum):
