@@ -219,9 +219,13 @@ class _BulkBatcher:
                 submission.future.set_result(mine)
 
 
+_RECORD_FIELDS = frozenset(StudyRecord.model_fields)
+"""StudyRecord's field names, looked up once: ``model_fields`` is a computed class property."""
+
+
 def _record(source: dict[str, Any], **extra: Any) -> StudyRecord:
     """A cached document as a StudyRecord, validated once with ``extra`` fields (no copy after)."""
-    fields = {k: v for k, v in source.items() if k in StudyRecord.model_fields and v is not None}
+    fields = {k: v for k, v in source.items() if k in _RECORD_FIELDS and v is not None}
     fields["modalities"] = tuple(fields.get("modalities", ()))
     fields["specific_character_set"] = tuple(fields.get("specific_character_set", ()))
     fields.update(extra)
