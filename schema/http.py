@@ -33,6 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from federation.errors import AccessError, PacsfedError
 from federation.request_id import current_request_id
 from federation.settings import ServerSettings
+from schema.execution import is_awaitable
 from schema.limits import DocumentChecker
 
 log = logging.getLogger("pacsfed.graphql")
@@ -254,6 +255,7 @@ class GraphQLHandler:
                 operation_name=operation_name,
                 context_value=context,
                 hide_suggestions=True,
+                is_awaitable=is_awaitable,
             )
             result: ExecutionResult = await outcome if inspect.isawaitable(outcome) else outcome
         except RecursionError:

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from federation.errors import AccessError, AuthenticationError
 from federation.settings import ServerSettings
+from schema.execution import is_awaitable
 from schema.http import ContextFactory, default_context, format_error
 from schema.limits import DocumentChecker
 
@@ -229,6 +230,7 @@ class GraphQLWebSocket:
             operation_name=operation_name,
             context_value=context,
             hide_suggestions=True,
+            is_awaitable=is_awaitable,
         )
         yield await outcome if inspect.isawaitable(outcome) else outcome
 
