@@ -4,7 +4,8 @@
   callers (one call per source answer, as the engine makes them), with bulk coalescing off (one
   ``_bulk`` per answer, as before) and on, alternating on fresh patients in the same run;
 - the rest of the index is then filled by a direct loader (parallel ``_bulk`` of the same
-  documents, ``refresh_interval: -1`` meanwhile), timed;
+  documents, ``refresh_interval: -1`` meanwhile), timed; the comparison waits until the node
+  has no merge running (as a cache in service is, nearly always);
 - a cached ``patientHistory`` (GraphQL, ``freshness: CACHE_ONLY``) against the two real-time
   ``mget`` calls it performs, made directly with the Elasticsearch client, interleaved: the
   latency ratio (goal ≤ 2.0) per round, and cached queries per second (one sequential client);
@@ -169,6 +170,21 @@ async def _direct_load(cache: ElasticsearchExamCache, patients: range, per_patie
     return time.perf_counter() - started
 
 
+async def _settle(cache: ElasticsearchExamCache, timeout_s: float = 300.0) -> float:
+    """Wait until the node has no merge running on the indices (3 checks in a row); the seconds waited.
+
+    Right after a bulk load the node merges segments for minutes, and reads are slower meanwhile:
+    a ratio measured then flatters pacsfed. A cache in service is quiescent nearly all the time.
+    """
+    started = time.perf_counter()
+    quiet = 0
+    while quiet < 3 and time.perf_counter() - started < timeout_s:
+        stats = await cache.client.indices.stats(index=[cache.index, cache.answers_index], metric="merge")
+        quiet = quiet + 1 if stats["_all"]["total"]["merges"]["current"] == 0 else 0
+        await asyncio.sleep(1.0)
+    return time.perf_counter() - started
+
+
 async def _compare(
     url: str, prefix: str, patients: int, runs: int, journal_dir: Path | None = None
 ) -> tuple[list[float], list[float], float]:
@@ -255,7 +271,7 @@ def main() -> None:
             {"cache": {"url": url, "index_prefix": prefix, "request_timeout_s": 60}}
         )
 
-        async def load() -> tuple[dict[bool, list[float]], float, int]:
+        async def load() -> tuple[dict[bool, list[float]], float, int, float]:
             rates: dict[bool, list[float]] = {False: [], True: []}
             caches = {c: ElasticsearchExamCache(settings.cache, coalesce_writes=c) for c in (False, True)}
             for cache in caches.values():
@@ -273,13 +289,14 @@ def main() -> None:
             stats = await caches[True].client.indices.stats(
                 index=[caches[True].index, caches[True].answers_index], metric="store"
             )
+            settle_s = await _settle(caches[True])
             for cache in caches.values():
                 await cache.aclose()
-            return rates, seconds, int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
+            return rates, seconds, int(stats["_all"]["primaries"]["store"]["size_in_bytes"]), settle_s
 
         loaded_at = time.perf_counter()
-        rates, direct_s, size = asyncio.run(load())
-        total_load_s = time.perf_counter() - loaded_at
+        rates, direct_s, size, settle_s = asyncio.run(load())
+        total_load_s = time.perf_counter() - loaded_at - settle_s
         rounds = []
         for _ in range(args.rounds):
             on_disk = asyncio.run(_compare(url, prefix, patients, args.runs))
@@ -298,7 +315,8 @@ def main() -> None:
         print(
             f"loading: {total_load_s:.0f} s in all ({written:,} exams through store(), the rest by the"
             f" direct loader in {direct_s:.0f} s = {(args.exams - written) / direct_s:,.0f} exams/s);"
-            f" index size {size / 1024**2:,.0f} MiB"
+            f" index size {size / 1024**2:,.0f} MiB; then {settle_s:.0f} s until no merge ran (reads are"
+            f" slower while the node merges)"
         )
         off, on = rates[False], rates[True]
         print(
