@@ -336,10 +336,13 @@ class FederationEngine:
         try:
             while waiting:
                 if not finished:
+                    if wake.done():
+                        # Set for answers already read (they came while the consumer held an
+                        # event): waiting on it would return at once and look like the deadline.
+                        wake = loop.create_future()
                     await asyncio.wait((wake,), timeout=deadline.remaining())
                     if not finished:
                         break  # the deadline
-                    wake = loop.create_future()
                 while finished:
                     task = finished.popleft()
                     connector, shared = waiting.pop(task)

@@ -110,6 +110,31 @@ async def test_stream_yields_one_update_per_source_then_final() -> None:
     assert [o.source.id for o in updates[-1].history.sources] == ["b", "a"]
 
 
+async def test_a_slow_consumer_never_turns_a_later_answer_into_a_timeout() -> None:
+    """Two answers read while the consumer was busy must not leave a stale wake-up behind.
+
+    The consumer of progressive updates awaits between events (a WebSocket send): "b" answers
+    while "a"'s event is being sent, and is read in the same turn; "c" answers later, well
+    within the deadline, and must come as OK, not as a TIMEOUT at once.
+    """
+    engine = FederationEngine(
+        [
+            Scripted("a", delay=0.01, uids=["1"]),
+            Scripted("b", delay=0.02, uids=["2"]),
+            Scripted("c", delay=0.15, uids=["3"]),
+        ],
+        None,
+    )
+    started = time.monotonic()
+    updates = []
+    async for update in engine.stream_history(QUERY, deadline_ms=5000):
+        updates.append(update)
+        await asyncio.sleep(0.05)  # the consumer sending the event
+    assert [u.phase for u in updates] == [Phase.SOURCE] * 3 + [Phase.FINAL]
+    assert statuses(updates[-1].history) == dict.fromkeys("abc", SourceStatus.OK)
+    assert time.monotonic() - started < 4  # each source answered; nothing waited for the deadline
+
+
 async def test_source_selection() -> None:
     a, b = Scripted("a", uids=["1"]), Scripted("b", uids=["2"])
     engine = FederationEngine([a, b], None)
