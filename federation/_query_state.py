@@ -45,6 +45,8 @@ def status_for(exc: ConnectorError) -> SourceStatus:
 class SourceResult:
     outcome: SourceOutcome
     records: Sequence[StudyRecord]
+    says_of_source: bool = True
+    """False when the outcome tells nothing of the source's health (a request abandoned by a purge)."""
 
 
 def millis_since(since: float) -> int:

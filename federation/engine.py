@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import enum
 import functools
@@ -230,7 +231,7 @@ class FederationEngine:
             jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
-                self._judge(result.outcome)
+                self._judge(result)
                 if result.outcome.status is SourceStatus.OK and write_through is not None:
                     write_through.add(result.outcome.source, result.records)
                 if progressive:
@@ -293,7 +294,7 @@ class FederationEngine:
                 state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []
         async for result in self._fan_out(jobs, deadline, state.started):
-            self._judge(result.outcome)
+            self._judge(result)
             candidate_records.extend(result.records)
             source_id = result.outcome.source.id
             if demographic:
@@ -482,7 +483,8 @@ class FederationEngine:
     def _result_of(connector: Connector, task: asyncio.Task[SourceResult]) -> SourceResult:
         """A finished request's result; one cancelled by the queries that started it was abandoned."""
         if task.cancelled():
-            return not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
+            abandoned = not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
+            return dataclasses.replace(abandoned, says_of_source=False)
         return task.result()
 
     def _forget_inflight(self, key: tuple[str, str], shared: SharedRequest) -> None:
@@ -507,7 +509,7 @@ class FederationEngine:
             finally:
                 self._release(shared)
             result = self._result_of(connector, shared.task)
-            self._judge(result.outcome)
+            self._judge(result)
             if result.outcome.status is SourceStatus.OK and self._cache is not None:
                 await self._write_answers(query, [(result.outcome.source, result.records)], epoch=epoch)
 
@@ -530,8 +532,11 @@ class FederationEngine:
         """The circuit breaker state of one source."""
         return self._breakers[source_id].state
 
-    def _judge(self, outcome: SourceOutcome) -> None:
-        """Feed a source's outcome to its circuit breaker."""
+    def _judge(self, result: SourceResult) -> None:
+        """Feed a source's outcome to its circuit breaker (unless it says nothing of the source)."""
+        if not result.says_of_source:
+            return
+        outcome = result.outcome
         breaker = self._breakers[outcome.source.id]
         if outcome.status is SourceStatus.OK:
             breaker.record_success()

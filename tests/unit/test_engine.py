@@ -24,6 +24,7 @@ from federation.models import (
     StudyQuery,
     StudyRecord,
 )
+from federation.resilience import CircuitState
 from federation.settings import DicomwebSourceSettings
 
 QUERY = PatientQuery(patient_id="PA-001")
@@ -270,6 +271,18 @@ async def test_a_purge_abandons_the_request_in_flight() -> None:
     assert statuses(history) == {"a": SourceStatus.TIMEOUT}
     assert history.sources[0].error == "the shared request was abandoned"
     assert source.cancelled
+
+
+async def test_requests_abandoned_by_purges_do_not_open_the_circuit() -> None:
+    source = Scripted("a", delay=0.3, uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    for _ in range(6):  # one more than the breaker's default threshold
+        pending = asyncio.ensure_future(engine.patient_history(QUERY, freshness=Freshness.LIVE))
+        await asyncio.sleep(0.02)
+        await engine.purge_cache(QUERY)
+        assert statuses(await pending) == {"a": SourceStatus.TIMEOUT}
+    # Abandoned by a purge is not the source failing: its circuit breaker counted none of them.
+    assert engine.circuit_state("a") is CircuitState.CLOSED
 
 
 async def test_a_consumer_that_stops_at_the_cached_answer_starts_no_live_request() -> None:
