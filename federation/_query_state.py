@@ -15,6 +15,7 @@ from federation.merge import merge_records
 from federation.models import (
     CacheStatus,
     Candidate,
+    Deadline,
     PatientHistory,
     SourceOutcome,
     SourceStatus,
@@ -45,8 +46,6 @@ def status_for(exc: ConnectorError) -> SourceStatus:
 class SourceResult:
     outcome: SourceOutcome
     records: Sequence[StudyRecord]
-    says_of_source: bool = True
-    """False when the outcome tells nothing of the source's health (a request abandoned by a purge)."""
 
 
 def millis_since(since: float) -> int:
@@ -57,12 +56,20 @@ class SharedRequest:
     """One request to a source that several identical queries wait for."""
 
     def __init__(
-        self, task: asyncio.Task[SourceResult], key: tuple[str, str] | None, waiters: int = 0
+        self,
+        task: asyncio.Task[SourceResult],
+        key: tuple[str, str] | None,
+        deadline: Deadline,
+        waiters: int = 0,
     ) -> None:
         self.task = task
         self.key = key
         """Where the engine lists it as in flight (cache key, source id); None if unlisted."""
+        self.deadline = deadline
+        """The deadline the source was given: a query due later must not join (it would time out early)."""
         self.waiters = waiters
+        self.timed_out = False
+        """Set when its last waiter left at its deadline: the source did not answer in time."""
 
 
 def not_asked(connector: Connector, status: SourceStatus, why: str) -> SourceResult:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import datetime as dt
 import enum
 import functools
@@ -66,6 +65,10 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
 log = logging.getLogger("pacsfed.engine")
 _CACHE_READ_S = 1.0
 """The longest a query waits for the cache before asking every source live."""
+_PURGE_WAIT_S = 10.0
+"""The longest a purge waits for cache writes already on their way (a slower one undoes itself)."""
+_JOIN_SLACK_S = 0.25
+"""A query joins an identical request in flight only if the source was given a deadline at most this much earlier."""
 _DEFAULT_TTL_S = 300.0
 T = TypeVar("T")
 
@@ -107,6 +110,10 @@ class FederationEngine:
         self._identities = {c.id: identity_of(c) for c in connectors}
         self._inflight: dict[tuple[str, str], SharedRequest] = {}
         self._purges: dict[str, int] = {}
+        self._writes: dict[str, set[asyncio.Task[Any]]] = {}
+        """Cache writes past their purge check, by cache key: a purge waits for them to land first."""
+        self._late_writes: dict[asyncio.Task[Any], list[str | None]] = {}
+        """Writes a purge stopped waiting for, with the sources it purged (None: all): undone on landing."""
         self._limits = {c.id: asyncio.Semaphore(source_setting(c, "max_concurrency", 4)) for c in connectors}
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
@@ -226,12 +233,16 @@ class FederationEngine:
                 else:
                     to_ask.append((connector, plan))
             if cached and progressive:
-                yield HistoryUpdate(Phase.CACHE, None, state.history(self._last_cache_status))
+                try:
+                    yield HistoryUpdate(Phase.CACHE, None, state.history(self._last_cache_status))
+                except GeneratorExit:  # the consumer stopped at the cached answer: no probe was sent
+                    for connector, _ in to_ask:
+                        self._breakers[connector.id].release_probe()
+                    raise
             # Asked only now: a consumer that stops after the cached answer starts no request.
             jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
             async for result in self._fan_out(jobs, deadline, state.started):
                 state.results[result.outcome.source.id] = result
-                self._judge(result)
                 if result.outcome.status is SourceStatus.OK and write_through is not None:
                     write_through.add(result.outcome.source, result.records)
                 if progressive:
@@ -289,12 +300,11 @@ class FederationEngine:
         for connector in connectors:
             if self._breakers[connector.id].allow():
                 task = self._spawn(self._ask(connector, queries, deadline, verify=False))
-                jobs[connector] = SharedRequest(task, None, waiters=1)
+                jobs[connector] = self._judged(connector, SharedRequest(task, None, deadline, waiters=1))
             elif demographic:
                 state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []
         async for result in self._fan_out(jobs, deadline, state.started):
-            self._judge(result)
             candidate_records.extend(result.records)
             source_id = result.outcome.source.id
             if demographic:
@@ -353,7 +363,7 @@ class FederationEngine:
             waiting.clear()
             for _, shared in late:
                 shared.task.remove_done_callback(on_done)
-                self._release(shared)
+                self._release(shared, at_deadline=True)
             for connector, shared in late:
                 if shared.task.done():  # it ended at the deadline: its callback had not run yet
                     yield self._result_of(connector, shared.task)
@@ -463,18 +473,45 @@ class FederationEngine:
         """
         key = (query.cache_key() or "", connector.id)
         shared = self._inflight.get(key) if key[0] else None
-        if shared is None or shared.task.done() or shared.task.cancelling():
-            shared = SharedRequest(self._spawn(self._ask(connector, planned, deadline)), key)
+        if (
+            shared is None
+            or shared.task.done()
+            or shared.task.cancelling()
+            or shared.deadline.at + _JOIN_SLACK_S < deadline.at  # the source would give up well before
+        ):
+            task = self._spawn(self._ask(connector, planned, deadline))
+            shared = self._judged(connector, SharedRequest(task, key, deadline))
             if key[0]:
                 self._inflight[key] = shared
-                shared.task.add_done_callback(lambda _: self._forget_inflight(key, shared))
+                task.add_done_callback(functools.partial(self._forget_inflight_of, key, shared))
         shared.waiters += 1
         return shared
 
-    def _release(self, shared: SharedRequest) -> None:
+    def _forget_inflight_of(self, key: tuple[str, str], shared: SharedRequest, _: asyncio.Task[Any]) -> None:
+        self._forget_inflight(key, shared)
+
+    def _judged(self, connector: Connector, shared: SharedRequest) -> SharedRequest:
+        """Have the source's circuit breaker judge this request once, when it ends, however many waited."""
+        shared.task.add_done_callback(functools.partial(self._judge_request, connector.id, shared))
+        return shared
+
+    def _judge_request(self, source_id: str, shared: SharedRequest, task: asyncio.Task[SourceResult]) -> None:
+        breaker = self._breakers[source_id]
+        if task.cancelled():
+            if shared.timed_out:  # every query waiting for it gave up at its deadline
+                breaker.record_failure()
+            else:  # abandoned by a purge, or by consumers gone: nothing learnt of the source
+                breaker.release_probe()
+        elif task.exception() is not None:
+            breaker.release_probe()  # a fault of ours, reported by the task's own error handling
+        else:
+            self._judge(task.result().outcome)
+
+    def _release(self, shared: SharedRequest, *, at_deadline: bool = False) -> None:
         """One query no longer waits for this request: the last one to leave cancels it."""
         shared.waiters -= 1
         if shared.waiters == 0 and not shared.task.done():
+            shared.timed_out = at_deadline
             shared.task.cancel()
             if shared.key is not None:
                 self._forget_inflight(shared.key, shared)
@@ -483,8 +520,7 @@ class FederationEngine:
     def _result_of(connector: Connector, task: asyncio.Task[SourceResult]) -> SourceResult:
         """A finished request's result; one cancelled by the queries that started it was abandoned."""
         if task.cancelled():
-            abandoned = not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
-            return dataclasses.replace(abandoned, says_of_source=False)
+            return not_asked(connector, SourceStatus.TIMEOUT, "the shared request was abandoned")
         return task.result()
 
     def _forget_inflight(self, key: tuple[str, str], shared: SharedRequest) -> None:
@@ -509,7 +545,6 @@ class FederationEngine:
             finally:
                 self._release(shared)
             result = self._result_of(connector, shared.task)
-            self._judge(result)
             if result.outcome.status is SourceStatus.OK and self._cache is not None:
                 await self._write_answers(query, [(result.outcome.source, result.records)], epoch=epoch)
 
@@ -526,17 +561,19 @@ class FederationEngine:
                 shared.task.cancel()
         if self._cache is None:
             return 0
+        writes = [task for task in self._writes.get(key, ()) if task is not asyncio.current_task()]
+        if writes:  # past their purge check already: let them land, so that this purge removes them
+            _, late = await asyncio.wait(writes, timeout=_PURGE_WAIT_S)
+            for task in late:  # each undoes itself for this purge once it lands
+                self._late_writes.setdefault(task, []).append(source_id)
         return await self._cache.purge(query, source_id)
 
     def circuit_state(self, source_id: str) -> CircuitState:
         """The circuit breaker state of one source."""
         return self._breakers[source_id].state
 
-    def _judge(self, result: SourceResult) -> None:
-        """Feed a source's outcome to its circuit breaker (unless it says nothing of the source)."""
-        if not result.says_of_source:
-            return
-        outcome = result.outcome
+    def _judge(self, outcome: SourceOutcome) -> None:
+        """Feed a source's outcome to its circuit breaker."""
         breaker = self._breakers[outcome.source.id]
         if outcome.status is SourceStatus.OK:
             breaker.record_success()
@@ -563,12 +600,25 @@ class FederationEngine:
         assert self._cache is not None
         if self._epoch(query) != epoch:
             return  # purged since these answers were asked for (a correction or an erasure request)
+        key = query.cache_key() or ""
+        task = asyncio.current_task()
+        writes = self._writes.setdefault(key, set())
+        if task is not None:
+            writes.add(task)
         try:
             await self._cache.store_answers(query, answers)
         except CacheError:
             self._last_cache_status = CacheStatus.UNAVAILABLE
             raise
+        finally:
+            writes.discard(task)
+            if not writes and self._writes.get(key) is writes:
+                del self._writes[key]
+            purges = self._late_writes.pop(task, []) if task is not None else []
         self._last_cache_status = CacheStatus.OK
+        for source, _ in answers:  # purges that gave up waiting for this write: it undoes itself
+            if any(purged in (None, source.id) for purged in purges):
+                await self._cache.purge(query, source.id)
 
     async def _settle_writes(self, writes: list[asyncio.Task[None]]) -> tuple[CacheStatus, str | None]:
         if self._cache is None:

@@ -66,6 +66,10 @@ class CircuitBreaker:
         self._opened_at = None
         self._probing = False
 
+    def release_probe(self) -> None:
+        """A request that ended saying nothing of the source (abandoned): another may probe at once."""
+        self._probing = False
+
     def record_failure(self) -> None:
         """The source failed: open the circuit at the threshold, or again after a failed probe."""
         self._consecutive_failures += 1

@@ -25,7 +25,7 @@ from federation.models import (
     StudyRecord,
 )
 from federation.resilience import CircuitState
-from federation.settings import DicomwebSourceSettings
+from federation.settings import CircuitSettings, DicomwebSourceSettings
 
 QUERY = PatientQuery(patient_id="PA-001")
 
@@ -295,3 +295,101 @@ async def test_a_consumer_that_stops_at_the_cached_answer_starts_no_live_request
     await updates.aclose()
     await asyncio.sleep(0.2)
     assert live.calls == 0
+
+
+class Honest(Scripted):
+    """Like Scripted, but gives up at the deadline it is given, as every real connector does."""
+
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        if self.delay > deadline.remaining():
+            self.calls += 1
+            await asyncio.sleep(deadline.remaining())
+            raise SourceTimeout("no answer before the deadline")
+        return await super().find_studies(query, deadline)
+
+
+def flaky(source_id: str, **kwargs: object) -> Scripted:
+    """A source whose circuit opens at the first failure and may be probed again 0.2 s later."""
+    source = Scripted(source_id, **kwargs)  # type: ignore[arg-type]
+    source.settings = source.settings.model_copy(update={"circuit": CircuitSettings(failures=1, reset_s=0.2)})
+    return source
+
+
+async def test_a_query_does_not_join_a_request_given_a_much_earlier_deadline() -> None:
+    source = Honest("a", delay=0.3, uids=["1"])
+    engine = FederationEngine([source], None)
+    impatient = asyncio.ensure_future(engine.patient_history(QUERY, deadline_ms=100))
+    await asyncio.sleep(0)  # its request is in flight, due in 100 ms
+    patient = await engine.patient_history(QUERY, deadline_ms=2000)
+    assert statuses(await impatient) == {"a": SourceStatus.TIMEOUT}
+    assert statuses(patient) == {"a": SourceStatus.OK}
+
+
+async def test_one_failed_request_counts_once_however_many_queries_waited() -> None:
+    dead = Scripted("dead", delay=0.05, error=SourceUnreachable("refused"))
+    engine = FederationEngine([dead], None)
+    await asyncio.gather(*(engine.patient_history(QUERY, freshness=Freshness.LIVE) for _ in range(5)))
+    assert dead.calls == 1
+    assert engine.circuit_state("dead") is CircuitState.CLOSED  # one failure of five needed
+
+
+async def test_a_probe_abandoned_by_a_purge_lets_the_next_query_probe() -> None:
+    source = flaky("a", error=SourceUnreachable("refused"))
+    engine = FederationEngine([source], MemoryExamCache())
+    await engine.patient_history(QUERY, freshness=Freshness.LIVE)
+    assert engine.circuit_state("a") is CircuitState.OPEN
+    await asyncio.sleep(0.25)  # cool-down over: the next query is the probe
+    source.error, source.delay, source.uids = None, 0.1, ["1"]  # healthy again
+    probe = asyncio.ensure_future(engine.patient_history(QUERY, freshness=Freshness.LIVE))
+    await asyncio.sleep(0.02)
+    await engine.purge_cache(QUERY)
+    await probe
+    after = await engine.patient_history(QUERY, freshness=Freshness.LIVE)
+    assert statuses(after) == {"a": SourceStatus.OK}
+
+
+async def test_a_consumer_stopping_at_the_cached_answer_gives_the_probe_back() -> None:
+    source = flaky("a", error=SourceUnreachable("refused"))
+    engine = FederationEngine([Scripted("c", uids=["9"]), source], MemoryExamCache())
+    await engine.patient_history(QUERY, freshness=Freshness.LIVE)  # c cached; a fails: open
+    await asyncio.sleep(0.25)
+    source.error, source.uids = None, ["1"]
+    updates = engine.stream_history(QUERY)
+    assert (await anext(updates)).phase is Phase.CACHE
+    await updates.aclose()  # no request was started
+    after = await engine.patient_history(QUERY, source_ids=["a"], freshness=Freshness.LIVE)
+    assert statuses(after) == {"a": SourceStatus.OK}
+
+
+class SlowWriteCache(MemoryExamCache):
+    """A memory cache whose writes take a network round trip, as Elasticsearch's do."""
+
+    async def store_answers(self, query, answers):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.05)
+        await super().store_answers(query, answers)
+
+
+async def test_a_purge_removes_a_write_that_was_already_on_its_way() -> None:
+    cache = SlowWriteCache()
+    engine = FederationEngine([Scripted("a", uids=["1"])], cache, cache_write_wait_s=0.0)
+    await engine.patient_history(QUERY, freshness=Freshness.LIVE)  # its write is now in flight
+    await engine.purge_cache(QUERY)  # an erasure request
+    await asyncio.sleep(0.1)
+    held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert statuses(held) == {"a": SourceStatus.NOT_CACHED}
+    assert not held.exams
+
+
+async def test_a_write_a_purge_stopped_waiting_for_undoes_itself_for_that_purge_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("federation.engine._PURGE_WAIT_S", 0.01)
+    cache = SlowWriteCache()
+    engine = FederationEngine(
+        [Scripted("a", uids=["1"]), Scripted("b", uids=["2"])], cache, cache_write_wait_s=0.0
+    )
+    await engine.patient_history(QUERY, freshness=Freshness.LIVE)  # both writes in flight
+    await engine.purge_cache(QUERY, "b")  # returns before they land
+    await asyncio.sleep(0.1)
+    held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert statuses(held) == {"a": SourceStatus.OK, "b": SourceStatus.NOT_CACHED}
