@@ -105,7 +105,9 @@ class GraphQLWebSocket:
                     operations[op_id] = asyncio.create_task(self._operate(websocket, op_id, payload, context))
                     operations[op_id].add_done_callback(_forget(operations, op_id))
                 elif kind == "complete":
-                    stopping = operations.get(str(message.get("id")))
+                    # The id is free at once (a client may reuse it in its next message); the
+                    # cancelled operation sends nothing more.
+                    stopping = operations.pop(str(message.get("id")), None)
                     if stopping is not None:
                         stopping.cancel()
                 elif kind == "connection_init":
