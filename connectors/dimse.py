@@ -260,13 +260,16 @@ class DimseConnector(Connector):
             if not assoc.is_established:
                 pass
             elif clean and not (watch.cancelled.is_set() or deadline.expired):
-                self._pool.give_back(assoc)
+                # Claimed first: a cancel of this query landing later must not C-CANCEL and abort
+                # the association once another query has taken it from the pool.
+                if watch.claim_ending():
+                    self._pool.give_back(assoc)
             elif truncated or watch.cancelled.is_set() or deadline.expired:
                 # Not a release: after a C-CANCEL a peer may go on sending responses, and a release
                 # would wait behind them (measured: 14 s behind a peer sending 10,000). Nor an abort
                 # here: the answer is ready and must not wait for the peer to stop sending.
                 _abandon_in_background(watch, cancel=not truncated)  # a truncated C-FIND was C-CANCELled
-            else:
+            elif watch.claim_ending():
                 close_in_background(assoc)  # the answer need not wait for the peer's A-RELEASE-RP
 
     def _collect(
