@@ -54,6 +54,11 @@ class AssociationPool:
         with self._lock:
             keep = not self._closed and self.size > 0 and len(self._idle) < self.size
             if keep:
+                # No network timeout while pooled: the one it was opened with came from its first
+                # query's deadline (1 s for a 1 s query), and pynetdicom would abort it once idle
+                # that long, maybe as another query takes it. The reaper closes it after idle_s;
+                # a query on it is bounded by its DIMSE timeout and by the engine's deadline.
+                association.network_timeout = None
                 self._idle.append(_Idle(association, time.monotonic()))
                 self._arm_reaper()
         if not keep:

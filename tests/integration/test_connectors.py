@@ -143,6 +143,20 @@ async def test_an_association_is_reused_across_queries() -> None:
         assert pacs.associations_accepted == 1
 
 
+async def test_an_association_opened_by_a_short_query_outlives_that_deadline_in_the_pool() -> None:
+    with SimulatedDimsePacs("POOLPACS", demo_studies("demo-chu-nord")) as pacs:
+        connector = _slow_pacs_connector(pacs)
+        try:
+            # Opened under a 1 s deadline: pynetdicom's network timeout must not follow it to the pool.
+            await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(1))
+            await asyncio.sleep(1.5)
+            answer = await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+        finally:
+            await connector.aclose()
+        assert answer.records
+        assert pacs.associations_accepted == 1
+
+
 async def test_an_aborted_association_is_re_established() -> None:
     with SimulatedDimsePacs("POOLPACS", demo_studies("demo-chu-nord")) as pacs:
         connector = _slow_pacs_connector(pacs)
