@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import enum
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -191,7 +192,7 @@ class FederationEngine:
         include_candidates: bool = False,
         freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
         progressive: bool = True,
-    ) -> AsyncIterator[HistoryUpdate]:
+    ) -> AsyncGenerator[HistoryUpdate, None]:
         """Yield the cached history (CACHE), then the history after each source answers (SOURCE), then FINAL.
 
         Sources whose cached answer is younger than their ``ttl_s`` answer from the cache at once
@@ -241,18 +242,21 @@ class FederationEngine:
                     raise
             # Asked only now: a consumer that stops after the cached answer starts no request.
             jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
-            async for result in self._fan_out(jobs, deadline, state.started):
-                state.results[result.outcome.source.id] = result
-                if result.outcome.status is SourceStatus.OK and write_through is not None:
-                    write_through.add(result.outcome.source, result.records)
-                if progressive:
-                    yield HistoryUpdate(
-                        Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
-                    )
+            # Closed here, not by the garbage collector: a consumer that stops releases its requests at once.
+            async with contextlib.aclosing(self._fan_out(jobs, deadline, state.started)) as results:
+                async for result in results:
+                    state.results[result.outcome.source.id] = result
+                    if result.outcome.status is SourceStatus.OK and write_through is not None:
+                        write_through.add(result.outcome.source, result.records)
+                    if progressive:
+                        yield HistoryUpdate(
+                            Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
+                        )
         if demographic or include_candidates:
-            async for update in self._candidates(query, connectors, deadline, state):
-                if progressive:
-                    yield update
+            async with contextlib.aclosing(self._candidates(query, connectors, deadline, state)) as updates:
+                async for update in updates:
+                    if progressive:
+                        yield update
         cache_status, cache_error = await self._settle_writes(write_through.tasks if write_through else [])
         history = state.history(cache_status, cache_error)
         log.info(
@@ -280,7 +284,7 @@ class FederationEngine:
 
     async def _candidates(
         self, query: PatientQuery, connectors: Sequence[Connector], deadline: Deadline, state: QueryState
-    ) -> AsyncIterator[HistoryUpdate]:
+    ) -> AsyncGenerator[HistoryUpdate, None]:
         """Query every source loosely by name and birth date; score what is not the patient's own."""
         found = [r for result in state.results.values() for r in result.records]
         reference = reference_demographics(query, found)
@@ -304,27 +308,32 @@ class FederationEngine:
             elif demographic:
                 state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []
-        async for result in self._fan_out(jobs, deadline, state.started):
-            candidate_records.extend(result.records)
-            source_id = result.outcome.source.id
-            if demographic:
-                # Demographic input: these are the only queries, so they give the statuses.
-                state.results[source_id] = SourceResult(
-                    result.outcome.model_copy(update={"exam_count": 0}), ()
+        async with contextlib.aclosing(self._fan_out(jobs, deadline, state.started)) as results:
+            async for result in results:
+                candidate_records.extend(result.records)
+                source_id = result.outcome.source.id
+                if demographic:
+                    # Demographic input: these are the only queries, so they give the statuses.
+                    state.results[source_id] = SourceResult(
+                        result.outcome.model_copy(update={"exam_count": 0}), ()
+                    )
+                elif result.outcome.status is not SourceStatus.OK and source_id in state.results:
+                    previous = state.results[source_id]
+                    note = f"candidate search: {result.outcome.status.value}"
+                    warnings = (*previous.outcome.warnings, note)
+                    state.results[source_id] = SourceResult(
+                        previous.outcome.model_copy(update={"warnings": warnings}), previous.records
+                    )
+                state.candidates = build_candidates(
+                    reference, candidate_records, state.infos, own, own_patients
                 )
-            elif result.outcome.status is not SourceStatus.OK and source_id in state.results:
-                previous = state.results[source_id]
-                note = f"candidate search: {result.outcome.status.value}"
-                warnings = (*previous.outcome.warnings, note)
-                state.results[source_id] = SourceResult(
-                    previous.outcome.model_copy(update={"warnings": warnings}), previous.records
+                yield HistoryUpdate(
+                    Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
                 )
-            state.candidates = build_candidates(reference, candidate_records, state.infos, own, own_patients)
-            yield HistoryUpdate(Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status))
 
     async def _fan_out(
         self, jobs: dict[Connector, SharedRequest], deadline: Deadline, started: float
-    ) -> AsyncIterator[SourceResult]:
+    ) -> AsyncGenerator[SourceResult, None]:
         """Each source's result as it comes, then TIMEOUT for those without one by the deadline.
 
         A request is released (cancelled once no other query waits for it) when its result is

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from federation.access import (
@@ -101,20 +102,26 @@ class HistoryService:
         source_ids: Sequence[str] | None = None,
         include_candidates: bool = False,
         **options: Any,
-    ) -> AsyncIterator[HistoryUpdate]:
+    ) -> AsyncGenerator[HistoryUpdate, None]:
         """Progressive updates; audited before the first one leaves, and again with the final count."""
         grant = await self._authorize(query, access, reason, source_ids, include_candidates)
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="progressive-start")
         updates = self.engine.stream_history(
             query, source_ids=grant.source_ids, include_candidates=grant.include_candidates, **options
         )
-        async for update in updates:
-            history = _restricted(update.history, grant.studies)
-            if update.phase.value == "FINAL":
-                await self._record_query(
-                    query, access, grant, AuditOutcome.SUCCESS, history=history, detail="progressive-final"
-                )
-            yield dataclasses.replace(update, history=history)
+        async with contextlib.aclosing(updates):
+            async for update in updates:
+                history = _restricted(update.history, grant.studies)
+                if update.phase.value == "FINAL":
+                    await self._record_query(
+                        query,
+                        access,
+                        grant,
+                        AuditOutcome.SUCCESS,
+                        history=history,
+                        detail="progressive-final",
+                    )
+                yield dataclasses.replace(update, history=history)
 
     async def _authorize(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -280,8 +281,9 @@ class Subscription(graphene.ObjectType):
         updates = service_of(info).stream_history(
             patient_query(patient), access_of(info), **history_options(arguments)
         )
-        async for update in updates:
-            yield update
+        async with contextlib.aclosing(updates):
+            async for update in updates:
+                yield update
 
 
 def build_schema() -> graphene.Schema:

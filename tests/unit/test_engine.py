@@ -393,3 +393,13 @@ async def test_a_write_a_purge_stopped_waiting_for_undoes_itself_for_that_purge_
     await asyncio.sleep(0.1)
     held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
     assert statuses(held) == {"a": SourceStatus.OK, "b": SourceStatus.NOT_CACHED}
+
+
+async def test_a_consumer_that_stops_releases_its_requests_at_once() -> None:
+    slow = Scripted("slow", delay=5, uids=["2"])
+    engine = FederationEngine([Scripted("fast", uids=["1"]), slow], None)
+    updates = engine.stream_history(QUERY, deadline_ms=10_000)
+    assert (await anext(updates)).phase is Phase.SOURCE
+    await updates.aclose()  # the page was closed
+    await asyncio.sleep(0)  # the cancellation reaches the request
+    assert slow.cancelled
