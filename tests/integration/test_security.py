@@ -109,6 +109,8 @@ async def test_no_or_bad_credentials_get_401(api: Api) -> None:
         (api.token("history:read", exp=now - dt.timedelta(hours=1)), "TOKEN_EXPIRED"),
         (api.token("history:read", nbf=now + dt.timedelta(hours=1)), "TOKEN_NOT_YET_VALID"),
         (api.token("history:read", aud="another-api"), "BAD_AUDIENCE"),
+        (api.token("history:read", exp=1e20), "BAD_TOKEN"),
+        (api.token("history:read", pacsfed_sources="hosp-a"), "BAD_TOKEN"),
         (other.token(scopes=("history:read",)), "BAD_SIGNATURE"),
         ("not.a.jwt", "BAD_TOKEN"),
     ]:
