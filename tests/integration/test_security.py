@@ -255,4 +255,11 @@ def test_websockets_authenticate_with_a_header_or_the_connection_init_payload(tm
                 ws.send_json({"type": "connection_init", "payload": payload})
                 with pytest.raises(WebSocketDisconnect) as closed:
                     ws.receive_json()
-            assert closed.value.code == 4401
+            assert closed.value.code == 4403
+        # A bad header too: the upgrade is accepted, then closed with a code the client can read.
+        bad = {"authorization": "Bearer not.a.jwt"}
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"], headers=bad) as ws:
+            ws.send_json({"type": "connection_init"})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4403
