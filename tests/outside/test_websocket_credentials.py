@@ -196,3 +196,44 @@ def test_a_running_subscription_ends_when_its_jwt_expires(
     ]
     assert "next" not in kinds[failed:], events
     assert events[-1] == {"event": "closed", "code": 4403, "reason": "Forbidden"}
+
+
+def test_an_idle_socket_of_a_revoked_share_is_closed_at_once(served: Any, signer: DemoSigner) -> None:
+    code, token, creator = _share(served, signer)
+
+    async def session() -> tuple[list[dict[str, Any]], int | None, str | None]:
+        async with websockets.connect(served.ws_url, subprotocols=[PROTOCOL]) as socket:
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            await socket.send(json.dumps(init))
+            assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+            await asyncio.to_thread(_call, served, REVOKE, creator, code=code)
+            return await _until_closed(socket)
+
+    assert asyncio.run(session()) == ([], 4403, "Forbidden")
+
+
+def test_rejected_credentials_and_binary_frames_get_close_codes(
+    pacsfed_server: Callable[..., Any], serve_config: Callable[..., dict[str, Any]], signer: DemoSigner
+) -> None:
+    server = pacsfed_server(serve_config([]))
+    bad = "Bearer not.a.jwt"
+
+    async def closes(headers: dict[str, str], init: dict[str, Any], frame: str | bytes | None = None) -> Any:
+        async with websockets.connect(
+            server.ws_url, subprotocols=[PROTOCOL], additional_headers=headers
+        ) as socket:
+            await socket.send(json.dumps(init))  # the upgrade was accepted: no refused handshake
+            if frame is not None:
+                assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+                await socket.send(frame)
+            return await _until_closed(socket)
+
+    # A rejected credential, in the upgrade's header or in connection_init: 4403, as the protocol says.
+    assert asyncio.run(closes({"authorization": bad}, {"type": "connection_init"})) == ([], 4403, "Forbidden")
+    init = {"type": "connection_init", "payload": {"Authorization": bad}}
+    assert asyncio.run(closes({}, init)) == ([], 4403, "Forbidden")
+    # A binary frame is a clean protocol close, not a server error.
+    headers = {"authorization": f"Bearer {signer.token(scopes=('history:read',))}"}
+    seen = asyncio.run(closes(headers, {"type": "connection_init"}, b'{"type": "ping"}'))
+    assert seen == ([], 4400, "Binary frames are not supported")
+    assert "Traceback" not in server.log_text()
