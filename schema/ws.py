@@ -142,8 +142,8 @@ class GraphQLWebSocket:
             await connection.websocket.send_json({"id": op_id, "type": "error", "payload": [error]})
             return
         context = await connection.recheck(refusing=op_id)
-        if context is None:
-            return  # the caller lapsed: the connection is closed
+        if context is None or connection.lapsed is not None:
+            return  # the caller lapsed (here or in the watcher meanwhile): the connection is closed
         operations[op_id] = asyncio.create_task(self._operate(connection, op_id, payload, context))
         operations[op_id].add_done_callback(_forget(operations, op_id))
 
@@ -161,6 +161,9 @@ class GraphQLWebSocket:
             context = await self.context(websocket)
         except AccessError as exc:  # a rejected connection_init: 4403, as graphql-transport-ws says
             raise _Close(FORBIDDEN, "Forbidden") from exc
+        except PacsfedError as exc:  # the credential cannot be checked (e.g. the share store is down)
+            log.error("cannot check a WebSocket's credential: %s", type(exc).__name__)
+            raise _Close(1011, "Internal error") from exc
         await websocket.send_json({"type": "connection_ack"})
         return context
 
