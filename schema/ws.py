@@ -56,6 +56,8 @@ INIT_TIMEOUT_S = 10.0
 RECHECK_PERIOD_S = 10.0
 """How often the credential of a socket with running operations is checked again."""
 FORBIDDEN = 4403
+_PAST_EXPIRY_S = 0.01
+"""Wake this long after an expiry, so that a timer firing early does not spin on re-checks."""
 
 
 class _Close(Exception):
@@ -328,7 +330,7 @@ class _Connection:
             expires_at = _expiry(self.context)
             if expires_at is not None:
                 until = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
-                timeout = max(0.0, min(timeout, until))
+                timeout = max(0.0, min(timeout, until + _PAST_EXPIRY_S))
             revoked: asyncio.Event | None = self.context.get("revoked")
             with contextlib.suppress(TimeoutError):
                 if revoked is None:
