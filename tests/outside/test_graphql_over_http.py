@@ -1,0 +1,38 @@
+"""`pacsfed serve` in production, audited by graphql-http's `auditServer` (the GraphQL-over-HTTP spec)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from federation.demo.signer import DemoSigner
+
+
+def test_the_graphql_over_http_audit_finds_no_error_and_no_warning(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: DemoSigner,
+    js_clients: Path,
+) -> None:
+    server = pacsfed_server(serve_config([]))
+    node = shutil.which("node")
+    assert node is not None
+    result = subprocess.run(
+        [node, "audit.mjs", server.graphql_url],
+        cwd=js_clients,
+        env={"PACSFED_TOKEN": signer.token(), "PATH": str(Path(node).parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    failures = [f for f in report["failures"] if f["status"] in ("error", "warn")]
+    assert failures == [], json.dumps(report, indent=2)
+    assert report["counts"]["error"] == report["counts"]["warn"] == 0
+    assert report["counts"]["ok"] > 40  # the audit really ran
