@@ -1,4 +1,8 @@
-"""`pacsfed serve` in production, audited by graphql-http's `auditServer` (the GraphQL-over-HTTP spec)."""
+"""`pacsfed serve` in production as outside HTTP clients see it: graphql-http's GraphQL-over-HTTP audit, CORS.
+
+The audit is `auditServer` of the npm package graphql-http (tests/outside/js/audit.mjs), every
+request carrying a valid token, as a client of a production server would send it.
+"""
 
 from __future__ import annotations
 
