@@ -210,8 +210,10 @@ class GraphQLHandler:
                 exc_info=self.development,
             )
             response = _errors_only(500, _error("internal error", "INTERNAL_ERROR"))
-        if graphql_response and isinstance(response, JSONResponse):
-            response.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+        if isinstance(response, JSONResponse):
+            response.headers.add_vary_header("Accept")  # the media type and status depend on it
+            if graphql_response:
+                response.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
         return response
 
     async def _handle(self, request: Request, graphql_response: bool) -> Response:

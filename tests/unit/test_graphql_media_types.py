@@ -99,6 +99,7 @@ async def test_get_and_malformed_requests_with_graphql_response_json(client: htt
     response = await client.get("/graphql", params={"query": "{ __typename }"}, headers=headers)
     assert response.status_code == 200 and response.json() == {"data": {"__typename": "Query"}}
     assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+    assert "accept" in response.headers["vary"].lower()  # a cache keeps the two media types apart
     for content in (b"{ not json", b'{"query": "{ __typename }", "extensions": "x"}'):
         response = await client.post(
             "/graphql", content=content, headers={**headers, "content-type": "application/json"}
