@@ -128,10 +128,17 @@ async def services_from_settings(
         )
         authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()
+        summaries = asyncio.create_task(
+            history.journal_flood_summaries_forever(), name="audit-flood-summaries"
+        )
         try:
             yield Services(engine, history, authenticator, audit, RequestAccess(authenticator, history))
         finally:
             share_start.cancel()
+            summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await summaries
+            await history.journal_flood_summaries()  # what was counted since the last minute
             await audit.aclose()
 
 
