@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,41 @@ ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=froz
 def client_address(connection: HTTPConnection) -> str | None:
     """The client's address (uvicorn's proxy-headers support rewrites it for trusted proxies)."""
     return connection.client.host if connection.client is not None else None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SAME_SITE_FETCH = ("same-origin", "none")
+
+
+def _origin_of(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    parsed = urllib.parse.urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if parsed.hostname is None or scheme not in _DEFAULT_PORTS:
+        return None
+    web_scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return web_scheme, parsed.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def cross_site(connection: HTTPConnection, *, origin_required: bool) -> bool:
+    """True unless the browser says this request comes from this server's own pages.
+
+    A browser sends ``Origin`` on every POST (``null`` when it hides it) and, lately,
+    ``Sec-Fetch-Site``; either naming another origin makes the request cross-site. A request
+    without ``Origin`` comes from a program, not a page (``origin_required`` refuses it too).
+    """
+    fetch_site = connection.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.lower() not in _SAME_SITE_FETCH:
+        return True
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return origin_required
+    scheme, _, netloc = origin.strip().partition("://")
+    claimed = _origin_of(scheme.lower(), netloc) if netloc and "/" not in netloc else None
+    own = _origin_of(connection.url.scheme, connection.headers.get("host", ""))
+    return claimed is None or own is None or claimed != own
 
 
 class RequestAccess:
@@ -146,6 +182,14 @@ class AuthenticationMiddleware:
                 return
             body, receive = await _buffered(receive, self.max_body_bytes)
             anonymous_ok = scope["method"] == "POST" and _redeem_only(body, self.max_tokens)
+            if anonymous_ok and cross_site(connection, origin_required=False):
+                # Another site's page must not spend this address's failed attempts (lock-out).
+                anonymous = AccessContext(
+                    ANONYMOUS, client_address(connection), current_request_id(), channel
+                )
+                await access.service.cross_site_refused(anonymous)
+                await _cross_site(scope, receive, send)
+                return
         try:
             context = await access.access_for(connection, channel, anonymous_ok=anonymous_ok)
         except AuthenticationError as exc:
@@ -182,6 +226,20 @@ async def _buffered(receive: Receive, limit: int) -> tuple[bytes, Receive]:
         return await receive()
 
     return body, replay
+
+
+async def _cross_site(scope: Scope, receive: Receive, send: Send) -> None:
+    message = "a share code is redeemed only from this server's own pages or by a program"
+    response = JSONResponse(
+        {
+            "errors": [
+                {"message": message, "extensions": {"code": "FORBIDDEN", "requestId": current_request_id()}}
+            ]
+        },
+        status_code=403,
+        headers={"Cache-Control": "no-store"},
+    )
+    await response(scope, receive, send)
 
 
 async def _unauthorized(exc: AuthenticationError, scope: Scope, receive: Receive, send: Send) -> None:
