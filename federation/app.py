@@ -254,6 +254,7 @@ def create_app(
                 AuthenticationMiddleware,
                 max_body_bytes=settings.server.graphql.max_body_bytes,
                 max_tokens=settings.server.graphql.max_tokens,
+                trusted_origins=tuple(origins),
             ),
         ],
         lifespan=lifespan,

@@ -43,17 +43,19 @@ def _origin_of(scheme: str, netloc: str) -> tuple[str, str, int] | None:
     return web_scheme, parsed.hostname.lower(), port or _DEFAULT_PORTS[scheme]
 
 
-def cross_site(connection: HTTPConnection, *, origin_required: bool) -> bool:
-    """True unless the browser says this request comes from this server's own pages.
+def cross_site(connection: HTTPConnection, *, origin_required: bool, trusted: tuple[str, ...] = ()) -> bool:
+    """True unless the browser says this request comes from this server's own pages (or a ``trusted`` origin).
 
     A browser sends ``Origin`` on every POST (``null`` when it hides it) and, lately,
     ``Sec-Fetch-Site``; either naming another origin makes the request cross-site. A request
     without ``Origin`` comes from a program, not a page (``origin_required`` refuses it too).
     """
+    origin = connection.headers.get("origin")
+    if origin is not None and origin.strip().lower() in trusted:
+        return False
     fetch_site = connection.headers.get("sec-fetch-site")
     if fetch_site is not None and fetch_site.lower() not in _SAME_SITE_FETCH:
         return True
-    origin = connection.headers.get("origin")
     if origin is None:
         return origin_required
     scheme, _, netloc = origin.strip().partition("://")
@@ -147,7 +149,9 @@ class AuthenticationMiddleware:
     """Authenticates every GraphQL request before it runs: 401 with ``WWW-Authenticate`` when it cannot.
 
     The caller is put in the connection's state (``request.state.access``). An anonymous POST is
-    let through only when all it asks is ``redeemShareCode`` (the code is the credential).
+    let through only when all it asks is ``redeemShareCode`` (the code is the credential), and
+    only from a program (no ``Origin``), this server's own pages or a ``trusted_origins`` app:
+    another site's page is refused (403) before the share codes' lock-out counts the attempt.
     """
 
     def __init__(
@@ -156,11 +160,14 @@ class AuthenticationMiddleware:
         paths: tuple[str, ...] = ("/graphql",),
         max_body_bytes: int = 65536,
         max_tokens: int = 2000,
+        trusted_origins: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.paths = paths
         self.max_body_bytes = max_body_bytes
         self.max_tokens = max_tokens
+        self.trusted_origins = tuple(origin.lower() for origin in trusted_origins)
+        """``server.cors_origins``: browser apps trusted to redeem share codes for their users."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, then pass on (or answer 401)."""
@@ -182,7 +189,7 @@ class AuthenticationMiddleware:
                 return
             body, receive = await _buffered(receive, self.max_body_bytes)
             anonymous_ok = scope["method"] == "POST" and _redeem_only(body, self.max_tokens)
-            if anonymous_ok and cross_site(connection, origin_required=False):
+            if anonymous_ok and cross_site(connection, origin_required=False, trusted=self.trusted_origins):
                 # Another site's page must not spend this address's failed attempts (lock-out).
                 anonymous = AccessContext(
                     ANONYMOUS, client_address(connection), current_request_id(), channel

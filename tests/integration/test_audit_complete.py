@@ -112,9 +112,9 @@ async def test_every_patient_a_search_returned_and_every_linked_id_is_stored_and
         reviewer = api.token("audit:read", subject="privacy-officer")
         for pid, _ in sorted(returned)[:3]:
             events = (await api.call(AUDIT, reviewer, id=pid))["data"]["auditEvents"]
-            assert "patient-query" in [e["action"] for e in events], pid
+            assert "PATIENT_QUERY" in [e["action"] for e in events], pid
         events = (await api.call(AUDIT, reviewer, id="ID-0900"))["data"]["auditEvents"]
-        assert [e["action"] for e in events] == ["identity-change"]
+        assert [e["action"] for e in events] == ["IDENTITY_CHANGE"]
 
 
 async def test_a_refused_list_is_stored_capped_with_its_count(
