@@ -66,7 +66,9 @@ async def test_revocation_reaches_every_instance_and_its_tokens(store: Elasticse
 
 
 async def test_a_break_the_glass_share_keeps_its_reason_and_end_in_an_older_index(elasticsearch: Any) -> None:
-    client = make_client(CacheSettings(url=elasticsearch.url))
+    client = make_client(
+        CacheSettings(url=elasticsearch.url, request_timeout_s=30)
+    )  # index creation, loaded CI
     try:
         store = ElasticsearchShareStore(client, f"pacsfed-test-shares-{uuid.uuid4().hex[:8]}")
         older = {k: v for k, v in MAPPING["properties"].items() if k != "emergency_reason"}
