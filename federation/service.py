@@ -117,19 +117,33 @@ class HistoryService:
         updates = self.engine.stream_history(
             query, source_ids=grant.source_ids, include_candidates=grant.include_candidates, **options
         )
+        shown: PatientHistory | None = None  # the last history handed out before a FINAL was recorded
         async with contextlib.aclosing(updates):
-            async for update in updates:
-                history = _restricted(update.history, grant.studies)
-                if update.phase.value == "FINAL":
+            try:
+                async for update in updates:
+                    history = _restricted(update.history, grant.studies)
+                    shown = history
+                    if update.phase.value == "FINAL":
+                        await self._record_query(
+                            query,
+                            access,
+                            grant,
+                            AuditOutcome.SUCCESS,
+                            history=history,
+                            detail="progressive-final",
+                        )
+                        shown = None
+                    yield dataclasses.replace(update, history=history)
+            finally:
+                if shown is not None:  # stopped early: what it saw is audited all the same
                     await self._record_query(
                         query,
                         access,
                         grant,
                         AuditOutcome.SUCCESS,
-                        history=history,
-                        detail="progressive-final",
+                        history=shown,
+                        detail="progressive-stopped",
                     )
-                yield dataclasses.replace(update, history=history)
 
     async def _authorize(
         self,

@@ -241,3 +241,20 @@ def test_the_gate_bounds_a_spray_of_addresses() -> None:
     assert sum(s.count for s in drained) == 5 and len(drained) <= 4  # three addresses and "*"
     now[0] = 61.0
     assert gate.admit("authentication", "10.0.0.9", "BAD")  # a new minute, a new budget
+
+
+async def test_a_subscription_stopped_early_is_audited_with_the_patients_it_saw(
+    audit: ListAuditTrail,
+) -> None:
+    service = _service(audit)
+    updates = service.stream_history(DUPONT, _user("history:read"))
+    seen: set[str] = set()
+    async for update in updates:
+        seen = set(returned_patient_ids(update.history))
+        if seen:
+            break  # the client goes away before the FINAL event
+    await updates.aclose()
+    assert seen
+    [stopped] = [r for r in audit.records if r.detail == "progressive-stopped"]
+    assert seen <= set(stopped.patient_ids)
+    assert not [r for r in audit.records if r.detail == "progressive-final"]
