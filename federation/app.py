@@ -129,10 +129,17 @@ async def services_from_settings(
         )
         authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()
+        summaries = asyncio.create_task(
+            history.journal_flood_summaries_forever(), name="audit-flood-summaries"
+        )
         try:
             yield Services(engine, history, authenticator, audit, RequestAccess(authenticator, history))
         finally:
             share_start.cancel()
+            summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await summaries
+            await history.journal_flood_summaries()  # what was counted since the last minute
             await audit.aclose()
 
 
@@ -247,6 +254,7 @@ def create_app(
                 AuthenticationMiddleware,
                 max_body_bytes=settings.server.graphql.max_body_bytes,
                 max_tokens=settings.server.graphql.max_tokens,
+                trusted_origins=tuple(origins),
             ),
         ],
         lifespan=lifespan,

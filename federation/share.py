@@ -45,6 +45,8 @@ class ShareRecord:
     single_use: bool
     redeemed: int = 0
     revoked_at: dt.datetime | None = None
+    emergency_reason: str | None = None
+    """The break-the-glass reason when the creator could read the patient only in an emergency window."""
 
     def usable(self, now: dt.datetime) -> bool:
         """True while the code may still be redeemed."""
@@ -209,6 +211,11 @@ class ShareCodes:
         self._revocation_signals.setdefault(share_id, weakref.WeakSet()).add(event)
         return event
 
+    @property
+    def max_failures(self) -> int:
+        """Failed redemptions per client (and per code prefix) before a lock-out."""
+        return self._settings.max_failures
+
     def ttl_for(self, asked_s: int | None) -> int:
         """The lifetime a code gets: the default when not asked, never more than the cap (≤ 24 h)."""
         cap = min(self._settings.max_ttl_s, HARD_MAX_TTL_S)
@@ -225,8 +232,11 @@ class ShareCodes:
         studies: list[str] | None,
         ttl_s: int | None,
         single_use: bool,
+        *,
+        not_after: dt.datetime | None = None,
+        emergency_reason: str | None = None,
     ) -> CreatedShare:
-        """A new code for ``patient`` (optionally only ``studies``), shown once."""
+        """A new code for ``patient`` (optionally only ``studies``), shown once, expiring by ``not_after``."""
         if patient.cache_key() is None:
             raise QueryError("a share names a patient by id or national id", code="BAD_SHARE")
         chosen: tuple[str, ...] | None = None
@@ -236,6 +246,9 @@ class ShareCodes:
                 raise QueryError(f"share between 1 and {_MAX_STUDIES} studies", code="BAD_SHARE")
         code = _new_code()
         now = _utcnow()
+        expires_at = now + dt.timedelta(seconds=self.ttl_for(ttl_s))
+        if not_after is not None:
+            expires_at = min(expires_at, not_after)
         record = ShareRecord(
             id=uuid.uuid4().hex,
             code_hash=hash_secret(normalize_code(code)),
@@ -243,8 +256,9 @@ class ShareCodes:
             patient=patient,
             studies=chosen,
             created_at=now,
-            expires_at=now + dt.timedelta(seconds=self.ttl_for(ttl_s)),
+            expires_at=expires_at,
             single_use=single_use,
+            emergency_reason=emergency_reason,
         )
         await self._store.add(record)
         return CreatedShare(code=code, record=record)
@@ -302,6 +316,7 @@ class ShareCodes:
             patient=record.patient,
             studies=frozenset(record.studies) if record.studies is not None else None,
             expires_at=record.expires_at,
+            emergency_reason=record.emergency_reason,
         )
         return Principal(
             subject=f"share:{record.id}",
