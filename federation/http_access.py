@@ -190,7 +190,7 @@ class AuthenticationMiddleware:
             if anonymous_ok and cross_site(connection, origin_required=False, trusted=self.trusted_origins):
                 # Another site's page must not spend this address's failed attempts (lock-out).
                 anonymous = AccessContext(
-                    ANONYMOUS, client_address(connection), current_request_id(), channel
+                    ANONYMOUS, client_address(connection), current_request_id(), "graphql"
                 )
                 await access.service.cross_site_refused(anonymous)
                 await _cross_site(scope, receive, send)
