@@ -213,7 +213,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 log_level="warning",
-                **uvicorn_options(settings.server.header_timeout_s),
+                **uvicorn_options(settings.server),
             )
         )
         url = f"http://{args.host}:{args.port}/graphql"
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level.lower(),
                 proxy_headers=bool(settings.server.forwarded_allow_ips),
                 forwarded_allow_ips=settings.server.forwarded_allow_ips or None,
-                **uvicorn_options(settings.server.header_timeout_s),
+                **uvicorn_options(settings.server),
             )
             return 0
         if args.command == "query":
