@@ -37,6 +37,7 @@ from federation.share_elasticsearch import ElasticsearchShareStore
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
+from web.graphiql import graphiql_routes
 from web.share_page import share_form, share_view
 
 log = logging.getLogger("pacsfed.app")
@@ -235,6 +236,7 @@ def create_app(
             Route("/s/{code}", share_form, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
