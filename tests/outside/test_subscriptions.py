@@ -59,10 +59,7 @@ async def _gql_subscribe(url: str, token: str, variables: dict[str, Any]) -> lis
     transport = WebsocketsTransport(url=url, init_payload={"Authorization": f"Bearer {token}"})
     request = GraphQLRequest(SUBSCRIPTION, variable_values=variables)
     async with Client(transport=transport, fetch_schema_from_transport=False) as session:
-        return [
-            {"data": result}
-            async for result in session.subscribe(request)  # type: ignore[union-attr]
-        ]
+        return [{"data": result} async for result in session.subscribe(request)]
 
 
 def test_graphql_ws_and_gql_subscribe_to_a_served_pacsfed(
