@@ -222,7 +222,7 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"  - {source.id:<20} {source.kind:<9} {source.name}")
         print(f"\nAudit journal: {state / 'audit'}")
         print(f"\nA token for a demo physician (every scope, valid 12 h):\n\n  {token}\n")
-        print(f"GraphiQL: open {url} in a browser, add the header Authorization: Bearer <token>.")
+        print(f"GraphiQL: open {url} in a browser; in its headers pane, replace <paste token> with it.")
         print(f"Example query:\n\n{EXAMPLE_QUERY}\n")
         print(
             f'Or from a shell:\n  TOKEN={token}\n  curl -s {url} -H "authorization: Bearer $TOKEN" \\\n'
