@@ -128,18 +128,16 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, then pass on (or answer 401)."""
-        if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            # A WebSocket is authenticated by its handler at connection_init (with the header, or the
+            # payload: browsers cannot set headers), so that a refusal is a close code (4403) the
+            # client can read, not a refused handshake that looks like a network failure.
             await self.app(scope, receive, send)
             return
         access: RequestAccess = scope["app"].state.services.access
         connection = HTTPConnection(scope)
-        channel = "graphql-ws" if scope["type"] == "websocket" else "graphql"
         anonymous_ok = False
         if not connection.headers.get("authorization") and not access.insecure:
-            if scope["type"] == "websocket":
-                # Browsers cannot set headers on a WebSocket: the credential comes in connection_init.
-                await self.app(scope, receive, send)
-                return
             if scope["method"] == "GET" and b"query=" not in scope.get("query_string", b""):
                 # The GraphiQL page (development) or a 400: nothing is read, nothing to protect.
                 await self.app(scope, receive, send)
@@ -147,11 +145,8 @@ class AuthenticationMiddleware:
             body, receive = await _buffered(receive, self.max_body_bytes)
             anonymous_ok = scope["method"] == "POST" and _redeem_only(body, self.max_tokens)
         try:
-            context = await access.access_for(connection, channel, anonymous_ok=anonymous_ok)
+            context = await access.access_for(connection, "graphql", anonymous_ok=anonymous_ok)
         except AuthenticationError as exc:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 4401, "reason": "Unauthorized"})
-                return
             await _unauthorized(exc, scope, receive, send)
             return
         scope.setdefault("state", {})["access"] = context
@@ -201,13 +196,19 @@ async def _unauthorized(exc: AuthenticationError, scope: Scope, receive: Receive
 async def graphql_context(connection: HTTPConnection) -> dict[str, Any]:
     """The GraphQL context: the engine, the connection and the authenticated caller (``access``).
 
-    HTTP requests were authenticated by :class:`AuthenticationMiddleware`; a WebSocket without an
-    ``Authorization`` header authenticates here, with its ``connection_init`` payload.
+    HTTP requests were authenticated by :class:`AuthenticationMiddleware`; a WebSocket authenticates
+    here, at ``connection_init`` and again for each operation, with its ``Authorization`` header or
+    else its ``connection_init`` payload. A share's context carries ``revoked``, an event set when
+    this process revokes the share.
     """
     access: AccessContext | None = getattr(connection.state, "access", None)
-    if access is None:
-        services_access: RequestAccess = connection.app.state.services.access
+    if access is None or connection.scope["type"] == "websocket":
+        services = connection.app.state.services
         params = getattr(connection.state, "connection_params", None)
-        authorization = authorization_from_payload(params) or ""
-        access = await services_access.access_for(connection, "graphql-ws", authorization=authorization)
-    return {"engine": connection.app.state.engine, "request": connection, "access": access}
+        authorization = connection.headers.get("authorization") or authorization_from_payload(params) or ""
+        access = await services.access.access_for(connection, "graphql-ws", authorization=authorization)
+    context = {"engine": connection.app.state.engine, "request": connection, "access": access}
+    share = access.principal.share
+    if share is not None and connection.scope["type"] == "websocket":
+        context["revoked"] = connection.app.state.services.history.revocation_signal(share.share_id)
+    return context

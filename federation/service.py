@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -281,6 +282,10 @@ class HistoryService:
     async def share_principal(self, token: str) -> Principal:
         """The principal of a redeemed share token (the authenticator's resolver)."""
         return await self._shares.principal_for(token)
+
+    def revocation_signal(self, share_id: str) -> asyncio.Event:
+        """An event set when this process revokes the share (for sockets opened with its token)."""
+        return self._shares.revocation_signal(share_id)
 
     # --- administration and audit ----------------------------------------------------------
 

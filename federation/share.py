@@ -7,6 +7,7 @@ Failed redemptions are counted per client address and per code prefix; too many 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import dataclasses
@@ -14,6 +15,7 @@ import datetime as dt
 import secrets
 import time
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 
 from federation.access import Principal, PrincipalKind, ShareGrant
@@ -26,6 +28,7 @@ HARD_MAX_TTL_S = 24 * 3600
 _CODE_BYTES = 20  # 160 bits
 _PREFIX_LENGTH = 4
 _MAX_STUDIES = 500
+_MAX_SIGNALLED_SHARES = 1000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -195,6 +198,16 @@ class ShareCodes:
         self._settings = settings
         self._store = store
         self._limiter = RedemptionLimiter(settings.max_failures, settings.lockout_s)
+        self._revocation_signals: dict[str, weakref.WeakSet[asyncio.Event]] = {}
+
+    def revocation_signal(self, share_id: str) -> asyncio.Event:
+        """An event set when this process revokes the share; held weakly, so dropping it is enough."""
+        if len(self._revocation_signals) > _MAX_SIGNALLED_SHARES:
+            for stale in [key for key, events in self._revocation_signals.items() if not events]:
+                del self._revocation_signals[stale]
+        event = asyncio.Event()
+        self._revocation_signals.setdefault(share_id, weakref.WeakSet()).add(event)
+        return event
 
     def ttl_for(self, asked_s: int | None) -> int:
         """The lifetime a code gets: the default when not asked, never more than the cap (≤ 24 h)."""
@@ -245,7 +258,10 @@ class ShareCodes:
             raise AccessError("only its creator may revoke a share code", code="FORBIDDEN")
         if record.revoked_at is not None:
             return record
-        return await self._store.revoke(record, _utcnow())
+        revoked = await self._store.revoke(record, _utcnow())
+        for event in self._revocation_signals.pop(record.id, ()):
+            event.set()
+        return revoked
 
     async def redeem(self, code: str, client: str) -> RedeemedShare:
         """A bearer token for the code's scope; AccessError when wrong, used up, expired or locked out."""

@@ -109,6 +109,8 @@ async def test_no_or_bad_credentials_get_401(api: Api) -> None:
         (api.token("history:read", exp=now - dt.timedelta(hours=1)), "TOKEN_EXPIRED"),
         (api.token("history:read", nbf=now + dt.timedelta(hours=1)), "TOKEN_NOT_YET_VALID"),
         (api.token("history:read", aud="another-api"), "BAD_AUDIENCE"),
+        (api.token("history:read", exp=1e20), "BAD_TOKEN"),
+        (api.token("history:read", pacsfed_sources="hosp-a"), "BAD_TOKEN"),
         (other.token(scopes=("history:read",)), "BAD_SIGNATURE"),
         ("not.a.jwt", "BAD_TOKEN"),
     ]:
@@ -132,8 +134,8 @@ async def test_break_the_glass_needs_a_reason_and_is_flagged_for_review(api: Api
     body = await api.call(HISTORY, er, id="DEMO-002", reason="unconscious, no relatives, CT head")
     assert body["data"]["patientHistory"]["exams"]
     body = await api.call(AUDIT, api.token("audit:read", subject="privacy-officer"), id="DEMO-002")
-    events = [e for e in body["data"]["auditEvents"] if e["action"] == "patient-query"]
-    assert [(e["outcome"], e["emergency"]) for e in events] == [("success", True), ("denied", False)]
+    events = [e for e in body["data"]["auditEvents"] if e["action"] == "PATIENT_QUERY"]
+    assert [(e["outcome"], e["emergency"]) for e in events] == [("SUCCESS", True), ("DENIED", False)]
     assert events[0]["reason"] == "unconscious, no relatives, CT head"
     assert events[0]["actor"] == "user:dr-night"
     assert events[0]["examCount"] > 0
@@ -209,8 +211,8 @@ async def test_readyz_says_authentication_is_enforced(api: Api) -> None:
 async def test_authentication_failures_are_audited(api: Api) -> None:
     await api.post(HISTORY, "not.a.jwt", id="DEMO-001")
     body = await api.call(AUDIT, api.token("audit:read"))
-    failures = [e for e in body["data"]["auditEvents"] if e["action"] == "authentication"]
-    assert failures and failures[0]["outcome"] == "denied" and failures[0]["actor"] == "anonymous"
+    failures = [e for e in body["data"]["auditEvents"] if e["action"] == "AUTHENTICATION"]
+    assert failures and failures[0]["outcome"] == "DENIED" and failures[0]["actor"] == "anonymous"
 
 
 WS_SUBSCRIPTION = """subscription($patient: PatientInput!) {
@@ -253,4 +255,11 @@ def test_websockets_authenticate_with_a_header_or_the_connection_init_payload(tm
                 ws.send_json({"type": "connection_init", "payload": payload})
                 with pytest.raises(WebSocketDisconnect) as closed:
                     ws.receive_json()
-            assert closed.value.code == 4401
+            assert closed.value.code == 4403
+        # A bad header too: the upgrade is accepted, then closed with a code the client can read.
+        bad = {"authorization": "Bearer not.a.jwt"}
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"], headers=bad) as ws:
+            ws.send_json({"type": "connection_init"})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4403
