@@ -25,6 +25,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from federation.errors import ConfigError
 from federation.settings import ServerSettings
 
+LINGER_S = 2.0
+"""How long a connection answered 408 still reads (and drops) the client's bytes before closing."""
+
 WEBSOCKETS = "websockets-sansio"
 """uvicorn's WebSocket implementation: the ``websockets`` library's sans-I/O core (uvicorn's default too)."""
 
@@ -41,6 +44,8 @@ class SlowClientH11Protocol(H11Protocol):
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
         self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
@@ -55,26 +60,47 @@ class SlowClientH11Protocol(H11Protocol):
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-            self._answer_and_close(408, b"the request body did not arrive in time\n")
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+            return
+        if self.cycle is not None:  # the application sees a disconnect and can answer no more
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self._answer_and_close(408, b"the request body did not arrive in time\n", linger=True)
 
-    def _answer_and_close(self, status: int, text: bytes) -> None:
-        """A short plain-text answer (if none has started yet), then close the connection."""
+    def _answer_and_close(self, status: int, text: bytes, *, linger: bool = False) -> None:
+        """A short plain-text answer (if none has started yet), then close the connection.
+
+        With ``linger``, the client's further bytes are read and dropped for a moment after the
+        answer (a close with unread bytes would reset the connection and could lose the answer).
+        """
+        answered = False
         if self.conn.our_state is h11.SEND_RESPONSE:
             headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
             try:
                 self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)) or b"")
                 self.transport.write(self.conn.send(h11.Data(data=text)) or b"")
                 self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+                answered = True
             except h11.LocalProtocolError:
                 pass
+        if linger and answered and self.transport.can_write_eof():
+            self._lingering = True
+            self.transport.write_eof()
+            self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
+            return
         self.transport.close()
 
+    def data_received(self, data: bytes) -> None:
+        """Drop what arrives after a 408 (lingering close); otherwise parse it."""
+        if self._lingering:
+            return
+        super().data_received(data)
+
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
+        for timer in (self._head_timer, self._body_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = None
+        self._head_timer = self._body_timer = self._linger_timer = None
 
     def handle_events(self) -> None:
         """Stop the head timer once a head has arrived; time its body until that is complete."""

@@ -49,7 +49,7 @@ async def _trickle(port: int, seconds: int, started: asyncio.Event, opened: list
 
 
 async def _answer(reader: asyncio.StreamReader) -> bytes:
-    """Everything until the server closes; RESET when it closed with our unread bytes (a TCP reset)."""
+    """Everything until the server closes; RESET if it reset the connection instead."""
     try:
         return await reader.read()
     except ConnectionResetError:
@@ -94,6 +94,5 @@ def test_trickling_bodies_are_cut_off_and_do_not_delay_a_normal_query(
     never_closed = sum(answer is None for answer in answers)
     assert never_closed == 0, f"{never_closed} trickling connections were never closed"
     kinds = {(a or b"")[:12] for a in answers}
-    print(f"the trickling connections ended with: {kinds}")
-    assert kinds <= {b"HTTP/1.1 408", b"RESET"}, kinds
+    assert kinds == {b"HTTP/1.1 408"}, kinds  # answered, then closed (not reset under their writes)
     assert server.running

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from federation.http_server import QueryStringFilter, uvicorn_options
 from federation.settings import ServerSettings
@@ -31,7 +31,8 @@ async def _echo(request: Request) -> PlainTextResponse:
 async def _socket(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_text("hello")
-    await websocket.receive_text()
+    with contextlib.suppress(WebSocketDisconnect):
+        await websocket.receive_text()
 
 
 @contextlib.asynccontextmanager
