@@ -1,10 +1,12 @@
 """Slow clients against a real `pacsfed serve`: bodies trickling at one byte a second are cut off
-after ``server.body_timeout_s`` and do not keep a normal query waiting."""
+after ``server.body_timeout_s`` and do not keep a normal query waiting; connections past
+``server.max_connections`` are answered 503."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,3 +98,29 @@ def test_trickling_bodies_are_cut_off_and_do_not_delay_a_normal_query(
     kinds = {(a or b"")[:12] for a in answers}
     assert kinds == {b"HTTP/1.1 408"}, kinds  # answered, then closed (not reset under their writes)
     assert server.running
+
+
+def test_connections_past_max_connections_are_answered_503(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    orthanc_c: Any,
+) -> None:
+    server = pacsfed_server(
+        serve_config(
+            [{"id": "hosp-c", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}],
+            server={"max_connections": 3},
+        )
+    )
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    try:
+        time.sleep(0.5)  # let the server take them
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 503
+    finally:
+        for connection in idle:
+            connection.close()
+    for _ in range(50):  # the server notices the closes by itself
+        if httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the server still refuses after the idle connections closed")
