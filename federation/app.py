@@ -38,6 +38,7 @@ from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
+from web.graphiql import graphiql_routes
 from web.share_page import share_form, share_view
 
 log = logging.getLogger("pacsfed.app")
@@ -246,6 +247,7 @@ def create_app(
             Route("/s/{code}", share_form, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[
             *cors,
