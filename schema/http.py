@@ -303,12 +303,23 @@ class GraphQLHandler:
         checked = self.checker.check(query)
         if not isinstance(checked, DocumentNode):
             return JSONResponse({"errors": [self.format(e) for e in checked]}, status_code=request_error)
-        if get:
-            operation = get_operation_ast(checked, operation_name)
-            if operation is not None and operation.operation is not OperationType.QUERY:
-                return _errors_only(
-                    405, _error("only queries may be sent with GET", "BAD_REQUEST"), headers={"allow": "POST"}
-                )
+        operation = get_operation_ast(checked, operation_name)
+        if get and operation is not None and operation.operation is not OperationType.QUERY:
+            return _errors_only(
+                405, _error("only queries may be sent with GET", "BAD_REQUEST"), headers={"allow": "POST"}
+            )
+        if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
+            return JSONResponse(
+                {
+                    "errors": [
+                        _error(
+                            "subscriptions are served over WebSocket (graphql-transport-ws) at this path",
+                            "BAD_REQUEST",
+                        )
+                    ]
+                },
+                status_code=request_error,
+            )
         context = await self.context(request)
         try:
             outcome = execute(
