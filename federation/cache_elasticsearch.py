@@ -40,6 +40,7 @@ MAPPING: dict[str, Any] = {
         "patient_name": {"type": "keyword"},
         "patient_name_folded": {"type": "keyword"},
         "patient_family_folded": {"type": "keyword"},
+        "patient_name_groups": {"type": "keyword", "index": False},
         "patient_birth_date": {"type": "date", "format": "strict_date"},
         "patient_sex": {"type": "keyword"},
         "study_date": {"type": "date", "format": "strict_date"},
@@ -93,6 +94,7 @@ def _document(
         "patient_family_folded": fold(name_parts(record.patient_name).family)
         if record.patient_name
         else None,
+        "patient_name_groups": list(record.patient_name_groups) if record.patient_name_groups else None,
         "patient_birth_date": record.patient_birth_date.isoformat() if record.patient_birth_date else None,
         "patient_sex": record.patient_sex,
         "study_date": record.study_date.isoformat() if record.study_date else None,
@@ -228,6 +230,8 @@ def _record(source: dict[str, Any], **extra: Any) -> StudyRecord:
     fields = {k: v for k, v in source.items() if k in _RECORD_FIELDS and v is not None}
     fields["modalities"] = tuple(fields.get("modalities", ()))
     fields["specific_character_set"] = tuple(fields.get("specific_character_set", ()))
+    if "patient_name_groups" in fields:
+        fields["patient_name_groups"] = tuple(fields["patient_name_groups"])
     fields.update(extra)
     return StudyRecord.model_validate(fields)
 
@@ -290,6 +294,8 @@ class ElasticsearchExamCache(ExamCache):
                 # Create the index now: creating it on the first write costs a query most of a second.
                 if not await self._client.indices.exists(index=index):
                     await self._client.indices.create(index=index, wait_for_active_shards="1")
+                else:  # made by an earlier version: give it the fields added since (strict mapping)
+                    await self._client.indices.put_mapping(index=index, properties=mapping["properties"])
         except BadRequestError as exc:
             if exc.error != "resource_already_exists_exception":
                 raise CacheError(f"cannot prepare the index ({exc.error})") from exc
