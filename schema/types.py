@@ -93,9 +93,7 @@ class Exam(graphene.ObjectType):
     modalities = graphene.List(graphene.NonNull(graphene.String), required=True)
     description = graphene.String()
     accession_number = graphene.String()
-    patient_name = graphene.String(
-        description="DICOM PN, decoded: Family^Given^Middle^Prefix^Suffix (the first non-empty group)."
-    )
+    patient_name = graphene.String(description="DICOM PN, decoded: Family^Given^Middle^Prefix^Suffix.")
     patient_name_groups = graphene.Field(
         PersonNameGroups, description="The name in every script it was given in."
     )
