@@ -36,6 +36,11 @@ cap the score strictly below the threshold, whatever else matches: a namesake bo
 the classic wrong merge. Names are compared folded, spaces removed, so ``Van den Bossche`` equals
 ``VANDENBOSSCHE``. Levenshtein distance: V. I. Levenshtein, Soviet Physics Doklady 10(8), 1966.
 
+Names in several scripts (PS3.5 6.2.1.1: ``Yamada^Tarou=山田^太郎=やまだ^たろう``): each side's
+component groups are candidate names, every pair is compared and the best one counts (ties go to
+the earlier groups, then to the reasons), so a search written in kanji, hanzi or hangul meets the
+group written in that script, and extra groups can only raise a score.
+
 Scores are deterministic and symmetric: ``score(a, b) == score(b, a)``, reasons included. Reasons
 come in a fixed order (birth date, sex, family name, given name, whole name) and never hold a name.
 """
