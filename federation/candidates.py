@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from federation.merge import merge_records
 from federation.models import Candidate, PatientQuery, SourceInfo, StudyQuery, StudyRecord
-from federation.names import Demographics, fold, score
+from federation.names import Demographics, fold, group_parts, score
 
 _MAX_PATTERN_CHARS = 16
 
@@ -29,8 +29,11 @@ def reference_demographics(patient: PatientQuery, records: Iterable[StudyRecord]
     )
     if not seen:
         return None
-    # Most frequent first; ties broken on the values so the choice is deterministic.
-    (name, birth_date, sex), _ = sorted(seen.items(), key=lambda item: (-item[1], str(item[0])))[0]
+    # Most frequent first, then the name in more scripts (a Latin-1 PACS drops the kanji); remaining
+    # ties broken on the values so the choice is deterministic.
+    (name, birth_date, sex), _ = min(
+        seen.items(), key=lambda item: (-item[1], -len(group_parts(item[0][0] or "")), str(item[0]))
+    )
     return Demographics.from_pn(name, birth_date, sex)
 
 

@@ -131,6 +131,10 @@ def test_the_reference_taken_from_the_records_keeps_every_group() -> None:
         patient_name_groups=("Hong^Gildong", "洪^吉洞", "홍^길동"),
         patient_birth_date=BIRTH,
     )
-    derived = reference_demographics(PatientQuery(patient_id="PA-KR1"), [record])
-    assert derived is not None
-    assert derived.names() == (("Hong", "Gildong"), ("洪", "吉洞"), ("홍", "길동"))
+    latin1 = StudyRecord(  # the same study from a PACS whose Latin-1 answers lost the other groups
+        source_id="b", study_instance_uid="9", patient_name="Hong^Gildong", patient_birth_date=BIRTH
+    )
+    for records in ([record], [latin1, record], [record, latin1]):
+        derived = reference_demographics(PatientQuery(patient_id="PA-KR1"), records)
+        assert derived is not None
+        assert derived.names() == (("Hong", "Gildong"), ("洪", "吉洞"), ("홍", "길동"))
