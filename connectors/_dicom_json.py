@@ -301,8 +301,14 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         if type(values) is list and len(values) == 1 and type(value := values[0]) is dict:
             # PS3.18 F.2.2: the Alphabetic group, nearly always there, without '=' in it.
             name = value.get("Alphabetic")
-            if type(name) is not str or "=" in name or len(value) > 1:
-                return None  # Ideographic or Phonetic groups too: the general path reads them
+            if len(value) > 1 or type(name) is not str or "=" in name:
+                groups = _usual_groups(value)  # Ideographic or Phonetic groups too
+                if groups is None:
+                    return None
+                fields[field] = next(group for group in groups if group)
+                if field == "patient_name":
+                    fields["patient_name_groups"] = beyond_alphabetic(groups)
+                continue
             name = name.strip()
             name = (name if name.isascii() else unicodedata.normalize("NFC", name)).rstrip("^ ")
             if not name.strip("^ "):
@@ -311,6 +317,20 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         elif values is not None or "Value" in attribute:
             return None
     return fields
+
+
+def _usual_groups(value: dict[str, Any]) -> tuple[str, str, str] | None:
+    """A PN object's three groups, cleaned as ``_JsonReader`` does, when each is a string without '='; else None."""
+    groups = []
+    for key in _PN_GROUPS:
+        text = value.get(key, "")
+        if type(text) is not str or "=" in text:
+            return None
+        text = unicodedata.normalize("NFC", text.strip()).rstrip("^ ")
+        groups.append(text if text.strip("^ ") else "")
+    if not any(groups) or any(key not in _PN_GROUPS for key in value):
+        return None
+    return groups[0], groups[1], groups[2]
 
 
 def _read_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
