@@ -25,7 +25,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, NotFoun
 from federation.cache import CachedAnswer, CacheHealth, ExamCache, document_id
 from federation.errors import CacheError, ConfigError
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
-from federation.names import fold, folded_name, name_parts
+from federation.names import fold, folded_name, group_parts
 from federation.settings import CacheSettings
 
 MAPPING: dict[str, Any] = {
@@ -91,8 +91,9 @@ def _document(
         "issuer_of_patient_id": record.issuer_of_patient_id,
         "patient_name": record.patient_name,
         "patient_name_folded": folded_name(record.patient_name) if record.patient_name else None,
-        "patient_family_folded": fold(name_parts(record.patient_name).family)
-        if record.patient_name
+        # One folded family name per group: a search in kanji or hangul finds the name too.
+        "patient_family_folded": list(dict.fromkeys(fold(p.family) for p in group_parts(record.patient_pn)))
+        if record.patient_pn
         else None,
         "patient_name_groups": list(record.patient_name_groups) if record.patient_name_groups else None,
         "patient_birth_date": record.patient_birth_date.isoformat() if record.patient_birth_date else None,
@@ -437,7 +438,7 @@ class ElasticsearchExamCache(ExamCache):
     async def search_by_name(
         self, family_name: str, birth_date: dt.date | None = None, limit: int = 100
     ) -> list[StudyRecord]:
-        """Cached studies whose folded family name starts with the folded ``family_name``."""
+        """Cached studies whose folded family name (in any of the name's groups) starts with the folded ``family_name``."""
         filters: list[dict[str, Any]] = [{"prefix": {"patient_family_folded": fold(family_name)}}]
         if birth_date is not None:
             filters.append({"term": {"patient_birth_date": birth_date.isoformat()}})

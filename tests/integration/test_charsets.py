@@ -31,7 +31,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from connectors._normalize import _Reader
-from federation.cache_elasticsearch import MAPPING
+from federation.cache_elasticsearch import MAPPING, ElasticsearchExamCache
 from integration.gql import graphql, history, running_app, statuses
 
 pytestmark = pytest.mark.integration
@@ -370,6 +370,13 @@ async def test_the_groups_survive_the_cache(
     assert [s["status"] for s in cached["sources"]] == ["OK"], cached["sources"]
     assert cached["exams"] == live["exams"]
     assert cached["exams"][0]["patientNameGroups"] == groups_of(PATIENTS["PA-KR1"][0])
+    httpx.post(f"{elasticsearch.url}/{index}/_refresh", timeout=10).raise_for_status()
+    cache = ElasticsearchExamCache(make_settings([]).cache)
+    try:  # the cache is searchable by the family name of every group
+        found = [await cache.search_by_name(name) for name in ("Hong", "洪", "홍", "Kim")]
+    finally:
+        await cache.aclose()
+    assert [[r.patient_id for r in records] for records in found] == [["PA-KR1"]] * 3 + [[]]
 
 
 @pytest.mark.parametrize(("setting", "keys"), [(None, {"*山田*", ""}), (False, {""})])
