@@ -113,6 +113,11 @@ _TRANSLITERATION = str.maketrans(
     }
 )
 
+# Katakana to hiragana (U+30A1-U+30F6 and the iteration marks U+30FD-U+30FE are U+0060 above their
+# hiragana): one reading written in either kana, as Japanese phonetic groups are. Half-width
+# katakana (ﾔﾏﾀﾞ) became full-width in NFKD first; the prolonged sound mark ー stays.
+_KANA = {code: code - 0x60 for code in (*range(0x30A1, 0x30F7), 0x30FD, 0x30FE)}
+
 # Whitespace, the ASCII separators people type, their typographic look-alikes (apostrophes,
 # hyphens, dashes) and '^', the PN component delimiter (PS3.5 6.2.1).
 _SEPARATORS = re.compile(r"[\s\-_.,'^\u2018\u2019\u02bc\u02bb\u2010\u2011\u2012\u2013\u2014\u2015]+")
@@ -123,10 +128,12 @@ def _strip_diacritics(text: str) -> str:
 
 
 def fold(text: str) -> str:
-    """Fold for matching: NFKD, drop combining marks, casefold, transliterate letters that do not decompose (ø→o, æ→ae, œ→oe, ß→ss, đ→d, ł→l, þ→th, ð→d, ı→i ...), unify separators (whitespace, '-', '_', '.', ',', ''' and '^') to one single space, strip. Non-Latin scripts (Greek, CJK, Cyrillic) stay as folded letters (casefold + accent removal, e.g. Greek tonos removed) — never dropped."""
+    """Fold for matching: NFKD, drop combining marks, casefold, transliterate letters that do not decompose (ø→o, æ→ae, œ→oe, ß→ss, đ→d, ł→l, þ→th, ð→d, ı→i ...), katakana to hiragana, unify separators (whitespace, '-', '_', '.', ',', ''' and '^') to one single space, strip. Non-Latin scripts (Greek, CJK, Cyrillic) stay as folded letters (casefold + accent removal, e.g. Greek tonos removed) — never dropped."""
     # Marks go before casefold (U+0345 would casefold to a letter) and after it (casefold can
     # produce decomposable letters); the final NFC recomposes kana voicing marks and Hangul.
-    folded = _strip_diacritics(_strip_diacritics(text).casefold()).translate(_TRANSLITERATION)
+    folded = (
+        _strip_diacritics(_strip_diacritics(text).casefold()).translate(_TRANSLITERATION).translate(_KANA)
+    )
     return unicodedata.normalize("NFC", _SEPARATORS.sub(" ", folded)).strip()
 
 

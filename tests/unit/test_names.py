@@ -154,8 +154,8 @@ def test_fold_leaves_single_spaces_only(text: str) -> None:
         ("ΔΙΟΝΥΣΙΟΣ", "διονυσιοσ"),
         ("Фёдоров", "федоров"),
         ("山田^太郎", "山田 太郎"),
-        ("ヤマダ", "ヤマダ"),
-        ("ﾔﾏﾀﾞ", "ヤマダ"),
+        ("ヤマダ", "やまだ"),  # katakana read as hiragana
+        ("ﾔﾏﾀﾞ", "やまだ"),
         ("김^민준", "김 민준"),
         ("", ""),
         ("^^", ""),
@@ -167,6 +167,18 @@ def test_fold_examples(text: str, expected: str) -> None:
 
 def test_fold_keeps_japanese_voicing_marks() -> None:
     assert fold("ガ") != fold("カ")
+
+
+def test_fold_reads_katakana_half_width_katakana_and_hiragana_alike() -> None:
+    assert fold("ヤマダ^タロウ") == fold("ﾔﾏﾀﾞ^ﾀﾛｳ") == fold("やまだ^たろう") == "やまだ たろう"
+    assert fold("ガ") == fold("が") != fold("か")
+    assert fold("スズキ ヽ") == "すずき ゝ"
+
+
+def test_a_search_in_katakana_meets_a_phonetic_group_in_hiragana() -> None:
+    born = dt.date(1965, 3, 17)
+    record = Demographics.from_pn("Yamada^Tarou=山田^太郎=やまだ^たろう", born, "M")
+    assert score(Demographics("ヤマダ", "タロウ", born, "M"), record).score == 1.0
 
 
 # --- person names --------------------------------------------------------------------------------
