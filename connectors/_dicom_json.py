@@ -99,7 +99,7 @@ class _JsonReader:
         return None
 
     def person_name_groups(self, tag: str, keyword: str) -> tuple[str, ...]:
-        """The first value's groups that has any (Alphabetic, Ideographic, Phonetic), NFC, at most three."""
+        """The groups (Alphabetic, Ideographic, Phonetic) of the first value holding a name, NFC, at most three."""
         for value in self._values(tag, keyword):
             if isinstance(value, dict):
                 groups: list[Any] = [value.get(group) for group in _PN_GROUPS]

@@ -14,6 +14,13 @@ What each peer sends (seen on dcmtk 3.6.7 and Orthanc 1.10.1):
 - Orthanc re-encodes C-FIND and QIDO answers into its DefaultEncoding whatever the query asks.
   orthanc_c runs with ``Utf8``; orthanc_a keeps the default, Latin1, and drops what Latin-1
   cannot carry before the answer leaves it.
+
+What each peer matches a PatientName key against (seen by hand with findscu and curl): the whole
+PN, all groups, so ``山田*`` finds nothing and ``*山田*`` finds PA-JP1. Orthanc's C-FIND (either
+DefaultEncoding) matches kanji, kana, hangul and Greek keys sent under ISO_IR 192; dcmqrscp matches
+hangul and Greek (case-sensitively) but nothing stored in ISO 2022 IR 87. Orthanc's QIDO does not
+percent-decode values at all (``%5E``, ``%2A``, ``%C3%BC`` match nothing) and answers HTTP 400 to
+raw UTF-8 in the request line: no non-ASCII key can match there.
 """
 
 from __future__ import annotations
