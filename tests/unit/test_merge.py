@@ -8,8 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.cache import MemoryExamCache
+from federation.cli import render_history
 from federation.merge import merge_exam, merge_records
-from federation.models import MatchedBy, MatchKind, PatientQuery, PersonNameGroups, SourceInfo, StudyRecord
+from federation.models import (
+    MatchedBy,
+    MatchKind,
+    PatientHistory,
+    PatientQuery,
+    PersonNameGroups,
+    SourceInfo,
+    StudyRecord,
+)
 
 SOURCES = {
     "a": SourceInfo(id="a", name="A", kind="dimse"),
@@ -182,3 +191,10 @@ async def test_the_memory_cache_finds_a_name_by_the_family_name_of_any_group() -
     await cache.store(SOURCES["a"], PatientQuery(patient_id="PA-KR1"), [record])
     found = [await cache.search_by_name(name) for name in ("hong", "洪", "홍", "kim")]
     assert [len(records) for records in found] == [1, 1, 1, 0]
+
+
+def test_the_terminal_view_shows_the_name_in_every_script() -> None:
+    groups = ("Yamada^Tarou", "山田^太郎", "やまだ^たろう")
+    exam = merge_exam([rec("a", "1", patient_name="Yamada^Tarou", patient_name_groups=groups)], SOURCES)
+    view = render_history(PatientHistory(complete=True, exams=(exam,), sources=()))
+    assert "Yamada^Tarou=山田^太郎=やまだ^たろう" in view
