@@ -36,7 +36,10 @@ AUDIT_MAPPING: dict[str, Any] = {
         "channel": {"type": "keyword"},
         "patient_ids": {"type": "keyword"},
         "patient_bare_ids": {"type": "keyword"},
+        "patient_ids_omitted": {"type": "integer"},
         "sources": {"type": "keyword"},
+        "sources_omitted": {"type": "integer"},
+        "suppressed": {"type": "integer"},
         "exam_count": {"type": "integer"},
         "reason": {"type": "text"},
         "emergency": {"type": "boolean"},
@@ -100,6 +103,13 @@ class ElasticsearchAuditSink(AuditSink):
                     "mappings": AUDIT_MAPPING,
                 },
                 meta={"owner": "pacsfed-audit"},
+            )
+            # Monthly indices made by an earlier version get the fields they lack (additive only).
+            await self._client.indices.put_mapping(
+                index=f"{self.prefix}-*",
+                properties=AUDIT_MAPPING["properties"],
+                allow_no_indices=True,
+                ignore_unavailable=True,
             )
         except (ApiError, TransportError) as exc:
             raise AuditError(
