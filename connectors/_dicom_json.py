@@ -16,7 +16,7 @@ import datetime as dt
 import unicodedata
 from typing import Any, Final
 
-from connectors._normalize import parse_da, parse_tm
+from connectors._normalize import beyond_alphabetic, parse_da, parse_tm
 from federation.models import StudyRecord
 
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
@@ -97,6 +97,26 @@ class _JsonReader:
                     if name.strip("^ "):
                         return name
         return None
+
+    def person_name_groups(self, tag: str, keyword: str) -> tuple[str, ...]:
+        """The groups (Alphabetic, Ideographic, Phonetic) of the first value holding a name, NFC, at most three."""
+        for value in self._values(tag, keyword):
+            if isinstance(value, dict):
+                groups: list[Any] = [value.get(group) for group in _PN_GROUPS]
+            elif isinstance(value, str):
+                groups = [value]  # some servers send the PN string form
+            else:
+                self.warnings.append(f"{keyword}: invalid value")
+                continue
+            # A group holding '=' is a whole PN string put in one group: its parts are the groups.
+            parts = [
+                part for group in groups for part in (group.split("=") if isinstance(group, str) else [""])
+            ]
+            names = [_nfc(part.strip()).rstrip("^ ") for part in parts[:3]]
+            names = [name if name.strip("^ ") else "" for name in names]
+            if any(names):
+                return tuple(names)
+        return ()
 
     def date(self, tag: str, keyword: str) -> dt.date | None:
         """A DA value; a warning when it does not parse."""
@@ -281,8 +301,14 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         if type(values) is list and len(values) == 1 and type(value := values[0]) is dict:
             # PS3.18 F.2.2: the Alphabetic group, nearly always there, without '=' in it.
             name = value.get("Alphabetic")
-            if type(name) is not str or "=" in name:
-                return None
+            if len(value) > 1 or type(name) is not str or "=" in name:
+                groups = _usual_groups(value)  # Ideographic or Phonetic groups too
+                if groups is None:
+                    return None
+                fields[field] = next(group for group in groups if group)
+                if field == "patient_name":
+                    fields["patient_name_groups"] = beyond_alphabetic(groups)
+                continue
             name = name.strip()
             name = (name if name.isascii() else unicodedata.normalize("NFC", name)).rstrip("^ ")
             if not name.strip("^ "):
@@ -291,6 +317,20 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         elif values is not None or "Value" in attribute:
             return None
     return fields
+
+
+def _usual_groups(value: dict[str, Any]) -> tuple[str, str, str] | None:
+    """A PN object's three groups, cleaned as ``_JsonReader`` does, when each is a string without '='; else None."""
+    groups = []
+    for key in _PN_GROUPS:
+        text = value.get(key, "")
+        if type(text) is not str or "=" in text:
+            return None
+        text = unicodedata.normalize("NFC", text.strip()).rstrip("^ ")
+        groups.append(text if text.strip("^ ") else "")
+    if not any(groups) or any(key not in _PN_GROUPS for key in value):
+        return None
+    return groups[0], groups[1], groups[2]
 
 
 def _read_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
@@ -303,6 +343,7 @@ def _read_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
     fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
     for tag, keyword, field, kind in _ATTRIBUTES:
         fields[field] = _GENERAL[kind](read, tag, keyword)
+    fields["patient_name_groups"] = beyond_alphabetic(read.person_name_groups("00100010", "PatientName"))
     fields["other_patient_ids"] = read.other_patient_ids()
     fields["warnings"] = tuple(dict.fromkeys(warnings))
     return {field: value for field, value in fields.items() if value is not None and value != ()}

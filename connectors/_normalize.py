@@ -34,7 +34,7 @@ import logging
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -473,11 +473,15 @@ class _Reader:
 
     def person_name(self, keyword: str) -> str | None:
         """The Alphabetic component group, else the Ideographic, else the Phonetic one."""
+        return next((group for group in self.name_groups(keyword) if group), None)
+
+    def name_groups(self, keyword: str) -> tuple[str, ...]:
+        """The component groups of the first value, at most three (trailing empty ones dropped)."""
         values = self.values(keyword)
         groups = person_name_groups(values[0]) if values else ()
         if len(groups) > 3:
             self.warnings.append(f"{keyword}: more than three component groups")
-        return next((group for group in groups[:3] if group), None)
+        return groups[:3]
 
     def date(self, keyword: str) -> dt.date | None:
         text = self.text(keyword)
@@ -521,6 +525,14 @@ def person_name_groups(value: str) -> tuple[str, ...]:
     return tuple(groups)
 
 
+def beyond_alphabetic(groups: Sequence[str]) -> tuple[str, str, str] | None:
+    """(Alphabetic, Ideographic, Phonetic) when the name has an Ideographic or Phonetic group, else None."""
+    if not any(groups[1:3]):
+        return None
+    padded = (*groups, "", "")
+    return padded[0], padded[1], padded[2]
+
+
 def parse_da(text: str) -> dt.date | None:
     """A DA value (``YYYYMMDD``, or the ACR-NEMA ``YYYY.MM.DD``) as a date, or None."""
     digits = text.strip().replace(".", "").replace("-", "")
@@ -560,12 +572,14 @@ def study_record_from_dataset(
     if uid is None:
         return None
     retrieve_ae = read.strings("RetrieveAETitle")
+    name_groups = read.name_groups("PatientName")
     return StudyRecord(
         source_id=source_id,
         study_instance_uid=uid,
         patient_id=read.text("PatientID"),
         issuer_of_patient_id=read.text("IssuerOfPatientID"),
-        patient_name=read.person_name("PatientName"),
+        patient_name=next((group for group in name_groups if group), None),
+        patient_name_groups=beyond_alphabetic(name_groups),
         patient_birth_date=read.date("PatientBirthDate"),
         patient_sex=read.text("PatientSex"),
         study_date=read.date("StudyDate"),

@@ -49,6 +49,11 @@ class Connector(abc.ABC):
         """The configured source id."""
         return self.info.id
 
+    @property
+    def takes_non_ascii_name_keys(self) -> bool:
+        """Whether name keys beyond ASCII are sent to this source (its ``non_ascii_name_keys``; False if unset)."""
+        return bool(getattr(self.settings, "non_ascii_name_keys", False))
+
     @abc.abstractmethod
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """Every study matching the query's keys (an identifier, or a name and birth date)."""

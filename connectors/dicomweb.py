@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -37,7 +38,9 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 logging.getLogger("hpack").setLevel(logging.WARNING)
 
 DICOM_JSON = "application/dicom+json"
-DICOM_ACCEPT = f"{DICOM_JSON}, application/json;q=0.9"
+DICOM_ACCEPT = DICOM_JSON
+"""One media type, the one PS3.18 8.7.3 requires of every QIDO-RS server: Orthanc 1.10 reads the
+Accept header as a single type and logs "Unsupported return MIME type" for a list or a q-value."""
 USER_AGENT = f"pacsfed/{version('pacsfed')}"
 _KEEPALIVE_S = 30.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -289,10 +292,26 @@ def _page_query(query: StudyQuery, limit: int, offset: int) -> bytes:
 
     Encoding the repeated ``includefield`` parameters cost more than the rest of the request.
     """
-    return str(httpx.QueryParams({**_query_params(query), "limit": limit, "offset": offset})).encode()
+    return query_string({**_query_params(query), "limit": limit, "offset": offset})
 
 
-_PING_QUERY = str(httpx.QueryParams({"limit": 1, "includefield": "StudyInstanceUID"})).encode()
+def query_string(params: Mapping[str, str | int | list[str]]) -> bytes:
+    """A QIDO query string (PS3.18 8.3.4): values percent-encoded as UTF-8, except ``*`` and ``?``.
+
+    The URL rules (RFC 3986 3.4) allow ``*`` and ``?`` in a query as they are, and Orthanc 1.10 does
+    not percent-decode QIDO values: ``PatientName=Buc%2A`` finds nothing there, ``Buc*`` finds
+    the study. Everything else that is not unreserved is encoded: a space as ``%20`` (not the
+    ``+`` of HTML forms, which a QIDO server may read as a plus sign), ``^`` ``=`` ``&`` ``+`` ``/``
+    and every byte of a non-ASCII character's UTF-8.
+    """
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(f"{quote(key, safe='')}={quote(str(item), safe='*?')}")
+    return "&".join(pairs).encode("ascii")
+
+
+_PING_QUERY = query_string({"limit": 1, "includefield": "StudyInstanceUID"})
 
 
 def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
-from federation.names import fold, name_parts
+from federation.names import fold, group_parts
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,13 @@ class MemoryExamCache(ExamCache):
     async def search_by_name(
         self, family_name: str, birth_date: dt.date | None = None, limit: int = 100
     ) -> list[StudyRecord]:
-        """Records whose folded family name starts with the folded ``family_name``."""
+        """Records whose folded family name (in any of the name's groups) starts with the folded ``family_name``."""
         wanted = fold(family_name)
         found = [
             record
             for _, record, _ in self._documents.values()
-            if record.patient_name
-            and fold(name_parts(record.patient_name).family).startswith(wanted)
+            if record.patient_pn
+            and any(fold(parts.family).startswith(wanted) for parts in group_parts(record.patient_pn))
             and (birth_date is None or record.patient_birth_date == birth_date)
         ]
         return found[:limit]

@@ -25,7 +25,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, NotFoun
 from federation.cache import CachedAnswer, CacheHealth, ExamCache, document_id
 from federation.errors import CacheError, ConfigError
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
-from federation.names import fold, folded_name, name_parts
+from federation.names import fold, folded_name, group_parts
 from federation.settings import CacheSettings
 
 MAPPING: dict[str, Any] = {
@@ -40,6 +40,7 @@ MAPPING: dict[str, Any] = {
         "patient_name": {"type": "keyword"},
         "patient_name_folded": {"type": "keyword"},
         "patient_family_folded": {"type": "keyword"},
+        "patient_name_groups": {"type": "keyword", "index": False},
         "patient_birth_date": {"type": "date", "format": "strict_date"},
         "patient_sex": {"type": "keyword"},
         "study_date": {"type": "date", "format": "strict_date"},
@@ -90,9 +91,11 @@ def _document(
         "issuer_of_patient_id": record.issuer_of_patient_id,
         "patient_name": record.patient_name,
         "patient_name_folded": folded_name(record.patient_name) if record.patient_name else None,
-        "patient_family_folded": fold(name_parts(record.patient_name).family)
-        if record.patient_name
+        # One folded family name per group: a search in kanji or hangul finds the name too.
+        "patient_family_folded": list(dict.fromkeys(fold(p.family) for p in group_parts(record.patient_pn)))
+        if record.patient_pn
         else None,
+        "patient_name_groups": list(record.patient_name_groups) if record.patient_name_groups else None,
         "patient_birth_date": record.patient_birth_date.isoformat() if record.patient_birth_date else None,
         "patient_sex": record.patient_sex,
         "study_date": record.study_date.isoformat() if record.study_date else None,
@@ -228,6 +231,8 @@ def _record(source: dict[str, Any], **extra: Any) -> StudyRecord:
     fields = {k: v for k, v in source.items() if k in _RECORD_FIELDS and v is not None}
     fields["modalities"] = tuple(fields.get("modalities", ()))
     fields["specific_character_set"] = tuple(fields.get("specific_character_set", ()))
+    if "patient_name_groups" in fields:
+        fields["patient_name_groups"] = tuple(fields["patient_name_groups"])
     fields.update(extra)
     return StudyRecord.model_validate(fields)
 
@@ -290,6 +295,8 @@ class ElasticsearchExamCache(ExamCache):
                 # Create the index now: creating it on the first write costs a query most of a second.
                 if not await self._client.indices.exists(index=index):
                     await self._client.indices.create(index=index, wait_for_active_shards="1")
+                else:  # made by an earlier version: give it the fields added since (strict mapping)
+                    await self._client.indices.put_mapping(index=index, properties=mapping["properties"])
         except BadRequestError as exc:
             if exc.error != "resource_already_exists_exception":
                 raise CacheError(f"cannot prepare the index ({exc.error})") from exc
@@ -431,7 +438,7 @@ class ElasticsearchExamCache(ExamCache):
     async def search_by_name(
         self, family_name: str, birth_date: dt.date | None = None, limit: int = 100
     ) -> list[StudyRecord]:
-        """Cached studies whose folded family name starts with the folded ``family_name``."""
+        """Cached studies whose folded family name (in any of the name's groups) starts with the folded ``family_name``."""
         filters: list[dict[str, Any]] = [{"prefix": {"patient_family_folded": fold(family_name)}}]
         if birth_date is not None:
             filters.append({"term": {"patient_birth_date": birth_date.isoformat()}})

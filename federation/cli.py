@@ -19,7 +19,7 @@ from federation.auth import new_api_key
 from federation.errors import CacheError, ConfigError, PacsfedError
 from federation.http_server import uvicorn_options
 from federation.identity import IdentityLink, parse_links_csv
-from federation.models import PatientHistory, PatientQuery, SourceOutcome, SourceStatus
+from federation.models import PatientHistory, PatientQuery, PersonNameGroups, SourceOutcome, SourceStatus
 from federation.settings import Settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
 from schema.http import EXAMPLE_QUERY
@@ -93,6 +93,13 @@ def _source_line(outcome: SourceOutcome) -> str:
     return f"{outcome.source.id:<20} {outcome.status.value:<12} {outcome.latency_ms:>6} ms{count}{detail}"
 
 
+def _whole_name(groups: PersonNameGroups | None) -> str:
+    """A name in every script it was given in, as DICOM writes it: ``Yamada^Tarou=山田^太郎=やまだ^たろう``."""
+    if groups is None:
+        return ""
+    return "=".join(g or "" for g in (groups.alphabetic, groups.ideographic, groups.phonetic)).rstrip("=")
+
+
 def render_history(history: PatientHistory) -> str:
     """A terminal view of one history: a table of exams, then one line per source."""
     rows = [
@@ -101,7 +108,7 @@ def render_history(history: PatientHistory) -> str:
             exam.study_time.strftime("%H:%M") if exam.study_time else "",
             ",".join(exam.modalities),
             exam.description or "",
-            exam.patient_name or "",
+            _whole_name(exam.patient_name_groups),
             ",".join(location.source.id for location in exam.locations),
             exam.study_instance_uid,
         )
@@ -113,7 +120,7 @@ def render_history(history: PatientHistory) -> str:
     for candidate in history.candidates:
         out.append(
             f"candidate {candidate.score:.2f} {candidate.source.id} {candidate.patient_id or ''}"
-            f" {candidate.patient_name or ''} {candidate.birth_date or ''} ({len(candidate.exams)} exams;"
+            f" {_whole_name(candidate.patient_name_groups)} {candidate.birth_date or ''} ({len(candidate.exams)} exams;"
             f" {', '.join(candidate.reasons)})"
         )
     out += [f"warning: {warning}" for warning in history.warnings]

@@ -291,10 +291,14 @@ class FederationEngine:
         if reference is None:
             state.warnings.append("no name and birth date known for this patient: no candidate search")
             return
-        queries = [
-            PlannedQuery(q, MatchedBy(kind=MatchKind.DEMOGRAPHICS)) for q in candidate_queries(reference)
-        ]
-        if not queries:
+        by_keys = {
+            non_ascii: [
+                PlannedQuery(q, MatchedBy(kind=MatchKind.DEMOGRAPHICS))
+                for q in candidate_queries(reference, non_ascii_name_keys=non_ascii)
+            ]
+            for non_ascii in (False, True)
+        }
+        if not any(by_keys.values()):
             state.warnings.append("the name gives no usable search key: no candidate search")
             return
         demographic = query.kind is PatientQueryKind.DEMOGRAPHICS
@@ -303,6 +307,7 @@ class FederationEngine:
         jobs: dict[Connector, SharedRequest] = {}
         for connector in connectors:
             if self._breakers[connector.id].allow():
+                queries = by_keys[connector.takes_non_ascii_name_keys]
                 task = self._spawn(self._ask(connector, queries, deadline, verify=False))
                 jobs[connector] = self._judged(connector, SharedRequest(task, None, deadline, waiters=1))
             elif demographic:

@@ -179,6 +179,24 @@ class MatchedBy(_Frozen):
     value: str | None = None
 
 
+class PersonNameGroups(_Frozen):
+    """The three component groups of a person name (PS3.5 6.2.1.1), each ``Family^Given^…``; None when empty."""
+
+    alphabetic: str | None = None
+    ideographic: str | None = None
+    """Kanji, hanzi or hanja, as Japanese, Chinese and Korean systems write the name."""
+    phonetic: str | None = None
+    """Hiragana, katakana or hangul: how the name is read."""
+
+    @classmethod
+    def of(cls, groups: tuple[str, ...]) -> PersonNameGroups | None:
+        """From (Alphabetic, Ideographic, Phonetic) strings, empty ones unknown; None when all are empty."""
+        alphabetic, ideographic, phonetic = (*groups[:3], "", "", "")[:3]
+        if not (alphabetic or ideographic or phonetic):
+            return None
+        return cls(alphabetic=alphabetic or None, ideographic=ideographic or None, phonetic=phonetic or None)
+
+
 class StudyRecord(_Frozen):
     """One study as one source reported it, decoded and normalized."""
 
@@ -187,6 +205,11 @@ class StudyRecord(_Frozen):
     patient_id: str | None = None
     issuer_of_patient_id: str | None = None
     patient_name: str | None = None
+    """The name's first non-empty component group (Alphabetic, else Ideographic, else Phonetic)."""
+    patient_name_groups: tuple[str, str, str] | None = None
+    """(Alphabetic, Ideographic, Phonetic), empty strings for empty groups; set only when the name has
+    an Ideographic or Phonetic group (None: the name, if any, is all Alphabetic), so that the usual
+    one-group name costs nothing more to read and store."""
     patient_birth_date: dt.date | None = None
     patient_sex: str | None = None
     study_date: dt.date | None = None
@@ -207,6 +230,20 @@ class StudyRecord(_Frozen):
     cached_at: dt.datetime | None = None
     """When the source gave this answer, for a record served from the cache."""
     warnings: tuple[str, ...] = ()
+
+    @property
+    def patient_pn(self) -> str | None:
+        """The whole patient name as a DICOM PN string, every group: ``Yamada^Tarou=山田^太郎=やまだ^たろう``."""
+        if self.patient_name_groups is None:
+            return self.patient_name
+        return "=".join(self.patient_name_groups).rstrip("=")
+
+    @property
+    def name_groups(self) -> PersonNameGroups | None:
+        """The patient name's component groups, for clients."""
+        if self.patient_name_groups is None:
+            return PersonNameGroups(alphabetic=self.patient_name) if self.patient_name else None
+        return PersonNameGroups.of(self.patient_name_groups)
 
     def found_by(self, matched_by: MatchedBy) -> StudyRecord:
         """This record tagged with the identifier it was found with.
@@ -297,6 +334,7 @@ class Exam(_Frozen):
     description: str | None = None
     accession_number: str | None = None
     patient_name: str | None = None
+    patient_name_groups: PersonNameGroups | None = None
     patient_birth_date: dt.date | None = None
     patient_sex: str | None = None
     referring_physician_name: str | None = None
@@ -324,6 +362,7 @@ class Candidate(_Frozen):
     patient_id: str | None = None
     issuer_of_patient_id: str | None = None
     patient_name: str | None = None
+    patient_name_groups: PersonNameGroups | None = None
     birth_date: dt.date | None = None
     sex: str | None = None
     exams: tuple[Exam, ...] = ()

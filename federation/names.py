@@ -36,6 +36,11 @@ cap the score strictly below the threshold, whatever else matches: a namesake bo
 the classic wrong merge. Names are compared folded, spaces removed, so ``Van den Bossche`` equals
 ``VANDENBOSSCHE``. Levenshtein distance: V. I. Levenshtein, Soviet Physics Doklady 10(8), 1966.
 
+Names in several scripts (PS3.5 6.2.1.1: ``Yamada^Tarou=山田^太郎=やまだ^たろう``): each side's
+component groups are candidate names, every pair is compared and the best one counts (ties go to
+the earlier groups, then to the reasons), so a search written in kanji, hanzi or hangul meets the
+group written in that script, and extra groups can only raise a score.
+
 Scores are deterministic and symmetric: ``score(a, b) == score(b, a)``, reasons included. Reasons
 come in a fixed order (birth date, sex, family name, given name, whole name) and never hold a name.
 """
@@ -56,6 +61,7 @@ __all__ = [
     "family_prefix_pattern",
     "fold",
     "folded_name",
+    "group_parts",
     "name_parts",
     "score",
 ]
@@ -107,6 +113,11 @@ _TRANSLITERATION = str.maketrans(
     }
 )
 
+# Katakana to hiragana (U+30A1-U+30F6 and the iteration marks U+30FD-U+30FE are U+0060 above their
+# hiragana): one reading written in either kana, as Japanese phonetic groups are. Half-width
+# katakana (ﾔﾏﾀﾞ) became full-width in NFKD first; the prolonged sound mark ー stays.
+_KANA = {code: code - 0x60 for code in (*range(0x30A1, 0x30F7), 0x30FD, 0x30FE)}
+
 # Whitespace, the ASCII separators people type, their typographic look-alikes (apostrophes,
 # hyphens, dashes) and '^', the PN component delimiter (PS3.5 6.2.1).
 _SEPARATORS = re.compile(r"[\s\-_.,'^\u2018\u2019\u02bc\u02bb\u2010\u2011\u2012\u2013\u2014\u2015]+")
@@ -117,10 +128,12 @@ def _strip_diacritics(text: str) -> str:
 
 
 def fold(text: str) -> str:
-    """Fold for matching: NFKD, drop combining marks, casefold, transliterate letters that do not decompose (ø→o, æ→ae, œ→oe, ß→ss, đ→d, ł→l, þ→th, ð→d, ı→i ...), unify separators (whitespace, '-', '_', '.', ',', ''' and '^') to one single space, strip. Non-Latin scripts (Greek, CJK, Cyrillic) stay as folded letters (casefold + accent removal, e.g. Greek tonos removed) — never dropped."""
+    """Fold for matching: NFKD, drop combining marks, casefold, transliterate letters that do not decompose (ø→o, æ→ae, œ→oe, ß→ss, đ→d, ł→l, þ→th, ð→d, ı→i ...), katakana to hiragana, unify separators (whitespace, '-', '_', '.', ',', ''' and '^') to one single space, strip. Non-Latin scripts (Greek, CJK, Cyrillic) stay as folded letters (casefold + accent removal, e.g. Greek tonos removed) — never dropped."""
     # Marks go before casefold (U+0345 would casefold to a letter) and after it (casefold can
     # produce decomposable letters); the final NFC recomposes kana voicing marks and Hangul.
-    folded = _strip_diacritics(_strip_diacritics(text).casefold()).translate(_TRANSLITERATION)
+    folded = (
+        _strip_diacritics(_strip_diacritics(text).casefold()).translate(_TRANSLITERATION).translate(_KANA)
+    )
     return unicodedata.normalize("NFC", _SEPARATORS.sub(" ", folded)).strip()
 
 
@@ -140,13 +153,24 @@ class NameParts:
 
 def name_parts(pn: str) -> NameParts:
     """The components of a PN's first non-empty group (Alphabetic=Ideographic=Phonetic), first value only."""
+    return next(iter(group_parts(pn)), _NO_PARTS)
+
+
+def group_parts(pn: str) -> tuple[NameParts, ...]:
+    """The components of each non-empty group of a PN's first value, in group order (at most three)."""
     first_value = next((value for value in pn.split("\\") if value.strip(" =^")), "")
-    group = next((g for g in first_value.split("=")[:3] if g.strip(" ^")), "")
+    return tuple(_parts(group) for group in first_value.split("=")[:3] if group.strip(" ^"))
+
+
+def _parts(group: str) -> NameParts:
     components = [unicodedata.normalize("NFC", c).strip() for c in group.split("^")]
     components += [""] * (5 - len(components))
     # A non-conformant sixth component is kept in the suffix rather than lost.
     suffix = " ".join(c for c in components[4:] if c)
     return NameParts(components[0], components[1], components[2], components[3], suffix)
+
+
+_NO_PARTS = NameParts("", "", "", "", "")
 
 
 def folded_name(pn: str) -> str:
@@ -180,21 +204,34 @@ def _known(name: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class Demographics:
-    """What a source says about a patient, for scoring; None is unknown."""
+    """What a source says about a patient, for scoring; None is unknown.
+
+    ``other_names`` are the (family, given) names of the PN's other component groups: the same
+    person written in another script (``Yamada^Tarou=山田^太郎=やまだ^たろう``).
+    """
 
     family_name: str | None = None
     given_name: str | None = None
     birth_date: datetime.date | None = None
     sex: str | None = None  # 'M' | 'F' | 'O' | None
+    other_names: tuple[tuple[str | None, str | None], ...] = ()
 
     @classmethod
     def from_pn(
         cls, pn: str | None, birth_date: datetime.date | None = None, sex: str | None = None
     ) -> Demographics:
-        """From a DICOM PN (given and middle names joined) and a PatientSex ('M', 'F', 'O', else None)."""
-        parts = name_parts(pn or "")
-        given = f"{parts.given} {parts.middle}".strip()
-        return cls(_known(parts.family), _known(given), birth_date, _clean_sex(sex))
+        """From a DICOM PN (given and middle names joined; every group) and a PatientSex ('M', 'F', 'O', else None)."""
+        names = [_family_given(parts) for parts in group_parts(pn or "")]
+        (family, given), *others = names or [(None, None)]
+        return cls(family, given, birth_date, _clean_sex(sex), tuple(others))
+
+    def names(self) -> tuple[tuple[str | None, str | None], ...]:
+        """Every (family, given) name this patient is known by: the first group's, then the others."""
+        return ((self.family_name, self.given_name), *self.other_names)
+
+
+def _family_given(parts: NameParts) -> tuple[str | None, str | None]:
+    return _known(parts.family), _known(f"{parts.given} {parts.middle}".strip())
 
 
 @dataclass(frozen=True)
@@ -308,9 +345,27 @@ def _name(field: str, weight: int, a: str | None, b: str | None) -> tuple[int, l
 
 
 def _names(a: Demographics, b: Demographics) -> tuple[int, list[str]]:
-    """Points and reasons from the names: in place, swapped family/given, or as reordered tokens."""
-    family_a, given_a = _known(a.family_name), _known(a.given_name)
-    family_b, given_b = _known(b.family_name), _known(b.given_name)
+    """Points and reasons from the best-matching pair of names, one of each side's groups (any script).
+
+    Ties go to the earlier groups, then to the reasons: a total order that reads the same from
+    either side, so the result is symmetric as ``_name_pair`` is.
+    """
+    pairs = (
+        (points, -(i + j), reasons)
+        for i, (family_a, given_a) in enumerate(a.names())
+        for j, (family_b, given_b) in enumerate(b.names())
+        for points, reasons in [_name_pair(family_a, given_a, family_b, given_b)]
+    )
+    points, _, reasons = max(pairs)
+    return points, reasons
+
+
+def _name_pair(
+    family_a: str | None, given_a: str | None, family_b: str | None, given_b: str | None
+) -> tuple[int, list[str]]:
+    """Points and reasons from one name of each side: in place, swapped family/given, or as reordered tokens."""
+    family_a, given_a = _known(family_a), _known(given_a)
+    family_b, given_b = _known(family_b), _known(given_b)
     family_points, family_reasons = _name("family_name", _FAMILY, family_a, family_b)
     given_points, given_reasons = _name("given_name", _GIVEN, given_a, given_b)
     best, reasons = family_points + given_points, family_reasons + given_reasons

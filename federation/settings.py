@@ -73,6 +73,10 @@ class _SourceCommon(_Strict):
     circuit: CircuitSettings = CircuitSettings()
     ttl_s: Annotated[float, Field(ge=0, le=7 * 24 * 3600)] = 300.0
     """How long a cached answer of this source is served without waiting for the source."""
+    non_ascii_name_keys: bool | None = None
+    """Send a candidate search's name key in its own script (``*山田*``), beyond ASCII: DIMSE under
+    ISO_IR 192, QIDO as UTF-8. Default: yes for DICOMweb (PS3.18 requires UTF-8) and for DIMSE
+    unless ``query_charset`` is null; ``false`` for a PACS that cannot match them."""
 
     @model_validator(mode="after")
     def _default_name(self) -> _SourceCommon:
@@ -103,6 +107,12 @@ class DimseSourceSettings(_SourceCommon):
     tls: TlsSettings | None = None
     """DICOM TLS (PS3.15 B.12, TLS 1.2 or later) when present."""
     user_identity: UserIdentitySettings | None = None
+
+    @model_validator(mode="after")
+    def _name_keys(self) -> DimseSourceSettings:
+        if self.non_ascii_name_keys is None:
+            self.non_ascii_name_keys = self.query_charset is not None
+        return self
 
     @model_validator(mode="after")
     def _identity_over_tls(self) -> DimseSourceSettings:
@@ -142,6 +152,12 @@ class DicomwebSourceSettings(_SourceCommon):
     """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
     http2: bool = True
     """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
+
+    @model_validator(mode="after")
+    def _name_keys(self) -> DicomwebSourceSettings:
+        if self.non_ascii_name_keys is None:
+            self.non_ascii_name_keys = True
+        return self
 
 
 SourceSettings = Annotated[DimseSourceSettings | DicomwebSourceSettings, Field(discriminator="kind")]

@@ -76,6 +76,14 @@ class ExamLocation(graphene.ObjectType):
     )
 
 
+class PersonNameGroups(graphene.ObjectType):
+    """A person name's three component groups (PS3.5 6.2.1.1), each Family^Given^Middle^Prefix^Suffix."""
+
+    alphabetic = graphene.String(description="Latin letters (or the name's only script).")
+    ideographic = graphene.String(description="Kanji, hanzi or hanja.")
+    phonetic = graphene.String(description="Hiragana, katakana or hangul: how the name is read.")
+
+
 class Exam(graphene.ObjectType):
     """One study, merged across every source that holds it."""
 
@@ -86,6 +94,9 @@ class Exam(graphene.ObjectType):
     description = graphene.String()
     accession_number = graphene.String()
     patient_name = graphene.String(description="DICOM PN, decoded: Family^Given^Middle^Prefix^Suffix.")
+    patient_name_groups = graphene.Field(
+        PersonNameGroups, description="The name in every script it was given in."
+    )
     patient_birth_date = graphene.Date()
     patient_sex = graphene.String()
     referring_physician_name = graphene.String()
@@ -116,6 +127,9 @@ class Candidate(graphene.ObjectType):
     patient_id = graphene.String()
     issuer_of_patient_id = graphene.String()
     patient_name = graphene.String()
+    patient_name_groups = graphene.Field(
+        PersonNameGroups, description="The name in every script it was given in."
+    )
     birth_date = graphene.Date()
     sex = graphene.String()
     exams = graphene.List(graphene.NonNull(Exam), required=True)

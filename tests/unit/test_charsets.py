@@ -157,6 +157,7 @@ def test_iso2022_person_name_groups(charset: str, data: bytes, groups: tuple[str
     record = _record(wire)
     assert _groups(wire) == groups
     assert record.patient_name == groups[0]
+    assert record.patient_pn == "=".join(groups)
     assert record.warnings == ()
 
 
@@ -288,6 +289,9 @@ def test_pydicom_charset_sample_files(filename: str, name: str) -> None:
     record = _record(ds)
     assert "=".join(_groups(ds)) == name
     assert record.patient_name == next(group for group in name.split("=") if group)
+    assert record.patient_pn == name.rstrip("=")
+    groups = (*name.split("="), "", "")[:3]
+    assert record.patient_name_groups == (groups if any(groups[1:]) else None)
     assert record.warnings == ()
 
 

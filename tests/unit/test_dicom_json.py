@@ -121,6 +121,23 @@ class _ReferenceReader:
         return tuple(found)
 
 
+def _reference_groups(item: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The PN groups of the first PatientName value that has any, set only beyond Alphabetic."""
+    values = (item.get("00100010") or {}).get("Value") or []
+    for value in values:
+        if isinstance(value, dict):
+            text = "=".join(v if isinstance(v, str) else "" for v in (value.get(g) for g in _PN_GROUPS))
+        elif isinstance(value, str):
+            text = value
+        else:
+            continue
+        parts = [_nfc(p.strip()).rstrip("^ ") for p in text.split("=")][:3]
+        groups = [p if p.strip("^ ") else "" for p in parts] + ["", ""]
+        if any(groups):
+            return (groups[0], groups[1], groups[2]) if groups[1] or groups[2] else None
+    return None
+
+
 def reference_record(item: Any, source_id: str) -> StudyRecord | None:
     """record_from_dicom_json as it was."""
     if not isinstance(item, dict):
@@ -136,6 +153,7 @@ def reference_record(item: Any, source_id: str) -> StudyRecord | None:
         patient_id=read.text("00100020", "PatientID"),
         issuer_of_patient_id=read.text("00100021", "IssuerOfPatientID"),
         patient_name=read.person_name("00100010", "PatientName"),
+        patient_name_groups=_reference_groups(item),
         patient_birth_date=read.date("00100030", "PatientBirthDate"),
         patient_sex=read.text("00100040", "PatientSex"),
         study_date=read.date("00080020", "StudyDate"),

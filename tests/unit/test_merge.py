@@ -7,8 +7,18 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from federation.cache import MemoryExamCache
+from federation.cli import render_history
 from federation.merge import merge_exam, merge_records
-from federation.models import MatchedBy, MatchKind, SourceInfo, StudyRecord
+from federation.models import (
+    MatchedBy,
+    MatchKind,
+    PatientHistory,
+    PatientQuery,
+    PersonNameGroups,
+    SourceInfo,
+    StudyRecord,
+)
 
 SOURCES = {
     "a": SourceInfo(id="a", name="A", kind="dimse"),
@@ -156,3 +166,35 @@ def test_merging_one_study_takes_the_first_value_set_and_the_largest_counts(
     exam = merge_exam(records, SOURCES)
     assert exam.model_dump(include=set(_reference_merge(records))) == _reference_merge(records)
     assert [location.source.id for location in exam.locations] == [r.source_id for r in records]
+
+
+def test_the_exam_takes_the_name_groups_a_latin1_source_lost_from_another() -> None:
+    groups = ("Hong^Gildong", "洪^吉洞", "홍^길동")
+    latin1 = rec("a", "1", patient_name="Hong^Gildong")
+    full = rec("b", "1", patient_name="Hong^Gildong", patient_name_groups=groups)
+    for records in ([latin1, full], [full, latin1]):
+        exam = merge_exam(records, SOURCES)
+        assert exam.patient_name == "Hong^Gildong"
+        assert exam.patient_name_groups == PersonNameGroups(
+            alphabetic="Hong^Gildong", ideographic="洪^吉洞", phonetic="홍^길동"
+        )
+    alone = merge_exam([latin1], SOURCES)
+    assert alone.patient_name_groups == PersonNameGroups(alphabetic="Hong^Gildong")
+    assert merge_exam([rec("a", "1")], SOURCES).patient_name_groups is None
+
+
+async def test_the_memory_cache_finds_a_name_by_the_family_name_of_any_group() -> None:
+    cache = MemoryExamCache()
+    record = rec(
+        "a", "1", patient_name="Hong^Gildong", patient_name_groups=("Hong^Gildong", "洪^吉洞", "홍^길동")
+    )
+    await cache.store(SOURCES["a"], PatientQuery(patient_id="PA-KR1"), [record])
+    found = [await cache.search_by_name(name) for name in ("hong", "洪", "홍", "kim")]
+    assert [len(records) for records in found] == [1, 1, 1, 0]
+
+
+def test_the_terminal_view_shows_the_name_in_every_script() -> None:
+    groups = ("Yamada^Tarou", "山田^太郎", "やまだ^たろう")
+    exam = merge_exam([rec("a", "1", patient_name="Yamada^Tarou", patient_name_groups=groups)], SOURCES)
+    view = render_history(PatientHistory(complete=True, exams=(exam,), sources=()))
+    assert "Yamada^Tarou=山田^太郎=やまだ^たろう" in view

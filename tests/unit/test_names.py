@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -67,7 +68,9 @@ NAMES = [
 names = st.one_of(st.sampled_from(NAMES), st.text(max_size=12), st.none())
 dates = st.one_of(st.none(), st.dates(dt.date(1960, 1, 1), dt.date(1962, 12, 31)))
 sexes = st.sampled_from(["M", "F", "O", None, "U", "m"])
-demographics = st.builds(Demographics, names, names, dates, sexes)
+# The names of a PN's other component groups (ideographic, phonetic): up to two more.
+other_names = st.lists(st.tuples(names, names), max_size=2).map(tuple)
+demographics = st.builds(Demographics, names, names, dates, sexes, other_names)
 # Demographics with every field known: names that fold to something, a date, a sex.
 latin_names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzéüøß- "), max_size=12).filter(
     lambda s: fold(s) != ""
@@ -151,8 +154,8 @@ def test_fold_leaves_single_spaces_only(text: str) -> None:
         ("ΔΙΟΝΥΣΙΟΣ", "διονυσιοσ"),
         ("Фёдоров", "федоров"),
         ("山田^太郎", "山田 太郎"),
-        ("ヤマダ", "ヤマダ"),
-        ("ﾔﾏﾀﾞ", "ヤマダ"),
+        ("ヤマダ", "やまだ"),  # katakana read as hiragana
+        ("ﾔﾏﾀﾞ", "やまだ"),
         ("김^민준", "김 민준"),
         ("", ""),
         ("^^", ""),
@@ -164,6 +167,18 @@ def test_fold_examples(text: str, expected: str) -> None:
 
 def test_fold_keeps_japanese_voicing_marks() -> None:
     assert fold("ガ") != fold("カ")
+
+
+def test_fold_reads_katakana_half_width_katakana_and_hiragana_alike() -> None:
+    assert fold("ヤマダ^タロウ") == fold("ﾔﾏﾀﾞ^ﾀﾛｳ") == fold("やまだ^たろう") == "やまだ たろう"
+    assert fold("ガ") == fold("が") != fold("か")
+    assert fold("スズキ ヽ") == "すずき ゝ"
+
+
+def test_a_search_in_katakana_meets_a_phonetic_group_in_hiragana() -> None:
+    born = dt.date(1965, 3, 17)
+    record = Demographics.from_pn("Yamada^Tarou=山田^太郎=やまだ^たろう", born, "M")
+    assert score(Demographics("ヤマダ", "タロウ", born, "M"), record).score == 1.0
 
 
 # --- person names --------------------------------------------------------------------------------
@@ -246,6 +261,9 @@ def test_demographics_from_pn() -> None:
     assert Demographics.from_pn(None, None, None) == Demographics()
     assert Demographics.from_pn("^", born, "U") == Demographics(None, None, born, None)
     assert Demographics.from_pn("-^Anna", None, "") == Demographics(None, "Anna", None, None)
+    assert Demographics.from_pn("Yamada^Tarou=山田^太郎=やまだ^たろう", None, "M") == Demographics(
+        "Yamada", "Tarou", None, "M", (("山田", "太郎"), ("やまだ", "たろう"))
+    )
 
 
 # --- score: properties ---------------------------------------------------------------------------
@@ -301,6 +319,31 @@ def test_an_unknown_field_never_scores_above_the_same_field_equal(a: Demographic
     assert score(Demographics(a.family_name, a.given_name, a.birth_date, None), b).score <= same_sex
     same_given = score(Demographics(a.family_name, b.given_name, a.birth_date, a.sex), b).score
     assert score(Demographics(a.family_name, None, a.birth_date, a.sex), b).score <= same_given
+
+
+def _first_group_only(d: Demographics) -> Demographics:
+    return Demographics(d.family_name, d.given_name, d.birth_date, d.sex)
+
+
+@bounded
+@given(demographics, demographics)
+def test_every_group_counts_and_none_lowers_the_score(a: Demographics, b: Demographics) -> None:
+    assert score(a, b).score >= score(_first_group_only(a), _first_group_only(b)).score
+    # The best pair wins: a name written in any group scores as if it were the only one.
+    for family_name, given_name in b.names():
+        alone = Demographics(family_name, given_name, b.birth_date, b.sex)
+        assert score(a, b).score >= score(a, alone).score
+
+
+@bounded
+@given(demographics, demographics, st.randoms(use_true_random=False))
+def test_the_order_of_the_other_groups_does_not_change_the_score(
+    a: Demographics, b: Demographics, random: Any
+) -> None:
+    shuffled = list(b.other_names)
+    random.shuffle(shuffled)
+    reordered = Demographics(b.family_name, b.given_name, b.birth_date, b.sex, tuple(shuffled))
+    assert score(a, reordered).score == score(a, b).score
 
 
 @bounded
@@ -441,6 +484,36 @@ def test_greek_names_fold_across_case_and_tonos() -> None:
     a = Demographics.from_pn("Παπαδόπουλος^Διονύσιος", born, "M")
     b = Demographics.from_pn("ΠΑΠΑΔΟΠΟΥΛΟΣ^ΔΙΟΝΥΣΙΟΣ", born, "M")
     assert score(a, b).score == 1.0
+
+
+@pytest.mark.parametrize(
+    ("search", "family_reason"),
+    [
+        (Demographics("山田", "太郎"), "family_name_equal"),  # kanji: the Ideographic group
+        (Demographics("やまだ", "たろう"), "family_name_equal"),  # kana: the Phonetic group
+        (Demographics("Yamada", "Tarou"), "family_name_equal"),  # romaji: the Alphabetic group
+        (Demographics("山本", "太郎"), "family_name_mismatch"),
+    ],
+)
+def test_a_search_in_any_script_matches_the_group_in_that_script(
+    search: Demographics, family_reason: str
+) -> None:
+    born = dt.date(1965, 3, 17)
+    search = Demographics(search.family_name, search.given_name, born, "M")
+    record = Demographics.from_pn("Yamada^Tarou=山田^太郎=やまだ^たろう", born, "M")
+    result = score(search, record)
+    assert family_reason in result.reasons
+    assert result == score(record, search)
+    if family_reason == "family_name_equal":
+        assert result.score == 1.0
+
+
+def test_hangul_and_hanja_are_other_groups_of_one_name() -> None:
+    born = dt.date(1987, 9, 9)
+    record = Demographics.from_pn("Hong^Gildong=洪^吉洞=홍^길동", born, "M")
+    assert record.names() == (("Hong", "Gildong"), ("洪", "吉洞"), ("홍", "길동"))
+    assert score(Demographics("홍", None, born, None), record).reasons[2] == "family_name_equal"
+    assert score(Demographics("洪", "吉洞", born, None), record).score == 0.9
 
 
 def test_japanese_names_are_compared_in_their_own_script() -> None:

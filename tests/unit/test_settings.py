@@ -96,3 +96,22 @@ def test_cli_exits_2_on_broken_yaml(tmp_path: Path, text: str, capsys: pytest.Ca
 def test_cli_exits_2_on_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["query", "--config", str(tmp_path / "nope.yaml"), "--patient-id", "X"]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"kind": "dicomweb", "url": "https://pacs/dicom-web"}, True),  # PS3.18: UTF-8 query values
+        ({"kind": "dicomweb", "url": "https://pacs/dicom-web", "non_ascii_name_keys": False}, False),
+        ({"kind": "dimse", "host": "pacs", "port": 104, "called_ae": "PACS"}, True),  # ISO_IR 192
+        ({"kind": "dimse", "host": "pacs", "port": 104, "called_ae": "PACS", "query_charset": None}, False),
+        (
+            {"kind": "dimse", "host": "pacs", "port": 104, "called_ae": "PACS", "query_charset": None}
+            | {"non_ascii_name_keys": True},
+            True,
+        ),
+    ],
+)
+def test_which_sources_take_name_keys_beyond_ascii(source: dict[str, object], expected: bool) -> None:
+    model = DicomwebSourceSettings if source["kind"] == "dicomweb" else DimseSourceSettings
+    assert model.model_validate({"id": "pacs", **source}).non_ascii_name_keys is expected
