@@ -6,11 +6,13 @@ persisted cursor, ships in batches (right after each record, and every ``ship_in
 and backs off exponentially while the sink is down; nothing is lost meanwhile, and a restart
 resumes where the cursor says. ``search`` asks the searchable sink (Elasticsearch, or memory
 for the memory cache backend) and adds the records it has not received yet; when it cannot
-answer, the recent local journal answers instead.
+answer, the recent local journal answers instead, and :meth:`JournaledAuditTrail.search_page`
+says the answer is partial.
 
-Journal segments are deleted once every durable sink has shipped them and ``journal_keep_days``
-have passed since their last write; with no durable sink (memory backend, no syslog) the
-journal is the archive and is never pruned.
+Journal segments are deleted once every durable sink has shipped them and their last record
+is ``journal_keep_days`` old along the journal's own timeline (:mod:`federation.audit_clock`);
+with no durable sink (memory backend, no syslog) the journal is the archive and is never pruned.
+Sinks apply their own retention by the same timeline, never by the wall clock alone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 
 from elasticsearch import AsyncElasticsearch
 
-from federation.audit import AuditRecord, AuditTrail
+from federation.audit import AuditRecord, AuditTrail, PageKey, newest_page
 from federation.audit_elasticsearch import ElasticsearchAuditSink
 from federation.audit_journal import START, AuditJournal
 from federation.audit_sink import AuditSink, MemoryAuditSink, matches, newest_first
@@ -144,6 +146,14 @@ class JournaledAuditTrail(AuditTrail):
         for shipper in self._shippers:
             shipper.wake.set()
 
+    async def record_soon(self, record: AuditRecord) -> None:
+        """Queue ``record`` for the journal's next batch without waiting (its access is already durable)."""
+        await self.journal.append(record, wait=False)
+
+    async def unavailable(self) -> str | None:
+        """Why the journal cannot take records (readiness), after trying again; None when it can."""
+        return await self.journal.probe()
+
     async def start(self) -> None:
         """Open the journal (AuditError if unusable) and start shipping, replaying what is unshipped."""
         await self.journal.open()
@@ -186,16 +196,50 @@ class JournaledAuditTrail(AuditTrail):
             found = await self.journal.recent(_UNSHIPPED_BYTES)
         return newest_first([r for r in [*found, *pending] if matches(r, patient_id, actor)], first)
 
+    async def search_page(
+        self, *, patient_id: str | None, first: int, after: PageKey | None
+    ) -> tuple[list[AuditRecord], bool, bool]:
+        """Up to ``first`` records older than ``after``, newest first; whether more follow; whether partial.
+
+        Partial: the searchable sink could not answer, so only this server's recent journal was read.
+        """
+        shipper = next((s for s in self._shippers if s.sink.searchable), None)
+        partial = False
+        found: list[AuditRecord] = []
+        pending: list[AuditRecord] = []
+        if shipper is None:
+            found = await self.journal.recent(_UNSHIPPED_BYTES)
+        else:
+            pending, _ = await self.journal.read(
+                shipper.position, max_records=1_000_000, max_bytes=_UNSHIPPED_BYTES
+            )
+            try:
+                found = await shipper.sink.search(patient_id=patient_id, first=first + 1, after=after)
+            except AuditError as exc:
+                logger.warning("audit: a partial answer from the local journal (%s)", exc)
+                found = await self.journal.recent(_UNSHIPPED_BYTES)
+                partial = True
+        page = newest_page([r for r in [*found, *pending] if matches(r, patient_id, None)], first + 1, after)
+        return page[:first], len(page) > first, partial
+
     async def _maintain(self) -> None:
         while True:
             await self.maintain()
             await asyncio.sleep(self.maintenance_interval_s)
 
     async def maintain(self) -> int:
-        """Apply the sinks' retention and delete journal segments every durable sink has; return how many."""
+        """Apply the sinks' retention and delete journal segments every durable sink has; return how many.
+
+        Both go by the journal's timeline: a clock set ahead or back ages nothing by itself.
+        """
+        try:
+            timeline = await self.journal.timeline()
+        except AuditError as exc:
+            logger.warning("audit: maintenance skipped (%s)", exc)
+            return 0
         for shipper in self._shippers:
             try:
-                await shipper.sink.maintain()
+                await shipper.sink.maintain(timeline)
             except Exception as exc:  # retried at the next round
                 logger.warning("audit: maintenance of sink %s failed (%s)", shipper.sink.name, _why(exc))
         durable = [shipper.position for shipper in self._shippers if shipper.sink.durable]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
+from federation.audit import AuditAction, AuditOutcome, AuditRecord, PageKey, newest_page
 from federation.audit_journal import AuditJournal
 from federation.audit_sink import AuditSink, MemoryAuditSink
 from federation.audit_trail import JournaledAuditTrail, build_audit_trail
@@ -46,11 +46,16 @@ class FlakySink(AuditSink):
             self.records[record.id] = record
 
     async def search(
-        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+        self,
+        *,
+        patient_id: str | None = None,
+        actor: str | None = None,
+        first: int = 50,
+        after: PageKey | None = None,
     ) -> list[AuditRecord]:
         if not self.up:
             raise AuditError(f"{self.name}: down")
-        return sorted(self.records.values(), key=lambda r: r.at, reverse=True)[:first]
+        return newest_page(list(self.records.values()), first, after)
 
 
 def trail(directory: Path, *sinks: AuditSink) -> JournaledAuditTrail:
