@@ -11,6 +11,12 @@ Fixtures (all session-scoped; a peer starts only when a test asks for it):
   Japanese). ``orthanc_c`` runs with ``DefaultEncoding: Utf8`` and answers every script.
 - ``dcmqrscp_b`` (AET HOSPB): ``peers.DcmqrscpPeer``, seeded.
 - ``elasticsearch``: ``peers.ElasticsearchNode`` (ours, or the node at ``ELASTICSEARCH_URL``).
+- ``pacsfed_install``: the ``bin`` folder of a clean install of pacsfed (own virtualenv, no extras).
+- ``pacsfed_server`` (function scope): a factory, ``pacsfed_server(config, insecure_dev=False)`` or
+  ``pacsfed_server(demo=True)``, giving a started ``peers.PacsfedServer`` of that install, stopped
+  after the test.
+- ``js_clients``: ``tests/outside/js`` with its npm packages installed (``npm ci``): the
+  reference JavaScript clients (graphql-ws, graphql-http) for tests that connect as outsiders.
 
 A peer that is missing or does not start fails the test that needs it; nothing is
 ever skipped. A test that stops a peer should bring it back (``peer.start()`` or
@@ -21,10 +27,13 @@ Nothing here imports the application packages.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -32,7 +41,7 @@ _TESTS = Path(__file__).resolve().parent
 if str(_TESTS) not in sys.path:  # "peers" is importable under every --import-mode
     sys.path.insert(0, str(_TESTS))
 
-from peers import DcmqrscpPeer, ElasticsearchNode, OrthancPeer, PeerError  # noqa: E402
+from peers import DcmqrscpPeer, ElasticsearchNode, OrthancPeer, PacsfedServer, PeerError  # noqa: E402
 from peers.dicomdata import (  # noqa: E402
     CATALOGUE,
     DCMQRSCP_B,
@@ -43,8 +52,9 @@ from peers.dicomdata import (  # noqa: E402
     files_for_peer,
     write_catalogue,
 )
+from peers.pacsfed import clean_install  # noqa: E402
 
-P = TypeVar("P", OrthancPeer, DcmqrscpPeer, ElasticsearchNode)
+P = TypeVar("P", OrthancPeer, DcmqrscpPeer, ElasticsearchNode, PacsfedServer)
 
 
 def _started(peer: P, what: str, seed: Callable[[P], None] | None = None) -> P:
@@ -132,6 +142,73 @@ def elasticsearch() -> Iterator[ElasticsearchNode]:
     node = ElasticsearchNode()
     yield _started(node, "Elasticsearch")
     node.close()
+
+
+@pytest.fixture(scope="session")
+def pacsfed_install() -> Path:
+    try:
+        return clean_install()
+    except (PeerError, OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"pacsfed could not be installed into a clean virtualenv: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def pacsfed_server(
+    pacsfed_install: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., PacsfedServer]]:
+    started: list[PacsfedServer] = []
+
+    def start(
+        config: dict[str, Any] | None = None,
+        *,
+        demo: bool = False,
+        insecure_dev: bool = False,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> PacsfedServer:
+        server = PacsfedServer(
+            pacsfed_install,
+            tmp_path_factory.mktemp("pacsfed-serve"),
+            config,
+            demo=demo,
+            insecure_dev=insecure_dev,
+            extra_args=extra_args,
+            env=env,
+        )
+        started.append(server)
+        return _started(server, str(server))
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+_JS_CLIENTS = _TESTS / "outside" / "js"
+
+
+@pytest.fixture(scope="session")
+def js_clients() -> Path:
+    """The npm clients, installed exactly as package-lock.json says (once per lock file)."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.fail(
+            "node and npm are needed for the outside-client tests (Debian: nodejs, npm)", pytrace=False
+        )
+    lock = (_JS_CLIENTS / "package-lock.json").read_bytes()
+    stamp = _JS_CLIENTS / "node_modules" / f".installed-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if not stamp.is_file():
+        result = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=_JS_CLIENTS,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"npm ci failed in {_JS_CLIENTS}:\n{result.stdout}\n{result.stderr}", pytrace=False)
+        stamp.touch()
+    return _JS_CLIENTS
 
 
 # --- log hygiene: every log record of the session is kept and searched for patient data ---------

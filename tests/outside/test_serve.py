@@ -1,0 +1,31 @@
+"""`pacsfed serve` from a clean install, asked over plain HTTP by httpx as any EHR would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from federation.demo.signer import DemoSigner
+
+QUERY = (
+    "query($id: String!) { patientHistory(patient: {id: $id}) { complete sources { source { id } status } } }"
+)
+
+
+def test_a_served_pacsfed_answers_an_authenticated_query_and_refuses_an_anonymous_one(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: DemoSigner,
+    orthanc_c: Any,
+) -> None:
+    server = pacsfed_server(
+        serve_config([{"id": "hosp-c", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}])
+    )
+    body = {"query": QUERY, "variables": {"id": "PA-001"}}
+    assert httpx.post(server.graphql_url, json=body, timeout=10).status_code == 401
+    headers = {"authorization": f"Bearer {signer.token()}"}
+    answer = httpx.post(server.graphql_url, json=body, headers=headers, timeout=30).json()
+    assert "errors" not in answer, answer
+    assert answer["data"]["patientHistory"]["sources"] == [{"source": {"id": "hosp-c"}, "status": "OK"}]

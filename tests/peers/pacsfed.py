@@ -1,0 +1,251 @@
+"""pacsfed as an outsider runs it: a clean install in its own virtualenv, and ``pacsfed serve`` as a process.
+
+- :func:`clean_install` copies the project's source (no tests, no virtualenv) and installs it with
+  ``pip install <copy>``: no extras, so nothing the test extra brings (hypercorn's wsproto, say)
+  can hide a dependency the product forgot to declare. The virtualenv is cached under
+  ``$PACSFED_OUTSIDE_CACHE`` (default ``~/.cache/pacsfed/outside``), keyed by a hash of the copied
+  source: the same source is installed once, a changed one gets a fresh virtualenv. Concurrent
+  test sessions take a file lock per key.
+- :class:`PacsfedServer` runs ``pacsfed serve --config <yaml>`` (or ``pacsfed demo``) from that
+  virtualenv on a free loopback port, in its own process group, and waits for ``/healthz``.
+
+Like the other peers, nothing here imports the application packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .ports import LOOPBACK, free_port
+from .process import ManagedProcess, PeerError
+
+REPO = Path(__file__).resolve().parents[2]
+
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "node_modules",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    "pacsfed-audit",
+    "tests",
+    "bench",
+    "docs",
+    "scripts",
+    "deploy",
+    ".ci",
+)
+_KEEP_VENVS = 4
+"""Cached virtualenvs kept besides the one in use (older ones are removed)."""
+
+
+def cache_root() -> Path:
+    """Where clean installs are cached."""
+    return Path(os.environ.get("PACSFED_OUTSIDE_CACHE", Path.home() / ".cache" / "pacsfed" / "outside"))
+
+
+def _source_hash(source: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(source)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _copy_source(target: Path) -> Path:
+    """The project as a user downloads it: package sources, pyproject, README, licence; no tests."""
+    source = target / "pacsfed-src"
+    shutil.copytree(REPO, source, ignore=_NOT_SOURCE)
+    return source
+
+
+def _run(argv: Sequence[str], what: str, timeout: float = 900) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PIP_USER"}}
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env, check=False, stdin=subprocess.DEVNULL
+    )
+    if result.returncode != 0:
+        raise PeerError(
+            f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+
+
+def _prune(root: Path, keep: Path) -> None:
+    venvs = sorted(
+        (p for p in root.glob("venv-*") if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in venvs[_KEEP_VENVS:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_install(python: str | None = None) -> Path:
+    """The ``bin`` folder of a virtualenv holding pacsfed installed from source, without extras."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=root))
+    try:
+        source = _copy_source(staging)
+        key = _source_hash(source)
+        venv = root / f"venv-{key}"
+        with _locked(root / f"venv-{key}.lock"):
+            stamp = venv / ".pacsfed-installed"
+            if not stamp.is_file():
+                shutil.rmtree(venv, ignore_errors=True)
+                interpreter = python or _base_python()
+                _run([interpreter, "-m", "venv", str(venv)], "python -m venv")
+                pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+                _run([*pip, "install", "--upgrade", "pip"], "pip upgrade")
+                _run([*pip, "install", str(source)], "pip install pacsfed (no extras)")
+                stamp.write_text(key)
+            os.utime(venv)
+        _prune(root, venv)
+        return venv / "bin"
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _base_python() -> str:
+    """The interpreter the test venv was made from (not the test venv: its packages must not leak)."""
+    base = Path(sys.base_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    return str(base) if base.is_file() else sys.executable
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _to_yaml(config: Mapping[str, Any]) -> str:
+    """YAML is a superset of JSON: the config file is written as JSON (no YAML library needed here)."""
+    return json.dumps(config, indent=2)
+
+
+class PacsfedServer:
+    """One ``pacsfed serve`` (or ``pacsfed demo``) process of a clean install, on a loopback port."""
+
+    def __init__(
+        self,
+        bin_dir: Path,
+        workdir: Path,
+        config: Mapping[str, Any] | None = None,
+        *,
+        demo: bool = False,
+        insecure_dev: bool = False,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.bin_dir = Path(bin_dir)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = LOOPBACK
+        self.demo = demo
+        argv = [str(self.bin_dir / "pacsfed")]
+        if demo:
+            argv += ["demo", "--host", self.host, "--port", str(self.port)]
+        else:
+            config = dict(config or {})
+            config.setdefault("audit", {}).setdefault("journal_dir", str(self.workdir / "audit"))
+            self.config_path = self.workdir / "pacsfed.yaml"
+            self.config_path.write_text(_to_yaml(config))
+            argv += [
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ]
+            if insecure_dev:
+                argv.append("--insecure-dev")
+        argv += list(extra_args)
+        base_env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+        base_env["PATH"] = os.pathsep.join([str(self.bin_dir), base_env.get("PATH", "")])
+        base_env["PYTHONUNBUFFERED"] = "1"
+        base_env.update(env or {})
+        self.process = ManagedProcess(
+            "pacsfed demo" if demo else "pacsfed serve",
+            argv,
+            log_path=self.workdir / "pacsfed.log",
+            cwd=self.workdir,
+            env=base_env,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.url}/graphql"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/graphql"
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def start(self, timeout: float = 90.0) -> float:
+        """Start the process and wait until ``/healthz`` answers (and, for the demo, its banner is out)."""
+        self.process.start()
+        return self.process.wait_until(self._ready, timeout=timeout, what="serving /healthz")
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+            if response.status != 200:
+                return False
+        return not self.demo or "Ctrl-C stops the demo" in self.log_text()
+
+    def log_text(self) -> str:
+        """Everything the process printed so far."""
+        try:
+            return self.process.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def demo_token(self) -> str:
+        """The bearer token ``pacsfed demo`` printed in its banner."""
+        match = re.search(r"A token for a demo physician[^\n]*\n\n\s*(\S+)", self.log_text())
+        if match is None:
+            raise PeerError(f"no token in the demo's banner:\n{self.process.log_tail()}")
+        return match.group(1)
+
+    def stop(self, *, graceful: bool = True) -> None:
+        self.process.stop(timeout=20, graceful=graceful)
+
+    def close(self) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"PacsfedServer({self.url}, demo={self.demo})"
