@@ -231,9 +231,11 @@ class AuditJournal:
         while self._pending:
             batch, self._pending = self._pending, []
             saved = (self._seq, self._newest_at, self._behind, self._last_stamp)
-            stamped = self._stamp([record for record, _ in batch])
-            lines = [(record.model_dump_json().encode() + b"\n", record) for record in stamped]
             try:
+                if self._next_segment is None:  # the newest sequence number is known once open
+                    await loop.run_in_executor(self._executor, self._open_sync)
+                stamped = self._stamp([record for record, _ in batch])
+                lines = [(record.model_dump_json().encode() + b"\n", record) for record in stamped]
                 start = await loop.run_in_executor(
                     self._executor, self._write_sync, b"".join(line for line, _ in lines)
                 )

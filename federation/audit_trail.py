@@ -18,23 +18,26 @@ Sinks apply their own retention by the same timeline, never by the wall clock al
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
 
 from elasticsearch import AsyncElasticsearch
 
-from federation.audit import AuditRecord, AuditTrail, PageKey, newest_page
+from federation.audit import AuditOutcome, AuditRecord, AuditTrail, PageKey, newest_page
 from federation.audit_elasticsearch import ElasticsearchAuditSink
 from federation.audit_journal import START, AuditJournal
 from federation.audit_sink import AuditSink, MemoryAuditSink, matches, newest_first
 from federation.audit_syslog import SyslogAuditSink
-from federation.errors import AuditError
+from federation.errors import AuditError, AuditUnavailable
 from federation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _UNSHIPPED_BYTES = 16 * 1024 * 1024
+_REFUSED_KEPT = 10_000
+"""Refused actions remembered in memory while the journal cannot write, journaled once it can."""
 
 
 class _Shipper:
@@ -139,12 +142,41 @@ class JournaledAuditTrail(AuditTrail):
         self.maintenance_interval_s = maintenance_interval_s
         self._shippers = [_Shipper(sink, journal, ship_interval_s, backoff_max_s) for sink in sinks]
         self._tasks: list[asyncio.Task[None]] = []
+        self._refused: collections.deque[AuditRecord] = collections.deque(maxlen=_REFUSED_KEPT)
+        self._refused_lost = 0
 
     async def record(self, record: AuditRecord) -> None:
-        """Append durably (AuditError if the journal cannot be written), then wake the shippers."""
-        await self.journal.append(record)
+        """Append durably (AuditUnavailable if the journal cannot be written), then wake the shippers.
+
+        A record the journal refused is kept in memory (as a failure, ``AUDIT_UNAVAILABLE``: the
+        action did not happen) and journaled once the journal writes again.
+        """
+        try:
+            await self.journal.append(record)
+        except AuditError:
+            self._refuse(record)
+            raise
+        await self._journal_refused()
         for shipper in self._shippers:
             shipper.wake.set()
+
+    def _refuse(self, record: AuditRecord) -> None:
+        if len(self._refused) == self._refused.maxlen:
+            self._refused_lost += 1
+        outcome = AuditOutcome.DENIED if record.outcome is AuditOutcome.DENIED else AuditOutcome.FAILURE
+        self._refused.append(record.model_copy(update={"outcome": outcome, "detail": AuditUnavailable.code}))
+
+    async def _journal_refused(self) -> None:
+        """Journal the actions refused while the journal could not write (they ride the next batch)."""
+        while self._refused:
+            await self.journal.append(self._refused.popleft(), wait=False)
+        if self._refused_lost:
+            logger.error(
+                "audit: %d refused actions were not kept (over %d while the journal could not write)",
+                self._refused_lost,
+                _REFUSED_KEPT,
+            )
+            self._refused_lost = 0
 
     async def record_soon(self, record: AuditRecord) -> None:
         """Queue ``record`` for the journal's next batch without waiting (its access is already durable)."""
@@ -152,7 +184,10 @@ class JournaledAuditTrail(AuditTrail):
 
     async def unavailable(self) -> str | None:
         """Why the journal cannot take records (readiness), after trying again; None when it can."""
-        return await self.journal.probe()
+        reason = await self.journal.probe()
+        if reason is None:
+            await self._journal_refused()
+        return reason
 
     async def start(self) -> None:
         """Open the journal (AuditError if unusable) and start shipping, replaying what is unshipped."""
