@@ -37,6 +37,7 @@ from federation.share_elasticsearch import ElasticsearchShareStore
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
+from web.cors import ApiCors
 from web.share_page import share_form, share_view
 
 log = logging.getLogger("pacsfed.app")
@@ -231,6 +232,9 @@ def create_app(
         schema, settings.server, context=graphql_context
     )  # GraphiQL and introspection in development only
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
+    origins = settings.server.cors_origins
+    # Outermost: a browser's preflight carries no credentials and is answered before them.
+    cors = [Middleware(ApiCors, origins=origins)] if origins else []
     return Starlette(
         routes=[
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
@@ -242,6 +246,7 @@ def create_app(
             Route("/readyz", readyz),
         ],
         middleware=[
+            *cors,
             Middleware(RequestIdMiddleware),
             Middleware(
                 AuthenticationMiddleware,

@@ -1,4 +1,4 @@
-"""The ``pacsfed`` command: serve, query, check and demo."""
+"""The ``pacsfed`` command: serve, query, check, demo and schema."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from federation.models import PatientHistory, PatientQuery, SourceOutcome, Sourc
 from federation.settings import Settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
 from schema.http import EXAMPLE_QUERY
+from schema.query import build_schema
 
 EXIT_CONFIG = 2
 
@@ -73,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a self-contained demo with simulated hospitals")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+
+    commands.add_parser("schema", help="print the GraphQL schema (SDL), as schema.graphql holds it")
     return parser
 
 
@@ -277,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _apikey_create(args)
         if args.command == "demo":
             return asyncio.run(_demo(args))
+        if args.command == "schema":
+            print(build_schema())
+            return 0
     except ConfigError as exc:
         print(f"pacsfed: {exc}", file=sys.stderr)
         return EXIT_CONFIG

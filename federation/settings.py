@@ -156,6 +156,8 @@ class ServerSettings(_Strict):
     """``development`` turns on GraphiQL, introspection and detailed errors."""
     forwarded_allow_ips: list[str] = []
     """Reverse proxies whose X-Forwarded-For is trusted for the client address (audit, rate limits)."""
+    cors_origins: list[Annotated[str, Field(pattern=r"^https?://[a-z0-9.:\[\]-]+$")]] = []
+    """Browser origins (``https://ehr.example.org``) allowed to call /graphql (CORS, no cookies)."""
     graphql: GraphqlLimits = GraphqlLimits()
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """A connection whose request head is not complete after this long is closed (slow clients)."""

@@ -5,6 +5,12 @@ bad JSON, a wrong content type or a batch (a JSON list) is a 400/415 with a Grap
 every document passes :class:`schema.limits.DocumentChecker` (tokens, depth, aliases, fields;
 no introspection in production); no error message offers "Did you mean …?".
 
+Media types (GraphQL over HTTP, https://graphql.github.io/graphql-over-http/draft/): a client that
+names ``application/graphql-response+json`` in ``Accept`` gets that media type and its status codes:
+400 when the request fails before execution (document parsing, validation, variable coercion: no
+``data`` in the body), 200 once execution started. Every other client gets ``application/json``
+and 200 for every GraphQL error, as before.
+
 Errors always come back as GraphQL errors with ``extensions.code`` and ``extensions.requestId``.
 The messages of our own exceptions that carry a ``code`` are shown (they never carry patient
 data); values a client sent are cut out of coercion messages; anything else is masked as
@@ -40,6 +46,9 @@ log = logging.getLogger("pacsfed.graphql")
 
 ContextFactory = Callable[[HTTPConnection], Awaitable[dict[str, Any]]]
 """Builds the GraphQL context of one HTTP request or one WebSocket connection."""
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+"""The GraphQL-over-HTTP media type: request errors have 4xx status codes."""
 
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?", re.DOTALL)
 _VALUE_TAILS = (
@@ -121,6 +130,36 @@ def format_error(
     return payload
 
 
+def _quality(accept: str) -> dict[str, float]:
+    """``Accept`` as media range -> q (RFC 9110 12.5.1); a range named twice keeps its best q."""
+    ranges: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        if media:
+            ranges[media.lower()] = max(q, ranges.get(media.lower(), 0.0))
+    return ranges
+
+
+def wants_graphql_response(accept: str) -> bool:
+    """True when ``Accept`` names application/graphql-response+json at least as high as JSON.
+
+    Only an explicit mention counts: ``*/*`` or no ``Accept`` is answered with application/json
+    (the GraphQL-over-HTTP spec's rule for legacy clients).
+    """
+    ranges = _quality(accept)
+    preferred = ranges.get(GRAPHQL_RESPONSE_JSON, 0.0)
+    json_q = max(ranges.get(m, 0.0) for m in ("application/json", "application/*", "*/*"))
+    return preferred > 0.0 and preferred >= json_q
+
+
 def _errors_only(status: int, *errors: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"errors": list(errors)}, status_code=status, headers=headers)
 
@@ -157,10 +196,12 @@ class GraphQLHandler:
 
     async def handle(self, request: Request) -> Response:
         """Route GET (GraphiQL or a query string) and POST (JSON body); never an unmasked 500."""
+        graphql_response = wants_graphql_response(request.headers.get("accept", ""))
+        response: Response
         try:
-            return await self._handle(request)
+            response = await self._handle(request, graphql_response)
         except AccessError as exc:
-            return _errors_only(exc.status, _error(str(exc), exc.code))
+            response = _errors_only(exc.status, _error(str(exc), exc.code))
         except Exception as exc:
             log.error(
                 "unexpected %s serving GraphQL (request %s)",
@@ -168,9 +209,14 @@ class GraphQLHandler:
                 current_request_id(),
                 exc_info=self.development,
             )
-            return _errors_only(500, _error("internal error", "INTERNAL_ERROR"))
+            response = _errors_only(500, _error("internal error", "INTERNAL_ERROR"))
+        if isinstance(response, JSONResponse):
+            response.headers.add_vary_header("Accept")  # the media type and status depend on it
+            if graphql_response:
+                response.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+        return response
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request, graphql_response: bool) -> Response:
         limit = self.server.graphql.max_body_bytes
         if request.method == "GET":
             if self.graphiql and "text/html" in request.headers.get("accept", ""):
@@ -188,7 +234,12 @@ class GraphQLHandler:
             if parsed_variables is not None and not isinstance(parsed_variables, dict):
                 return _bad_request("variables must be an object")
             return await self.execute(
-                request, params["query"], parsed_variables, params.get("operationName"), get=True
+                request,
+                params["query"],
+                parsed_variables,
+                params.get("operationName"),
+                get=True,
+                graphql_response=graphql_response,
             )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/json", ""):
@@ -211,7 +262,12 @@ class GraphQLHandler:
         operation = payload.get("operationName")
         if operation is not None and not isinstance(operation, str):
             return _bad_request("operationName must be a string")
-        return await self.execute(request, payload["query"], variables, operation)
+        extensions = payload.get("extensions")
+        if extensions is not None and not isinstance(extensions, dict):
+            return _bad_request("extensions must be an object")
+        return await self.execute(
+            request, payload["query"], variables, operation, graphql_response=graphql_response
+        )
 
     @staticmethod
     async def _read_body(request: Request, limit: int) -> bytes:
@@ -235,11 +291,18 @@ class GraphQLHandler:
         variables: dict[str, Any] | None,
         operation_name: str | None,
         get: bool = False,
+        *,
+        graphql_response: bool = False,
     ) -> Response:
-        """Check, then run one operation; always a GraphQL-shaped JSON answer."""
+        """Check, then run one operation; always a GraphQL-shaped JSON answer.
+
+        With ``graphql_response`` (the client accepts application/graphql-response+json), an
+        answer without ``data`` (the request failed before execution) is a 400.
+        """
+        request_error = 400 if graphql_response else 200
         checked = self.checker.check(query)
         if not isinstance(checked, DocumentNode):
-            return JSONResponse({"errors": [self.format(e) for e in checked]})
+            return JSONResponse({"errors": [self.format(e) for e in checked]}, status_code=request_error)
         if get:
             operation = get_operation_ast(checked, operation_name)
             if operation is not None and operation.operation is not OperationType.QUERY:
@@ -259,8 +322,12 @@ class GraphQLHandler:
             )
             result: ExecutionResult = await outcome if inspect.isawaitable(outcome) else outcome
         except RecursionError:
-            return JSONResponse({"errors": [_error("The operation is nested too deeply.", "QUERY_TOO_DEEP")]})
-        return JSONResponse(self.result_body(result))
+            return JSONResponse(
+                {"errors": [_error("The operation is nested too deeply.", "QUERY_TOO_DEEP")]},
+                status_code=request_error,
+            )
+        body = self.result_body(result)
+        return JSONResponse(body, status_code=200 if "data" in body else request_error)
 
     def format(self, error: GraphQLError, request_id: str | None = None) -> dict[str, Any]:
         """:func:`format_error` with this server's mode."""

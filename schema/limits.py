@@ -7,7 +7,11 @@
 2. :class:`QueryLimitsRule` alone, so a deep or huge document is refused before the standard
    rules (some of them recursive, some quadratic) look at it;
 3. graphql-core's specified rules, without "Did you mean …?" suggestions, plus
-   ``NoSchemaIntrospectionCustomRule`` in production (``__typename`` stays allowed).
+   :class:`NoIntrospectionRule` in production (``__typename`` stays allowed, and so does
+   ``__type(name: …) { name }``, which tells whether a type exists and nothing more).
+
+Every error of steps 2 and 3 carries a code: its own (``QUERY_TOO_DEEP``, …) or
+``GRAPHQL_VALIDATION_FAILED``.
 
 The limit walk follows fragment spreads (each spread counts again, as execution would run it),
 skips a spread already on the current path (a cycle, which ``NoFragmentCyclesRule`` reports),
@@ -43,9 +47,42 @@ from graphql.validation import ASTValidationRule
 from federation.settings import ServerSettings
 from federation.settings_security import GraphqlLimits
 
-__all__ = ["DocumentChecker", "QueryLimitsRule", "limits_rule"]
+__all__ = ["DocumentChecker", "NoIntrospectionRule", "QueryLimitsRule", "limits_rule"]
 
 _INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+_TYPE_PROBE_FIELDS = frozenset({"name", "__typename"})
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+"""The code of a validation error that has no code of its own."""
+
+
+class NoIntrospectionRule(NoSchemaIntrospectionCustomRule):
+    """No introspection (production), except ``__type(name: …)`` selecting only ``name``.
+
+    That probe says whether a type of that name exists, which the published ``schema.graphql``
+    says anyway; it is what GraphQL-over-HTTP clients and graphql-http's ``auditServer`` send
+    to check that variables work. Fields, arguments and descriptions stay hidden.
+    """
+
+    def enter_field(self, node: FieldNode, *args: Any) -> None:
+        """Refuse a field of an introspection type, unless it is the type-name probe."""
+        selections = node.selection_set.selections if node.selection_set is not None else ()
+        if (
+            node.name.value == "__type"
+            and selections
+            and all(isinstance(s, FieldNode) and s.name.value in _TYPE_PROBE_FIELDS for s in selections)
+        ):
+            return
+        super().enter_field(node, *args)
+
+
+def _coded(error: GraphQLError) -> GraphQLError:
+    """``error`` with ``extensions.code``: its own, or ``GRAPHQL_VALIDATION_FAILED``."""
+    if isinstance((error.extensions or {}).get("code"), str):
+        return error
+    extensions = {**(error.extensions or {}), "code": VALIDATION_FAILED}
+    return GraphQLError(
+        error.message, error.nodes, error.source, error.positions, error.path, None, extensions
+    )
 
 
 class QueryLimitsRule(ValidationRule):
@@ -125,7 +162,7 @@ class DocumentChecker:
         self._limit_rules: list[type[ASTValidationRule]] = [limits_rule(server.graphql)]
         self._rules: list[type[ASTValidationRule]] = list(specified_rules)
         if self.production:
-            self._rules.append(NoSchemaIntrospectionCustomRule)
+            self._rules.append(NoIntrospectionRule)
         self._valid: collections.OrderedDict[str, DocumentNode] = collections.OrderedDict()
 
     def check(self, query: str) -> DocumentNode | list[GraphQLError]:
@@ -164,4 +201,4 @@ class DocumentChecker:
             errors = [
                 GraphQLError("The document is nested too deeply.", extensions={"code": "QUERY_TOO_DEEP"})
             ]
-        return errors or document
+        return [_coded(e) for e in errors] or document

@@ -14,6 +14,7 @@ from federation.models import Freshness as FreshnessModel
 from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
 from federation.resilience import CircuitState as CircuitStateModel
+from schema.enums import ActorKind, AuditAction, AuditOutcome, CandidateReason
 
 SourceStatus = graphene.Enum.from_enum(
     SourceStatusModel,
@@ -110,7 +111,7 @@ class Candidate(graphene.ObjectType):
     """Another patient record that may be the same person: never merged into the exams."""
 
     score = graphene.Float(required=True, description="0 to 1; deterministic.")
-    reasons = graphene.List(graphene.NonNull(graphene.String), required=True)
+    reasons = graphene.List(graphene.NonNull(CandidateReason), required=True)
     source = graphene.Field(Source, required=True)
     patient_id = graphene.String()
     issuer_of_patient_id = graphene.String()
@@ -220,9 +221,9 @@ class AuditEvent(graphene.ObjectType):
     id = graphene.ID(required=True)
     at = graphene.DateTime(required=True)
     actor = graphene.String(required=True)
-    actor_kind = graphene.String(required=True)
-    action = graphene.String(required=True)
-    outcome = graphene.String(required=True)
+    actor_kind = graphene.Field(ActorKind, required=True)
+    action = graphene.Field(AuditAction, required=True)
+    outcome = graphene.Field(AuditOutcome, required=True)
     patient_ids = graphene.List(graphene.NonNull(graphene.String), required=True)
     sources = graphene.List(graphene.NonNull(graphene.String), required=True)
     exam_count = graphene.Int()

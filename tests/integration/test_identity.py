@@ -127,7 +127,7 @@ async def test_namesake_is_a_low_candidate_never_an_exam(
     by_patient = {(c["source"]["id"], c["patientId"]): c for c in result["candidates"]}
     namesake = by_patient[("hosp-b", "B-99")]
     assert namesake["score"] < 0.9
-    assert "birth_date_mismatch" in namesake["reasons"]
+    assert "BIRTH_DATE_MISMATCH" in namesake["reasons"]
     assert namesake["birthDate"] == "1988-01-01"
     assert [e["studyInstanceUid"] for e in namesake["exams"]] == [NAMESAKE]
     # The patient's own records are in exams, not among the candidates.

@@ -132,8 +132,8 @@ async def test_break_the_glass_needs_a_reason_and_is_flagged_for_review(api: Api
     body = await api.call(HISTORY, er, id="DEMO-002", reason="unconscious, no relatives, CT head")
     assert body["data"]["patientHistory"]["exams"]
     body = await api.call(AUDIT, api.token("audit:read", subject="privacy-officer"), id="DEMO-002")
-    events = [e for e in body["data"]["auditEvents"] if e["action"] == "patient-query"]
-    assert [(e["outcome"], e["emergency"]) for e in events] == [("success", True), ("denied", False)]
+    events = [e for e in body["data"]["auditEvents"] if e["action"] == "PATIENT_QUERY"]
+    assert [(e["outcome"], e["emergency"]) for e in events] == [("SUCCESS", True), ("DENIED", False)]
     assert events[0]["reason"] == "unconscious, no relatives, CT head"
     assert events[0]["actor"] == "user:dr-night"
     assert events[0]["examCount"] > 0
@@ -209,8 +209,8 @@ async def test_readyz_says_authentication_is_enforced(api: Api) -> None:
 async def test_authentication_failures_are_audited(api: Api) -> None:
     await api.post(HISTORY, "not.a.jwt", id="DEMO-001")
     body = await api.call(AUDIT, api.token("audit:read"))
-    failures = [e for e in body["data"]["auditEvents"] if e["action"] == "authentication"]
-    assert failures and failures[0]["outcome"] == "denied" and failures[0]["actor"] == "anonymous"
+    failures = [e for e in body["data"]["auditEvents"] if e["action"] == "AUTHENTICATION"]
+    assert failures and failures[0]["outcome"] == "DENIED" and failures[0]["actor"] == "anonymous"
 
 
 WS_SUBSCRIPTION = """subscription($patient: PatientInput!) {

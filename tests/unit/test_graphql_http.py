@@ -220,13 +220,23 @@ async def test_graphiql_and_introspection_in_development(client: httpx.AsyncClie
 async def test_no_graphiql_and_no_introspection_in_production(production: httpx.AsyncClient) -> None:
     page = await production.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 400 and "graphiql" not in page.text.lower()
-    for query in ("{ __schema { queryType { name } } }", '{ __type(name: "Query") { name } }'):
+    for query in (
+        "{ __schema { queryType { name } } }",
+        '{ __type(name: "Query") { fields { name } } }',
+        '{ __type(name: "Query") { name kind } }',
+        '{ __type(name: "Query") { ...T } } fragment T on __Type { fields { name } }',
+    ):
         response = await production.post("/graphql", json={"query": query})
         assert response.status_code == 200
         assert set(codes(response.json())) == {"GRAPHQL_VALIDATION_FAILED"}
         assert "data" not in response.json()
     typename = await production.post("/graphql", json={"query": "{ __typename }"})
     assert typename.json() == {"data": {"__typename": "Query"}}
+    # Whether a type exists (what schema.graphql says anyway): the GraphQL-over-HTTP audit's probe.
+    probe = "query($n: String!) { __type(name: $n) { name __typename } }"
+    for name, found in (("Query", {"name": "Query", "__typename": "__Type"}), ("sometype", None)):
+        response = await production.post("/graphql", json={"query": probe, "variables": {"n": name}})
+        assert response.json() == {"data": {"__type": found}}
 
 
 async def test_get_cannot_mutate(client: httpx.AsyncClient) -> None:
