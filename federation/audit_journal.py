@@ -52,6 +52,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
+from federation.access import PrincipalKind
 from federation.audit import AuditAction, AuditOutcome, AuditRecord
 from federation.audit_clock import AHEAD_TOLERANCE_S, BACK_TOLERANCE_S, MAX_GAP_S, SegmentSpan, Timeline
 from federation.errors import AuditError, AuditUnavailable
@@ -668,7 +669,7 @@ def _clock_record(before: AuditRecord, step: str) -> AuditRecord:
         action=AuditAction.CLOCK_STEP,
         outcome=AuditOutcome.SUCCESS,
         actor=SYSTEM_ACTOR,
-        actor_kind="system",
+        actor_kind=PrincipalKind.SYSTEM.value,
         channel="system",
         detail=step,
     )
