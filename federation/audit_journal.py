@@ -220,6 +220,13 @@ class AuditJournal:
         self._kick()
         await future
 
+    async def settle(self) -> None:
+        """Wait until the records queued without waiting are written (or failed): before reading them."""
+        if self._pending:
+            self._kick()
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
     def _kick(self) -> None:
         if self._kick_handle is not None:
             self._kick_handle.cancel()

@@ -217,6 +217,7 @@ class JournaledAuditTrail(AuditTrail):
         self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
     ) -> list[AuditRecord]:
         """Newest first from the searchable sink plus what it has not received; the journal when it is down."""
+        await self.journal.settle()
         shipper = next((s for s in self._shippers if s.sink.searchable), None)
         if shipper is None:
             local = await self.journal.recent(_UNSHIPPED_BYTES)
@@ -238,6 +239,7 @@ class JournaledAuditTrail(AuditTrail):
 
         Partial: the searchable sink could not answer, so only this server's recent journal was read.
         """
+        await self.journal.settle()
         shipper = next((s for s in self._shippers if s.sink.searchable), None)
         partial = False
         found: list[AuditRecord] = []
