@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from peers.listener import ConnectionCounter
 
 from federation.settings import Settings, settings_from_mapping
 from integration.gql import HISTORY_QUERY, graphql, history, running_app
@@ -24,30 +23,6 @@ query Page($patientId: String, $first: Int, $after: String) {
   }
 }
 """
-
-
-class ConnectionCounter:
-    """A loopback port that counts the connections made to it: a hospital that must not be asked."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        self.connections = 0
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._socket.close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
