@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-__all__ = ["AHEAD_TOLERANCE_S", "BACK_TOLERANCE_S", "MAX_GAP_S", "SegmentSpan", "Timeline"]
+__all__ = ["AHEAD_TOLERANCE_S", "BACK_TOLERANCE_S", "MAX_GAP_S", "ClockWatch", "SegmentSpan", "Timeline"]
 
 MAX_GAP_S = 86_400.0
 """The most one silence between records (or up to now) counts: a day (segments rotate daily)."""
@@ -37,6 +37,44 @@ class SegmentSpan:
     first_at: float | None
     last_at: float | None
     first_seq: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ClockWatch:
+    """What the records a journal wrote say of time: the newest record time, a step back under way, the last stamp."""
+
+    newest_at: float | None = None
+    """The latest record time so far (a high-water mark: a step back does not lower it)."""
+    behind: bool = False
+    last: tuple[float, float] | None = None
+    """(record time, monotonic time) of this process's previous record, to see a step ahead."""
+
+    def observe(self, at: float, monotonic: float) -> str | None:
+        """Take in the next record's time; what the clock did if it disagrees with the records before it."""
+        step = self._step(at, monotonic)
+        self.newest_at = at if self.newest_at is None else max(self.newest_at, at)
+        self.last = (at, monotonic)
+        return step
+
+    def _step(self, at: float, monotonic: float) -> str | None:
+        newest = self.newest_at
+        if newest is None:
+            return None
+        if at < newest - BACK_TOLERANCE_S:
+            if self.behind:
+                return None  # the same step, still being caught up
+            self.behind = True
+            return f"clock stepped back: {newest - at:.0f} s behind the newest journaled record"
+        self.behind = False
+        if self.last is None:
+            if at - newest > MAX_GAP_S:
+                return f"clock is {at - newest:.0f} s ahead of the newest journaled record"
+            return None
+        last_at, last_monotonic = self.last
+        ahead = (at - last_at) - (monotonic - last_monotonic)
+        if ahead > AHEAD_TOLERANCE_S:
+            return f"clock stepped ahead: {ahead:.0f} s more than elapsed since the previous record"
+        return None
 
 
 class Timeline:

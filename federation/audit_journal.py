@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -54,7 +55,7 @@ from pydantic import ValidationError
 
 from federation.access import PrincipalKind
 from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_clock import AHEAD_TOLERANCE_S, BACK_TOLERANCE_S, MAX_GAP_S, SegmentSpan, Timeline
+from federation.audit_clock import ClockWatch, SegmentSpan, Timeline
 from federation.errors import AuditError, AuditUnavailable
 
 logger = logging.getLogger(__name__)
@@ -120,11 +121,8 @@ class AuditJournal:
         self.failure: str | None = None
         """Why the last write failed; None once one succeeds (readiness)."""
         self._seq = 0
-        self._newest_at: float | None = None
-        """The latest record time written so far (a high-water mark: steps back do not lower it)."""
-        self._behind = False
-        self._last_stamp: tuple[float, float] | None = None
-        """(record time, monotonic time) of this process's last record, to see a step ahead."""
+        self._watch = ClockWatch()
+        """What the records written so far say of time (steps back and ahead)."""
         self._spans: dict[int, tuple[int, SegmentSpan]] = {}
         self._kick_handle: asyncio.TimerHandle | None = None
         self._fd: int | None = None
@@ -167,7 +165,7 @@ class AuditJournal:
             for _, path in reversed(found):
                 _, last = _edge_records(path)
                 if last is not None:
-                    self._seq, self._newest_at = last.seq or 0, last.at.timestamp()
+                    self._seq, self._watch = last.seq or 0, ClockWatch(newest_at=last.at.timestamp())
                     break
         except OSError as exc:
             raise AuditError(f"the audit journal directory is unusable ({_reason(exc)})") from exc
@@ -238,7 +236,7 @@ class AuditJournal:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
-            saved = (self._seq, self._newest_at, self._behind, self._last_stamp)
+            saved = (self._seq, dataclasses.replace(self._watch))
             try:
                 if self._next_segment is None:  # the newest sequence number is known once open
                     await loop.run_in_executor(self._executor, self._open_sync)
@@ -248,7 +246,7 @@ class AuditJournal:
                     self._executor, self._write_sync, b"".join(line for line, _ in lines)
                 )
             except Exception as exc:  # every waiter must hear of it, whatever went wrong
-                self._seq, self._newest_at, self._behind, self._last_stamp = saved  # nothing was written
+                self._seq, self._watch = saved  # nothing was written
                 reason = (
                     str(exc)
                     if isinstance(exc, AuditError)
@@ -274,35 +272,12 @@ class AuditJournal:
         now_mono = self._monotonic()
         for record in records:
             at = record.at.timestamp()
-            step = self._clock_step(at, now_mono)
+            step = self._watch.observe(at, now_mono)
             if step is not None:
                 logger.warning("audit journal: %s", step)
                 stamped.append(self._numbered(_clock_record(record, step)))
             stamped.append(self._numbered(record))
-            self._newest_at = at if self._newest_at is None else max(self._newest_at, at)
-            self._last_stamp = (at, now_mono)
         return stamped
-
-    def _clock_step(self, at: float, now_mono: float) -> str | None:
-        """What the clock did, if ``at`` disagrees with the records before it; None when it agrees."""
-        newest = self._newest_at
-        if newest is None:
-            return None
-        if at < newest - BACK_TOLERANCE_S:
-            if self._behind:
-                return None  # the same step, still being caught up
-            self._behind = True
-            return f"clock stepped back: {newest - at:.0f} s behind the newest journaled record"
-        self._behind = False
-        if self._last_stamp is None:
-            if at - newest > MAX_GAP_S:
-                return f"clock is {at - newest:.0f} s ahead of the newest journaled record"
-            return None
-        last_at, last_mono = self._last_stamp
-        ahead = (at - last_at) - (now_mono - last_mono)
-        if ahead > AHEAD_TOLERANCE_S:
-            return f"clock stepped ahead: {ahead:.0f} s more than elapsed since the previous record"
-        return None
 
     def _numbered(self, record: AuditRecord) -> AuditRecord:
         self._seq += 1

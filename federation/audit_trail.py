@@ -286,6 +286,8 @@ class JournaledAuditTrail(AuditTrail):
 
     async def aclose(self) -> None:
         """A short final shipping attempt, then stop the tasks and close the sinks and the journal."""
+        with contextlib.suppress(Exception):  # outcome records still queued are written and shipped too
+            await self.journal.settle()
         if self._tasks:
             await self.flush(self.close_timeout_s)
         for task in self._tasks:
