@@ -82,6 +82,8 @@ _Pending = tuple[AuditRecord, "asyncio.Future[None] | None"]
 _EDGE_BYTES = 64 * 1024
 """How much of a segment's head and tail is read for its first and last record."""
 SYSTEM_ACTOR = "system:pacsfed"
+_PROBE_ROOM = 1024 * 1024
+"""Free bytes below which readiness checks by writing a block, not by the free space alone."""
 
 
 def _segment_name(number: int) -> str:
@@ -358,18 +360,22 @@ class AuditJournal:
             self._next_segment = number
 
     async def probe(self) -> str | None:
-        """None when the journal takes records; after a failed write, try a block again (readiness)."""
-        if self.failure is None:
-            return None
+        """None when the journal takes records (readiness): after a failed write, or with the disk nearly
+        full, a block is written and fsync'd to find out; otherwise only the free space is looked at."""
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._probe_sync)
         except OSError as exc:
-            return f"the audit journal cannot be written ({_reason(exc)})"
+            self.failure = f"the audit journal cannot be written ({_reason(exc)})"
+            return self.failure
         self.failure = None
         return None
 
     def _probe_sync(self) -> None:
+        if self.failure is None:
+            space = os.statvfs(self.directory)
+            if space.f_bfree * space.f_frsize >= _PROBE_ROOM:
+                return
         path = self.directory / ".probe"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

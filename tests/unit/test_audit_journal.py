@@ -410,3 +410,15 @@ async def test_prune_goes_by_the_time_the_records_span(tmp_path: Path) -> None:
     assert await journal.prune(Position(10**9, 0), keep_s=30.5 * DAY) == 10  # ages 40, 39 … 31 days
     assert [r.exam_count for r in await read_all(journal)] == list(range(10, 40))
     await journal.aclose()
+
+
+async def test_readiness_sees_a_full_disk_before_any_write_fails(full_disk: Any) -> None:
+    journal = AuditJournal(full_disk.path / "journal")
+    await journal.open()
+    assert await journal.probe() is None
+    full_disk.fill()
+    reason = await journal.probe()
+    assert reason is not None and "No space left" in reason
+    full_disk.free()
+    assert await journal.probe() is None
+    await journal.aclose()
