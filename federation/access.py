@@ -47,6 +47,8 @@ class ShareGrant:
     patient: PatientQuery
     studies: frozenset[str] | None
     expires_at: dt.datetime
+    emergency_reason: str | None = None
+    """Set when the code was created under break-the-glass: every read through it is flagged."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +113,14 @@ def clean_reason(reason: str | None) -> str | None:
     return reason
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmergencyWindow:
+    """An open break-the-glass grant: why, and when it closes (wall clock)."""
+
+    reason: str
+    closes_at: dt.datetime
+
+
 class EmergencyWindows:
     """Break-the-glass grants: one subject, one patient, for a limited time after a reason was given."""
 
@@ -133,6 +143,15 @@ class EmergencyWindows:
             del self._open[(subject, patient_key)]
             return None
         return reason
+
+    def window(self, subject: str, patient_key: str) -> EmergencyWindow | None:
+        """The open window of ``subject`` for ``patient_key`` with its end, or None."""
+        reason = self.reason_for(subject, patient_key)
+        if reason is None:
+            return None
+        until, _ = self._open[(subject, patient_key)]
+        left = max(0.0, until - time.monotonic())
+        return EmergencyWindow(reason, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left))
 
     def _prune(self) -> None:
         now = time.monotonic()

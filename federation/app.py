@@ -38,6 +38,7 @@ from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
+from web.graphiql import graphiql_routes
 from web.share_page import share_form, share_view
 
 log = logging.getLogger("pacsfed.app")
@@ -129,10 +130,17 @@ async def services_from_settings(
         )
         authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()
+        summaries = asyncio.create_task(
+            history.journal_flood_summaries_forever(), name="audit-flood-summaries"
+        )
         try:
             yield Services(engine, history, authenticator, audit, RequestAccess(authenticator, history))
         finally:
             share_start.cancel()
+            summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await summaries
+            await history.journal_flood_summaries()  # what was counted since the last minute
             await audit.aclose()
 
 
@@ -244,6 +252,7 @@ def create_app(
             Route("/s/{code}", share_form, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[
             *cors,
@@ -252,6 +261,7 @@ def create_app(
                 AuthenticationMiddleware,
                 max_body_bytes=settings.server.graphql.max_body_bytes,
                 max_tokens=settings.server.graphql.max_tokens,
+                trusted_origins=tuple(origins),
             ),
         ],
         lifespan=lifespan,

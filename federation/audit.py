@@ -61,7 +61,13 @@ class AuditRecord(BaseModel):
     """Which front end: graphql, cli, share-page, dimse, dicomweb, fhir."""
     patient_ids: list[str] = []
     """Identifiers as ``ID^^^ISSUER`` (ISSUER empty when unknown); names only when no ID was given."""
+    patient_ids_omitted: int = 0
+    """Identifiers left out of ``patient_ids`` (a list is capped; the record says how many it lost)."""
     sources: list[str] = []
+    sources_omitted: int = 0
+    """Sources left out of ``sources``."""
+    suppressed: int = 0
+    """Events this record stands for that were not journaled one by one (flood control); 0 otherwise."""
     exam_count: int | None = None
     reason: str | None = None
     emergency: bool = False

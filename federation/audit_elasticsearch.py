@@ -39,7 +39,10 @@ AUDIT_MAPPING: dict[str, Any] = {
         "channel": {"type": "keyword"},
         "patient_ids": {"type": "keyword"},
         "patient_bare_ids": {"type": "keyword"},
+        "patient_ids_omitted": {"type": "integer"},
         "sources": {"type": "keyword"},
+        "sources_omitted": {"type": "integer"},
+        "suppressed": {"type": "integer"},
         "exam_count": {"type": "integer"},
         "reason": {"type": "text"},
         "emergency": {"type": "boolean"},
@@ -48,8 +51,6 @@ AUDIT_MAPPING: dict[str, Any] = {
         "seq": {"type": "long"},
     },
 }
-_ADDED = ("journal", "seq")
-"""Fields added after the first release: put into the mappings of indices made before."""
 _DERIVED = ("patient_bare_ids",)
 
 
@@ -104,9 +105,10 @@ class ElasticsearchAuditSink(AuditSink):
                 },
                 meta={"owner": "pacsfed-audit"},
             )
+            # Monthly indices made by an earlier version get the fields they lack (additive only).
             await self._client.indices.put_mapping(
                 index=f"{self.prefix}-*",
-                properties={name: AUDIT_MAPPING["properties"][name] for name in _ADDED},
+                properties=AUDIT_MAPPING["properties"],
                 allow_no_indices=True,
                 ignore_unavailable=True,
             )

@@ -78,8 +78,9 @@ def audit_message(record: AuditRecord, *, audit_source_id: str, host: str) -> ET
     _code(event, "EventID", event_id, "DCM", event_name)
     if record.action is AuditAction.AUTHENTICATION:
         _code(event, "EventTypeCode", "110122", "DCM", "Login")
-    if record.detail:
-        ET.SubElement(event, "EventOutcomeDescription").text = record.detail
+    description = _description(record)
+    if description:
+        ET.SubElement(event, "EventOutcomeDescription").text = description
     if record.emergency:
         _code(event, "PurposeOfUse", "ETREAT", "v3-ActReason", "Emergency Treatment")
 
@@ -124,6 +125,18 @@ def audit_message(record: AuditRecord, *, audit_source_id: str, host: str) -> ET
     return message
 
 
+def _description(record: AuditRecord) -> str:
+    """The detail, plus what the record's lists left out and how many events it summarizes."""
+    notes = [record.detail] if record.detail else []
+    if record.patient_ids_omitted:
+        notes.append(f"{record.patient_ids_omitted} more patient ids not listed")
+    if record.sources_omitted:
+        notes.append(f"{record.sources_omitted} more sources not listed")
+    if record.suppressed:
+        notes.append(f"{record.suppressed} events summarized")
+    return "; ".join(notes)
+
+
 def _query_object(message: ET.Element, record: AuditRecord) -> None:
     """The query itself (type 2 system object, role 3 report, A.5.3.10)."""
     query = ET.SubElement(
@@ -136,7 +149,13 @@ def _query_object(message: ET.Element, record: AuditRecord) -> None:
         },
     )
     _code(query, "ParticipantObjectIDTypeCode", "110181", "DCM", "SOP Class UID")
-    asked = {"patient_ids": record.patient_ids, "sources": record.sources, "channel": record.channel}
+    asked = {
+        "patient_ids": record.patient_ids,
+        "patient_ids_omitted": record.patient_ids_omitted,
+        "sources": record.sources,
+        "sources_omitted": record.sources_omitted,
+        "channel": record.channel,
+    }
     ET.SubElement(query, "ParticipantObjectQuery").text = _b64(json.dumps(asked, separators=(",", ":")))
     details = {"sources": ",".join(record.sources), "channel": record.channel}
     if record.exam_count is not None:

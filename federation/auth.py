@@ -224,15 +224,25 @@ class Authenticator:
             granted = [scope for scope in raw_scopes if isinstance(scope, str)]
         else:
             granted = []
-        raw_sources = claims.get(self._settings.sources_claim)
-        sources = (
-            frozenset(s for s in raw_sources if isinstance(s, str)) if isinstance(raw_sources, list) else None
-        )
+        sources: frozenset[str] | None = None
+        if self._settings.sources_claim in claims:
+            # Fail closed: a claim that cannot be read must not widen the caller to every source.
+            raw_sources = claims[self._settings.sources_claim]
+            if not isinstance(raw_sources, list) or not all(isinstance(s, str) for s in raw_sources):
+                raise AuthenticationError(
+                    f"the token's {self._settings.sources_claim} claim is not a list of strings",
+                    code="BAD_TOKEN",
+                )
+            sources = frozenset(raw_sources)
+        try:
+            expires_at = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC)
+        except (OverflowError, OSError, ValueError) as exc:  # e.g. exp 1e20: past any datetime
+            raise AuthenticationError("the token's expiry is out of range", code="BAD_TOKEN") from exc
         subject = str(claims["sub"])
         return Principal(
             subject=f"user:{subject}",
             kind=PrincipalKind.USER,
             scopes=known_scopes(granted),
             sources=sources,
-            expires_at=dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC),
+            expires_at=expires_at,
         )

@@ -216,7 +216,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 log_level="warning",
-                **uvicorn_options(settings.server.header_timeout_s),
+                **uvicorn_options(settings.server),
             )
         )
         url = f"http://{args.host}:{args.port}/graphql"
@@ -225,7 +225,7 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"  - {source.id:<20} {source.kind:<9} {source.name}")
         print(f"\nAudit journal: {state / 'audit'}")
         print(f"\nA token for a demo physician (every scope, valid 12 h):\n\n  {token}\n")
-        print(f"GraphiQL: open {url} in a browser, add the header Authorization: Bearer <token>.")
+        print(f"GraphiQL: open {url} in a browser; in its headers pane, replace <paste token> with it.")
         print(f"Example query:\n\n{EXAMPLE_QUERY}\n")
         print(
             f'Or from a shell:\n  TOKEN={token}\n  curl -s {url} -H "authorization: Bearer $TOKEN" \\\n'
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level.lower(),
                 proxy_headers=bool(settings.server.forwarded_allow_ips),
                 forwarded_allow_ips=settings.server.forwarded_allow_ips or None,
-                **uvicorn_options(settings.server.header_timeout_s),
+                **uvicorn_options(settings.server),
             )
             return 0
         if args.command == "query":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,43 @@ ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=froz
 def client_address(connection: HTTPConnection) -> str | None:
     """The client's address (uvicorn's proxy-headers support rewrites it for trusted proxies)."""
     return connection.client.host if connection.client is not None else None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_SAME_SITE_FETCH = ("same-origin", "none")
+
+
+def _origin_of(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    parsed = urllib.parse.urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if parsed.hostname is None or scheme not in _DEFAULT_PORTS:
+        return None
+    web_scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return web_scheme, parsed.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def cross_site(connection: HTTPConnection, *, origin_required: bool, trusted: tuple[str, ...] = ()) -> bool:
+    """True unless the browser says this request comes from this server's own pages (or a ``trusted`` origin).
+
+    A browser sends ``Origin`` on every POST (``null`` when it hides it) and, lately,
+    ``Sec-Fetch-Site``; either naming another origin makes the request cross-site. A request
+    without ``Origin`` comes from a program, not a page (``origin_required`` refuses it too).
+    """
+    origin = connection.headers.get("origin")
+    if origin is not None and origin.strip().lower() in trusted:
+        return False
+    fetch_site = connection.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.lower() not in _SAME_SITE_FETCH:
+        return True
+    if origin is None:
+        return origin_required
+    scheme, _, netloc = origin.strip().partition("://")
+    claimed = _origin_of(scheme.lower(), netloc) if netloc and "/" not in netloc else None
+    own = _origin_of(connection.url.scheme, connection.headers.get("host", ""))
+    return claimed is None or own is None or claimed != own
 
 
 class RequestAccess:
@@ -111,7 +149,9 @@ class AuthenticationMiddleware:
     """Authenticates every GraphQL request before it runs: 401 with ``WWW-Authenticate`` when it cannot.
 
     The caller is put in the connection's state (``request.state.access``). An anonymous POST is
-    let through only when all it asks is ``redeemShareCode`` (the code is the credential).
+    let through only when all it asks is ``redeemShareCode`` (the code is the credential), and
+    only from a program (no ``Origin``), this server's own pages or a ``trusted_origins`` app:
+    another site's page is refused (403) before the share codes' lock-out counts the attempt.
     """
 
     def __init__(
@@ -120,38 +160,44 @@ class AuthenticationMiddleware:
         paths: tuple[str, ...] = ("/graphql",),
         max_body_bytes: int = 65536,
         max_tokens: int = 2000,
+        trusted_origins: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.paths = paths
         self.max_body_bytes = max_body_bytes
         self.max_tokens = max_tokens
+        self.trusted_origins = tuple(origin.lower() for origin in trusted_origins)
+        """``server.cors_origins``: browser apps trusted to redeem share codes for their users."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Authenticate, then pass on (or answer 401)."""
-        if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            # A WebSocket is authenticated by its handler at connection_init (with the header, or the
+            # payload: browsers cannot set headers), so that a refusal is a close code (4403) the
+            # client can read, not a refused handshake that looks like a network failure.
             await self.app(scope, receive, send)
             return
         access: RequestAccess = scope["app"].state.services.access
         connection = HTTPConnection(scope)
-        channel = "graphql-ws" if scope["type"] == "websocket" else "graphql"
         anonymous_ok = False
         if not connection.headers.get("authorization") and not access.insecure:
-            if scope["type"] == "websocket":
-                # Browsers cannot set headers on a WebSocket: the credential comes in connection_init.
-                await self.app(scope, receive, send)
-                return
             if scope["method"] == "GET" and b"query=" not in scope.get("query_string", b""):
                 # The GraphiQL page (development) or a 400: nothing is read, nothing to protect.
                 await self.app(scope, receive, send)
                 return
             body, receive = await _buffered(receive, self.max_body_bytes)
             anonymous_ok = scope["method"] == "POST" and _redeem_only(body, self.max_tokens)
-        try:
-            context = await access.access_for(connection, channel, anonymous_ok=anonymous_ok)
-        except AuthenticationError as exc:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 4401, "reason": "Unauthorized"})
+            if anonymous_ok and cross_site(connection, origin_required=False, trusted=self.trusted_origins):
+                # Another site's page must not spend this address's failed attempts (lock-out).
+                anonymous = AccessContext(
+                    ANONYMOUS, client_address(connection), current_request_id(), "graphql"
+                )
+                await access.service.cross_site_refused(anonymous)
+                await _cross_site(scope, receive, send)
                 return
+        try:
+            context = await access.access_for(connection, "graphql", anonymous_ok=anonymous_ok)
+        except AuthenticationError as exc:
             await _unauthorized(exc, scope, receive, send)
             return
         scope.setdefault("state", {})["access"] = context
@@ -184,6 +230,20 @@ async def _buffered(receive: Receive, limit: int) -> tuple[bytes, Receive]:
     return body, replay
 
 
+async def _cross_site(scope: Scope, receive: Receive, send: Send) -> None:
+    message = "a share code is redeemed only from this server's own pages or by a program"
+    response = JSONResponse(
+        {
+            "errors": [
+                {"message": message, "extensions": {"code": "FORBIDDEN", "requestId": current_request_id()}}
+            ]
+        },
+        status_code=403,
+        headers={"Cache-Control": "no-store"},
+    )
+    await response(scope, receive, send)
+
+
 async def _unauthorized(exc: AuthenticationError, scope: Scope, receive: Receive, send: Send) -> None:
     error = "invalid_request" if exc.code == "UNAUTHENTICATED" else "invalid_token"
     response = JSONResponse(
@@ -201,13 +261,19 @@ async def _unauthorized(exc: AuthenticationError, scope: Scope, receive: Receive
 async def graphql_context(connection: HTTPConnection) -> dict[str, Any]:
     """The GraphQL context: the engine, the connection and the authenticated caller (``access``).
 
-    HTTP requests were authenticated by :class:`AuthenticationMiddleware`; a WebSocket without an
-    ``Authorization`` header authenticates here, with its ``connection_init`` payload.
+    HTTP requests were authenticated by :class:`AuthenticationMiddleware`; a WebSocket authenticates
+    here, at ``connection_init`` and again for each operation, with its ``Authorization`` header or
+    else its ``connection_init`` payload. A share's context carries ``revoked``, an event set when
+    this process revokes the share.
     """
     access: AccessContext | None = getattr(connection.state, "access", None)
-    if access is None:
-        services_access: RequestAccess = connection.app.state.services.access
+    if access is None or connection.scope["type"] == "websocket":
+        services = connection.app.state.services
         params = getattr(connection.state, "connection_params", None)
-        authorization = authorization_from_payload(params) or ""
-        access = await services_access.access_for(connection, "graphql-ws", authorization=authorization)
-    return {"engine": connection.app.state.engine, "request": connection, "access": access}
+        authorization = connection.headers.get("authorization") or authorization_from_payload(params) or ""
+        access = await services.access.access_for(connection, "graphql-ws", authorization=authorization)
+    context = {"engine": connection.app.state.engine, "request": connection, "access": access}
+    share = access.principal.share
+    if share is not None and connection.scope["type"] == "websocket":
+        context["revoked"] = connection.app.state.services.history.revocation_signal(share.share_id)
+    return context

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -20,11 +20,14 @@ from federation.access import (
     AccessContext,
     EmergencyWindows,
     Principal,
+    PrincipalKind,
     audit_patient_ids,
     clean_reason,
     patient_key,
 )
 from federation.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail, PageKey, page_key
+from federation.audit_flood import FloodGate
+from federation.audit_lists import MAX_LISTED, audit_id, capped, in_parts, returned_patient_ids
 from federation.engine import FederationEngine, HistoryUpdate
 from federation.errors import AccessError, AuditError, AuditUnavailable, PacsfedError, QueryError
 from federation.identity import IdentityLink
@@ -33,8 +36,12 @@ from federation.share import CreatedShare, RedeemedShare, ShareCodes, ShareRecor
 
 log = logging.getLogger(__name__)
 
-_MAX_AUDITED_IDS = 50
 _MAX_AUDIT_PAGE = 500
+_MAX_AUDITED_SOURCES = 1000
+_AUDITED_FAILURES_PER_MINUTE = 20
+FLOOD_SUMMARY_INTERVAL_S = 60.0
+"""How often failures left out by flood control are journaled as summaries (and at shutdown)."""
+_ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=frozenset())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,7 +89,8 @@ class HistoryService:
         self._shares = shares
         self._windows = EmergencyWindows(emergency_window_s)
         self._national_issuer = national_issuer
-        self._failures = _FailureThrottle(_AUDITED_FAILURES_PER_MINUTE)
+        self._failures = FloodGate(_AUDITED_FAILURES_PER_MINUTE)
+        self._redemptions = FloodGate(shares.max_failures)
 
     # --- patient history -------------------------------------------------------------------
 
@@ -131,20 +139,35 @@ class HistoryService:
         updates = self.engine.stream_history(
             query, source_ids=grant.source_ids, include_candidates=grant.include_candidates, **options
         )
+        shown: PatientHistory | None = None  # the last history handed out before a FINAL was recorded
         async with contextlib.aclosing(updates):
-            async for update in updates:
-                history = _restricted(update.history, grant.studies)
-                if update.phase.value == "FINAL":
+            try:
+                async for update in updates:
+                    history = _restricted(update.history, grant.studies)
+                    shown = history
+                    if update.phase.value == "FINAL":
+                        await self._record_query(
+                            query,
+                            access,
+                            grant,
+                            AuditOutcome.SUCCESS,
+                            history=history,
+                            detail="progressive-final",
+                            soon=True,
+                        )
+                        shown = None
+                    yield dataclasses.replace(update, history=history)
+            finally:
+                if shown is not None:  # stopped early: what it saw is audited all the same
                     await self._record_query(
                         query,
                         access,
                         grant,
                         AuditOutcome.SUCCESS,
-                        history=history,
-                        detail="progressive-final",
+                        history=shown,
+                        detail="progressive-stopped",
                         soon=True,
                     )
-                yield dataclasses.replace(update, history=history)
 
     async def _authorize(
         self,
@@ -159,9 +182,12 @@ class HistoryService:
             cleaned = clean_reason(reason)
             sources = self._allowed_sources(principal, source_ids)
             if principal.share is not None:
-                if patient_key(query) != patient_key(principal.share.patient):
+                share = principal.share
+                if patient_key(query) != patient_key(share.patient):
                     raise AccessError("this share code grants another patient", code="FORBIDDEN")
-                return _Grant(sources, False, cleaned, False, principal.share.studies)
+                if share.emergency_reason is not None:  # shared under break-the-glass: flagged on every read
+                    return _Grant(sources, False, share.emergency_reason, True, share.studies)
+                return _Grant(sources, False, cleaned, False, share.studies)
             if principal.has(HISTORY_READ):
                 return _Grant(sources, include_candidates, cleaned, False, None)
             if principal.has(HISTORY_EMERGENCY):
@@ -211,24 +237,38 @@ class HistoryService:
         sources = grant.source_ids or [s.id for s in self.engine.sources]
         if history is not None:
             sources = [outcome_.source.id for outcome_ in history.sources]
-            for exam in history.exams:
-                for location in exam.locations:
-                    if location.patient_id and len(ids) < _MAX_AUDITED_IDS:
-                        found = f"{location.patient_id}^^^{location.issuer_of_patient_id or ''}"
-                        if found not in ids:
-                            ids.append(found)
-        await self.record(
+            ids.extend(returned_patient_ids(history))  # exams and candidates: findable by any of them
+        await self._record_parts(
             access,
             AuditAction.PATIENT_QUERY,
             outcome,
-            patient_ids=ids,
+            ids,
+            detail,
             sources=sources,
             exam_count=len(history.exams) if history is not None else None,
             reason=grant.reason,
             emergency=grant.emergency,
-            detail=detail,
             soon=soon,
         )
+
+    async def _record_parts(
+        self,
+        access: AccessContext,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        patient_ids: list[str],
+        detail: str | None,
+        **fields: Any,
+    ) -> None:
+        """Records naming every one of ``patient_ids``: one record, or parts of ``MAX_LISTED`` saying ``part i/n``."""
+        parts = in_parts(patient_ids, MAX_LISTED)
+        for number, part in enumerate(parts, 1):
+            noted = detail
+            if len(parts) > 1:
+                noted = f"{detail}; part {number}/{len(parts)}" if detail else f"part {number}/{len(parts)}"
+            if number == 2:
+                fields.pop("exam_count", None)  # counted once, in the first part
+            await self.record(access, action, outcome, patient_ids=part, detail=noted, **fields)
 
     # --- share codes -----------------------------------------------------------------------
 
@@ -247,11 +287,21 @@ class HistoryService:
             principal.require(SHARE_CREATE)
             if principal.share is not None:
                 raise AccessError("a shared scope cannot be shared on", code="FORBIDDEN")
-            if not principal.has(HISTORY_READ) and (
-                self._windows.reason_for(principal.subject, patient_key(patient)) is None
-            ):
-                raise AccessError("share only what you may read", code="FORBIDDEN")
-            created = await self._shares.create(principal.subject, patient, studies, ttl_s, single_use)
+            window = None
+            if not principal.has(HISTORY_READ):
+                # Break-the-glass: the code ends with the window and carries its reason.
+                window = self._windows.window(principal.subject, patient_key(patient))
+                if window is None:
+                    raise AccessError("share only what you may read", code="FORBIDDEN")
+            created = await self._shares.create(
+                principal.subject,
+                patient,
+                studies,
+                ttl_s,
+                single_use,
+                not_after=window.closes_at if window else None,
+                emergency_reason=window.reason if window else None,
+            )
         except (AccessError, QueryError) as exc:
             await self.record(
                 access, AuditAction.SHARE_CREATE, _refusal(exc), patient_ids=ids, detail=_code_of(exc)
@@ -263,6 +313,8 @@ class HistoryService:
             AuditOutcome.SUCCESS,
             patient_ids=ids,
             detail=_share_detail(created.record),
+            reason=created.record.emergency_reason,
+            emergency=created.record.emergency_reason is not None,
         )
         return created
 
@@ -287,11 +339,22 @@ class HistoryService:
     async def redeem_share(
         self, code: str, client_address: str | None, access: AccessContext
     ) -> RedeemedShare:
-        """A bearer token reading exactly the code's scope; every attempt is audited."""
+        """A bearer token reading exactly the code's scope; every attempt is audited.
+
+        An anonymous caller's failures are journaled within a budget per client address (each
+        alias and each spelling of a code is one attempt); past it, and for every attempt refused
+        by a lock-out, they are counted and journaled as one summary per address a minute.
+        """
+        address = client_address or "unknown"
         try:
-            redeemed = await self._shares.redeem(code, client_address or "unknown")
+            redeemed = await self._shares.redeem(code, address)
         except AccessError as exc:
-            await self.record(access, AuditAction.SHARE_REDEEM, AuditOutcome.DENIED, detail=exc.code)
+            anonymous = access.principal.subject == _ANONYMOUS.subject
+            kind = AuditAction.SHARE_REDEEM.value
+            if anonymous and exc.code == "LOCKED_OUT":
+                self._redemptions.count(kind, address, exc.code)
+            elif not anonymous or self._redemptions.admit(kind, address, exc.code):
+                await self.record(access, AuditAction.SHARE_REDEEM, AuditOutcome.DENIED, detail=exc.code)
             raise
         ids = audit_patient_ids(redeemed.record.patient, self._national_issuer)
         await self.record(
@@ -300,12 +363,18 @@ class HistoryService:
             AuditOutcome.SUCCESS,
             patient_ids=ids,
             detail=f"share={redeemed.record.id}",
+            reason=redeemed.record.emergency_reason,
+            emergency=redeemed.record.emergency_reason is not None,
         )
         return redeemed
 
     async def share_principal(self, token: str) -> Principal:
         """The principal of a redeemed share token (the authenticator's resolver)."""
         return await self._shares.principal_for(token)
+
+    def revocation_signal(self, share_id: str) -> asyncio.Event:
+        """An event set when this process revokes the share (for sockets opened with its token)."""
+        return self._shares.revocation_signal(share_id)
 
     # --- administration and audit ----------------------------------------------------------
 
@@ -347,8 +416,8 @@ class HistoryService:
         return AuditPage(events, end, more, partial)
 
     async def add_identity_links(self, access: AccessContext, links: list[IdentityLink]) -> int:
-        """Add cross-reference links (identity:admin)."""
-        ids = [f"{link.identifier.value}^^^{link.identifier.issuer}" for link in links[:_MAX_AUDITED_IDS]]
+        """Add cross-reference links (identity:admin); every linked identifier is audited (in parts)."""
+        ids = [audit_id(link.identifier.value, link.identifier.issuer) for link in links]
         try:
             access.principal.require(IDENTITY_ADMIN)
         except AccessError as exc:
@@ -359,7 +428,7 @@ class HistoryService:
         store = self.engine.identity_store
         if store is None:
             raise QueryError("no identity store is configured", code="IDENTITY_UNAVAILABLE")
-        await self.record(access, AuditAction.IDENTITY_CHANGE, AuditOutcome.SUCCESS, patient_ids=ids)
+        await self._record_parts(access, AuditAction.IDENTITY_CHANGE, AuditOutcome.SUCCESS, ids, None)
         return await store.add_links(links)
 
     async def purge_cache(self, access: AccessContext, query: PatientQuery, source_id: str | None) -> int:
@@ -385,18 +454,58 @@ class HistoryService:
         """Record a refused credential (the caller is anonymous: nothing it claimed is trusted).
 
         A flood of bad credentials from one address is recorded in part: at most
-        ``_AUDITED_FAILURES_PER_MINUTE`` records a minute, the next one saying how many were left out.
+        ``_AUDITED_FAILURES_PER_MINUTE`` records a minute; the rest are counted and journaled by
+        :meth:`journal_flood_summaries` (once a minute and at shutdown).
         """
-        suppressed = self._failures.admit(access.client_address or "unknown")
-        if suppressed is None:
+        if not self._failures.admit(
+            AuditAction.AUTHENTICATION.value, access.client_address or "unknown", code
+        ):
             return
-        detail = (
-            f"{code}; {suppressed} earlier failures from this address not recorded" if suppressed else code
-        )
         try:
-            await self.record(access, AuditAction.AUTHENTICATION, AuditOutcome.DENIED, detail=detail)
+            await self.record(access, AuditAction.AUTHENTICATION, AuditOutcome.DENIED, detail=code)
         except AuditError:
             log.error("audit: an authentication failure could not be recorded")
+
+    async def cross_site_refused(self, access: AccessContext) -> None:
+        """Record a share-code redemption refused because another site's page sent it (flood-controlled).
+
+        It never reaches the share codes' lock-out: another site must not lock a hospital's address out.
+        """
+        kind = AuditAction.SHARE_REDEEM.value
+        if not self._failures.admit(kind, access.client_address or "unknown", "CROSS_SITE"):
+            return
+        try:
+            await self.record(access, AuditAction.SHARE_REDEEM, AuditOutcome.DENIED, detail="CROSS_SITE")
+        except AuditError:
+            log.error("audit: a cross-site redemption could not be recorded")
+
+    async def journal_flood_summaries(self) -> int:
+        """Journal one summary per address and kind of the failures flood control left out; how many records."""
+        written = 0
+        for gate in (self._failures, self._redemptions):
+            entries = gate.drain()
+            for index, entry in enumerate(entries):
+                access = AccessContext(_ANONYMOUS, entry.address, None, "flood-control")
+                try:
+                    await self.record(
+                        access,
+                        AuditAction(entry.kind),
+                        AuditOutcome.DENIED,
+                        suppressed=entry.count,
+                        detail=f"summary: {','.join(entry.codes)}",
+                    )
+                except AuditError:
+                    gate.restore(entries[index:])  # counted again at the next attempt
+                    log.error("audit: %d flood summaries could not be recorded", len(entries) - index)
+                    return written
+                written += 1
+        return written
+
+    async def journal_flood_summaries_forever(self, interval_s: float = FLOOD_SUMMARY_INTERVAL_S) -> None:
+        """Journal the flood summaries every ``interval_s`` (a background task of the app)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.journal_flood_summaries()
 
     async def record(
         self,
@@ -412,6 +521,10 @@ class HistoryService:
         ``soon``: queue it for the journal's next batch without waiting (an outcome whose access is durable).
         """
         principal = access.principal
+        for name, cap in (("patient_ids", MAX_LISTED), ("sources", _MAX_AUDITED_SOURCES)):
+            values = fields.get(name)
+            if values is not None and len(values) > cap:
+                fields[name], fields[f"{name}_omitted"] = capped(values, cap)
         record = AuditRecord(
             action=action,
             outcome=outcome,
@@ -428,32 +541,6 @@ class HistoryService:
             raise
         except AuditError as exc:
             raise AuditUnavailable(str(exc)) from exc
-
-
-_AUDITED_FAILURES_PER_MINUTE = 20
-
-
-class _FailureThrottle:
-    """Per-address budget of audited authentication failures (a flood must not fill the journal)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self._per_minute = per_minute
-        self._windows: dict[str, tuple[float, int, int]] = {}
-
-    def admit(self, address: str) -> int | None:
-        """None to leave this failure out; else how many were left out before it."""
-        now = time.monotonic()
-        started, recorded, suppressed = self._windows.get(address, (now, 0, 0))
-        if now - started >= 60.0:
-            started, recorded = now, 0
-        if recorded >= self._per_minute:
-            self._windows[address] = (started, recorded, suppressed + 1)
-            return None
-        self._windows[address] = (started, recorded + 1, 0)
-        if len(self._windows) > 10_000:  # bound memory under a spray of addresses
-            for key in [k for k, (t, _, n) in self._windows.items() if now - t >= 60.0 and not n]:
-                del self._windows[key]
-        return suppressed
 
 
 def _restricted(history: PatientHistory, studies: frozenset[str] | None) -> PatientHistory:

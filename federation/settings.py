@@ -161,6 +161,10 @@ class ServerSettings(_Strict):
     graphql: GraphqlLimits = GraphqlLimits()
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """A connection whose request head is not complete after this long is closed (slow clients)."""
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """A request whose body has not fully arrived this long after its head is answered 408 and closed."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Open connections (HTTP and WebSocket) beyond this many are answered 503."""
 
 
 class QuerySettings(_Strict):

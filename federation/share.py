@@ -7,6 +7,7 @@ Failed redemptions are counted per client address and per code prefix; too many 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import dataclasses
@@ -14,6 +15,7 @@ import datetime as dt
 import secrets
 import time
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 
 from federation.access import Principal, PrincipalKind, ShareGrant
@@ -26,6 +28,7 @@ HARD_MAX_TTL_S = 24 * 3600
 _CODE_BYTES = 20  # 160 bits
 _PREFIX_LENGTH = 4
 _MAX_STUDIES = 500
+_MAX_SIGNALLED_SHARES = 1000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class ShareRecord:
     single_use: bool
     redeemed: int = 0
     revoked_at: dt.datetime | None = None
+    emergency_reason: str | None = None
+    """The break-the-glass reason when the creator could read the patient only in an emergency window."""
 
     def usable(self, now: dt.datetime) -> bool:
         """True while the code may still be redeemed."""
@@ -195,6 +200,21 @@ class ShareCodes:
         self._settings = settings
         self._store = store
         self._limiter = RedemptionLimiter(settings.max_failures, settings.lockout_s)
+        self._revocation_signals: dict[str, weakref.WeakSet[asyncio.Event]] = {}
+
+    def revocation_signal(self, share_id: str) -> asyncio.Event:
+        """An event set when this process revokes the share; held weakly, so dropping it is enough."""
+        if len(self._revocation_signals) > _MAX_SIGNALLED_SHARES:
+            for stale in [key for key, events in self._revocation_signals.items() if not events]:
+                del self._revocation_signals[stale]
+        event = asyncio.Event()
+        self._revocation_signals.setdefault(share_id, weakref.WeakSet()).add(event)
+        return event
+
+    @property
+    def max_failures(self) -> int:
+        """Failed redemptions per client (and per code prefix) before a lock-out."""
+        return self._settings.max_failures
 
     def ttl_for(self, asked_s: int | None) -> int:
         """The lifetime a code gets: the default when not asked, never more than the cap (≤ 24 h)."""
@@ -212,8 +232,11 @@ class ShareCodes:
         studies: list[str] | None,
         ttl_s: int | None,
         single_use: bool,
+        *,
+        not_after: dt.datetime | None = None,
+        emergency_reason: str | None = None,
     ) -> CreatedShare:
-        """A new code for ``patient`` (optionally only ``studies``), shown once."""
+        """A new code for ``patient`` (optionally only ``studies``), shown once, expiring by ``not_after``."""
         if patient.cache_key() is None:
             raise QueryError("a share names a patient by id or national id", code="BAD_SHARE")
         chosen: tuple[str, ...] | None = None
@@ -223,6 +246,9 @@ class ShareCodes:
                 raise QueryError(f"share between 1 and {_MAX_STUDIES} studies", code="BAD_SHARE")
         code = _new_code()
         now = _utcnow()
+        expires_at = now + dt.timedelta(seconds=self.ttl_for(ttl_s))
+        if not_after is not None:
+            expires_at = min(expires_at, not_after)
         record = ShareRecord(
             id=uuid.uuid4().hex,
             code_hash=hash_secret(normalize_code(code)),
@@ -230,8 +256,9 @@ class ShareCodes:
             patient=patient,
             studies=chosen,
             created_at=now,
-            expires_at=now + dt.timedelta(seconds=self.ttl_for(ttl_s)),
+            expires_at=expires_at,
             single_use=single_use,
+            emergency_reason=emergency_reason,
         )
         await self._store.add(record)
         return CreatedShare(code=code, record=record)
@@ -245,7 +272,10 @@ class ShareCodes:
             raise AccessError("only its creator may revoke a share code", code="FORBIDDEN")
         if record.revoked_at is not None:
             return record
-        return await self._store.revoke(record, _utcnow())
+        revoked = await self._store.revoke(record, _utcnow())
+        for event in self._revocation_signals.pop(record.id, ()):
+            event.set()
+        return revoked
 
     async def redeem(self, code: str, client: str) -> RedeemedShare:
         """A bearer token for the code's scope; AccessError when wrong, used up, expired or locked out."""
@@ -286,6 +316,7 @@ class ShareCodes:
             patient=record.patient,
             studies=frozenset(record.studies) if record.studies is not None else None,
             expires_at=record.expires_at,
+            emergency_reason=record.emergency_reason,
         )
         return Principal(
             subject=f"share:{record.id}",

@@ -28,6 +28,7 @@ MAPPING: dict[str, Any] = {
         "single_use": {"type": "boolean"},
         "redeemed": {"type": "integer"},
         "revoked_at": {"type": "date"},
+        "emergency_reason": {"type": "keyword", "index": False, "doc_values": False},
     },
 }
 _KEEP_EXPIRED = dt.timedelta(days=7)
@@ -35,7 +36,7 @@ _RETRIES = 3
 
 
 def _code_doc(record: ShareRecord) -> dict[str, Any]:
-    return {
+    document: dict[str, Any] = {
         "kind": "code",
         "id": record.id,
         "code_hash": record.code_hash,
@@ -48,6 +49,9 @@ def _code_doc(record: ShareRecord) -> dict[str, Any]:
         "redeemed": record.redeemed,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
     }
+    if record.emergency_reason is not None:
+        document["emergency_reason"] = record.emergency_reason
+    return document
 
 
 def _record(source: dict[str, Any]) -> ShareRecord:
@@ -64,6 +68,7 @@ def _record(source: dict[str, Any]) -> ShareRecord:
         single_use=bool(source["single_use"]),
         redeemed=int(source.get("redeemed") or 0),
         revoked_at=dt.datetime.fromisoformat(revoked) if revoked else None,
+        emergency_reason=source.get("emergency_reason"),
     )
 
 
@@ -97,6 +102,8 @@ class ElasticsearchShareStore(ShareStore):
                         mappings=MAPPING,
                         wait_for_active_shards="1",
                     )
+            else:  # an index made by an earlier version: add the fields it lacks (additive)
+                await self._client.indices.put_mapping(index=self.index, properties=MAPPING["properties"])
         except (ApiError, TransportError) as exc:
             raise CacheError(f"share store: cannot prepare the index ({type(exc).__name__})") from exc
         self._ready = True

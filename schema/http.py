@@ -303,12 +303,23 @@ class GraphQLHandler:
         checked = self.checker.check(query)
         if not isinstance(checked, DocumentNode):
             return JSONResponse({"errors": [self.format(e) for e in checked]}, status_code=request_error)
-        if get:
-            operation = get_operation_ast(checked, operation_name)
-            if operation is not None and operation.operation is not OperationType.QUERY:
-                return _errors_only(
-                    405, _error("only queries may be sent with GET", "BAD_REQUEST"), headers={"allow": "POST"}
-                )
+        operation = get_operation_ast(checked, operation_name)
+        if get and operation is not None and operation.operation is not OperationType.QUERY:
+            return _errors_only(
+                405, _error("only queries may be sent with GET", "BAD_REQUEST"), headers={"allow": "POST"}
+            )
+        if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
+            return JSONResponse(
+                {
+                    "errors": [
+                        _error(
+                            "subscriptions are served over WebSocket (graphql-transport-ws) at this path",
+                            "BAD_REQUEST",
+                        )
+                    ]
+                },
+                status_code=request_error,
+            )
         context = await self.context(request)
         try:
             outcome = execute(
@@ -363,18 +374,39 @@ GRAPHIQL_HTML = """<!doctype html>
   <meta charset="utf-8">
   <title>pacsfed · GraphiQL</title>
   <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-  <link rel="stylesheet" href="https://unpkg.com/graphiql@3.7.1/graphiql.min.css">
+  <link rel="stylesheet" href="graphql/assets/graphiql.min.css">
 </head>
 <body>
   <div id="graphiql">Loading GraphiQL…</div>
-  <script src="https://unpkg.com/react@18.3.1/umd/react.production.min.js" crossorigin></script>
-  <script src="https://unpkg.com/react-dom@18.3.1/umd/react-dom.production.min.js" crossorigin></script>
-  <script src="https://unpkg.com/graphiql@3.7.1/graphiql.min.js" crossorigin></script>
+  <script src="graphql/assets/react.production.min.js"></script>
+  <script src="graphql/assets/react-dom.production.min.js"></script>
+  <script src="graphql/assets/graphiql.min.js"></script>
   <script>
-    const fetcher = GraphiQL.createFetcher({ url: window.location.pathname });
+    // Every file comes from this server (web/static/graphiql): GraphiQL works without internet.
+    const placeholder = "Bearer <paste token>";
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    const inner = GraphiQL.createFetcher({
+      url: window.location.pathname,
+      // Subscriptions over graphql-transport-ws; the headers below travel in connection_init.
+      subscriptionUrl: scheme + "//" + window.location.host + window.location.pathname,
+    });
+    function fetcher(params, options) {
+      const headers = Object.assign({}, options && options.headers);
+      for (const name of Object.keys(headers)) {
+        if (headers[name] === placeholder) delete headers[name];  // not pasted yet: send none
+      }
+      return inner(params, Object.assign({}, options, { headers }));
+    }
     const defaultQuery = `__EXAMPLE_QUERY__`;
+    // How to authenticate: replace the placeholder with a token (pacsfed demo prints one).
+    const defaultHeaders = JSON.stringify({ Authorization: placeholder }, null, 2);
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
-      React.createElement(GraphiQL, { fetcher, defaultQuery })
+      React.createElement(GraphiQL, {
+        fetcher,
+        defaultQuery,
+        defaultHeaders,
+        defaultEditorToolsVisibility: "headers",
+      })
     );
   </script>
 </body>

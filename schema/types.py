@@ -225,7 +225,12 @@ class AuditEvent(graphene.ObjectType):
     action = graphene.Field(AuditAction, required=True)
     outcome = graphene.Field(AuditOutcome, required=True)
     patient_ids = graphene.List(graphene.NonNull(graphene.String), required=True)
+    patient_ids_omitted = graphene.Int(required=True, description="Identifiers left out of patientIds.")
     sources = graphene.List(graphene.NonNull(graphene.String), required=True)
+    sources_omitted = graphene.Int(required=True, description="Sources left out of sources.")
+    suppressed = graphene.Int(
+        required=True, description="Failures this summary stands for (flood control); 0 otherwise."
+    )
     exam_count = graphene.Int()
     reason = graphene.String()
     emergency = graphene.Boolean(required=True, description="Break-the-glass access, to be reviewed.")

@@ -7,14 +7,22 @@ protocol's codes (4400 bad message, 4401 not acknowledged, 4403 forbidden, 4408 
 
 Each operation passes the same :class:`schema.limits.DocumentChecker` as HTTP (tokens, depth,
 aliases, fields; no introspection in production) and its errors are masked the same way, with
-a request id per operation. The context is built once per connection, after ``connection_init``
-(whose payload is left in ``websocket.state.connection_params``), by the handler's context factory.
+a request id per operation; a subscription's own errors (bad arguments, access) keep their codes.
+
+The context is built by the handler's context factory after ``connection_init`` (whose payload
+is left in ``websocket.state.connection_params``), and built again, re-checking the credential,
+for every new operation. A rejected credential closes the socket with 4403. The caller of an
+open socket lapses when its credential expires (``Principal.expires_at``), when the context's
+``revoked`` event is set (a share revoked in this process), or when a re-check refuses it (every
+:data:`RECHECK_PERIOD_S` while operations run: a revocation made elsewhere); then every running
+operation gets an ``error`` and the socket is closed with 4403. No ``next`` leaves after that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import inspect
 import json
 import logging
@@ -23,10 +31,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import graphene
-from graphql import DocumentNode, ExecutionResult, OperationType, execute, get_operation_ast, subscribe
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationType,
+    execute,
+    get_operation_ast,
+    subscribe,
+)
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from federation.errors import AccessError, AuthenticationError
+from federation.access import AccessContext
+from federation.errors import AccessError, AuthenticationError, PacsfedError
 from federation.settings import ServerSettings
 from schema.execution import is_awaitable
 from schema.http import ContextFactory, default_context, format_error
@@ -36,6 +53,11 @@ log = logging.getLogger("pacsfed.graphql.ws")
 
 SUBPROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT_S = 10.0
+RECHECK_PERIOD_S = 10.0
+"""How often the credential of a socket with running operations is checked again."""
+FORBIDDEN = 4403
+_PAST_EXPIRY_S = 0.01
+"""Wake this long after an expiry, so that a timer firing early does not spin on re-checks."""
 
 
 class _Close(Exception):
@@ -65,15 +87,17 @@ class GraphQLWebSocket:
         self.checker = DocumentChecker(schema, self.server)
 
     async def handle(self, websocket: WebSocket) -> None:
-        """Run one connection until the client leaves or breaks the protocol."""
+        """Run one connection until the client leaves, breaks the protocol or its credential lapses."""
         if SUBPROTOCOL not in websocket.scope.get("subprotocols", []):
             await websocket.close(code=4406, reason="Subprotocol not acceptable")
             return
         await websocket.accept(subprotocol=SUBPROTOCOL)
-        operations: dict[str, asyncio.Task[None]] = {}
+        connection: _Connection | None = None
+        watching: asyncio.Task[None] | None = None
         try:
-            context = await self._handshake(websocket)
-            while True:
+            connection = _Connection(self, websocket, await self._handshake(websocket))
+            watching = asyncio.create_task(connection.watch())
+            while connection.lapsed is None:
                 message = await self._receive(websocket)
                 kind = message.get("type")
                 if kind == "ping":
@@ -81,33 +105,11 @@ class GraphQLWebSocket:
                 elif kind == "pong":
                     continue
                 elif kind == "subscribe":
-                    op_id = message.get("id")
-                    payload = message.get("payload")
-                    if not isinstance(op_id, str) or not op_id or not isinstance(payload, dict):
-                        raise _Close(4400, "Invalid subscribe message")
-                    if op_id in operations:
-                        raise _Close(4409, f"Subscriber for {op_id} already exists")
-                    if len(operations) >= MAX_OPERATIONS:
-                        # One connection must not start unbounded fan-outs (each asks every source).
-                        await websocket.send_json(
-                            {
-                                "id": op_id,
-                                "type": "error",
-                                "payload": [
-                                    {
-                                        "message": f"at most {MAX_OPERATIONS} operations at once per connection",
-                                        "extensions": {"code": "TOO_MANY_OPERATIONS"},
-                                    }
-                                ],
-                            }
-                        )
-                        continue
-                    operations[op_id] = asyncio.create_task(self._operate(websocket, op_id, payload, context))
-                    operations[op_id].add_done_callback(_forget(operations, op_id))
+                    await self._subscribe(connection, message)
                 elif kind == "complete":
                     # The id is free at once (a client may reuse it in its next message); the
                     # cancelled operation sends nothing more.
-                    stopping = operations.pop(str(message.get("id")), None)
+                    stopping = connection.operations.pop(str(message.get("id")), None)
                     if stopping is not None:
                         stopping.cancel()
                 elif kind == "connection_init":
@@ -120,8 +122,32 @@ class GraphQLWebSocket:
         except WebSocketDisconnect:
             pass
         finally:
-            for task in operations.values():
-                task.cancel()
+            if watching is not None:
+                watching.cancel()
+            if connection is not None:
+                for task in connection.operations.values():
+                    task.cancel()
+
+    async def _subscribe(self, connection: _Connection, message: dict[str, Any]) -> None:
+        """Start one operation, once the caller has been checked again."""
+        op_id = message.get("id")
+        payload = message.get("payload")
+        if not isinstance(op_id, str) or not op_id or not isinstance(payload, dict):
+            raise _Close(4400, "Invalid subscribe message")
+        operations = connection.operations
+        if op_id in operations:
+            raise _Close(4409, f"Subscriber for {op_id} already exists")
+        if len(operations) >= MAX_OPERATIONS:
+            # One connection must not start unbounded fan-outs (each asks every source).
+            refusal = f"at most {MAX_OPERATIONS} operations at once per connection"
+            error = {"message": refusal, "extensions": {"code": "TOO_MANY_OPERATIONS"}}
+            await connection.websocket.send_json({"id": op_id, "type": "error", "payload": [error]})
+            return
+        context = await connection.recheck(refusing=op_id)
+        if context is None or connection.lapsed is not None:
+            return  # the caller lapsed (here or in the watcher meanwhile): the connection is closed
+        operations[op_id] = asyncio.create_task(self._operate(connection, op_id, payload, context))
+        operations[op_id].add_done_callback(_forget(operations, op_id))
 
     async def _handshake(self, websocket: WebSocket) -> dict[str, Any]:
         """Wait for connection_init, build the connection's context, acknowledge."""
@@ -135,32 +161,43 @@ class GraphQLWebSocket:
         websocket.state.connection_params = params if isinstance(params, dict) else None
         try:
             context = await self.context(websocket)
-        except AuthenticationError as exc:
-            raise _Close(4401, "Unauthorized") from exc
-        except AccessError as exc:
-            raise _Close(4403, "Forbidden") from exc
+        except AccessError as exc:  # a rejected connection_init: 4403, as graphql-transport-ws says
+            raise _Close(FORBIDDEN, "Forbidden") from exc
+        except PacsfedError as exc:  # the credential cannot be checked (e.g. the share store is down)
+            log.error("cannot check a WebSocket's credential: %s", type(exc).__name__)
+            raise _Close(1011, "Internal error") from exc
         await websocket.send_json({"type": "connection_ack"})
         return context
 
     async def _receive(self, websocket: WebSocket) -> dict[str, Any]:
-        text = await websocket.receive_text()
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        text = message.get("text")
+        if not isinstance(text, str):  # graphql-transport-ws speaks text frames only
+            raise _Close(4400, "Binary frames are not supported")
         if len(text) > self.server.graphql.max_body_bytes:
             raise _Close(1009, "Message too big")
         try:
-            message = json.loads(text)
+            parsed = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise _Close(4400, "Invalid message") from exc
-        if not isinstance(message, dict):
+        if not isinstance(parsed, dict):
             raise _Close(4400, "Invalid message")
-        return message
+        return parsed
 
     async def _operate(
-        self, websocket: WebSocket, op_id: str, payload: dict[str, Any], context: dict[str, Any]
+        self, connection: _Connection, op_id: str, payload: dict[str, Any], context: dict[str, Any]
     ) -> None:
         """Run one operation: a subscription streams events; a query or mutation sends one."""
+        websocket = connection.websocket
         request_id = uuid.uuid4().hex
         try:
             async for result in self._results(payload, context, request_id):
+                lapsed = connection.expired_or_revoked()
+                if lapsed is not None:  # not one more event for a caller who lost the right to it
+                    await connection.end(lapsed)
+                    return
                 body: dict[str, Any] = {"data": result.data}
                 if result.errors:
                     body["errors"] = [self._format(e, request_id) for e in result.errors]
@@ -220,6 +257,14 @@ class GraphQLWebSocket:
             try:
                 async for result in stream:
                     yield result
+            except PacsfedError as exc:
+                # Raised by the subscription's source (bad arguments, access): graphql-core does not
+                # wrap these, but they carry their own code, as on HTTP (never INTERNAL_ERROR).
+                if not isinstance(getattr(exc, "code", None), str):
+                    raise
+                raise _OperationErrors(
+                    [self._format(GraphQLError(str(exc), original_error=exc), request_id)]
+                ) from exc
             finally:
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
@@ -235,6 +280,87 @@ class GraphQLWebSocket:
             is_awaitable=is_awaitable,
         )
         yield await outcome if inspect.isawaitable(outcome) else outcome
+
+
+class _Connection:
+    """One socket's running operations and its caller, checked again until it lapses."""
+
+    def __init__(self, handler: GraphQLWebSocket, websocket: WebSocket, context: dict[str, Any]) -> None:
+        self.handler = handler
+        self.websocket = websocket
+        self.context = context
+        self.operations: dict[str, asyncio.Task[None]] = {}
+        self.lapsed: AccessError | None = None
+        """Why the caller lost access; set once, then the socket is closed."""
+
+    def expired_or_revoked(self) -> AccessError | None:
+        """Why the caller has lapsed, as far as is known without asking (cheap: before each event)."""
+        if self.lapsed is not None:
+            return self.lapsed
+        revoked: asyncio.Event | None = self.context.get("revoked")
+        if revoked is not None and revoked.is_set():
+            return AuthenticationError("the share has been revoked", code="BAD_TOKEN")
+        expires_at = _expiry(self.context)
+        if expires_at is not None and dt.datetime.now(dt.UTC) >= expires_at:
+            return AuthenticationError("the credential has expired", code="TOKEN_EXPIRED")
+        return None
+
+    async def recheck(self, refusing: str | None = None) -> dict[str, Any] | None:
+        """The context built again (the credential checked again), or None when the caller lapsed.
+
+        A lapsed caller ends the connection; ``refusing`` names an operation that gets an error too.
+        """
+        lapsed = self.expired_or_revoked()
+        if lapsed is None:
+            try:
+                self.context = await self.handler.context(self.websocket)
+                return self.context
+            except AccessError as exc:
+                lapsed = exc
+            except Exception as exc:  # the credential cannot be checked: fail closed
+                log.error("cannot check a WebSocket's credential again: %s", type(exc).__name__)
+                lapsed = AuthenticationError("the credential cannot be checked", code="AUTH_UNAVAILABLE")
+        await self.end(lapsed, refusing)
+        return None
+
+    async def watch(self) -> None:
+        """Check the caller at its expiry, on a revocation notice, and periodically while operations run."""
+        while self.lapsed is None:
+            timeout = RECHECK_PERIOD_S
+            expires_at = _expiry(self.context)
+            if expires_at is not None:
+                until = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+                timeout = max(0.0, min(timeout, until + _PAST_EXPIRY_S))
+            revoked: asyncio.Event | None = self.context.get("revoked")
+            with contextlib.suppress(TimeoutError):
+                if revoked is None:
+                    await asyncio.sleep(timeout)
+                else:
+                    await asyncio.wait_for(revoked.wait(), timeout)
+            if self.operations or self.expired_or_revoked() is not None:
+                await self.recheck()
+
+    async def end(self, lapsed: AccessError, refusing: str | None = None) -> None:
+        """End every operation with an error and close the socket with 4403 (once)."""
+        if self.lapsed is not None:
+            return
+        self.lapsed = lapsed
+        current = asyncio.current_task()
+        ended = list(self.operations.items())
+        self.operations.clear()
+        for _, task in ended:
+            if task is not current:
+                task.cancel()
+        error = {"message": str(lapsed), "extensions": {"code": lapsed.code}}
+        with contextlib.suppress(Exception):  # the client may be gone already
+            for op_id in [op_id for op_id, _ in ended] + ([refusing] if refusing else []):
+                await self.websocket.send_json({"id": op_id, "type": "error", "payload": [error]})
+            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+
+
+def _expiry(context: dict[str, Any]) -> dt.datetime | None:
+    access = context.get("access")
+    return access.principal.expires_at if isinstance(access, AccessContext) else None
 
 
 def _forget(operations: dict[str, asyncio.Task[None]], op_id: str) -> Any:

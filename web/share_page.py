@@ -2,7 +2,13 @@
 
 GET shows a button only (link previewers and prefetchers must not use up a single-use code);
 POST redeems the code (rate-limited, audited) and renders the shared history. Nothing is cached
-by the browser and no referrer leaves the page.
+by the browser and no referrer leaves for another site.
+
+A POST is accepted only from this server's own page: its ``Origin`` must be this server's (every
+browser sends ``Origin`` on a POST), else 403 before the code is looked at, so another site's page
+cannot spend, and lock out, the failed attempts of a hospital's shared address. The page's
+referrer policy is ``same-origin``: under ``no-referrer`` browsers send ``Origin: null`` on
+the page's own POST (Fetch standard, "append a request Origin header").
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from starlette.responses import HTMLResponse
 
 from federation.access import AccessContext
 from federation.errors import AccessError, AuditError, PacsfedError
-from federation.http_access import ANONYMOUS, client_address
+from federation.http_access import ANONYMOUS, client_address, cross_site
 from federation.models import PatientHistory
 from federation.request_id import current_request_id
 
@@ -25,7 +31,7 @@ log = logging.getLogger("pacsfed.share_page")
 _MAX_FORM_BYTES = 4096
 _HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
@@ -89,14 +95,21 @@ def _history_html(history: PatientHistory) -> str:
 
 
 async def share_view(request: Request) -> HTMLResponse:
-    """POST /s: redeem the code and show exactly its scope."""
+    """POST /s: redeem the code and show exactly its scope (sent from this server's own page only)."""
+    services = request.app.state.services
+    address = client_address(request)
+    anonymous = AccessContext(ANONYMOUS, address, current_request_id(), "share-page")
+    if cross_site(request, origin_required=True):
+        await services.history.cross_site_refused(anonymous)
+        return _page(
+            "pacsfed · shared exams",
+            "<p class=warn>This form opens only from this site's own page.</p>" + _form(""),
+            403,
+        )
     body = await request.body()
     if len(body) > _MAX_FORM_BYTES:
         return _page("pacsfed · shared exams", "<p>Request too large.</p>", 413)
     code = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("code", [""])[0]
-    services = request.app.state.services
-    address = client_address(request)
-    anonymous = AccessContext(ANONYMOUS, address, current_request_id(), "share-page")
     try:
         redeemed = await services.history.redeem_share(code, address, anonymous)
         principal = await services.history.share_principal(redeemed.token)

@@ -109,6 +109,8 @@ async def test_no_or_bad_credentials_get_401(api: Api) -> None:
         (api.token("history:read", exp=now - dt.timedelta(hours=1)), "TOKEN_EXPIRED"),
         (api.token("history:read", nbf=now + dt.timedelta(hours=1)), "TOKEN_NOT_YET_VALID"),
         (api.token("history:read", aud="another-api"), "BAD_AUDIENCE"),
+        (api.token("history:read", exp=1e20), "BAD_TOKEN"),
+        (api.token("history:read", pacsfed_sources="hosp-a"), "BAD_TOKEN"),
         (other.token(scopes=("history:read",)), "BAD_SIGNATURE"),
         ("not.a.jwt", "BAD_TOKEN"),
     ]:
@@ -199,10 +201,11 @@ async def test_the_share_page_redeems_on_post_only(api: Api) -> None:
     page = await api.client.get(f"/s/{code}")
     assert page.status_code == 200 and "Open the shared exams" in page.text
     assert page.headers["cache-control"] == "no-store"
-    shown = await api.client.post("/s", data={"code": code})
+    own = {"origin": "http://pacsfed.test"}  # what a browser sends from the page above
+    shown = await api.client.post("/s", data={"code": code}, headers=own)
     assert shown.status_code == 200
     assert "<table>" in shown.text and "Müller" not in shown.text.split("<table>")[0]
-    again = await api.client.post("/s", data={"code": code})
+    again = await api.client.post("/s", data={"code": code}, headers=own)
     assert again.status_code == 403
 
 
@@ -258,4 +261,11 @@ def test_websockets_authenticate_with_a_header_or_the_connection_init_payload(tm
                 ws.send_json({"type": "connection_init", "payload": payload})
                 with pytest.raises(WebSocketDisconnect) as closed:
                     ws.receive_json()
-            assert closed.value.code == 4401
+            assert closed.value.code == 4403
+        # A bad header too: the upgrade is accepted, then closed with a code the client can read.
+        bad = {"authorization": "Bearer not.a.jwt"}
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"], headers=bad) as ws:
+            ws.send_json({"type": "connection_init"})
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4403

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from federation.models import PatientQuery
 from federation.settings import CacheSettings
 from federation.settings_security import ShareSettings
 from federation.share import ShareCodes
-from federation.share_elasticsearch import ElasticsearchShareStore
+from federation.share_elasticsearch import MAPPING, ElasticsearchShareStore
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,25 @@ async def test_revocation_reaches_every_instance_and_its_tokens(store: Elasticse
         await first.principal_for(token)
     stored = await store.by_code_hash(created.record.code_hash)
     assert stored is not None and created.code not in str(stored)  # only the hash is kept
+
+
+async def test_a_break_the_glass_share_keeps_its_reason_and_end_in_an_older_index(elasticsearch: Any) -> None:
+    client = make_client(
+        CacheSettings(url=elasticsearch.url, request_timeout_s=30)
+    )  # index creation, loaded CI
+    try:
+        store = ElasticsearchShareStore(client, f"pacsfed-test-shares-{uuid.uuid4().hex[:8]}")
+        older = {k: v for k, v in MAPPING["properties"].items() if k != "emergency_reason"}
+        await client.indices.create(index=store.index, mappings={"dynamic": "strict", "properties": older})
+        await store.start()  # an index made by an earlier version gets the new field
+        first, second = ShareCodes(ShareSettings(), store), ShareCodes(ShareSettings(), store)
+        ends = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+        created = await first.create(
+            "user:er", PATIENT, None, 86_400, False, not_after=ends, emergency_reason="trauma"
+        )
+        assert created.record.expires_at == ends
+        token = (await second.redeem(created.code, "10.0.0.1")).token
+        grant = (await second.principal_for(token)).share
+        assert grant is not None and (grant.emergency_reason, grant.expires_at) == ("trauma", ends)
+    finally:
+        await client.close()

@@ -203,6 +203,22 @@ async def test_single_use_revoked_and_expired_codes_do_not_open(service: History
     assert (await service.share_principal(redeemed.token)).share is not None
 
 
+async def test_a_revocation_signals_the_sockets_reading_that_share(service: HistoryService) -> None:
+    creator = _user("history:read", "share:create")
+    anonymous = AccessContext(Principal("anonymous", PrincipalKind.SHARE, frozenset()), "10.9.9.9")
+    shared = await service.create_share(creator, PATIENT, None, None, single_use=False)
+    other = await service.create_share(creator, PATIENT, None, None, single_use=False)
+    token = (await service.redeem_share(shared.code, "10.9.9.9", anonymous)).token
+    grant = (await service.share_principal(token)).share
+    assert grant is not None
+    watching, bystander = service.revocation_signal(grant.share_id), service.revocation_signal("another")
+    await service.revoke_share(creator, other.code)
+    assert not watching.is_set()
+    await service.revoke_share(creator, shared.code)
+    assert watching.is_set()
+    assert not bystander.is_set()
+
+
 async def test_expired_codes_and_tokens_are_refused() -> None:
     store = MemoryShareStore()
     shares = ShareCodes(ShareSettings(), store)

@@ -276,3 +276,21 @@ async def test_undelivered_messages_are_sent_from_the_journal_when_the_repositor
     finally:
         await audit.aclose()
     assert receiver.messages == [sink.encode(r) for r in records]
+
+
+def test_what_a_record_left_out_or_summarized_is_said_in_the_message() -> None:
+    capped = query_record(patient_ids_omitted=12, sources_omitted=3, detail="DENIED_SOMETHING")
+    _, root = split(encode(capped))
+    description = root.findtext("EventIdentification/EventOutcomeDescription")
+    assert description == "DENIED_SOMETHING; 12 more patient ids not listed; 3 more sources not listed"
+    query = next(
+        o for o in root.iter("ParticipantObjectIdentification") if o.get("ParticipantObjectTypeCode") == "2"
+    )
+    asked = json.loads(base64.b64decode(query.findtext("ParticipantObjectQuery") or ""))
+    assert (asked["patient_ids_omitted"], asked["sources_omitted"]) == (12, 3)
+    summary = query_record(action=AuditAction.AUTHENTICATION, outcome=AuditOutcome.DENIED, suppressed=80)
+    _, root = split(encode(summary.model_copy(update={"detail": "summary: BAD_TOKEN"})))
+    assert (
+        root.findtext("EventIdentification/EventOutcomeDescription")
+        == "summary: BAD_TOKEN; 80 events summarized"
+    )

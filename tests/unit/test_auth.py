@@ -92,6 +92,12 @@ async def test_es256_tokens_are_accepted(tmp_path: Path) -> None:
         ({"iss": "https://evil.example"}, "BAD_ISSUER"),
         ({"exp": None}, "BAD_TOKEN"),
         ({"sub": None}, "BAD_TOKEN"),
+        ({"exp": 1e20}, "BAD_TOKEN"),  # past any datetime: a 401, not an OverflowError
+        # A sources claim that cannot be read fails closed (it must not mean "every source").
+        ({"pacsfed_sources": "hosp-a"}, "BAD_TOKEN"),
+        ({"pacsfed_sources": ["hosp-a", 7]}, "BAD_TOKEN"),
+        ({"pacsfed_sources": {"hosp-a": True}}, "BAD_TOKEN"),
+        ({"pacsfed_sources": False}, "BAD_TOKEN"),
     ],
 )
 async def test_bad_claims_are_refused(

@@ -66,6 +66,12 @@ CASES = [
         "BAD_PATIENT_INPUT",
         True,
     ),
+    (
+        "a subscription sent over HTTP (WebSocket only)",
+        {"query": 'subscription { patientHistoryUpdates(patient: {id: "A"}) { phase } }'},
+        "BAD_REQUEST",
+        False,
+    ),
     ("success", {"query": "{ __typename }"}, None, True),
 ]
 
