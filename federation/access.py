@@ -35,6 +35,8 @@ class PrincipalKind(enum.StrEnum):
     """``auth: {mode: none}``: everyone, with every scope (development only)."""
     LOCAL = "local"
     """The command line on the server itself."""
+    SYSTEM = "system"
+    """pacsfed itself, in records nobody asked for (a clock step seen by the audit journal)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -172,8 +172,14 @@ async def healthz(_request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: able to answer queries; a down cache is reported as degraded, not as unready."""
+    """Readiness: able to answer queries; a down cache is degraded, a journal that cannot write is not ready."""
     engine: FederationEngine = request.app.state.engine
+    services: Services = request.app.state.services
+    if isinstance(services.audit, JournaledAuditTrail) and (reason := await services.audit.unavailable()):
+        # Every query needs its access journaled first: none can be answered now.
+        return JSONResponse(
+            {"status": "not_ready", "reason": reason, "audit": "unavailable"}, status_code=503
+        )
     health = await engine.cache_health()
     cache = (
         {"backend": health.backend, "status": health.status.value, "detail": health.detail}
@@ -182,7 +188,6 @@ async def readyz(request: Request) -> JSONResponse:
     )
     degraded = health is not None and health.status is not CacheStatus.OK
     circuits = {source.id: engine.circuit_state(source.id).value for source in engine.sources}
-    services: Services = request.app.state.services
     warnings = [INSECURE_WARNING] if services.authenticator.insecure else []
     return JSONResponse(
         {

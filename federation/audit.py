@@ -21,6 +21,8 @@ class AuditAction(enum.StrEnum):
     AUDIT_READ = "audit-read"
     IDENTITY_CHANGE = "identity-change"
     CACHE_PURGE = "cache-purge"
+    CLOCK_STEP = "clock-step"
+    """The system clock disagreed with the journal's own order (stepped back, or far ahead)."""
 
 
 class AuditOutcome(enum.StrEnum):
@@ -72,6 +74,27 @@ class AuditRecord(BaseModel):
     """Break-the-glass access, to be reviewed after the fact."""
     detail: str | None = None
     """A short machine-readable note (error code, share code id); never patient data."""
+    journal: str | None = None
+    """The journal that wrote it (set by the journal, one id per ``journal_dir``)."""
+    seq: int | None = None
+    """Its place in that journal: 1, 2, 3, … in write order (set by the journal; not the clock)."""
+
+
+PageKey = tuple[int, str]
+"""Where a page of audit records stops: (time in epoch milliseconds, record id), newest first."""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def page_key(record: AuditRecord) -> PageKey:
+    """The record's place in a newest-first listing, as Elasticsearch sorts it (millisecond times)."""
+    return (record.at - _EPOCH) // dt.timedelta(milliseconds=1), record.id
+
+
+def newest_page(records: list[AuditRecord], first: int, after: PageKey | None) -> list[AuditRecord]:
+    """At most ``first`` records older than ``after``, newest first by :func:`page_key`, each id once."""
+    unique = {record.id: record for record in records}
+    keyed = sorted(((page_key(r), r) for r in unique.values()), key=lambda kr: kr[0], reverse=True)
+    return [r for key, r in keyed if after is None or key < after][: max(0, first)]
 
 
 class AuditTrail(ABC):
@@ -81,11 +104,22 @@ class AuditTrail(ABC):
     async def record(self, record: AuditRecord) -> None:
         """Append ``record`` durably (fsync'd); raise AuditError if it cannot be kept."""
 
+    async def record_soon(self, record: AuditRecord) -> None:
+        """Append ``record`` without waiting for its fsync (it rides the next batch); by default, wait."""
+        await self.record(record)
+
     @abstractmethod
     async def search(
         self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
     ) -> list[AuditRecord]:
         """The newest records first, optionally only those naming ``patient_id`` (``ID`` or ``ID^^^ISSUER``)."""
+
+    async def search_page(
+        self, *, patient_id: str | None, first: int, after: PageKey | None
+    ) -> tuple[list[AuditRecord], bool, bool]:
+        """Up to ``first`` records older than ``after``, newest first; whether more follow; whether partial."""
+        page = newest_page(await self.search(patient_id=patient_id, first=10_000), first + 1, after)
+        return page[:first], len(page) > first, False
 
     @abstractmethod
     async def start(self) -> None:

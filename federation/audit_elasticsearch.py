@@ -2,7 +2,9 @@
 
 The indices get a strict mapping from their own index template, apart from the cache's, and are
 deleted whole once their newest possible record is older than ``retention_days`` (never by the
-cache). Records are written with ``op_type: create`` under their own id, so shipping the same
+cache) both by the wall clock and along the journal's timeline (:mod:`federation.audit_clock`),
+and never while they hold a record the journal still has (a clock stepped back files fresh
+records under an old month: the sequence numbers tell). Records are written with ``op_type: create`` under their own id, so shipping the same
 journal stretch twice (a replay after a crash or an outage) stores each record once.
 """
 
@@ -16,7 +18,8 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
-from federation.audit import AuditRecord
+from federation.audit import AuditRecord, PageKey
+from federation.audit_clock import Timeline
 from federation.audit_sink import AuditSink, bare_id, patient_forms
 from federation.errors import AuditError
 
@@ -44,6 +47,8 @@ AUDIT_MAPPING: dict[str, Any] = {
         "reason": {"type": "text"},
         "emergency": {"type": "boolean"},
         "detail": {"type": "keyword"},
+        "journal": {"type": "keyword"},
+        "seq": {"type": "long"},
     },
 }
 _DERIVED = ("patient_bare_ids",)
@@ -58,10 +63,6 @@ def audit_document(record: AuditRecord) -> dict[str, Any]:
 
 def _from_document(source: dict[str, Any]) -> AuditRecord:
     return AuditRecord.model_validate({k: v for k, v in source.items() if k not in _DERIVED})
-
-
-def _month_start(day: dt.date) -> dt.date:
-    return day.replace(day=1)
 
 
 def _next_month(day: dt.date) -> dt.date:
@@ -143,7 +144,12 @@ class ElasticsearchAuditSink(AuditSink):
             raise AuditError(f"elasticsearch: {len(failed)} of {len(records)} audit records refused ({kind})")
 
     async def search(
-        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+        self,
+        *,
+        patient_id: str | None = None,
+        actor: str | None = None,
+        first: int = 50,
+        after: PageKey | None = None,
     ) -> list[AuditRecord]:
         """The newest matching records first (``ID`` matches every issuer; ``ID^^^ISSUER`` that one)."""
         filters: list[dict[str, Any]] = []
@@ -161,6 +167,7 @@ class ElasticsearchAuditSink(AuditSink):
                 query={"bool": {"filter": filters}},
                 sort=[{"at": "desc"}, {"id": "desc"}],
                 size=max(0, first),
+                search_after=list(after) if after is not None else None,
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
@@ -168,12 +175,16 @@ class ElasticsearchAuditSink(AuditSink):
             raise AuditError(f"elasticsearch: audit search failed ({type(exc).__name__})") from exc
         return [_from_document(hit["_source"]) for hit in response["hits"]["hits"]]
 
-    async def maintain(self) -> None:
-        """Delete the monthly indices whose every record is older than ``retention_days``."""
-        await self.delete_expired(dt.datetime.now(dt.UTC))
+    async def maintain(self, timeline: Timeline) -> None:
+        """Delete the monthly indices whose every record is older than ``retention_days`` by ``timeline``."""
+        await self.delete_expired(dt.datetime.fromtimestamp(timeline.now, dt.UTC), timeline)
 
-    async def delete_expired(self, now: dt.datetime) -> list[str]:
-        """Delete expired monthly indices as of ``now``; return their names."""
+    async def delete_expired(self, now: dt.datetime, timeline: Timeline | None = None) -> list[str]:
+        """Delete expired monthly indices as of ``now`` (and, given one, along ``timeline``); return their names.
+
+        With a timeline, an index is expired only when the records' own trusted age agrees with
+        the clock, and never while it holds a record of that journal that the journal still has.
+        """
         cutoff = now.astimezone(dt.UTC).date() - dt.timedelta(days=self.retention_days)
         try:
             found = await self._client.indices.get(
@@ -186,9 +197,20 @@ class ElasticsearchAuditSink(AuditSink):
             match = self._month.match(name)
             if match is None:
                 continue
-            month = dt.date(int(match.group(1)), int(match.group(2)), 1)
-            if _next_month(_month_start(month)) <= cutoff:
-                expired.append(name)
+            end = _next_month(dt.date(int(match.group(1)), int(match.group(2)), 1))
+            if end > cutoff:
+                continue
+            if timeline is not None:
+                age = timeline.age_of(dt.datetime(end.year, end.month, end.day, tzinfo=dt.UTC).timestamp())
+                if age is None or age < self.retention_days * 86_400:
+                    logger.warning(
+                        "audit: index %s is past retention by the clock only; kept (the records disagree)",
+                        name,
+                    )
+                    continue
+            expired.append(name)
+        if expired and timeline is not None:
+            expired = await self._without_journaled(expired, timeline)
         if expired:
             try:
                 await self._client.indices.delete(index=",".join(sorted(expired)))
@@ -200,3 +222,31 @@ class ElasticsearchAuditSink(AuditSink):
                 "audit: deleted %d expired audit indices: %s", len(expired), ", ".join(sorted(expired))
             )
         return sorted(expired)
+
+    async def _without_journaled(self, names: list[str], timeline: Timeline) -> list[str]:
+        """``names`` less the indices holding a record the journal still has (by journal id and sequence)."""
+        if timeline.journal is None or timeline.first_seq is None:
+            return names
+        try:
+            response = await self._client.search(
+                index=",".join(names),
+                size=0,
+                query={
+                    "bool": {
+                        "filter": [
+                            {"term": {"journal": timeline.journal}},
+                            {"range": {"seq": {"gte": timeline.first_seq}}},
+                        ]
+                    }
+                },
+                aggregations={"indices": {"terms": {"field": "_index", "size": max(1, len(names))}}},
+                ignore_unavailable=True,
+            )
+        except (ApiError, TransportError) as exc:
+            raise AuditError(f"elasticsearch: cannot check audit indices ({type(exc).__name__})") from exc
+        held = {bucket["key"] for bucket in response["aggregations"]["indices"]["buckets"]}
+        for name in sorted(held):
+            logger.warning(
+                "audit: index %s holds records the journal still has (clock stepped back); kept", name
+            )
+        return [name for name in names if name not in held]

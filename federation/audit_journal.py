@@ -16,8 +16,20 @@ Appends are grouped: records arriving while an fsync runs are written together a
 next fsync (one thread, never the event loop): ``os.write`` on an unbuffered descriptor, so there
 is nothing to flush, then ``os.fsync``. ``append`` returns only once its line is on disk.
 
+Each record gets the journal's id (``journal-id``, made once) and the next sequence number as it
+is written: the order of the records, which the clock cannot change. A record older than the
+newest one before it means the clock stepped back; wall time racing ahead of monotonic time
+between two records, or a first record far beyond the newest on disk, means it stepped ahead:
+either is logged and journaled as a ``clock-step`` record before the record that showed it.
+
+``append(record, wait=False)`` queues a record for the next batch without waiting for it
+(written at the latest ``lazy_delay_s`` later): for an outcome whose access is already durable.
+A failed write leaves no file behind (a segment it had just started is removed, its number
+reused), sets :attr:`AuditJournal.failure` until a write or :meth:`AuditJournal.probe` succeeds.
+
 Segments are deleted by :meth:`AuditJournal.prune` only when every durable sink has shipped
-them and they were last written more than a keep period ago; the trail calls it.
+them and their last record is older than a keep period by the records' own timeline
+(:mod:`federation.audit_clock`), never by the wall clock alone; the trail calls it.
 """
 
 from __future__ import annotations
@@ -25,22 +37,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from federation.audit import AuditRecord
-from federation.errors import AuditError
+from federation.access import PrincipalKind
+from federation.audit import AuditAction, AuditOutcome, AuditRecord
+from federation.audit_clock import ClockWatch, SegmentSpan, Timeline
+from federation.errors import AuditError, AuditUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +77,13 @@ class Position(NamedTuple):
 START = Position(0, 0)
 """Before the first record ever written."""
 
-_Pending = tuple[bytes, AuditRecord, "asyncio.Future[None]"]
-"""A record waiting for the next fsync: its line, itself, and its writer's future."""
+_Pending = tuple[AuditRecord, "asyncio.Future[None] | None"]
+"""A record waiting for the next fsync, and its writer's future (None: nobody waits)."""
+_EDGE_BYTES = 64 * 1024
+"""How much of a segment's head and tail is read for its first and last record."""
+SYSTEM_ACTOR = "system:pacsfed"
+_PROBE_ROOM = 1024 * 1024
+"""Free bytes below which readiness checks by writing a block, not by the free space alone."""
 
 
 def _segment_name(number: int) -> str:
@@ -84,9 +105,28 @@ def _reason(exc: OSError) -> str:
 class AuditJournal:
     """Append-only local journal of audit records, with per-sink shipping cursors."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        lazy_delay_s: float = 0.5,
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.clock = clock
+        self._monotonic = monotonic
+        self.lazy_delay_s = lazy_delay_s
+        self.journal_id: str | None = None
+        self.failure: str | None = None
+        """Why the last write failed; None once one succeeds (readiness)."""
+        self._seq = 0
+        self._watch = ClockWatch()
+        """What the records written so far say of time (steps back and ahead)."""
+        self._spans: dict[int, tuple[int, SegmentSpan]] = {}
+        self._kick_handle: asyncio.TimerHandle | None = None
         self._fd: int | None = None
         self._fd_day: dt.date | None = None
         self._next_segment: int | None = None
@@ -122,10 +162,35 @@ class AuditJournal:
                         "audit journal: the directory is readable by others and cannot be made 0700"
                     )
             self._lock_fd = self._lock()
-            numbers = [number for number, _ in self._segments()]
+            found = self._segments()
+            self.journal_id = self._journal_id()
+            for _, path in reversed(found):
+                _, last = _edge_records(path)
+                if last is not None:
+                    self._seq, self._watch = last.seq or 0, ClockWatch(newest_at=last.at.timestamp())
+                    break
         except OSError as exc:
             raise AuditError(f"the audit journal directory is unusable ({_reason(exc)})") from exc
-        self._next_segment = max(numbers, default=0) + 1
+        self._next_segment = max((number for number, _ in found), default=0) + 1
+
+    def _journal_id(self) -> str:
+        """This journal's id, made once (atomically) and kept in ``journal-id``."""
+        path = self.directory / "journal-id"
+        with contextlib.suppress(FileNotFoundError):
+            text = path.read_text(encoding="ascii").strip()
+            if re.fullmatch(r"[0-9a-f]{16,64}", text):
+                return text
+        new = secrets.token_hex(8)
+        temp = path.with_name(".journal-id.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, new.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        _fsync_dir(self.directory)
+        return new
 
     def _lock(self) -> int:
         """Hold ``.lock`` exclusively: one writing process per journal (segments and cursors are not shared)."""
@@ -139,41 +204,90 @@ class AuditJournal:
             ) from None
         return fd
 
-    async def append(self, record: AuditRecord) -> None:
-        """Write ``record`` as one line and return once it is fsync'd; raise AuditError if it cannot be."""
-        line = record.model_dump_json().encode() + b"\n"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((line, record, future))
+    async def append(self, record: AuditRecord, *, wait: bool = True) -> None:
+        """Write ``record`` as one line and return once it is fsync'd; AuditUnavailable if it cannot be.
+
+        With ``wait=False`` the record only joins the next batch (at most ``lazy_delay_s`` later)
+        and this returns at once; a failure to write it is logged, not raised.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] | None = loop.create_future() if wait else None
+        self._pending.append((record, future))
+        if future is None:
+            if self._kick_handle is None:
+                self._kick_handle = loop.call_later(self.lazy_delay_s, self._kick)
+            return
+        self._kick()
+        await future
+
+    async def settle(self) -> None:
+        """Wait until the records queued without waiting are written (or failed): before reading them."""
+        if self._pending:
+            self._kick()
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    def _kick(self) -> None:
+        if self._kick_handle is not None:
+            self._kick_handle.cancel()
+            self._kick_handle = None
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending(), name="audit-journal-writer")
-        await future
 
     async def _write_pending(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
+            saved = (self._seq, dataclasses.replace(self._watch))
             try:
+                if self._next_segment is None:  # the newest sequence number is known once open
+                    await loop.run_in_executor(self._executor, self._open_sync)
+                stamped = self._stamp([record for record, _ in batch])
+                lines = [(record.model_dump_json().encode() + b"\n", record) for record in stamped]
                 start = await loop.run_in_executor(
-                    self._executor, self._write_sync, b"".join(line for line, _, _ in batch)
+                    self._executor, self._write_sync, b"".join(line for line, _ in lines)
                 )
             except Exception as exc:  # every waiter must hear of it, whatever went wrong
+                self._seq, self._watch = saved  # nothing was written
                 reason = (
                     str(exc)
                     if isinstance(exc, AuditError)
                     else f"the audit journal failed ({type(exc).__name__})"
                 )
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(AuditError(reason))
+                self.failure = reason
+                unwaited = sum(1 for _, future in batch if future is None)
+                if unwaited:
+                    logger.error("audit journal: %d queued records are lost (%s)", unwaited, reason)
+                for _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_exception(AuditUnavailable(reason))
             else:
-                self._remember(start, batch)
-                for _, _, future in batch:
-                    if not future.done():
+                self.failure = None
+                self._remember(start, lines)
+                for _, future in batch:
+                    if future is not None and not future.done():
                         future.set_result(None)
 
-    def _remember(self, start: Position, batch: list[_Pending]) -> None:
+    def _stamp(self, records: list[AuditRecord]) -> list[AuditRecord]:
+        """``records`` with this journal's id and the next sequence numbers, after any clock-step record."""
+        stamped: list[AuditRecord] = []
+        now_mono = self._monotonic()
+        for record in records:
+            at = record.at.timestamp()
+            step = self._watch.observe(at, now_mono)
+            if step is not None:
+                logger.warning("audit journal: %s", step)
+                stamped.append(self._numbered(_clock_record(record, step)))
+            stamped.append(self._numbered(record))
+        return stamped
+
+    def _numbered(self, record: AuditRecord) -> AuditRecord:
+        self._seq += 1
+        return record.model_copy(update={"journal": self.journal_id, "seq": self._seq})
+
+    def _remember(self, start: Position, batch: list[tuple[bytes, AuditRecord]]) -> None:
         """Keep the records of a batch just fsync'd from ``start``, for readers (the newest few only)."""
-        for line, record, _ in batch:
+        for line, record in batch:
             end = Position(start.segment, start.offset + len(line))
             self._remembered[start] = (record, end)
             start = end
@@ -183,7 +297,7 @@ class AuditJournal:
     def _write_sync(self, data: bytes) -> Position:
         """Append ``data`` and fsync it; return where it starts."""
         self._open_sync()
-        today = dt.datetime.now(dt.UTC).date()
+        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
         committed = self._committed
         if (
             self._fd is None
@@ -208,7 +322,9 @@ class AuditJournal:
                 os.ftruncate(self._fd, start.offset)
                 os.fsync(self._fd)
             self._close_segment()
-            raise AuditError(f"the audit journal cannot be written ({_reason(exc)})") from exc
+            if start.offset == 0:
+                self._discard(start.segment)
+            raise AuditUnavailable(f"the audit journal cannot be written ({_reason(exc)})") from exc
         with self._state:
             self._committed = Position(start.segment, start.offset + len(data))
         return start
@@ -218,20 +334,59 @@ class AuditJournal:
         assert self._next_segment is not None
         number = self._next_segment
         path = self.directory / _segment_name(number)
-        self._next_segment = number + 1  # a failed attempt leaves a gap, never a reused name
+        self._next_segment = number + 1
         with self._state:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
             except OSError as exc:
-                raise AuditError(f"cannot start an audit journal segment ({_reason(exc)})") from exc
+                self._next_segment = number
+                raise AuditUnavailable(f"cannot start an audit journal segment ({_reason(exc)})") from exc
             self._committed = Position(number, 0)
             self._fd, self._fd_day = fd, today
         try:
             _fsync_dir(self.directory)
         except OSError as exc:
             self._close_segment()
-            raise AuditError(f"cannot sync the audit journal directory ({_reason(exc)})") from exc
+            self._discard(number)
+            raise AuditUnavailable(f"cannot sync the audit journal directory ({_reason(exc)})") from exc
         logger.info("audit journal: started segment %d", number)
+
+    def _discard(self, number: int) -> None:
+        """Remove segment ``number``, which a failed first write left empty, and reuse its name."""
+        with contextlib.suppress(OSError):
+            (self.directory / _segment_name(number)).unlink(missing_ok=True)
+            _fsync_dir(self.directory)
+        if self._next_segment == number + 1:
+            self._next_segment = number
+
+    async def probe(self) -> str | None:
+        """None when the journal takes records (readiness): after a failed write, or with the disk nearly
+        full, a block is written and fsync'd to find out; otherwise only the free space is looked at."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._probe_sync)
+        except OSError as exc:
+            self.failure = f"the audit journal cannot be written ({_reason(exc)})"
+            return self.failure
+        self.failure = None
+        return None
+
+    def _probe_sync(self) -> None:
+        if self.failure is None:
+            space = os.statvfs(self.directory)
+            if space.f_bfree * space.f_frsize >= _PROBE_ROOM:
+                return
+        path = self.directory / ".probe"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, bytes(4096))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -244,6 +399,8 @@ class AuditJournal:
         if self._closed:
             return
         self._closed = True
+        if self._pending:
+            self._kick()  # records queued without waiting are written now
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer
@@ -417,20 +574,23 @@ class AuditJournal:
             raise AuditError(f"cannot save the audit cursor {name} ({_reason(exc)})") from exc
 
     async def prune(self, shipped: Position, keep_s: float) -> int:
-        """Delete segments wholly before ``shipped`` and last written over ``keep_s`` ago; return how many."""
+        """Delete segments wholly before ``shipped`` whose last record is ``keep_s`` old by the timeline."""
         return await asyncio.to_thread(self._prune_sync, shipped, keep_s)
 
     def _prune_sync(self, shipped: Position, keep_s: float) -> int:
-        cutoff = time.time() - keep_s
         removed = 0
         try:
             segments, committed = self._snapshot()
+            timeline = self._timeline_sync(segments)
             for number, path in segments:
                 if number >= shipped.segment or (committed is not None and number >= committed.segment):
                     break
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
+                age = timeline.segment_age(number)
+                if age is not None and age < keep_s:
+                    break  # the rest are younger by the records' own order
+                path.unlink()
+                self._spans.pop(number, None)
+                removed += 1
             if removed:
                 _fsync_dir(self.directory)
         except (OSError, AuditError) as exc:
@@ -438,6 +598,69 @@ class AuditJournal:
         if removed:
             logger.info("audit journal: deleted %d shipped segments", removed)
         return removed
+
+    async def timeline(self) -> Timeline:
+        """The journal's records as a trusted timeline up to now (:mod:`federation.audit_clock`)."""
+        return await asyncio.to_thread(lambda: self._timeline_sync(self._snapshot()[0]))
+
+    def _timeline_sync(self, segments: list[tuple[int, Path]]) -> Timeline:
+        spans = []
+        for number, path in segments:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            known = self._spans.get(number)
+            if known is None or known[0] != size:
+                first, last = _edge_records(path)
+                span = SegmentSpan(
+                    number,
+                    first.at.timestamp() if first else None,
+                    last.at.timestamp() if last else None,
+                    first.seq if first else None,
+                )
+                known = (size, span)
+                self._spans[number] = known
+            spans.append(known[1])
+        return Timeline(spans, self.clock(), journal=self.journal_id)
+
+
+def _edge_records(path: Path) -> tuple[AuditRecord | None, AuditRecord | None]:
+    """The first and the last readable record of a segment (quietly: torn lines are expected here)."""
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            head = file.read(_EDGE_BYTES)
+            file.seek(max(0, size - _EDGE_BYTES))
+            tail = file.read(_EDGE_BYTES)
+    except FileNotFoundError:
+        return None, None
+    first = next((r for r in map(_quiet, head.split(b"\n")) if r is not None), None)
+    tail_lines = tail.split(b"\n")[0 if size <= _EDGE_BYTES else 1 :]
+    last = next((r for r in map(_quiet, reversed(tail_lines)) if r is not None), None)
+    return first, last
+
+
+def _quiet(line: bytes) -> AuditRecord | None:
+    if not line.strip():
+        return None
+    try:
+        return AuditRecord.model_validate_json(line)
+    except ValidationError:
+        return None
+
+
+def _clock_record(before: AuditRecord, step: str) -> AuditRecord:
+    """The record of a clock step, journaled just before the record that showed it."""
+    return AuditRecord(
+        at=before.at,
+        action=AuditAction.CLOCK_STEP,
+        outcome=AuditOutcome.SUCCESS,
+        actor=SYSTEM_ACTOR,
+        actor_kind=PrincipalKind.SYSTEM.value,
+        channel="system",
+        detail=step,
+    )
 
 
 def _lines(data: bytes, segment: int, start: int) -> Iterator[tuple[AuditRecord | None, int]]:

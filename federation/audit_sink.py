@@ -6,7 +6,8 @@ import collections
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from federation.audit import AuditRecord
+from federation.audit import AuditRecord, PageKey, newest_page
+from federation.audit_clock import Timeline
 
 
 class AuditSink(ABC):
@@ -27,13 +28,18 @@ class AuditSink(ABC):
         """Deliver ``records`` (oldest first) or raise AuditError; nothing counts as shipped until it returns."""
 
     async def search(
-        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+        self,
+        *,
+        patient_id: str | None = None,
+        actor: str | None = None,
+        first: int = 50,
+        after: PageKey | None = None,
     ) -> list[AuditRecord]:
-        """The newest matching records first; AuditError when the sink cannot answer."""
+        """The newest matching records first (older than ``after``); AuditError when the sink cannot answer."""
         raise NotImplementedError
 
-    async def maintain(self) -> None:  # noqa: B027 - optional hook
-        """Periodic housekeeping (retention); AuditError if it cannot be done now."""
+    async def maintain(self, timeline: Timeline) -> None:  # noqa: B027 - optional hook
+        """Periodic housekeeping (retention, aged by ``timeline``); AuditError if it cannot be done now."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the sink owns (never a client shared with others)."""
@@ -96,7 +102,12 @@ class MemoryAuditSink(AuditSink):
             self._ids.add(record.id)
 
     async def search(
-        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+        self,
+        *,
+        patient_id: str | None = None,
+        actor: str | None = None,
+        first: int = 50,
+        after: PageKey | None = None,
     ) -> list[AuditRecord]:
         """The newest matching records held in memory."""
-        return newest_first([r for r in self._records if matches(r, patient_id, actor)], first)
+        return newest_page([r for r in self._records if matches(r, patient_id, actor)], first, after)

@@ -6,33 +6,38 @@ persisted cursor, ships in batches (right after each record, and every ``ship_in
 and backs off exponentially while the sink is down; nothing is lost meanwhile, and a restart
 resumes where the cursor says. ``search`` asks the searchable sink (Elasticsearch, or memory
 for the memory cache backend) and adds the records it has not received yet; when it cannot
-answer, the recent local journal answers instead.
+answer, the recent local journal answers instead, and :meth:`JournaledAuditTrail.search_page`
+says the answer is partial.
 
-Journal segments are deleted once every durable sink has shipped them and ``journal_keep_days``
-have passed since their last write; with no durable sink (memory backend, no syslog) the
-journal is the archive and is never pruned.
+Journal segments are deleted once every durable sink has shipped them and their last record
+is ``journal_keep_days`` old along the journal's own timeline (:mod:`federation.audit_clock`);
+with no durable sink (memory backend, no syslog) the journal is the archive and is never pruned.
+Sinks apply their own retention by the same timeline, never by the wall clock alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
 
 from elasticsearch import AsyncElasticsearch
 
-from federation.audit import AuditRecord, AuditTrail
+from federation.audit import AuditOutcome, AuditRecord, AuditTrail, PageKey, newest_page
 from federation.audit_elasticsearch import ElasticsearchAuditSink
 from federation.audit_journal import START, AuditJournal
 from federation.audit_sink import AuditSink, MemoryAuditSink, matches, newest_first
 from federation.audit_syslog import SyslogAuditSink
-from federation.errors import AuditError
+from federation.errors import AuditError, AuditUnavailable
 from federation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _UNSHIPPED_BYTES = 16 * 1024 * 1024
+_REFUSED_KEPT = 10_000
+"""Refused actions remembered in memory while the journal cannot write, journaled once it can."""
 
 
 class _Shipper:
@@ -137,12 +142,52 @@ class JournaledAuditTrail(AuditTrail):
         self.maintenance_interval_s = maintenance_interval_s
         self._shippers = [_Shipper(sink, journal, ship_interval_s, backoff_max_s) for sink in sinks]
         self._tasks: list[asyncio.Task[None]] = []
+        self._refused: collections.deque[AuditRecord] = collections.deque(maxlen=_REFUSED_KEPT)
+        self._refused_lost = 0
 
     async def record(self, record: AuditRecord) -> None:
-        """Append durably (AuditError if the journal cannot be written), then wake the shippers."""
-        await self.journal.append(record)
+        """Append durably (AuditUnavailable if the journal cannot be written), then wake the shippers.
+
+        A record the journal refused is kept in memory (as a failure, ``AUDIT_UNAVAILABLE``: the
+        action did not happen) and journaled once the journal writes again.
+        """
+        try:
+            await self.journal.append(record)
+        except AuditError:
+            self._refuse(record)
+            raise
+        await self._journal_refused()
         for shipper in self._shippers:
             shipper.wake.set()
+
+    def _refuse(self, record: AuditRecord) -> None:
+        if len(self._refused) == self._refused.maxlen:
+            self._refused_lost += 1
+        outcome = AuditOutcome.DENIED if record.outcome is AuditOutcome.DENIED else AuditOutcome.FAILURE
+        self._refused.append(record.model_copy(update={"outcome": outcome, "detail": AuditUnavailable.code}))
+
+    async def _journal_refused(self) -> None:
+        """Journal the actions refused while the journal could not write (they ride the next batch)."""
+        while self._refused:
+            await self.journal.append(self._refused.popleft(), wait=False)
+        if self._refused_lost:
+            logger.error(
+                "audit: %d refused actions were not kept (over %d while the journal could not write)",
+                self._refused_lost,
+                _REFUSED_KEPT,
+            )
+            self._refused_lost = 0
+
+    async def record_soon(self, record: AuditRecord) -> None:
+        """Queue ``record`` for the journal's next batch without waiting (its access is already durable)."""
+        await self.journal.append(record, wait=False)
+
+    async def unavailable(self) -> str | None:
+        """Why the journal cannot take records (readiness), after trying again; None when it can."""
+        reason = await self.journal.probe()
+        if reason is None:
+            await self._journal_refused()
+        return reason
 
     async def start(self) -> None:
         """Open the journal (AuditError if unusable) and start shipping, replaying what is unshipped."""
@@ -172,6 +217,7 @@ class JournaledAuditTrail(AuditTrail):
         self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
     ) -> list[AuditRecord]:
         """Newest first from the searchable sink plus what it has not received; the journal when it is down."""
+        await self.journal.settle()
         shipper = next((s for s in self._shippers if s.sink.searchable), None)
         if shipper is None:
             local = await self.journal.recent(_UNSHIPPED_BYTES)
@@ -186,16 +232,51 @@ class JournaledAuditTrail(AuditTrail):
             found = await self.journal.recent(_UNSHIPPED_BYTES)
         return newest_first([r for r in [*found, *pending] if matches(r, patient_id, actor)], first)
 
+    async def search_page(
+        self, *, patient_id: str | None, first: int, after: PageKey | None
+    ) -> tuple[list[AuditRecord], bool, bool]:
+        """Up to ``first`` records older than ``after``, newest first; whether more follow; whether partial.
+
+        Partial: the searchable sink could not answer, so only this server's recent journal was read.
+        """
+        await self.journal.settle()
+        shipper = next((s for s in self._shippers if s.sink.searchable), None)
+        partial = False
+        found: list[AuditRecord] = []
+        pending: list[AuditRecord] = []
+        if shipper is None:
+            found = await self.journal.recent(_UNSHIPPED_BYTES)
+        else:
+            pending, _ = await self.journal.read(
+                shipper.position, max_records=1_000_000, max_bytes=_UNSHIPPED_BYTES
+            )
+            try:
+                found = await shipper.sink.search(patient_id=patient_id, first=first + 1, after=after)
+            except AuditError as exc:
+                logger.warning("audit: a partial answer from the local journal (%s)", exc)
+                found = await self.journal.recent(_UNSHIPPED_BYTES)
+                partial = True
+        page = newest_page([r for r in [*found, *pending] if matches(r, patient_id, None)], first + 1, after)
+        return page[:first], len(page) > first, partial
+
     async def _maintain(self) -> None:
         while True:
             await self.maintain()
             await asyncio.sleep(self.maintenance_interval_s)
 
     async def maintain(self) -> int:
-        """Apply the sinks' retention and delete journal segments every durable sink has; return how many."""
+        """Apply the sinks' retention and delete journal segments every durable sink has; return how many.
+
+        Both go by the journal's timeline: a clock set ahead or back ages nothing by itself.
+        """
+        try:
+            timeline = await self.journal.timeline()
+        except AuditError as exc:
+            logger.warning("audit: maintenance skipped (%s)", exc)
+            return 0
         for shipper in self._shippers:
             try:
-                await shipper.sink.maintain()
+                await shipper.sink.maintain(timeline)
             except Exception as exc:  # retried at the next round
                 logger.warning("audit: maintenance of sink %s failed (%s)", shipper.sink.name, _why(exc))
         durable = [shipper.position for shipper in self._shippers if shipper.sink.durable]
@@ -205,6 +286,8 @@ class JournaledAuditTrail(AuditTrail):
 
     async def aclose(self) -> None:
         """A short final shipping attempt, then stop the tasks and close the sinks and the journal."""
+        with contextlib.suppress(Exception):  # outcome records still queued are written and shipped too
+            await self.journal.settle()
         if self._tasks:
             await self.flush(self.close_timeout_s)
         for task in self._tasks:

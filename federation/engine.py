@@ -37,6 +37,7 @@ from federation.cache import CachedAnswer, CacheHealth, ExamCache
 from federation.candidates import build_candidates, candidate_queries, reference_demographics
 from federation.errors import (
     CacheError,
+    CacheUnavailable,
     ConnectorError,
     QueryError,
     SourceTimeout,
@@ -468,7 +469,9 @@ class FederationEngine:
         try:
             async with asyncio.timeout(min(_CACHE_READ_S, deadline.remaining() / 2)):
                 answers = await self._cache.cached_answers(query, wanted)
-        except (CacheError, TimeoutError):
+        except (CacheError, TimeoutError) as exc:
+            if freshness is Freshness.CACHE_ONLY:  # no source may be asked: there is no answer at all
+                raise CacheUnavailable("the cache cannot be read (CACHE_ONLY asks no source)") from exc
             state.warnings.append("the cache could not be read: every source was asked live")
             return {}
         if freshness is Freshness.CACHE_ONLY:

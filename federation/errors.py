@@ -4,9 +4,11 @@
     ├── ConfigError                 bad or missing configuration
     ├── QueryError                  a query the engine cannot run (bad patient input, unknown source)
     ├── CacheError                  the exam cache failed (read or write)
+    │   └── CacheUnavailable        a CACHE_ONLY query whose cache cannot be read (CACHE_UNAVAILABLE)
     ├── AccessError                 the caller may not do this (403)
     │   └── AuthenticationError     no, expired or invalid credentials (401)
     ├── AuditError                  an audit record could not be kept durably
+    │   └── AuditUnavailable        the journal cannot take records now (AUDIT_UNAVAILABLE)
     └── ConnectorError              one source failed; the engine turns it into a source status
         ├── SourceUnreachable       connection refused, DNS failure, association rejected   → UNREACHABLE
         ├── SourceTimeout           the source did not answer in time                      → TIMEOUT
@@ -39,6 +41,12 @@ class QueryError(PacsfedError):
 
 class CacheError(PacsfedError):
     """The exam cache could not be read or written."""
+
+
+class CacheUnavailable(CacheError):
+    """A query that may only use the cache cannot read it; ``code`` is the GraphQL error code."""
+
+    code = "CACHE_UNAVAILABLE"
 
 
 class ConnectorError(PacsfedError):
@@ -79,3 +87,9 @@ class AuthenticationError(AccessError):
 
 class AuditError(PacsfedError):
     """An audit record could not be written durably: the audited action must not proceed."""
+
+
+class AuditUnavailable(AuditError):
+    """The journal cannot take records now (disk full, I/O error): nothing audited may proceed."""
+
+    code = "AUDIT_UNAVAILABLE"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import logging
@@ -23,11 +25,11 @@ from federation.access import (
     clean_reason,
     patient_key,
 )
-from federation.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail
+from federation.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail, PageKey, page_key
 from federation.audit_flood import FloodGate
 from federation.audit_lists import MAX_LISTED, audit_id, capped, in_parts, returned_patient_ids
 from federation.engine import FederationEngine, HistoryUpdate
-from federation.errors import AccessError, AuditError, PacsfedError, QueryError
+from federation.errors import AccessError, AuditError, AuditUnavailable, PacsfedError, QueryError
 from federation.identity import IdentityLink
 from federation.models import PatientHistory, PatientQuery
 from federation.share import CreatedShare, RedeemedShare, ShareCodes, ShareRecord
@@ -53,8 +55,25 @@ class _Grant:
     studies: frozenset[str] | None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of audit records, newest first, and where the next one starts."""
+
+    events: list[AuditRecord]
+    end_cursor: str | None
+    has_next_page: bool
+    partial: bool
+    """Only this server's journal could be read (the searchable sink was down)."""
+
+
 class HistoryService:
-    """Checks who may see what, records it durably, then asks the engine."""
+    """Checks who may see what, records it durably, then asks the engine.
+
+    The access (who, which patient, which sources, why) is fsync'd in the journal before the
+    engine is called: if it cannot be, no source is asked and the caller gets AUDIT_UNAVAILABLE.
+    The outcome (exam count, identifiers found) follows as a second record that rides the
+    journal's next batch, so the answer waits for one fsync only.
+    """
 
     def __init__(
         self,
@@ -85,8 +104,9 @@ class HistoryService:
         include_candidates: bool = False,
         **options: Any,
     ) -> PatientHistory:
-        """The merged history, if the caller may see it; the access is audited before it is returned."""
+        """The merged history, if the caller may see it; the access is durable before any source is asked."""
         grant = await self._authorize(query, access, reason, source_ids, include_candidates)
+        await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="access")
         try:
             history = await self.engine.patient_history(
                 query,
@@ -95,10 +115,12 @@ class HistoryService:
                 **options,
             )
         except PacsfedError as exc:
-            await self._record_query(query, access, grant, AuditOutcome.FAILURE, detail=_code_of(exc))
+            await self._record_query(
+                query, access, grant, AuditOutcome.FAILURE, detail=_code_of(exc), soon=True
+            )
             raise
         history = _restricted(history, grant.studies)
-        await self._record_query(query, access, grant, AuditOutcome.SUCCESS, history=history)
+        await self._record_query(query, access, grant, AuditOutcome.SUCCESS, history=history, soon=True)
         return history
 
     async def stream_history(
@@ -131,6 +153,7 @@ class HistoryService:
                             AuditOutcome.SUCCESS,
                             history=history,
                             detail="progressive-final",
+                            soon=True,
                         )
                         shown = None
                     yield dataclasses.replace(update, history=history)
@@ -143,6 +166,7 @@ class HistoryService:
                         AuditOutcome.SUCCESS,
                         history=shown,
                         detail="progressive-stopped",
+                        soon=True,
                     )
 
     async def _authorize(
@@ -207,6 +231,7 @@ class HistoryService:
         *,
         history: PatientHistory | None = None,
         detail: str | None = None,
+        soon: bool = False,
     ) -> None:
         ids = audit_patient_ids(query, self._national_issuer)
         sources = grant.source_ids or [s.id for s in self.engine.sources]
@@ -223,6 +248,7 @@ class HistoryService:
             exam_count=len(history.exams) if history is not None else None,
             reason=grant.reason,
             emergency=grant.emergency,
+            soon=soon,
         )
 
     async def _record_parts(
@@ -369,6 +395,26 @@ class HistoryService:
         await self.record(access, AuditAction.AUDIT_READ, AuditOutcome.SUCCESS, patient_ids=ids)
         return records
 
+    async def audit_events_page(
+        self, access: AccessContext, patient_id: str | None, first: int | None, after: str | None
+    ) -> AuditPage:
+        """A page of audit records, newest first, after the cursor ``after``; reading it is audited too."""
+        ids = [patient_id] if patient_id else []
+        try:
+            access.principal.require(AUDIT_READ)
+        except AccessError as exc:
+            await self.record(
+                access, AuditAction.AUDIT_READ, AuditOutcome.DENIED, patient_ids=ids, detail=exc.code
+            )
+            raise
+        limit = max(1, min(first or 50, _MAX_AUDIT_PAGE))
+        events, more, partial = await self._audit.search_page(
+            patient_id=patient_id, first=limit, after=_decode_cursor(after)
+        )
+        await self.record(access, AuditAction.AUDIT_READ, AuditOutcome.SUCCESS, patient_ids=ids)
+        end = _encode_cursor(page_key(events[-1])) if events else after
+        return AuditPage(events, end, more, partial)
+
     async def add_identity_links(self, access: AccessContext, links: list[IdentityLink]) -> int:
         """Add cross-reference links (identity:admin); every linked identifier is audited (in parts)."""
         ids = [audit_id(link.identifier.value, link.identifier.issuer) for link in links]
@@ -466,26 +512,35 @@ class HistoryService:
         access: AccessContext,
         action: AuditAction,
         outcome: AuditOutcome,
+        *,
+        soon: bool = False,
         **fields: Any,
     ) -> None:
-        """Write one audit record durably; AuditError (the action must not go on) when it cannot be."""
+        """Write one audit record durably; AuditUnavailable (the action must not go on) when it cannot be.
+
+        ``soon``: queue it for the journal's next batch without waiting (an outcome whose access is durable).
+        """
         principal = access.principal
         for name, cap in (("patient_ids", MAX_LISTED), ("sources", _MAX_AUDITED_SOURCES)):
             values = fields.get(name)
             if values is not None and len(values) > cap:
                 fields[name], fields[f"{name}_omitted"] = capped(values, cap)
-        await self._audit.record(
-            AuditRecord(
-                action=action,
-                outcome=outcome,
-                actor=principal.subject,
-                actor_kind=principal.kind.value,
-                client_address=access.client_address,
-                request_id=access.request_id,
-                channel=access.channel,
-                **fields,
-            )
+        record = AuditRecord(
+            action=action,
+            outcome=outcome,
+            actor=principal.subject,
+            actor_kind=principal.kind.value,
+            client_address=access.client_address,
+            request_id=access.request_id,
+            channel=access.channel,
+            **fields,
         )
+        try:
+            await (self._audit.record_soon(record) if soon else self._audit.record(record))
+        except AuditUnavailable:
+            raise
+        except AuditError as exc:
+            raise AuditUnavailable(str(exc)) from exc
 
 
 def _restricted(history: PatientHistory, studies: frozenset[str] | None) -> PatientHistory:
@@ -494,6 +549,21 @@ def _restricted(history: PatientHistory, studies: frozenset[str] | None) -> Pati
         return history
     exams = tuple(exam for exam in history.exams if exam.study_instance_uid in studies)
     return history.model_copy(update={"exams": exams, "candidates": ()})
+
+
+def _encode_cursor(key: PageKey) -> str:
+    return base64.urlsafe_b64encode(f"{key[0]}:{key[1]}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> PageKey | None:
+    """The page key in a cursor from :func:`_encode_cursor`; BAD_USER_INPUT for anything else."""
+    if cursor is None:
+        return None
+    try:
+        millis, record_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
+        return int(millis), record_id
+    except (ValueError, binascii.Error, UnicodeError):
+        raise QueryError("the cursor is not one this server gave", code="BAD_USER_INPUT") from None
 
 
 def _code_of(exc: Exception) -> str:

@@ -58,5 +58,5 @@ ActorKind = graphene.Enum.from_enum(
     PrincipalKind,
     name="ActorKind",
     description="How the actor was authenticated: USER (token), SERVICE (API key), SHARE (share code),"
-    " LOCAL (the command line), DEVELOPMENT (no authentication).",
+    " LOCAL (the command line), DEVELOPMENT (no authentication), SYSTEM (pacsfed itself).",
 )

@@ -18,9 +18,10 @@ from federation.identity import make_link
 from federation.models import Freshness as FreshnessModel
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo
-from federation.service import HistoryService
+from federation.service import AuditPage, HistoryService
 from schema.types import (
     AuditEvent,
+    AuditEventsPage,
     Freshness,
     HistoryUpdate,
     IdentityLinkInput,
@@ -114,6 +115,14 @@ class Query(graphene.ObjectType):
         patient_id=graphene.String(description="Only events naming this patient id (ID or ID^^^ISSUER)."),
         first=graphene.Int(default_value=50, description="At most this many (capped at 500)."),
     )
+    audit_events_page = graphene.Field(
+        AuditEventsPage,
+        required=True,
+        description="Audited accesses, newest first, a page at a time (audit:read); says when partial.",
+        patient_id=graphene.String(description="Only events naming this patient id (ID or ID^^^ISSUER)."),
+        first=graphene.Int(default_value=50, description="At most this many (capped at 500)."),
+        after=graphene.String(description="The endCursor of the previous page."),
+    )
 
     @staticmethod
     def resolve_sources(_root: Any, info: Any) -> list[SourceInfo]:
@@ -137,6 +146,12 @@ class Query(graphene.ObjectType):
             return await service_of(info).audit_events(access_of(info), patient_id, first)
         except CacheError as exc:
             raise QueryError("the audit index is unavailable", code="AUDIT_UNAVAILABLE") from exc
+
+    @staticmethod
+    async def resolve_audit_events_page(
+        _root: Any, info: Any, patient_id: str | None = None, first: int | None = 50, after: str | None = None
+    ) -> AuditPage:
+        return await service_of(info).audit_events_page(access_of(info), patient_id, first, after)
 
 
 class IdentityLinksResult(graphene.ObjectType):

@@ -252,3 +252,15 @@ class AuditEvent(graphene.ObjectType):
     request_id = graphene.String()
     channel = graphene.String(required=True)
     detail = graphene.String()
+
+
+class AuditEventsPage(graphene.ObjectType):
+    """One page of audit events, newest first, with the cursor to ask for the next one."""
+
+    events = graphene.List(graphene.NonNull(AuditEvent), required=True)
+    end_cursor = graphene.String(description="Pass as `after` for the next page (null when empty).")
+    has_next_page = graphene.Boolean(required=True)
+    partial = graphene.Boolean(
+        required=True,
+        description="True when the audit index could not be read: only this server's own journal was.",
+    )

@@ -53,6 +53,7 @@ from peers.dicomdata import (  # noqa: E402
     write_catalogue,
 )
 from peers.pacsfed import clean_install  # noqa: E402
+from peers.tiny_disk import TinyDisk, tiny_disk  # noqa: E402
 
 P = TypeVar("P", OrthancPeer, DcmqrscpPeer, ElasticsearchNode, PacsfedServer)
 
@@ -142,6 +143,13 @@ def elasticsearch() -> Iterator[ElasticsearchNode]:
     node = ElasticsearchNode()
     yield _started(node, "Elasticsearch")
     node.close()
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[TinyDisk]:
+    """A real tmpfs of 1 MiB mounted for the test (root only): ``fill()`` it for ENOSPC."""
+    with tiny_disk(tmp_path / "disk") as disk:
+        yield disk
 
 
 @pytest.fixture(scope="session")

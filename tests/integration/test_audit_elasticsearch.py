@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ async def test_records_are_shipped_to_a_strict_monthly_index_and_searchable(
         assert [r.id for r in await audit.search(patient_id="PA-001")] == [b.id, a.id]
         assert [r.id for r in await audit.search(patient_id="PA-001^^^HOSP_A")] == [a.id]
         assert [r.id for r in await audit.search(actor="user:bob")] == [b.id]
-        assert (await audit.search(patient_id="PA-002"))[0] == c
+        found = (await audit.search(patient_id="PA-002"))[0]
+        assert found.model_dump(exclude={"journal", "seq"}) == c.model_dump(exclude={"journal", "seq"})
+        assert (found.journal, found.seq) == (audit.journal.journal_id, 3)
     finally:
         await audit.aclose()
 
@@ -177,3 +180,93 @@ async def test_retention_deletes_old_monthly_indices_only(
     assert deleted == [f"{index_prefix}-audit-2025.11"]
     assert sorted(stored_ids(elasticsearch.url, index_prefix)) == sorted([edge.id, current.id])
     assert await sink.delete_expired(now) == []
+
+
+# --- clocks set wrong: nothing written is deleted by them -----------------------------------
+
+DAY = 86_400.0
+
+
+def clocked_trail(
+    journal_dir: Path, client: AsyncElasticsearch, index_prefix: str, clock: Any
+) -> JournaledAuditTrail:
+    """A trail with a 30-day retention everywhere, whose journal reads ``clock``."""
+    sink = ElasticsearchAuditSink(client, index_prefix, retention_days=30)
+    return JournaledAuditTrail(
+        AuditJournal(journal_dir, clock=clock),
+        [sink],
+        ship_interval_s=0.1,
+        backoff_max_s=1.0,
+        journal_keep_days=30,
+    )
+
+
+def stamped(n: int, clock: Any) -> AuditRecord:
+    """A record made when ``clock`` says (the service stamps records by the system clock)."""
+    return make_record(n, at=dt.datetime.fromtimestamp(clock(), dt.UTC))
+
+
+async def journaled_ids(journal_dir: Path) -> list[str]:
+    journal = AuditJournal(journal_dir)
+    try:
+        return [record.id for record in await journal.recent()]
+    finally:
+        await journal.aclose()
+
+
+@pytest.mark.parametrize("ahead_days", [40, 70])
+async def test_a_clock_set_ahead_deletes_nothing_from_the_journal_or_elasticsearch(
+    tmp_path: Path, es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str, ahead_days: int
+) -> None:
+    journal_dir = tmp_path / "journal"
+    first = clocked_trail(journal_dir, es_client, index_prefix, time.time)
+    await first.start()
+    records = [stamped(n, time.time) for n in range(5)]
+    for record in records:
+        await first.record(record)
+    assert await flushed(first)
+    await first.aclose()
+
+    def ahead() -> float:
+        return time.time() + ahead_days * DAY
+
+    second = clocked_trail(journal_dir, es_client, index_prefix, ahead)
+    await second.start()  # its start-up pass applies retention at once
+    try:
+        assert await second.maintain() == 0
+        await second.record(stamped(9, ahead))  # and records made by the wrong clock age nothing
+        assert await flushed(second)
+        assert await second.maintain() == 0
+    finally:
+        await second.aclose()
+    ids = {r.id for r in records}
+    assert ids <= set(stored_ids(elasticsearch.url, index_prefix))
+    assert ids <= set(await journaled_ids(journal_dir))
+
+
+async def test_a_clock_set_back_then_corrected_deletes_nothing_and_is_journaled(
+    tmp_path: Path, es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str
+) -> None:
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.time() + offset[0]
+
+    audit = clocked_trail(tmp_path / "journal", es_client, index_prefix, clock)
+    await audit.start()
+    try:
+        await audit.record(stamped(1, clock))
+        offset[0] = -120 * DAY  # stepped back: these land in a monthly index months old
+        behind = [stamped(n, clock) for n in range(2, 5)]
+        for record in behind:
+            await audit.record(record)
+        assert await flushed(audit)
+        offset[0] = 0.0  # corrected: by the clock alone, that old month is past retention
+        await audit.maintain()
+        found = await audit.search(first=100)
+    finally:
+        await audit.aclose()
+    assert {r.id for r in behind} <= set(stored_ids(elasticsearch.url, index_prefix))
+    steps = [r for r in found if r.action is AuditAction.CLOCK_STEP]
+    assert len(steps) == 1 and "stepped back" in (steps[0].detail or "")
+    assert sorted(r.seq for r in found if r.seq is not None) == [1, 2, 3, 4, 5]

@@ -11,7 +11,7 @@ from unit.test_engine import Scripted
 from federation.access import AccessContext, Principal, PrincipalKind
 from federation.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail
 from federation.engine import FederationEngine
-from federation.errors import AccessError, AuditError, AuthenticationError, QueryError
+from federation.errors import AccessError, AuditError, AuditUnavailable, AuthenticationError, QueryError
 from federation.models import PatientQuery
 from federation.service import HistoryService
 from federation.settings_security import ShareSettings
@@ -79,7 +79,9 @@ async def test_a_reader_gets_the_history_and_the_access_is_audited(
 ) -> None:
     history = await service.patient_history(PATIENT, _user("history:read"))
     assert {e.study_instance_uid for e in history.exams} == {"1.2.3", "1.2.4", "1.2.5"}
-    [record] = audit.records
+    access, record = audit.records  # the access before any source was asked, then the outcome
+    assert (access.detail, access.exam_count, access.patient_ids) == ("access", None, ["PA-001^^^"])
+    assert sorted(access.sources) == ["hosp-a", "hosp-b"]
     assert record.action is AuditAction.PATIENT_QUERY
     assert record.outcome is AuditOutcome.SUCCESS
     assert record.actor == "user:dr"
@@ -111,7 +113,7 @@ async def test_break_the_glass_needs_a_reason_then_holds_for_the_window(
     await service.patient_history(PATIENT, er)  # within the window: no new reason needed
     with pytest.raises(AccessError):  # the window is per patient
         await service.patient_history(OTHER, er)
-    emergency = [r for r in audit.records if r.outcome is AuditOutcome.SUCCESS]
+    emergency = [r for r in audit.records if r.outcome is AuditOutcome.SUCCESS and r.detail is None]
     assert len(emergency) == 2
     assert all(r.emergency and r.reason == "unconscious patient, trauma bay 2" for r in emergency)
 
@@ -138,6 +140,20 @@ async def test_no_data_leaves_when_the_audit_record_cannot_be_written(
     audit.broken = True
     with pytest.raises(AuditError):
         await service.patient_history(PATIENT, _user("history:read"))
+
+
+async def test_no_source_is_asked_when_the_access_cannot_be_recorded(
+    service: HistoryService, audit: ListAuditTrail
+) -> None:
+    audit.broken = True
+    with pytest.raises(AuditUnavailable) as caught:
+        await service.patient_history(PATIENT, _user("history:read"))
+    assert caught.value.code == "AUDIT_UNAVAILABLE"
+    updates = service.stream_history(PATIENT, _user("history:read"))
+    with pytest.raises(AuditUnavailable):
+        await anext(updates)
+    await updates.aclose()
+    assert [getattr(c, "calls", None) for c in service.engine.select(None)] == [0, 0]
 
 
 async def test_a_share_code_grants_exactly_its_scope(service: HistoryService, audit: ListAuditTrail) -> None:

@@ -93,7 +93,8 @@ async def test_a_demographic_search_is_found_by_every_patient_it_returned(audit:
     history = await service.patient_history(DUPONT, _user("history:read"))
     returned = {(c.patient_id, c.issuer_of_patient_id) for c in history.candidates}
     assert returned == {("NS-1", "HOSP_N"), ("NS-2", "HOSP_N")}
-    [query] = [r for r in audit.records if r.action is AuditAction.PATIENT_QUERY]
+    # The access (journaled before any source was asked) names what was asked; the outcome what came back.
+    [query] = [r for r in audit.records if r.action is AuditAction.PATIENT_QUERY and r.detail != "access"]
     assert {"NS-1^^^HOSP_N", "NS-2^^^HOSP_N"} <= set(query.patient_ids)
     for patient_id in ("NS-2", "NS-1^^^HOSP_N"):
         found = await service.audit_events(_user("audit:read"), patient_id, 10)
@@ -144,11 +145,12 @@ async def test_a_break_the_glass_share_ends_with_the_window_and_flags_every_read
     assert redeemed.expires_at == created.record.expires_at
     reader = AccessContext(await service.share_principal(redeemed.token), "10.9.9.9")
     await service.patient_history(PATIENT, reader)
-    shared = audit.records[2:]  # after the refusal and the emergency query itself
+    shared = audit.records[3:]  # after the refusal and the emergency query itself (access, outcome)
     assert [r.action for r in shared] == [
         AuditAction.SHARE_CREATE,
         AuditAction.SHARE_REDEEM,
-        AuditAction.PATIENT_QUERY,
+        AuditAction.PATIENT_QUERY,  # the access, before any source was asked
+        AuditAction.PATIENT_QUERY,  # the outcome
     ]
     assert all(r.emergency and r.reason == "trauma bay 2, unconscious" for r in shared)
 

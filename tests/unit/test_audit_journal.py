@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import errno
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from federation.audit import AuditAction, AuditOutcome, AuditRecord
 from federation.audit_journal import START, AuditJournal, Position
-from federation.errors import AuditError
+from federation.errors import AuditError, AuditUnavailable
 
 SECRET = "PA-SECRET-4711"
 
@@ -65,7 +67,8 @@ async def test_append_is_on_disk_when_it_returns_with_private_modes(
     assert record.id in segment.read_text()
     assert stat.S_IMODE(segment.stat().st_mode) == 0o600
     assert stat.S_IMODE(journal.directory.stat().st_mode) == 0o700
-    assert await read_all(journal) == [record]
+    [read] = await read_all(journal)
+    assert read.id == record.id and read.seq == 1 and read.journal == journal.journal_id
 
 
 async def test_concurrent_appends_share_fsyncs(
@@ -248,3 +251,174 @@ async def test_a_reader_keeping_up_gets_from_memory_what_is_on_disk(
     )
     assert [r.exam_count for r in from_disk[0]] == [1, 2, 3, 4]
     assert from_disk[1] == journal.end
+
+
+# --- sequence, full disk, clocks ----------------------------------------------------------------
+
+DAY = 86_400.0
+
+
+class FakeClock:
+    """A wall clock that can be stepped, and a monotonic one that only moves with real (simulated) time."""
+
+    def __init__(self) -> None:
+        self.wall = time.time()
+        self.mono = 1_000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
+        self.wall += seconds
+        self.mono += seconds
+
+    def record(self, n: int = 0) -> AuditRecord:
+        """A record stamped by this clock (as the service stamps them by the system clock)."""
+        return make_record(n).model_copy(update={"at": dt.datetime.fromtimestamp(self.wall, dt.UTC)})
+
+
+def clocked(directory: Path, clock: FakeClock, **options: Any) -> AuditJournal:
+    return AuditJournal(directory, clock=clock.time, monotonic=clock.monotonic, **options)
+
+
+async def test_records_carry_the_journal_id_and_consecutive_sequence_numbers_across_restarts(
+    tmp_path: Path,
+) -> None:
+    first = AuditJournal(tmp_path / "journal")
+    for n in range(3):
+        await first.append(make_record(n))
+    journal_id = first.journal_id
+    await first.aclose()
+    second = AuditJournal(tmp_path / "journal")
+    await second.append(make_record(3))
+    records = await read_all(second)
+    await second.aclose()
+    assert journal_id is not None and second.journal_id == journal_id
+    assert [(r.seq, r.journal, r.exam_count) for r in records] == [(n + 1, journal_id, n) for n in range(4)]
+
+
+async def test_a_full_disk_fails_each_write_without_leaving_segments_and_recovers(full_disk: Any) -> None:
+    journal = AuditJournal(full_disk.path / "journal")
+    await journal.open()
+    full_disk.fill()
+    for n in range(20):
+        with pytest.raises(AuditUnavailable) as failure:
+            await journal.append(make_record(n))
+        assert SECRET not in str(failure.value)
+    assert segments(journal.directory) == []  # not 20 empty segments
+    assert journal.failure is not None and "No space left" in journal.failure
+    assert await journal.probe() is not None  # still full: not ready
+    full_disk.free()
+    assert await journal.probe() is None
+    await journal.append(make_record(99))
+    [record] = await read_all(journal)
+    assert (record.seq, record.exam_count) == (1, 99)  # the failed writes used no sequence number
+    assert [p.name for p in segments(journal.directory)] == ["audit-000000000001.jsonl"]
+    await journal.aclose()
+
+
+async def test_a_record_not_waited_for_rides_the_next_fsync(
+    journal: AuditJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await journal.append(make_record(0))  # the segment exists: only data fsyncs are counted below
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    await journal.append(make_record(1), wait=False)  # returns at once
+    await journal.append(make_record(2))
+    assert len(synced) == 1
+    await journal.append(make_record(3), wait=False)
+    await journal.aclose()  # written at the latest on close
+    assert [r.exam_count for r in await AuditJournal(journal.directory).recent()] == [0, 1, 2, 3]
+
+
+async def test_a_clock_stepping_back_or_ahead_is_journaled(tmp_path: Path) -> None:
+    clock = FakeClock()
+    journal = clocked(tmp_path / "journal", clock)
+    await journal.append(clock.record(1))
+    clock.advance(10)
+    clock.wall -= 70 * DAY  # stepped back
+    await journal.append(clock.record(2))
+    clock.advance(10)
+    await journal.append(clock.record(3))  # still behind: the same step, not recorded again
+    clock.wall += 70 * DAY + 3 * 3600  # stepped ahead, past where it was
+    await journal.append(clock.record(4))
+    records = await read_all(journal)
+    await journal.aclose()
+    kinds = [(r.action, r.exam_count) for r in records]
+    assert kinds == [
+        (AuditAction.PATIENT_QUERY, 1),
+        (AuditAction.CLOCK_STEP, None),
+        (AuditAction.PATIENT_QUERY, 2),
+        (AuditAction.PATIENT_QUERY, 3),
+        (AuditAction.CLOCK_STEP, None),
+        (AuditAction.PATIENT_QUERY, 4),
+    ]
+    assert "stepped back" in (records[1].detail or "") and "stepped ahead" in (records[4].detail or "")
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_restart_far_ahead_of_the_newest_record_is_journaled(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first = clocked(tmp_path / "journal", clock)
+    await first.append(clock.record(1))
+    await first.aclose()
+    clock.wall += 70 * DAY
+    second = clocked(tmp_path / "journal", clock)
+    await second.append(clock.record(2))
+    records = await read_all(second)
+    await second.aclose()
+    assert [r.action for r in records] == [
+        AuditAction.PATIENT_QUERY,
+        AuditAction.CLOCK_STEP,
+        AuditAction.PATIENT_QUERY,
+    ]
+    assert "ahead of the newest journaled record" in (records[1].detail or "")
+
+
+@pytest.mark.parametrize("ahead_days", [40, 70, 400])
+async def test_a_clock_set_ahead_prunes_nothing_written_seconds_before(
+    tmp_path: Path, ahead_days: int
+) -> None:
+    clock = FakeClock()
+    journal = clocked(tmp_path / "journal", clock, segment_bytes=200)  # a segment per record
+    for n in range(5):
+        await journal.append(clock.record(n))
+        clock.advance(2)
+    await journal.aclose()
+    clock.wall += ahead_days * DAY
+    restarted = clocked(tmp_path / "journal", clock, segment_bytes=200)
+    await restarted.open()
+    before = segments(restarted.directory)
+    assert await restarted.prune(Position(10**9, 0), keep_s=30 * DAY) == 0
+    await restarted.append(clock.record(9))  # new records by the wrong clock do not age the old ones
+    assert await restarted.prune(Position(10**9, 0), keep_s=30 * DAY) == 0
+    assert segments(restarted.directory)[: len(before)] == before
+    await restarted.aclose()
+
+
+async def test_prune_goes_by_the_time_the_records_span(tmp_path: Path) -> None:
+    clock = FakeClock()
+    journal = clocked(tmp_path / "journal", clock, segment_bytes=200)
+    for n in range(40):  # one record a day for 40 days
+        await journal.append(clock.record(n))
+        clock.advance(DAY)
+    assert await journal.prune(Position(10**9, 0), keep_s=30.5 * DAY) == 10  # ages 40, 39 … 31 days
+    assert [r.exam_count for r in await read_all(journal)] == list(range(10, 40))
+    await journal.aclose()
+
+
+async def test_readiness_sees_a_full_disk_before_any_write_fails(full_disk: Any) -> None:
+    journal = AuditJournal(full_disk.path / "journal")
+    await journal.open()
+    assert await journal.probe() is None
+    full_disk.fill()
+    reason = await journal.probe()
+    assert reason is not None and "No space left" in reason
+    full_disk.free()
+    assert await journal.probe() is None
+    await journal.aclose()

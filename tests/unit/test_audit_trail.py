@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
+from federation.audit import AuditAction, AuditOutcome, AuditRecord, PageKey, newest_page, page_key
 from federation.audit_journal import AuditJournal
 from federation.audit_sink import AuditSink, MemoryAuditSink
 from federation.audit_trail import JournaledAuditTrail, build_audit_trail
-from federation.errors import AuditError
+from federation.errors import AuditError, AuditUnavailable
 from federation.settings import settings_from_mapping
 
 
@@ -46,11 +48,16 @@ class FlakySink(AuditSink):
             self.records[record.id] = record
 
     async def search(
-        self, *, patient_id: str | None = None, actor: str | None = None, first: int = 50
+        self,
+        *,
+        patient_id: str | None = None,
+        actor: str | None = None,
+        first: int = 50,
+        after: PageKey | None = None,
     ) -> list[AuditRecord]:
         if not self.up:
             raise AuditError(f"{self.name}: down")
-        return sorted(self.records.values(), key=lambda r: r.at, reverse=True)[:first]
+        return newest_page(list(self.records.values()), first, after)
 
 
 def trail(directory: Path, *sinks: AuditSink) -> JournaledAuditTrail:
@@ -185,3 +192,51 @@ def test_build_uses_memory_without_elasticsearch(tmp_path: Path) -> None:
     audit = build_audit_trail(settings, None)
     assert [type(s).__name__ for s in audit.sinks] == ["MemoryAuditSink"]
     assert audit.journal.directory == tmp_path / "j"
+
+
+async def test_pages_follow_the_cursor_and_say_when_only_the_journal_answered(tmp_path: Path) -> None:
+    sink = FlakySink("es")
+    audit = trail(tmp_path, sink)
+    await audit.start()
+    try:
+        records = [make_record(n) for n in range(5)]
+        for record in records:
+            await audit.record(record)
+        assert await audit.flush()
+        pages: list[list[str]] = []
+        after = None
+        while True:
+            events, more, partial = await audit.search_page(patient_id="PA-001", first=2, after=after)
+            assert partial is False
+            pages.append([r.id for r in events])
+            if not more:
+                break
+            after = page_key(events[-1])
+        assert pages == [[records[4].id, records[3].id], [records[2].id, records[1].id], [records[0].id]]
+        sink.up = False
+        events, more, partial = await audit.search_page(patient_id="PA-001", first=10, after=None)
+        assert partial is True and more is False
+        assert [r.id for r in events] == [r.id for r in reversed(records)]
+    finally:
+        await audit.aclose()
+
+
+async def test_actions_refused_for_a_broken_journal_are_journaled_once_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = trail(tmp_path, MemoryAuditSink())
+    await audit.start()
+    try:
+        refused = make_record(1)
+        with monkeypatch.context() as broken:
+            broken.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+            with pytest.raises(AuditUnavailable):
+                await audit.record(refused)
+            assert await audit.unavailable() is not None
+        assert await audit.unavailable() is None  # the probe writes again: the refused action follows
+        await audit.record(make_record(2))
+        found = {r.id: r for r in await audit.journal.recent()}
+        assert found[refused.id].outcome is AuditOutcome.FAILURE
+        assert found[refused.id].detail == "AUDIT_UNAVAILABLE"
+    finally:
+        await audit.aclose()

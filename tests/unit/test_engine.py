@@ -14,7 +14,14 @@ import pytest
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from federation.cache import MemoryExamCache
 from federation.engine import FederationEngine, Phase
-from federation.errors import QueryError, SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.errors import (
+    CacheError,
+    CacheUnavailable,
+    QueryError,
+    SourceProtocolError,
+    SourceTimeout,
+    SourceUnreachable,
+)
 from federation.models import (
     CacheStatus,
     Deadline,
@@ -403,3 +410,20 @@ async def test_a_consumer_that_stops_releases_its_requests_at_once() -> None:
     await updates.aclose()  # the page was closed
     await asyncio.sleep(0)  # the cancellation reaches the request
     assert slow.cancelled
+
+
+class UnreadableCache(MemoryExamCache):
+    """A cache that cannot be read (the real node stopped is in tests/integration/test_audit_resilience.py)."""
+
+    async def cached_answers(self, query, source_ids):  # type: ignore[no-untyped-def]
+        raise CacheError("elasticsearch: cache read failed (ConnectionError)")
+
+
+async def test_cache_only_without_a_readable_cache_is_cache_unavailable_not_not_cached() -> None:
+    source = Scripted("a", uids=["1"])
+    engine = FederationEngine([source], UnreadableCache())
+    with pytest.raises(CacheUnavailable) as caught:
+        await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    assert caught.value.code == "CACHE_UNAVAILABLE" and source.calls == 0
+    live = await engine.patient_history(QUERY)  # other freshness: the sources answer instead
+    assert statuses(live) == {"a": SourceStatus.OK}
