@@ -378,10 +378,8 @@ class HistoryService:
 
     # --- administration and audit ----------------------------------------------------------
 
-    async def audit_events(
-        self, access: AccessContext, patient_id: str | None, first: int | None
-    ) -> list[AuditRecord]:
-        """Audit records, newest first; reading them is audited too."""
+    async def _audit_reader(self, access: AccessContext, patient_id: str | None) -> list[str]:
+        """The patient ids a read of the audit is about, once the caller may read it (refusals audited)."""
         ids = [patient_id] if patient_id else []
         try:
             access.principal.require(AUDIT_READ)
@@ -390,6 +388,13 @@ class HistoryService:
                 access, AuditAction.AUDIT_READ, AuditOutcome.DENIED, patient_ids=ids, detail=exc.code
             )
             raise
+        return ids
+
+    async def audit_events(
+        self, access: AccessContext, patient_id: str | None, first: int | None
+    ) -> list[AuditRecord]:
+        """Audit records, newest first; reading them is audited too."""
+        ids = await self._audit_reader(access, patient_id)
         limit = max(1, min(first or 50, _MAX_AUDIT_PAGE))
         records = await self._audit.search(patient_id=patient_id, first=limit)
         await self.record(access, AuditAction.AUDIT_READ, AuditOutcome.SUCCESS, patient_ids=ids)
@@ -399,14 +404,7 @@ class HistoryService:
         self, access: AccessContext, patient_id: str | None, first: int | None, after: str | None
     ) -> AuditPage:
         """A page of audit records, newest first, after the cursor ``after``; reading it is audited too."""
-        ids = [patient_id] if patient_id else []
-        try:
-            access.principal.require(AUDIT_READ)
-        except AccessError as exc:
-            await self.record(
-                access, AuditAction.AUDIT_READ, AuditOutcome.DENIED, patient_ids=ids, detail=exc.code
-            )
-            raise
+        ids = await self._audit_reader(access, patient_id)
         limit = max(1, min(first or 50, _MAX_AUDIT_PAGE))
         events, more, partial = await self._audit.search_page(
             patient_id=patient_id, first=limit, after=_decode_cursor(after)
