@@ -427,7 +427,13 @@ class HistoryService:
         if store is None:
             raise QueryError("no identity store is configured", code="IDENTITY_UNAVAILABLE")
         await self._record_parts(access, AuditAction.IDENTITY_CHANGE, AuditOutcome.SUCCESS, ids, None)
-        return await store.add_links(links)
+        try:
+            return await store.add_links(links)
+        except PacsfedError as exc:  # the records above said what was attempted; these say it failed
+            await self._record_parts(
+                access, AuditAction.IDENTITY_CHANGE, AuditOutcome.FAILURE, ids, _code_of(exc)
+            )
+            raise
 
     async def purge_cache(self, access: AccessContext, query: PatientQuery, source_id: str | None) -> int:
         """Forget cached answers for a patient (identity:admin): corrections, erasure requests."""
@@ -446,7 +452,18 @@ class HistoryService:
             patient_ids=ids,
             sources=[source_id] if source_id else [],
         )
-        return await self.engine.purge_cache(query, source_id)
+        try:
+            return await self.engine.purge_cache(query, source_id)
+        except PacsfedError as exc:
+            await self.record(
+                access,
+                AuditAction.CACHE_PURGE,
+                AuditOutcome.FAILURE,
+                patient_ids=ids,
+                sources=[source_id] if source_id else [],
+                detail=_code_of(exc),
+            )
+            raise
 
     async def authentication_failed(self, access: AccessContext, code: str) -> None:
         """Record a refused credential (the caller is anonymous: nothing it claimed is trusted).

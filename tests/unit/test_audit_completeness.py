@@ -15,7 +15,7 @@ from federation.audit import AuditAction, AuditOutcome, AuditRecord
 from federation.audit_flood import FloodGate
 from federation.audit_lists import returned_patient_ids
 from federation.engine import FederationEngine
-from federation.errors import AccessError
+from federation.errors import AccessError, CacheError
 from federation.identity import Identifier, IdentityLink, MemoryIdentityStore
 from federation.models import (
     Candidate,
@@ -58,9 +58,16 @@ class Namesakes(Scripted):
         )
 
 
-def _service(audit: ListAuditTrail, *, window_s: float = 3600, max_failures: int = 10) -> HistoryService:
+def _service(
+    audit: ListAuditTrail,
+    *,
+    window_s: float = 3600,
+    max_failures: int = 10,
+    identity_store: MemoryIdentityStore | None = None,
+) -> HistoryService:
     connectors = [Namesakes("hosp-n", uids=["1.2.3"]), Scripted("hosp-b", uids=["1.2.5"])]
-    engine = FederationEngine(connectors, None, identity_store=MemoryIdentityStore())
+    store = identity_store if identity_store is not None else MemoryIdentityStore()
+    engine = FederationEngine(connectors, None, identity_store=store)
     shares = ShareCodes(ShareSettings(max_failures=max_failures, lockout_s=900), MemoryShareStore())
     return HistoryService(engine, audit, shares, emergency_window_s=window_s, national_issuer="NISS")
 
@@ -115,6 +122,27 @@ async def test_every_linked_identifier_is_audited_in_parts(audit: ListAuditTrail
     assert sorted(audited) == sorted(f"ID-{n:04d}^^^HOSP_A" for n in range(901))
     last = await service.audit_events(_user("audit:read"), "ID-0900", 10)
     assert [r.action for r in last][-1] is AuditAction.IDENTITY_CHANGE
+
+
+class RefusingIdentityStore(MemoryIdentityStore):
+    """An identity store whose writes fail, as an Elasticsearch node that times out does."""
+
+    async def add_links(self, links: list[IdentityLink]) -> int:
+        raise CacheError("identity links could not be written (ConnectionTimeout)")
+
+
+async def test_a_failed_identity_import_is_audited_as_a_failure_for_every_identifier(
+    audit: ListAuditTrail,
+) -> None:
+    service = _service(audit, identity_store=RefusingIdentityStore())
+    now = dt.datetime.now(dt.UTC)
+    links = [IdentityLink("person-1", Identifier("HOSP_A", f"ID-{n}"), "admin", now) for n in range(3)]
+    with pytest.raises(CacheError):
+        await service.add_identity_links(_user("identity:admin"), links)
+    outcomes = [r.outcome for r in audit.records if r.action is AuditAction.IDENTITY_CHANGE]
+    assert outcomes == [AuditOutcome.SUCCESS, AuditOutcome.FAILURE]
+    failed = audit.records[-1]
+    assert sorted(failed.patient_ids) == [f"ID-{n}^^^HOSP_A" for n in range(3)]
 
 
 async def test_a_list_past_its_cap_says_how_much_it_left_out(audit: ListAuditTrail) -> None:
