@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from federation.app import create_app
 from federation.settings import Settings
 from federation.settings_security import AuditSettings
+from pacsfed.app import create_app
 
 
 def bench_app(settings: Settings) -> Any:

@@ -21,7 +21,7 @@ import asyncio
 import json
 from typing import cast
 
-from federation.demo import demo_studies
+from pacsfed.demo import demo_studies
 
 _HEAD_END = b"\r\n\r\n"
 _EARLY_S = 0.0015

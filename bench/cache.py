@@ -34,8 +34,8 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from bench._app import bench_app
-from federation.cache import document_id
-from federation.cache_elasticsearch import ElasticsearchExamCache, _answer_id, _document
+from federation.cache.base import document_id
+from federation.cache.elasticsearch import ElasticsearchExamCache, _answer_id, _document
 from federation.models import MatchedBy, MatchKind, PatientQuery, SourceInfo, StudyRecord
 from federation.settings import settings_from_mapping
 

@@ -3,7 +3,7 @@
 Prints, for N = 10, 50, 200, the p50 and p99 of the whole query divided by L (measured in this
 run), next to the sequential baseline N×L that logging into each system one by one costs, and
 next to two floors measured in the same run: N bare requests through pacsfed's own HTTP/1.1
-client (``connectors._http11``, one pool per source) and through N bare httpx clients, each
+client (``connectors.http11``, one pool per source) and through N bare httpx clients, each
 sending the same QIDO request and parsing the JSON, nothing else.
 The sources are DICOMweb PACS served by a separate, lean process, so pacsfed has its own core;
 that process busy-polls between requests so that each source answers after L, not after L plus
@@ -28,7 +28,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from bench._app import bench_app
-from connectors._http11 import Http11Pool
+from connectors.http11 import Http11Pool
 from federation.settings import settings_from_mapping
 
 QUERY = '{ patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 5000, freshness: LIVE) { complete exams { studyInstanceUid } } }'

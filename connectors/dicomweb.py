@@ -14,12 +14,11 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors._dicom_json import MalformedObject, record_from_dicom_json
-from connectors._http11 import BodyTooLarge, ConnectionBroken, Http2Selected, Http11Pool
-from connectors._normalize import STUDY_RETURN_KEYWORDS
-from connectors._oauth2 import OAuth2ClientCredentialsAuth
-from connectors._tls import client_context, handshake_failure, tls_failure
 from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.dicom_json import MalformedObject, record_from_dicom_json
+from connectors.http11 import BodyTooLarge, ConnectionBroken, Http2Selected, Http11Pool
+from connectors.normalize import STUDY_RETURN_KEYWORDS
+from connectors.oauth2 import OAuth2ClientCredentialsAuth
 from federation.errors import (
     ConnectorError,
     SourceAuthError,
@@ -30,6 +29,7 @@ from federation.errors import (
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from federation.settings_security import OAuth2ClientCredentials
+from federation.tls import client_context, handshake_failure, tls_failure
 
 # httpx logs every request URL at INFO, and QIDO URLs carry PatientIDs: keep it to warnings.
 logging.getLogger("httpx").setLevel(logging.WARNING)

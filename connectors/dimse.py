@@ -30,13 +30,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.status import code_to_category
 
 from connectors._association_pool import AssociationPool, close_in_background
-from connectors._normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
-from connectors._tls import client_context, handshake_failure, server_hostname
 from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import DimseSourceSettings
+from federation.tls import client_context, handshake_failure, server_hostname
 
 # pynetdicom logs whole identifiers (names, IDs, birth dates) by default: never let it.
 _config.LOG_REQUEST_IDENTIFIERS = False

@@ -1,7 +1,7 @@
 """pacsfed's federation engine: normalized models, fan-out, merge, cache and settings."""
 
-from federation.cache import CacheHealth, ExamCache, MemoryExamCache
-from federation.engine import FederationEngine, HistoryUpdate, Phase
+from federation.cache.base import CacheHealth, ExamCache, MemoryExamCache
+from federation.engine.engine import FederationEngine, HistoryUpdate, Phase
 from federation.errors import (
     CacheError,
     ConfigError,

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from federation.access import (
+from federation.access.principals import (
     AUDIT_READ,
     HISTORY_EMERGENCY,
     HISTORY_READ,
@@ -25,14 +25,14 @@ from federation.access import (
     clean_reason,
     patient_key,
 )
-from federation.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail, PageKey, page_key
-from federation.audit_flood import FloodGate
-from federation.audit_lists import MAX_LISTED, audit_id, capped, in_parts, returned_patient_ids
-from federation.engine import FederationEngine, HistoryUpdate
+from federation.access.share import CreatedShare, RedeemedShare, ShareCodes, ShareRecord
+from federation.audit.flood import FloodGate
+from federation.audit.lists import MAX_LISTED, audit_id, capped, in_parts, returned_patient_ids
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail, PageKey, page_key
+from federation.engine.engine import FederationEngine, HistoryUpdate
 from federation.errors import AccessError, AuditError, AuditUnavailable, PacsfedError, QueryError
-from federation.identity import IdentityLink
+from federation.identity.resolver import IdentityLink
 from federation.models import PatientHistory, PatientQuery
-from federation.share import CreatedShare, RedeemedShare, ShareCodes, ShareRecord
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ import enum
 
 import graphene
 
-from federation.access import PrincipalKind
-from federation.audit import AuditAction as AuditActionModel
-from federation.audit import AuditOutcome as AuditOutcomeModel
+from federation.access.principals import PrincipalKind
+from federation.audit.records import AuditAction as AuditActionModel
+from federation.audit.records import AuditOutcome as AuditOutcomeModel
 
 __all__ = ["ActorKind", "AuditAction", "AuditOutcome", "CandidateReason", "CandidateReasonModel"]
 
 
 class CandidateReasonModel(enum.StrEnum):
-    """Every reason :func:`federation.names.score` gives, in its own spelling (a test keeps them equal)."""
+    """Every reason :func:`federation.identity.names.score` gives, in its own spelling (a test keeps them equal)."""
 
     BIRTH_DATE_EQUAL = "birth_date_equal"
     BIRTH_DATE_MISMATCH = "birth_date_mismatch"

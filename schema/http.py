@@ -37,12 +37,12 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from federation.errors import AccessError, PacsfedError
-from federation.request_id import current_request_id
 from federation.settings import ServerSettings
 from schema.execution import is_awaitable
 from schema.limits import DocumentChecker
+from web.request_id import current_request_id
 
-log = logging.getLogger("pacsfed.graphql")
+log = logging.getLogger(__name__)
 
 ContextFactory = Callable[[HTTPConnection], Awaitable[dict[str, Any]]]
 """Builds the GraphQL context of one HTTP request or one WebSocket connection."""

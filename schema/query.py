@@ -9,12 +9,12 @@ from typing import Any
 
 import graphene
 
-from federation.access import AccessContext
-from federation.audit import AuditRecord
-from federation.engine import FederationEngine
-from federation.engine import HistoryUpdate as HistoryUpdateModel
+from federation.access.principals import AccessContext
+from federation.audit.records import AuditRecord
+from federation.engine.engine import FederationEngine
+from federation.engine.engine import HistoryUpdate as HistoryUpdateModel
 from federation.errors import AuthenticationError, CacheError, QueryError
-from federation.identity import make_link
+from federation.identity.resolver import make_link
 from federation.models import Freshness as FreshnessModel
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo

@@ -8,12 +8,12 @@ from typing import Any
 import graphene
 import segno
 
-from federation.engine import Phase as PhaseModel
+from federation.engine.engine import Phase as PhaseModel
+from federation.engine.resilience import CircuitState as CircuitStateModel
 from federation.models import CacheStatus as CacheStatusModel
 from federation.models import Freshness as FreshnessModel
 from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
-from federation.resilience import CircuitState as CircuitStateModel
 from schema.enums import ActorKind, AuditAction, AuditOutcome, CandidateReason
 
 SourceStatus = graphene.Enum.from_enum(

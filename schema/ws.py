@@ -42,14 +42,14 @@ from graphql import (
 )
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from federation.access import AccessContext
+from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuthenticationError, PacsfedError
 from federation.settings import ServerSettings
 from schema.execution import is_awaitable
 from schema.http import ContextFactory, default_context, format_error
 from schema.limits import DocumentChecker
 
-log = logging.getLogger("pacsfed.graphql.ws")
+log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT_S = 10.0

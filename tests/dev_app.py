@@ -7,9 +7,9 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from federation.app import create_app
 from federation.settings import Settings
 from federation.settings_security import AuditSettings
+from pacsfed.app import create_app
 
 
 def dev_settings(settings: Settings) -> Settings:

@@ -8,7 +8,7 @@ import pytest
 from log_hygiene import LOG_HYGIENE_MARK, SessionLogCapture
 from peers.dicomdata import CATALOGUE
 
-from federation.demo.patients import DEMO_PATIENTS
+from pacsfed.demo.patients import DEMO_PATIENTS
 
 pytestmark = getattr(pytest.mark, LOG_HYGIENE_MARK)
 

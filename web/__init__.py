@@ -1,1 +1,1 @@
-"""Server-rendered HTML pages (the share-code page)."""
+"""HTTP plumbing and pages: request ids, authentication middleware, CORS, uvicorn options, GraphiQL, the share page."""

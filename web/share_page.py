@@ -20,13 +20,13 @@ import urllib.parse
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from federation.access import AccessContext
+from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuditError, PacsfedError
-from federation.http_access import ANONYMOUS, client_address, cross_site
 from federation.models import PatientHistory
-from federation.request_id import current_request_id
+from web.http_access import ANONYMOUS, client_address, cross_site
+from web.request_id import current_request_id
 
-log = logging.getLogger("pacsfed.share_page")
+log = logging.getLogger(__name__)
 
 _MAX_FORM_BYTES = 4096
 _HEADERS = {

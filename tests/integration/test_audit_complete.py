@@ -16,14 +16,14 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from federation.app import create_app
-from federation.audit_elasticsearch import AUDIT_MAPPING
-from federation.audit_journal import AuditJournal
-from federation.audit_trail import JournaledAuditTrail
-from federation.demo import start_demo_hospitals
-from federation.demo.signer import DemoSigner
+from federation.audit.elasticsearch import AUDIT_MAPPING
+from federation.audit.journal import AuditJournal
+from federation.audit.trail import JournaledAuditTrail
 from federation.settings import settings_from_mapping
 from integration.test_security import AUDIT, Api, codes
+from pacsfed.app import create_app
+from pacsfed.demo import start_demo_hospitals
+from pacsfed.demo.signer import DemoSigner
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_elasticsearch import ElasticsearchAuditSink
-from federation.audit_journal import AuditJournal
-from federation.audit_trail import JournaledAuditTrail, build_audit_trail
-from federation.cache_elasticsearch import make_client
+from federation.audit.elasticsearch import ElasticsearchAuditSink
+from federation.audit.journal import AuditJournal
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
+from federation.audit.trail import JournaledAuditTrail, build_audit_trail
+from federation.cache.elasticsearch import make_client
 from federation.settings import CacheSettings, settings_from_mapping
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from federation.cache_elasticsearch import ElasticsearchExamCache
+from federation.cache.elasticsearch import ElasticsearchExamCache
 from integration.gql import graphql, history, running_app
 
 pytestmark = pytest.mark.integration

@@ -37,8 +37,8 @@ from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
-from connectors._normalize import _Reader
-from federation.cache_elasticsearch import MAPPING, ElasticsearchExamCache
+from connectors.normalize import _Reader
+from federation.cache.elasticsearch import MAPPING, ElasticsearchExamCache
 from integration.gql import graphql, history, running_app, statuses
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ def write_config(tmp_path: Path, sources: list[dict[str, Any]]) -> Path:
 
 def pacsfed(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "federation.cli", *args],
+        [sys.executable, "-m", "pacsfed.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,10 +12,10 @@ from peers.dicomdata import CATALOGUE, ORTHANC_A
 from connectors.base import ConnectorContext
 from connectors.dicomweb import DicomwebConnector
 from connectors.dimse import DimseConnector
-from federation.demo import SimulatedDimsePacs, demo_studies
 from federation.errors import SourceAuthError
 from federation.models import Deadline, StudyQuery
 from federation.settings import DicomwebSourceSettings, DimseSourceSettings
+from pacsfed.demo import SimulatedDimsePacs, demo_studies
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ async def test_dimse_falls_back_to_patient_root() -> None:
 
 
 async def test_a_query_abandoned_at_the_deadline_is_c_cancelled() -> None:
-    from federation.engine import FederationEngine
+    from federation.engine.engine import FederationEngine
     from federation.models import Freshness, PatientQuery, SourceStatus
 
     with SimulatedDimsePacs("SLOWPACS", demo_studies("demo-chu-nord"), latency_s=5.0) as pacs:

@@ -14,7 +14,7 @@ from peers import free_port
 def test_demo_answers_the_printed_example_query() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "federation.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "pacsfed.cli", "demo", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -43,11 +43,11 @@ from fakes import (
 from connectors.base import Connector, ConnectorContext
 from connectors.dicomweb import DicomwebConnector
 from connectors.dimse import DimseConnector
-from federation.demo import DemoHospitals, start_demo_hospitals
 from federation.errors import ConnectorError, SourceProtocolError, SourceTimeout
 from federation.models import Deadline, StudyQuery
 from federation.settings import DicomwebSourceSettings, DimseSourceSettings, settings_from_mapping
 from integration.gql import HISTORY_QUERY, running_app, statuses
+from pacsfed.demo import DemoHospitals, start_demo_hospitals
 
 pytestmark = pytest.mark.integration
 
@@ -339,7 +339,7 @@ SLOW_CLIENTS = 200
 
 def pacsfed_serve_args() -> list[str]:
     help_text = subprocess.run(
-        [sys.executable, "-m", "federation.cli", "serve", "--help"],
+        [sys.executable, "-m", "pacsfed.cli", "serve", "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -373,7 +373,7 @@ async def test_200_slow_clients_do_not_stop_a_normal_query(tmp_path: Path) -> No
                 }
             )
         )
-        command = [sys.executable, "-m", "federation.cli", "--log-level", "WARNING", "serve"]
+        command = [sys.executable, "-m", "pacsfed.cli", "--log-level", "WARNING", "serve"]
         command += [
             "--config",
             str(config),

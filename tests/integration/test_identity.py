@@ -183,7 +183,7 @@ def test_cli_import_then_query(
     )
 
     def pacsfed(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "federation.cli", *args]
+        command = [sys.executable, "-m", "pacsfed.cli", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
     imported = pacsfed("identity", "import", "--config", str(config), str(links))
@@ -201,9 +201,9 @@ async def test_national_number_in_other_patient_ids(
     import pydicom
     from peers import OrthancPeer
 
-    from federation.app import engine_from_settings
     from federation.models import PatientQuery
     from federation.settings import settings_from_mapping
+    from pacsfed.app import engine_from_settings
 
     tagged = pydicom.dcmread(dicom_files["X-A-CT"][0])
     item = pydicom.Dataset()

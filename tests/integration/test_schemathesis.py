@@ -2,7 +2,7 @@
 
 The app is the one the integration tests run (``dev_app``: development mode, so the schema can
 be introspected, and no authentication), with a memory cache and one simulated DIMSE hospital
-from ``federation.demo``, so ``patientHistory`` really fans out. Schemathesis drives it in-process
+from ``pacsfed.demo``, so ``patientHistory`` really fans out. Schemathesis drives it in-process
 through its ASGI transport (which runs the app's lifespan). Bounded: 30 derandomized examples per
 operation, the whole module in well under a minute.
 """
@@ -18,8 +18,8 @@ from dev_app import dev_app
 from hypothesis import HealthCheck, Phase, given, settings
 from starlette.applications import Starlette
 
-from federation.demo import DEMO_SOURCES, SimulatedDimsePacs, demo_studies
 from federation.settings import settings_from_mapping
+from pacsfed.demo import DEMO_SOURCES, SimulatedDimsePacs, demo_studies
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from federation.app import create_app
-from federation.demo import start_demo_hospitals
-from federation.demo.signer import DemoSigner
 from federation.errors import ConfigError
 from federation.settings import settings_from_mapping
+from pacsfed.app import create_app
+from pacsfed.demo import start_demo_hospitals
+from pacsfed.demo.signer import DemoSigner
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from federation.access import Principal, PrincipalKind
-from federation.cache_elasticsearch import make_client
+from federation.access.principals import Principal, PrincipalKind
+from federation.access.share import ShareCodes
+from federation.access.share_elasticsearch import MAPPING, ElasticsearchShareStore
+from federation.cache.elasticsearch import make_client
 from federation.errors import AccessError, AuthenticationError
 from federation.models import PatientQuery
 from federation.settings import CacheSettings
 from federation.settings_security import ShareSettings
-from federation.share import ShareCodes
-from federation.share_elasticsearch import MAPPING, ElasticsearchShareStore
 
 pytestmark = pytest.mark.integration
 

@@ -48,9 +48,7 @@ from starlette.routing import Route
 from connectors.base import ConnectorContext
 from connectors.dicomweb import DicomwebConnector
 from connectors.dimse import DimseConnector
-from federation.demo import demo_studies
-from federation.demo.qido_peer import create_qido_app
-from federation.engine import FederationEngine
+from federation.engine.engine import FederationEngine
 from federation.errors import (
     ConfigError,
     ConnectorError,
@@ -59,6 +57,8 @@ from federation.errors import (
 )
 from federation.models import Deadline, Freshness, PatientQuery, SourceStatus, StudyQuery
 from federation.settings import DicomwebSourceSettings, DimseSourceSettings
+from pacsfed.demo import demo_studies
+from pacsfed.demo.qido_peer import create_qido_app
 
 pytestmark = pytest.mark.integration
 
@@ -672,7 +672,7 @@ async def test_http2_to_the_simulated_qido_server(pki: Pki, http2: bool, expecte
 
 
 async def test_plain_http_stays_http_1_1_with_http2_on(pki: Pki) -> None:
-    from federation.demo.qido_peer import SimulatedQidoServer
+    from pacsfed.demo.qido_peer import SimulatedQidoServer
 
     async with SimulatedQidoServer(demo_studies("demo-chu-nord")) as server:
         connector = dicomweb(server.base_url, http2=True)
@@ -697,7 +697,7 @@ async def test_elasticsearch_client_uses_the_tls_settings(pki: Pki) -> None:
     """``cache.tls``: our CA and client certificate reach the node (a stand-in answering ``GET /``)."""
     from elasticsearch import TransportError
 
-    from federation.cache_elasticsearch import make_client
+    from federation.cache.elasticsearch import make_client
     from federation.settings import CacheSettings
 
     async def root(request: Request) -> Response:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from peers.listener import ConnectionCounter
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 QUERY = "query($id: String!) { patientHistory(patient: {id: $id}) { exams { studyInstanceUid } } }"
 

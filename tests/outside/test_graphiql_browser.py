@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 CHROMIUM = "/usr/bin/chromium"
 SUBSCRIPTION = """subscription {

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 
 def test_the_graphql_over_http_audit_finds_no_error_and_no_warning(

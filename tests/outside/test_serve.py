@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 QUERY = (
     "query($id: String!) { patientHistory(patient: {id: $id}) { complete sources { source { id } status } } }"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import sync_playwright
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 CHROMIUM = "/usr/bin/chromium"
 CREATE = """mutation { createShareCode(patient: {id: "PA-001"}, ttlSeconds: 3600) { code urlPath } }"""

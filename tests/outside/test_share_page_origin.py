@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 CREATE = 'mutation { createShareCode(patient: {id: "PA-001"}) { code } }'
 

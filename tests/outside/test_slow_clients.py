@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 TRICKLERS = 200
 BODY_TIMEOUT_S = 5.0

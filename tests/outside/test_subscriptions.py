@@ -17,7 +17,7 @@ from typing import Any
 from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 SUBSCRIPTION = """
 subscription($patient: PatientInput!) {

@@ -24,7 +24,7 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportError, TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from federation.demo.signer import DemoSigner
+from pacsfed.demo.signer import DemoSigner
 
 PROTOCOL = "graphql-transport-ws"
 UPDATES = """subscription($deadline: Int) {

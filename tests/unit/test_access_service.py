@@ -8,14 +8,14 @@ import datetime as dt
 import pytest
 from unit.test_engine import Scripted
 
-from federation.access import AccessContext, Principal, PrincipalKind
-from federation.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail
-from federation.engine import FederationEngine
+from federation.access.principals import AccessContext, Principal, PrincipalKind
+from federation.access.share import MemoryShareStore, ShareCodes, normalize_code
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
+from federation.engine.engine import FederationEngine
 from federation.errors import AccessError, AuditError, AuditUnavailable, AuthenticationError, QueryError
 from federation.models import PatientQuery
 from federation.service import HistoryService
 from federation.settings_security import ShareSettings
-from federation.share import MemoryShareStore, ShareCodes, normalize_code
 
 PATIENT = PatientQuery(patient_id="PA-001")
 OTHER = PatientQuery(patient_id="PA-002")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from federation.audit_clock import MAX_GAP_S, SegmentSpan, Timeline
+from federation.audit.clock import MAX_GAP_S, SegmentSpan, Timeline
 
 DAY = 86_400.0
 T = 1_800_000_000.0

@@ -10,13 +10,14 @@ from unit.test_access_service import ListAuditTrail, _user
 from unit.test_engine import Scripted
 
 from connectors.base import SourceAnswer
-from federation.access import AccessContext, Principal, PrincipalKind
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_flood import FloodGate
-from federation.audit_lists import returned_patient_ids
-from federation.engine import FederationEngine
+from federation.access.principals import AccessContext, Principal, PrincipalKind
+from federation.access.share import MemoryShareStore, ShareCodes
+from federation.audit.flood import FloodGate
+from federation.audit.lists import returned_patient_ids
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
+from federation.engine.engine import FederationEngine
 from federation.errors import AccessError, CacheError
-from federation.identity import Identifier, IdentityLink, MemoryIdentityStore
+from federation.identity.resolver import Identifier, IdentityLink, MemoryIdentityStore
 from federation.models import (
     Candidate,
     Deadline,
@@ -30,7 +31,6 @@ from federation.models import (
 )
 from federation.service import HistoryService
 from federation.settings_security import ShareSettings
-from federation.share import MemoryShareStore, ShareCodes
 
 PATIENT = PatientQuery(patient_id="PA-001")
 DUPONT = PatientQuery(family_name="Dupont", given_name="Jean", birth_date=dt.date(1950, 1, 1))

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_journal import START, AuditJournal, Position
+from federation.audit.journal import START, AuditJournal, Position
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
 from federation.errors import AuditError, AuditUnavailable
 
 SECRET = "PA-SECRET-4711"
@@ -139,7 +139,7 @@ async def test_a_torn_last_line_is_skipped_with_a_clean_warning(
     await second.open()
     later = make_record(3)
     await second.append(later)
-    with caplog.at_level(logging.WARNING, logger="federation.audit_journal"):
+    with caplog.at_level(logging.WARNING, logger="federation.audit.journal"):
         records = await read_all(second)
     await second.aclose()
     assert [r.id for r in records] == [*(r.id for r in kept), later.id]
@@ -152,7 +152,7 @@ async def test_an_unreadable_line_is_skipped(journal: AuditJournal, caplog: pyte
     [segment] = segments(journal.directory)
     with segment.open("ab") as file:
         file.write(f'{{"garbage": "{SECRET}"}}\n'.encode())
-    with caplog.at_level(logging.WARNING, logger="federation.audit_journal"):
+    with caplog.at_level(logging.WARNING, logger="federation.audit.journal"):
         records = await read_all(AuditJournal(journal.directory))
     assert [r.exam_count for r in records] == [1]
     assert "unreadable line" in caplog.text

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from peers.pki import Pki, make_pki
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_journal import AuditJournal
-from federation.audit_syslog import SyslogAuditSink, octet_counted, syslog_message
-from federation.audit_trail import JournaledAuditTrail
+from federation.audit.journal import AuditJournal
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
+from federation.audit.syslog_sink import SyslogAuditSink, octet_counted, syslog_message
+from federation.audit.trail import JournaledAuditTrail
 from federation.errors import AuditError, ConfigError
 from federation.settings_security import SyslogSettings
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord, PageKey, newest_page, page_key
-from federation.audit_journal import AuditJournal
-from federation.audit_sink import AuditSink, MemoryAuditSink
-from federation.audit_trail import JournaledAuditTrail, build_audit_trail
+from federation.audit.journal import AuditJournal
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, PageKey, newest_page, page_key
+from federation.audit.sink import AuditSink, MemoryAuditSink
+from federation.audit.trail import JournaledAuditTrail, build_audit_trail
 from federation.errors import AuditError, AuditUnavailable
 from federation.settings import settings_from_mapping
 

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from federation.access import PrincipalKind
-from federation.auth import Authenticator, new_api_key
+from federation.access.auth import Authenticator, new_api_key
+from federation.access.principals import PrincipalKind
 from federation.errors import AuthenticationError
 from federation.settings_security import ApiKeySettings, AuthSettings
 

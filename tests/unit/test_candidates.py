@@ -6,15 +6,15 @@ import datetime as dt
 
 import pytest
 
-from federation.candidates import (
+from federation.identity.candidates import (
     build_candidates,
     candidate_queries,
     name_pattern,
     reference_demographics,
     script_name_pattern,
 )
+from federation.identity.names import MERGE_THRESHOLD, Demographics
 from federation.models import PatientQuery, PersonNameGroups, SourceInfo, StudyRecord
-from federation.names import MERGE_THRESHOLD, Demographics
 
 SOURCES = {
     "a": SourceInfo(id="a", name="A", kind="dimse"),

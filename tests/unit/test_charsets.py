@@ -26,8 +26,8 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-from connectors._normalize import _Reader, person_name_groups, study_record_from_dataset
 from connectors.dicomweb import _record_from_json
+from connectors.normalize import _Reader, person_name_groups, study_record_from_dataset
 from federation.models import StudyRecord
 
 ESC = b"\x1b"

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from federation.app import create_app
-from federation.demo.signer import DemoSigner
 from federation.errors import ConfigError
 from federation.settings import settings_from_mapping
+from pacsfed.app import create_app
+from pacsfed.demo.signer import DemoSigner
 
 EHR = "https://ehr.example.org"
 PREFLIGHT = {

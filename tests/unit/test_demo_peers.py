@@ -14,8 +14,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
-import federation.demo as demo
-from federation.demo import (
+import pacsfed.demo as demo
+from federation.settings import DimseSourceSettings, settings_from_mapping
+from pacsfed.demo import (
     DEMO_PATIENTS,
     DEMO_SOURCES,
     SimulatedDimsePacs,
@@ -24,7 +25,6 @@ from federation.demo import (
     start_demo_hospitals,
     study_uid,
 )
-from federation.settings import DimseSourceSettings, settings_from_mapping
 
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"

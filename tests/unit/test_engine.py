@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import pytest
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
-from federation.cache import MemoryExamCache
-from federation.engine import FederationEngine, Phase
+from federation.cache.base import MemoryExamCache
+from federation.engine.engine import FederationEngine, Phase
+from federation.engine.resilience import CircuitState
 from federation.errors import (
     CacheError,
     CacheUnavailable,
@@ -31,7 +32,6 @@ from federation.models import (
     StudyQuery,
     StudyRecord,
 )
-from federation.resilience import CircuitState
 from federation.settings import CircuitSettings, DicomwebSourceSettings
 
 QUERY = PatientQuery(patient_id="PA-001")
@@ -390,7 +390,7 @@ async def test_a_purge_removes_a_write_that_was_already_on_its_way() -> None:
 async def test_a_write_a_purge_stopped_waiting_for_undoes_itself_for_that_purge_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("federation.engine._PURGE_WAIT_S", 0.01)
+    monkeypatch.setattr("federation.engine.engine._PURGE_WAIT_S", 0.01)
     cache = SlowWriteCache()
     engine = FederationEngine(
         [Scripted("a", uids=["1"]), Scripted("b", uids=["2"])], cache, cache_write_wait_s=0.0

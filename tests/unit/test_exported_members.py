@@ -6,8 +6,20 @@ import importlib
 
 import pytest
 
+PACKAGES = [
+    "connectors",
+    "federation",
+    "federation.access",
+    "federation.audit",
+    "federation.cache",
+    "federation.engine",
+    "federation.identity",
+    "pacsfed.demo",
+    "schema",
+]
 
-@pytest.mark.parametrize("package", ["federation", "connectors", "schema", "federation.demo"])
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_all_is_sorted_and_complete(package: str) -> None:
     module = importlib.import_module(package)
     exported = module.__all__

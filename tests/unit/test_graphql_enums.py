@@ -13,9 +13,9 @@ from asgi_lifespan import LifespanManager
 from dev_app import dev_app
 from graphql import GraphQLEnumType, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType
 
-from federation.access import PrincipalKind
-from federation.audit import AuditAction, AuditOutcome
-from federation.names import Demographics, score
+from federation.access.principals import PrincipalKind
+from federation.audit.records import AuditAction, AuditOutcome
+from federation.identity.names import Demographics, score
 from federation.settings import settings_from_mapping
 from schema.enums import CandidateReasonModel
 from schema.query import build_schema

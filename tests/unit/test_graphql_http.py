@@ -19,9 +19,9 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Route
 
 from federation.errors import AccessError, AuthenticationError, CacheError, QueryError
-from federation.request_id import RequestIdMiddleware
 from federation.settings import ServerSettings, Settings, settings_from_mapping
 from schema.http import GraphQLHandler
+from web.request_id import RequestIdMiddleware
 
 SECRET = "DOE^JANE-19700101"
 """Stands for patient data: it must never come back in an error."""
@@ -309,7 +309,7 @@ async def test_unexpected_errors_are_masked_and_logged_without_values(
 ) -> None:
     query = "{ crash cacheDown badQuery forbidden }"
     async with plain_client(failing_app(mode)) as client:
-        with caplog.at_level(logging.ERROR, logger="pacsfed.graphql"):
+        with caplog.at_level(logging.ERROR, logger="schema.http"):
             response = await client.post("/graphql", json={"query": query, "variables": None})
     assert_masked(response)
     errors = {e["path"][0]: e for e in response.json()["errors"]}

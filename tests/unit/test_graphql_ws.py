@@ -9,7 +9,7 @@ from typing import Any
 
 import graphene
 
-from federation.access import AccessContext, Principal, PrincipalKind
+from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.errors import AccessError, AuthenticationError, QueryError
 from federation.settings import ServerSettings
 from schema import ws as ws_module

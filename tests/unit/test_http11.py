@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from connectors._http11 import BodyTooLarge, ConnectionBroken, Http11Pool
+from connectors.http11 import BodyTooLarge, ConnectionBroken, Http11Pool
 from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]

@@ -16,8 +16,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from federation.http_server import QueryStringFilter, uvicorn_options
 from federation.settings import ServerSettings
+from web.http_server import QueryStringFilter, uvicorn_options
 
 
 async def _hello(_request: object) -> PlainTextResponse:

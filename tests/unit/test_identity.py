@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from federation.errors import ConfigError, QueryError
-from federation.identity import (
+from federation.identity.resolver import (
     Identifier,
     IdentityLink,
     IdentityResolver,

@@ -7,8 +7,7 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.cache import MemoryExamCache
-from federation.cli import render_history
+from federation.cache.base import MemoryExamCache
 from federation.merge import merge_exam, merge_records
 from federation.models import (
     MatchedBy,
@@ -19,6 +18,7 @@ from federation.models import (
     SourceInfo,
     StudyRecord,
 )
+from pacsfed.cli import render_history
 
 SOURCES = {
     "a": SourceInfo(id="a", name="A", kind="dimse"),

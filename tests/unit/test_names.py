@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.names import (
+from federation.identity.names import (
     MERGE_THRESHOLD,
     Demographics,
     MatchScore,

@@ -13,8 +13,8 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-from connectors._normalize import parse_da, parse_tm, study_record_from_dataset
 from connectors.dicomweb import _record_from_json
+from connectors.normalize import parse_da, parse_tm, study_record_from_dataset
 
 
 def _wire(ds: Dataset) -> Dataset:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
-from federation.http_access import cross_site
+from web.http_access import cross_site
 
 
 def _request(host: str, scheme: str = "http", **headers: str) -> Request:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from asgi_lifespan import LifespanManager
 
-from federation.app import create_app
 from federation.settings import settings_from_mapping
+from pacsfed.app import create_app
 from tests.dev_app import dev_settings
 
 SETTINGS = {"cache": {"backend": "memory"}, "sources": [], "auth": {"mode": "none"}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from federation.resilience import CircuitBreaker, CircuitState
+from federation.engine.resilience import CircuitBreaker, CircuitState
 
 
 class Clock:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.cli import main
+from pacsfed.cli import main
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
 

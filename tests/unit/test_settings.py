@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from federation.cli import main
 from federation.errors import ConfigError
 from federation.settings import DicomwebSourceSettings, DimseSourceSettings, load_settings
+from pacsfed.cli import main
 
 CONTRACT_YAML = """
 cache:

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors._oauth2 import OAuth2ClientCredentialsAuth
-from connectors._tls import client_context
+from connectors.oauth2 import OAuth2ClientCredentialsAuth
 from federation.errors import ConfigError, SourceAuthError
 from federation.settings_security import OAuth2ClientCredentials, TlsSettings
+from federation.tls import client_context
 
 SECRET = "very-s3cret"
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from federation._write_through import Answer, WriteThrough
+from federation.engine.write_through import Answer, WriteThrough
 from federation.models import SourceInfo, StudyRecord
 
 

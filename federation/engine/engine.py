@@ -19,7 +19,8 @@ from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from federation._query_state import (
+from federation.cache.base import CachedAnswer, CacheHealth, ExamCache
+from federation.engine._query_state import (
     QueryState,
     SharedRequest,
     SourceResult,
@@ -32,9 +33,8 @@ from federation._query_state import (
     source_setting,
     status_for,
 )
-from federation._write_through import Answer, WriteThrough
-from federation.cache import CachedAnswer, CacheHealth, ExamCache
-from federation.candidates import build_candidates, candidate_queries, reference_demographics
+from federation.engine.resilience import CircuitState
+from federation.engine.write_through import Answer, WriteThrough
 from federation.errors import (
     CacheError,
     CacheUnavailable,
@@ -42,7 +42,8 @@ from federation.errors import (
     QueryError,
     SourceTimeout,
 )
-from federation.identity import IdentityResolver, IdentityStore, PlannedQuery, record_matches
+from federation.identity.candidates import build_candidates, candidate_queries, reference_demographics
+from federation.identity.resolver import IdentityResolver, IdentityStore, PlannedQuery, record_matches
 from federation.models import (
     CacheStatus,
     Deadline,
@@ -58,13 +59,12 @@ from federation.models import (
     StudyQuery,
     StudyRecord,
 )
-from federation.resilience import CircuitState
 from federation.settings import QuerySettings
 
 if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
     from connectors.base import Connector, SourceAnswer
 
-log = logging.getLogger("pacsfed.engine")
+log = logging.getLogger(__name__)
 _CACHE_READ_S = 1.0
 """The longest a query waits for the cache before asking every source live."""
 _PURGE_WAIT_S = 10.0

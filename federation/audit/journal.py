@@ -29,7 +29,7 @@ reused), sets :attr:`AuditJournal.failure` until a write or :meth:`AuditJournal.
 
 Segments are deleted by :meth:`AuditJournal.prune` only when every durable sink has shipped
 them and their last record is older than a keep period by the records' own timeline
-(:mod:`federation.audit_clock`), never by the wall clock alone; the trail calls it.
+(:mod:`federation.audit.clock`), never by the wall clock alone; the trail calls it.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from federation.access import PrincipalKind
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_clock import ClockWatch, SegmentSpan, Timeline
+from federation.access.principals import PrincipalKind
+from federation.audit.clock import ClockWatch, SegmentSpan, Timeline
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
 from federation.errors import AuditError, AuditUnavailable
 
 logger = logging.getLogger(__name__)
@@ -600,7 +600,7 @@ class AuditJournal:
         return removed
 
     async def timeline(self) -> Timeline:
-        """The journal's records as a trusted timeline up to now (:mod:`federation.audit_clock`)."""
+        """The journal's records as a trusted timeline up to now (:mod:`federation.audit.clock`)."""
         return await asyncio.to_thread(lambda: self._timeline_sync(self._snapshot()[0]))
 
     def _timeline_sync(self, segments: list[tuple[int, Path]]) -> Timeline:

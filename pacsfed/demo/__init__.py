@@ -1,7 +1,7 @@
 """Simulated hospitals for ``pacsfed demo`` and benchmarks: two DIMSE PACS and one DICOMweb PACS.
 
 :func:`start_demo_hospitals` starts all three on free loopback ports and says how to reach them in
-pacsfed's source configuration shape; the catalogue they serve is in :mod:`federation.demo.patients`.
+pacsfed's source configuration shape; the catalogue they serve is in :mod:`pacsfed.demo.patients`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from federation.demo.dimse_peer import SimulatedDimsePacs
-from federation.demo.patients import (
+from pacsfed.demo.dimse_peer import SimulatedDimsePacs
+from pacsfed.demo.patients import (
     DEMO_PATIENTS,
     DEMO_SOURCES,
     DEMO_UID_ROOT,
@@ -19,7 +19,7 @@ from federation.demo.patients import (
     demo_studies,
     study_uid,
 )
-from federation.demo.qido_peer import SimulatedQidoServer, create_qido_app
+from pacsfed.demo.qido_peer import SimulatedQidoServer, create_qido_app
 
 CALLING_AE = "PACSFED"
 

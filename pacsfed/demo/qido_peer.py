@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from federation.demo.patients import UTF8_CHARSET, MatchError, MatchKey, record_matches, validate_key
+from pacsfed.demo.patients import UTF8_CHARSET, MatchError, MatchKey, record_matches, validate_key
 
 DICOM_JSON = "application/dicom+json"
 

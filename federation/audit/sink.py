@@ -6,8 +6,8 @@ import collections
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from federation.audit import AuditRecord, PageKey, newest_page
-from federation.audit_clock import Timeline
+from federation.audit.clock import Timeline
+from federation.audit.records import AuditRecord, PageKey, newest_page
 
 
 class AuditSink(ABC):

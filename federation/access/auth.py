@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import jwt
 
-from federation.access import Principal, PrincipalKind, development_principal, known_scopes
+from federation.access.principals import Principal, PrincipalKind, development_principal, known_scopes
 from federation.errors import AuthenticationError, ConfigError
 from federation.settings_security import ApiKeySettings, AuthSettings
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError, TransportError
 
+from federation.access.share import ShareRecord, ShareStore, ShareToken
 from federation.errors import CacheError
 from federation.models import PatientQuery
-from federation.share import ShareRecord, ShareStore, ShareToken
 
 MAPPING: dict[str, Any] = {
     "dynamic": "strict",

@@ -30,8 +30,8 @@ from typing import NoReturn, cast
 
 import httptools
 
-from connectors._tls import tls_failure
 from federation.errors import PacsfedError, SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.tls import tls_failure
 
 MAX_HEAD_BYTES = 64 * 1024
 """Largest response head (status line and headers) accepted."""

@@ -12,11 +12,11 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from federation.access import AccessContext, Principal, PrincipalKind
-from federation.auth import Authenticator
+from federation.access.auth import Authenticator
+from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.errors import AuthenticationError
-from federation.request_id import current_request_id
 from federation.service import HistoryService
+from web.request_id import current_request_id
 
 ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=frozenset())
 """Whoever presents no credential: may only redeem a share code."""

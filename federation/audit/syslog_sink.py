@@ -28,8 +28,8 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-from federation.audit import AuditAction, AuditOutcome, AuditRecord
-from federation.audit_sink import AuditSink
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
+from federation.audit.sink import AuditSink
 from federation.errors import AuditError, ConfigError
 from federation.settings_security import SyslogSettings
 

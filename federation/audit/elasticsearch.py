@@ -2,7 +2,7 @@
 
 The indices get a strict mapping from their own index template, apart from the cache's, and are
 deleted whole once their newest possible record is older than ``retention_days`` (never by the
-cache) both by the wall clock and along the journal's timeline (:mod:`federation.audit_clock`),
+cache) both by the wall clock and along the journal's timeline (:mod:`federation.audit.clock`),
 and never while they hold a record the journal still has (a clock stepped back files fresh
 records under an old month: the sequence numbers tell). Records are written with ``op_type: create`` under their own id, so shipping the same
 journal stretch twice (a replay after a crash or an outage) stores each record once.
@@ -18,9 +18,9 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
-from federation.audit import AuditRecord, PageKey
-from federation.audit_clock import Timeline
-from federation.audit_sink import AuditSink, bare_id, patient_forms
+from federation.audit.clock import Timeline
+from federation.audit.records import AuditRecord, PageKey
+from federation.audit.sink import AuditSink, bare_id, patient_forms
 from federation.errors import AuditError
 
 logger = logging.getLogger(__name__)

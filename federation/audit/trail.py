@@ -10,7 +10,7 @@ answer, the recent local journal answers instead, and :meth:`JournaledAuditTrail
 says the answer is partial.
 
 Journal segments are deleted once every durable sink has shipped them and their last record
-is ``journal_keep_days`` old along the journal's own timeline (:mod:`federation.audit_clock`);
+is ``journal_keep_days`` old along the journal's own timeline (:mod:`federation.audit.clock`);
 with no durable sink (memory backend, no syslog) the journal is the archive and is never pruned.
 Sinks apply their own retention by the same timeline, never by the wall clock alone.
 """
@@ -25,11 +25,11 @@ from collections.abc import Sequence
 
 from elasticsearch import AsyncElasticsearch
 
-from federation.audit import AuditOutcome, AuditRecord, AuditTrail, PageKey, newest_page
-from federation.audit_elasticsearch import ElasticsearchAuditSink
-from federation.audit_journal import START, AuditJournal
-from federation.audit_sink import AuditSink, MemoryAuditSink, matches, newest_first
-from federation.audit_syslog import SyslogAuditSink
+from federation.audit.elasticsearch import ElasticsearchAuditSink
+from federation.audit.journal import START, AuditJournal
+from federation.audit.records import AuditOutcome, AuditRecord, AuditTrail, PageKey, newest_page
+from federation.audit.sink import AuditSink, MemoryAuditSink, matches, newest_first
+from federation.audit.syslog_sink import SyslogAuditSink
 from federation.errors import AuditError, AuditUnavailable
 from federation.settings import Settings
 

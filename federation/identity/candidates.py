@@ -2,7 +2,7 @@
 
 Candidate exams are never mixed into a history's exams; the physician decides. The matching
 keys sent to PACS are deliberately loose (a wildcard on the family name, or the birth date
-alone) so that spelling variants are found; the scoring (federation.names) then ranks them.
+alone) so that spelling variants are found; the scoring (federation.identity.names) then ranks them.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+from federation.identity.names import Demographics, fold, group_parts, score
 from federation.merge import merge_records
 from federation.models import Candidate, PatientQuery, SourceInfo, StudyQuery, StudyRecord
-from federation.names import Demographics, fold, group_parts, score
 
 _MAX_PATTERN_CHARS = 16
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, NotFoundError, TransportError
 
-from federation.cache import CachedAnswer, CacheHealth, ExamCache, document_id
+from federation.cache.base import CachedAnswer, CacheHealth, ExamCache, document_id
 from federation.errors import CacheError, ConfigError
+from federation.identity.names import fold, folded_name, group_parts
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
-from federation.names import fold, folded_name, group_parts
 from federation.settings import CacheSettings
 
 MAPPING: dict[str, Any] = {
@@ -477,7 +477,7 @@ def make_client(settings: CacheSettings) -> AsyncElasticsearch:
     elif settings.username and settings.password is not None:
         auth["basic_auth"] = (settings.username, settings.password.get_secret_value())
     if settings.tls is not None:
-        from connectors._tls import client_context  # the TLS context builder shared with the peers
+        from federation.tls import client_context  # the TLS context builder shared with the peers
 
         if not settings.url.lower().startswith("https://"):
             raise ConfigError("cache.tls needs an https:// cache.url")

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from federation.cache import CachedAnswer
+from federation.cache.base import CachedAnswer
+from federation.engine.resilience import CircuitBreaker
 from federation.errors import ConnectorError, SourceTimeout, SourceUnreachable
-from federation.identity import SourceIdentity
+from federation.identity.resolver import SourceIdentity
 from federation.merge import merge_records
 from federation.models import (
     CacheStatus,
@@ -21,14 +22,13 @@ from federation.models import (
     SourceStatus,
     StudyRecord,
 )
-from federation.resilience import CircuitBreaker
 
 if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
     import asyncio
 
     from connectors.base import Connector
 
-log = logging.getLogger("pacsfed.engine")
+log = logging.getLogger(__name__)
 
 _STATUS_FOR_ERROR: tuple[tuple[type[ConnectorError], SourceStatus], ...] = (
     (SourceTimeout, SourceStatus.TIMEOUT),

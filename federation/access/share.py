@@ -18,8 +18,8 @@ import uuid
 import weakref
 from abc import ABC, abstractmethod
 
-from federation.access import Principal, PrincipalKind, ShareGrant
-from federation.auth import SHARE_TOKEN_PREFIX, hash_secret
+from federation.access.auth import SHARE_TOKEN_PREFIX, hash_secret
+from federation.access.principals import Principal, PrincipalKind, ShareGrant
 from federation.errors import AccessError, AuthenticationError, QueryError
 from federation.models import PatientQuery
 from federation.settings_security import ShareSettings

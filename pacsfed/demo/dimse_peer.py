@@ -25,7 +25,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 
-from federation.demo.patients import (
+from pacsfed.demo.patients import (
     UTF8_CHARSET,
     MatchError,
     MatchKey,

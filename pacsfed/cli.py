@@ -13,17 +13,17 @@ from pathlib import Path
 
 import uvicorn
 
-from federation.access import AccessContext, local_principal
-from federation.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
-from federation.auth import new_api_key
+from federation.access.auth import new_api_key
+from federation.access.principals import AccessContext, local_principal
 from federation.errors import CacheError, ConfigError, PacsfedError
-from federation.http_server import uvicorn_options
-from federation.identity import IdentityLink, parse_links_csv
+from federation.identity.resolver import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, PersonNameGroups, SourceOutcome, SourceStatus
 from federation.settings import Settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
+from pacsfed.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
 from schema.http import EXAMPLE_QUERY
 from schema.query import build_schema
+from web.http_server import uvicorn_options
 
 EXIT_CONFIG = 2
 
@@ -199,8 +199,8 @@ def _apikey_create(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from federation.demo import start_demo_hospitals
-    from federation.demo.signer import DemoSigner
+    from pacsfed.demo import start_demo_hospitals
+    from pacsfed.demo.signer import DemoSigner
 
     hospitals = await start_demo_hospitals()
     state = Path(tempfile.mkdtemp(prefix="pacsfed-demo-"))

@@ -16,7 +16,7 @@ import datetime as dt
 import unicodedata
 from typing import Any, Final
 
-from connectors._normalize import beyond_alphabetic, parse_da, parse_tm
+from connectors.normalize import beyond_alphabetic, parse_da, parse_tm
 from federation.models import StudyRecord
 
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")

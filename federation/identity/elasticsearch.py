@@ -10,7 +10,7 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, TransportError
 
 from federation.errors import CacheError
-from federation.identity import Identifier, IdentityLink, IdentityStore
+from federation.identity.resolver import Identifier, IdentityLink, IdentityStore
 
 MAPPING: dict[str, Any] = {
     "dynamic": "strict",

@@ -12,8 +12,8 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from federation.identity.names import fold, group_parts
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
-from federation.names import fold, group_parts
 
 
 @dataclass(frozen=True)

@@ -18,30 +18,30 @@ from starlette.routing import Route, WebSocketRoute
 
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
-from federation.audit import AuditTrail
-from federation.audit_trail import JournaledAuditTrail, build_audit_trail
-from federation.auth import Authenticator
-from federation.cache import ExamCache, MemoryExamCache
-from federation.cache_elasticsearch import ElasticsearchExamCache
-from federation.engine import FederationEngine
+from federation.access.auth import Authenticator
+from federation.access.share import MemoryShareStore, ShareCodes, ShareStore
+from federation.access.share_elasticsearch import ElasticsearchShareStore
+from federation.audit.records import AuditTrail
+from federation.audit.trail import JournaledAuditTrail, build_audit_trail
+from federation.cache.base import ExamCache, MemoryExamCache
+from federation.cache.elasticsearch import ElasticsearchExamCache
+from federation.engine.engine import FederationEngine
 from federation.errors import ConfigError
-from federation.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
-from federation.identity import IdentityStore, MemoryIdentityStore
-from federation.identity_elasticsearch import ElasticsearchIdentityStore
+from federation.identity.elasticsearch import ElasticsearchIdentityStore
+from federation.identity.resolver import IdentityStore, MemoryIdentityStore
 from federation.models import CacheStatus
-from federation.request_id import RequestIdMiddleware
 from federation.service import HistoryService
 from federation.settings import Settings
-from federation.share import MemoryShareStore, ShareCodes, ShareStore
-from federation.share_elasticsearch import ElasticsearchShareStore
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
 from web.graphiql import graphiql_routes
+from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
+from web.request_id import RequestIdMiddleware
 from web.share_page import share_form, share_view
 
-log = logging.getLogger("pacsfed.app")
+log = logging.getLogger(__name__)
 
 
 def make_cache(settings: Settings) -> ExamCache:

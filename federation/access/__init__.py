@@ -1,0 +1,57 @@
+"""Trust: authentication, principals and scopes, break-the-glass, share codes and their stores."""
+
+from federation.access.auth import Authenticator, hash_secret, new_api_key
+from federation.access.principals import (
+    AccessContext,
+    EmergencyWindow,
+    EmergencyWindows,
+    Principal,
+    PrincipalKind,
+    ShareGrant,
+    audit_patient_ids,
+    clean_reason,
+    development_principal,
+    known_scopes,
+    local_principal,
+    patient_key,
+)
+from federation.access.share import (
+    CreatedShare,
+    MemoryShareStore,
+    RedeemedShare,
+    RedemptionLimiter,
+    ShareCodes,
+    ShareRecord,
+    ShareStore,
+    ShareToken,
+    normalize_code,
+)
+from federation.access.share_elasticsearch import ElasticsearchShareStore
+
+__all__ = [
+    "AccessContext",
+    "Authenticator",
+    "CreatedShare",
+    "ElasticsearchShareStore",
+    "EmergencyWindow",
+    "EmergencyWindows",
+    "MemoryShareStore",
+    "Principal",
+    "PrincipalKind",
+    "RedeemedShare",
+    "RedemptionLimiter",
+    "ShareCodes",
+    "ShareGrant",
+    "ShareRecord",
+    "ShareStore",
+    "ShareToken",
+    "audit_patient_ids",
+    "clean_reason",
+    "development_principal",
+    "hash_secret",
+    "known_scopes",
+    "local_principal",
+    "new_api_key",
+    "normalize_code",
+    "patient_key",
+]

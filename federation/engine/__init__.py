@@ -1,0 +1,14 @@
+"""The engine: planning, fan-out, request sharing, write-through, progressive state and circuit breakers."""
+
+from federation.engine.engine import FederationEngine, HistoryUpdate, Phase
+from federation.engine.resilience import CircuitBreaker, CircuitState
+from federation.engine.write_through import WriteThrough
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitState",
+    "FederationEngine",
+    "HistoryUpdate",
+    "Phase",
+    "WriteThrough",
+]
