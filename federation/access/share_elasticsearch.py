@@ -8,9 +8,10 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError
 
 from federation.access.share import ShareRecord, ShareStore, ShareToken
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, failure
 from federation.errors import CacheError
 from federation.models import PatientQuery
 
@@ -85,7 +86,7 @@ class ElasticsearchShareStore(ShareStore):
         with contextlib.suppress(CacheError):
             await self._ensure_index()
             cutoff = (dt.datetime.now(dt.UTC) - _KEEP_EXPIRED).isoformat()
-            with contextlib.suppress(ApiError, TransportError):
+            with contextlib.suppress(*ELASTICSEARCH_ERRORS):
                 await self._client.delete_by_query(
                     index=self.index, query={"range": {"expires_at": {"lt": cutoff}}}, conflicts="proceed"
                 )
@@ -104,8 +105,8 @@ class ElasticsearchShareStore(ShareStore):
                     )
             else:  # an index made by an earlier version: add the fields it lacks (additive)
                 await self._client.indices.put_mapping(index=self.index, properties=MAPPING["properties"])
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"share store: cannot prepare the index ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "share store: cannot prepare the index") from exc
         self._ready = True
 
     async def _get(self, doc_id: str) -> Any:
@@ -114,8 +115,8 @@ class ElasticsearchShareStore(ShareStore):
             return await self._client.get(index=self.index, id=doc_id)
         except NotFoundError:
             return None
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"share store: read failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "share store: read failed") from exc
 
     async def _put(self, doc_id: str, document: dict[str, Any], **conditions: Any) -> None:
         await self._ensure_index()
@@ -125,8 +126,8 @@ class ElasticsearchShareStore(ShareStore):
             )
         except ConflictError:
             raise
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"share store: write failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "share store: write failed") from exc
 
     async def add(self, record: ShareRecord) -> None:
         await self._put(f"code:{record.code_hash}", _code_doc(record), op_type="create")

@@ -16,11 +16,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, TransportError
+from elasticsearch import AsyncElasticsearch
 
 from federation.audit.clock import Timeline
 from federation.audit.records import AuditRecord, PageKey
 from federation.audit.sink import AuditSink, bare_id, patient_forms
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, failure
 from federation.errors import AuditError
 
 logger = logging.getLogger(__name__)
@@ -112,10 +113,8 @@ class ElasticsearchAuditSink(AuditSink):
                 allow_no_indices=True,
                 ignore_unavailable=True,
             )
-        except (ApiError, TransportError) as exc:
-            raise AuditError(
-                f"elasticsearch: cannot install the audit template ({type(exc).__name__})"
-            ) from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, AuditError, "elasticsearch: cannot install the audit template") from exc
         self._template_ready = True
 
     async def ship(self, records: Sequence[AuditRecord]) -> None:
@@ -129,9 +128,9 @@ class ElasticsearchAuditSink(AuditSink):
             operations.append(audit_document(record))
         try:
             response = await self._client.bulk(operations=operations, refresh="wait_for")
-        except (ApiError, TransportError) as exc:
+        except ELASTICSEARCH_ERRORS as exc:
             self._template_ready = False  # a node that lost its data needs the template again
-            raise AuditError(f"elasticsearch: audit bulk failed ({type(exc).__name__})") from exc
+            raise failure(exc, AuditError, "elasticsearch: audit bulk failed") from exc
         if not response.get("errors"):
             return
         failed = [
@@ -171,8 +170,8 @@ class ElasticsearchAuditSink(AuditSink):
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
-        except (ApiError, TransportError) as exc:
-            raise AuditError(f"elasticsearch: audit search failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, AuditError, "elasticsearch: audit search failed") from exc
         return [_from_document(hit["_source"]) for hit in response["hits"]["hits"]]
 
     async def maintain(self, timeline: Timeline) -> None:
@@ -190,8 +189,8 @@ class ElasticsearchAuditSink(AuditSink):
             found = await self._client.indices.get(
                 index=f"{self.prefix}-*", allow_no_indices=True, ignore_unavailable=True
             )
-        except (ApiError, TransportError) as exc:
-            raise AuditError(f"elasticsearch: cannot list audit indices ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, AuditError, "elasticsearch: cannot list audit indices") from exc
         expired = []
         for name in found:
             match = self._month.match(name)
@@ -214,10 +213,8 @@ class ElasticsearchAuditSink(AuditSink):
         if expired:
             try:
                 await self._client.indices.delete(index=",".join(sorted(expired)))
-            except (ApiError, TransportError) as exc:
-                raise AuditError(
-                    f"elasticsearch: cannot delete expired audit indices ({type(exc).__name__})"
-                ) from exc
+            except ELASTICSEARCH_ERRORS as exc:
+                raise failure(exc, AuditError, "elasticsearch: cannot delete expired audit indices") from exc
             logger.info(
                 "audit: deleted %d expired audit indices: %s", len(expired), ", ".join(sorted(expired))
             )
@@ -242,8 +239,8 @@ class ElasticsearchAuditSink(AuditSink):
                 aggregations={"indices": {"terms": {"field": "_index", "size": max(1, len(names))}}},
                 ignore_unavailable=True,
             )
-        except (ApiError, TransportError) as exc:
-            raise AuditError(f"elasticsearch: cannot check audit indices ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, AuditError, "elasticsearch: cannot check audit indices") from exc
         held = {bucket["key"] for bucket in response["aggregations"]["indices"]["buckets"]}
         for name in sorted(held):
             logger.warning(

@@ -1,7 +1,7 @@
 """The exam cache: the interface, the in-memory cache and the Elasticsearch cache."""
 
 from federation.cache.base import CachedAnswer, CacheHealth, ExamCache, MemoryExamCache, document_id
-from federation.cache.elasticsearch import ElasticsearchExamCache, make_client
+from federation.cache.elasticsearch import ElasticsearchExamCache
 
 __all__ = [
     "CacheHealth",
@@ -10,5 +10,4 @@ __all__ = [
     "ExamCache",
     "MemoryExamCache",
     "document_id",
-    "make_client",
 ]

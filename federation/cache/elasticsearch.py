@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, NotFoundError, TransportError
+from elasticsearch import AsyncElasticsearch, BadRequestError, NotFoundError
 
 from federation.cache.base import CachedAnswer, CacheHealth, ExamCache, document_id
-from federation.errors import CacheError, ConfigError
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, already_exists, failure, make_client
+from federation.errors import CacheError
 from federation.identity.names import fold, folded_name, group_parts
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
 from federation.settings import CacheSettings
@@ -201,8 +202,8 @@ class _BulkBatcher:
         try:
             lines: Any = [s.body for s in batch]  # pre-encoded NDJSON, sent as it is
             response = await self._client.bulk(operations=lines)
-        except (ApiError, TransportError) as exc:
-            error = CacheError(f"bulk write failed ({type(exc).__name__})")
+        except ELASTICSEARCH_ERRORS as exc:
+            error = failure(exc, CacheError, "bulk write failed")
             error.__cause__ = exc
             for submission in live:
                 if not submission.future.done():
@@ -211,7 +212,7 @@ class _BulkBatcher:
         except BaseException as exc:  # cancelled (aclose) or a bug: no caller may wait forever
             for submission in live:
                 if not submission.future.done():
-                    submission.future.set_exception(CacheError(f"bulk write failed ({type(exc).__name__})"))
+                    submission.future.set_exception(failure(exc, CacheError, "bulk write failed"))
             raise
         items: list[dict[str, Any]] = response["items"]
         start = 0
@@ -298,10 +299,10 @@ class ElasticsearchExamCache(ExamCache):
                 else:  # made by an earlier version: give it the fields added since (strict mapping)
                     await self._client.indices.put_mapping(index=index, properties=mapping["properties"])
         except BadRequestError as exc:
-            if exc.error != "resource_already_exists_exception":
+            if not already_exists(exc):
                 raise CacheError(f"cannot prepare the index ({exc.error})") from exc
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"cannot prepare the index ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "cannot prepare the index") from exc
         self._template_ready = True
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
@@ -353,8 +354,8 @@ class ElasticsearchExamCache(ExamCache):
         else:
             try:
                 response = await self._client.bulk(operations=operations)
-            except (ApiError, TransportError) as exc:
-                raise CacheError(f"bulk write failed ({type(exc).__name__})") from exc
+            except ELASTICSEARCH_ERRORS as exc:
+                raise failure(exc, CacheError, "bulk write failed") from exc
             items = response["items"] if response.get("errors") else []
         failed = [
             item
@@ -381,8 +382,8 @@ class ElasticsearchExamCache(ExamCache):
             exams: Any = await self._client.mget(index=self.index, ids=exam_ids) if exam_ids else {"docs": []}
         except NotFoundError:
             return {}
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"cache read failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "cache read failed") from exc
         by_id = {doc["_id"]: doc["_source"] for doc in exams["docs"] if doc.get("found")}
         result: dict[str, CachedAnswer] = {}
         for answer in found:
@@ -431,8 +432,8 @@ class ElasticsearchExamCache(ExamCache):
             ]
             if operations:
                 await self._client.bulk(operations=operations, refresh="wait_for")
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"cache purge failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "cache purge failed") from exc
         return len(answers)
 
     async def search_by_name(
@@ -449,15 +450,15 @@ class ElasticsearchExamCache(ExamCache):
             response = await self._client.search(
                 index=self.index, query=query, size=size, ignore_unavailable=True
             )
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"cache search failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "cache search failed") from exc
         return [_record(hit["_source"]) for hit in response["hits"]["hits"]]
 
     async def health(self) -> CacheHealth:
         """Ping the cluster with the request timeout."""
         try:
             await self._client.cluster.health(timeout="1s")
-        except (ApiError, TransportError) as exc:
+        except ELASTICSEARCH_ERRORS as exc:
             return CacheHealth(CacheStatus.UNAVAILABLE, self.backend, f"{type(exc).__name__}")
         return CacheHealth(CacheStatus.OK, self.backend)
 
@@ -467,25 +468,3 @@ class ElasticsearchExamCache(ExamCache):
             with contextlib.suppress(CacheError):
                 await self._batcher.flush()
         await self._client.close()
-
-
-def make_client(settings: CacheSettings) -> AsyncElasticsearch:
-    """The one AsyncElasticsearch client of the process, with fast failure when the node is down."""
-    auth: dict[str, Any] = {}
-    if settings.api_key is not None:
-        auth["api_key"] = settings.api_key.get_secret_value()
-    elif settings.username and settings.password is not None:
-        auth["basic_auth"] = (settings.username, settings.password.get_secret_value())
-    if settings.tls is not None:
-        from federation.tls import client_context  # the TLS context builder shared with the peers
-
-        if not settings.url.lower().startswith("https://"):
-            raise ConfigError("cache.tls needs an https:// cache.url")
-        auth["ssl_context"] = client_context(settings.tls, alpn=("http/1.1",))
-    return AsyncElasticsearch(
-        settings.url,
-        request_timeout=settings.request_timeout_s,
-        max_retries=0,
-        retry_on_timeout=False,
-        **auth,
-    )

@@ -7,8 +7,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, TransportError
+from elasticsearch import AsyncElasticsearch, BadRequestError
 
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, already_exists, failure
 from federation.errors import CacheError
 from federation.identity.resolver import Identifier, IdentityLink, IdentityStore
 
@@ -59,10 +60,10 @@ class ElasticsearchIdentityStore(IdentityStore):
                     wait_for_active_shards="1",
                 )
         except BadRequestError as exc:
-            if exc.error != "resource_already_exists_exception":
+            if not already_exists(exc):
                 raise CacheError(f"cannot create the identity index ({exc.error})") from exc
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"cannot create the identity index ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "cannot create the identity index") from exc
         self._ready = True
 
     async def add_links(self, links: Sequence[IdentityLink]) -> int:
@@ -85,8 +86,8 @@ class ElasticsearchIdentityStore(IdentityStore):
             )
         try:
             response = await self._client.bulk(operations=operations, refresh="wait_for")
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"identity links could not be written ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "identity links could not be written") from exc
         if response.get("errors"):
             raise CacheError("some identity links were refused")
         return len(links)
@@ -99,8 +100,8 @@ class ElasticsearchIdentityStore(IdentityStore):
             response = await self._client.search(
                 index=self.index, query={"terms": {field: values}}, size=_MAX_HITS
             )
-        except (ApiError, TransportError) as exc:
-            raise CacheError(f"identity lookup failed ({type(exc).__name__})") from exc
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "identity lookup failed") from exc
         return [hit["_source"] for hit in response["hits"]["hits"]]
 
     async def persons_of(self, identifiers: Iterable[Identifier]) -> set[str]:

@@ -16,7 +16,7 @@ from federation.audit.elasticsearch import ElasticsearchAuditSink
 from federation.audit.journal import AuditJournal
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
-from federation.cache.elasticsearch import make_client
+from federation.elasticsearch import make_client
 from federation.settings import CacheSettings, settings_from_mapping
 
 pytestmark = pytest.mark.integration

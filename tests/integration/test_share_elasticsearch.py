@@ -13,7 +13,7 @@ import pytest
 from federation.access.principals import Principal, PrincipalKind
 from federation.access.share import ShareCodes
 from federation.access.share_elasticsearch import MAPPING, ElasticsearchShareStore
-from federation.cache.elasticsearch import make_client
+from federation.elasticsearch import make_client
 from federation.errors import AccessError, AuthenticationError
 from federation.models import PatientQuery
 from federation.settings import CacheSettings

@@ -697,7 +697,7 @@ async def test_elasticsearch_client_uses_the_tls_settings(pki: Pki) -> None:
     """``cache.tls``: our CA and client certificate reach the node (a stand-in answering ``GET /``)."""
     from elasticsearch import TransportError
 
-    from federation.cache.elasticsearch import make_client
+    from federation.elasticsearch import make_client
     from federation.settings import CacheSettings
 
     async def root(request: Request) -> Response:
