@@ -35,7 +35,7 @@ from asgi_lifespan import LifespanManager
 
 from bench._app import bench_app
 from federation.cache.base import document_id
-from federation.cache.elasticsearch import ElasticsearchExamCache, _answer_id, _document
+from federation.cache.elasticsearch import ElasticsearchExamCache, answer_id, exam_document
 from federation.models import MatchedBy, MatchKind, PatientQuery, SourceInfo, StudyRecord
 from federation.settings import settings_from_mapping
 
@@ -116,10 +116,8 @@ def _bulk_lines(cache: ElasticsearchExamCache, patient: int, per_patient: int, n
         for record in records:
             doc_id = document_id(source.id, record.study_instance_uid)
             lines.append(json.dumps({"index": {"_index": cache.index, "_id": doc_id}}))
-            lines.append(json.dumps(_document(source, query, record, now)))
-        lines.append(
-            json.dumps({"index": {"_index": cache.answers_index, "_id": _answer_id(key, source.id)}})
-        )
+            lines.append(json.dumps(exam_document(source, query, record, now)))
+        lines.append(json.dumps({"index": {"_index": cache.answers_index, "_id": answer_id(key, source.id)}}))
         answer = {
             "query_key": key,
             "source_id": source.id,
@@ -206,7 +204,7 @@ async def _compare(
                 key = PatientQuery(patient_id=pid).cache_key() or ""
                 started = time.perf_counter()
                 answers = await cache.client.mget(
-                    index=cache.answers_index, ids=[_answer_id(key, s.id) for s in SOURCES]
+                    index=cache.answers_index, ids=[answer_id(key, s.id) for s in SOURCES]
                 )
                 ids = [
                     document_id(d["_source"]["source_id"], uid)

@@ -76,13 +76,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _answer_id(query_key: str, source_id: str) -> str:
+def answer_id(query_key: str, source_id: str) -> str:
+    """The stable id of one source's answer to one query (the answers index)."""
     return hashlib.sha256(f"{query_key}\x00{source_id}".encode()).hexdigest()
 
 
-def _document(
+def exam_document(
     source: SourceInfo, query: PatientQuery, record: StudyRecord, now: dt.datetime
 ) -> dict[str, Any]:
+    """One study as the exams index stores it."""
     return {
         "source_id": source.id,
         "source_name": source.name,
@@ -330,10 +332,10 @@ class ElasticsearchExamCache(ExamCache):
                     }
                 }
             )
-            operations.append(_document(source, query, record, now))
+            operations.append(exam_document(source, query, record, now))
         if key is not None:
             operations.append(
-                {"index": {"_index": self.answers_index, "_id": _answer_id(key, source.id), **version}}
+                {"index": {"_index": self.answers_index, "_id": answer_id(key, source.id), **version}}
             )
             operations.append(
                 {
@@ -375,7 +377,7 @@ class ElasticsearchExamCache(ExamCache):
             return {}
         try:
             answers = await self._client.mget(
-                index=self.answers_index, ids=[_answer_id(key, sid) for sid in source_ids]
+                index=self.answers_index, ids=[answer_id(key, sid) for sid in source_ids]
             )
             found = [doc["_source"] for doc in answers["docs"] if doc.get("found")]
             exam_ids = [document_id(a["source_id"], uid) for a in found for uid in a["study_uids"]]
