@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from federation.auth import new_api_key
 from federation.demo.signer import DemoSigner
 
 QUERY = (
@@ -29,3 +30,24 @@ def test_a_served_pacsfed_answers_an_authenticated_query_and_refuses_an_anonymou
     answer = httpx.post(server.graphql_url, json=body, headers=headers, timeout=30).json()
     assert "errors" not in answer, answer
     assert answer["data"]["patientHistory"]["sources"] == [{"source": {"id": "hosp-c"}, "status": "OK"}]
+
+
+def test_a_served_pacsfed_with_api_keys_only_answers_an_ehr_s_service_account(
+    pacsfed_server: Callable[..., Any], orthanc_c: Any
+) -> None:
+    key, digest = new_api_key("ehr-a")
+    config = {
+        "cache": {"backend": "memory"},
+        "sources": [{"id": "hosp-c", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}],
+        "auth": {
+            "mode": "api_key",
+            "api_keys": [{"id": "ehr-a", "sha256": digest, "scopes": ["history:read"]}],
+        },
+    }
+    server = pacsfed_server(config)
+    body = {"query": QUERY, "variables": {"id": "PA-001"}}
+    assert httpx.post(server.graphql_url, json=body, timeout=10).status_code == 401
+    answer = httpx.post(server.graphql_url, json=body, headers={"authorization": f"ApiKey {key}"}, timeout=30)
+    assert answer.json()["data"]["patientHistory"]["sources"] == [
+        {"source": {"id": "hosp-c"}, "status": "OK"}
+    ]
