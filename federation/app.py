@@ -222,6 +222,8 @@ def create_app(
             " create), or start with --insecure-dev for development"
         )
 
+    Authenticator(settings.auth)  # a signing key file that cannot be read is a ConfigError now, not at start-up
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with services_from_settings(settings, cache) as services:

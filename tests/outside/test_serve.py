@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,3 +54,29 @@ def test_a_served_pacsfed_with_api_keys_only_answers_an_ehr_s_service_account(
     assert answer.json()["data"]["patientHistory"]["sources"] == [
         {"source": {"id": "hosp-c"}, "status": "OK"}
     ]
+
+
+def test_an_unreadable_signing_key_is_a_configuration_error_with_exit_code_2(
+    pacsfed_install: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-key.pem"
+    config = tmp_path / "pacsfed.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "cache": {"backend": "memory"},
+                "auth": {"mode": "jwt", "issuer": "i", "audience": "a", "public_key_file": str(missing)},
+                "audit": {"journal_dir": str(tmp_path / "audit")},
+            }
+        )
+    )
+    result = subprocess.run(
+        [str(pacsfed_install / "pacsfed"), "serve", "--config", str(config), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "auth.public_key_file: cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
