@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +81,18 @@ def test_an_unreadable_signing_key_is_a_configuration_error_with_exit_code_2(
     assert result.returncode == 2, result.stderr
     assert "auth.public_key_file: cannot be read" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_on_a_busy_port_says_so_before_any_banner(pacsfed_install: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [str(pacsfed_install / "pacsfed"), "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "token" not in result.stdout  # no fresh token for a demo that is not the one answering
