@@ -222,7 +222,8 @@ def create_app(
             " create), or start with --insecure-dev for development"
         )
 
-    Authenticator(settings.auth)  # a signing key file that cannot be read is a ConfigError now, not at start-up
+    # A signing key file that cannot be read is a ConfigError now (exit 2), not a start-up traceback.
+    Authenticator(settings.auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
