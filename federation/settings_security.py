@@ -37,8 +37,10 @@ class ApiKeySettings(_Strict):
 class AuthSettings(_Strict):
     """How callers prove who they are: OIDC bearer JWTs and/or API keys."""
 
-    mode: Literal["jwt", "none"] = "none"
-    """``none`` lets everyone in as a development user; ``pacsfed serve`` refuses it without --insecure-dev."""
+    mode: Literal["jwt", "api_key", "none"] = "none"
+    """``jwt``: OIDC bearer tokens (and API keys); ``api_key``: service accounts' API keys only (an EHR
+    integration without an identity provider); ``none`` lets everyone in as a development user, and
+    ``pacsfed serve`` refuses it without --insecure-dev."""
     issuer: str | None = None
     audience: str | None = None
     jwks_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
@@ -64,6 +66,8 @@ class AuthSettings(_Strict):
                 raise ValueError(f"mode jwt needs {' and '.join(missing)}")
             if (self.jwks_url is None) == (self.public_key_file is None):
                 raise ValueError("mode jwt needs exactly one of jwks_url and public_key_file")
+        if self.mode == "api_key" and not self.api_keys:
+            raise ValueError("mode api_key needs at least one entry in api_keys (pacsfed apikey create)")
         ids = [key.id for key in self.api_keys]
         if len(ids) != len(set(ids)):
             raise ValueError("api key ids must be unique")

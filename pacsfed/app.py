@@ -218,8 +218,12 @@ def create_app(
     if settings.auth.mode == "none" and not insecure_dev:
         raise ConfigError(
             "auth.mode is none (no authentication): configure auth {mode: jwt, issuer, audience,"
-            " jwks_url | public_key_file}, or start with --insecure-dev for development"
+            " jwks_url | public_key_file} or auth {mode: api_key, api_keys: [...]} (pacsfed apikey"
+            " create), or start with --insecure-dev for development"
         )
+
+    # A signing key file that cannot be read is a ConfigError now (exit 2), not a start-up traceback.
+    Authenticator(settings.auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -202,6 +203,10 @@ async def _demo(args: argparse.Namespace) -> int:
     from pacsfed.demo import start_demo_hospitals
     from pacsfed.demo.signer import DemoSigner
 
+    try:  # listen first: a banner with a fresh token must never precede "address already in use"
+        listener = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from exc
     hospitals = await start_demo_hospitals()
     state = Path(tempfile.mkdtemp(prefix="pacsfed-demo-"))
     try:
@@ -240,8 +245,9 @@ async def _demo(args: argparse.Namespace) -> int:
             '    -d \'{"query": "{ patientHistory(patient: {id: \\"DEMO-001\\"}) { complete exams { studyDate modalities description } } }"}\'\n'
         )
         print("Ctrl-C stops the demo.", flush=True)
-        await server.serve()
+        await server.serve(sockets=[listener])
     finally:
+        listener.close()
         await hospitals.stop()
     return 0
 

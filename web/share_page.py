@@ -83,7 +83,11 @@ def _history_html(history: PatientHistory) -> str:
     sources = "".join(
         f"<li>{html.escape(outcome.source.name)}: {outcome.status.value}</li>" for outcome in history.sources
     )
-    partial = "" if history.complete else '<p class="warn">Some hospitals did not answer in time.</p>'
+    partial = (
+        ""
+        if history.complete
+        else '<p class="warn">Not every hospital answered (see below): exams they hold are not shown.</p>'
+    )
     table = (
         "<table><tr><th>Date</th><th>Modality</th><th>Description</th><th>Hospital</th><th>Study UID</th></tr>"
         + "".join(rows)

@@ -201,3 +201,23 @@ async def test_mode_none_lets_everyone_in_as_the_development_user() -> None:
     principal = await Authenticator(AuthSettings(mode="none")).authenticate(None)
     assert principal.kind is PrincipalKind.DEVELOPMENT
     assert "history:read" in principal.scopes
+
+
+async def test_mode_api_key_takes_api_keys_only(tmp_path: Path, rsa_key: Any) -> None:
+    key, digest = new_api_key("ehr")
+    auth = Authenticator(
+        AuthSettings(
+            mode="api_key", api_keys=[ApiKeySettings(id="ehr", sha256=digest, scopes=["history:read"])]
+        )
+    )
+    assert not auth.insecure
+    assert (await auth.authenticate(f"ApiKey {key}")).subject == "apikey:ehr"
+    for header, code in ((None, "UNAUTHENTICATED"), (f"Bearer {_token(rsa_key)}", "BAD_TOKEN")):
+        with pytest.raises(AuthenticationError) as caught:
+            await auth.authenticate(header)
+        assert caught.value.code == code
+
+
+def test_mode_api_key_needs_a_key() -> None:
+    with pytest.raises(ValueError, match="at least one entry in api_keys"):
+        AuthSettings(mode="api_key")
