@@ -40,69 +40,38 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
-
-from pydantic import ValidationError
 
 from federation.access.principals import PrincipalKind
-from federation.audit.clock import ClockWatch, SegmentSpan, Timeline
+from federation.audit._journal_upkeep import JournalUpkeep
+from federation.audit._segments import START, Position, edge_records, fsync_dir, reason_of, segment_name
+from federation.audit.clock import ClockWatch, SegmentSpan
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
 from federation.errors import AuditError, AuditUnavailable
 
+__all__ = ["DEFAULT_SEGMENT_BYTES", "START", "SYSTEM_ACTOR", "AuditJournal", "Position"]
+
 logger = logging.getLogger(__name__)
 
-_SEGMENT = re.compile(r"^audit-(\d{12})\.jsonl$")
-_CURSOR_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 _REMEMBERED_RECORDS = 1000
 """How many of the newest fsync'd records readers get from memory, without a thread or a file."""
 
-
-class Position(NamedTuple):
-    """A place in the journal: everything before byte ``offset`` of segment ``segment`` (and before it)."""
-
-    segment: int
-    offset: int
-
-
-START = Position(0, 0)
-"""Before the first record ever written."""
-
 _Pending = tuple[AuditRecord, "asyncio.Future[None] | None"]
 """A record waiting for the next fsync, and its writer's future (None: nobody waits)."""
-_EDGE_BYTES = 64 * 1024
-"""How much of a segment's head and tail is read for its first and last record."""
 SYSTEM_ACTOR = "system:pacsfed"
 _PROBE_ROOM = 1024 * 1024
 """Free bytes below which readiness checks by writing a block, not by the free space alone."""
 
 
-def _segment_name(number: int) -> str:
-    return f"audit-{number:012d}.jsonl"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-class AuditJournal:
+class AuditJournal(JournalUpkeep):
     """Append-only local journal of audit records, with per-sink shipping cursors."""
 
     def __init__(
@@ -165,12 +134,12 @@ class AuditJournal:
             found = self._segments()
             self.journal_id = self._journal_id()
             for _, path in reversed(found):
-                _, last = _edge_records(path)
+                _, last = edge_records(path)
                 if last is not None:
                     self._seq, self._watch = last.seq or 0, ClockWatch(newest_at=last.at.timestamp())
                     break
         except OSError as exc:
-            raise AuditError(f"the audit journal directory is unusable ({_reason(exc)})") from exc
+            raise AuditError(f"the audit journal directory is unusable ({reason_of(exc)})") from exc
         self._next_segment = max((number for number, _ in found), default=0) + 1
 
     def _journal_id(self) -> str:
@@ -189,7 +158,7 @@ class AuditJournal:
         finally:
             os.close(fd)
         os.replace(temp, path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return new
 
     def _lock(self) -> int:
@@ -324,7 +293,7 @@ class AuditJournal:
             self._close_segment()
             if start.offset == 0:
                 self._discard(start.segment)
-            raise AuditUnavailable(f"the audit journal cannot be written ({_reason(exc)})") from exc
+            raise AuditUnavailable(f"the audit journal cannot be written ({reason_of(exc)})") from exc
         with self._state:
             self._committed = Position(start.segment, start.offset + len(data))
         return start
@@ -333,29 +302,29 @@ class AuditJournal:
         self._close_segment()
         assert self._next_segment is not None
         number = self._next_segment
-        path = self.directory / _segment_name(number)
+        path = self.directory / segment_name(number)
         self._next_segment = number + 1
         with self._state:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 self._next_segment = number
-                raise AuditUnavailable(f"cannot start an audit journal segment ({_reason(exc)})") from exc
+                raise AuditUnavailable(f"cannot start an audit journal segment ({reason_of(exc)})") from exc
             self._committed = Position(number, 0)
             self._fd, self._fd_day = fd, today
         try:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             self._close_segment()
             self._discard(number)
-            raise AuditUnavailable(f"cannot sync the audit journal directory ({_reason(exc)})") from exc
+            raise AuditUnavailable(f"cannot sync the audit journal directory ({reason_of(exc)})") from exc
         logger.info("audit journal: started segment %d", number)
 
     def _discard(self, number: int) -> None:
         """Remove segment ``number``, which a failed first write left empty, and reuse its name."""
         with contextlib.suppress(OSError):
-            (self.directory / _segment_name(number)).unlink(missing_ok=True)
-            _fsync_dir(self.directory)
+            (self.directory / segment_name(number)).unlink(missing_ok=True)
+            fsync_dir(self.directory)
         if self._next_segment == number + 1:
             self._next_segment = number
 
@@ -366,7 +335,7 @@ class AuditJournal:
         try:
             await loop.run_in_executor(self._executor, self._probe_sync)
         except OSError as exc:
-            self.failure = f"the audit journal cannot be written ({_reason(exc)})"
+            self.failure = f"the audit journal cannot be written ({reason_of(exc)})"
             return self.failure
         self.failure = None
         return None
@@ -411,244 +380,6 @@ class AuditJournal:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
-    # --- reading ---------------------------------------------------------------------------
-
-    @property
-    def end(self) -> Position | None:
-        """Just past the last record this process has fsync'd (in the newest segment); None before its first write."""
-        return self._committed
-
-    def _segments(self) -> list[tuple[int, Path]]:
-        found = []
-        for entry in os.scandir(self.directory):
-            match = _SEGMENT.match(entry.name)
-            if match:
-                found.append((int(match.group(1)), Path(entry.path)))
-        return sorted(found)
-
-    async def read(
-        self, after: Position, *, max_records: int = 500, max_bytes: int = 4 * 1024 * 1024
-    ) -> tuple[list[AuditRecord], Position]:
-        """Records written after ``after`` (oldest first) and the position just past the last one read."""
-        if after in self._remembered:  # a shipper keeping up: the records it wants were just written
-            records: list[AuditRecord] = []
-            while len(records) < max_records and (entry := self._remembered.get(after)) is not None:
-                records.append(entry[0])
-                after = entry[1]
-            return records, after
-        return await asyncio.to_thread(self._read_sync, after, max_records, max_bytes)
-
-    def _read_sync(
-        self, after: Position, max_records: int, max_bytes: int
-    ) -> tuple[list[AuditRecord], Position]:
-        records: list[AuditRecord] = []
-        position = after
-        segments, committed = self._snapshot(after)
-        for number, path in segments:
-            if number < after.segment:
-                continue
-            start = after.offset if number == after.segment else 0
-            position = Position(number, start)
-            chunk = self._chunk(number, path, start, max_bytes, committed)
-            if chunk is None:
-                continue  # pruned meanwhile
-            data, available, is_open = chunk
-            for record, end in _lines(data, number, start):
-                if record is not None:
-                    records.append(record)
-                position = Position(number, end)
-                if len(records) >= max_records:
-                    return records, position
-            if len(data) < available or is_open:
-                return records, position  # more to read next time, or the segment still being written
-            if position.offset < start + len(data):
-                logger.warning(
-                    "audit journal: skipping a torn last line in segment %d (%d bytes)",
-                    number,
-                    start + len(data) - position.offset,
-                )
-            position = Position(number + 1, 0)
-        return records, position
-
-    def _snapshot(self, after: Position = START) -> tuple[list[tuple[int, Path]], Position | None]:
-        """The segments (from ``after``'s on) and the open one's fsync'd end, taken together (never mid-rotation)."""
-        try:
-            with self._state:
-                committed = self._committed
-                if committed is not None and after.segment == committed.segment:
-                    # Only the open segment, the newest, is left to read: no need to list the directory
-                    # (a shipper reads after every record; the journal keeps weeks of segments).
-                    return [(committed.segment, self.directory / _segment_name(committed.segment))], committed
-                return self._segments(), committed
-        except OSError as exc:
-            raise AuditError(f"the audit journal cannot be read ({_reason(exc)})") from exc
-
-    @staticmethod
-    def _chunk(
-        number: int, path: Path, start: int, max_bytes: int, committed: Position | None
-    ) -> tuple[bytes, int, bool] | None:
-        """Up to ``max_bytes`` (at least one whole line) of a segment from ``start``, the bytes available, open?."""
-        is_open = committed is not None and committed.segment == number
-        try:
-            with path.open("rb") as file:
-                limit = (
-                    committed.offset if is_open and committed is not None else os.fstat(file.fileno()).st_size
-                )
-                available = max(0, limit - start)
-                file.seek(start)
-                data = file.read(min(available, max_bytes))
-                while len(data) < available and b"\n" not in data:
-                    data += file.read(min(available - len(data), max_bytes))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise AuditError(f"the audit journal cannot be read ({_reason(exc)})") from exc
-        return data, available, is_open
-
-    async def recent(self, max_bytes: int = 16 * 1024 * 1024) -> list[AuditRecord]:
-        """The newest records held locally (oldest first), reading at most about ``max_bytes``."""
-        return await asyncio.to_thread(self._recent_sync, max_bytes)
-
-    def _recent_sync(self, max_bytes: int) -> list[AuditRecord]:
-        chosen: list[tuple[int, bytes]] = []
-        total = 0
-        segments, committed = self._snapshot()
-        for number, path in reversed(segments):
-            chunk = self._chunk(number, path, 0, max_bytes, committed)
-            if chunk is None:
-                continue
-            chosen.append((number, chunk[0]))
-            total += len(chunk[0])
-            if total >= max_bytes:
-                break
-        return [
-            record
-            for number, data in reversed(chosen)
-            for record, _ in _lines(data, number, 0)
-            if record is not None
-        ]
-
-    # --- cursors and pruning -----------------------------------------------------------------
-
-    def _cursor_path(self, name: str) -> Path:
-        if not _CURSOR_NAME.match(name):
-            raise ValueError(f"bad cursor name {name!r}")
-        return self.directory / f"cursor-{name}.json"
-
-    async def load_cursor(self, name: str) -> Position:
-        """Where sink ``name`` stopped shipping (the start when it never shipped)."""
-        return await asyncio.to_thread(self._load_cursor_sync, name)
-
-    def _load_cursor_sync(self, name: str) -> Position:
-        path = self._cursor_path(name)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return Position(int(data["segment"]), int(data["offset"]))
-        except FileNotFoundError:
-            return START
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Shipping again from the start is safe (sinks are idempotent by record id); losing is not.
-            logger.warning(
-                "audit journal: cursor %s unreadable (%s); shipping from the start", name, type(exc).__name__
-            )
-            return START
-
-    async def save_cursor(self, name: str, position: Position) -> None:
-        """Persist sink ``name``'s position atomically (temp file, fsync, rename, directory fsync)."""
-        await asyncio.to_thread(self._save_cursor_sync, name, position)
-
-    def _save_cursor_sync(self, name: str, position: Position) -> None:
-        path = self._cursor_path(name)
-        temp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-        data = json.dumps({"segment": position.segment, "offset": position.offset}).encode()
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-            _fsync_dir(self.directory)
-        except OSError as exc:
-            raise AuditError(f"cannot save the audit cursor {name} ({_reason(exc)})") from exc
-
-    async def prune(self, shipped: Position, keep_s: float) -> int:
-        """Delete segments wholly before ``shipped`` whose last record is ``keep_s`` old by the timeline."""
-        return await asyncio.to_thread(self._prune_sync, shipped, keep_s)
-
-    def _prune_sync(self, shipped: Position, keep_s: float) -> int:
-        removed = 0
-        try:
-            segments, committed = self._snapshot()
-            timeline = self._timeline_sync(segments)
-            for number, path in segments:
-                if number >= shipped.segment or (committed is not None and number >= committed.segment):
-                    break
-                age = timeline.segment_age(number)
-                if age is not None and age < keep_s:
-                    break  # the rest are younger by the records' own order
-                path.unlink()
-                self._spans.pop(number, None)
-                removed += 1
-            if removed:
-                _fsync_dir(self.directory)
-        except (OSError, AuditError) as exc:
-            logger.warning("audit journal: pruning stopped (%s)", type(exc).__name__)
-        if removed:
-            logger.info("audit journal: deleted %d shipped segments", removed)
-        return removed
-
-    async def timeline(self) -> Timeline:
-        """The journal's records as a trusted timeline up to now (:mod:`federation.audit.clock`)."""
-        return await asyncio.to_thread(lambda: self._timeline_sync(self._snapshot()[0]))
-
-    def _timeline_sync(self, segments: list[tuple[int, Path]]) -> Timeline:
-        spans = []
-        for number, path in segments:
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                continue
-            known = self._spans.get(number)
-            if known is None or known[0] != size:
-                first, last = _edge_records(path)
-                span = SegmentSpan(
-                    number,
-                    first.at.timestamp() if first else None,
-                    last.at.timestamp() if last else None,
-                    first.seq if first else None,
-                )
-                known = (size, span)
-                self._spans[number] = known
-            spans.append(known[1])
-        return Timeline(spans, self.clock(), journal=self.journal_id)
-
-
-def _edge_records(path: Path) -> tuple[AuditRecord | None, AuditRecord | None]:
-    """The first and the last readable record of a segment (quietly: torn lines are expected here)."""
-    try:
-        with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            head = file.read(_EDGE_BYTES)
-            file.seek(max(0, size - _EDGE_BYTES))
-            tail = file.read(_EDGE_BYTES)
-    except FileNotFoundError:
-        return None, None
-    first = next((r for r in map(_quiet, head.split(b"\n")) if r is not None), None)
-    tail_lines = tail.split(b"\n")[0 if size <= _EDGE_BYTES else 1 :]
-    last = next((r for r in map(_quiet, reversed(tail_lines)) if r is not None), None)
-    return first, last
-
-
-def _quiet(line: bytes) -> AuditRecord | None:
-    if not line.strip():
-        return None
-    try:
-        return AuditRecord.model_validate_json(line)
-    except ValidationError:
-        return None
-
 
 def _clock_record(before: AuditRecord, step: str) -> AuditRecord:
     """The record of a clock step, journaled just before the record that showed it."""
@@ -661,19 +392,3 @@ def _clock_record(before: AuditRecord, step: str) -> AuditRecord:
         channel="system",
         detail=step,
     )
-
-
-def _lines(data: bytes, segment: int, start: int) -> Iterator[tuple[AuditRecord | None, int]]:
-    """Each whole line of ``data`` (read from byte ``start``) parsed, with the offset just past it."""
-    offset = 0
-    while (newline := data.find(b"\n", offset)) >= 0:
-        yield _parse(data[offset:newline], segment, start + offset), start + newline + 1
-        offset = newline + 1
-
-
-def _parse(line: bytes, segment: int, offset: int) -> AuditRecord | None:
-    try:
-        return AuditRecord.model_validate_json(line)
-    except ValidationError:
-        logger.warning("audit journal: skipping an unreadable line in segment %d at byte %d", segment, offset)
-        return None
