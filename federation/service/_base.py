@@ -1,0 +1,106 @@
+"""What every part of the service shares: its collaborators and writing audit records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from federation.access.principals import (
+    AccessContext,
+    EmergencyWindows,
+    Principal,
+    PrincipalKind,
+)
+from federation.access.share import ShareCodes
+from federation.audit.flood import FloodGate
+from federation.audit.lists import MAX_LISTED, capped, in_parts
+from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
+from federation.engine.engine import FederationEngine
+from federation.errors import AccessError, AuditError, AuditUnavailable
+
+_MAX_AUDITED_SOURCES = 1000
+_AUDITED_FAILURES_PER_MINUTE = 20
+ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=frozenset())
+
+
+class ServiceBase:
+    """The state of :class:`federation.service.HistoryService` and its one way to write audit records."""
+
+    def __init__(
+        self,
+        engine: FederationEngine,
+        audit: AuditTrail,
+        shares: ShareCodes,
+        *,
+        emergency_window_s: float,
+        national_issuer: str | None,
+    ) -> None:
+        self.engine = engine
+        self._audit = audit
+        self._shares = shares
+        self._windows = EmergencyWindows(emergency_window_s)
+        self._national_issuer = national_issuer
+        self._failures = FloodGate(_AUDITED_FAILURES_PER_MINUTE)
+        self._redemptions = FloodGate(shares.max_failures)
+
+    async def _record_parts(
+        self,
+        access: AccessContext,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        patient_ids: list[str],
+        detail: str | None,
+        **fields: Any,
+    ) -> None:
+        """Records naming every one of ``patient_ids``: one record, or parts of ``MAX_LISTED`` saying ``part i/n``."""
+        parts = in_parts(patient_ids, MAX_LISTED)
+        for number, part in enumerate(parts, 1):
+            noted = detail
+            if len(parts) > 1:
+                noted = f"{detail}; part {number}/{len(parts)}" if detail else f"part {number}/{len(parts)}"
+            if number == 2:
+                fields.pop("exam_count", None)  # counted once, in the first part
+            await self.record(access, action, outcome, patient_ids=part, detail=noted, **fields)
+
+    async def record(
+        self,
+        access: AccessContext,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        *,
+        soon: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Write one audit record durably; AuditUnavailable (the action must not go on) when it cannot be.
+
+        ``soon``: queue it for the journal's next batch without waiting (an outcome whose access is durable).
+        """
+        principal = access.principal
+        for name, cap in (("patient_ids", MAX_LISTED), ("sources", _MAX_AUDITED_SOURCES)):
+            values = fields.get(name)
+            if values is not None and len(values) > cap:
+                fields[name], fields[f"{name}_omitted"] = capped(values, cap)
+        record = AuditRecord(
+            action=action,
+            outcome=outcome,
+            actor=principal.subject,
+            actor_kind=principal.kind.value,
+            client_address=access.client_address,
+            request_id=access.request_id,
+            channel=access.channel,
+            **fields,
+        )
+        try:
+            await (self._audit.record_soon(record) if soon else self._audit.record(record))
+        except AuditUnavailable:
+            raise
+        except AuditError as exc:
+            raise AuditUnavailable(str(exc)) from exc
+
+
+def code_of(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else type(exc).__name__
+
+
+def refusal(exc: Exception) -> AuditOutcome:
+    return AuditOutcome.DENIED if isinstance(exc, AccessError) else AuditOutcome.FAILURE
