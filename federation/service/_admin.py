@@ -6,12 +6,7 @@ import base64
 import binascii
 import dataclasses
 
-from federation.access.principals import (
-    AUDIT_READ,
-    IDENTITY_ADMIN,
-    AccessContext,
-    audit_patient_ids,
-)
+from federation.access.principals import AUDIT_READ, IDENTITY_ADMIN, AccessContext, audit_patient_ids
 from federation.audit.lists import audit_id
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, PageKey, page_key
 from federation.errors import AccessError, PacsfedError, QueryError

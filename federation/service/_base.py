@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.access.principals import (
-    AccessContext,
-    EmergencyWindows,
-    Principal,
-    PrincipalKind,
-)
+from federation.access.principals import AccessContext, EmergencyWindows, Principal, PrincipalKind
 from federation.access.share import ShareCodes
 from federation.audit.flood import FloodGate
 from federation.audit.lists import MAX_LISTED, capped, in_parts

@@ -1,0 +1,108 @@
+"""The engine's state and its plain parts: sources, selection, deadlines, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from federation.cache.base import ExamCache
+from federation.engine._query_state import SharedRequest, breaker_for, identity_of, source_setting
+from federation.engine.resilience import CircuitState
+from federation.errors import (
+    QueryError,
+)
+from federation.identity.resolver import IdentityResolver, IdentityStore
+from federation.models import CacheStatus, Deadline, SourceInfo
+from federation.settings import QuerySettings
+
+if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
+    from connectors.base import Connector
+
+T = TypeVar("T")
+
+
+class EngineCore:
+    """What every part of :class:`federation.engine.FederationEngine` shares."""
+
+    def __init__(
+        self,
+        connectors: Sequence[Connector],
+        cache: ExamCache | None,
+        query_settings: QuerySettings | None = None,
+        cache_write_wait_s: float = 0.5,
+        identity_store: IdentityStore | None = None,
+        national_issuer: str | None = None,
+    ) -> None:
+        self._connectors = {connector.id: connector for connector in connectors}
+        self._identity_store = identity_store
+        self._resolver = IdentityResolver(identity_store, national_issuer)
+        self._bare_resolver = IdentityResolver(None, national_issuer)
+        self._breakers = {c.id: breaker_for(c) for c in connectors}
+        self._identities = {c.id: identity_of(c) for c in connectors}
+        self._inflight: dict[tuple[str, str], SharedRequest] = {}
+        self._purges: dict[str, int] = {}
+        self._writes: dict[str, set[asyncio.Task[Any]]] = {}
+        """Cache writes past their purge check, by cache key: a purge waits for them to land first."""
+        self._late_writes: dict[asyncio.Task[Any], list[str | None]] = {}
+        """Writes a purge stopped waiting for, with the sources it purged (None: all): undone on landing."""
+        self._limits = {c.id: asyncio.Semaphore(source_setting(c, "max_concurrency", 4)) for c in connectors}
+        self._cache = cache
+        self._query_settings = query_settings or QuerySettings()
+        self._cache_write_wait_s = cache_write_wait_s
+        self._background: set[asyncio.Task[Any]] = set()
+        self._last_cache_status = CacheStatus.OK if cache is not None else CacheStatus.DISABLED
+
+    @property
+    def sources(self) -> list[SourceInfo]:
+        """Every configured source, in configuration order."""
+        return [connector.info for connector in self._connectors.values()]
+
+    @property
+    def cache(self) -> ExamCache | None:
+        """The exam cache, if one is configured."""
+        return self._cache
+
+    def select(self, source_ids: Sequence[str] | None) -> list[Connector]:
+        """The connectors to ask: all of them, or those named (unknown names are a QueryError)."""
+        if source_ids is None:
+            return list(self._connectors.values())
+        unknown = sorted({sid for sid in source_ids if sid not in self._connectors})
+        if unknown:
+            raise QueryError(f"unknown source ids: {', '.join(unknown)}", code="UNKNOWN_SOURCE")
+        if not source_ids:
+            raise QueryError("sources, when given, must name at least one source", code="BAD_QUERY")
+        wanted = set(source_ids)
+        return [c for sid, c in self._connectors.items() if sid in wanted]
+
+    def deadline_for(self, deadline_ms: int | None) -> Deadline:
+        """The query's deadline: the default, or the one asked for within the allowed range."""
+        limits = self._query_settings
+        if deadline_ms is None:
+            deadline_ms = limits.default_deadline_ms
+        if not 50 <= deadline_ms <= limits.max_deadline_ms:
+            raise QueryError(
+                f"deadlineMs must be between 50 and {limits.max_deadline_ms}", code="BAD_DEADLINE"
+            )
+        return Deadline.after(deadline_ms / 1000)
+
+    @property
+    def identity_store(self) -> IdentityStore | None:
+        """The cross-reference store, if one is configured."""
+        return self._identity_store
+
+    def circuit_state(self, source_id: str) -> CircuitState:
+        """The circuit breaker state of one source."""
+        return self._breakers[source_id].state
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Retrieve it so asyncio does not log "exception was never retrieved".
+            task.exception()
