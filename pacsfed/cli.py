@@ -16,6 +16,7 @@ import uvicorn
 
 from federation.access.auth import new_api_key
 from federation.access.principals import AccessContext, local_principal
+from federation.engine.request import HistoryRequest
 from federation.errors import CacheError, ConfigError, PacsfedError
 from federation.identity.resolver import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, PersonNameGroups, SourceOutcome, SourceStatus
@@ -142,9 +143,11 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
         history = await services.history.patient_history(
             PatientQuery(patient_id=args.patient_id, issuer=args.issuer, national_id=args.national_id),
             _local_access(),
-            deadline_ms=args.deadline_ms,
-            source_ids=args.sources,
-            include_candidates=args.candidates,
+            HistoryRequest(
+                deadline_ms=args.deadline_ms,
+                source_ids=tuple(args.sources) if args.sources is not None else None,
+                include_candidates=args.candidates,
+            ),
         )
     print(history.model_dump_json(indent=2) if args.json else render_history(history))
     return 0 if history.complete else 1

@@ -13,6 +13,7 @@ from federation.access.principals import AccessContext
 from federation.audit.records import AuditRecord
 from federation.engine.engine import FederationEngine
 from federation.engine.engine import HistoryUpdate as HistoryUpdateModel
+from federation.engine.request import HistoryRequest
 from federation.errors import AuthenticationError, CacheError, QueryError
 from federation.identity.resolver import make_link
 from federation.models import Freshness as FreshnessModel
@@ -85,16 +86,17 @@ def history_arguments() -> dict[str, Any]:
     }
 
 
-def history_options(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The engine's keyword arguments for the shared history arguments."""
+def history_request(arguments: dict[str, Any]) -> HistoryRequest:
+    """The typed request for the shared history arguments."""
     freshness = arguments.get("freshness") or FreshnessModel.CACHE_THEN_REFRESH  # an explicit null too
-    return {
-        "deadline_ms": arguments.get("deadline_ms"),
-        "source_ids": arguments.get("sources"),
-        "include_candidates": bool(arguments.get("include_candidates")),
-        "freshness": FreshnessModel(getattr(freshness, "value", freshness)),
-        "reason": arguments.get("reason"),
-    }
+    sources = arguments.get("sources")
+    return HistoryRequest(
+        deadline_ms=arguments.get("deadline_ms"),
+        source_ids=tuple(sources) if sources is not None else None,
+        include_candidates=bool(arguments.get("include_candidates")),
+        freshness=FreshnessModel(getattr(freshness, "value", freshness)),
+        reason=arguments.get("reason"),
+    )
 
 
 class Query(graphene.ObjectType):
@@ -135,7 +137,7 @@ class Query(graphene.ObjectType):
         _root: Any, info: Any, patient: Any, **arguments: Any
     ) -> PatientHistoryModel:
         return await service_of(info).patient_history(
-            patient_query(patient), access_of(info), **history_options(arguments)
+            patient_query(patient), access_of(info), history_request(arguments)
         )
 
     @staticmethod
@@ -294,7 +296,7 @@ class Subscription(graphene.ObjectType):
         _root: Any, info: Any, patient: Any, **arguments: Any
     ) -> AsyncIterator[HistoryUpdateModel]:
         updates = service_of(info).stream_history(
-            patient_query(patient), access_of(info), **history_options(arguments)
+            patient_query(patient), access_of(info), history_request(arguments)
         )
         async with contextlib.aclosing(updates):
             async for update in updates:

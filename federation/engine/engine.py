@@ -29,6 +29,7 @@ from federation.engine._query_state import (
     status_for,
 )
 from federation.engine._requests import RequestSharing
+from federation.engine.request import HistoryRequest
 from federation.engine.write_through import WriteThrough
 from federation.errors import CacheError, ConnectorError, SourceTimeout
 from federation.identity.candidates import build_candidates, candidate_queries, reference_demographics
@@ -84,21 +85,10 @@ class FederationEngine(RequestSharing, CacheSide):
         include_candidates: bool = False,
         freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
     ) -> PatientHistory:
-        """The patient's merged exam history, with every queried source's status."""
-        history: PatientHistory | None = None
-        async for update in self.stream_history(
-            query,
-            deadline_ms=deadline_ms,
-            source_ids=source_ids,
-            include_candidates=include_candidates,
-            freshness=freshness,
-            progressive=False,
-        ):
-            history = update.history
-        assert history is not None  # stream_history always ends with a FINAL update
-        return history
+        """The patient's merged exam history, with every queried source's status (keywords: see :meth:`answer`)."""
+        return await self.answer(query, _request(deadline_ms, source_ids, include_candidates, freshness))
 
-    async def stream_history(
+    def stream_history(
         self,
         query: PatientQuery,
         *,
@@ -108,6 +98,22 @@ class FederationEngine(RequestSharing, CacheSide):
         freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
         progressive: bool = True,
     ) -> AsyncGenerator[HistoryUpdate, None]:
+        """Progressive updates of the history (keywords: see :meth:`updates`)."""
+        request = _request(deadline_ms, source_ids, include_candidates, freshness)
+        return self.updates(query, request, progressive=progressive)
+
+    async def answer(self, query: PatientQuery, request: HistoryRequest) -> PatientHistory:
+        """The patient's merged exam history as ``request`` asks, with every queried source's status."""
+        history: PatientHistory | None = None
+        async with contextlib.aclosing(self.updates(query, request, progressive=False)) as updates:
+            async for update in updates:
+                history = update.history
+        assert history is not None  # updates always end with a FINAL update
+        return history
+
+    async def updates(
+        self, query: PatientQuery, request: HistoryRequest, *, progressive: bool = True
+    ) -> AsyncGenerator[HistoryUpdate, None]:
         """Yield the cached history (CACHE), then the history after each source answers (SOURCE), then FINAL.
 
         Sources whose cached answer is younger than their ``ttl_s`` answer from the cache at once
@@ -115,8 +121,9 @@ class FederationEngine(RequestSharing, CacheSide):
         LIVE ignores the cache. Demographic candidate queries (asked for, or implied by a
         demographic patient input) follow the identifier queries within the same deadline.
         """
-        connectors = self.select(source_ids)
-        deadline = self.deadline_for(deadline_ms)
+        connectors = self.select(request.source_ids)
+        deadline = self.deadline_for(request.deadline_ms)
+        freshness = request.freshness
         state = QueryState(connectors, time.monotonic())
         plans = await self._plan(query, connectors, state)
         write_through = self._write_through(query)
@@ -128,7 +135,7 @@ class FederationEngine(RequestSharing, CacheSide):
             async with contextlib.aclosing(identified) as updates:
                 async for update in updates:
                     yield update
-        if demographic or include_candidates:
+        if demographic or request.include_candidates:
             async with contextlib.aclosing(self._candidates(query, connectors, deadline, state)) as updates:
                 async for update in updates:
                     if progressive:
@@ -384,3 +391,14 @@ class FederationEngine(RequestSharing, CacheSide):
             await self._cache.aclose()
         if self._identity_store is not None:
             await self._identity_store.aclose()
+
+
+def _request(
+    deadline_ms: int | None, source_ids: Sequence[str] | None, include_candidates: bool, freshness: Freshness
+) -> HistoryRequest:
+    return HistoryRequest(
+        deadline_ms=deadline_ms,
+        source_ids=tuple(source_ids) if source_ids is not None else None,
+        include_candidates=include_candidates,
+        freshness=freshness,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
 
 from federation.access.principals import (
     HISTORY_EMERGENCY,
@@ -19,6 +18,7 @@ from federation.access.principals import (
 from federation.audit.lists import returned_patient_ids
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.engine import HistoryUpdate
+from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, PacsfedError
 from federation.models import PatientHistory, PatientQuery
 from federation.service._base import ServiceBase, code_of
@@ -34,6 +34,10 @@ class _Grant:
     emergency: bool
     studies: frozenset[str] | None
 
+    def narrowed(self, request: HistoryRequest) -> HistoryRequest:
+        """What the engine is asked: the request within this grant's sources and candidates."""
+        return request.but(source_ids=self.source_ids, include_candidates=self.include_candidates)
+
 
 class HistoryReads(ServiceBase):
     """Whole and progressive patient histories, authorized and audited."""
@@ -42,22 +46,20 @@ class HistoryReads(ServiceBase):
         self,
         query: PatientQuery,
         access: AccessContext,
+        request: HistoryRequest | None = None,
         *,
         reason: str | None = None,
         source_ids: Sequence[str] | None = None,
-        include_candidates: bool = False,
-        **options: Any,
     ) -> PatientHistory:
-        """The merged history, if the caller may see it; the access is durable before any source is asked."""
-        grant = await self._authorize(query, access, reason, source_ids, include_candidates)
+        """The merged history, if the caller may see it; the access is durable before any source is asked.
+
+        ``reason`` and ``source_ids`` are shorthands for in-process callers: given, they replace the request's.
+        """
+        request = _asked(request, reason, source_ids)
+        grant = await self._authorize(query, access, request)
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="access")
         try:
-            history = await self.engine.patient_history(
-                query,
-                source_ids=grant.source_ids,
-                include_candidates=grant.include_candidates,
-                **options,
-            )
+            history = await self.engine.answer(query, grant.narrowed(request))
         except PacsfedError as exc:
             await self._record_query(
                 query, access, grant, AuditOutcome.FAILURE, detail=code_of(exc), soon=True
@@ -71,18 +73,16 @@ class HistoryReads(ServiceBase):
         self,
         query: PatientQuery,
         access: AccessContext,
+        request: HistoryRequest | None = None,
         *,
         reason: str | None = None,
         source_ids: Sequence[str] | None = None,
-        include_candidates: bool = False,
-        **options: Any,
     ) -> AsyncGenerator[HistoryUpdate, None]:
         """Progressive updates; audited before the first one leaves, and again with the final count."""
-        grant = await self._authorize(query, access, reason, source_ids, include_candidates)
+        request = _asked(request, reason, source_ids)
+        grant = await self._authorize(query, access, request)
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="progressive-start")
-        updates = self.engine.stream_history(
-            query, source_ids=grant.source_ids, include_candidates=grant.include_candidates, **options
-        )
+        updates = self.engine.updates(query, grant.narrowed(request))
         shown: PatientHistory | None = None  # the last history handed out before a FINAL was recorded
         async with contextlib.aclosing(updates):
             try:
@@ -113,15 +113,13 @@ class HistoryReads(ServiceBase):
                         soon=True,
                     )
 
-    async def _authorize(
-        self,
-        query: PatientQuery,
-        access: AccessContext,
-        reason: str | None,
-        source_ids: Sequence[str] | None,
-        include_candidates: bool,
-    ) -> _Grant:
+    async def _authorize(self, query: PatientQuery, access: AccessContext, request: HistoryRequest) -> _Grant:
         principal = access.principal
+        reason, source_ids, include_candidates = (
+            request.reason,
+            request.source_ids,
+            request.include_candidates,
+        )
         try:
             cleaned = clean_reason(reason)
             sources = self._allowed_sources(principal, source_ids)
@@ -202,3 +200,15 @@ def _restricted(history: PatientHistory, studies: frozenset[str] | None) -> Pati
         return history
     exams = tuple(exam for exam in history.exams if exam.study_instance_uid in studies)
     return history.model_copy(update={"exams": exams, "candidates": ()})
+
+
+def _asked(
+    request: HistoryRequest | None, reason: str | None, source_ids: Sequence[str] | None
+) -> HistoryRequest:
+    """The request, with the in-process shorthands ``reason`` and ``source_ids`` put in when given."""
+    request = request or HistoryRequest()
+    if reason is not None:
+        request = dataclasses.replace(request, reason=reason)
+    if source_ids is not None:
+        request = dataclasses.replace(request, source_ids=tuple(source_ids))
+    return request
