@@ -38,6 +38,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from federation.errors import AccessError, PacsfedError
 from federation.settings import ServerSettings
+from schema._graphiql import EXAMPLE_QUERY as EXAMPLE_QUERY
+from schema._graphiql import GRAPHIQL_HTML
 from schema.execution import is_awaitable
 from schema.limits import DocumentChecker
 from web.request_id import current_request_id
@@ -352,64 +354,3 @@ class GraphQLHandler:
         if result.data is not None or not result.errors or any(e.path for e in result.errors):
             body["data"] = result.data  # null once execution started; absent for a request error
         return body
-
-
-EXAMPLE_QUERY = """query {
-  sources { id name kind }
-  patientHistory(patient: {id: "DEMO-001"}, deadlineMs: 3000) {
-    complete
-    exams {
-      studyInstanceUid studyDate studyTime modalities description accessionNumber
-      patientName numberOfSeries numberOfInstances
-      locations { source { id name } patientId retrieveUrl retrieveAeTitle }
-    }
-    sources { source { id } status latencyMs examCount error }
-  }
-}"""
-"""The query the demo prints and GraphiQL opens with."""
-
-GRAPHIQL_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>pacsfed · GraphiQL</title>
-  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-  <link rel="stylesheet" href="graphql/assets/graphiql.min.css">
-</head>
-<body>
-  <div id="graphiql">Loading GraphiQL…</div>
-  <script src="graphql/assets/react.production.min.js"></script>
-  <script src="graphql/assets/react-dom.production.min.js"></script>
-  <script src="graphql/assets/graphiql.min.js"></script>
-  <script>
-    // Every file comes from this server (web/static/graphiql): GraphiQL works without internet.
-    const placeholder = "Bearer <paste token>";
-    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const inner = GraphiQL.createFetcher({
-      url: window.location.pathname,
-      // Subscriptions over graphql-transport-ws; the headers below travel in connection_init.
-      subscriptionUrl: scheme + "//" + window.location.host + window.location.pathname,
-    });
-    function fetcher(params, options) {
-      const headers = Object.assign({}, options && options.headers);
-      for (const name of Object.keys(headers)) {
-        if (headers[name] === placeholder) delete headers[name];  // not pasted yet: send none
-      }
-      return inner(params, Object.assign({}, options, { headers }));
-    }
-    const defaultQuery = `__EXAMPLE_QUERY__`;
-    // How to authenticate: replace the placeholder with a token (pacsfed demo prints one).
-    const defaultHeaders = JSON.stringify({ Authorization: placeholder }, null, 2);
-    ReactDOM.createRoot(document.getElementById("graphiql")).render(
-      React.createElement(GraphiQL, {
-        fetcher,
-        defaultQuery,
-        defaultHeaders,
-        defaultEditorToolsVisibility: "headers",
-      })
-    );
-  </script>
-</body>
-</html>
-"""
-GRAPHIQL_HTML = GRAPHIQL_HTML.replace("__EXAMPLE_QUERY__", EXAMPLE_QUERY)
