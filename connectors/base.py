@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import httpx
 
 from federation.models import Deadline, SourceInfo, StudyQuery, StudyRecord
+from federation.settings import SourceSettings
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Connector(abc.ABC):
     """
 
     kind: ClassVar[str]
+    """The name of the connector's ``pacsfed.connectors`` entry point, and its sources' ``kind``."""
+    settings_model: ClassVar[type[SourceSettings]]
+    """The pydantic model of its sources' settings: the common keys plus its own; unknown keys refused."""
     supports_issuer_of_patient_id: ClassVar[bool] = False
     """The connector sends IssuerOfPatientID (0010,0021) as a matching key."""
 
