@@ -111,7 +111,8 @@ def identity_of(connector: Connector) -> SourceIdentity:
         source_id=connector.id,
         issuer=getattr(settings, "issuer", None),
         national_id_in=getattr(settings, "national_id_in", "none"),
-        match_issuer=getattr(settings, "match_issuer", False),
+        # A capability, not only a setting: a connector that cannot send the key is never asked to.
+        match_issuer=connector.supports_issuer_of_patient_id and getattr(settings, "match_issuer", False),
     )
 
 
