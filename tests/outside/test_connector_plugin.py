@@ -17,7 +17,7 @@ from pacsfed.demo.signer import DemoSigner
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "pacsfed-example-connector"
 QUERY = """query($id: String!) {
-  patientHistory(patient: {id: $id}) { complete exams { studyInstanceUid description } sources { source { id } status } }
+  patientHistory(patient: {id: $id}) { complete exams { studyInstanceUid studyDate description } sources { source { id } status } }
 }"""
 
 
@@ -48,6 +48,7 @@ def test_a_plugin_kind_with_its_own_keys_answers_through_a_served_pacsfed(
     signer: DemoSigner,
 ) -> None:
     exam = {"patient_id": "EX-1", "study_instance_uid": "1.2.3.4.5", "description": "CT head"}
+    exam["study_date"] = "20240105"
     source = {"id": "lab", "kind": "example", "greeting": "from the plugin", "exams": [exam]}
     server = served(serve_config([source]))
     body = {"query": QUERY, "variables": {"id": "EX-1"}}
@@ -56,7 +57,13 @@ def test_a_plugin_kind_with_its_own_keys_answers_through_a_served_pacsfed(
     assert "errors" not in answer, answer
     history = answer["data"]["patientHistory"]
     assert history["sources"] == [{"source": {"id": "lab"}, "status": "OK"}]
-    assert history["exams"] == [{"studyInstanceUid": "1.2.3.4.5", "description": "from the plugin: CT head"}]
+    assert history["exams"] == [
+        {
+            "studyInstanceUid": "1.2.3.4.5",
+            "studyDate": "2024-01-05",
+            "description": "from the plugin: CT head",
+        }
+    ]
 
 
 def test_an_unknown_key_of_the_plugin_kind_is_refused_by_pacsfed_check(

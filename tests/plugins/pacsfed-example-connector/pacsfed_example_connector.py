@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import Connector, SourceAnswer
+from connectors.dicom import parse_da
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import SourceSettings
 
@@ -19,6 +20,8 @@ class ExampleExam(BaseModel):
     patient_id: str
     study_instance_uid: str
     description: str
+    study_date: str = ""
+    """A DA value (``YYYYMMDD``), read with pacsfed's public DICOM helpers."""
 
 
 class ExampleSourceSettings(SourceSettings):
@@ -44,6 +47,7 @@ class ExampleConnector(Connector):
                 study_instance_uid=exam.study_instance_uid,
                 patient_id=exam.patient_id,
                 description=f"{self.settings.greeting}: {exam.description}",
+                study_date=parse_da(exam.study_date),
             )
             for exam in self.settings.exams
             if exam.patient_id == query.patient_id
