@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 
 from connectors.base import Connector, ConnectorContext
 from federation.errors import ConfigError
-from federation.settings import CONNECTOR_ENTRY_POINTS, SourceSettings
+from federation.settings import CONNECTOR_ENTRY_POINTS, SourceSettings, checked_settings_model
 
 ENTRY_POINT_GROUP = CONNECTOR_ENTRY_POINTS
 
@@ -24,11 +24,7 @@ def load_connector_classes() -> dict[str, type[Connector]]:
             raise ConfigError(f"connector plugin {entry.name!r} is not a Connector subclass")
         if getattr(cls, "kind", None) != entry.name:
             raise ConfigError(f"connector plugin {entry.name!r} declares kind {getattr(cls, 'kind', None)!r}")
-        model = getattr(cls, "settings_model", None)
-        if not (isinstance(model, type) and issubclass(model, SourceSettings)):
-            raise ConfigError(
-                f"connector plugin {entry.name!r} declares no settings_model (a SourceSettings)"
-            )
+        checked_settings_model(entry.name, getattr(cls, "settings_model", None))
         found[entry.name] = cls
     return found
 

@@ -108,15 +108,18 @@ def source_settings_models() -> dict[str, type[SourceSettings]]:
             connector = entry.load()
         except Exception as exc:
             raise ConfigError(f"connector plugin {entry.name!r} failed to load: {exc}") from exc
-        model = getattr(connector, "settings_model", None)
-        if not (isinstance(model, type) and issubclass(model, SourceSettings)):
-            raise ConfigError(
-                f"connector plugin {entry.name!r} declares no settings_model (a SourceSettings)"
-            )
-        if model.model_config.get("extra") != "forbid":
-            raise ConfigError(f"connector plugin {entry.name!r}: its settings_model must refuse unknown keys")
+        model = checked_settings_model(entry.name, getattr(connector, "settings_model", None))
         models[entry.name] = model
     return models
+
+
+def checked_settings_model(kind: str, model: object) -> type[SourceSettings]:
+    """A connector kind's ``settings_model``, if it is a SourceSettings that refuses unknown keys."""
+    if not (isinstance(model, type) and issubclass(model, SourceSettings)):
+        raise ConfigError(f"connector plugin {kind!r} declares no settings_model (a SourceSettings)")
+    if model.model_config.get("extra") != "forbid":
+        raise ConfigError(f"connector plugin {kind!r}: its settings_model must refuse unknown keys")
+    return model
 
 
 def validate_sources(value: Any, models: Mapping[str, type[SourceSettings]]) -> list[SourceSettings]:
