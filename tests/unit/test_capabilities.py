@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from connectors import DicomwebConnector, DimseConnector
@@ -44,10 +46,13 @@ class RecordingWithoutIssuer(Recording):
 
 @pytest.mark.parametrize(("cls", "sent"), [(Recording, "HOSP_A"), (RecordingWithoutIssuer, None)])
 async def test_issuer_of_patient_id_is_sent_only_to_a_connector_that_supports_it(
-    cls: type[Recording], sent: str | None
+    cls: type[Recording], sent: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     connector = cls()
-    engine = FederationEngine([connector], None)
+    with caplog.at_level(logging.WARNING, logger="federation"):
+        engine = FederationEngine([connector], None)
+    said = "match_issuer is set, but a recording connector cannot send IssuerOfPatientID" in caplog.text
+    assert said is (sent is None)
     history = await engine.patient_history(PatientQuery(patient_id="A123", issuer="HOSP_A"))
     assert [o.status for o in history.sources] == [SourceStatus.OK]
     assert [e.study_instance_uid for e in history.exams] == ["1.2.3"]
