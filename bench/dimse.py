@@ -27,8 +27,8 @@ from peers.process import require_binary
 
 from connectors.base import ConnectorContext
 from connectors.dimse import DimseConnector
+from connectors.dimse_settings import DimseSourceSettings
 from federation.models import Deadline, StudyQuery
-from federation.settings import DimseSourceSettings
 
 
 def _p50(samples: list[float]) -> float:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import httpx
 
 from federation.models import Deadline, SourceInfo, StudyQuery, StudyRecord
+from federation.settings import SourceSettings
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,12 @@ class Connector(abc.ABC):
     """
 
     kind: ClassVar[str]
+    """The name of the connector's ``pacsfed.connectors`` entry point, and its sources' ``kind``."""
+    settings_model: ClassVar[type[SourceSettings]]
+    """The pydantic model of its sources' settings: the common keys plus its own; unknown keys refused."""
     supports_issuer_of_patient_id: ClassVar[bool] = False
-    """The connector sends IssuerOfPatientID (0010,0021) as a matching key."""
+    """Capability: the connector sends IssuerOfPatientID (0010,0021) as a matching key. Without it the
+    engine never puts the issuer in a StudyQuery for this connector, whatever ``match_issuer`` says."""
 
     def __init__(self, settings: Any, context: ConnectorContext) -> None:
         self.settings = settings

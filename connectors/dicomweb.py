@@ -16,6 +16,7 @@ import httpx
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dicom_json import MalformedObject, record_from_dicom_json
+from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from connectors.http11 import BodyTooLarge, ConnectionBroken, Http2Selected, Http11Pool
 from connectors.normalize import STUDY_RETURN_KEYWORDS
 from connectors.oauth2 import OAuth2ClientCredentialsAuth
@@ -27,7 +28,6 @@ from federation.errors import (
     SourceUnreachable,
 )
 from federation.models import Deadline, StudyQuery, StudyRecord
-from federation.settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from federation.settings_security import OAuth2ClientCredentials
 from federation.tls import client_context, handshake_failure, tls_failure
 
@@ -56,6 +56,7 @@ class DicomwebConnector(Connector):
     """Queries one PACS with QIDO-RS over HTTP(S)."""
 
     kind = "dicomweb"
+    settings_model = DicomwebSourceSettings
     supports_issuer_of_patient_id = True
 
     settings: DicomwebSourceSettings

@@ -32,10 +32,10 @@ from pynetdicom.status import code_to_category
 from connectors._association_pool import AssociationPool, close_in_background
 from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.dimse_settings import DimseSourceSettings
 from connectors.normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
-from federation.settings import DimseSourceSettings
 from federation.tls import client_context, handshake_failure, server_hostname
 
 # pynetdicom logs whole identifiers (names, IDs, birth dates) by default: never let it.
@@ -105,6 +105,7 @@ class DimseConnector(Connector):
     """Queries one PACS with C-FIND over a DICOM association."""
 
     kind = "dimse"
+    settings_model = DimseSourceSettings
     supports_issuer_of_patient_id = True
 
     settings: DimseSourceSettings

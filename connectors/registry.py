@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from connectors.base import Connector, ConnectorContext
 from federation.errors import ConfigError
-from federation.settings import SourceSettings
+from federation.settings import CONNECTOR_ENTRY_POINTS, SourceSettings, checked_settings_model
 
-ENTRY_POINT_GROUP = "pacsfed.connectors"
+ENTRY_POINT_GROUP = CONNECTOR_ENTRY_POINTS
 
 
 def load_connector_classes() -> dict[str, type[Connector]]:
@@ -23,12 +24,13 @@ def load_connector_classes() -> dict[str, type[Connector]]:
             raise ConfigError(f"connector plugin {entry.name!r} is not a Connector subclass")
         if getattr(cls, "kind", None) != entry.name:
             raise ConfigError(f"connector plugin {entry.name!r} declares kind {getattr(cls, 'kind', None)!r}")
+        checked_settings_model(entry.name, getattr(cls, "settings_model", None))
         found[entry.name] = cls
     return found
 
 
 def build_connectors(
-    sources: list[SourceSettings],
+    sources: Sequence[SourceSettings],
     context: ConnectorContext,
     classes: dict[str, type[Connector]] | None = None,
 ) -> list[Connector]:

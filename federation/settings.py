@@ -7,11 +7,23 @@ The object is built by :func:`load_settings` and passed down; there is no module
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
@@ -19,16 +31,11 @@ from federation.settings_security import (
     AuditSettings,
     AuthSettings,
     GraphqlLimits,
-    OAuth2ClientCredentials,
     ShareSettings,
     TlsSettings,
-    UserIdentitySettings,
 )
 
 SourceId = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
-AeTitle = Annotated[
-    str, Field(pattern=r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
-]
 
 
 class _Strict(BaseModel):
@@ -58,7 +65,11 @@ class CircuitSettings(_Strict):
     reset_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
-class _SourceCommon(_Strict):
+class SourceSettings(_Strict):
+    """The keys every source has; each connector kind's own model adds its keys (its ``settings_model``)."""
+
+    kind: str
+    """The connector kind: the name of its ``pacsfed.connectors`` entry point."""
     id: SourceId
     name: str = ""
     issuer: str | None = None
@@ -79,88 +90,78 @@ class _SourceCommon(_Strict):
     unless ``query_charset`` is null; ``false`` for a PACS that cannot match them."""
 
     @model_validator(mode="after")
-    def _default_name(self) -> _SourceCommon:
+    def _default_name(self) -> SourceSettings:
         if not self.name:
             self.name = self.id
         return self
 
 
-class DimseSourceSettings(_SourceCommon):
-    """A PACS queried with DIMSE C-FIND (PS3.4 C.4.1)."""
-
-    kind: Literal["dimse"]
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)]
-    called_ae: AeTitle
-    calling_ae: AeTitle = "PACSFED"
-    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
-    acse_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
-    dimse_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    network_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    query_charset: str | None = "ISO_IR 192"
-    """SpecificCharacterSet sent in the query, asking the peer to answer in it; null sends none."""
-    max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    association_pool: Annotated[int, Field(ge=0, le=16)] = 2
-    """Open associations kept for reuse (0: a new association per query)."""
-    association_idle_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    """A pooled association unused this long is released."""
-    tls: TlsSettings | None = None
-    """DICOM TLS (PS3.15 B.12, TLS 1.2 or later) when present."""
-    user_identity: UserIdentitySettings | None = None
-
-    @model_validator(mode="after")
-    def _name_keys(self) -> DimseSourceSettings:
-        if self.non_ascii_name_keys is None:
-            self.non_ascii_name_keys = self.query_charset is not None
-        return self
-
-    @model_validator(mode="after")
-    def _identity_over_tls(self) -> DimseSourceSettings:
-        if self.user_identity is not None and self.tls is None:
-            raise ValueError("user_identity is only sent over TLS: configure tls too")
-        return self
+CONNECTOR_ENTRY_POINTS = "pacsfed.connectors"
+"""The entry point group naming each connector class by its kind (built-ins register there too)."""
 
 
-class BasicAuth(_Strict):
-    """HTTP basic credentials."""
-
-    type: Literal["basic"]
-    username: str
-    password: SecretStr
-
-
-class BearerAuth(_Strict):
-    """A static bearer token."""
-
-    type: Literal["bearer"]
-    token: SecretStr
+def source_settings_models() -> dict[str, type[SourceSettings]]:
+    """Each installed connector kind's settings model (its class's ``settings_model``), by kind."""
+    models: dict[str, type[SourceSettings]] = {}
+    for entry in entry_points(group=CONNECTOR_ENTRY_POINTS):
+        try:
+            connector = entry.load()
+        except Exception as exc:
+            raise ConfigError(f"connector plugin {entry.name!r} failed to load: {exc}") from exc
+        model = checked_settings_model(entry.name, getattr(connector, "settings_model", None))
+        models[entry.name] = model
+    return models
 
 
-class DicomwebSourceSettings(_SourceCommon):
-    """A PACS queried with DICOMweb QIDO-RS (PS3.18 10.6)."""
+def checked_settings_model(kind: str, model: object) -> type[SourceSettings]:
+    """A connector kind's ``settings_model``, if it is a SourceSettings that refuses unknown keys."""
+    if not (isinstance(model, type) and issubclass(model, SourceSettings)):
+        raise ConfigError(f"connector plugin {kind!r} declares no settings_model (a SourceSettings)")
+    if model.model_config.get("extra") != "forbid":
+        raise ConfigError(f"connector plugin {kind!r}: its settings_model must refuse unknown keys")
+    return model
 
-    kind: Literal["dicomweb"]
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    auth: Annotated[BasicAuth | BearerAuth | OAuth2ClientCredentials, Field(discriminator="type")] | None = (
-        None
+
+def validate_sources(value: Any, models: Mapping[str, type[SourceSettings]]) -> list[SourceSettings]:
+    """Validate each source by its ``kind``'s model; errors are located ``<index>.<kind>.<key>``."""
+    if not isinstance(value, list | tuple):
+        raise ValueError("sources must be a list of mappings")
+    sources: list[SourceSettings] = []
+    errors: list[InitErrorDetails] = []
+    for index, item in enumerate(value):
+        if isinstance(item, SourceSettings):
+            model = models.get(item.kind)
+            if model is not None and isinstance(item, model):
+                sources.append(item)
+            else:
+                errors.append(_error((index,), "source_kind", f"not a settings model of kind {item.kind!r}"))
+            continue
+        if not isinstance(item, dict):
+            errors.append(_error((index,), "source_type", "a source must be a mapping of keys"))
+            continue
+        kind = item.get("kind")
+        if kind is None:
+            errors.append(_error((index, "kind"), "missing", "Field required"))
+        elif not isinstance(kind, str) or kind not in models:
+            installed = ", ".join(repr(name) for name in sorted(models)) or "none"
+            message = f"no connector is installed for kind {kind!r} (installed: {installed})"
+            errors.append(_error((index,), "source_kind", message))
+        else:
+            try:
+                sources.append(models[kind].model_validate(item))
+            except ValidationError as exc:
+                for detail in exc.errors(include_url=False):
+                    errors.append(_error((index, kind, *detail["loc"]), detail["type"], detail["msg"]))
+    if errors:
+        raise ValidationError.from_exception_data("sources", errors)
+    return sources
+
+
+def _error(loc: tuple[int | str, ...], kind: str, message: str) -> InitErrorDetails:
+    # A kind's own message is passed as is: braces in it are not template fields.
+    return InitErrorDetails(
+        type=PydanticCustomError(kind, message.replace("{", "{{").replace("}", "}}")), loc=loc, input=None
     )
-    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
-    max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    verify_tls: bool = True
-    tls: TlsSettings | None = None
-    """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
-    http2: bool = True
-    """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
-
-    @model_validator(mode="after")
-    def _name_keys(self) -> DicomwebSourceSettings:
-        if self.non_ascii_name_keys is None:
-            self.non_ascii_name_keys = True
-        return self
-
-
-SourceSettings = Annotated[DimseSourceSettings | DicomwebSourceSettings, Field(discriminator="kind")]
 
 
 class ServerSettings(_Strict):
@@ -205,13 +206,19 @@ class Settings(BaseSettings):
     )
 
     cache: CacheSettings = CacheSettings()
-    sources: list[SourceSettings] = []
+    sources: list[SerializeAsAny[SourceSettings]] = []
+    """Each validated by its kind's own model, found through the ``pacsfed.connectors`` entry points."""
     server: ServerSettings = ServerSettings()
     query: QuerySettings = QuerySettings()
     identity: IdentitySettings = IdentitySettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     share: ShareSettings = ShareSettings()
+
+    @field_validator("sources", mode="plain")
+    @classmethod
+    def _sources_by_kind(cls, value: Any) -> list[SourceSettings]:
+        return validate_sources(value, source_settings_models())
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:

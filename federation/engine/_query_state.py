@@ -107,11 +107,20 @@ def breaker_for(connector: Connector) -> CircuitBreaker:
 def identity_of(connector: Connector) -> SourceIdentity:
     """The identity settings of a connector's source."""
     settings = connector.settings
+    # A capability, not only a setting: a connector that cannot send the key is never asked to.
+    match_issuer = bool(getattr(settings, "match_issuer", False))
+    if match_issuer and not connector.supports_issuer_of_patient_id:
+        log.warning(
+            "source %s: match_issuer is set, but a %s connector cannot send IssuerOfPatientID: not sent",
+            connector.id,
+            connector.kind,
+        )
+        match_issuer = False
     return SourceIdentity(
         source_id=connector.id,
         issuer=getattr(settings, "issuer", None),
         national_id_in=getattr(settings, "national_id_in", "none"),
-        match_issuer=getattr(settings, "match_issuer", False),
+        match_issuer=match_issuer,
     )
 
 

@@ -11,10 +11,11 @@ from peers.dicomdata import CATALOGUE, ORTHANC_A
 
 from connectors.base import ConnectorContext
 from connectors.dicomweb import DicomwebConnector
+from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse import DimseConnector
+from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import SourceAuthError
 from federation.models import Deadline, StudyQuery
-from federation.settings import DicomwebSourceSettings, DimseSourceSettings
 from pacsfed.demo import SimulatedDimsePacs, demo_studies
 
 pytestmark = pytest.mark.integration

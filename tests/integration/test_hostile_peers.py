@@ -42,10 +42,12 @@ from fakes import (
 
 from connectors.base import Connector, ConnectorContext
 from connectors.dicomweb import DicomwebConnector
+from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse import DimseConnector
+from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import ConnectorError, SourceProtocolError, SourceTimeout
 from federation.models import Deadline, StudyQuery
-from federation.settings import DicomwebSourceSettings, DimseSourceSettings, settings_from_mapping
+from federation.settings import settings_from_mapping
 from integration.gql import HISTORY_QUERY, running_app, statuses
 from pacsfed.demo import DemoHospitals, start_demo_hospitals
 

@@ -47,7 +47,9 @@ from starlette.routing import Route
 
 from connectors.base import ConnectorContext
 from connectors.dicomweb import DicomwebConnector
+from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse import DimseConnector
+from connectors.dimse_settings import DimseSourceSettings
 from federation.engine.engine import FederationEngine
 from federation.errors import (
     ConfigError,
@@ -56,7 +58,6 @@ from federation.errors import (
     SourceUnreachable,
 )
 from federation.models import Deadline, Freshness, PatientQuery, SourceStatus, StudyQuery
-from federation.settings import DicomwebSourceSettings, DimseSourceSettings
 from pacsfed.demo import demo_studies
 from pacsfed.demo.qido_peer import create_qido_app
 

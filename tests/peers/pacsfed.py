@@ -101,14 +101,26 @@ def _prune(root: Path, keep: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def clean_install(python: str | None = None) -> Path:
-    """The ``bin`` folder of a virtualenv holding pacsfed installed from source, without extras."""
+def clean_install(python: str | None = None, extra_packages: Sequence[Path] = ()) -> Path:
+    """The ``bin`` folder of a virtualenv holding pacsfed installed from source, without extras.
+
+    ``extra_packages`` (project folders, a plugin say) are pip-installed after pacsfed, as a user
+    would; the virtualenv is then cached under the hash of pacsfed and of them.
+    """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=root))
     try:
         source = _copy_source(staging)
+        extras = [
+            Path(shutil.copytree(package, staging / f"extra-{index}", ignore=_NOT_SOURCE))
+            for index, package in enumerate(extra_packages)
+        ]
         key = _source_hash(source)
+        if extras:
+            key = hashlib.sha256(
+                " ".join([key, *(_source_hash(extra) for extra in extras)]).encode()
+            ).hexdigest()[:16]
         venv = root / f"venv-{key}"
         with _locked(root / f"venv-{key}.lock"):
             stamp = venv / ".pacsfed-installed"
@@ -119,6 +131,8 @@ def clean_install(python: str | None = None) -> Path:
                 pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
                 _run([*pip, "install", "--upgrade", "pip"], "pip upgrade")
                 _run([*pip, "install", str(source)], "pip install pacsfed (no extras)")
+                for extra in extras:
+                    _run([*pip, "install", str(extra)], f"pip install {extra.name}")
                 stamp.write_text(key)
             os.utime(venv)
         _prune(root, venv)

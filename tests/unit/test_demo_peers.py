@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
 import pacsfed.demo as demo
-from federation.settings import DimseSourceSettings, settings_from_mapping
+from connectors.dimse_settings import DimseSourceSettings
+from federation.settings import settings_from_mapping
 from pacsfed.demo import (
     DEMO_PATIENTS,
     DEMO_SOURCES,

@@ -16,8 +16,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 
 from connectors.base import ConnectorContext
 from connectors.dimse import DimseConnector
+from connectors.dimse_settings import DimseSourceSettings
 from federation.models import Deadline, StudyQuery
-from federation.settings import DimseSourceSettings
 
 
 def status(code: int) -> Dataset:

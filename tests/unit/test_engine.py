@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.dicomweb_settings import DicomwebSourceSettings
 from federation.cache.base import MemoryExamCache
 from federation.engine.engine import FederationEngine, Phase
 from federation.engine.resilience import CircuitState
@@ -32,7 +33,7 @@ from federation.models import (
     StudyQuery,
     StudyRecord,
 )
-from federation.settings import CircuitSettings, DicomwebSourceSettings
+from federation.settings import CircuitSettings
 
 QUERY = PatientQuery(patient_id="PA-001")
 

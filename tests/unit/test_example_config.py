@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from connectors.dicomweb_settings import DicomwebSourceSettings
+from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import ConfigError
-from federation.settings import DicomwebSourceSettings, DimseSourceSettings, Settings, load_settings
+from federation.settings import Settings, load_settings
 from pacsfed.app import create_app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "pacsfed.example.yaml"

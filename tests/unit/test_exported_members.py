@@ -8,6 +8,7 @@ import pytest
 
 PACKAGES = [
     "connectors",
+    "connectors.dicom",
     "federation",
     "federation.access",
     "federation.audit",

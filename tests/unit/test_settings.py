@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from connectors.dicomweb_settings import DicomwebSourceSettings
+from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import ConfigError
-from federation.settings import DicomwebSourceSettings, DimseSourceSettings, load_settings
+from federation.settings import load_settings
 from pacsfed.cli import main
 
 CONTRACT_YAML = """

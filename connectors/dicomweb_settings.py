@@ -1,0 +1,55 @@
+"""The settings of a DICOMweb source (its ``settings_model``): base URL, authentication, paging, TLS."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from federation.settings import SourceSettings
+from federation.settings_security import OAuth2ClientCredentials, TlsSettings
+
+__all__ = ["BasicAuth", "BearerAuth", "DicomwebSourceSettings"]
+
+
+class BasicAuth(BaseModel):
+    """HTTP basic credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["basic"]
+    username: str
+    password: SecretStr
+
+
+class BearerAuth(BaseModel):
+    """A static bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+
+class DicomwebSourceSettings(SourceSettings):
+    """A PACS queried with DICOMweb QIDO-RS (PS3.18 10.6)."""
+
+    kind: Literal["dicomweb"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    auth: Annotated[BasicAuth | BearerAuth | OAuth2ClientCredentials, Field(discriminator="type")] | None = (
+        None
+    )
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    verify_tls: bool = True
+    tls: TlsSettings | None = None
+    """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
+    http2: bool = True
+    """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
+
+    @model_validator(mode="after")
+    def _name_keys(self) -> DicomwebSourceSettings:
+        if self.non_ascii_name_keys is None:
+            self.non_ascii_name_keys = True
+        return self
