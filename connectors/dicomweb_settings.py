@@ -47,6 +47,10 @@ class DicomwebSourceSettings(SourceSettings):
     """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
     http2: bool = True
     """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
+    proxy: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    """An HTTP proxy (``http://host:port``) every request of this source goes through, the OAuth2
+    token requests too; ``https://`` sources are reached by a CONNECT tunnel. Proxied sources are
+    asked through httpx rather than the lean HTTP/1.1 pool."""
 
     @model_validator(mode="after")
     def _name_keys(self) -> DicomwebSourceSettings:

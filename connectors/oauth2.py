@@ -1,4 +1,4 @@
-"""OAuth 2.0 client-credentials grant (RFC 6749 4.4) as an ``httpx.Auth`` for one DICOMweb source.
+"""OAuth 2.0 client-credentials grant (RFC 6749 4.4) as a ``SourceAuth`` (an ``httpx.Auth``) for one source.
 
 The token is fetched through the source's own client (the auth flow yields the token request,
 so it shares the source's connection pool, TLS settings and timeouts), kept until shortly
@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors.http_auth import SourceAuth
 from federation.errors import SourceAuthError
 from federation.settings_security import OAuth2ClientCredentials
 
@@ -31,7 +32,7 @@ def _renew_margin(lifetime: float) -> float:
     return min(30.0, lifetime / 4)
 
 
-class OAuth2ClientCredentialsAuth(httpx.Auth):
+class OAuth2ClientCredentialsAuth(SourceAuth):
     """Bearer tokens from an OAuth 2.0 token endpoint, cached and renewed (async clients only)."""
 
     requires_response_body = False
@@ -89,6 +90,15 @@ class OAuth2ClientCredentialsAuth(httpx.Auth):
                 finally:
                     await response.aclose()
         return token
+
+    async def authorization(self, client: httpx.AsyncClient, within_s: float) -> bytes:
+        """``Bearer`` and a valid token, fetched through *client* when there is none."""
+        return f"Bearer {await self.token(client, within_s)}".encode()
+
+    def refused(self, authorization: bytes) -> bool:
+        """The PACS refused the token (revoked or expired early): forget it, so that one more is fetched."""
+        self.forget(authorization.decode().removeprefix("Bearer "))
+        return True
 
     def forget(self, token: str) -> None:
         """Drop *token*, which the PACS refused (revoked or expired early): the next use fetches one."""

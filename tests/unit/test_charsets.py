@@ -26,7 +26,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-from connectors.dicomweb import _record_from_json
+from connectors.dicomweb import record_from_json
 from connectors.normalize import _Reader, person_name_groups, study_record_from_dataset
 from federation.models import StudyRecord
 
@@ -408,7 +408,7 @@ def test_dicom_json_names_come_out_nfc_and_split_into_groups() -> None:
         "00081030": {"vr": "LO", "Value": ["IRM CE\u0301RE\u0301BRALE"]},
     }
     warnings: list[str] = []
-    record = _record_from_json(item, "s", warnings)
+    record = record_from_json(item, "s", warnings)
     assert record is not None and warnings == []
     assert (record.patient_name, record.description, record.warnings) == ("Müller^Anna", "IRM CÉRÉBRALE", ())
 

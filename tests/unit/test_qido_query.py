@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.dicomweb import _page_query, query_string
+from connectors.dicomweb import page_query, query_string
 from federation.models import StudyQuery
 
 
@@ -20,7 +20,7 @@ def test_wildcards_stay_and_everything_else_is_percent_encoded() -> None:
 
 
 def test_a_page_repeats_includefield_and_keeps_the_name_pattern() -> None:
-    encoded = _page_query(StudyQuery(patient_name="*山田*"), 100, 0).decode("ascii")
+    encoded = page_query(StudyQuery(patient_name="*山田*"), 100, 0).decode("ascii")
     assert encoded.startswith("includefield=PatientID&includefield=IssuerOfPatientID&")
     assert "&PatientName=*%E5%B1%B1%E7%94%B0*&" in encoded
     assert encoded.endswith("&limit=100&offset=0")
