@@ -36,6 +36,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from peers import OrthancPeer, free_port
 from peers.dicomdata import CATALOGUE, ORTHANC_A, files_for_peer
+from peers.forward_proxy import ForwardProxy
 from peers.pki import Pki, make_pki
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
@@ -43,7 +44,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from connectors.base import ConnectorContext
 from connectors.dicomweb import DicomwebConnector
@@ -624,6 +626,75 @@ async def test_oauth2_token_expiry_and_refusal(orthanc_tls: OrthancPeer, pki: Pk
         finally:
             await good.aclose()
             await bad.aclose()
+
+
+async def test_dicomweb_through_a_proxy_tunnel_with_mutual_tls_and_oauth2(
+    orthanc_tls: OrthancPeer, pki: Pki
+) -> None:
+    """``proxy:`` on an https:// source: a CONNECT tunnel, TLS and the token requests inside it."""
+    tokens, versions = TokenEndpoint(), []
+    async with gateway(orthanc_tls, pki, tokens, versions) as server:
+        with ForwardProxy() as proxy:
+            connector = dicomweb(
+                f"{server.url}/dicom-web", tls=mtls(pki), auth=oauth2(f"{server.url}/token"), proxy=proxy.url
+            )
+            try:
+                answer = await connector.find_studies(StudyQuery(patient_id="PA-001"), Deadline.after(10))
+            finally:
+                await connector.aclose()
+    assert uids(answer) == PA_001
+    assert tokens.issued == ["token-1"]
+    assert proxy.seen and {method for method, _ in proxy.seen} == {"CONNECT"}
+    assert set(connector.protocols) == {"HTTP/2"}
+
+
+BASIC_USER, BASIC_PASSWORD, STATIC_BEARER = "pacsfed", "bas1c-pässword", "static-bearer-value"
+
+
+def guarded_qido_app(tokens: TokenEndpoint, versions: list[str]) -> Starlette:
+    """The demo QIDO-RS app behind each credential a source may hold: Basic, a static bearer, OAuth2 tokens."""
+    qido = create_qido_app(demo_studies("demo-chu-nord"))
+    basic = "Basic " + base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
+        if authorization not in (basic, f"Bearer {STATIC_BEARER}") and not tokens.valid(authorization):
+            await JSONResponse({"error": "invalid_token"}, 401)(scope, receive, send)
+            return
+        versions.append(scope["http_version"])
+        await qido(scope, receive, send)
+
+    return Starlette(routes=[Route("/token", tokens.endpoint, methods=["POST"]), Mount("/", app=guarded)])
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["HTTP/2", "HTTP/1.1"])
+@pytest.mark.parametrize("mode", ["basic", "bearer", "oauth2"])
+async def test_each_auth_mode_on_both_request_paths(pki: Pki, mode: str, http2: bool) -> None:
+    """One authentication per source, read by httpx (HTTP/2) and by the lean HTTP/1.1 pool alike."""
+    tokens, versions = TokenEndpoint(), []
+    async with TlsAsgiServer(guarded_qido_app(tokens, versions), pki) as server:
+        right, wrong = {
+            "basic": (
+                {"type": "basic", "username": BASIC_USER, "password": BASIC_PASSWORD},
+                {"type": "basic", "username": BASIC_USER, "password": "nope"},
+            ),
+            "bearer": ({"type": "bearer", "token": STATIC_BEARER}, {"type": "bearer", "token": "forged"}),
+            "oauth2": (oauth2(f"{server.url}/token"), oauth2(f"{server.url}/token", "not-the-secret")),
+        }[mode]
+        tls = {"ca_file": pki.ca_cert}
+        accepted = dicomweb(f"{server.url}/dicom-web", tls=tls, auth=right, http2=http2)
+        refused = dicomweb(f"{server.url}/dicom-web", tls=tls, auth=wrong, http2=http2)
+        try:
+            answer = await accepted.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+            with pytest.raises(SourceAuthError):
+                await refused.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
+        finally:
+            await accepted.aclose()
+            await refused.aclose()
+    assert answer.records
+    assert set(versions) == {"2" if http2 else "1.1"}
+    assert set(accepted.protocols) == {"HTTP/2" if http2 else "HTTP/1.1"}
+    assert tokens.issued == (["token-1"] if mode == "oauth2" else [])
 
 
 @pytest.mark.parametrize(
