@@ -53,7 +53,7 @@ class DicomwebConnector(Connector):
             tls=settings.tls,
             verify_tls=settings.verify_tls,
             http2=settings.http2,
-            proxy=settings.proxy,
+            proxy=settings.proxy.get_secret_value() if settings.proxy is not None else None,
         )
         """The source's one HTTP request path (lean HTTP/1.1 pool, or httpx for HTTP/2 and proxies)."""
         self.protocols = self.http.protocols

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from federation.settings import SourceSettings
 from federation.settings_security import OAuth2ClientCredentials, TlsSettings
@@ -47,10 +47,17 @@ class DicomwebSourceSettings(SourceSettings):
     """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
     http2: bool = True
     """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
-    proxy: Annotated[str, Field(pattern=r"^https?://")] | None = None
-    """An HTTP proxy (``http://host:port``) every request of this source goes through, the OAuth2
-    token requests too; ``https://`` sources are reached by a CONNECT tunnel. Proxied sources are
-    asked through httpx rather than the lean HTTP/1.1 pool."""
+    proxy: SecretStr | None = None
+    """An HTTP proxy (``http://host:port``, credentials allowed: hence secret) every request of this
+    source goes through, the OAuth2 token requests too; ``https://`` sources are reached by a
+    CONNECT tunnel. Proxied sources are asked through httpx rather than the lean HTTP/1.1 pool."""
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, proxy: SecretStr | None) -> SecretStr | None:
+        if proxy is not None and not proxy.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("proxy must be an http:// or https:// URL")
+        return proxy
 
     @model_validator(mode="after")
     def _name_keys(self) -> DicomwebSourceSettings:

@@ -9,6 +9,7 @@ from peers import OrthancPeer
 from peers.dicomdata import CATALOGUE, ORTHANC_A
 from peers.forward_proxy import ForwardProxy
 from peers.ports import free_port
+from pydantic import ValidationError
 
 from connectors.base import ConnectorContext
 from connectors.dicomweb import DicomwebConnector
@@ -60,3 +61,14 @@ async def test_a_proxy_that_cannot_be_reached_makes_the_source_unreachable(ortha
             await connector.find_studies(StudyQuery(patient_id="PA-001"), Deadline.after(5))
     finally:
         await connector.aclose()
+
+
+def test_the_proxy_is_an_http_url_whose_credentials_stay_secret() -> None:
+    settings = DicomwebSourceSettings(
+        id="web", kind="dicomweb", url="https://pacs.example", proxy="http://pacsfed:pr0xy-pw@proxy:3128"
+    )
+    assert "pr0xy-pw" not in repr(settings)
+    with pytest.raises(ValidationError, match="http:// or https://"):
+        DicomwebSourceSettings(
+            id="web", kind="dicomweb", url="https://pacs.example", proxy="socks5://proxy:1080"
+        )
