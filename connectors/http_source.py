@@ -146,6 +146,7 @@ class HttpSource:
         await self.client.aclose()
 
     def _within(self, deadline: Deadline) -> float:
+        """One request's time: the source's timeout, within the query's deadline."""
         return max(min(self._timeout_s, deadline.remaining()), 0.01)
 
     async def _get_lean(
