@@ -58,7 +58,7 @@ class DicomwebConnector(Connector):
         """The source's one HTTP request path (lean HTTP/1.1 pool, or httpx for HTTP/2 and proxies)."""
         self.protocols = self.http.protocols
         """Requests sent so far per HTTP version ("HTTP/1.1", "HTTP/2"): for tests and metrics."""
-        self._ssl_context = self.http.ssl_context
+        self._ssl_context = self.http.ssl_context  # read by the TLS tests, as before the request path moved
         self._http = self.http.client
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
