@@ -5,9 +5,10 @@ that reaches a peer over the network) in your connector's test suite; ``docs/wri
 walks through it.
 """
 
+from connectors.testing.network import NetworkConnectorConformance
 from connectors.testing.probes import Endpoint, LoopWatch, ResourceCensus, closed_port, silent_port
 from connectors.testing.studies import NO_SUCH_PATIENT, KitStudy, kit_studies
-from connectors.testing.suite import ConnectorConformance, NetworkConnectorConformance
+from connectors.testing.suite import ConnectorConformance
 
 __all__ = [  # noqa: RUF022 - plain sorted() order, the order tests/unit/test_exported_members.py checks
     "ConnectorConformance",

@@ -9,23 +9,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
-from connectors.testing.probes import Endpoint, LoopWatch, ResourceCensus, closed_port, silent_port
+from connectors.testing._checks import (
+    awaited,
+    cancelled_soon,
+    captured_logs,
+    patient_data,
+    run_check,
+    settled,
+    settled_now,
+)
+from connectors.testing.probes import Endpoint, LoopWatch, ResourceCensus
 from connectors.testing.studies import NO_SUCH_PATIENT, KitStudy, kit_studies
-from federation.errors import ConnectorError, SourceTimeout, SourceUnreachable
+from federation.errors import ConnectorError, SourceTimeout
 from federation.models import Deadline, StudyQuery, StudyRecord
 
-__all__ = ["ConnectorConformance", "NetworkConnectorConformance"]
+__all__ = ["ConnectorConformance"]
 
-T = TypeVar("T")
 
 _REQUIRED_FIELDS = (
     "patient_id",
@@ -36,69 +43,10 @@ _REQUIRED_FIELDS = (
     "description",
 )
 _ALWAYS_CHECKED = frozenset({"patient_id", "study_date"})
-_RELEASE_GRACE_S = 2.0
-"""How long threads and sockets may take to go away after ``aclose`` (a thread finishing its last poll)."""
 
 
 _SEEDED: set[tuple[type, int]] = set()
 """(test class, peer) pairs already seeded in this session."""
-
-
-_CHECK_LIMIT_S = 90.0
-"""The longest one check may run: a connector that ignores its deadlines fails instead of hanging the suite."""
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        try:
-            return await asyncio.wait_for(coroutine, _CHECK_LIMIT_S)
-        except TimeoutError:
-            pytest.fail(f"the check did not end in {_CHECK_LIMIT_S:.0f} s: a call ignores its deadline")
-
-    return asyncio.run(bounded())
-
-
-async def _awaited(value: Awaitable[T]) -> T:
-    return await value
-
-
-def _patient_data(studies: Sequence[KitStudy]) -> set[str]:
-    """The strings that identify a kit patient: ids, family names of every group, birth dates."""
-    found: set[str] = set()
-    for study in studies:
-        found.add(study.patient_id)
-        found.add(study.patient_birth_date.strftime("%Y%m%d"))
-        found.add(study.patient_birth_date.isoformat())
-        for group in study.patient_name.split("="):
-            family = group.split("^", 1)[0]
-            if len(family) >= 2:
-                found.add(family)
-    return found
-
-
-class _LogCapture(logging.Handler):
-    """Every log record of INFO and up, from any logger, while a kit test runs."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            self.messages.append(f"{record.name}: {record.getMessage()}")
-
-
-@contextlib.contextmanager
-def _captured_logs() -> Iterator[_LogCapture]:
-    root = logging.getLogger()
-    handler, level = _LogCapture(), root.level
-    root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 class ConnectorConformance:
@@ -162,7 +110,7 @@ class ConnectorConformance:
         if key not in _SEEDED:
             result = self.seed(conformance_peer, self.studies())
             if inspect.isawaitable(result):
-                _run(_awaited(result))
+                run_check(awaited(result))
             _SEEDED.add(key)
         return conformance_peer
 
@@ -231,7 +179,7 @@ class ConnectorConformance:
 
     def check_clean(self, texts: Sequence[str], what: str) -> None:
         """Fail if any text quotes a kit patient's id, family name or birth date."""
-        secrets = _patient_data(self.studies())
+        secrets = patient_data(self.studies())
         for text in texts:
             leaked = sorted(s for s in secrets if s in text)
             assert not leaked, f"{what} carry patient data {leaked}: {text!r}"
@@ -254,7 +202,7 @@ class ConnectorConformance:
                             f"patient name {pn!r}, not {studies[0].patient_name!r}"
                         )
 
-        _run(check())
+        run_check(check())
 
     def test_no_match_is_an_empty_answer(self, seeded_peer: Any) -> None:
         """A PatientID nobody has: an empty answer, not an error."""
@@ -271,7 +219,7 @@ class ConnectorConformance:
                 assert list(answer.records) == [], "a PatientID nobody has found studies"
                 assert not answer.truncated
 
-        _run(check())
+        run_check(check())
 
     def test_non_ascii_names_survive(self, seeded_peer: Any) -> None:
         """Names in Latin, Greek, Cyrillic and Japanese (all three component groups) come back unchanged."""
@@ -291,7 +239,7 @@ class ConnectorConformance:
                     ]
                 assert not wrong, f"names changed on the way: {', '.join(wrong)}"
 
-        _run(check())
+        run_check(check())
 
     def test_demographic_search_finds_the_patient(self, seeded_peer: Any) -> None:
         """With ``supports_demographic_search``: a family-name prefix and a birth date find the studies."""
@@ -308,7 +256,7 @@ class ConnectorConformance:
                     answer = await connector.find_studies(query, Deadline.after(self.query_deadline_s))
                     self.check_answer(answer, studies, connector.id)
 
-        _run(check())
+        run_check(check())
 
     def test_a_call_ends_at_its_deadline_or_when_cancelled(self, seeded_peer: Any) -> None:
         """An expired deadline, and a caller's cancellation, end the call within ``cancel_within_s``."""
@@ -321,11 +269,11 @@ class ConnectorConformance:
                     await connector.find_studies(query, Deadline.after(0.0))
                 late = time.monotonic() - started
                 assert late <= self.cancel_within_s, f"an expired deadline still took {late:.3f} s"
-                await _cancelled_soon(
-                    connector.find_studies(query, Deadline.after(self.query_deadline_s)), self
+                await cancelled_soon(
+                    connector.find_studies(query, Deadline.after(self.query_deadline_s)), self.cancel_within_s
                 )
 
-        _run(check())
+        run_check(check())
 
     def test_the_event_loop_is_never_blocked(self, seeded_peer: Any) -> None:
         """Pings, queries (some at once), an empty answer and ``aclose`` never stall the loop ``loop_block_limit_s``.
@@ -347,7 +295,7 @@ class ConnectorConformance:
                 f"the event loop was blocked for {longest_ms:.0f} ms (limit {limit_ms:.0f} ms)"
             )
 
-        _run(check())
+        run_check(check())
 
     def test_answers_and_logs_carry_no_patient_data_beyond_records(self, seeded_peer: Any) -> None:
         """Log lines (INFO and up, every logger) and warnings never quote an id, a name or a birth date."""
@@ -360,8 +308,8 @@ class ConnectorConformance:
                     )
                     self.check_clean(list(answer.warnings), "warnings")
 
-        with _captured_logs() as logs:
-            _run(check())
+        with captured_logs() as logs:
+            run_check(check())
         self.check_clean(logs.messages, "log lines")
 
     def test_aclose_is_idempotent_and_leaves_nothing_behind(self, seeded_peer: Any) -> None:
@@ -375,132 +323,9 @@ class ConnectorConformance:
                 await connector.ping(deadline)
                 for patient_id in self.patients():
                     await connector.find_studies(StudyQuery(patient_id=patient_id), deadline)
-            return await _settled(before[0].new_sockets)
+            return await settled(before[0].new_sockets)
 
-        sockets = _run(check())
+        sockets = run_check(check())
         assert not sockets, f"sockets left open after aclose: {sockets}"
-        threads = _settled_now(before[0].new_threads)
+        threads = settled_now(before[0].new_threads)
         assert not threads, f"threads left running after aclose: {threads}"
-
-
-class NetworkConnectorConformance(ConnectorConformance):
-    """Also checks what a connector does when its peer is unreachable or silent (the kit's own ports)."""
-
-    dead_deadline_s: ClassVar[float] = 1.5
-    """The deadline given against the silent port: the call must end with SourceTimeout by then."""
-
-    def test_an_unreachable_peer_is_source_unreachable(self, seeded_peer: Any) -> None:
-        """A refused connection raises SourceUnreachable (status UNREACHABLE), naming no patient."""
-
-        async def check() -> list[str]:
-            messages: list[str] = []
-            with closed_port() as endpoint:
-                async with self.connected(seeded_peer, endpoint) as connector:
-                    query = StudyQuery(patient_id=next(iter(self.patients())))
-                    for call in (
-                        lambda: connector.find_studies(query, Deadline.after(self.query_deadline_s)),
-                        lambda: connector.ping(Deadline.after(self.query_deadline_s)),
-                    ):
-                        messages.append(await _raises(SourceUnreachable, call))
-            return messages
-
-        with _captured_logs() as logs:
-            messages = _run(check())
-        self.check_clean(messages, "error messages")
-        self.check_clean(logs.messages, "log lines")
-
-    def test_a_silent_peer_is_source_timeout_at_the_deadline(self, seeded_peer: Any) -> None:
-        """A peer that accepts and never answers: SourceTimeout (status TIMEOUT) at the deadline, not later."""
-
-        async def check() -> list[str]:
-            messages: list[str] = []
-            with silent_port() as endpoint:
-                async with self.connected(seeded_peer, endpoint) as connector:
-                    query = StudyQuery(patient_id=next(iter(self.patients())))
-                    for call in (
-                        lambda: connector.find_studies(query, Deadline.after(self.dead_deadline_s)),
-                        lambda: connector.ping(Deadline.after(self.dead_deadline_s)),
-                    ):
-                        started = time.monotonic()
-                        within_s = self.dead_deadline_s + self.cancel_within_s + 1.0
-                        messages.append(await _raises(SourceTimeout, call, within_s))
-                        late = time.monotonic() - started - self.dead_deadline_s
-                        assert late <= self.cancel_within_s, (
-                            f"SourceTimeout came {late:.3f} s after the deadline"
-                        )
-            return messages
-
-        with _captured_logs() as logs:
-            messages = _run(check())
-        self.check_clean(messages, "error messages")
-        self.check_clean(logs.messages, "log lines")
-
-    def test_cancelled_while_the_peer_is_silent_ends_soon_and_leaves_nothing(self, seeded_peer: Any) -> None:
-        """Cancelling a call that waits on a silent peer ends it soon; aclose then releases everything."""
-        before: list[ResourceCensus] = []
-
-        async def check() -> list[str]:
-            with silent_port() as endpoint:
-                before.append(ResourceCensus.now())
-                async with self.connected(seeded_peer, endpoint) as connector:
-                    query = StudyQuery(patient_id=next(iter(self.patients())))
-                    await _cancelled_soon(
-                        connector.find_studies(query, Deadline.after(30.0)), self, wait_s=0.3
-                    )
-                    await _cancelled_soon(connector.ping(Deadline.after(30.0)), self, wait_s=0.3)
-                return await _settled(before[0].new_sockets)
-
-        sockets = _run(check())
-        assert not sockets, f"sockets left open after aclose: {sockets}"
-        threads = _settled_now(before[0].new_threads)
-        assert not threads, f"threads left running after aclose: {threads}"
-
-
-async def _raises(
-    expected: type[ConnectorError], call: Callable[[], Awaitable[object]], within_s: float = _CHECK_LIMIT_S
-) -> str:
-    """The message of the ``expected`` error the call raises within ``within_s``; fail on anything else."""
-    task = asyncio.ensure_future(call())
-    done, _ = await asyncio.wait({task}, timeout=within_s)
-    if not done:
-        task.cancel()
-        pytest.fail(f"still running {within_s:.1f} s later instead of raising {expected.__name__}")
-    try:
-        task.result()
-    except expected as exc:
-        return str(exc)
-    except ConnectorError as exc:
-        pytest.fail(f"raised {type(exc).__name__} ({exc}), not {expected.__name__}")
-    except Exception as exc:  # a foreign exception escaped the connector
-        pytest.fail(f"raised {type(exc).__name__}, not a ConnectorError ({expected.__name__})")
-    pytest.fail(f"answered instead of raising {expected.__name__}")
-
-
-async def _cancelled_soon(call: Awaitable[object], kit: ConnectorConformance, wait_s: float = 0.0) -> None:
-    """Start the call, cancel it after ``wait_s``, and fail unless it ends within ``cancel_within_s``."""
-    task = asyncio.ensure_future(call)
-    await asyncio.sleep(wait_s)
-    task.cancel()
-    cancelled_at = time.monotonic()
-    done, _ = await asyncio.wait({task}, timeout=kit.cancel_within_s + 5.0)
-    late = time.monotonic() - cancelled_at
-    assert done, f"the call was still running {late:.1f} s after it was cancelled"
-    assert late <= kit.cancel_within_s, f"the call ended {late:.3f} s after it was cancelled"
-    if not task.cancelled():
-        exc = task.exception()
-        assert exc is None or isinstance(exc, ConnectorError), f"cancelling it raised {type(exc).__name__}"
-
-
-async def _settled(leftovers: Callable[[], list[str]]) -> list[str]:
-    """What ``leftovers`` still reports after a short grace (a socket closing, a thread ending)."""
-    until = time.monotonic() + _RELEASE_GRACE_S
-    while (found := leftovers()) and time.monotonic() < until:  # noqa: ASYNC110 - polling the OS, no event to wait on
-        await asyncio.sleep(0.05)
-    return found
-
-
-def _settled_now(leftovers: Callable[[], list[str]]) -> list[str]:
-    until = time.monotonic() + _RELEASE_GRACE_S
-    while (found := leftovers()) and time.monotonic() < until:
-        time.sleep(0.05)
-    return found
