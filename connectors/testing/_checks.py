@@ -24,6 +24,8 @@ CHECK_LIMIT_S = 90.0
 
 
 def run_check(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one check's coroutine in a fresh event loop, failing it after ``CHECK_LIMIT_S``."""
+
     async def bounded() -> T:
         try:
             return await asyncio.wait_for(coroutine, CHECK_LIMIT_S)
@@ -34,6 +36,7 @@ def run_check(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def awaited(value: Awaitable[T]) -> T:
+    """``value`` awaited (an awaitable that is not a coroutine, for ``asyncio.run``)."""
     return await value
 
 
