@@ -40,6 +40,8 @@ ANONYMOUS = Principal("anonymous", PrincipalKind.SHARE, frozenset())
 class Namesakes(Scripted):
     """Answers a demographic (name or birth date) query with two patients of its own."""
 
+    supports_demographic_search = True
+
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         if query.patient_id is not None:
             return await super().find_studies(query, deadline)
