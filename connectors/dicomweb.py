@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
-from connectors.dicom_json import MalformedObject, record_from_dicom_json
+from connectors.dicom_json import record_from_qido_item
 from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from connectors.http11 import BodyTooLarge, ConnectionBroken, Http2Selected, Http11Pool
 from connectors.normalize import STUDY_RETURN_KEYWORDS
@@ -137,7 +137,7 @@ class DicomwebConnector(Connector):
             if header_warning:
                 warnings_seen.append(header_warning)
             for item in page:
-                record = _record_from_json(item, self.id, warnings_seen)
+                record = record_from_qido_item(item, self.id, warnings_seen)
                 if record is not None:
                     warnings_seen.extend(record.warnings)
                     records[record.study_instance_uid] = record
@@ -359,15 +359,3 @@ async def _read_capped(response: httpx.Response, deadline: Deadline) -> bytearra
 def _warning_header(value: str | None) -> str | None:
     """The server's Warning header (PS3.18 8.3.5.1), kept as a source warning rather than lost."""
     return f"server warning: {value[:200]}" if value else None
-
-
-def _record_from_json(item: Any, source_id: str, warnings_seen: list[str]) -> StudyRecord | None:
-    """One DICOM JSON object as a StudyRecord; a malformed object is skipped with a warning."""
-    try:
-        record = record_from_dicom_json(item, source_id)
-    except MalformedObject as exc:
-        warnings_seen.append(f"a QIDO result in malformed DICOM JSON was ignored ({exc})")
-        return None
-    if record is None:
-        warnings_seen.append("a QIDO result without StudyInstanceUID was ignored")
-    return record
