@@ -23,7 +23,10 @@ each named by a test in tests/unit/test_charsets.py:
   (``test_iso_ir_13_bytes_beyond_katakana_are_invalid``);
 - an escape sequence that is unknown or designates a set not declared: pydicom reads what
   follows with value 1's set (``test_escape_to_an_undeclared_set…``,
-  ``test_unknown_escape_sequence_is_replaced_with_a_warning``).
+  ``test_unknown_escape_sequence_is_replaced_with_a_warning``);
+- bytes not valid in the declared sets: pydicom says so only with a process-wide warning, and
+  reads the whole fragment again with value 1's set; the own decoder replaces each character
+  that does not decode (``test_undecodable_bytes_give_a_replacement_character_and_a_warning``).
 
 Either way a value that cannot be decoded yields U+FFFD and a problem naming no value text,
 never an exception, and the text comes out NFC without control characters.
@@ -69,12 +72,16 @@ def delimiters(vr: str) -> bytes:
     return LINE_DELIMITERS + (b"" if vr in SINGLE_VALUED_VRS else b"\\") + (b"^=" if vr == "PN" else b"")
 
 
+# pydicom reports bytes it cannot decode only with a process-wide warning, which a reader in a
+# worker thread (DIMSE) cannot catch safely: warnings.catch_warnings is not thread-safe. That one
+# warning becomes an exception raised inside decode_bytes, and the own decoder reads the value.
+warnings.filterwarnings("error", "Failed to decode byte string", UserWarning, "pydicom")
+
+
 @functools.cache
 def _encodings(terms: tuple[str, ...]) -> list[str]:
-    """pydicom's Python codecs for defined terms it knows."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return convert_encodings(list(terms))
+    """pydicom's Python codecs for defined terms it knows (no warning: they are spelt right)."""
+    return convert_encodings(list(terms))
 
 
 def _pydicom_is_right(data: bytes, charset: CharacterSet, delimiters: bytes) -> bool:
@@ -88,17 +95,12 @@ def _pydicom_is_right(data: bytes, charset: CharacterSet, delimiters: bytes) -> 
     return not _iso2022.read_as_value_1(data, charset, delimiters)
 
 
-def _pydicom_decode(data: bytes, charset: CharacterSet, delimiters: bytes, problems: list[str]) -> str | None:
-    """pydicom's reading, its warnings turned into problems; None if it raised."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            text = decode_bytes(data, _encodings(charset.terms), set(delimiters))
-        except (LookupError, ValueError):  # pydicom's reading_validation_mode set to RAISE
-            return None
-    if caught:
-        problems.append(_iso2022.invalid(charset))
-    return text
+def _pydicom_decode(data: bytes, charset: CharacterSet, delimiters: bytes) -> str | None:
+    """pydicom's reading; None when the bytes are not valid in the declared sets."""
+    try:
+        return decode_bytes(data, _encodings(charset.terms), set(delimiters))
+    except (UserWarning, ValueError):  # UnicodeDecodeError in pydicom's RAISE reading mode
+        return None
 
 
 def decode(data: bytes, charset: CharacterSet, delimiters: bytes, problems: list[str]) -> str:
@@ -106,7 +108,7 @@ def decode(data: bytes, charset: CharacterSet, delimiters: bytes, problems: list
     if data.isascii() and _iso2022.ESC not in data:
         return data.decode("ascii")
     if _pydicom_is_right(data, charset, delimiters):
-        text = _pydicom_decode(data, charset, delimiters, problems)
+        text = _pydicom_decode(data, charset, delimiters)
         if text is not None:
             return text
     return _iso2022.decode(data, charset, delimiters, problems)

@@ -24,6 +24,7 @@ from pydicom.multival import MultiValue
 from connectors.dicom_attributes import (
     RECORD_ATTRIBUTES,
     SPECIFIC_CHARACTER_SET,
+    STUDY_INSTANCE_UID,
     STUDY_RETURN_KEYWORDS,
     Attribute,
     Kind,
@@ -54,6 +55,17 @@ __all__ = ["STUDY_RETURN_KEYWORDS", "DatasetReader", "study_record_from_dataset"
 # pydicom logs invalid values verbatim at WARNING level, and values here are names and birth
 # dates: keep its logger quiet; the problems reach the source status as warnings instead.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+# Tag and VR of each attribute in the table, without a dictionary look-up each time.
+_TAG_AND_VR = {attribute.keyword: (attribute.tag, attribute.vr) for attribute in RECORD_ATTRIBUTES} | {
+    STUDY_INSTANCE_UID.keyword: (STUDY_INSTANCE_UID.tag, STUDY_INSTANCE_UID.vr)
+}
+
+
+def _tag_and_vr(keyword: str) -> tuple[int, str]:
+    known = _TAG_AND_VR.get(keyword)
+    return known if known is not None else (tag_for_keyword(keyword) or 0, dictionary_VR(keyword))
 
 
 def _warning_text(message: str) -> str:
@@ -108,20 +120,22 @@ class DatasetReader:
         terms = [str(item).strip(" \x00") for item in items]
         return [] if not any(terms) else terms
 
-    def _element(self, keyword: str) -> Any:
+    def _element(self, keyword: str, tag: int | None = None) -> Any:
         """The element as stored: a RawDataElement when pydicom has not converted it, else a DataElement."""
         try:
-            return self.dataset.get_item(tag_for_keyword(keyword) or 0, keep_deferred=True)
+            return self.dataset.get_item(
+                tag if tag is not None else _tag_and_vr(keyword)[0], keep_deferred=True
+            )
         except Exception:
             self.warnings.append(f"{keyword}: unreadable value")
             return None
 
     def values(self, keyword: str) -> list[str]:
         """The element's values, decoded, NFC, stripped of padding; empty when absent."""
-        element = self._element(keyword)
+        tag, vr = _tag_and_vr(keyword)
+        element = self._element(keyword, tag)
         if element is None:
             return []
-        vr = dictionary_VR(keyword)
         problems: list[str] = []
         if isinstance(element, RawDataElement):
             data = (element.value or b"").rstrip(b" \x00")
