@@ -170,14 +170,12 @@ _GENERAL: Final[dict[Kind, Callable[[JsonReader, Attribute], Any]]] = {
     Kind.INTEGER: JsonReader.integer,
     Kind.NAME: JsonReader.person_name,
 }
-# The fast path reads one kind of attribute at a time, from these lists of the table's rows.
-_TEXTS: Final = tuple(
-    (a.json_tag, a.field) for a in (STUDY_INSTANCE_UID, *RECORD_ATTRIBUTES) if a.kind is Kind.TEXT
-)
-_SEVERAL: Final = tuple(
-    (a.json_tag, a.field, a.kind is Kind.FIRST)
-    for a in RECORD_ATTRIBUTES
-    if a.kind in (Kind.FIRST, Kind.STRINGS)
+# The fast path reads the table's rows grouped by value shape, one loop each.
+_TEXT, _FIRST = Kind.TEXT, Kind.FIRST
+_STRINGS: Final = tuple(
+    (a.json_tag, a.field, a.kind)
+    for a in (STUDY_INSTANCE_UID, *RECORD_ATTRIBUTES)
+    if a.kind in (Kind.TEXT, Kind.FIRST, Kind.STRINGS)
 )
 _DATES: Final = tuple(
     (a.json_tag, a.field, parse_da if a.kind is Kind.DATE else parse_tm)
@@ -188,7 +186,7 @@ _INTEGERS: Final = tuple((a.json_tag, a.field) for a in RECORD_ATTRIBUTES if a.k
 _NAMES: Final = tuple((a.json_tag, a.field) for a in RECORD_ATTRIBUTES if a.kind is Kind.NAME)
 
 
-def _strings(values: list[Any]) -> tuple[str, ...] | None:
+def _strings_of(values: list[Any]) -> tuple[str, ...] | None:
     """String values, NFC and stripped, the empty ones left out, each once; None unless all are strings."""
     found = []
     for value in values:
@@ -211,15 +209,15 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
     """The record's fields when every attribute has its usual shape, else None for ``_read_fields``.
 
     This path never warns nor raises: an object that would make it is read again by the general path,
-    in order. It reads one kind of attribute at a time, without a test of the kind for each, and NFC
-    inline (``dicom_values.nfc``). Only what the object holds is set: the model fills in a default
-    faster than it validates one.
+    in order. It reads the table's rows grouped by value shape (text, dates and times, integers, names),
+    one loop each, with the same converters, NFC inline (``dicom_values.nfc``). Only what the object
+    holds is set: the model fills in a default faster than it validates one.
     """
     if _OTHER_PATIENT_IDS in item:
         return None  # OtherPatientIDsSequence, rare in a QIDO answer
     fields: dict[str, Any] = {"source_id": source_id}
     get = item.get
-    for tag, field in _TEXTS:
+    for tag, field, kind in _STRINGS:
         attribute = get(tag)
         if attribute is None:
             continue
@@ -227,28 +225,13 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
             text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
             if text:
-                fields[field] = text
+                fields[field] = text if kind is _TEXT or kind is _FIRST else (text,)
         elif values is not None or "Value" in attribute:  # no Value: asked for but empty, as QIDO sends it
-            found = _strings(values) if type(values) is list else None
+            found = _strings_of(values) if type(values) is list else None
             if found is None:
                 return None
             if found:
-                fields[field] = "\\".join(found)
-    for tag, field, first in _SEVERAL:
-        attribute = get(tag)
-        if attribute is None:
-            continue
-        values = attribute.get("Value") if type(attribute) is dict else _MISSING
-        if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
-            text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
-            if text:
-                fields[field] = text if first else (text,)
-        elif values is not None or "Value" in attribute:
-            found = _strings(values) if type(values) is list else None
-            if found is None:
-                return None
-            if found:
-                fields[field] = found[0] if first else found
+                fields[field] = "\\".join(found) if kind is _TEXT else found[0] if kind is _FIRST else found
     for tag, field, parse in _DATES:
         attribute = get(tag)
         if attribute is None:
