@@ -8,13 +8,14 @@ JSON text is Unicode already, so no character set applies; text is NFC-normalize
 
 It runs once per study on a fan-out's critical path (13.5 µs a study read by :class:`JsonReader`
 alone, 6.5 µs by the fast path; ``python -m bench.reader`` measures it), so ``_usual_fields`` first
-reads the usual shapes (strings, one number, one name object), one kind of attribute at a time;
-anything else (wrong types, broken objects, values that warn) sends the whole object to
-``_read_fields``, which reads any shape, in the table's order, with :class:`JsonReader`.
+reads the usual shapes (strings, one number, one name object), grouped by shape; anything else
+(wrong types, broken objects, values that warn) sends the whole object to ``_read_fields``, which
+reads any shape, in the table's order, with :class:`JsonReader`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -171,14 +172,23 @@ _GENERAL: Final[dict[Kind, Callable[[JsonReader, Attribute], Any]]] = {
     Kind.NAME: JsonReader.person_name,
 }
 # The fast path reads the table's rows grouped by value shape, one loop each.
-_TEXT, _FIRST = Kind.TEXT, Kind.FIRST
 _STRINGS: Final = tuple(
-    (a.json_tag, a.field, a.kind)
+    (a.json_tag, a.field, a.kind is Kind.STRINGS, a.kind is Kind.FIRST)
     for a in (STUDY_INSTANCE_UID, *RECORD_ATTRIBUTES)
     if a.kind in (Kind.TEXT, Kind.FIRST, Kind.STRINGS)
 )
+# DA and TM, with the C parser of their usual form (YYYYMMDD, HHMMSS) called straight from the
+# loop (a Python call per value is measurable here), and their converter for any other form.
 _DATES: Final = tuple(
-    (a.json_tag, a.field, parse_da if a.kind is Kind.DATE else parse_tm)
+    (
+        a.json_tag,
+        a.field,
+        *(
+            (8, dt.date.fromisoformat, parse_da)
+            if a.kind is Kind.DATE
+            else (6, dt.time.fromisoformat, parse_tm)
+        ),
+    )
     for a in RECORD_ATTRIBUTES
     if a.kind in (Kind.DATE, Kind.TIME)
 )
@@ -198,8 +208,6 @@ def _strings_of(values: list[Any]) -> tuple[str, ...] | None:
 
 def _usual_name(value: dict[str, Any]) -> tuple[str, ...] | None:
     """The groups of a PN object whose groups are all strings, else None."""
-    if len(value) == 1 and type(name := value.get("Alphabetic")) is str:
-        return person_name_groups(name, None)  # PS3.18 F.2.2: the Alphabetic group, nearly always alone
     if not value or any(key not in _PN_GROUPS or type(group) is not str for key, group in value.items()):
         return None
     return person_name_groups(_name_string(value), None)
@@ -217,7 +225,7 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         return None  # OtherPatientIDsSequence, rare in a QIDO answer
     fields: dict[str, Any] = {"source_id": source_id}
     get = item.get
-    for tag, field, kind in _STRINGS:
+    for tag, field, several, first in _STRINGS:
         attribute = get(tag)
         if attribute is None:
             continue
@@ -225,14 +233,14 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
             text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
             if text:
-                fields[field] = text if kind is _TEXT or kind is _FIRST else (text,)
+                fields[field] = (text,) if several else text
         elif values is not None or "Value" in attribute:  # no Value: asked for but empty, as QIDO sends it
             found = _strings_of(values) if type(values) is list else None
             if found is None:
                 return None
             if found:
-                fields[field] = "\\".join(found) if kind is _TEXT else found[0] if kind is _FIRST else found
-    for tag, field, parse in _DATES:
+                fields[field] = found if several else found[0] if first else "\\".join(found)
+    for tag, field, usual_length, usual, parse in _DATES:
         attribute = get(tag)
         if attribute is None:
             continue
@@ -242,8 +250,13 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
                 return None
             text = value.strip()
             if text:
-                parsed = parse(text)
-                if parsed is None:
+                parsed: Any = None
+                if len(text) == usual_length and text.isdigit():
+                    try:
+                        parsed = usual(text)
+                    except ValueError:
+                        parsed = None  # an impossible date, or a leap second parse_tm clamps
+                if parsed is None and (parsed := parse(text)) is None:
                     return None
                 fields[field] = parsed
         elif values is not None or "Value" in attribute:
@@ -265,7 +278,12 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
             continue
         values = attribute.get("Value") if type(attribute) is dict else _MISSING
         if type(values) is list and len(values) == 1 and type(value := values[0]) is dict:
-            groups = _usual_name(value)
+            name = value.get("Alphabetic")  # PS3.18 F.2.2: the Alphabetic group, nearly always alone
+            groups = (
+                person_name_groups(name, None)
+                if len(value) == 1 and type(name) is str
+                else _usual_name(value)
+            )
             if groups is None:
                 return None
             if groups:

@@ -30,7 +30,9 @@ def nfc(text: str) -> str:
 
 def unique(texts: Iterable[str]) -> tuple[str, ...]:
     """The non-empty texts, each once, in order (CS values such as ModalitiesInStudy)."""
-    return tuple(dict.fromkeys(text for text in texts if text))
+    found = dict.fromkeys(texts)
+    found.pop("", None)
+    return tuple(found)
 
 
 def parse_da(text: str) -> dt.date | None:
@@ -85,8 +87,9 @@ def person_name_groups(value: str, spaces: str | None = " ") -> tuple[str, ...]:
     but delimiters is empty, and trailing empty groups are dropped. All groups are returned: the
     caller keeps at most three.
     """
-    if "=" not in value:  # the usual name, Alphabetic only
-        name = nfc(value.strip(spaces)).rstrip("^ ")
+    if "=" not in value:  # the usual name, Alphabetic only; nfc() inlined
+        name = value.strip(spaces)
+        name = (name if name.isascii() else unicodedata.normalize("NFC", name)).rstrip("^ ")
         return (name,) if name.strip("^ ") else ()
     groups = [nfc(group.strip(spaces)).rstrip("^ ") for group in value.split("=")]
     groups = [group if group.strip("^ ") else "" for group in groups]
