@@ -46,8 +46,11 @@ from connectors import _iso2022
 from connectors._iso2022 import DEFAULT_REPERTOIRE, CharacterSet, character_set
 
 __all__ = [
+    "CHARSET_VRS",
     "DEFAULT_REPERTOIRE",
+    "LINE_DELIMITERS",
     "REPLACEMENT",
+    "SINGLE_VALUED_VRS",
     "CharacterSet",
     "character_set",
     "clean",
