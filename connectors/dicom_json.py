@@ -1,233 +1,231 @@
-"""DICOM JSON (PS3.18 F.2) study objects read straight into StudyRecords.
+"""The DICOM JSON adapter: QIDO-RS study objects (PS3.18 F.2) read straight into StudyRecords.
 
+It reads the attributes of ``connectors.dicom_attributes`` with the converters of
+``connectors.dicom_values``, as the pydicom ``Dataset`` adapter (``connectors.normalize``) does.
 Going through pydicom's ``Dataset.from_json`` cost about 1.8 ms per study, the slowest step of
 a QIDO answer; reading the few attributes a study record needs from the JSON costs a few µs.
-JSON text is Unicode already, so no character set applies; names are NFC-normalized.
+JSON text is Unicode already, so no character set applies; text is NFC-normalized.
 
-It runs once per study on a fan-out's critical path (13.5 µs a study read by ``_JsonReader`` alone,
-6.5 µs now), so ``_usual_fields`` first reads the usual shapes (strings, one number, one name object)
-table-driven, one kind of attribute at a time; anything else (wrong types, broken objects, values that
-warn) sends the whole object to ``_read_fields``, which reads any shape, in order, with ``_JsonReader``.
+It runs once per study on a fan-out's critical path (13.5 µs a study read by :class:`JsonReader`
+alone, 6.5 µs by the fast path; ``python -m bench.reader`` measures it), so ``_usual_fields`` first
+reads the usual shapes (strings, one number, one name object), grouped by shape; anything else
+(wrong types, broken objects, values that warn) sends the whole object to ``_read_fields``, which
+reads any shape, in the table's order, with :class:`JsonReader`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from connectors.normalize import beyond_alphabetic, parse_da, parse_tm
+from connectors.dicom_attributes import (
+    OTHER_PATIENT_IDS_TAG,
+    RECORD_ATTRIBUTES,
+    STUDY_INSTANCE_UID,
+    Attribute,
+    Kind,
+)
+from connectors.dicom_values import (
+    beyond_alphabetic,
+    first_name,
+    nfc,
+    parse_da,
+    parse_is,
+    parse_tm,
+    person_name_groups,
+    unique,
+)
 from federation.models import StudyRecord
+
+__all__ = ["JsonReader", "MalformedObject", "record_from_dicom_json", "record_from_qido_item"]
 
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _EXACT = 2**53
 """Integers up to this are exact as floats: ``int(float(str(n)))`` is ``n``."""
 _MISSING: Final = object()
-
-
-def _nfc(text: str) -> str:
-    """NFC (PS3.18 F.2 text is Unicode); ASCII text, most of it, is NFC already."""
-    return text if text.isascii() else unicodedata.normalize("NFC", text)
+_OTHER_PATIENT_IDS = f"{OTHER_PATIENT_IDS_TAG:08X}"
 
 
 class MalformedObject(ValueError):
     """A DICOM JSON object that does not follow PS3.18 F.2."""
 
 
-class _JsonReader:
+def _name_string(value: dict[str, Any]) -> str:
+    """A PN object (PS3.18 F.2.2) in the string form ``Alphabetic=Ideographic=Phonetic``."""
+    return "=".join(group if isinstance(group, str) else "" for group in map(value.get, _PN_GROUPS))
+
+
+class JsonReader:
     """Any attribute of one object, whatever its shape: the general path, and the reference for the fast one."""
 
     def __init__(self, item: dict[str, Any], warnings: list[str]) -> None:
         self.item = item
         self.warnings = warnings
 
-    def _values(self, tag: str, keyword: str) -> list[Any]:
-        attribute = self.item.get(tag)
-        if attribute is None:
+    def _values(self, attribute: Attribute) -> list[Any]:
+        found = self.item.get(attribute.json_tag)
+        if found is None:
             return []
-        if not isinstance(attribute, dict):
-            raise MalformedObject(f"{keyword} is not a JSON object")
-        values = attribute.get("Value", [])
+        if not isinstance(found, dict):
+            raise MalformedObject(f"{attribute.keyword} is not a JSON object")
+        values = found.get("Value", [])
         if not isinstance(values, list):
-            raise MalformedObject(f"{keyword} Value is not an array")
+            raise MalformedObject(f"{attribute.keyword} Value is not an array")
         return values
 
-    def strings(self, tag: str, keyword: str) -> tuple[str, ...]:
-        """The non-empty values as text, NFC and stripped, each once."""
+    def strings(self, attribute: Attribute) -> tuple[str, ...]:
+        """The non-empty values as text, NFC and stripped, each once (Kind.STRINGS)."""
         found = []
-        for value in self._values(tag, keyword):
+        for value in self._values(attribute):
             if isinstance(value, str | int | float) and not isinstance(value, bool):
-                text = _nfc(str(value)).strip()
-                if text:
-                    found.append(text)
+                found.append(nfc(str(value)).strip())
             elif value is not None:
-                self.warnings.append(f"{keyword}: invalid value")
-        return tuple(dict.fromkeys(found))
+                self.warnings.append(f"{attribute.keyword}: invalid value")
+        return unique(found)
 
-    def first(self, tag: str, keyword: str) -> str | None:
-        """The first of ``strings``."""
-        found = self.strings(tag, keyword)
+    def first(self, attribute: Attribute) -> str | None:
+        """The first of ``strings`` (Kind.FIRST)."""
+        found = self.strings(attribute)
         return found[0] if found else None
 
-    def text(self, tag: str, keyword: str) -> str | None:
-        """The values joined with backslashes, as DICOM writes a multi-valued attribute."""
-        attribute = self.item.get(tag)
-        if attribute is None:
+    def text(self, attribute: Attribute) -> str | None:
+        """The values joined with backslashes, as DICOM writes a multi-valued attribute (Kind.TEXT)."""
+        found = self.item.get(attribute.json_tag)
+        if found is None:
             return None
-        values = attribute.get("Value") if type(attribute) is dict else None
+        values = found.get("Value") if type(found) is dict else None
         if type(values) is list and len(values) == 1 and type(values[0]) is str:
-            return _nfc(values[0]).strip() or None
-        found = self.strings(tag, keyword)
-        return "\\".join(found) if found else None
+            return nfc(values[0]).strip() or None
+        strings = self.strings(attribute)
+        return "\\".join(strings) if strings else None
 
-    def person_name(self, tag: str, keyword: str) -> str | None:
-        """The first non-empty group (Alphabetic, then Ideographic, then Phonetic), NFC."""
-        for value in self._values(tag, keyword):
+    def name_groups(self, attribute: Attribute) -> Iterator[tuple[str, ...]]:
+        """The component groups of each PN value, an object or the string form some servers send."""
+        for value in self._values(attribute):
             if isinstance(value, dict):
-                groups: list[Any] = [value.get(group) for group in _PN_GROUPS]
+                yield person_name_groups(_name_string(value), None)
             elif isinstance(value, str):
-                groups = list(value.split("="))  # some servers send the PN string form
+                yield person_name_groups(value, None)
             else:
-                self.warnings.append(f"{keyword}: invalid value")
-                continue
-            for group in groups:
-                # A group holding '=' is a whole PN string put in one group: keep its first part.
-                for part in group.split("=") if isinstance(group, str) else ():
-                    name = _nfc(part.strip()).rstrip("^ ")
-                    if name.strip("^ "):
-                        return name
-        return None
+                self.warnings.append(f"{attribute.keyword}: invalid value")
 
-    def person_name_groups(self, tag: str, keyword: str) -> tuple[str, ...]:
-        """The groups (Alphabetic, Ideographic, Phonetic) of the first value holding a name, NFC, at most three."""
-        for value in self._values(tag, keyword):
-            if isinstance(value, dict):
-                groups: list[Any] = [value.get(group) for group in _PN_GROUPS]
-            elif isinstance(value, str):
-                groups = [value]  # some servers send the PN string form
-            else:
-                self.warnings.append(f"{keyword}: invalid value")
-                continue
-            # A group holding '=' is a whole PN string put in one group: its parts are the groups.
-            parts = [
-                part for group in groups for part in (group.split("=") if isinstance(group, str) else [""])
-            ]
-            names = [_nfc(part.strip()).rstrip("^ ") for part in parts[:3]]
-            names = [name if name.strip("^ ") else "" for name in names]
-            if any(names):
-                return tuple(names)
-        return ()
+    def person_name(self, attribute: Attribute) -> str | None:
+        """The first non-empty group (Alphabetic, then Ideographic, then Phonetic) of any value (Kind.NAME)."""
+        return next((name for groups in self.name_groups(attribute) if (name := first_name(groups))), None)
 
-    def date(self, tag: str, keyword: str) -> dt.date | None:
-        """A DA value; a warning when it does not parse."""
-        text = self.text(tag, keyword)
-        parsed = parse_da(text) if text else None
+    def patient_name_groups(self, attribute: Attribute) -> tuple[str, str, str] | None:
+        """The groups of the first value with a name in its first three, when beyond Alphabetic."""
+        groups = next((groups[:3] for groups in self.name_groups(attribute) if any(groups[:3])), ())
+        return beyond_alphabetic(groups)
+
+    def _parsed(self, attribute: Attribute, parse: Callable[[str], Any]) -> Any:
+        text = self.text(attribute)
+        parsed = parse(text) if text else None
         if text and parsed is None:
-            self.warnings.append(f"{keyword}: invalid value")
+            self.warnings.append(f"{attribute.keyword}: invalid value")
         return parsed
 
-    def time(self, tag: str, keyword: str) -> dt.time | None:
-        """A TM value; a warning when it does not parse."""
-        text = self.text(tag, keyword)
-        parsed = parse_tm(text) if text else None
-        if text and parsed is None:
-            self.warnings.append(f"{keyword}: invalid value")
-        return parsed
+    def date(self, attribute: Attribute) -> Any:
+        """A DA value (Kind.DATE); a warning when it does not parse."""
+        return self._parsed(attribute, parse_da)
 
-    def integer(self, tag: str, keyword: str) -> int | None:
-        """An IS value, from a JSON number or a numeric string; a warning when it is neither."""
-        attribute = self.item.get(tag)
-        values = attribute.get("Value") if type(attribute) is dict else None
+    def time(self, attribute: Attribute) -> Any:
+        """A TM value (Kind.TIME); a warning when it does not parse."""
+        return self._parsed(attribute, parse_tm)
+
+    def integer(self, attribute: Attribute) -> int | None:
+        """An IS value, from a JSON number or a numeric string (Kind.INTEGER); a warning when it is neither."""
+        found = self.item.get(attribute.json_tag)
+        values = found.get("Value") if type(found) is dict else None
         if type(values) is list and len(values) == 1 and type(values[0]) is int and abs(values[0]) <= _EXACT:
             return values[0]
-        text = self.text(tag, keyword)
-        if text is None:
-            return None
-        try:
-            return int(float(text))
-        except ValueError:
-            self.warnings.append(f"{keyword}: invalid value")
-            return None
+        parsed: int | None = self._parsed(attribute, parse_is)
+        return parsed
 
     def other_patient_ids(self) -> tuple[tuple[str | None, str], ...]:
         """The (issuer, id) pairs of OtherPatientIDsSequence."""
         found: list[tuple[str | None, str]] = []
-        for item in self._values("00101002", "OtherPatientIDsSequence"):
+        for item in self._values(_OTHER_PATIENT_IDS_ATTRIBUTE):
             if not isinstance(item, dict):
                 raise MalformedObject("OtherPatientIDsSequence item is not a JSON object")
-            child = _JsonReader(item, self.warnings)
-            value = child.text("00100020", "PatientID")
+            child = JsonReader(item, self.warnings)
+            value = child.text(_PATIENT_ID)
             if value:
-                found.append((child.text("00100021", "IssuerOfPatientID"), value))
+                found.append((child.text(_ISSUER), value))
         return tuple(found)
 
 
-# How each attribute is read, and the order it is read in by the general path (warnings keep that order,
-# and the first broken attribute is the one reported). The fast path reads the kinds up to _TIME alike.
-_TEXT, _FIRST, _STRINGS, _DATE, _TIME, _INTEGER, _NAME = range(7)
-_ATTRIBUTES: Final = (
-    ("00080054", "RetrieveAETitle", "retrieve_ae_title", _FIRST),
-    ("00100020", "PatientID", "patient_id", _TEXT),
-    ("00100021", "IssuerOfPatientID", "issuer_of_patient_id", _TEXT),
-    ("00100010", "PatientName", "patient_name", _NAME),
-    ("00100030", "PatientBirthDate", "patient_birth_date", _DATE),
-    ("00100040", "PatientSex", "patient_sex", _TEXT),
-    ("00080020", "StudyDate", "study_date", _DATE),
-    ("00080030", "StudyTime", "study_time", _TIME),
-    ("00080050", "AccessionNumber", "accession_number", _TEXT),
-    ("00080061", "ModalitiesInStudy", "modalities", _STRINGS),
-    ("00081030", "StudyDescription", "description", _TEXT),
-    ("00080090", "ReferringPhysicianName", "referring_physician_name", _NAME),
-    ("00201206", "NumberOfStudyRelatedSeries", "number_of_series", _INTEGER),
-    ("00201208", "NumberOfStudyRelatedInstances", "number_of_instances", _INTEGER),
-    ("00081190", "RetrieveURL", "retrieve_url", _TEXT),
-    ("00080005", "SpecificCharacterSet", "specific_character_set", _STRINGS),
+_BY_FIELD = {attribute.field: attribute for attribute in RECORD_ATTRIBUTES}
+_PATIENT_ID, _ISSUER = _BY_FIELD["patient_id"], _BY_FIELD["issuer_of_patient_id"]
+_OTHER_PATIENT_IDS_ATTRIBUTE = Attribute(
+    OTHER_PATIENT_IDS_TAG, "OtherPatientIDsSequence", "SQ", "", Kind.TEXT
 )
-_GENERAL: Final = (
-    _JsonReader.text,
-    _JsonReader.first,
-    _JsonReader.strings,
-    _JsonReader.date,
-    _JsonReader.time,
-    _JsonReader.integer,
-    _JsonReader.person_name,
+_GENERAL: Final[dict[Kind, Callable[[JsonReader, Attribute], Any]]] = {
+    Kind.TEXT: JsonReader.text,
+    Kind.FIRST: JsonReader.first,
+    Kind.STRINGS: JsonReader.strings,
+    Kind.DATE: JsonReader.date,
+    Kind.TIME: JsonReader.time,
+    Kind.INTEGER: JsonReader.integer,
+    Kind.NAME: JsonReader.person_name,
+}
+# The fast path reads the table's rows grouped by value shape, one loop each.
+_STRINGS: Final = tuple(
+    (a.json_tag, a.field, a.kind is Kind.STRINGS, a.kind is Kind.FIRST)
+    for a in (STUDY_INSTANCE_UID, *RECORD_ATTRIBUTES)
+    if a.kind in (Kind.TEXT, Kind.FIRST, Kind.STRINGS)
 )
-_TEXTS: Final = (
-    ("0020000D", "study_instance_uid"),
-    *((tag, field) for tag, _, field, kind in _ATTRIBUTES if kind == _TEXT),
+# DA and TM, with the C parser of their usual form (YYYYMMDD, HHMMSS) called straight from the
+# loop (a Python call per value is measurable here), and their converter for any other form.
+_DATES: Final = tuple(
+    (
+        a.json_tag,
+        a.field,
+        *(
+            (8, dt.date.fromisoformat, parse_da)
+            if a.kind is Kind.DATE
+            else (6, dt.time.fromisoformat, parse_tm)
+        ),
+    )
+    for a in RECORD_ATTRIBUTES
+    if a.kind in (Kind.DATE, Kind.TIME)
 )
-_SEVERAL: Final = tuple(
-    (tag, field, kind) for tag, _, field, kind in _ATTRIBUTES if _FIRST <= kind <= _STRINGS
-)
-_DATES: Final = tuple((tag, field, kind) for tag, _, field, kind in _ATTRIBUTES if _DATE <= kind <= _TIME)
-_INTEGERS: Final = tuple((tag, field) for tag, _, field, kind in _ATTRIBUTES if kind == _INTEGER)
-_NAMES: Final = tuple((tag, field) for tag, _, field, kind in _ATTRIBUTES if kind == _NAME)
+_INTEGERS: Final = tuple((a.json_tag, a.field) for a in RECORD_ATTRIBUTES if a.kind is Kind.INTEGER)
+_NAMES: Final = tuple((a.json_tag, a.field) for a in RECORD_ATTRIBUTES if a.kind is Kind.NAME)
 
 
-def _strings(values: list[Any]) -> tuple[str, ...] | None:
+def _strings_of(values: list[Any]) -> tuple[str, ...] | None:
     """String values, NFC and stripped, the empty ones left out, each once; None unless all are strings."""
     found = []
     for value in values:
         if type(value) is not str:
             return None
-        text = _nfc(value).strip()
-        if text:
-            found.append(text)
-    return tuple(dict.fromkeys(found))
+        found.append(nfc(value).strip())
+    return unique(found)
+
+
+def _usual_name(value: dict[str, Any]) -> tuple[str, ...] | None:
+    """The groups of a PN object whose groups are all strings, else None."""
+    if not value or any(key not in _PN_GROUPS or type(group) is not str for key, group in value.items()):
+        return None
+    return person_name_groups(_name_string(value), None)
 
 
 def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
     """The record's fields when every attribute has its usual shape, else None for ``_read_fields``.
 
     This path never warns nor raises: an object that would make it is read again by the general path,
-    in order. It reads one kind of attribute at a time, without a test of the kind for each. Only what
-    the object holds is set: the model fills in a default faster than it validates one.
+    in order. It reads the table's rows grouped by value shape (text, dates and times, integers, names),
+    one loop each, with the same converters, NFC inline (``dicom_values.nfc``). Only what the object
+    holds is set: the model fills in a default faster than it validates one.
     """
-    if "00101002" in item:
+    if _OTHER_PATIENT_IDS in item:
         return None  # OtherPatientIDsSequence, rare in a QIDO answer
     fields: dict[str, Any] = {"source_id": source_id}
     get = item.get
-    for tag, field in _TEXTS:
+    for tag, field, several, first in _STRINGS:
         attribute = get(tag)
         if attribute is None:
             continue
@@ -235,29 +233,14 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
         if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
             text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
             if text:
-                fields[field] = text
+                fields[field] = (text,) if several else text
         elif values is not None or "Value" in attribute:  # no Value: asked for but empty, as QIDO sends it
-            found = _strings(values) if type(values) is list else None
+            found = _strings_of(values) if type(values) is list else None
             if found is None:
                 return None
             if found:
-                fields[field] = "\\".join(found)
-    for tag, field, kind in _SEVERAL:
-        attribute = get(tag)
-        if attribute is None:
-            continue
-        values = attribute.get("Value") if type(attribute) is dict else _MISSING
-        if type(values) is list and len(values) == 1 and type(value := values[0]) is str:
-            text = (value if value.isascii() else unicodedata.normalize("NFC", value)).strip()
-            if text:
-                fields[field] = (text,) if kind == _STRINGS else text
-        elif values is not None or "Value" in attribute:
-            found = _strings(values) if type(values) is list else None
-            if found is None:
-                return None
-            if found:
-                fields[field] = found[0] if kind == _FIRST else found
-    for tag, field, kind in _DATES:
+                fields[field] = found if several else found[0] if first else "\\".join(found)
+    for tag, field, usual_length, usual, parse in _DATES:
         attribute = get(tag)
         if attribute is None:
             continue
@@ -266,20 +249,16 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
             if not value.isascii():
                 return None
             text = value.strip()
-            if not text:
-                continue
-            parsed: dt.date | dt.time | None = None
-            if text.isdigit() and len(text) == (8 if kind == _DATE else 6):
-                # The usual YYYYMMDD or HHMMSS, read as parse_da or parse_tm would but by the C parser.
-                try:
-                    parsed = dt.date.fromisoformat(text) if kind == _DATE else dt.time.fromisoformat(text)
-                except ValueError:
-                    parsed = None  # an impossible date, or a leap second parse_tm clamps
-            if parsed is None:
-                parsed = parse_da(text) if kind == _DATE else parse_tm(text)
-                if parsed is None:
+            if text:
+                parsed: Any = None
+                if len(text) == usual_length and text.isdigit():
+                    try:
+                        parsed = usual(text)
+                    except ValueError:
+                        parsed = None  # an impossible date, or a leap second parse_tm clamps
+                if parsed is None and (parsed := parse(text)) is None:
                     return None
-            fields[field] = parsed
+                fields[field] = parsed
         elif values is not None or "Value" in attribute:
             return None
     for tag, field in _INTEGERS:
@@ -299,51 +278,34 @@ def _usual_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None
             continue
         values = attribute.get("Value") if type(attribute) is dict else _MISSING
         if type(values) is list and len(values) == 1 and type(value := values[0]) is dict:
-            # PS3.18 F.2.2: the Alphabetic group, nearly always there, without '=' in it.
-            name = value.get("Alphabetic")
-            if len(value) > 1 or type(name) is not str or "=" in name:
-                groups = _usual_groups(value)  # Ideographic or Phonetic groups too
-                if groups is None:
-                    return None
-                fields[field] = next(group for group in groups if group)
-                if field == "patient_name":
-                    fields["patient_name_groups"] = beyond_alphabetic(groups)
-                continue
-            name = name.strip()
-            name = (name if name.isascii() else unicodedata.normalize("NFC", name)).rstrip("^ ")
-            if not name.strip("^ "):
+            name = value.get("Alphabetic")  # PS3.18 F.2.2: the Alphabetic group, nearly always alone
+            groups = (
+                person_name_groups(name, None)
+                if len(value) == 1 and type(name) is str
+                else _usual_name(value)
+            )
+            if groups is None:
                 return None
-            fields[field] = name
+            if groups:
+                fields[field] = groups[0] or first_name(groups)
+                if field == "patient_name" and len(groups) > 1:
+                    fields["patient_name_groups"] = beyond_alphabetic(groups[:3])
         elif values is not None or "Value" in attribute:
             return None
     return fields
 
 
-def _usual_groups(value: dict[str, Any]) -> tuple[str, str, str] | None:
-    """A PN object's three groups, cleaned as ``_JsonReader`` does, when each is a string without '='; else None."""
-    groups = []
-    for key in _PN_GROUPS:
-        text = value.get(key, "")
-        if type(text) is not str or "=" in text:
-            return None
-        text = unicodedata.normalize("NFC", text.strip()).rstrip("^ ")
-        groups.append(text if text.strip("^ ") else "")
-    if not any(groups) or any(key not in _PN_GROUPS for key in value):
-        return None
-    return groups[0], groups[1], groups[2]
-
-
 def _read_fields(item: dict[str, Any], source_id: str) -> dict[str, Any] | None:
-    """The record's fields, whatever the object's shape, read in order: the general path."""
+    """The record's fields, whatever the object's shape, read in the table's order: the general path."""
     warnings: list[str] = []
-    read = _JsonReader(item, warnings)
-    uid = read.text("0020000D", "StudyInstanceUID")
+    read = JsonReader(item, warnings)
+    uid = read.text(STUDY_INSTANCE_UID)
     if uid is None:
         return None
     fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
-    for tag, keyword, field, kind in _ATTRIBUTES:
-        fields[field] = _GENERAL[kind](read, tag, keyword)
-    fields["patient_name_groups"] = beyond_alphabetic(read.person_name_groups("00100010", "PatientName"))
+    for attribute in RECORD_ATTRIBUTES:
+        fields[attribute.field] = _GENERAL[attribute.kind](read, attribute)
+    fields["patient_name_groups"] = read.patient_name_groups(_BY_FIELD["patient_name"])
     fields["other_patient_ids"] = read.other_patient_ids()
     fields["warnings"] = tuple(dict.fromkeys(warnings))
     return {field: value for field, value in fields.items() if value is not None and value != ()}
@@ -360,4 +322,17 @@ def record_from_dicom_json(item: Any, source_id: str) -> StudyRecord | None:
         return None
     # model_validate without its keyword checks: measurably faster, and the same validation.
     record: StudyRecord = StudyRecord.__pydantic_validator__.validate_python(fields)
+    return record
+
+
+def record_from_qido_item(item: Any, source_id: str, warnings: list[str]) -> StudyRecord | None:
+    """One study object of a QIDO answer as a StudyRecord; a malformed one or one without
+    StudyInstanceUID is skipped with a warning added to *warnings* (the source's, naming no value)."""
+    try:
+        record = record_from_dicom_json(item, source_id)
+    except MalformedObject as exc:
+        warnings.append(f"a QIDO result in malformed DICOM JSON was ignored ({exc})")
+        return None
+    if record is None:
+        warnings.append("a QIDO result without StudyInstanceUID was ignored")
     return record

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
-from connectors.dicom_json import MalformedObject, record_from_dicom_json
+from connectors.dicom_json import record_from_qido_item
 from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from connectors.http_auth import SourceAuth, basic_auth, bearer_auth
 from connectors.http_source import HttpSource
@@ -39,7 +39,6 @@ class DicomwebConnector(Connector):
     kind = "dicomweb"
     settings_model = DicomwebSourceSettings
     supports_issuer_of_patient_id = True
-    supports_demographic_search = True
 
     settings: DicomwebSourceSettings
 
@@ -74,7 +73,7 @@ class DicomwebConnector(Connector):
             if header_warning:
                 warnings_seen.append(header_warning)
             for item in page:
-                record = record_from_json(item, self.id, warnings_seen)
+                record = record_from_qido_item(item, self.id, warnings_seen)
                 if record is not None:
                     warnings_seen.extend(record.warnings)
                     records[record.study_instance_uid] = record
@@ -180,15 +179,3 @@ def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
 def _warning_header(value: str | None) -> str | None:
     """The server's Warning header (PS3.18 8.3.5.1), kept as a source warning rather than lost."""
     return f"server warning: {value[:200]}" if value else None
-
-
-def record_from_json(item: Any, source_id: str, warnings_seen: list[str]) -> StudyRecord | None:
-    """One DICOM JSON object as a StudyRecord; a malformed object is skipped with a warning."""
-    try:
-        record = record_from_dicom_json(item, source_id)
-    except MalformedObject as exc:
-        warnings_seen.append(f"a QIDO result in malformed DICOM JSON was ignored ({exc})")
-        return None
-    if record is None:
-        warnings_seen.append("a QIDO result without StudyInstanceUID was ignored")
-    return record

@@ -37,7 +37,7 @@ from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
-from connectors.normalize import _Reader
+from connectors.normalize import DatasetReader
 from federation.cache.elasticsearch import MAPPING, ElasticsearchExamCache
 from integration.gql import graphql, history, running_app, statuses
 
@@ -221,7 +221,7 @@ async def test_a_non_ascii_patient_id_is_sent_under_a_character_set_that_carries
             result = await history(client, patient_id)
     assert statuses(result) == {"recorder": "OK"}, result["sources"]
     [identifier] = scp.identifiers
-    read = _Reader(identifier)
+    read = DatasetReader(identifier)
     assert read.values("PatientID") == [patient_id]
     assert read.warnings == []
     if query_charset is not None:
@@ -401,7 +401,7 @@ async def test_a_name_key_beyond_ascii_goes_only_to_sources_that_take_it(
         }
         async with running_app(make_settings([source])) as client:
             await names(client, {"familyName": "山田", "birthDate": "1965-03-17"})
-    readers = [_Reader(identifier) for identifier in scp.identifiers]
+    readers = [DatasetReader(identifier) for identifier in scp.identifiers]
     assert {read.text("PatientName") or "" for read in readers} == keys
     for read in readers:
         if read.text("PatientName"):

@@ -26,8 +26,9 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-from connectors.dicomweb import record_from_json
-from connectors.normalize import _Reader, person_name_groups, study_record_from_dataset
+from connectors.dicom import person_name_groups, study_record_from_dataset
+from connectors.dicom_json import record_from_qido_item
+from connectors.normalize import DatasetReader
 from federation.models import StudyRecord
 
 ESC = b"\x1b"
@@ -74,7 +75,7 @@ def _record(ds: Dataset) -> StudyRecord:
 
 def _groups(ds: Dataset, keyword: str = "PatientName") -> tuple[str, ...]:
     """Every component group of the first value, as decoded."""
-    return person_name_groups(_Reader(ds).values(keyword)[0])
+    return person_name_groups(DatasetReader(ds).values(keyword)[0])
 
 
 def _jis(text: str) -> bytes:
@@ -128,6 +129,14 @@ def test_single_byte_and_standalone_sets(charset: str, codec: str, name: str, de
 def test_sets_pydicom_does_not_write(charset: str, data: bytes, name: str) -> None:
     record = _record(_raw(charset, PatientName=data))
     assert (record.patient_name, record.warnings) == (name, ())
+
+
+def test_iso_ir_13_bytes_beyond_katakana_are_invalid() -> None:
+    # JIS X 0201 has Katakana at 0xA1-0xDF only; pydicom reads ISO_IR 13 as Shift JIS, where
+    # 0x81 0x40 is an ideographic space.
+    record = _record(_raw("ISO_IR 13", PatientName=b"\xd4\xcf\x81\x40"))
+    assert record.patient_name is not None and record.patient_name.startswith("ﾔﾏ\ufffd")
+    assert any(w.startswith("PatientName:") and "not valid" in w for w in record.warnings)
 
 
 # -- ISO 2022 code extensions: escape sequences (PS3.5 6.1.2.5, Annexes H, I, J) --------------
@@ -187,7 +196,7 @@ def test_delimiter_bytes_inside_jis_characters_are_not_delimiters(name: str) -> 
 def test_multi_valued_person_name_with_escape_sequences() -> None:
     second = "Kubo^Yoshito=久保^義人=くぼ^よしと"
     wire = _raw("\\ISO 2022 IR 87", PatientName=H31 + b"\\" + _encoded_pn(second))
-    assert _Reader(wire).values("PatientName") == [YAMADA, second]
+    assert DatasetReader(wire).values("PatientName") == [YAMADA, second]
     assert _record(wire).patient_name == "Yamada^Tarou"
 
 
@@ -250,6 +259,25 @@ def test_a_delimiter_restores_the_initial_g1_set() -> None:
     wire = _raw("ISO 2022 IR 100\\ISO 2022 IR 126", PatientName=data)
     assert _groups(wire) == ("Διονυσιος^Müller", "Διονυσιος")
     assert _record(wire).warnings == ()
+
+
+def test_a_delimiter_ends_a_g1_designation() -> None:
+    # After "^" no G1 set is designated again (value 1 has none): the KS X 1001 bytes that follow
+    # without ESC $ ) C are read with the declared extension and a warning, not as Latin-1 "ûó".
+    record = _record(_raw("\\ISO 2022 IR 149", PatientName=b"Hong=\x1b$)C\xfb\xf3^\xfb\xf3"))
+    assert _groups(_raw("\\ISO 2022 IR 149", PatientName=b"Hong=\x1b$)C\xfb\xf3^\xfb\xf3")) == (
+        "Hong",
+        "洪^洪",
+    )
+    assert any(w.startswith("PatientName:") and "KS X 1001" in w for w in record.warnings)
+
+
+def test_a_g0_designation_leaves_g1_as_it_was() -> None:
+    # ESC ( B designates ASCII to G0 only: the Greek set of value 1 stays in G1, so 0xC4 0xE9
+    # after it are "Δι", not Latin-1 "Äé".
+    data = b"\xc4\xe9\x1b$B;3\x1b(B\xc4\xe9"
+    record = _record(_raw("ISO 2022 IR 126\\ISO 2022 IR 87", StudyDescription=data))
+    assert (record.description, record.warnings) == ("Δι山Δι", ())
 
 
 def test_gb2312_without_its_escape_sequence_is_read_with_a_warning() -> None:
@@ -317,7 +345,7 @@ def test_undecodable_bytes_give_a_replacement_character_and_a_warning(
     charset: str, keyword: str, data: bytes
 ) -> None:
     record = _record(_raw(charset, **{keyword: data}))
-    values = _Reader(_raw(charset, **{keyword: data})).values(keyword)
+    values = DatasetReader(_raw(charset, **{keyword: data})).values(keyword)
     assert any("\ufffd" in value for value in values)
     assert any(w.startswith(f"{keyword}:") for w in record.warnings), record.warnings
     if keyword == "PatientName":
@@ -408,7 +436,7 @@ def test_dicom_json_names_come_out_nfc_and_split_into_groups() -> None:
         "00081030": {"vr": "LO", "Value": ["IRM CE\u0301RE\u0301BRALE"]},
     }
     warnings: list[str] = []
-    record = record_from_json(item, "s", warnings)
+    record = record_from_qido_item(item, "s", warnings)
     assert record is not None and warnings == []
     assert (record.patient_name, record.description, record.warnings) == ("Müller^Anna", "IRM CÉRÉBRALE", ())
 
@@ -475,7 +503,7 @@ def test_what_pydicom_encodes_decodes_back(charset: str) -> None:
     @given(name=_person_names(_ALPHABETS[charset]))
     def round_trip(name: str) -> None:
         wire = _encoded(values, PatientName=name)
-        read = _Reader(wire)
+        read = DatasetReader(wire)
         assert read.values("PatientName") == [unicodedata.normalize("NFC", name)]
         assert read.warnings == []
 

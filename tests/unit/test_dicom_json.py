@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.dicom import parse_da, parse_tm
 from connectors.dicom_json import MalformedObject, record_from_dicom_json
-from connectors.normalize import parse_da, parse_tm
 from federation.models import StudyRecord
 
 # -- The reference: record_from_dicom_json as it was before the fast path (commit d30f752) ------

@@ -13,8 +13,8 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-from connectors.dicomweb import record_from_json
-from connectors.normalize import parse_da, parse_tm, study_record_from_dataset
+from connectors.dicom import parse_da, parse_tm, study_record_from_dataset
+from connectors.dicom_json import record_from_qido_item
 
 
 def _wire(ds: Dataset) -> Dataset:
@@ -150,7 +150,7 @@ DICOM_JSON_STUDY = {
 
 def test_dicom_json_study_is_parsed() -> None:
     warnings: list[str] = []
-    record = record_from_json(DICOM_JSON_STUDY, "hosp-b", warnings)
+    record = record_from_qido_item(DICOM_JSON_STUDY, "hosp-b", warnings)
     assert record is not None and warnings == []
     assert record.patient_name == "Yamada^Tarou"
     assert record.modalities == ("MR", "SR")
@@ -164,7 +164,7 @@ def test_dicom_json_study_is_parsed() -> None:
 def test_dicom_json_ideographic_only_name_is_kept() -> None:
     item = dict(DICOM_JSON_STUDY)
     item["00100010"] = {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}
-    record = record_from_json(item, "s", [])
+    record = record_from_qido_item(item, "s", [])
     assert record is not None and record.patient_name == "山田^太郎"
 
 
@@ -174,7 +174,7 @@ def test_dicom_json_ideographic_only_name_is_kept() -> None:
 )
 def test_malformed_dicom_json_items_are_skipped_with_a_warning(item: object) -> None:
     warnings: list[str] = []
-    assert record_from_json(item, "s", warnings) is None
+    assert record_from_qido_item(item, "s", warnings) is None
     assert warnings
 
 
