@@ -38,7 +38,7 @@ async def test_instances_starting_at_once_each_set_up_every_index_of_the_cache(e
     settings = CacheSettings(url=elasticsearch.url, index_prefix=_name(), request_timeout_s=30)
     caches = [ElasticsearchExamCache(settings) for _ in range(6)]
     try:
-        await asyncio.gather(*(cache._ensure_template() for cache in caches))
+        await asyncio.gather(*(cache.start() for cache in caches))
         client = caches[0].client
         for index in (caches[0].index, caches[0].answers_index):
             assert await client.indices.exists(index=index)
