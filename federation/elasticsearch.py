@@ -4,12 +4,16 @@ The stores (the exam cache, identity links, share codes, the audit sink) share t
 ``AsyncElasticsearch`` client that :func:`make_client` builds, and translate the client's failures
 through :func:`failure`: the error the store's caller knows (``CacheError``, ``AuditError``) with a
 message naming only the failure's kind — Elasticsearch's own messages may echo documents, so they
-never reach an answer or a log line. Each store still sets up its own index (their templates,
-priorities and upgrade steps differ).
+never reach an answer or a log line. Each store describes its index as an :class:`IndexSetup`
+and sets it up through :func:`ensure_index`: an index template or the index itself, created if
+absent (another instance creating it meanwhile is not an error), and an index made by an earlier
+version given the fields added since (additive only; the mappings are strict).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, TransportError
@@ -18,7 +22,7 @@ from federation.errors import ConfigError, PacsfedError
 from federation.settings import CacheSettings
 from federation.tls import client_context
 
-__all__ = ["ELASTICSEARCH_ERRORS", "already_exists", "failure", "make_client"]
+__all__ = ["ELASTICSEARCH_ERRORS", "IndexSetup", "already_exists", "ensure_index", "failure", "make_client"]
 
 E = TypeVar("E", bound=PacsfedError)
 
@@ -34,6 +38,73 @@ def failure(exc: BaseException, error: type[E], message: str) -> E:
 def already_exists(exc: BadRequestError) -> bool:
     """Whether a create was refused only because the index is there already (made by another instance)."""
     return exc.error == "resource_already_exists_exception"
+
+
+def _one_shard() -> dict[str, Any]:
+    return {"number_of_shards": 1, "number_of_replicas": 0}
+
+
+@dataclass(frozen=True)
+class IndexSetup:
+    """How one store's index is set up: its mapping and settings, and where they are written."""
+
+    index: str
+    """The index; with a template, the index pattern the template applies to (``audit-*``)."""
+    mappings: Mapping[str, Any]
+    settings: Mapping[str, Any] = field(default_factory=_one_shard)
+    template: str | None = None
+    """Name of an index template carrying the settings and mappings; None: they go on the index."""
+    priority: int = 100
+    """The template's priority (higher wins where patterns overlap)."""
+    meta: Mapping[str, Any] | None = None
+    create: bool = True
+    """Create the index now if absent: created by the first write, it costs that write most of a second."""
+    upgrade: bool = True
+    """Put the mapping's properties on an existing index (or, with a pattern, the indices it names)."""
+
+
+async def ensure_index(client: AsyncElasticsearch, setup: IndexSetup, error: type[E], message: str) -> None:
+    """Set up one index as ``setup`` says, idempotently; ``error`` (with ``message``) when Elasticsearch refuses.
+
+    Safe to run by several instances at once: an index another one created meanwhile is taken as it is.
+    """
+    try:
+        if setup.template is not None:
+            await client.indices.put_index_template(
+                name=setup.template,
+                index_patterns=[setup.index],
+                priority=setup.priority,
+                template={"settings": dict(setup.settings), "mappings": dict(setup.mappings)},
+                meta=dict(setup.meta) if setup.meta is not None else None,
+            )
+        exists = not setup.create or await client.indices.exists(index=setup.index)
+        if not exists:
+            await _create(client, setup)
+        elif setup.upgrade:  # made by an earlier version: give it the fields added since (strict mapping)
+            await client.indices.put_mapping(
+                index=setup.index,
+                properties=setup.mappings["properties"],
+                allow_no_indices=True,
+                ignore_unavailable=True,
+            )
+    except BadRequestError as exc:
+        raise error(f"{message} ({exc.error})") from exc
+    except ELASTICSEARCH_ERRORS as exc:
+        raise failure(exc, error, message) from exc
+
+
+async def _create(client: AsyncElasticsearch, setup: IndexSetup) -> None:
+    """Create the index (from its template, if it has one); one made meanwhile by another instance will do."""
+    on_index: dict[str, Any] = (
+        {}
+        if setup.template is not None
+        else {"settings": dict(setup.settings), "mappings": dict(setup.mappings)}
+    )
+    try:
+        await client.indices.create(index=setup.index, wait_for_active_shards="1", **on_index)
+    except BadRequestError as exc:
+        if not already_exists(exc):
+            raise
 
 
 def make_client(settings: CacheSettings) -> AsyncElasticsearch:

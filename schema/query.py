@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import graphene
 
@@ -86,7 +86,17 @@ def history_arguments() -> dict[str, Any]:
     }
 
 
-def history_request(arguments: dict[str, Any]) -> HistoryRequest:
+class HistoryArguments(TypedDict, total=False):
+    """The shared history arguments as graphene passes them to a resolver (see :func:`history_arguments`)."""
+
+    deadline_ms: int | None
+    sources: list[str] | None
+    include_candidates: bool | None
+    freshness: FreshnessModel | str | None
+    reason: str | None
+
+
+def history_request(arguments: HistoryArguments) -> HistoryRequest:
     """The typed request for the shared history arguments."""
     freshness = arguments.get("freshness") or FreshnessModel.CACHE_THEN_REFRESH  # an explicit null too
     sources = arguments.get("sources")
@@ -134,7 +144,7 @@ class Query(graphene.ObjectType):
 
     @staticmethod
     async def resolve_patient_history(
-        _root: Any, info: Any, patient: Any, **arguments: Any
+        _root: Any, info: Any, patient: Any, **arguments: Unpack[HistoryArguments]
     ) -> PatientHistoryModel:
         return await service_of(info).patient_history(
             patient_query(patient), access_of(info), history_request(arguments)
@@ -293,7 +303,7 @@ class Subscription(graphene.ObjectType):
 
     @staticmethod
     async def subscribe_patient_history_updates(
-        _root: Any, info: Any, patient: Any, **arguments: Any
+        _root: Any, info: Any, patient: Any, **arguments: Unpack[HistoryArguments]
     ) -> AsyncIterator[HistoryUpdateModel]:
         updates = service_of(info).stream_history(
             patient_query(patient), access_of(info), history_request(arguments)

@@ -8,10 +8,10 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError
+from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
 from federation.access.share import ShareRecord, ShareStore, ShareToken
-from federation.elasticsearch import ELASTICSEARCH_ERRORS, failure
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
 from federation.errors import CacheError
 from federation.models import PatientQuery
 
@@ -94,19 +94,8 @@ class ElasticsearchShareStore(ShareStore):
     async def _ensure_index(self) -> None:
         if self._ready:
             return
-        try:
-            if not await self._client.indices.exists(index=self.index):
-                with contextlib.suppress(ApiError):  # created meanwhile by another instance
-                    await self._client.indices.create(
-                        index=self.index,
-                        settings={"number_of_shards": 1, "number_of_replicas": 0},
-                        mappings=MAPPING,
-                        wait_for_active_shards="1",
-                    )
-            else:  # an index made by an earlier version: add the fields it lacks (additive)
-                await self._client.indices.put_mapping(index=self.index, properties=MAPPING["properties"])
-        except ELASTICSEARCH_ERRORS as exc:
-            raise failure(exc, CacheError, "share store: cannot prepare the index") from exc
+        setup = IndexSetup(self.index, MAPPING)
+        await ensure_index(self._client, setup, CacheError, "share store: cannot prepare the index")
         self._ready = True
 
     async def _get(self, doc_id: str) -> Any:

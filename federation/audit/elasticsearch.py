@@ -21,7 +21,7 @@ from elasticsearch import AsyncElasticsearch
 from federation.audit.clock import Timeline
 from federation.audit.records import AuditRecord, PageKey
 from federation.audit.sink import AuditSink, bare_id, patient_forms
-from federation.elasticsearch import ELASTICSEARCH_ERRORS, failure
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
 from federation.errors import AuditError
 
 logger = logging.getLogger(__name__)
@@ -95,26 +95,20 @@ class ElasticsearchAuditSink(AuditSink):
     async def _ensure_template(self) -> None:
         if self._template_ready:
             return
-        try:
-            await self._client.indices.put_index_template(
-                name=self.prefix,
-                index_patterns=[f"{self.prefix}-*"],
-                priority=200,
-                template={
-                    "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-                    "mappings": AUDIT_MAPPING,
-                },
-                meta={"owner": "pacsfed-audit"},
-            )
-            # Monthly indices made by an earlier version get the fields they lack (additive only).
-            await self._client.indices.put_mapping(
-                index=f"{self.prefix}-*",
-                properties=AUDIT_MAPPING["properties"],
-                allow_no_indices=True,
-                ignore_unavailable=True,
-            )
-        except ELASTICSEARCH_ERRORS as exc:
-            raise failure(exc, AuditError, "elasticsearch: cannot install the audit template") from exc
+        # Monthly indices, made by the first record of their month; those made by an earlier
+        # version get the fields they lack (additive only).
+        setup = IndexSetup(
+            f"{self.prefix}-*",
+            AUDIT_MAPPING,
+            settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            template=self.prefix,
+            priority=200,
+            meta={"owner": "pacsfed-audit"},
+            create=False,
+        )
+        await ensure_index(
+            self._client, setup, AuditError, "elasticsearch: cannot install the audit template"
+        )
         self._template_ready = True
 
     async def ship(self, records: Sequence[AuditRecord]) -> None:

@@ -18,11 +18,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch, BadRequestError, NotFoundError
+from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from federation.cache._bulk import BulkBatcher
 from federation.cache.base import CachedAnswer, CacheHealth, ExamCache, document_id
-from federation.elasticsearch import ELASTICSEARCH_ERRORS, already_exists, failure, make_client
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure, make_client
 from federation.errors import CacheError
 from federation.identity.names import fold, folded_name, group_parts
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
@@ -169,32 +169,15 @@ class ElasticsearchExamCache(ExamCache):
     async def _ensure_template(self) -> None:
         if self._template_ready:
             return
-        indices = ((self.index, MAPPING), (self.answers_index, ANSWERS_MAPPING))
-        try:
-            for index, mapping in indices:
-                await self._client.indices.put_index_template(
-                    name=index,
-                    index_patterns=[index],
-                    priority=100,
-                    template={
-                        "settings": {
-                            "number_of_shards": 1,
-                            "number_of_replicas": 0,
-                            "refresh_interval": "1s",
-                        },
-                        "mappings": mapping,
-                    },
-                )
-                # Create the index now: creating it on the first write costs a query most of a second.
-                if not await self._client.indices.exists(index=index):
-                    await self._client.indices.create(index=index, wait_for_active_shards="1")
-                else:  # made by an earlier version: give it the fields added since (strict mapping)
-                    await self._client.indices.put_mapping(index=index, properties=mapping["properties"])
-        except BadRequestError as exc:
-            if not already_exists(exc):
-                raise CacheError(f"cannot prepare the index ({exc.error})") from exc
-        except ELASTICSEARCH_ERRORS as exc:
-            raise failure(exc, CacheError, "cannot prepare the index") from exc
+        for index, mapping in ((self.index, MAPPING), (self.answers_index, ANSWERS_MAPPING)):
+            setup = IndexSetup(
+                index,
+                mapping,
+                settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+                template=index,
+                priority=100,
+            )
+            await ensure_index(self._client, setup, CacheError, "cannot prepare the index")
         self._template_ready = True
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:

@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
 
 log = logging.getLogger(__name__)
 _PURGE_WAIT_S = 10.0
+_ASKED = HistoryRequest()
+"""The request of a caller that asks for nothing but the patient."""
 """The longest a purge waits for cache writes already on their way (a slower one undoes itself)."""
 
 
@@ -77,43 +79,17 @@ class HistoryUpdate:
 class FederationEngine(RequestSharing, CacheSide):
     """Fans patient queries out to connectors, merges the answers and writes them through the cache."""
 
-    async def patient_history(
-        self,
-        query: PatientQuery,
-        *,
-        deadline_ms: int | None = None,
-        source_ids: Sequence[str] | None = None,
-        include_candidates: bool = False,
-        freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
-    ) -> PatientHistory:
-        """The patient's merged exam history, with every queried source's status (keywords: see :meth:`answer`)."""
-        return await self.answer(query, _request(deadline_ms, source_ids, include_candidates, freshness))
-
-    def stream_history(
-        self,
-        query: PatientQuery,
-        *,
-        deadline_ms: int | None = None,
-        source_ids: Sequence[str] | None = None,
-        include_candidates: bool = False,
-        freshness: Freshness = Freshness.CACHE_THEN_REFRESH,
-        progressive: bool = True,
-    ) -> AsyncGenerator[HistoryUpdate, None]:
-        """Progressive updates of the history (keywords: see :meth:`updates`)."""
-        request = _request(deadline_ms, source_ids, include_candidates, freshness)
-        return self.updates(query, request, progressive=progressive)
-
-    async def answer(self, query: PatientQuery, request: HistoryRequest) -> PatientHistory:
+    async def patient_history(self, query: PatientQuery, request: HistoryRequest = _ASKED) -> PatientHistory:
         """The patient's merged exam history as ``request`` asks, with every queried source's status."""
         history: PatientHistory | None = None
-        async with contextlib.aclosing(self.updates(query, request, progressive=False)) as updates:
+        async with contextlib.aclosing(self.stream_history(query, request, progressive=False)) as updates:
             async for update in updates:
                 history = update.history
         assert history is not None  # updates always end with a FINAL update
         return history
 
-    async def updates(
-        self, query: PatientQuery, request: HistoryRequest, *, progressive: bool = True
+    async def stream_history(
+        self, query: PatientQuery, request: HistoryRequest = _ASKED, *, progressive: bool = True
     ) -> AsyncGenerator[HistoryUpdate, None]:
         """Yield the cached history (CACHE), then the history after each source answers (SOURCE), then FINAL.
 
@@ -394,14 +370,3 @@ class FederationEngine(RequestSharing, CacheSide):
             await self._cache.aclose()
         if self._identity_store is not None:
             await self._identity_store.aclose()
-
-
-def _request(
-    deadline_ms: int | None, source_ids: Sequence[str] | None, include_candidates: bool, freshness: Freshness
-) -> HistoryRequest:
-    return HistoryRequest(
-        deadline_ms=deadline_ms,
-        source_ids=tuple(source_ids) if source_ids is not None else None,
-        include_candidates=include_candidates,
-        freshness=freshness,
-    )

@@ -7,9 +7,9 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch, BadRequestError
+from elasticsearch import AsyncElasticsearch
 
-from federation.elasticsearch import ELASTICSEARCH_ERRORS, already_exists, failure
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
 from federation.errors import CacheError
 from federation.identity.resolver import Identifier, IdentityLink, IdentityStore
 
@@ -51,19 +51,8 @@ class ElasticsearchIdentityStore(IdentityStore):
     async def _ensure_index(self) -> None:
         if self._ready:
             return
-        try:
-            if not await self._client.indices.exists(index=self.index):
-                await self._client.indices.create(
-                    index=self.index,
-                    settings={"number_of_shards": 1, "number_of_replicas": 0},
-                    mappings=MAPPING,
-                    wait_for_active_shards="1",
-                )
-        except BadRequestError as exc:
-            if not already_exists(exc):
-                raise CacheError(f"cannot create the identity index ({exc.error})") from exc
-        except ELASTICSEARCH_ERRORS as exc:
-            raise failure(exc, CacheError, "cannot create the identity index") from exc
+        setup = IndexSetup(self.index, MAPPING, upgrade=False)
+        await ensure_index(self._client, setup, CacheError, "cannot create the identity index")
         self._ready = True
 
     async def add_links(self, links: Sequence[IdentityLink]) -> int:

@@ -23,6 +23,9 @@ from federation.errors import AccessError, PacsfedError
 from federation.models import PatientHistory, PatientQuery
 from federation.service._base import ServiceBase, code_of
 
+_ASKED = HistoryRequest()
+"""The request of a caller that asks for nothing but the patient."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Grant:
@@ -46,20 +49,13 @@ class HistoryReads(ServiceBase):
         self,
         query: PatientQuery,
         access: AccessContext,
-        request: HistoryRequest | None = None,
-        *,
-        reason: str | None = None,
-        source_ids: Sequence[str] | None = None,
+        request: HistoryRequest = _ASKED,
     ) -> PatientHistory:
-        """The merged history, if the caller may see it; the access is durable before any source is asked.
-
-        ``reason`` and ``source_ids`` are shorthands for in-process callers: given, they replace the request's.
-        """
-        request = _asked(request, reason, source_ids)
+        """The merged history, if the caller may see it; the access is durable before any source is asked."""
         grant = await self._authorize(query, access, request)
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="access")
         try:
-            history = await self.engine.answer(query, grant.narrowed(request))
+            history = await self.engine.patient_history(query, grant.narrowed(request))
         except PacsfedError as exc:
             await self._record_query(
                 query, access, grant, AuditOutcome.FAILURE, detail=code_of(exc), soon=True
@@ -73,16 +69,12 @@ class HistoryReads(ServiceBase):
         self,
         query: PatientQuery,
         access: AccessContext,
-        request: HistoryRequest | None = None,
-        *,
-        reason: str | None = None,
-        source_ids: Sequence[str] | None = None,
+        request: HistoryRequest = _ASKED,
     ) -> AsyncGenerator[HistoryUpdate, None]:
         """Progressive updates; audited before the first one leaves, and again with the final count."""
-        request = _asked(request, reason, source_ids)
         grant = await self._authorize(query, access, request)
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="progressive-start")
-        updates = self.engine.updates(query, grant.narrowed(request))
+        updates = self.engine.stream_history(query, grant.narrowed(request))
         shown: PatientHistory | None = None  # the last history handed out before a FINAL was recorded
         async with contextlib.aclosing(updates):
             try:
@@ -200,15 +192,3 @@ def _restricted(history: PatientHistory, studies: frozenset[str] | None) -> Pati
         return history
     exams = tuple(exam for exam in history.exams if exam.study_instance_uid in studies)
     return history.model_copy(update={"exams": exams, "candidates": ()})
-
-
-def _asked(
-    request: HistoryRequest | None, reason: str | None, source_ids: Sequence[str] | None
-) -> HistoryRequest:
-    """The request, with the in-process shorthands ``reason`` and ``source_ids`` put in when given."""
-    request = request or HistoryRequest()
-    if reason is not None:
-        request = dataclasses.replace(request, reason=reason)
-    if source_ids is not None:
-        request = dataclasses.replace(request, source_ids=tuple(source_ids))
-    return request

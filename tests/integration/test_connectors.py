@@ -14,6 +14,7 @@ from connectors.dicomweb import DicomwebConnector
 from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse import DimseConnector
 from connectors.dimse_settings import DimseSourceSettings
+from federation.engine.request import HistoryRequest
 from federation.errors import SourceAuthError
 from federation.models import Deadline, StudyQuery
 from pacsfed.demo import SimulatedDimsePacs, demo_studies
@@ -111,7 +112,7 @@ async def test_a_query_abandoned_at_the_deadline_is_c_cancelled() -> None:
         engine = FederationEngine([connector], None)
         try:
             history = await engine.patient_history(
-                PatientQuery(patient_id="DEMO-001"), deadline_ms=300, freshness=Freshness.LIVE
+                PatientQuery(patient_id="DEMO-001"), HistoryRequest(deadline_ms=300, freshness=Freshness.LIVE)
             )
             for _ in range(100):  # the cancel is sent from a helper thread
                 if pacs.cancelled_queries:

@@ -53,6 +53,7 @@ from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse import DimseConnector
 from connectors.dimse_settings import DimseSourceSettings
 from federation.engine.engine import FederationEngine
+from federation.engine.request import HistoryRequest
 from federation.errors import (
     ConfigError,
     ConnectorError,
@@ -329,7 +330,7 @@ async def test_the_engine_reports_a_refused_certificate_as_unreachable(
     engine = FederationEngine([trusted, intruder], None)
     try:
         history = await engine.patient_history(
-            PatientQuery(patient_id="PA-001"), deadline_ms=5000, freshness=Freshness.LIVE
+            PatientQuery(patient_id="PA-001"), HistoryRequest(deadline_ms=5000, freshness=Freshness.LIVE)
         )
     finally:
         await engine.aclose()

@@ -12,6 +12,7 @@ from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.access.share import MemoryShareStore, ShareCodes, normalize_code
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
 from federation.engine.engine import FederationEngine
+from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, AuditError, AuditUnavailable, AuthenticationError, QueryError
 from federation.models import PatientQuery
 from federation.service import HistoryService
@@ -109,7 +110,7 @@ async def test_break_the_glass_needs_a_reason_then_holds_for_the_window(
     with pytest.raises(AccessError) as caught:
         await service.patient_history(PATIENT, er)
     assert caught.value.code == "REASON_REQUIRED"
-    await service.patient_history(PATIENT, er, reason="unconscious patient, trauma bay 2")
+    await service.patient_history(PATIENT, er, HistoryRequest(reason="unconscious patient, trauma bay 2"))
     await service.patient_history(PATIENT, er)  # within the window: no new reason needed
     with pytest.raises(AccessError):  # the window is per patient
         await service.patient_history(OTHER, er)
@@ -121,7 +122,7 @@ async def test_break_the_glass_needs_a_reason_then_holds_for_the_window(
 async def test_a_blank_or_trivial_reason_is_not_a_reason(service: HistoryService) -> None:
     for reason in ("   ", "x"):
         with pytest.raises(AccessError):
-            await service.patient_history(PATIENT, _user("history:emergency"), reason=reason)
+            await service.patient_history(PATIENT, _user("history:emergency"), HistoryRequest(reason=reason))
 
 
 async def test_per_source_rules_limit_what_a_principal_may_ask(
@@ -131,7 +132,7 @@ async def test_per_source_rules_limit_what_a_principal_may_ask(
     history = await service.patient_history(PATIENT, limited)
     assert [s.source.id for s in history.sources] == ["hosp-a"]
     with pytest.raises(AccessError):
-        await service.patient_history(PATIENT, limited, source_ids=["hosp-b"])
+        await service.patient_history(PATIENT, limited, HistoryRequest(source_ids=("hosp-b",)))
 
 
 async def test_no_data_leaves_when_the_audit_record_cannot_be_written(

@@ -16,6 +16,7 @@ from federation.audit.flood import FloodGate
 from federation.audit.lists import returned_patient_ids
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord
 from federation.engine.engine import FederationEngine
+from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, CacheError
 from federation.identity.resolver import Identifier, IdentityLink, MemoryIdentityStore
 from federation.models import (
@@ -154,7 +155,9 @@ async def test_a_list_past_its_cap_says_how_much_it_left_out(audit: ListAuditTra
     with pytest.raises(AccessError):  # refused: nothing linked; the attempt is one capped record
         await service.add_identity_links(_user("history:read"), links)
     with pytest.raises(AccessError):
-        await service.patient_history(PATIENT, _user("audit:read"), source_ids=[f"s{n}" for n in range(1500)])
+        await service.patient_history(
+            PATIENT, _user("audit:read"), HistoryRequest(source_ids=tuple(f"s{n}" for n in range(1500)))
+        )
     refused_links, refused_query = audit.records
     assert (len(refused_links.patient_ids), refused_links.patient_ids_omitted) == (100, 801)
     assert (len(refused_query.sources), refused_query.sources_omitted) == (1000, 500)
@@ -167,7 +170,7 @@ async def test_a_break_the_glass_share_ends_with_the_window_and_flags_every_read
     er = _user("history:emergency", "share:create", subject="user:er")
     with pytest.raises(AccessError):  # no window open yet: nothing to share
         await service.create_share(er, PATIENT, None, 86_400, False)
-    await service.patient_history(PATIENT, er, reason="trauma bay 2, unconscious")
+    await service.patient_history(PATIENT, er, HistoryRequest(reason="trauma bay 2, unconscious"))
     created = await service.create_share(er, PATIENT, None, 86_400, False)
     assert created.record.expires_at <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=600)
     anonymous = AccessContext(ANONYMOUS, "10.9.9.9")

@@ -15,6 +15,7 @@ from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dicomweb_settings import DicomwebSourceSettings
 from federation.cache.base import MemoryExamCache
 from federation.engine.engine import FederationEngine, Phase
+from federation.engine.request import HistoryRequest
 from federation.engine.resilience import CircuitState
 from federation.errors import (
     CacheError,
@@ -80,7 +81,7 @@ async def test_slow_source_times_out_at_the_deadline_and_others_are_kept() -> No
     slow = Scripted("slow", delay=30, uids=["x"])
     engine = FederationEngine([Scripted("fast", uids=["1", "2"]), slow], MemoryExamCache())
     started = time.monotonic()
-    history = await engine.patient_history(QUERY, deadline_ms=300)
+    history = await engine.patient_history(QUERY, HistoryRequest(deadline_ms=300))
     elapsed = time.monotonic() - started
     assert elapsed < 0.3 + 0.5 + 0.5  # deadline + write wait + slack on a loaded machine
     assert statuses(history) == {"fast": SourceStatus.OK, "slow": SourceStatus.TIMEOUT}
@@ -136,7 +137,7 @@ async def test_a_slow_consumer_never_turns_a_later_answer_into_a_timeout() -> No
     )
     started = time.monotonic()
     updates = []
-    async for update in engine.stream_history(QUERY, deadline_ms=5000):
+    async for update in engine.stream_history(QUERY, HistoryRequest(deadline_ms=5000)):
         updates.append(update)
         await asyncio.sleep(0.05)  # the consumer sending the event
     assert [u.phase for u in updates] == [Phase.SOURCE] * 3 + [Phase.FINAL]
@@ -147,10 +148,10 @@ async def test_a_slow_consumer_never_turns_a_later_answer_into_a_timeout() -> No
 async def test_source_selection() -> None:
     a, b = Scripted("a", uids=["1"]), Scripted("b", uids=["2"])
     engine = FederationEngine([a, b], None)
-    history = await engine.patient_history(QUERY, source_ids=["b"])
+    history = await engine.patient_history(QUERY, HistoryRequest(source_ids=("b",)))
     assert [o.source.id for o in history.sources] == ["b"]
     with pytest.raises(QueryError) as caught:
-        await engine.patient_history(QUERY, source_ids=["nope"])
+        await engine.patient_history(QUERY, HistoryRequest(source_ids=("nope",)))
     assert caught.value.code == "UNKNOWN_SOURCE"
 
 
@@ -158,7 +159,7 @@ async def test_source_selection() -> None:
 async def test_deadline_outside_limits_is_refused(deadline_ms: int) -> None:
     engine = FederationEngine([Scripted("a")], None)
     with pytest.raises(QueryError) as caught:
-        await engine.patient_history(QUERY, deadline_ms=deadline_ms)
+        await engine.patient_history(QUERY, HistoryRequest(deadline_ms=deadline_ms))
     assert caught.value.code == "BAD_DEADLINE"
 
 
@@ -186,8 +187,8 @@ async def test_a_source_that_keeps_failing_is_skipped_at_once() -> None:
     slow_dead = Scripted("slow", delay=30)
     engine = FederationEngine([Scripted("ok", uids=["1"]), dead, slow_dead], None)
     for _ in range(2):
-        await engine.patient_history(QUERY, deadline_ms=100)
-    history = await engine.patient_history(QUERY, deadline_ms=100)
+        await engine.patient_history(QUERY, HistoryRequest(deadline_ms=100))
+    history = await engine.patient_history(QUERY, HistoryRequest(deadline_ms=100))
     assert statuses(history)["dead"] is SourceStatus.SKIPPED
     assert engine.circuit_state("dead").value == "OPEN"
     assert statuses(history)["slow"] is SourceStatus.TIMEOUT  # 5 failures are needed by default
@@ -198,7 +199,7 @@ async def test_concurrent_identical_queries_cause_one_fan_out() -> None:
     source = Scripted("a", delay=0.2, uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())
     histories = await asyncio.gather(
-        *(engine.patient_history(QUERY, freshness=Freshness.LIVE) for _ in range(8))
+        *(engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE)) for _ in range(8))
     )
     assert source.calls == 1
     assert all([e.study_instance_uid for e in h.exams] == ["1"] for h in histories)
@@ -225,14 +226,14 @@ async def test_cache_then_refresh_answers_from_the_cache_and_refreshes_once() ->
 async def test_cache_only_and_purge() -> None:
     source = Scripted("a", uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())
-    empty = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    empty = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert statuses(empty) == {"a": SourceStatus.NOT_CACHED}
     assert source.calls == 0
-    await engine.patient_history(QUERY, freshness=Freshness.LIVE)
-    held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))
+    held = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert [e.study_instance_uid for e in held.exams] == ["1"]
     assert await engine.purge_cache(QUERY) == 1
-    gone = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    gone = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert statuses(gone) == {"a": SourceStatus.NOT_CACHED}
 
 
@@ -253,15 +254,15 @@ async def test_a_refresh_in_flight_does_not_undo_a_purge() -> None:
     await engine.patient_history(QUERY)  # served from the cache; a refresh is now in flight
     await engine.purge_cache(QUERY)
     await asyncio.sleep(0.3)
-    gone = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    gone = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert statuses(gone) == {"a": SourceStatus.NOT_CACHED}
 
 
 async def test_a_shared_request_outlives_a_query_that_gives_up_while_another_waits() -> None:
     source = Scripted("a", delay=0.3, uids=["1"])
     engine = FederationEngine([source], None)
-    patient = engine.patient_history(QUERY, deadline_ms=2000)
-    impatient = engine.patient_history(QUERY, deadline_ms=100)
+    patient = engine.patient_history(QUERY, HistoryRequest(deadline_ms=2000))
+    impatient = engine.patient_history(QUERY, HistoryRequest(deadline_ms=100))
     slow, quick = await asyncio.gather(patient, impatient)
     assert statuses(quick) == {"a": SourceStatus.TIMEOUT}
     assert statuses(slow) == {"a": SourceStatus.OK}
@@ -272,7 +273,7 @@ async def test_a_shared_request_outlives_a_query_that_gives_up_while_another_wai
 async def test_a_purge_abandons_the_request_in_flight() -> None:
     source = Scripted("a", delay=0.3, uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())
-    pending = asyncio.ensure_future(engine.patient_history(QUERY, freshness=Freshness.LIVE))
+    pending = asyncio.ensure_future(engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE)))
     await asyncio.sleep(0.05)
     await engine.purge_cache(QUERY)
     history = await pending
@@ -285,7 +286,9 @@ async def test_requests_abandoned_by_purges_do_not_open_the_circuit() -> None:
     source = Scripted("a", delay=0.3, uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())
     for _ in range(6):  # one more than the breaker's default threshold
-        pending = asyncio.ensure_future(engine.patient_history(QUERY, freshness=Freshness.LIVE))
+        pending = asyncio.ensure_future(
+            engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))
+        )
         await asyncio.sleep(0.02)
         await engine.purge_cache(QUERY)
         assert statuses(await pending) == {"a": SourceStatus.TIMEOUT}
@@ -296,7 +299,7 @@ async def test_requests_abandoned_by_purges_do_not_open_the_circuit() -> None:
 async def test_a_consumer_that_stops_at_the_cached_answer_starts_no_live_request() -> None:
     cached, live = Scripted("a", uids=["1"]), Scripted("b", delay=0.1, uids=["2"])
     engine = FederationEngine([cached, live], MemoryExamCache())
-    await engine.patient_history(QUERY, source_ids=["a"])
+    await engine.patient_history(QUERY, HistoryRequest(source_ids=("a",)))
     updates = engine.stream_history(QUERY)
     first = await anext(updates)
     assert first.phase is Phase.CACHE
@@ -326,9 +329,9 @@ def flaky(source_id: str, **kwargs: object) -> Scripted:
 async def test_a_query_does_not_join_a_request_given_a_much_earlier_deadline() -> None:
     source = Honest("a", delay=0.3, uids=["1"])
     engine = FederationEngine([source], None)
-    impatient = asyncio.ensure_future(engine.patient_history(QUERY, deadline_ms=100))
+    impatient = asyncio.ensure_future(engine.patient_history(QUERY, HistoryRequest(deadline_ms=100)))
     await asyncio.sleep(0)  # its request is in flight, due in 100 ms
-    patient = await engine.patient_history(QUERY, deadline_ms=2000)
+    patient = await engine.patient_history(QUERY, HistoryRequest(deadline_ms=2000))
     assert statuses(await impatient) == {"a": SourceStatus.TIMEOUT}
     assert statuses(patient) == {"a": SourceStatus.OK}
 
@@ -336,7 +339,9 @@ async def test_a_query_does_not_join_a_request_given_a_much_earlier_deadline() -
 async def test_one_failed_request_counts_once_however_many_queries_waited() -> None:
     dead = Scripted("dead", delay=0.05, error=SourceUnreachable("refused"))
     engine = FederationEngine([dead], None)
-    await asyncio.gather(*(engine.patient_history(QUERY, freshness=Freshness.LIVE) for _ in range(5)))
+    await asyncio.gather(
+        *(engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE)) for _ in range(5))
+    )
     assert dead.calls == 1
     assert engine.circuit_state("dead") is CircuitState.CLOSED  # one failure of five needed
 
@@ -344,28 +349,28 @@ async def test_one_failed_request_counts_once_however_many_queries_waited() -> N
 async def test_a_probe_abandoned_by_a_purge_lets_the_next_query_probe() -> None:
     source = flaky("a", error=SourceUnreachable("refused"))
     engine = FederationEngine([source], MemoryExamCache())
-    await engine.patient_history(QUERY, freshness=Freshness.LIVE)
+    await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))
     assert engine.circuit_state("a") is CircuitState.OPEN
     await asyncio.sleep(0.25)  # cool-down over: the next query is the probe
     source.error, source.delay, source.uids = None, 0.1, ["1"]  # healthy again
-    probe = asyncio.ensure_future(engine.patient_history(QUERY, freshness=Freshness.LIVE))
+    probe = asyncio.ensure_future(engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE)))
     await asyncio.sleep(0.02)
     await engine.purge_cache(QUERY)
     await probe
-    after = await engine.patient_history(QUERY, freshness=Freshness.LIVE)
+    after = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))
     assert statuses(after) == {"a": SourceStatus.OK}
 
 
 async def test_a_consumer_stopping_at_the_cached_answer_gives_the_probe_back() -> None:
     source = flaky("a", error=SourceUnreachable("refused"))
     engine = FederationEngine([Scripted("c", uids=["9"]), source], MemoryExamCache())
-    await engine.patient_history(QUERY, freshness=Freshness.LIVE)  # c cached; a fails: open
+    await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))  # c cached; a fails: open
     await asyncio.sleep(0.25)
     source.error, source.uids = None, ["1"]
     updates = engine.stream_history(QUERY)
     assert (await anext(updates)).phase is Phase.CACHE
     await updates.aclose()  # no request was started
-    after = await engine.patient_history(QUERY, source_ids=["a"], freshness=Freshness.LIVE)
+    after = await engine.patient_history(QUERY, HistoryRequest(source_ids=("a",), freshness=Freshness.LIVE))
     assert statuses(after) == {"a": SourceStatus.OK}
 
 
@@ -380,10 +385,12 @@ class SlowWriteCache(MemoryExamCache):
 async def test_a_purge_removes_a_write_that_was_already_on_its_way() -> None:
     cache = SlowWriteCache()
     engine = FederationEngine([Scripted("a", uids=["1"])], cache, cache_write_wait_s=0.0)
-    await engine.patient_history(QUERY, freshness=Freshness.LIVE)  # its write is now in flight
+    await engine.patient_history(
+        QUERY, HistoryRequest(freshness=Freshness.LIVE)
+    )  # its write is now in flight
     await engine.purge_cache(QUERY)  # an erasure request
     await asyncio.sleep(0.1)
-    held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    held = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert statuses(held) == {"a": SourceStatus.NOT_CACHED}
     assert not held.exams
 
@@ -396,17 +403,17 @@ async def test_a_write_a_purge_stopped_waiting_for_undoes_itself_for_that_purge_
     engine = FederationEngine(
         [Scripted("a", uids=["1"]), Scripted("b", uids=["2"])], cache, cache_write_wait_s=0.0
     )
-    await engine.patient_history(QUERY, freshness=Freshness.LIVE)  # both writes in flight
+    await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))  # both writes in flight
     await engine.purge_cache(QUERY, "b")  # returns before they land
     await asyncio.sleep(0.1)
-    held = await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+    held = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert statuses(held) == {"a": SourceStatus.OK, "b": SourceStatus.NOT_CACHED}
 
 
 async def test_a_consumer_that_stops_releases_its_requests_at_once() -> None:
     slow = Scripted("slow", delay=5, uids=["2"])
     engine = FederationEngine([Scripted("fast", uids=["1"]), slow], None)
-    updates = engine.stream_history(QUERY, deadline_ms=10_000)
+    updates = engine.stream_history(QUERY, HistoryRequest(deadline_ms=10_000))
     assert (await anext(updates)).phase is Phase.SOURCE
     await updates.aclose()  # the page was closed
     await asyncio.sleep(0)  # the cancellation reaches the request
@@ -424,7 +431,7 @@ async def test_cache_only_without_a_readable_cache_is_cache_unavailable_not_not_
     source = Scripted("a", uids=["1"])
     engine = FederationEngine([source], UnreadableCache())
     with pytest.raises(CacheUnavailable) as caught:
-        await engine.patient_history(QUERY, freshness=Freshness.CACHE_ONLY)
+        await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.CACHE_ONLY))
     assert caught.value.code == "CACHE_UNAVAILABLE" and source.calls == 0
     live = await engine.patient_history(QUERY)  # other freshness: the sources answer instead
     assert statuses(live) == {"a": SourceStatus.OK}
