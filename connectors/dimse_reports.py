@@ -286,7 +286,10 @@ def _end(assoc: Association, *, clean: bool) -> None:
     close, and a release (Evt11) or abort (Evt15) there kills pynetdicom's reactor thread
     (InvalidEventError), leaving the socket open.
     """
-    if _state(assoc) in ("Sta1", "Sta13"):
+    if _state(assoc) == "Sta13":
+        _reap(assoc)
+        return
+    if _state(assoc) == "Sta1":
         return
     if clean and _state(assoc) == "Sta6":
         with contextlib.suppress(Exception):
@@ -301,6 +304,22 @@ def _abort(assoc: Association) -> None:
     with contextlib.suppress(Exception):
         assoc.acse_timeout = _ABORT_LINGER_S
         assoc.abort()
+
+
+def _reap(assoc: Association) -> None:
+    """An association ending in Sta13: wait a little for the socket to close, then close it ourselves
+    if pynetdicom's reactor died there (a peer that aborts between the two PDUs of our C-GET request
+    makes the reactor send the second one in Sta13: InvalidEventError), so no socket or thread is left."""
+    until = time.monotonic() + _ABORT_LINGER_S
+    dul = getattr(assoc, "dul", None)
+    while dul is not None and dul.is_alive() and _state(assoc) == "Sta13" and time.monotonic() < until:
+        time.sleep(0.01)
+    if dul is not None and not dul.is_alive():
+        with contextlib.suppress(Exception):
+            if dul.socket is not None:
+                dul.socket.close()
+        with contextlib.suppress(Exception):
+            assoc.kill()
 
 
 def _state(assoc: Association) -> str | None:
