@@ -246,3 +246,19 @@ async def test_graphql_asks_for_reports_only_when_the_field_is_selected() -> Non
     assert reports["1.9"]["mimeType"] == PDF
     assert reports["1.9"]["url"].startswith("http://pacsfed.test/reports/")
     assert len(_reads(audit)) == 4  # access and outcome, per exam
+
+
+async def test_break_the_glass_reads_a_report_only_within_an_open_window_and_is_flagged() -> None:
+    audit = ListAuditTrail()
+    service = _service(audit, Reporting("hosp-a", ["1.1"], {"1.1": _text("A^A")}))
+    (exam,) = (await service.patient_history(PATIENT, _user("history:read"))).exams
+    emergency = _user("history:emergency", subject="user:er")
+    with pytest.raises(AccessError) as refused:
+        await service.exam_report(exam, emergency)
+    assert refused.value.code == "REASON_REQUIRED"
+    await service.patient_history(PATIENT, emergency, reason="unconscious patient, trauma bay")
+    report = await service.exam_report(exam, emergency)
+    assert report.status is ReportStatus.AVAILABLE
+    flagged = [r for r in _reads(audit) if r.outcome is AuditOutcome.SUCCESS]
+    assert flagged
+    assert all(r.emergency and r.reason == "unconscious patient, trauma bay" for r in flagged)
