@@ -9,6 +9,7 @@ from importlib.metadata import version
 from typing import Any
 from urllib.parse import quote
 
+from connectors import dicomweb_reports
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dicom_json import record_from_qido_item
 from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
@@ -18,6 +19,7 @@ from connectors.normalize import STUDY_RETURN_KEYWORDS
 from connectors.oauth2 import OAuth2ClientCredentialsAuth
 from federation.errors import SourceAuthError, SourceProtocolError
 from federation.models import Deadline, StudyQuery, StudyRecord
+from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
 from federation.settings_security import OAuth2ClientCredentials
 
 DICOM_JSON = "application/dicom+json"
@@ -40,6 +42,7 @@ class DicomwebConnector(Connector):
     settings_model = DicomwebSourceSettings
     supports_issuer_of_patient_id = True
     supports_demographic_search = True
+    supports_reports = True
 
     settings: DicomwebSourceSettings
 
@@ -92,6 +95,16 @@ class DicomwebConnector(Connector):
     async def ping(self, deadline: Deadline) -> None:
         """A minimal QIDO request that any conformant server answers (limit=1)."""
         await self._get_page(_PING_QUERY, deadline)
+
+    async def fetch_report(self, study: StudyRef, deadline: Deadline) -> ReportAnswer:
+        """The study's SR or document report (QIDO-RS series, WADO-RS instance): connectors.dicomweb_reports."""
+        return await dicomweb_reports.fetch_report(self.http, study, deadline)
+
+    async def fetch_report_document(
+        self, study: StudyRef, document: ReportInstance, deadline: Deadline
+    ) -> ReportDocument:
+        """A document report's bytes, fetched again with WADO-RS."""
+        return await dicomweb_reports.fetch_document(self.http, study, document, deadline)
 
     async def aclose(self) -> None:
         """Close this source's connections."""

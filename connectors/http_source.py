@@ -53,6 +53,10 @@ logging.getLogger("hpack").setLevel(logging.WARNING)
 KEEPALIVE_S = 30.0
 
 
+_URL_CACHE_SIZE = 8
+"""Parsed URLs kept per source: the few fixed QIDO paths, never one per study."""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
     """One complete answer: status, headers (case-insensitive lookups by lower-case name) and body."""
@@ -129,7 +133,9 @@ class HttpSource:
     ) -> HttpAnswer:
         """GET ``base/path?query``; *what* ("QIDO") names the request in error messages."""
         if not self._httpx_only:
-            target = b"%s/%s?%s" % (self._path, path.encode("ascii"), query)
+            target = b"%s/%s" % (self._path, path.encode("ascii"))
+            if query:
+                target += b"?" + query
             headers = [self._host_header, (b"accept", accept.encode()), *self._lean_tail]
             try:
                 return await self._get_lean(target, headers, deadline, max_body, what)
@@ -137,7 +143,9 @@ class HttpSource:
                 self._httpx_only = True
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = httpx.URL(f"{self._base}/{path}")
+            url = httpx.URL(f"{self._base}/{path}")
+            if len(self._urls) < _URL_CACHE_SIZE:  # the QIDO paths; a report's paths name its study
+                self._urls[path] = url
         return await self._get_httpx(url.copy_with(query=query), accept, deadline, max_body, what)
 
     async def aclose(self) -> None:
