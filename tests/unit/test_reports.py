@@ -15,6 +15,7 @@ from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.access.share import MemoryShareStore, ShareCodes
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.engine import FederationEngine
+from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, AuditUnavailable, SourceUnreachable
 from federation.models import Deadline, PatientQuery
 from federation.reports import PDF, ReportAnswer, ReportDocument, ReportInstance, ReportStatus, StudyRef
@@ -256,7 +257,7 @@ async def test_break_the_glass_reads_a_report_only_within_an_open_window_and_is_
     with pytest.raises(AccessError) as refused:
         await service.exam_report(exam, emergency)
     assert refused.value.code == "REASON_REQUIRED"
-    await service.patient_history(PATIENT, emergency, reason="unconscious patient, trauma bay")
+    await service.patient_history(PATIENT, emergency, HistoryRequest(reason="unconscious patient, trauma bay"))
     report = await service.exam_report(exam, emergency)
     assert report.status is ReportStatus.AVAILABLE
     flagged = [r for r in _reads(audit) if r.outcome is AuditOutcome.SUCCESS]
