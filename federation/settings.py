@@ -34,6 +34,7 @@ from federation.settings_security import (
     ShareSettings,
     TlsSettings,
 )
+from federation.viewer import check_template
 
 SourceId = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 
@@ -88,6 +89,14 @@ class SourceSettings(_Strict):
     """Send a candidate search's name key in its own script (``*山田*``), beyond ASCII: DIMSE under
     ISO_IR 192, QIDO as UTF-8. Default: yes for DICOMweb (PS3.18 requires UTF-8) and for DIMSE
     unless ``query_charset`` is null; ``false`` for a PACS that cannot match them."""
+    viewer_url: str | None = None
+    """Link template of this source's viewer: an absolute http(s) URL with ``{studyInstanceUid}``,
+    ``{accessionNumber}`` and ``{patientId}`` placeholders (values percent-encoded); see federation.viewer."""
+
+    @field_validator("viewer_url")
+    @classmethod
+    def _viewer_template(cls, value: str | None) -> str | None:
+        return check_template(value) if value else None
 
     @model_validator(mode="after")
     def _default_name(self) -> SourceSettings:
