@@ -205,6 +205,15 @@ class IdentitySettings(_Strict):
 
     national_issuer: str | None = None
     """The issuer of the national number (e.g. NISS); needed for ``{nationalId}`` queries."""
+    issuer_systems: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(pattern=r"^\S+$")]] = {}
+    """FHIR identifier systems of pacsfed issuers (``HOSP_A: "urn:oid:1.2.3"``), for the FHIR view."""
+
+    @field_validator("issuer_systems")
+    @classmethod
+    def _one_issuer_per_system(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(set(value.values())) != len(value):
+            raise ValueError("two issuers have the same FHIR system")
+        return value
 
 
 class Settings(BaseSettings):

@@ -36,6 +36,7 @@ from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
+from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
 from web.request_id import RequestIdMiddleware
@@ -256,6 +257,7 @@ def create_app(
             Route("/s/{code}", share_form, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *FhirView(settings).routes(),
             *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[
