@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import httpx
 
+from federation.errors import SourceProtocolError
 from federation.models import Deadline, SourceInfo, StudyQuery, StudyRecord
+from federation.reports import ReportAnswer, ReportDocument, ReportInstance, ReportStatus, StudyRef
 from federation.settings import SourceSettings
 
 
@@ -71,6 +73,24 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     async def ping(self, deadline: Deadline) -> None:
         """Check that the source answers (C-ECHO, a QIDO request); raise ConnectorError if not."""
+
+    supports_reports: ClassVar[bool] = False
+    """Capability: :meth:`fetch_report` reads a study's report (a DICOM SR or an encapsulated document).
+    Without it the engine never asks, and an exam held only here has report status UNSUPPORTED."""
+
+    async def fetch_report(self, study: StudyRef, deadline: Deadline) -> ReportAnswer:
+        """The study's report at this source: AVAILABLE (text, or a document to fetch), NOT_FOUND or ERROR.
+
+        Failures are answers (``ReportAnswer(status=ERROR, error=...)``) or ConnectorErrors, never
+        foreign exceptions. Only called when ``supports_reports`` is set.
+        """
+        return ReportAnswer(status=ReportStatus.UNSUPPORTED, error=f"{self.kind} sources give no reports")
+
+    async def fetch_report_document(
+        self, study: StudyRef, document: ReportInstance, deadline: Deadline
+    ) -> ReportDocument:
+        """The bytes of a document report that :meth:`fetch_report` pointed to (ConnectorError if gone)."""
+        raise SourceProtocolError(f"{self.kind} sources give no report documents")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what the connector holds (threads, associations)."""

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors import dicomweb_reports
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dicom_json import MalformedObject, record_from_dicom_json
 from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
@@ -28,6 +29,7 @@ from federation.errors import (
     SourceUnreachable,
 )
 from federation.models import Deadline, StudyQuery, StudyRecord
+from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
 from federation.settings_security import OAuth2ClientCredentials
 from federation.tls import client_context, handshake_failure, tls_failure
 
@@ -58,6 +60,7 @@ class DicomwebConnector(Connector):
     kind = "dicomweb"
     settings_model = DicomwebSourceSettings
     supports_issuer_of_patient_id = True
+    supports_reports = True
 
     settings: DicomwebSourceSettings
 
@@ -155,6 +158,22 @@ class DicomwebConnector(Connector):
     async def ping(self, deadline: Deadline) -> None:
         """A minimal QIDO request that any conformant server answers (limit=1)."""
         await self._get_page(_PING_QUERY, deadline)
+
+    async def fetch_report(self, study: StudyRef, deadline: Deadline) -> ReportAnswer:
+        """The study's SR or document report (QIDO-RS series, WADO-RS instance): connectors.dicomweb_reports."""
+        return await dicomweb_reports.fetch_report(self._web_access(), study, deadline)
+
+    async def fetch_report_document(
+        self, study: StudyRef, document: ReportInstance, deadline: Deadline
+    ) -> ReportDocument:
+        """A document report's bytes, fetched again with WADO-RS."""
+        return await dicomweb_reports.fetch_document(self._web_access(), study, document, deadline)
+
+    def _web_access(self) -> dicomweb_reports.WebAccess:
+        headers = {k: v for k, v in self._headers.items() if k != "Accept"}
+        return dicomweb_reports.WebAccess(
+            self._http, self._base_url, headers, self._auth, self.settings.timeout_s, self._sni
+        )
 
     async def aclose(self) -> None:
         """Close this source's connections."""

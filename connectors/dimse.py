@@ -29,6 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import code_to_category
 
+from connectors import dimse_reports
 from connectors._association_pool import AssociationPool, close_in_background
 from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, SourceAnswer
@@ -36,6 +37,7 @@ from connectors.dimse_settings import DimseSourceSettings
 from connectors.normalize import STUDY_RETURN_KEYWORDS, study_record_from_dataset
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
+from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
 from federation.tls import client_context, handshake_failure, server_hostname
 
 # pynetdicom logs whole identifiers (names, IDs, birth dates) by default: never let it.
@@ -107,6 +109,7 @@ class DimseConnector(Connector):
     kind = "dimse"
     settings_model = DimseSourceSettings
     supports_issuer_of_patient_id = True
+    supports_reports = True
 
     settings: DimseSourceSettings
 
@@ -136,6 +139,19 @@ class DimseConnector(Connector):
     async def ping(self, deadline: Deadline) -> None:
         """C-ECHO the peer (PS3.7 9.1.5)."""
         await self._run(self._echo_blocking, deadline)
+
+    async def fetch_report(self, study: StudyRef, deadline: Deadline) -> ReportAnswer:
+        """The study's SR or document report (SERIES C-FIND, then C-GET): connectors.dimse_reports."""
+        return await dimse_reports.fetch_report(self._report_peer(), study, deadline)
+
+    async def fetch_report_document(
+        self, study: StudyRef, document: ReportInstance, deadline: Deadline
+    ) -> ReportDocument:
+        """A document report's bytes, fetched again with C-GET."""
+        return await dimse_reports.fetch_document(self._report_peer(), study, document, deadline)
+
+    def _report_peer(self) -> dimse_reports.DimsePeer:
+        return dimse_reports.DimsePeer(self.settings, self._executor, self._tls_args, self._ext_neg)
 
     async def aclose(self) -> None:
         """Release the pooled associations and stop the source's threads."""

@@ -200,6 +200,15 @@ class QuerySettings(_Strict):
     max_deadline_ms: Annotated[int, Field(ge=50, le=600_000)] = 60_000
 
 
+class ReportSettings(_Strict):
+    """How exam reports are read (``exams { report }``) and how long their document links live."""
+
+    deadline_ms: Annotated[int, Field(ge=50, le=120_000)] = 10_000
+    """A report's own deadline: every source holding the exam is asked within it."""
+    link_ttl_s: Annotated[int, Field(ge=10, le=24 * 3600)] = 900
+    """How long a document report's ``url`` opens (for the caller it was made for only)."""
+
+
 class IdentitySettings(_Strict):
     """Patient identity across hospitals."""
 
@@ -228,6 +237,7 @@ class Settings(BaseSettings):
     """Each validated by its kind's own model, found through the ``pacsfed.connectors`` entry points."""
     server: ServerSettings = ServerSettings()
     query: QuerySettings = QuerySettings()
+    reports: ReportSettings = ReportSettings()
     identity: IdentitySettings = IdentitySettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()

@@ -39,6 +39,7 @@ from web.cors import ApiCors
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
+from web.report_document import report_document
 from web.request_id import RequestIdMiddleware
 from web.share_page import share_form, share_view
 
@@ -128,6 +129,7 @@ async def services_from_settings(
             shares,
             emergency_window_s=settings.auth.emergency_window_s,
             national_issuer=settings.identity.national_issuer,
+            reports=settings.reports,
         )
         authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()
@@ -255,6 +257,7 @@ def create_app(
             Route("/s", share_form, methods=["GET"]),
             Route("/s", share_view, methods=["POST"]),
             Route("/s/{code}", share_form, methods=["GET"]),
+            Route("/reports/{link_id}", report_document, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *FhirView(settings).routes(),

@@ -15,6 +15,7 @@ from federation.models import Freshness as FreshnessModel
 from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
 from schema.enums import ActorKind, AuditAction, AuditOutcome, CandidateReason
+from schema.reports import Report, resolve_exam_report
 
 SourceStatus = graphene.Enum.from_enum(
     SourceStatusModel,
@@ -106,6 +107,12 @@ class Exam(graphene.ObjectType):
     number_of_series = graphene.Int()
     number_of_instances = graphene.Int()
     locations = graphene.List(graphene.NonNull(ExamLocation), required=True)
+    report = graphene.Field(
+        Report,
+        resolver=resolve_exam_report,
+        deadline_ms=graphene.Int(description="The report's own deadline (default: reports.deadline_ms)."),
+        description="The exam's report, read from its sources only when selected (authorized and audited).",
+    )
 
 
 class SourceOutcome(graphene.ObjectType):

@@ -14,6 +14,8 @@ class AuditAction(enum.StrEnum):
     """What was done."""
 
     PATIENT_QUERY = "patient-query"
+    REPORT_READ = "report-read"
+    """An exam's report was read, or its document opened (``detail`` names the study and the outcome)."""
     SHARE_CREATE = "share-create"
     SHARE_REDEEM = "share-redeem"
     SHARE_REVOKE = "share-revoke"

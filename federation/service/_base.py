@@ -11,6 +11,8 @@ from federation.audit.lists import MAX_LISTED, capped, in_parts
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
 from federation.engine.engine import FederationEngine
 from federation.errors import AccessError, AuditError, AuditUnavailable
+from federation.service._report_links import ReportLinks
+from federation.settings import ReportSettings
 
 _MAX_AUDITED_SOURCES = 1000
 _AUDITED_FAILURES_PER_MINUTE = 20
@@ -28,6 +30,7 @@ class ServiceBase:
         *,
         emergency_window_s: float,
         national_issuer: str | None,
+        reports: ReportSettings | None = None,
     ) -> None:
         self.engine = engine
         self._audit = audit
@@ -36,6 +39,8 @@ class ServiceBase:
         self._national_issuer = national_issuer
         self._failures = FloodGate(_AUDITED_FAILURES_PER_MINUTE)
         self._redemptions = FloodGate(shares.max_failures)
+        self._report_settings = reports or ReportSettings()
+        self._report_links = ReportLinks(self._report_settings.link_ttl_s)
 
     async def _record_parts(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -20,6 +19,7 @@ from federation.models import (
     SourceOutcome,
     SourceStatus,
 )
+from federation.reports import PDF, Report, ReportStatus
 from web.fhir.resources import (
     DCM,
     Identifier,
@@ -28,6 +28,7 @@ from web.fhir.resources import (
     diagnostic_report,
     imaging_study,
     incompleteness,
+    report_issue,
     wado_rs_base,
 )
 
@@ -51,15 +52,6 @@ EXAM = Exam(
         ExamLocation(source=C, retrieve_url=f"http://127.0.0.1:8042/dicom-web/studies/{UID}"),
     ),
 )
-
-
-@dataclass(frozen=True)
-class Report:
-    text: str | None = "Findings: none.\nImpression: normal."
-    author: str | None = "Dr^House"
-    date: dt.date | dt.datetime | None = dt.date(2024, 1, 6)
-    mime_type: str | None = None
-    url: str | None = None
 
 
 def test_an_exam_is_an_r4_imaging_study_with_its_wado_rs_endpoint() -> None:
@@ -139,28 +131,42 @@ def test_a_complete_federation_has_no_outcome_entry() -> None:
     assert [entry.search.mode for entry in result.entry] == ["match"]
 
 
-@pytest.mark.parametrize(
-    "report",
-    [
-        Report(),
-        Report(text=None, mime_type="application/pdf", url="http://pacsfed.test/reports/1", author=None),
-    ],
+TEXT = Report(
+    status=ReportStatus.AVAILABLE,
+    text="Findings: none.\nImpression: normal.",
+    author="House^Gregory",
+    date=dt.date(2024, 1, 6),
+    source=A,
 )
+PDF_REPORT = Report(
+    status=ReportStatus.AVAILABLE, mime_type=PDF, url_path="/reports/abc", title="Report", source=C
+)
+
+
+@pytest.mark.parametrize("report", [TEXT, PDF_REPORT])
 def test_a_report_is_an_included_diagnostic_report_pointing_back_to_its_study(report: Report) -> None:
     studies = [imaging_study(EXAM, SUBJECT)]
-    result = Bundle.model_validate(
-        bundle(BASE, BASE, studies, included=[diagnostic_report(EXAM, report, SUBJECT)])
-    )
+    included = [diagnostic_report(EXAM, report, SUBJECT, "http://pacsfed.test/")]
+    result = Bundle.model_validate(bundle(BASE, BASE, studies, included=included))
     assert [entry.search.mode for entry in result.entry] == ["match", "include"]
     resource = result.entry[1].resource
     assert isinstance(resource, DiagnosticReport)
     assert [ref.reference for ref in resource.imagingStudy] == [f"ImagingStudy/{UID}"]
     assert resource.conclusion == report.text
-    if report.url:
-        assert (resource.presentedForm[0].contentType, resource.presentedForm[0].url) == (
-            report.mime_type,
-            report.url,
-        )
+    if report.url_path:
+        [form] = resource.presentedForm
+        assert (form.contentType, form.url) == (PDF, "http://pacsfed.test/reports/abc")
+    else:
+        assert resource.resultsInterpreter[0].display == "House Gregory"
+        assert str(resource.effectiveDateTime) == "2024-01-06"
+
+
+def test_a_report_a_source_failed_to_give_is_a_warning_without_patient_data() -> None:
+    failed = Report(status=ReportStatus.ERROR, source=C, error="WADO-RS timed out")
+    issue = report_issue(failed)
+    assert issue is not None and issue["code"] == "incomplete"
+    assert "hosp-c" in issue["details"]["text"]
+    assert report_issue(Report(status=ReportStatus.NOT_FOUND)) is None
 
 
 def test_the_capability_statement_validates() -> None:

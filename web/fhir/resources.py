@@ -16,19 +16,21 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from federation.models import Exam, PatientHistory, SourceOutcome, SourceStatus
+from federation.reports import Report, ReportStatus
 
 __all__ = [
     "DCM",
+    "JSON",
     "Identifier",
-    "ReportView",
     "bundle",
     "diagnostic_report",
     "imaging_study",
     "operation_outcome",
     "outcome_issue",
+    "report_issue",
 ]
 
 JSON = dict[str, Any]
@@ -37,6 +39,7 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 """The DICOM code system (PS3.16): modality codes."""
 DICOM_UID = "urn:dicom:uid"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 ERROR_CODES = "urn:pacsfed:error-code"
 """The system of pacsfed's own error codes (BAD_PATIENT_INPUT, FORBIDDEN, …) in OperationOutcome details."""
@@ -62,30 +65,6 @@ class Identifier:
     def as_json(self) -> JSON:
         """FHIR Identifier."""
         return {"system": self.system, "value": self.value} if self.system else {"value": self.value}
-
-
-class ReportView(Protocol):
-    """The report of one exam as the FHIR view needs it (an available report only)."""
-
-    @property
-    def text(self) -> str | None:
-        """The report as readable text (None for a document such as a PDF)."""
-
-    @property
-    def author(self) -> str | None:
-        """Who wrote or verified it (a display name)."""
-
-    @property
-    def date(self) -> dt.date | dt.datetime | None:
-        """When it was written."""
-
-    @property
-    def mime_type(self) -> str | None:
-        """The document's media type when it is a document rather than text."""
-
-    @property
-    def url(self) -> str | None:
-        """Where the document is served (through pacsfed)."""
 
 
 def study_id(uid: str) -> str:
@@ -158,33 +137,44 @@ def imaging_study(exam: Exam, subject: Identifier) -> JSON:
     return study
 
 
-def diagnostic_report(exam: Exam, report: ReportView, subject: Identifier) -> JSON:
-    """An exam's available report as an R4 DiagnosticReport whose ``imagingStudy`` points back to it."""
+def diagnostic_report(exam: Exam, report: Report, subject: Identifier, server: str) -> JSON:
+    """An exam's available report as an R4 DiagnosticReport whose ``imagingStudy`` points back to it.
+
+    Text reports are the ``conclusion``; a document (a PDF) is a ``presentedForm`` link served
+    through pacsfed (``server`` + its path; the same credential opens it, for a short while).
+    """
     resource: JSON = {
         "resourceType": "DiagnosticReport",
         "id": f"report-{study_id(exam.study_instance_uid)}"[:64],
         "status": "final",
-        "category": [
-            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}
-        ],
-        "code": {"text": exam.description or "Imaging report"},
+        "category": [{"coding": [{"system": V2_0074, "code": "RAD"}]}],
+        "code": {"text": report.title or exam.description or "Imaging report"},
         "subject": {"type": "Patient", "identifier": subject.as_json()},
         "imagingStudy": [{"reference": f"ImagingStudy/{study_id(exam.study_instance_uid)}"}],
     }
     if report.date is not None:
-        resource["effectiveDateTime"] = (
-            report.date.date() if isinstance(report.date, dt.datetime) else report.date
-        ).isoformat()
+        resource["effectiveDateTime"] = report.date.isoformat()
     if report.author:
-        resource["resultsInterpreter"] = [{"display": report.author}]
+        resource["resultsInterpreter"] = [{"display": " ".join(report.author.replace("^", " ").split())}]
     if report.text:
         resource["conclusion"] = report.text
-    if report.url:
-        form: JSON = {"url": report.url}
+    if report.url_path:
+        form: JSON = {"url": server.rstrip("/") + report.url_path}
         if report.mime_type:
             form["contentType"] = report.mime_type
+        if report.title:
+            form["title"] = report.title
         resource["presentedForm"] = [form]
     return resource
+
+
+def report_issue(report: Report) -> JSON | None:
+    """A warning when a report that may exist could not be read (its error names no patient data)."""
+    if report.status is not ReportStatus.ERROR:
+        return None
+    where = f"source {report.source.id}" if report.source is not None else "a source"
+    text = f"a report could not be read from {where}: {report.error or 'error'}"
+    return outcome_issue("warning", "incomplete", text, "REPORT_ERROR")
 
 
 def outcome_issue(severity: str, code: str, text: str, error_code: str | None = None) -> JSON:

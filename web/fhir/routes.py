@@ -4,16 +4,20 @@
 ``/graphql`` does (``web.http_access``: a JWT or an API key as a bearer token; 401/403 as
 OperationOutcome), calls :meth:`HistoryService.patient_history` (scopes, sources, audit on the
 ``fhir`` channel, the configured default deadline and freshness) and answers a searchset Bundle.
-Sources that did not answer are named in an OperationOutcome entry (``search.mode = outcome``); an
-exam's available report is a DiagnosticReport entry (``search.mode = include``) when a report
-lookup is wired in. JSON only: ``_format`` or ``Accept`` asking for anything else is a 406.
+Sources that did not answer are named in an OperationOutcome entry (``search.mode = outcome``).
+Every exam's report is asked for through :meth:`HistoryService.exam_report` (authorized and audited
+as a report read, under its own deadline ``reports.deadline_ms``): each one available is a
+DiagnosticReport entry (``search.mode = include``, always, with no ``_include`` needed, since an R4
+ImagingStudy cannot point to its report); one that a source failed to give is a warning in the
+outcome entry. JSON only: ``_format`` or ``Accept`` asking for anything else is a 406.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -31,10 +35,11 @@ from federation.errors import (
     QueryError,
 )
 from federation.models import Exam, PatientHistory
-from federation.service import HistoryRequest
+from federation.reports import Report, ReportStatus
+from federation.service import HistoryRequest, HistoryService
 from federation.settings import Settings
 from web.fhir.resources import (
-    ReportView,
+    JSON,
     bundle,
     capability_statement,
     diagnostic_report,
@@ -42,6 +47,7 @@ from web.fhir.resources import (
     incompleteness,
     operation_outcome,
     outcome_issue,
+    report_issue,
 )
 from web.fhir.search import PATIENT_IDENTIFIER, PatientSearch, accepts_json, patient_search
 from web.http_access import RequestAccess
@@ -50,8 +56,6 @@ from web.request_id import current_request_id
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/fhir+json"
-ReportLookup = Callable[[Sequence[Exam], AccessContext], Awaitable[dict[str, ReportView]]]
-"""The available reports of some exams (by StudyInstanceUID), read through the service (audited)."""
 
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _SEARCH_PARAMS = {
@@ -98,13 +102,12 @@ def _failure(exc: PacsfedError) -> Response:
 class FhirView:
     """The FHIR routes, reading the services from the app's state (set by its lifespan)."""
 
-    def __init__(self, settings: Settings, reports: ReportLookup | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.issuer_systems = dict(settings.identity.issuer_systems)
         self.national_issuer = settings.identity.national_issuer
         self.known_issuers = {s.issuer for s in settings.sources if s.issuer} | set(self.issuer_systems)
         if self.national_issuer:
             self.known_issuers.add(self.national_issuer)
-        self.reports = reports
 
     def routes(self) -> list[BaseRoute]:
         """``/fhir`` and everything under it (unknown paths are a 404 OperationOutcome)."""
@@ -150,22 +153,52 @@ class FhirView:
                 )
                 return fhir_json(bundle(_base(request), str(request.url), [], issues=[note]))
             history = await access.service.patient_history(search.query, caller, HistoryRequest())
-            reports = await self.reports(history.exams, caller) if self.reports is not None else {}
         except PacsfedError as exc:
             return _failure(exc)
-        return fhir_json(_searchset(request, search, history, reports))
+        reports, notes = await _reports(access.service, history.exams, caller)
+        return fhir_json(_searchset(request, search, history, reports, notes))
 
     def _search(self, request: Request) -> PatientSearch:
         values = request.query_params.getlist(PATIENT_IDENTIFIER)
         return patient_search(values, self.issuer_systems, self.known_issuers, self.national_issuer)
 
 
+async def _reports(
+    service: HistoryService, exams: Sequence[Exam], caller: AccessContext
+) -> tuple[dict[str, Report], list[JSON]]:
+    """The available reports of the exams (by StudyInstanceUID), and issues for those that failed."""
+
+    async def one(exam: Exam) -> Report | PacsfedError:
+        try:
+            return await service.exam_report(exam, caller)
+        except PacsfedError as exc:  # audited by the service; the studies are still worth sending
+            return exc
+
+    answers = await asyncio.gather(*(one(exam) for exam in exams))
+    reports: dict[str, Report] = {}
+    notes: dict[str, JSON] = {}
+    for exam, answer in zip(exams, answers, strict=True):
+        if isinstance(answer, PacsfedError):
+            code = getattr(answer, "code", type(answer).__name__)
+            notes[code] = outcome_issue("warning", "incomplete", f"reports could not be read ({code})", code)
+        elif answer.status is ReportStatus.AVAILABLE:
+            reports[exam.study_instance_uid] = answer
+        elif (issue := report_issue(answer)) is not None:
+            notes[issue["details"]["text"]] = issue
+    return reports, list(notes.values())
+
+
 def _searchset(
-    request: Request, search: PatientSearch, history: PatientHistory, reports: dict[str, ReportView]
+    request: Request,
+    search: PatientSearch,
+    history: PatientHistory,
+    reports: dict[str, Report],
+    notes: list[JSON],
 ) -> dict[str, Any]:
+    server = str(request.base_url)
     studies = [imaging_study(exam, search.subject) for exam in history.exams]
     included = [
-        diagnostic_report(exam, reports[exam.study_instance_uid], search.subject)
+        diagnostic_report(exam, reports[exam.study_instance_uid], search.subject, server)
         for exam in history.exams
         if exam.study_instance_uid in reports
     ]
@@ -174,7 +207,7 @@ def _searchset(
         str(request.url),
         studies,
         included=included,
-        issues=incompleteness(history),
+        issues=incompleteness(history, notes),
         request_id=current_request_id(),
     )
 

@@ -1,0 +1,53 @@
+"""GraphQL's view of an exam's report: ``exams { report { status text author date mimeType url } }``.
+
+The field resolves only when a query selects it (no source is asked otherwise), through the
+service, which authorizes and audits the reading like any access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import graphene
+
+from federation.reports import Report as ReportModel
+from federation.reports import ReportStatus as ReportStatusModel
+
+ReportStatus = graphene.Enum.from_enum(
+    ReportStatusModel,
+    description="AVAILABLE; NOT_FOUND (no report at the sources asked); UNSUPPORTED (no source holding"
+    " the exam gives reports); ERROR (a source that may hold it failed or was late).",
+)
+
+
+class Report(graphene.ObjectType):
+    """An exam's report: a DICOM SR rendered as text, or a document (PDF) served through pacsfed."""
+
+    status = graphene.Field(ReportStatus, required=True)
+    text = graphene.String(description="The report as readable, indented text (SR content tree).")
+    author = graphene.String(description="DICOM PN of its author or verifying observer.")
+    date = graphene.Date(description="ContentDate of the report.")
+    title = graphene.String(description="The report's document title, when it has one.")
+    source = graphene.Field(
+        "schema.types.Source", description="Where it was read: the first location, in configuration order."
+    )
+    mime_type = graphene.String(description="For a document report: its media type (application/pdf).")
+    url = graphene.String(
+        description="For a document report: where this caller may fetch it (same credentials), until urlExpiresAt."
+    )
+    url_expires_at = graphene.DateTime()
+    error = graphene.String(description="Why it is not AVAILABLE; never holds patient data.")
+
+    @staticmethod
+    def resolve_url(root: ReportModel, info: Any) -> str | None:
+        if root.url_path is None:
+            return None
+        base = str(info.context["request"].base_url).rstrip("/")
+        return base + root.url_path
+
+
+async def resolve_exam_report(root: Any, info: Any, deadline_ms: int | None = None) -> ReportModel:
+    """Ask the service for the exam's report (only runs when ``report`` is selected)."""
+    from schema.query import access_of, service_of  # the root module imports the types: no cycle
+
+    return await service_of(info).exam_report(root, access_of(info), deadline_ms=deadline_ms)
