@@ -249,7 +249,8 @@ def create_app(
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     origins = settings.server.cors_origins
     # Outermost: a browser's preflight carries no credentials and is answered before them.
-    cors = [Middleware(ApiCors, origins=origins)] if origins else []
+    api_paths = ("/graphql", *FhirView.api_paths)
+    cors = [Middleware(ApiCors, origins=origins, paths=api_paths)] if origins else []
     return Starlette(
         routes=[
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),

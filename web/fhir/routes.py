@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -101,6 +101,9 @@ def _failure(exc: PacsfedError) -> Response:
 
 class FhirView:
     """The FHIR routes, reading the services from the app's state (set by its lifespan)."""
+
+    api_paths: ClassVar[tuple[str, ...]] = ("/fhir/ImagingStudy", "/fhir/metadata")
+    """The paths a browser app (a SMART app in an EHR) may call cross-origin (``server.cors_origins``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.issuer_systems = dict(settings.identity.issuer_systems)
