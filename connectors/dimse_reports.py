@@ -44,6 +44,8 @@ _STORAGE_CLASSES = (*SR_SOP_CLASSES, *DOCUMENT_SOP_CLASSES)
 _MAX_KEPT = 16
 """Report instances one C-GET may hand us; more are refused (Out of Resources, 0xA702)."""
 _MIN_TIMEOUT_S = 0.05
+_ABORT_LINGER_S = 0.25
+"""How long an aborted association waits for the peer to close the connection (its ARTIM timer)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,8 +115,10 @@ def _report_blocking(
     peer: DimsePeer, study: StudyRef, _document: ReportInstance | None, deadline: Deadline, session: _Session
 ) -> ReportAnswer:
     assoc = _associate(peer, deadline, session)
+    clean = False
     try:
         series = _report_series(assoc, study, deadline)
+        clean = True
         if not series:
             return ReportAnswer(status=ReportStatus.NOT_FOUND)
         if not _accepts(assoc, StudyRootQueryRetrieveInformationModelGet):
@@ -122,16 +126,19 @@ def _report_blocking(
                 status=ReportStatus.UNSUPPORTED,
                 error="report series found, but the peer does not accept C-GET",
             )
+        clean = False
         for series_uid in series:
             identifier = _identifier("SERIES", study.study_instance_uid, series_uid)
             _get(assoc, identifier, session)
             best = _best(session.received)
             if best is not None:
+                clean = True
                 return answer_from_dataset(best)
             session.received.clear()
+        clean = True
         return ReportAnswer(status=ReportStatus.NOT_FOUND)
     finally:
-        _release(assoc)
+        _end(assoc, clean=clean)
 
 
 def _document_blocking(
@@ -139,18 +146,21 @@ def _document_blocking(
 ) -> ReportDocument:
     assert document is not None
     assoc = _associate(peer, deadline, session)
+    clean = False
     try:
         if not _accepts(assoc, StudyRootQueryRetrieveInformationModelGet):
+            clean = True
             raise SourceProtocolError("the peer does not accept C-GET")
         identifier = _identifier("IMAGE", study.study_instance_uid, document.series_instance_uid)
         identifier.SOPInstanceUID = document.sop_instance_uid
         _get(assoc, identifier, session)
+        clean = True
         for dataset in session.received:
             if "EncapsulatedDocument" in dataset:
                 return document_from_dataset(dataset)
         raise SourceProtocolError("C-GET returned no encapsulated document")
     finally:
-        _release(assoc)
+        _end(assoc, clean=clean)
 
 
 def _associate(peer: DimsePeer, deadline: Deadline, session: _Session) -> Association:
@@ -269,15 +279,34 @@ def _accepts(assoc: Association, abstract_syntax: str) -> bool:
     return any(context.abstract_syntax == abstract_syntax for context in assoc.accepted_contexts)
 
 
-def _release(assoc: Association) -> None:
-    with contextlib.suppress(Exception):
-        if assoc.is_established:
+def _end(assoc: Association, *, clean: bool) -> None:
+    """Release after a clean exchange, else abort; nothing once the association is ending already.
+
+    After the peer's or pynetdicom's own A-ABORT the state machine waits in Sta13 for the socket to
+    close, and a release (Evt11) or abort (Evt15) there kills pynetdicom's reactor thread
+    (InvalidEventError), leaving the socket open.
+    """
+    if _state(assoc) in ("Sta1", "Sta13"):
+        return
+    if clean and _state(assoc) == "Sta6":
+        with contextlib.suppress(Exception):
             assoc.release()
+        return
+    _abort(assoc)
 
 
 def _abort(assoc: Association) -> None:
+    if _state(assoc) in ("Sta1", "Sta13"):
+        return
     with contextlib.suppress(Exception):
+        assoc.acse_timeout = _ABORT_LINGER_S
         assoc.abort()
+
+
+def _state(assoc: Association) -> str | None:
+    machine = getattr(getattr(assoc, "dul", None), "state_machine", None)
+    state = getattr(machine, "current_state", None)
+    return state if isinstance(state, str) else None
 
 
 def _int(value: Any) -> int:
