@@ -54,7 +54,12 @@ class Connector(abc.ABC):
     def __init__(self, settings: Any, context: ConnectorContext) -> None:
         self.settings = settings
         self.context = context
-        self.info = SourceInfo(id=settings.id, name=settings.name, kind=self.kind)
+        self.info = SourceInfo(
+            id=settings.id,
+            name=settings.name,
+            kind=self.kind,
+            viewer_template=getattr(settings, "viewer_url", None),
+        )
 
     @property
     def id(self) -> str:

@@ -6,6 +6,19 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 
 from federation.models import Exam, ExamLocation, SourceInfo, StudyRecord
+from federation.viewer import fill_template
+
+
+def viewer_url(record: StudyRecord, source: SourceInfo) -> str | None:
+    """The record's study in its source's viewer; None when the source has no template or a value is missing."""
+    if source.viewer_template is None:
+        return None
+    values = {
+        "studyInstanceUid": record.study_instance_uid,
+        "accessionNumber": record.accession_number,
+        "patientId": record.patient_id,
+    }
+    return fill_template(source.viewer_template, values)
 
 
 def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
@@ -18,6 +31,7 @@ def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
         retrieve_ae_title=record.retrieve_ae_title,
         matched_by=record.matched_by,
         cached_at=record.cached_at,
+        viewer_url=viewer_url(record, source),
     )
 
 

@@ -296,6 +296,8 @@ class SourceInfo(_Frozen):
     id: str
     name: str
     kind: str
+    viewer_template: str | None = None
+    """The source's ``viewer_url`` template (configuration), filled in per location by the merge."""
 
 
 class SourceOutcome(_Frozen):
@@ -324,6 +326,8 @@ class ExamLocation(_Frozen):
     matched_by: MatchedBy | None = None
     cached_at: dt.datetime | None = None
     """Set when this location came from the cache: when the source said so."""
+    viewer_url: str | None = None
+    """This exam in the source's viewer (its ``viewer_url`` filled in); None without one or a needed value."""
 
 
 class Exam(_Frozen):

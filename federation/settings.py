@@ -35,6 +35,7 @@ from federation.settings_security import (
     ShareSettings,
     TlsSettings,
 )
+from federation.viewer import check_template
 
 SourceId = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 
@@ -89,6 +90,14 @@ class SourceSettings(_Strict):
     """Send a candidate search's name key in its own script (``*山田*``), beyond ASCII: DIMSE under
     ISO_IR 192, QIDO as UTF-8. Default: yes for DICOMweb (PS3.18 requires UTF-8) and for DIMSE
     unless ``query_charset`` is null; ``false`` for a PACS that cannot match them."""
+    viewer_url: str | None = None
+    """Link template of this source's viewer: an absolute http(s) URL with ``{studyInstanceUid}``,
+    ``{accessionNumber}`` and ``{patientId}`` placeholders (values percent-encoded); see federation.viewer."""
+
+    @field_validator("viewer_url")
+    @classmethod
+    def _viewer_template(cls, value: str | None) -> str | None:
+        return check_template(value) if value else None
 
     @model_validator(mode="after")
     def _default_name(self) -> SourceSettings:
@@ -242,6 +251,15 @@ class IdentitySettings(_Strict):
 
     national_issuer: str | None = None
     """The issuer of the national number (e.g. NISS); needed for ``{nationalId}`` queries."""
+    issuer_systems: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(pattern=r"^\S+$")]] = {}
+    """FHIR identifier systems of pacsfed issuers (``HOSP_A: "urn:oid:1.2.3"``), for the FHIR view."""
+
+    @field_validator("issuer_systems")
+    @classmethod
+    def _one_issuer_per_system(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(set(value.values())) != len(value):
+            raise ValueError("two issuers have the same FHIR system")
+        return value
 
 
 class Settings(BaseSettings):

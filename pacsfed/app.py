@@ -36,6 +36,7 @@ from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
+from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
 from web.report_document import report_document
@@ -250,7 +251,8 @@ def create_app(
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     origins = settings.server.cors_origins
     # Outermost: a browser's preflight carries no credentials and is answered before them.
-    cors = [Middleware(ApiCors, origins=origins)] if origins else []
+    api_paths = ("/graphql", *FhirView.api_paths)
+    cors = [Middleware(ApiCors, origins=origins, paths=api_paths)] if origins else []
     return Starlette(
         routes=[
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
@@ -261,6 +263,7 @@ def create_app(
             Route("/reports/{link_id}", report_document, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *FhirView(settings).routes(),
             *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[

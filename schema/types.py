@@ -75,6 +75,9 @@ class ExamLocation(graphene.ObjectType):
     cached_at = graphene.DateTime(
         description="Set when this location came from the cache: when the source said so."
     )
+    viewer_url = graphene.String(
+        description="This exam in the source's viewer (its viewer_url template); null without one."
+    )
 
 
 class PersonNameGroups(graphene.ObjectType):

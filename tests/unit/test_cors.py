@@ -106,3 +106,16 @@ def test_cors_origins_are_exact_origins(origin: str) -> None:
 def test_cors_origins_load() -> None:
     origins = [EHR, "http://127.0.0.1:8080", "http://[::1]:3000"]
     assert settings_from_mapping({"server": {"cors_origins": origins}}).server.cors_origins == origins
+
+
+async def test_an_allowed_origin_may_search_the_fhir_view(serving: Serving, signer: DemoSigner) -> None:
+    async with serving(cors_origins=[EHR]) as client:
+        preflight = await client.options(
+            "/fhir/ImagingStudy", headers={**PREFLIGHT, "access-control-request-method": "GET"}
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == EHR
+        token = {"authorization": f"Bearer {signer.token()}", "origin": EHR}
+        answer = await client.get("/fhir/ImagingStudy", params={"patient.identifier": "X-1"}, headers=token)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == EHR
