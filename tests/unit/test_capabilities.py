@@ -113,7 +113,9 @@ async def test_a_candidate_search_skips_a_connector_that_cannot_search_and_says_
     able, unable = _named(Searching, "able"), _named(Searching, "unable")
     unable.supports_demographic_search = False  # type: ignore[misc]  # this one instance cannot
     engine = FederationEngine([able, unable], None)
-    history = await engine.patient_history(PatientQuery(patient_id="A123"), HistoryRequest(include_candidates=True))
+    history = await engine.patient_history(
+        PatientQuery(patient_id="A123"), HistoryRequest(include_candidates=True)
+    )
     assert [q.patient_id for q in unable.queries] == ["A123"]
     assert any(q.patient_name for q in able.queries)
     outcomes = {o.source.id: o for o in history.sources}

@@ -257,7 +257,9 @@ async def test_break_the_glass_reads_a_report_only_within_an_open_window_and_is_
     with pytest.raises(AccessError) as refused:
         await service.exam_report(exam, emergency)
     assert refused.value.code == "REASON_REQUIRED"
-    await service.patient_history(PATIENT, emergency, HistoryRequest(reason="unconscious patient, trauma bay"))
+    await service.patient_history(
+        PATIENT, emergency, HistoryRequest(reason="unconscious patient, trauma bay")
+    )
     report = await service.exam_report(exam, emergency)
     assert report.status is ReportStatus.AVAILABLE
     flagged = [r for r in _reads(audit) if r.outcome is AuditOutcome.SUCCESS]
