@@ -1,0 +1,231 @@
+"""The FHIR connector: ``GET [base]/ImagingStudy?patient.identifier=system|value``, paged by the Bundle's ``next`` links.
+
+Written only against pacsfed's public SDK: :mod:`connectors.base` (the contract),
+:mod:`connectors.dicom` (names), :mod:`federation.models`, :mod:`federation.errors` and
+:mod:`federation.settings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx
+
+from connectors.base import Connector, ConnectorContext, SourceAnswer
+from federation.errors import (
+    ConnectorError,
+    SourceAuthError,
+    SourceProtocolError,
+    SourceTimeout,
+    SourceUnreachable,
+)
+from federation.models import Deadline, StudyQuery, StudyRecord
+from pacsfed_fhir_connector.imaging_study import PatientKey, outcome_summary, read_search_page
+from pacsfed_fhir_connector.settings import FhirSourceSettings
+
+__all__ = ["FHIR_JSON", "MAX_RESPONSE_BYTES", "FhirConnector", "search_token"]
+
+# httpx logs every request URL at INFO, and search URLs carry patient identifiers.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+FHIR_JSON = "application/fhir+json"
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""Largest page read; reading stops as soon as a body passes it."""
+_PARSE_IN_THREAD_BYTES = 512 * 1024
+"""Larger bodies are decoded in a thread, so that the event loop is not held while they are."""
+_KEEPALIVE_S = 30.0
+
+
+def _user_agent() -> str:
+    try:
+        return f"pacsfed-fhir-connector/{version('pacsfed-fhir-connector')}"
+    except PackageNotFoundError:  # run from a source tree, not installed
+        return "pacsfed-fhir-connector"
+
+
+class FhirConnector(Connector):
+    """Searches one FHIR R4 server for the ImagingStudy resources of a patient identifier."""
+
+    kind = "fhir"
+    settings_model = FhirSourceSettings
+    supports_issuer_of_patient_id = True
+    """A query's issuer is sent as the identifier's FHIR ``system`` (``issuer_systems``)."""
+
+    settings: FhirSourceSettings
+
+    def __init__(self, settings: FhirSourceSettings, context: ConnectorContext) -> None:
+        super().__init__(settings, context)
+        self._base = httpx.URL(settings.base_url.rstrip("/") + "/")
+        self._headers = {"Accept": FHIR_JSON, "User-Agent": _user_agent()}
+        if settings.auth is not None:
+            self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
+        # The process's client is borrowed (never closed here); a source behind a proxy, or one
+        # whose TLS is not verified, needs a client of its own, closed in aclose.
+        self._own_client: httpx.AsyncClient | None = None
+        if settings.proxy is not None or not settings.verify_tls or context.http_client is None:
+            self._own_client = httpx.AsyncClient(
+                proxy=settings.proxy,
+                verify=settings.verify_tls,
+                follow_redirects=False,
+                limits=httpx.Limits(
+                    max_connections=settings.max_concurrency * 2,
+                    max_keepalive_connections=settings.max_concurrency,
+                    keepalive_expiry=_KEEPALIVE_S,
+                ),
+            )
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._own_client is not None:
+            return self._own_client
+        assert self.context.http_client is not None
+        return self.context.http_client
+
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        """Every ImagingStudy of the query's identifier, following ``next`` links up to ``max_results``."""
+        asked = self._patient_key(query)
+        if isinstance(asked, str):
+            return SourceAnswer(records=(), warnings=(asked,))
+        params = {"patient.identifier": search_token(asked), "_count": str(self.settings.page_size)}
+        if self.settings.include_patient:
+            params["_include"] = "ImagingStudy:subject"
+        url: httpx.URL | None = self._base.join("ImagingStudy").copy_merge_params(params)
+        records: dict[str, StudyRecord] = {}
+        warnings: list[str] = []
+        seen: set[httpx.URL] = set()
+        truncated = False
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                while url is not None and url not in seen:
+                    seen.add(url)
+                    page = read_search_page(await self._get_json(url, deadline), self.id, asked)
+                    warnings.extend(page.warnings)
+                    records.update((r.study_instance_uid, r) for r in page.records)
+                    if len(records) >= self.settings.max_results and page.next_url is not None:
+                        truncated = True
+                        warnings.append(f"stopped after {self.settings.max_results} studies (max_results)")
+                        break
+                    url = self._next_url(page.next_url)
+        except TimeoutError as exc:
+            raise SourceTimeout("FHIR search did not finish by the deadline") from exc
+        kept = list(records.values())[: self.settings.max_results]
+        return SourceAnswer(records=kept, warnings=tuple(dict.fromkeys(warnings)), truncated=truncated)
+
+    async def ping(self, deadline: Deadline) -> None:
+        """Read the server's CapabilityStatement (``GET [base]/metadata``)."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                answer = await self._get_json(self._base.join("metadata"), deadline)
+        except TimeoutError as exc:
+            raise SourceTimeout("FHIR metadata did not arrive by the deadline") from exc
+        if not isinstance(answer, dict) or answer.get("resourceType") != "CapabilityStatement":
+            raise SourceProtocolError("FHIR metadata is not a CapabilityStatement")
+
+    async def aclose(self) -> None:
+        """Close this source's own client, if it has one (the process's shared one is not ours)."""
+        client, self._own_client = self._own_client, None
+        if client is not None:
+            await client.aclose()
+
+    def _patient_key(self, query: StudyQuery) -> PatientKey | str:
+        """The identifier to search for, or why this source cannot be asked (a warning)."""
+        systems = self.settings.issuer_systems
+        if query.patient_id is not None:
+            issuer = query.issuer_of_patient_id
+            system = systems.get(issuer) if issuer is not None else None
+            return PatientKey(system or self.settings.identifier_system, query.patient_id)
+        if query.other_patient_id is not None:
+            issuer = query.other_patient_id_issuer
+            system = systems.get(issuer) if issuer is not None else None
+            if system is None:
+                return "no FHIR identifier system is configured for this issuer (issuer_systems)"
+            return PatientKey(system, query.other_patient_id)
+        return "this connector searches by patient identifier only"
+
+    def _next_url(self, link: str | None) -> httpx.URL | None:
+        """The next page's URL; one that leaves the source's origin is refused (our token would follow it)."""
+        if link is None:
+            return None
+        try:
+            url = self._base.join(link)
+        except httpx.InvalidURL as exc:
+            raise SourceProtocolError("FHIR Bundle next link is not a URL") from exc
+        if (url.scheme, url.host, url.port) != (self._base.scheme, self._base.host, self._base.port):
+            raise SourceProtocolError("FHIR Bundle next link leaves the source's base URL")
+        return url
+
+    async def _get_json(self, url: httpx.URL, deadline: Deadline) -> Any:
+        """One GET: the decoded JSON answer of a 200, else the connector error it means."""
+        timeout = max(min(self.settings.timeout_s, deadline.remaining()), 0.01)
+        try:
+            async with self._client.stream("GET", url, headers=self._headers, timeout=timeout) as response:
+                status = response.status_code
+                body = await _read_capped(response)
+        except httpx.HTTPError as exc:
+            raise _translated(exc) from exc
+        if status in (401, 403):
+            raise SourceAuthError(f"FHIR server refused our credentials (HTTP {status})")
+        if status in (502, 503, 504):
+            raise SourceUnreachable(f"FHIR server or its gateway unavailable (HTTP {status})")
+        try:
+            answer = await _decoded(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            if status != 200:
+                raise SourceProtocolError(f"FHIR server answered HTTP {status}") from exc
+            raise SourceProtocolError("FHIR answer is not valid JSON") from exc
+        if status != 200:
+            outcome = (
+                answer
+                if isinstance(answer, dict) and answer.get("resourceType") == "OperationOutcome"
+                else None
+            )
+            detail = f" ({outcome_summary(outcome)})" if outcome is not None else ""
+            raise SourceProtocolError(f"FHIR server answered HTTP {status}{detail}")
+        return answer
+
+
+def search_token(key: PatientKey) -> str:
+    """A FHIR token search value, ``system|value`` or ``value``, with ``\\ | , $`` escaped (FHIR R4 3.1.1.5.7)."""
+
+    def escaped(text: str) -> str:
+        for char in "\\|,$":
+            text = text.replace(char, "\\" + char)
+        return text
+
+    return escaped(key.value) if key.system is None else f"{escaped(key.system)}|{escaped(key.value)}"
+
+
+def _translated(exc: httpx.HTTPError) -> ConnectorError:
+    """An httpx failure as the connector error the engine reports (never its message: it holds the URL)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return SourceTimeout("FHIR request timed out")
+    if isinstance(exc, httpx.ProxyError):
+        return SourceUnreachable("the HTTP proxy refused the request or could not reach the source")
+    if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+        return SourceUnreachable("connection refused or host unreachable")
+    return SourceProtocolError(f"FHIR transport error ({type(exc).__name__})")
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The response body, refused past MAX_RESPONSE_BYTES (announced or read)."""
+    announced = response.headers.get("Content-Length", "")
+    if announced.isdigit() and int(announced) > MAX_RESPONSE_BYTES:
+        raise SourceProtocolError(f"FHIR answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB")
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise SourceProtocolError(f"FHIR answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB")
+    return bytes(body)
+
+
+async def _decoded(body: bytes) -> Any:
+    """JSON, decoded in a thread when large (the event loop stays free)."""
+    if len(body) > _PARSE_IN_THREAD_BYTES:
+        return await asyncio.to_thread(json.loads, body)
+    return json.loads(body)

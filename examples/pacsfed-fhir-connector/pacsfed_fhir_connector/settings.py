@@ -1,0 +1,51 @@
+"""The settings of a FHIR source (its ``settings_model``): the common source keys plus this kind's own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from federation.settings import SourceSettings
+
+__all__ = ["BearerToken", "FhirSourceSettings"]
+
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+
+
+class BearerToken(BaseModel):
+    """A static bearer token sent as ``Authorization: Bearer …``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["bearer"]
+    token: SecretStr
+
+
+class FhirSourceSettings(SourceSettings):
+    """A FHIR R4 server searched for ``ImagingStudy`` resources by the patient's identifier.
+
+    ``SourceSettings`` refuses unknown keys (``extra="forbid"``), and so does this model: a typo in a
+    source's keys is a configuration error at start-up.
+    """
+
+    kind: Literal["fhir"]
+    base_url: HttpUrl
+    """The FHIR base (``https://fhir.example.org/r4``): searches go to ``{base_url}/ImagingStudy``."""
+    identifier_system: str | None = None
+    """The FHIR identifier ``system`` of this source's PatientIDs (``urn:oid:…``); without it the
+    value is sent alone (``patient.identifier=value``), matching it in any system."""
+    issuer_systems: dict[str, str] = Field(default_factory=dict)
+    """pacsfed issuers (IssuerOfPatientID, the national issuer) → FHIR identifier systems, for a
+    query that names its issuer: ``{NISS: "urn:oid:2.16.840.1.113883.2.4.6.3"}``."""
+    auth: BearerToken | None = None
+    proxy: HttpUrl | None = None
+    """An HTTP proxy every request to this source goes through (``http://proxy.hospital:3128``)."""
+    include_patient: bool = True
+    """Ask for the subject ``Patient`` in the same Bundle (``_include=ImagingStudy:subject``)."""
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    """``_count``: resources per page; later pages are read through the Bundle's ``next`` links."""
+    max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Longest wait for one request (connect, each read), within the query's deadline."""
+    verify_tls: bool = True
