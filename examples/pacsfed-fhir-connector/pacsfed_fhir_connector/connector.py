@@ -25,9 +25,10 @@ from federation.errors import (
 )
 from federation.models import Deadline, StudyQuery, StudyRecord
 from pacsfed_fhir_connector.imaging_study import PatientKey, outcome_summary, read_search_page
+from pacsfed_fhir_connector.search import demographic_params, matches_demographics, search_token
 from pacsfed_fhir_connector.settings import FhirSourceSettings
 
-__all__ = ["FHIR_JSON", "MAX_RESPONSE_BYTES", "FhirConnector", "search_token"]
+__all__ = ["FHIR_JSON", "MAX_RESPONSE_BYTES", "FhirConnector"]
 
 # httpx logs every request URL at INFO, and search URLs carry patient identifiers.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -55,6 +56,8 @@ class FhirConnector(Connector):
     settings_model = FhirSourceSettings
     supports_issuer_of_patient_id = True
     """A query's issuer is sent as the identifier's FHIR ``system`` (``issuer_systems``)."""
+    supports_demographic_search = True
+    """A name pattern and a birth date are searched as chained Patient parameters, then checked here."""
 
     settings: FhirSourceSettings
 
@@ -87,11 +90,12 @@ class FhirConnector(Connector):
         return self.context.http_client
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
-        """Every ImagingStudy of the query's identifier, following ``next`` links up to ``max_results``."""
-        asked = self._patient_key(query)
+        """Every ImagingStudy of the query's identifier (or name and birth date), following ``next`` links."""
+        asked = self._search(query)
         if isinstance(asked, str):
             return SourceAnswer(records=(), warnings=(asked,))
-        params = {"patient.identifier": search_token(asked), "_count": str(self.settings.page_size)}
+        key, params = asked
+        params["_count"] = str(self.settings.page_size)
         if self.settings.include_patient:
             params["_include"] = "ImagingStudy:subject"
         url: httpx.URL | None = self._base.join("ImagingStudy").copy_merge_params(params)
@@ -103,9 +107,13 @@ class FhirConnector(Connector):
             async with asyncio.timeout(deadline.remaining()):
                 while url is not None and url not in seen:
                     seen.add(url)
-                    page = read_search_page(await self._get_json(url, deadline), self.id, asked)
+                    page = read_search_page(await self._get_json(url, deadline), self.id, key)
                     warnings.extend(page.warnings)
-                    records.update((r.study_instance_uid, r) for r in page.records)
+                    records.update(
+                        (r.study_instance_uid, r)
+                        for r in page.records
+                        if key.value is not None or matches_demographics(r, query)
+                    )
                     if len(records) >= self.settings.max_results and page.next_url is not None:
                         truncated = True
                         warnings.append(f"stopped after {self.settings.max_results} studies (max_results)")
@@ -132,20 +140,25 @@ class FhirConnector(Connector):
         if client is not None:
             await client.aclose()
 
-    def _patient_key(self, query: StudyQuery) -> PatientKey | str:
-        """The identifier to search for, or why this source cannot be asked (a warning)."""
+    def _search(self, query: StudyQuery) -> tuple[PatientKey, dict[str, str]] | str:
+        """Which PatientID the answers are read with, and the search parameters; or why not (a warning)."""
         systems = self.settings.issuer_systems
         if query.patient_id is not None:
             issuer = query.issuer_of_patient_id
-            system = systems.get(issuer) if issuer is not None else None
-            return PatientKey(system or self.settings.identifier_system, query.patient_id)
-        if query.other_patient_id is not None:
+            system = (systems.get(issuer) if issuer is not None else None) or self.settings.identifier_system
+            key = PatientKey(system, query.patient_id)
+        elif query.other_patient_id is not None:
             issuer = query.other_patient_id_issuer
             system = systems.get(issuer) if issuer is not None else None
             if system is None:
                 return "no FHIR identifier system is configured for this issuer (issuer_systems)"
-            return PatientKey(system, query.other_patient_id)
-        return "this connector searches by patient identifier only"
+            key = PatientKey(system, query.other_patient_id)
+        else:
+            params = demographic_params(query)
+            if not params:
+                return "nothing to search with: no identifier, name or birth date"
+            return PatientKey(self.settings.identifier_system, None), params
+        return key, {"patient.identifier": search_token(key.system, key.value or "")}
 
     def _next_url(self, link: str | None) -> httpx.URL | None:
         """The next page's URL; one that leaves the source's origin is refused (our token would follow it)."""
@@ -187,17 +200,6 @@ class FhirConnector(Connector):
             detail = f" ({outcome_summary(outcome)})" if outcome is not None else ""
             raise SourceProtocolError(f"FHIR server answered HTTP {status}{detail}")
         return answer
-
-
-def search_token(key: PatientKey) -> str:
-    """A FHIR token search value, ``system|value`` or ``value``, with ``\\ | , $`` escaped (FHIR R4 3.1.1.5.7)."""
-
-    def escaped(text: str) -> str:
-        for char in "\\|,$":
-            text = text.replace(char, "\\" + char)
-        return text
-
-    return escaped(key.value) if key.system is None else f"{escaped(key.system)}|{escaped(key.value)}"
 
 
 def _translated(exc: httpx.HTTPError) -> ConnectorError:

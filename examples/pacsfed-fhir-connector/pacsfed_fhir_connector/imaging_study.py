@@ -44,10 +44,11 @@ _GENDERS = {"male": "M", "female": "F", "other": "O"}
 
 @dataclass(frozen=True)
 class PatientKey:
-    """The identifier a search asked for: its FHIR ``system`` (None: any) and ``value``."""
+    """Which of the subject's identifiers is its PatientID: the asked FHIR ``system`` (None: any) and
+    ``value``; a search by name and birth date knows only the system (the source's own)."""
 
     system: str | None
-    value: str
+    value: str | None
 
 
 @dataclass
@@ -280,7 +281,7 @@ def _patient_fields(
 
 def _patient_id(identifiers: list[Any], asked: PatientKey | None) -> str | None:
     """The subject's identifier in the asked system (or equal to the asked value, when no system was)."""
-    if asked is None:
+    if asked is None or (asked.system is None and asked.value is None):
         return None
     for identifier in identifiers:
         if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):

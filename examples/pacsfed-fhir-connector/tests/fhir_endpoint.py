@@ -214,15 +214,7 @@ class FhirEndpoint:
         return request.query_params.get("patient.identifier", "")
 
     def _bundle(self, request: Request) -> dict[str, Any]:
-        system, value = split_token(self._asked(request))
-        matching = {
-            pid
-            for pid, patient in self.patients.items()
-            if any(
-                i["value"] == value and (system is None or i.get("system") == system)
-                for i in patient["identifier"]
-            )
-        }
+        matching = {pid for pid, patient in self.patients.items() if _matches(patient, request)}
         studies = [s for s in self.studies if s["subject"]["reference"].removeprefix("Patient/") in matching]
         count = int(request.query_params.get("_count", "50"))
         offset = int(request.query_params.get("_offset", "0"))
@@ -264,6 +256,25 @@ class FhirEndpoint:
             "link": links,
             "entry": entries,
         }
+
+
+def _matches(patient: dict[str, Any], request: Request) -> bool:
+    """Whether the Patient matches the chained parameters: identifier (token), family (prefix or contains), birthdate."""
+    params = request.query_params
+    if "patient.identifier" in params:
+        system, value = split_token(params["patient.identifier"])
+        if not any(i["value"] == value and system in (None, i.get("system")) for i in patient["identifier"]):
+            return False
+    families = [name.get("family", "").casefold() for name in patient["name"]]
+    if "patient.family" in params:
+        prefix = split_token(params["patient.family"])[1].casefold()
+        if not any(family.startswith(prefix) for family in families):
+            return False
+    if "patient.family:contains" in params:
+        part = split_token(params["patient.family:contains"])[1].casefold()
+        if not any(part in family for family in families):
+            return False
+    return "patient.birthdate" not in params or patient.get("birthDate") == params["patient.birthdate"]
 
 
 def split_token(token: str) -> tuple[str | None, str]:

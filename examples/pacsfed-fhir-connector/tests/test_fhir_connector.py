@@ -310,3 +310,34 @@ def test_unknown_keys_and_a_proxy_that_is_no_url_are_refused() -> None:
         FhirSourceSettings(
             id="f", kind="fhir", base_url="http://h/fhir", auth={"type": "basic", "token": "x"}
         )
+
+
+async def test_a_name_pattern_and_a_birth_date_find_that_patient_only(fhir: FhirEndpoint) -> None:
+    seed_patient(fhir)
+    namesake = fhir.add_patient(MRN, "MRN-3", "Durandal", ["Anne"], "1961-03-04", "female")
+    fhir.add_study(namesake, "1.2.3.30")
+    muller = fhir.add_patient(MRN, "MRN-4", "Müller", ["Jürgen"], "1970-05-06", "male")
+    fhir.add_study(muller, "1.2.3.40")
+    yamada = fhir.add_patient(
+        MRN, "MRN-5", "Yamada", ["Tarou"], "1948-11-12", "male", ideographic=("山田", ["太郎"])
+    )
+    fhir.add_study(yamada, "1.2.3.50")
+    source = connector(fhir.url)
+    born = dt.date(1961, 3, 4)
+    try:
+        durand = await source.find_studies(
+            StudyQuery(patient_name="Durand^Anne*", patient_birth_date=born), Deadline.after(5)
+        )
+        loose = await source.find_studies(StudyQuery(patient_name="M*ller*"), Deadline.after(5))
+        kanji = await source.find_studies(StudyQuery(patient_name="*山田*"), Deadline.after(5))
+    finally:
+        await source.aclose()
+    assert [(r.study_instance_uid, r.patient_id) for r in durand.records] == [("1.2.250.1.59.3.1", "MRN-1")]
+    assert [r.patient_id for r in loose.records] == ["MRN-4"]
+    assert [r.patient_pn for r in kanji.records] == ["Yamada^Tarou=山田^太郎"]
+    asked = [{k: v for k, v in s.params if k.startswith("patient.")} for s in fhir.seen]
+    assert asked == [
+        {"patient.family": "Durand", "patient.birthdate": "1961-03-04"},
+        {"patient.family:contains": "ller"},
+        {"patient.family:contains": "山田"},
+    ]
