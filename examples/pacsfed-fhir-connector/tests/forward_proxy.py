@@ -97,9 +97,14 @@ class ForwardProxy:
             )
             upstream_writer.write(body)
             await upstream_writer.drain()
-            while chunk := await upstream_reader.read(65536):
-                writer.write(chunk)
-                await writer.drain()
+            # Relay until the origin is done, or until the client hangs up (then the origin's
+            # connection is closed too, as a real proxy does: nothing is left open behind a client).
+            relay = asyncio.ensure_future(_relay(upstream_reader, writer))
+            client_gone = asyncio.ensure_future(reader.read(1))
+            await asyncio.wait({relay, client_gone}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (relay, client_gone):
+                task.cancel()
+            await asyncio.gather(relay, client_gone, return_exceptions=True)
         finally:
             upstream_writer.close()
 
@@ -117,3 +122,9 @@ class ForwardProxy:
             sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+async def _relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    while chunk := await source.read(65536):
+        sink.write(chunk)
+        await sink.drain()
