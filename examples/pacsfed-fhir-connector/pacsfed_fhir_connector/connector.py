@@ -185,6 +185,8 @@ class FhirConnector(Connector):
             raise _translated(exc) from exc
         if status in (401, 403):
             raise SourceAuthError(f"FHIR server refused our credentials (HTTP {status})")
+        if status == 407:
+            raise SourceAuthError("the HTTP proxy asked for credentials (HTTP 407)")
         if status in (502, 503, 504):
             raise SourceUnreachable(f"FHIR server or its gateway unavailable (HTTP {status})")
         try:

@@ -9,6 +9,7 @@ connection: enough for a client, which opens another.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import threading
 from urllib.parse import urlsplit
@@ -17,8 +18,10 @@ from urllib.parse import urlsplit
 class ForwardProxy:
     """``start()`` listens on a loopback port; ``forwarded`` lists ``METHOD target`` of each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: str | None = None) -> None:
         self.forwarded: list[str] = []
+        self.credentials = credentials
+        """``user:password`` the proxy asks for (Basic, RFC 9110 11.7.1); None: anyone may use it."""
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -57,6 +60,11 @@ class ForwardProxy:
             head = await reader.readuntil(b"\r\n\r\n")
             line, *header_lines = head.decode("latin-1").split("\r\n")
             method, target, _version = line.split(" ", 2)
+            if self.credentials is not None and not _authorized(header_lines, self.credentials):
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+                writer.write(b'proxy-authenticate: Basic realm="test"\r\ncontent-length: 0\r\n\r\n')
+                await writer.drain()
+                return
             self.forwarded.append(f"{method} {target}")
             if method == "CONNECT":
                 await self._tunnel(target, reader, writer)
@@ -128,3 +136,11 @@ async def _relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> No
     while chunk := await source.read(65536):
         sink.write(chunk)
         await sink.drain()
+
+
+def _authorized(header_lines: list[str], credentials: str) -> bool:
+    expected = "basic " + base64.b64encode(credentials.encode()).decode()
+    return any(
+        name.strip().lower() == "proxy-authorization" and value.strip().lower() == expected.lower()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    )

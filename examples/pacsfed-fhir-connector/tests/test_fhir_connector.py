@@ -301,6 +301,24 @@ async def test_a_proxy_that_is_down_makes_the_source_unreachable(fhir: FhirEndpo
     assert fhir.seen == []
 
 
+async def test_a_proxy_asking_for_credentials_gets_those_of_the_proxy_url(fhir: FhirEndpoint) -> None:
+    seed_patient(fhir)
+    guarded = ForwardProxy(credentials="egress:pa55").start()
+    url = f"http://127.0.0.1:{guarded.port}"
+    without = connector(fhir.url, proxy=url)
+    with_them = connector(fhir.url, proxy=f"http://egress:pa55@127.0.0.1:{guarded.port}")
+    try:
+        with pytest.raises(SourceAuthError, match="proxy"):
+            await without.find_studies(StudyQuery(patient_id="MRN-1"), Deadline.after(5))
+        answer = await with_them.find_studies(StudyQuery(patient_id="MRN-1"), Deadline.after(5))
+    finally:
+        await without.aclose()
+        await with_them.aclose()
+        guarded.stop()
+    assert len(answer.records) == 1
+    assert len(guarded.forwarded) == 1
+
+
 def test_unknown_keys_and_a_proxy_that_is_no_url_are_refused() -> None:
     with pytest.raises(ValidationError, match="proxi"):
         FhirSourceSettings(id="f", kind="fhir", base_url="http://h/fhir", proxi="http://p:3128")
