@@ -43,6 +43,11 @@ class Connector(abc.ABC):
     supports_issuer_of_patient_id: ClassVar[bool] = False
     """Capability: the connector sends IssuerOfPatientID (0010,0021) as a matching key. Without it the
     engine never puts the issuer in a StudyQuery for this connector, whatever ``match_issuer`` says."""
+    supports_series_query: ClassVar[bool] = False
+    """Capability: the connector can query below the study, at series level (PS3.4 C.6.1.1.3, QIDO-RS series)."""
+    supports_demographic_search: ClassVar[bool] = False
+    """Capability: ``find_studies`` matches a name pattern and a birth date without an id; without it the
+    engine never sends such a query to this connector (the source reports UNSUPPORTED)."""
 
     def __init__(self, settings: Any, context: ConnectorContext) -> None:
         self.settings = settings

@@ -58,6 +58,7 @@ class DicomwebConnector(Connector):
     kind = "dicomweb"
     settings_model = DicomwebSourceSettings
     supports_issuer_of_patient_id = True
+    supports_demographic_search = True
 
     settings: DicomwebSourceSettings
 

@@ -22,6 +22,7 @@ from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_P_ABORT
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -92,6 +93,7 @@ class _AssociationWatch:
     def handlers(self) -> list[Any]:
         def on_open(event: Any) -> None:
             self.connected = True
+            self.association = event.assoc  # abandonable while its A-ASSOCIATE-RQ awaits an answer
             _guard_reads(event)
             _tune_socket(event)
 
@@ -107,6 +109,7 @@ class DimseConnector(Connector):
     kind = "dimse"
     settings_model = DimseSourceSettings
     supports_issuer_of_patient_id = True
+    supports_demographic_search = True
 
     settings: DimseSourceSettings
 
@@ -530,6 +533,11 @@ def _abandon(watch: _AssociationWatch, cancel: bool = True) -> None:
             assoc.send_c_cancel(_MESSAGE_ID, query_model=watch.find_model)
             time.sleep(_CANCEL_GRACE_S)  # let the C-CANCEL leave before the A-ABORT
     _abort_quietly(assoc)
+    if not assoc.is_established:
+        # Still negotiating: pynetdicom's requestor waits on this queue for the whole ACSE timeout;
+        # an abort primitive wakes it, so the worker thread is free now (conformance kit finding).
+        with contextlib.suppress(Exception):
+            assoc.dul.to_user_queue.put(A_P_ABORT())
 
 
 def _abandon_in_background(watch: _AssociationWatch, cancel: bool = True) -> None:

@@ -278,6 +278,8 @@ class SourceStatus(enum.StrEnum):
     """The source's circuit is open after repeated failures: not queried, no time lost."""
     NOT_CACHED = "NOT_CACHED"
     """Only the cache was asked for (freshness CACHE_ONLY) and it holds no answer of this source."""
+    UNSUPPORTED = "UNSUPPORTED"
+    """The query needs what this source's connector cannot do (a demographic search): not asked."""
 
 
 class Freshness(enum.StrEnum):

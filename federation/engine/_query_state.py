@@ -77,6 +77,22 @@ def not_asked(connector: Connector, status: SourceStatus, why: str) -> SourceRes
     return SourceResult(SourceOutcome(source=connector.info, status=status, latency_ms=0, error=why), ())
 
 
+def not_searchable(connector: Connector, demographic: bool, state: QueryState) -> None:
+    """A source whose connector cannot search by name and birth date, as data: its status or a warning."""
+    if demographic:
+        state.results[connector.id] = not_asked(
+            connector,
+            SourceStatus.UNSUPPORTED,
+            "this source's connector cannot search by name and birth date",
+        )
+    elif connector.id in state.results:
+        previous = state.results[connector.id]
+        warnings = (*previous.outcome.warnings, "candidate search: not supported by this source's connector")
+        state.results[connector.id] = SourceResult(
+            previous.outcome.model_copy(update={"warnings": warnings}), previous.records
+        )
+
+
 def from_cache(connector: Connector, answer: CachedAnswer) -> SourceResult:
     """A source's cached answer as this query's result for it."""
     return SourceResult(

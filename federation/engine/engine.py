@@ -26,6 +26,7 @@ from federation.engine._query_state import (
     from_cache,
     millis_since,
     not_asked,
+    not_searchable,
     status_for,
 )
 from federation.engine._requests import RequestSharing
@@ -275,7 +276,9 @@ class FederationEngine(RequestSharing, CacheSide):
         own_patients = {(r.source_id, r.patient_id or "") for r in found}
         jobs: dict[Connector, SharedRequest] = {}
         for connector in connectors:
-            if self._breakers[connector.id].allow():
+            if not connector.supports_demographic_search:  # a capability: never asked what it cannot do
+                not_searchable(connector, demographic, state)
+            elif self._breakers[connector.id].allow():
                 queries = by_keys[connector.takes_non_ascii_name_keys]
                 task = self._spawn(self._ask(connector, queries, deadline, verify=False))
                 jobs[connector] = self._judged(connector, SharedRequest(task, None, deadline, waiters=1))

@@ -9,6 +9,7 @@ import pytest
 PACKAGES = [
     "connectors",
     "connectors.dicom",
+    "connectors.testing",
     "federation",
     "federation.access",
     "federation.audit",

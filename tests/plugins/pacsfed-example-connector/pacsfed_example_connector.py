@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import Connector, SourceAnswer
-from connectors.dicom import parse_da
+from connectors.dicom import beyond_alphabetic, parse_da, parse_tm, person_name_groups
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import SourceSettings
 
@@ -22,6 +22,13 @@ class ExampleExam(BaseModel):
     description: str
     study_date: str = ""
     """A DA value (``YYYYMMDD``), read with pacsfed's public DICOM helpers."""
+    study_time: str = ""
+    """A TM value (``HHMMSS``)."""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    modality: str = ""
 
 
 class ExampleSourceSettings(SourceSettings):
@@ -30,6 +37,7 @@ class ExampleSourceSettings(SourceSettings):
     kind: Literal["example"]
     exams: list[ExampleExam] = Field(default_factory=list)
     greeting: str = "hello"
+    """Put before each description (none when empty)."""
 
 
 class ExampleConnector(Connector):
@@ -41,18 +49,28 @@ class ExampleConnector(Connector):
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """The configured exams of the asked PatientID."""
-        records = [
-            StudyRecord(
-                source_id=self.id,
-                study_instance_uid=exam.study_instance_uid,
-                patient_id=exam.patient_id,
-                description=f"{self.settings.greeting}: {exam.description}",
-                study_date=parse_da(exam.study_date),
-            )
-            for exam in self.settings.exams
-            if exam.patient_id == query.patient_id
-        ]
+        records = [self._record(exam) for exam in self.settings.exams if exam.patient_id == query.patient_id]
         return SourceAnswer(records=records)
+
+    def _record(self, exam: ExampleExam) -> StudyRecord:
+        """One configured exam as a normalized record."""
+        names = person_name_groups(exam.patient_name)
+        return StudyRecord(
+            source_id=self.id,
+            study_instance_uid=exam.study_instance_uid,
+            patient_id=exam.patient_id,
+            description=f"{self.settings.greeting}: {exam.description}"
+            if self.settings.greeting
+            else exam.description,
+            study_date=parse_da(exam.study_date),
+            study_time=parse_tm(exam.study_time),
+            patient_name=next((group for group in names if group), None),
+            patient_name_groups=beyond_alphabetic(names),
+            patient_birth_date=parse_da(exam.patient_birth_date),
+            patient_sex=exam.patient_sex or None,
+            accession_number=exam.accession_number or None,
+            modalities=(exam.modality,) if exam.modality else (),
+        )
 
     async def ping(self, deadline: Deadline) -> None:
         """Always there."""
