@@ -13,6 +13,7 @@ import json
 import logging
 import ssl
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -70,12 +71,13 @@ class FhirConnector(Connector):
         if settings.auth is not None:
             self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
         # The process's client is borrowed (never closed here); a source behind a proxy, or one
-        # whose TLS is not verified, needs a client of its own, closed in aclose.
+        # whose TLS is checked otherwise (ca_file, verify_tls), needs a client of its own, closed in aclose.
         self._own_client: httpx.AsyncClient | None = None
-        if settings.proxy is not None or not settings.verify_tls or context.http_client is None:
+        own = settings.proxy is not None or not settings.verify_tls or settings.ca_file is not None
+        if own or context.http_client is None:
             self._own_client = httpx.AsyncClient(
                 proxy=settings.proxy,
-                verify=_ssl_context(settings.verify_tls),
+                verify=_ssl_context(settings.verify_tls, settings.ca_file),
                 follow_redirects=False,
                 limits=httpx.Limits(
                     max_connections=settings.max_concurrency * 2,
@@ -207,12 +209,14 @@ class FhirConnector(Connector):
 
 
 @functools.cache
-def _ssl_context(verify: bool) -> ssl.SSLContext:
-    """One TLS context per process for every source's own client (loading the CA bundle takes ~0.1 s).
+def _ssl_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+    """One TLS context per process and CA bundle for the sources' own clients (loading one takes ~0.1 s).
 
     Without it httpx loads the bundle for each client, twice for a client with a proxy (the
     proxy's transport and the direct one).
     """
+    if verify and ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
     return httpx.create_ssl_context(verify=verify)
 
 
@@ -223,8 +227,22 @@ def _translated(exc: httpx.HTTPError) -> ConnectorError:
     if isinstance(exc, httpx.ProxyError):
         return SourceUnreachable("the HTTP proxy refused the request or could not reach the source")
     if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
-        return SourceUnreachable("connection refused or host unreachable")
+        return SourceUnreachable(_tls_reason(exc) or "connection refused or host unreachable")
     return SourceProtocolError(f"FHIR transport error ({type(exc).__name__})")
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """Why the TLS handshake failed, when it did (the certificate check's own words: no URL in them)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed ({cause.reason or 'refused'})"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
 
 from federation.settings import SourceSettings
 
@@ -49,3 +49,6 @@ class FhirSourceSettings(SourceSettings):
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """Longest wait for one request (connect, each read), within the query's deadline."""
     verify_tls: bool = True
+    ca_file: FilePath | None = None
+    """A PEM bundle of the CAs this source's certificate is checked against (a hospital's own CA),
+    instead of the usual public ones."""

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -49,7 +50,9 @@ class Seen:
 class FhirEndpoint:
     """The server and what it holds; ``start()`` serves it, ``stop()`` ends it."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        self.tls = tls
+        """(certificate, key) PEM files: served over https:// when set."""
         self.patients: dict[str, dict[str, Any]] = {}
         self.studies: list[dict[str, Any]] = []
         self.seen: list[Seen] = []
@@ -64,7 +67,7 @@ class FhirEndpoint:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/fhir"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/fhir"
 
     # -- holding resources -------------------------------------------------------------------------
 
@@ -157,7 +160,13 @@ class FhirEndpoint:
             ]
         )
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

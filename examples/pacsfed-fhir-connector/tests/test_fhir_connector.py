@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ from fhir_endpoint import MRN, FhirEndpoint
 from forward_proxy import ForwardProxy
 from pacsfed_fhir_connector import FhirConnector, FhirSourceSettings
 from pydantic import ValidationError
+from tls_files import TlsFiles, make_tls_files
 
 from connectors.base import ConnectorContext
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout, SourceUnreachable
@@ -359,3 +362,33 @@ async def test_a_name_pattern_and_a_birth_date_find_that_patient_only(fhir: Fhir
         {"patient.family:contains": "ller"},
         {"patient.family:contains": "山田"},
     ]
+
+
+@pytest.fixture
+def fhir_tls(tmp_path: Path) -> Iterator[tuple[FhirEndpoint, TlsFiles]]:
+    """A FHIR endpoint over https://, with a certificate of a throw-away CA, holding one study."""
+    files = make_tls_files(tmp_path)
+    endpoint = FhirEndpoint(tls=(files.server_cert, files.server_key)).start()
+    seed_patient(endpoint)
+    yield endpoint, files
+    endpoint.stop()
+
+
+async def test_an_https_source_is_checked_against_its_ca_file_and_tunnelled_through_its_proxy(
+    fhir_tls: tuple[FhirEndpoint, TlsFiles], proxy: ForwardProxy
+) -> None:
+    fhir, files = fhir_tls
+    direct = connector(fhir.url, ca_file=str(files.ca_cert))
+    proxied = connector(fhir.url, ca_file=str(files.ca_cert), proxy=proxy.url)
+    untrusted = connector(fhir.url)
+    try:
+        for source in (direct, proxied):
+            answer = await source.find_studies(StudyQuery(patient_id="MRN-1"), Deadline.after(5))
+            assert [r.study_instance_uid for r in answer.records] == ["1.2.250.1.59.3.1"]
+        with pytest.raises(SourceUnreachable, match="TLS certificate not trusted"):
+            await untrusted.find_studies(StudyQuery(patient_id="MRN-1"), Deadline.after(5))
+    finally:
+        for source in (direct, proxied, untrusted):
+            await source.aclose()
+    assert proxy.forwarded == [f"CONNECT 127.0.0.1:{fhir.port}"]
+    assert len(fhir.seen) == 2
