@@ -3,14 +3,25 @@
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dicomweb import DicomwebConnector
 from connectors.dimse import DimseConnector
-from connectors.registry import build_connectors, load_connector_classes
+from connectors.registry import (
+    InstalledKind,
+    build_connectors,
+    capabilities,
+    check_connectors,
+    installed_kinds,
+    load_connector_classes,
+)
 
 __all__ = [
     "Connector",
     "ConnectorContext",
     "DicomwebConnector",
     "DimseConnector",
+    "InstalledKind",
     "SourceAnswer",
     "build_connectors",
+    "capabilities",
+    "check_connectors",
+    "installed_kinds",
     "load_connector_classes",
 ]

@@ -7,8 +7,8 @@ The object is built by :func:`load_settings` and passed down; there is no module
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from importlib.metadata import entry_points
+from collections.abc import Collection, Mapping
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +20,7 @@ from pydantic import (
     SecretStr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -100,16 +101,46 @@ CONNECTOR_ENTRY_POINTS = "pacsfed.connectors"
 """The entry point group naming each connector class by its kind (built-ins register there too)."""
 
 
-def source_settings_models() -> dict[str, type[SourceSettings]]:
-    """Each installed connector kind's settings model (its class's ``settings_model``), by kind."""
+class ConnectorsSettings(_Strict):
+    """Which installed connector kinds may load (``pacsfed connectors list`` shows them)."""
+
+    allow: list[Annotated[str, Field(min_length=1)]] | None = None
+    """When set, only these kinds load, the built-in ``dimse`` and ``dicomweb`` too: the others are
+    never imported, a source of another kind is a configuration error, and so is a listed kind that
+    is not installed. Unset: every installed kind loads."""
+
+
+def connector_entry_points(allow: Collection[str] | None = None) -> list[EntryPoint]:
+    """The installed ``pacsfed.connectors`` entry points, only the allowed ones when ``allow`` is given."""
+    found = {entry.name: entry for entry in entry_points(group=CONNECTOR_ENTRY_POINTS)}
+    if allow is None:
+        return list(found.values())
+    missing = sorted(set(allow) - set(found))
+    if missing:
+        installed = ", ".join(repr(name) for name in sorted(found)) or "none"
+        raise ConfigError(
+            f"connectors.allow names {', '.join(repr(m) for m in missing)}, not installed (installed: {installed})"
+        )
+    return [entry for name, entry in found.items() if name in allow]
+
+
+def load_connector(entry: EntryPoint) -> Any:
+    """The object an entry point names, imported now; a plugin that fails to import is a ConfigError."""
+    try:
+        return entry.load()
+    except Exception as exc:
+        package = f" (package {entry.dist.name})" if entry.dist is not None else ""
+        raise ConfigError(
+            f"connector plugin {entry.name!r}{package} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def source_settings_models(allow: Collection[str] | None = None) -> dict[str, type[SourceSettings]]:
+    """Each installed (and allowed) connector kind's settings model (its class's ``settings_model``), by kind."""
     models: dict[str, type[SourceSettings]] = {}
-    for entry in entry_points(group=CONNECTOR_ENTRY_POINTS):
-        try:
-            connector = entry.load()
-        except Exception as exc:
-            raise ConfigError(f"connector plugin {entry.name!r} failed to load: {exc}") from exc
-        model = checked_settings_model(entry.name, getattr(connector, "settings_model", None))
-        models[entry.name] = model
+    for entry in connector_entry_points(allow):
+        connector = load_connector(entry)
+        models[entry.name] = checked_settings_model(entry.name, getattr(connector, "settings_model", None))
     return models
 
 
@@ -122,7 +153,9 @@ def checked_settings_model(kind: str, model: object) -> type[SourceSettings]:
     return model
 
 
-def validate_sources(value: Any, models: Mapping[str, type[SourceSettings]]) -> list[SourceSettings]:
+def validate_sources(
+    value: Any, models: Mapping[str, type[SourceSettings]], allow: Collection[str] | None = None
+) -> list[SourceSettings]:
     """Validate each source by its ``kind``'s model; errors are located ``<index>.<kind>.<key>``."""
     if not isinstance(value, list | tuple):
         raise ValueError("sources must be a list of mappings")
@@ -142,6 +175,10 @@ def validate_sources(value: Any, models: Mapping[str, type[SourceSettings]]) -> 
         kind = item.get("kind")
         if kind is None:
             errors.append(_error((index, "kind"), "missing", "Field required"))
+        elif allow is not None and kind not in allow:
+            allowed = ", ".join(repr(name) for name in allow) or "none"
+            message = f"kind {kind!r} is not allowed by connectors.allow (allowed: {allowed})"
+            errors.append(_error((index,), "source_kind", message))
         elif not isinstance(kind, str) or kind not in models:
             installed = ", ".join(repr(name) for name in sorted(models)) or "none"
             message = f"no connector is installed for kind {kind!r} (installed: {installed})"
@@ -206,6 +243,8 @@ class Settings(BaseSettings):
     )
 
     cache: CacheSettings = CacheSettings()
+    connectors: ConnectorsSettings = ConnectorsSettings()
+    """Validated before ``sources``, whose kinds it limits."""
     sources: list[SerializeAsAny[SourceSettings]] = []
     """Each validated by its kind's own model, found through the ``pacsfed.connectors`` entry points."""
     server: ServerSettings = ServerSettings()
@@ -217,8 +256,10 @@ class Settings(BaseSettings):
 
     @field_validator("sources", mode="plain")
     @classmethod
-    def _sources_by_kind(cls, value: Any) -> list[SourceSettings]:
-        return validate_sources(value, source_settings_models())
+    def _sources_by_kind(cls, value: Any, info: ValidationInfo) -> list[SourceSettings]:
+        connectors = info.data.get("connectors")
+        allow = connectors.allow if isinstance(connectors, ConnectorsSettings) else None
+        return validate_sources(value, source_settings_models(allow), allow)
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:
@@ -276,6 +317,35 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     data.update(overrides)
     try:
         return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path) if path else "configuration")) from exc
+
+
+class _ConnectorsOnly(BaseSettings):
+    """The ``connectors`` section alone, from the file and the environment (other keys ignored)."""
+
+    model_config = SettingsConfigDict(env_prefix="PACSFED_", env_nested_delimiter="__", extra="ignore")
+
+    connectors: ConnectorsSettings = ConnectorsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def load_connectors_settings(path: str | os.PathLike[str] | None = None) -> ConnectorsSettings:
+    """Only the ``connectors`` section of a configuration, without loading any connector (``connectors list``)."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    section = {"connectors": data["connectors"]} if "connectors" in data else {}
+    try:
+        return _ConnectorsOnly(**section).connectors
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(path) if path else "configuration")) from exc
 

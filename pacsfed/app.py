@@ -75,7 +75,9 @@ async def engine_from_settings(
     async with contextlib.AsyncExitStack() as stack:
         if http_client is None:
             http_client = await stack.enter_async_context(make_http_client())
-        connectors = build_connectors(settings.sources, ConnectorContext(http_client=http_client))
+        connectors = build_connectors(
+            settings.sources, ConnectorContext(http_client=http_client), allow=settings.connectors.allow
+        )
         cache = cache if cache is not None else make_cache(settings)
         identity_store = make_identity_store(settings, cache)
         engine = FederationEngine(

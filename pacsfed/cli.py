@@ -1,10 +1,12 @@
-"""The ``pacsfed`` command: serve, query, check, demo and schema."""
+"""The ``pacsfed`` command: serve, query, check, connectors, demo and schema."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
+import json
 import logging
 import socket
 import sys
@@ -14,13 +16,14 @@ from pathlib import Path
 
 import uvicorn
 
+from connectors.registry import InstalledKind, check_connectors, installed_kinds
 from federation.access.auth import new_api_key
 from federation.access.principals import AccessContext, local_principal
 from federation.engine.request import HistoryRequest
 from federation.errors import CacheError, ConfigError, PacsfedError
 from federation.identity.resolver import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, PersonNameGroups, SourceOutcome, SourceStatus
-from federation.settings import Settings, load_settings, settings_from_mapping
+from federation.settings import Settings, load_connectors_settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
 from pacsfed.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
 from schema.http import EXAMPLE_QUERY
@@ -72,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--id", required=True, help="the account's name, e.g. ehr-hospital-a")
     create.add_argument("--scope", action="append", dest="scopes", choices=ALL_SCOPES, help="repeatable")
     create.add_argument("--source", action="append", dest="sources", help="limit to this source (repeatable)")
+
+    plugins = commands.add_parser("connectors", help="the installed connector kinds (built-ins and plugins)")
+    plugin_commands = plugins.add_subparsers(dest="connectors_command", required=True)
+    listing = plugin_commands.add_parser(
+        "list",
+        help="one line per kind: its package, version and capability flags; exit 1 if one fails to load",
+    )
+    listing.add_argument("--config", help="mark the kinds its connectors.allow leaves out (not loaded)")
+    listing.add_argument("--json", action="store_true", help="print the kinds as JSON")
 
     demo = commands.add_parser("demo", help="run a self-contained demo with simulated hospitals")
     demo.add_argument("--host", default="127.0.0.1")
@@ -255,6 +267,29 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind_line(kind: InstalledKind, width: int) -> str:
+    """``dimse  pacsfed 0.1.0  demographic_search=yes …``: one installed connector kind."""
+    where = f"{kind.kind:<{width}}  {kind.package} {kind.version}"
+    if not kind.allowed:
+        return f"{where}  not loaded: not in connectors.allow"
+    if kind.error is not None:
+        return f"{where}  FAILED: {kind.error}"
+    flags = " ".join(f"{name}={'yes' if value else 'no'}" for name, value in kind.capabilities.items())
+    return f"{where}  {flags}"
+
+
+def _connectors_list(args: argparse.Namespace) -> int:
+    allow = load_connectors_settings(args.config).allow if args.config else None
+    kinds = installed_kinds(allow)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(kind) for kind in kinds], indent=2))
+    else:
+        width = max((len(kind.kind) for kind in kinds), default=0)
+        for kind in kinds:
+            print(_kind_line(kind, width))
+    return 1 if any(kind.error is not None for kind in kinds) else 0
+
+
 def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
@@ -274,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             settings = _load(args)
             app = create_app(settings, insecure_dev=args.insecure_dev, owns_process=True)
+            # Every source's connector is built once now: a kind that refuses its settings exits 2 here.
+            asyncio.run(check_connectors(settings.sources, settings.connectors.allow))
             if settings.auth.mode == "none":
                 print(f"pacsfed: WARNING: {INSECURE_WARNING}", file=sys.stderr)
             uvicorn.run(
@@ -294,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_identity_import(_for_cli(_load(args)), _read_links(args.links)))
         if args.command == "apikey":
             return _apikey_create(args)
+        if args.command == "connectors":
+            return _connectors_list(args)
         if args.command == "demo":
             return asyncio.run(_demo(args))
         if args.command == "schema":
