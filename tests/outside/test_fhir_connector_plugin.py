@@ -171,3 +171,18 @@ def test_an_unknown_key_of_a_fhir_source_is_refused_by_pacsfed_check(
     )
     assert result.returncode == 2, result.stderr
     assert "sources.0.fhir.proxi" in result.stderr
+
+
+def test_pacsfed_connectors_list_shows_the_fhir_kind_with_its_package_and_flags(fhir_install: Path) -> None:
+    result = subprocess.run(
+        [str(fhir_install / "pacsfed"), "connectors", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.split()[:1] == ["fhir"]]
+    assert line.split()[1:3] == ["pacsfed-fhir-connector", "0.1.0"]
+    assert "demographic_search=yes" in line.split()
+    assert "issuer_of_patient_id=yes" in line.split()
