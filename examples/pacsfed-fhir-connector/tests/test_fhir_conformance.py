@@ -12,7 +12,7 @@ from forward_proxy import ForwardProxy
 from pacsfed_fhir_connector import FhirConnector, FhirSourceSettings
 
 from connectors.base import Connector, ConnectorContext
-from connectors.testing import Endpoint, KitStudy, NetworkConnectorConformance
+from connectors.testing import Endpoint, KitStudy, NetworkConnectorConformance, kit_studies
 
 _SEX = {"M": "male", "F": "female", "O": "other"}
 
@@ -31,9 +31,15 @@ def _family_given(group: str) -> tuple[str, list[str]]:
 
 
 def seed_kit_studies(endpoint: FhirEndpoint, studies: Sequence[KitStudy]) -> None:
-    """Each kit study as an ImagingStudy of its Patient (one per PatientID), names in every group given."""
-    patients: dict[str, str] = {}
+    """Each kit study as an ImagingStudy of its Patient (one per PatientID), names in every group given.
+
+    Idempotent, as the kit asks: it seeds once per test class, and the classes here share the endpoint.
+    """
+    patients = {p["identifier"][0]["value"]: pid for pid, p in endpoint.patients.items()}
+    held = {s["identifier"][0]["value"] for s in endpoint.studies}
     for study in studies:
+        if f"urn:oid:{study.study_instance_uid}" in held:
+            continue
         if study.patient_id not in patients:
             groups = [*study.patient_name.split("="), "", ""]
             family, given = _family_given(groups[0])
@@ -47,6 +53,8 @@ def seed_kit_studies(endpoint: FhirEndpoint, studies: Sequence[KitStudy]) -> Non
                 ideographic=_family_given(groups[1]) if groups[1] else None,
                 phonetic=_family_given(groups[2]) if groups[2] else None,
             )
+        # FHIR wants a time zone with a time; the kit's times are local wall times, which the
+        # connector keeps as written.
         endpoint.add_study(
             patients[study.patient_id],
             study.study_instance_uid,
@@ -116,3 +124,10 @@ class TestFhirConnectorConformanceThroughAProxy(TestFhirConnectorConformance):
 
     def source_settings(self, peer: FhirEndpoint, endpoint: Endpoint | None = None) -> Mapping[str, Any]:
         return {**super().source_settings(peer, endpoint), "proxy": self.proxy.url}
+
+
+def test_seeding_twice_holds_each_study_once(fhir: FhirEndpoint) -> None:
+    seed_kit_studies(fhir, kit_studies())
+    seed_kit_studies(fhir, kit_studies())
+    assert len(fhir.studies) == len(kit_studies())
+    assert len(fhir.patients) == len({s.patient_id for s in kit_studies()})
