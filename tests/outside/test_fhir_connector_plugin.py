@@ -42,6 +42,15 @@ QUERY = """query($id: String!) {
 }"""
 
 
+NISS = "urn:oid:2.16.56.1.2.3"
+NATIONAL_QUERY = """query($nationalId: String!) {
+  patientHistory(patient: {nationalId: $nationalId}) {
+    exams { studyInstanceUid locations { source { id } patientId issuerOfPatientId matchedBy { kind issuer value } } }
+    sources { source { id } status }
+  }
+}"""
+
+
 @pytest.fixture(scope="module")
 def fhir_install() -> Path:
     """pacsfed from source plus the FHIR example package, in their own clean virtualenv."""
@@ -66,7 +75,9 @@ def served(fhir_install: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, A
 @pytest.fixture
 def fhir() -> Iterator[FhirEndpoint]:
     endpoint = FhirEndpoint().start()
-    patient = endpoint.add_patient(MRN, "MRN-7", "Lefèvre", ["Élodie"], "1975-11-30", "female")
+    patient = endpoint.add_patient(
+        MRN, "MRN-7", "Lefèvre", ["Élodie"], "1975-11-30", "female", other_identifiers=[(NISS, "75113012345")]
+    )
     endpoint.add_study(
         patient,
         "1.2.250.1.59.7.1",
@@ -89,12 +100,12 @@ def proxy() -> Iterator[ForwardProxy]:
     started.stop()
 
 
-def ask(server: PacsfedServer, token: str, patient_id: str) -> dict[str, Any]:
+def ask(server: PacsfedServer, token: str, value: str, query: str = QUERY, key: str = "id") -> dict[str, Any]:
     transport = HTTPXTransport(
         url=server.graphql_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
     with Client(transport=transport, fetch_schema_from_transport=False) as session:
-        result: dict[str, Any] = session.execute(GraphQLRequest(QUERY, variable_values={"id": patient_id}))
+        result: dict[str, Any] = session.execute(GraphQLRequest(query, variable_values={key: value}))
     return result["patientHistory"]
 
 
@@ -128,6 +139,30 @@ def test_a_fhir_source_answers_through_a_served_pacsfed(
         }
     ]
     assert [seen.path for seen in fhir.seen] == ["/fhir/ImagingStudy"]
+
+
+def test_a_national_number_is_searched_in_its_system_and_found_among_the_other_ids(
+    served: Callable[[dict[str, Any]], PacsfedServer],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: DemoSigner,
+    fhir: FhirEndpoint,
+) -> None:
+    source = fhir_source("hospital-d", fhir.url, issuer="HOSP-D", national_id_in="other_patient_ids")
+    source["issuer_systems"] = {"NISS": NISS, "HOSP-D": MRN}
+    server = served(serve_config([source], identity={"national_issuer": "NISS"}))
+    history = ask(server, signer.token(), "75113012345", NATIONAL_QUERY, "nationalId")
+    assert history["sources"] == [{"source": {"id": "hospital-d"}, "status": "OK"}]
+    [exam] = history["exams"]
+    assert exam["studyInstanceUid"] == "1.2.250.1.59.7.1"
+    assert exam["locations"] == [
+        {
+            "source": {"id": "hospital-d"},
+            "patientId": "MRN-7",
+            "issuerOfPatientId": "HOSP-D",
+            "matchedBy": {"kind": "NATIONAL_ID", "issuer": "NISS", "value": "75113012345"},
+        }
+    ]
+    assert dict(fhir.seen[0].params)["patient.identifier"] == f"{NISS}|75113012345"
 
 
 def test_a_proxied_fhir_source_goes_through_its_proxy_and_a_dead_proxy_is_unreachable(

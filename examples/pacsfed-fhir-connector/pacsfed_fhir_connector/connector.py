@@ -99,6 +99,7 @@ class FhirConnector(Connector):
         if isinstance(asked, str):
             return SourceAnswer(records=(), warnings=(asked,))
         key, params = asked
+        demographic = "patient.identifier" not in params
         params["_count"] = str(self.settings.page_size)
         if self.settings.include_patient:
             params["_include"] = "ImagingStudy:subject"
@@ -116,7 +117,7 @@ class FhirConnector(Connector):
                     records.update(
                         (r.study_instance_uid, r)
                         for r in page.records
-                        if key.value is not None or matches_demographics(r, query)
+                        if not demographic or matches_demographics(r, query)
                     )
                     if len(records) >= self.settings.max_results and page.next_url is not None:
                         truncated = True
@@ -145,24 +146,30 @@ class FhirConnector(Connector):
             await client.aclose()
 
     def _search(self, query: StudyQuery) -> tuple[PatientKey, dict[str, str]] | str:
-        """Which PatientID the answers are read with, and the search parameters; or why not (a warning)."""
+        """Which identifier the answers' PatientID is, and the search parameters; or why not (a warning).
+
+        A national number is searched in its own system, and the answers read with the source's
+        PatientIDs (``identifier_system``) and the national number among their OtherPatientIDs.
+        """
         systems = self.settings.issuer_systems
+        issuers = {system: issuer for issuer, system in systems.items()}
+        own = self.settings.identifier_system
         if query.patient_id is not None:
             issuer = query.issuer_of_patient_id
-            system = (systems.get(issuer) if issuer is not None else None) or self.settings.identifier_system
-            key = PatientKey(system, query.patient_id)
-        elif query.other_patient_id is not None:
+            system = (systems.get(issuer) if issuer is not None else None) or own
+            token = search_token(system, query.patient_id)
+            return PatientKey(system, query.patient_id, issuers), {"patient.identifier": token}
+        if query.other_patient_id is not None:
             issuer = query.other_patient_id_issuer
             system = systems.get(issuer) if issuer is not None else None
             if system is None:
                 return "no FHIR identifier system is configured for this issuer (issuer_systems)"
-            key = PatientKey(system, query.other_patient_id)
-        else:
-            params = demographic_params(query)
-            if not params:
-                return "nothing to search with: no identifier, name or birth date"
-            return PatientKey(self.settings.identifier_system, None), params
-        return key, {"patient.identifier": search_token(key.system, key.value or "")}
+            token = search_token(system, query.other_patient_id)
+            return PatientKey(own, None, issuers), {"patient.identifier": token}
+        params = demographic_params(query)
+        if not params:
+            return "nothing to search with: no identifier, name or birth date"
+        return PatientKey(own, None, issuers), params
 
     def _next_url(self, link: str | None) -> httpx.URL | None:
         """The next page's URL; one that leaves the source's origin is refused (our token would follow it)."""

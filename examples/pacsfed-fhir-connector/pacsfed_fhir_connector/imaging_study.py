@@ -44,11 +44,16 @@ _GENDERS = {"male": "M", "female": "F", "other": "O"}
 
 @dataclass(frozen=True)
 class PatientKey:
-    """Which of the subject's identifiers is its PatientID: the asked FHIR ``system`` (None: any) and
-    ``value``; a search by name and birth date knows only the system (the source's own)."""
+    """Which of the subject's identifiers is its PatientID: the FHIR ``system`` (None: any) and ``value``
+    it was asked with; a search by a national number or by name knows only the system (the source's own).
+
+    ``issuers`` maps FHIR systems to pacsfed issuers: an identifier in a mapped system gives the
+    record's IssuerOfPatientID (for the PatientID) or an OtherPatientIDs entry (for the others).
+    """
 
     system: str | None
     value: str | None
+    issuers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -276,7 +281,27 @@ def _patient_fields(
                     problems.append("a Patient.birthDate that is not a FHIR date was ignored")
         fields["patient_sex"] = _GENDERS.get(patient.get("gender", ""))
     fields["patient_id"] = _patient_id(identifiers, asked)
+    if asked is not None and asked.issuers:
+        fields.update(_issuers(identifiers, fields["patient_id"], asked))
     return fields
+
+
+def _issuers(identifiers: list[Any], patient_id: str | None, asked: PatientKey) -> dict[str, Any]:
+    """IssuerOfPatientID of the PatientID, and the other identifiers in mapped systems as OtherPatientIDs."""
+    issuer: str | None = None
+    others: list[tuple[str | None, str]] = []
+    for identifier in identifiers:
+        if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
+            continue
+        mapped = asked.issuers.get(identifier.get("system") or "")
+        is_patient_id = identifier["value"] == patient_id and (
+            asked.system is None or identifier.get("system") == asked.system
+        )
+        if is_patient_id:
+            issuer = issuer or mapped
+        elif mapped is not None and (mapped, identifier["value"]) not in others:
+            others.append((mapped, identifier["value"]))
+    return {"issuer_of_patient_id": issuer, "other_patient_ids": tuple(others)}
 
 
 def _patient_id(identifiers: list[Any], asked: PatientKey | None) -> str | None:

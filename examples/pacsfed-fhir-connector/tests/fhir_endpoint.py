@@ -81,6 +81,7 @@ class FhirEndpoint:
         gender: str | None = None,
         ideographic: tuple[str, Sequence[str]] | None = None,
         phonetic: tuple[str, Sequence[str]] | None = None,
+        other_identifiers: Sequence[tuple[str, str]] = (),
     ) -> str:
         """A Patient with one identifier and its names; returns its id."""
         patient_id = f"p{len(self.patients) + 1}"
@@ -94,7 +95,8 @@ class FhirEndpoint:
         resource: dict[str, Any] = {
             "resourceType": "Patient",
             "id": patient_id,
-            "identifier": [{"system": system, "value": value}],
+            "identifier": [{"system": system, "value": value}]
+            + [{"system": other_system, "value": other} for other_system, other in other_identifiers],
             "name": names,
         }
         if birth_date:

@@ -136,12 +136,10 @@ async def test_token_characters_in_a_value_are_escaped(fhir: FhirEndpoint) -> No
     assert ("patient.identifier", f"{MRN}|A\\|1\\,2\\$3") in fhir.seen[0].params
 
 
-async def test_an_issuer_is_sent_as_its_system_and_no_system_sends_the_value_alone(
-    fhir: FhirEndpoint,
-) -> None:
-    patient = fhir.add_patient(NISS, "61030412345", "Durand")
+async def test_issuers_are_sent_as_their_systems_and_come_back_with_the_records(fhir: FhirEndpoint) -> None:
+    patient = fhir.add_patient(MRN, "MRN-9", "Durand", other_identifiers=[(NISS, "61030412345")])
     fhir.add_study(patient, "1.2.10")
-    by_issuer = connector(fhir.url, issuer_systems={"NISS": NISS})
+    by_issuer = connector(fhir.url, issuer_systems={"NISS": NISS, "HOSP-A": MRN})
     bare = connector(fhir.url, identifier_system=None)
     try:
         national = StudyQuery(other_patient_id="61030412345", other_patient_id_issuer="NISS")
@@ -153,11 +151,23 @@ async def test_an_issuer_is_sent_as_its_system_and_no_system_sends_the_value_alo
     finally:
         await by_issuer.aclose()
         await bare.aclose()
-    assert [r.study_instance_uid for r in found.records] == ["1.2.10"]
-    assert [r.study_instance_uid for r in found_too.records] == ["1.2.10"]
-    assert found.records[0].patient_id == "61030412345"
+    [record] = found.records
+    assert (record.study_instance_uid, record.patient_id, record.issuer_of_patient_id) == (
+        "1.2.10",
+        "MRN-9",
+        "HOSP-A",
+    )
+    assert record.other_patient_ids == (("NISS", "61030412345"),)
+    [record] = found_too.records
+    assert (record.patient_id, record.issuer_of_patient_id) == ("61030412345", "NISS")
+    assert record.other_patient_ids == (("HOSP-A", "MRN-9"),)
     assert unmapped.records == () and "issuer_systems" in unmapped.warnings[0]
-    assert [r.study_instance_uid for r in alone.records] == ["1.2.10"]
+    [record] = alone.records
+    assert (record.patient_id, record.issuer_of_patient_id, record.other_patient_ids) == (
+        "61030412345",
+        None,
+        (),
+    )
     asked = [dict(s.params)["patient.identifier"] for s in fhir.seen]
     assert asked == [f"{NISS}|61030412345", f"{NISS}|61030412345", "61030412345"]
 
