@@ -36,8 +36,10 @@ class FhirSourceSettings(SourceSettings):
     """The FHIR identifier ``system`` of this source's PatientIDs (``urn:oid:…``); without it the
     value is sent alone (``patient.identifier=value``), matching it in any system."""
     issuer_systems: dict[str, str] = Field(default_factory=dict)
-    """pacsfed issuers (IssuerOfPatientID, the national issuer) → FHIR identifier systems, for a
-    query that names its issuer: ``{NISS: "urn:oid:2.16.840.1.113883.2.4.6.3"}``."""
+    """pacsfed issuers → FHIR identifier systems (``{NISS: "urn:oid:2.16.56.1.2.3"}``): a query that
+    names an issuer (``match_issuer``, a national number in ``other_patient_ids``) is sent in its
+    system, and a patient's identifiers in these systems come back as its IssuerOfPatientID and
+    OtherPatientIDs."""
     auth: BearerToken | None = None
     proxy: HttpUrl | None = None
     """An HTTP proxy every request to this source goes through (``http://proxy.hospital:3128``)."""
