@@ -66,6 +66,7 @@ class LoopWatch:
     def __init__(self) -> None:
         self.longest_s = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._last = (time.perf_counter(), _runqueue_wait_s())
 
     async def __aenter__(self) -> LoopWatch:
         self._task = asyncio.get_running_loop().create_task(self._tick(), name="kit-loop-watch")
@@ -74,17 +75,22 @@ class LoopWatch:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._task is not None
+        self._measure()  # the stretch since the last tick: code that never yielded ends here
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def _measure(self) -> None:
+        now, waited_now = time.perf_counter(), _runqueue_wait_s()
+        last, waited = self._last
+        self.longest_s = max(self.longest_s, (now - last) - (waited_now - waited) - _TICK_S)
+        self._last = (now, waited_now)
+
     async def _tick(self) -> None:
-        last, waited = time.perf_counter(), _runqueue_wait_s()
+        self._last = (time.perf_counter(), _runqueue_wait_s())
         while True:
             await asyncio.sleep(_TICK_S)
-            now, waited_now = time.perf_counter(), _runqueue_wait_s()
-            self.longest_s = max(self.longest_s, (now - last) - (waited_now - waited) - _TICK_S)
-            last, waited = now, waited_now
+            self._measure()
 
 
 def _socket_inodes() -> frozenset[str] | None:

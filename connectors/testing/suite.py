@@ -44,8 +44,18 @@ _SEEDED: set[tuple[type, int]] = set()
 """(test class, peer) pairs already seeded in this session."""
 
 
+_CHECK_LIMIT_S = 90.0
+"""The longest one check may run: a connector that ignores its deadlines fails instead of hanging the suite."""
+
+
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
+    async def bounded() -> T:
+        try:
+            return await asyncio.wait_for(coroutine, _CHECK_LIMIT_S)
+        except TimeoutError:
+            pytest.fail(f"the check did not end in {_CHECK_LIMIT_S:.0f} s: a call ignores its deadline")
+
+    return asyncio.run(bounded())
 
 
 async def _awaited(value: Awaitable[T]) -> T:
@@ -251,9 +261,12 @@ class ConnectorConformance:
 
         async def check() -> None:
             async with self.connected(seeded_peer) as connector:
-                answer = await connector.find_studies(
-                    StudyQuery(patient_id=NO_SUCH_PATIENT), Deadline.after(self.query_deadline_s)
-                )
+                try:
+                    answer = await connector.find_studies(
+                        StudyQuery(patient_id=NO_SUCH_PATIENT), Deadline.after(self.query_deadline_s)
+                    )
+                except ConnectorError as exc:
+                    pytest.fail(f"raised {type(exc).__name__}, not an empty answer ({exc})")
                 assert isinstance(answer, SourceAnswer), f"find_studies returned {type(answer).__name__}"
                 assert list(answer.records) == [], "a PatientID nobody has found studies"
                 assert not answer.truncated
@@ -315,15 +328,19 @@ class ConnectorConformance:
         _run(check())
 
     def test_the_event_loop_is_never_blocked(self, seeded_peer: Any) -> None:
-        """Pings, queries (some at once), an empty answer and closing never stall the loop ``loop_block_limit_s``."""
+        """Pings, queries (some at once), an empty answer and ``aclose`` never stall the loop ``loop_block_limit_s``.
+
+        The connector is built before the watch starts: pacsfed builds connectors at start-up.
+        """
 
         async def check() -> None:
             deadline = Deadline.after(self.query_deadline_s)
-            async with LoopWatch() as watch, self.connected(seeded_peer) as connector:
+            async with self.connected(seeded_peer) as connector, LoopWatch() as watch:
                 await connector.ping(deadline)
                 queries = [StudyQuery(patient_id=pid) for pid in [*self.patients(), NO_SUCH_PATIENT]]
                 await asyncio.gather(*(connector.find_studies(q, deadline) for q in queries))
                 await connector.find_studies(queries[0], deadline)
+                await connector.aclose()
             longest_ms = watch.longest_s * 1000
             limit_ms = self.loop_block_limit_s * 1000
             assert watch.longest_s <= self.loop_block_limit_s, (
@@ -405,7 +422,8 @@ class NetworkConnectorConformance(ConnectorConformance):
                         lambda: connector.ping(Deadline.after(self.dead_deadline_s)),
                     ):
                         started = time.monotonic()
-                        messages.append(await _raises(SourceTimeout, call))
+                        within_s = self.dead_deadline_s + self.cancel_within_s + 1.0
+                        messages.append(await _raises(SourceTimeout, call, within_s))
                         late = time.monotonic() - started - self.dead_deadline_s
                         assert late <= self.cancel_within_s, (
                             f"SourceTimeout came {late:.3f} s after the deadline"
@@ -438,10 +456,17 @@ class NetworkConnectorConformance(ConnectorConformance):
         assert not threads, f"threads left running after aclose: {threads}"
 
 
-async def _raises(expected: type[ConnectorError], call: Callable[[], Awaitable[object]]) -> str:
-    """The message of the ``expected`` error the call raises; fail on anything else."""
+async def _raises(
+    expected: type[ConnectorError], call: Callable[[], Awaitable[object]], within_s: float = _CHECK_LIMIT_S
+) -> str:
+    """The message of the ``expected`` error the call raises within ``within_s``; fail on anything else."""
+    task = asyncio.ensure_future(call())
+    done, _ = await asyncio.wait({task}, timeout=within_s)
+    if not done:
+        task.cancel()
+        pytest.fail(f"still running {within_s:.1f} s later instead of raising {expected.__name__}")
     try:
-        await call()
+        task.result()
     except expected as exc:
         return str(exc)
     except ConnectorError as exc:
