@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
 from fhir_endpoint import MRN, FhirEndpoint
 from forward_proxy import ForwardProxy
-from pacsfed_fhir_connector import FhirConnector, FhirSourceSettings
+from pacsfed_fhir_connector import FhirConnector
 
-from connectors.base import Connector, ConnectorContext
+from connectors.base import Connector
 from connectors.testing import Endpoint, KitStudy, NetworkConnectorConformance, kit_studies
 
 _SEX = {"M": "male", "F": "female", "O": "other"}
@@ -84,23 +83,8 @@ class TestFhirConnectorConformance(NetworkConnectorConformance):
         seed_kit_studies(peer, studies)
 
 
-def started_up(kit: TestFhirConnectorConformance, peer: FhirEndpoint) -> FhirEndpoint:
-    """The peer, once a connector of the kit's source was built and closed, as pacsfed's start-up does.
-
-    The first connector with a client of its own loads the CA bundle (~0.1 s, once per process);
-    pacsfed builds its connectors before it serves, the kit inside its event-loop watch.
-    """
-    settings = FhirSourceSettings.model_validate(kit.source_settings(peer))
-    asyncio.run(FhirConnector(settings, ConnectorContext()).aclose())
-    return peer
-
-
 class TestFhirConnectorConformanceWithItsOwnClient(TestFhirConnectorConformance):
     """The same checks for a source with a client of its own (``verify_tls: false``), made and closed by it."""
-
-    @pytest.fixture
-    def conformance_peer(self, kit_fhir: FhirEndpoint) -> FhirEndpoint:
-        return started_up(self, kit_fhir)
 
     def source_settings(self, peer: FhirEndpoint, endpoint: Endpoint | None = None) -> Mapping[str, Any]:
         return {**super().source_settings(peer, endpoint), "verify_tls": False}
@@ -120,7 +104,7 @@ class TestFhirConnectorConformanceThroughAProxy(TestFhirConnectorConformance):
     @pytest.fixture
     def conformance_peer(self, kit_fhir: FhirEndpoint, kit_proxy: ForwardProxy) -> FhirEndpoint:
         self.proxy = kit_proxy
-        return started_up(self, kit_fhir)
+        return kit_fhir
 
     def source_settings(self, peer: FhirEndpoint, endpoint: Endpoint | None = None) -> Mapping[str, Any]:
         return {**super().source_settings(peer, endpoint), "proxy": self.proxy.url}
