@@ -78,9 +78,9 @@ def read_search_page(bundle: Any, source_id: str, asked: PatientKey | None) -> B
     if not isinstance(entries, list):
         raise SourceProtocolError("FHIR Bundle entry is not a list")
     page = BundlePage(next_url=_next_link(bundle.get("link")))
-    resources = [entry.get("resource") for entry in entries if isinstance(entry, dict)]
     included = _patients_by_reference(entries)
-    for entry, resource in zip(entries, resources, strict=False):
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             page.warnings.append("a Bundle entry without a resource was ignored")
             continue

@@ -147,3 +147,11 @@ def test_counts_that_are_not_unsigned_integers_are_ignored() -> None:
 def test_an_answer_that_is_no_bundle_is_a_protocol_error(answer: Any, message: str) -> None:
     with pytest.raises(SourceProtocolError, match=message):
         read_search_page(answer, "a", ASKED)
+
+
+def test_an_entry_that_is_no_object_does_not_shift_the_others() -> None:
+    answer = bundle(study("urn:oid:1.2.5"))
+    answer["entry"].insert(0, "not an entry")
+    page = read_search_page(answer, "a", ASKED)
+    assert [r.study_instance_uid for r in page.records] == ["1.2.5"]
+    assert page.warnings == ["a Bundle entry without a resource was ignored"]
