@@ -67,7 +67,9 @@ class FhirConnector(Connector):
     def __init__(self, settings: FhirSourceSettings, context: ConnectorContext) -> None:
         super().__init__(settings, context)
         self._base = httpx.URL(settings.base_url.rstrip("/") + "/")
-        self._headers = {"Accept": FHIR_JSON, "User-Agent": _user_agent()}
+        # handling=strict: a server that does not know a search parameter (the chained
+        # patient.identifier) must say so, not ignore it and answer with every patient's studies.
+        self._headers = {"Accept": FHIR_JSON, "Prefer": "handling=strict", "User-Agent": _user_agent()}
         if settings.auth is not None:
             self._headers["Authorization"] = f"Bearer {settings.auth.token.get_secret_value()}"
         # The process's client is borrowed (never closed here); a source behind a proxy, or one

@@ -44,7 +44,9 @@ class FhirSourceSettings(SourceSettings):
     proxy: HttpUrl | None = None
     """An HTTP proxy every request to this source goes through (``http://proxy.hospital:3128``)."""
     include_patient: bool = True
-    """Ask for the subject ``Patient`` in the same Bundle (``_include=ImagingStudy:subject``)."""
+    """Ask for the subject ``Patient`` in the same Bundle (``_include=ImagingStudy:subject``). Without
+    it the server must contain the Patient or put its identifier in the subject reference: a record
+    without the PatientID asked for is dropped by pacsfed, which cannot tell it is the patient's."""
     page_size: Annotated[int, Field(ge=1, le=1000)] = 100
     """``_count``: resources per page; later pages are read through the Bundle's ``next`` links."""
     max_results: Annotated[int, Field(ge=1, le=100_000)] = 1000

@@ -70,6 +70,7 @@ async def test_a_study_comes_back_with_its_normalized_fields(fhir: FhirEndpoint)
     assert ("patient.identifier", f"{MRN}|MRN-1") in search.params
     assert ("_include", "ImagingStudy:subject") in search.params
     assert search.headers["accept"] == "application/fhir+json"
+    assert search.headers["prefer"] == "handling=strict"
 
 
 async def test_a_contained_subject_gives_the_patient_too(fhir: FhirEndpoint) -> None:
