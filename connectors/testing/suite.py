@@ -242,9 +242,12 @@ class ConnectorConformance:
         run_check(check())
 
     def test_demographic_search_finds_the_patient(self, seeded_peer: Any) -> None:
-        """With ``supports_demographic_search``: a family-name prefix and a birth date find the studies."""
-        if not self.connector_class.supports_demographic_search:
-            pytest.skip("the connector does not declare supports_demographic_search")
+        """With ``supports_demographic_search``: a family-name prefix and a birth date find the studies.
+
+        Without it the engine never sends such a query; sent anyway, it must be refused with a
+        ConnectorError or answered within the patient's own studies, never widened to others'.
+        """
+        declared = self.connector_class.supports_demographic_search
 
         async def check() -> None:
             async with self.connected(seeded_peer) as connector:
@@ -253,8 +256,18 @@ class ConnectorConformance:
                     query = StudyQuery(
                         patient_name=f"{first.family_name[:4]}*", patient_birth_date=first.patient_birth_date
                     )
-                    answer = await connector.find_studies(query, Deadline.after(self.query_deadline_s))
-                    self.check_answer(answer, studies, connector.id)
+                    if declared:
+                        answer = await connector.find_studies(query, Deadline.after(self.query_deadline_s))
+                        self.check_answer(answer, studies, connector.id)
+                        continue
+                    try:
+                        answer = await connector.find_studies(query, Deadline.after(self.query_deadline_s))
+                    except ConnectorError as refused:
+                        self.check_clean([str(refused)], "a refused query's error")
+                        continue
+                    own = {study.study_instance_uid for study in studies}
+                    others = [r.study_instance_uid for r in answer.records if r.study_instance_uid not in own]
+                    assert not others, f"a demographic query it does not support was widened: {others}"
 
         run_check(check())
 
