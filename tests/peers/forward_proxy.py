@@ -69,9 +69,14 @@ class ForwardProxy:
                 host, _, port = target.rpartition(":")
                 self.seen.append((method, target))
                 up_reader, up_writer = await asyncio.open_connection(host, int(port))
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-                up_writer.close()
+                try:
+                    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                finally:
+                    # Also when the proxy stops with the tunnel open: the origin must see it end,
+                    # or a server waiting for its connections to close (hypercorn) waits its whole
+                    # graceful timeout, then fails on its own cancelled gather.
+                    up_writer.close()
                 return
             url = urlsplit(target)
             self.seen.append((method, url.netloc))
@@ -94,19 +99,29 @@ class ForwardProxy:
             forwarded = "\r\n".join(
                 [f"{method} {origin_form} {version}", *headers, "Connection: close", "", ""]
             )
-            up_writer.write(forwarded.encode("latin-1") + body)
-            # One request a connection: the answer says so, so the client does not send another.
-            status_line, *answer_lines = (
-                (await up_reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            )
-            kept = [line for line in answer_lines if line and not line.lower().startswith("connection:")]
-            writer.write("\r\n".join([status_line, *kept, "Connection: close", "", ""]).encode("latin-1"))
-            await _pipe(up_reader, writer)  # the origin closes after its answer: so do we
-            up_writer.close()
+            try:
+                await self._forward(up_reader, up_writer, writer, forwarded.encode("latin-1") + body)
+            finally:
+                up_writer.close()
         except (OSError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
             writer.close()
+
+    @staticmethod
+    async def _forward(
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        writer: asyncio.StreamWriter,
+        request: bytes,
+    ) -> None:
+        """Send one request to the origin and copy its answer back, marked as the connection's last."""
+        up_writer.write(request)
+        # One request a connection: the answer says so, so the client does not send another.
+        status_line, *answer_lines = (await up_reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        kept = [line for line in answer_lines if line and not line.lower().startswith("connection:")]
+        writer.write("\r\n".join([status_line, *kept, "Connection: close", "", ""]).encode("latin-1"))
+        await _pipe(up_reader, writer)  # the origin closes after its answer: so do we
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
