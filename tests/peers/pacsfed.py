@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -55,6 +56,8 @@ _NOT_SOURCE = shutil.ignore_patterns(
     ".ci",
 )
 _KEEP_VENVS = 4
+_IN_USE_S = 3 * 3600
+"""A virtualenv made or reused this recently may serve a test session still running (CI, other worktrees)."""
 """Cached virtualenvs kept besides the one in use (older ones are removed)."""
 
 
@@ -92,13 +95,16 @@ def _run(argv: Sequence[str], what: str, timeout: float = 900) -> None:
 
 
 def _prune(root: Path, keep: Path) -> None:
+    """Remove old virtualenvs beyond the newest few, but none used lately: another test run may be using it."""
     venvs = sorted(
         (p for p in root.glob("venv-*") if p.is_dir() and p != keep),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
+    idle_since = time.time() - _IN_USE_S
     for old in venvs[_KEEP_VENVS:]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.stat().st_mtime < idle_since:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_install(python: str | None = None, extra_packages: Sequence[Path] = ()) -> Path:
