@@ -324,7 +324,9 @@ export function formatDate(iso) {
   if (!iso) return "";
   const [year, month, day] = iso.split("-").map(Number);
   const date = new Date(Date.UTC(year, (month || 1) - 1, day || 1));
-  return new Intl.DateTimeFormat(language, { dateStyle: "medium", timeZone: "UTC" }).format(date);
+  // The browser's own regional variant of the chosen language (en-GB, fr-BE, nl-BE) for the local format.
+  const locale = (navigator.languages || []).find((tag) => tag.toLowerCase().split("-")[0] === language) || language;
+  return new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeZone: "UTC" }).format(date);
 }
 
 export function translatePage() {

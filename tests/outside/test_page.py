@@ -1,0 +1,173 @@
+"""The physician's page in a real browser (headless Chromium, Playwright) against `pacsfed serve
+--insecure-dev` from a clean install, with two real hospitals (Orthanc) and one that never answers.
+
+A search by patient ID (typed, then Enter) shows both hospitals' exams merged on one timeline while
+the silent hospital is still awaited, then says in words that it timed out and that the history is
+incomplete; the page asks nothing of another origin; the language switch and keyboard-only use
+(search, move through the timeline, open a report) work. Screenshots are kept as artifacts
+(``$PACSFED_ARTIFACTS``, else the test's temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fakes import SilentListener
+from playwright.sync_api import Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+DEADLINE_MS = 10_000  # the silent hospital is given up on after this; the Orthancs answer long before
+STATUS = "#sources li[data-source={}] .status"
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentListener]:
+    """A DICOMweb hospital that accepts connections and never answers."""
+    with SilentListener() as listener:
+        yield listener
+
+
+@pytest.fixture
+def served(pacsfed_server: Callable[..., Any], orthanc_a: Any, orthanc_c: Any, silent: SilentListener) -> Any:
+    """``pacsfed serve --insecure-dev`` over hospitals A and C (real Orthancs) and a silent one."""
+    return pacsfed_server(
+        {
+            "cache": {"backend": "memory"},
+            "auth": {"mode": "none"},
+            "query": {"default_deadline_ms": DEADLINE_MS},
+            "sources": [
+                {"id": "hosp-a", "name": "Hospital A", "kind": "dicomweb", "url": orthanc_a.dicomweb_url},
+                {"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
+                {
+                    "id": "silent",
+                    "name": "Silent Hospital",
+                    "kind": "dicomweb",
+                    "url": f"http://127.0.0.1:{silent.port}/dicom-web",
+                },
+            ],
+        },
+        insecure_dev=True,
+    )
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$PACSFED_ARTIFACTS`` (kept by CI), else the test's temporary directory."""
+    folder = Path(os.environ.get("PACSFED_ARTIFACTS") or tmp_path) / "page"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser_page(served: Any) -> Iterator[tuple[Page, list[str]]]:
+    """A tablet-sized page (768 px wide) in English, and every URL it requested."""
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 768, "height": 1024}, locale="en-GB")
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("websocket", lambda socket: requested.append(socket.url))
+            page.goto(served.url + "/")
+            yield page, requested
+        finally:
+            browser.close()
+
+
+def exam_hospitals(page: Page) -> list[str]:
+    """The hospital line of every exam on the timeline."""
+    return page.locator(".exam .exam-meta").all_inner_texts()
+
+
+def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
+    served: Any, browser_page: tuple[Page, list[str]], artifacts: Path
+) -> None:
+    page, requested = browser_page
+    page.fill("input[name=patientId]", "PA-001")
+    page.press("input[name=patientId]", "Enter")
+    # Both Orthancs have answered: their exams are shown while the silent hospital is still awaited.
+    page.wait_for_function(
+        """() => ["hosp-a", "hosp-c"].every((id) =>
+          document.querySelector(`#sources li[data-source=${id}] .status`)?.textContent.startsWith("answered"))""",
+        timeout=DEADLINE_MS,
+    )
+    assert page.inner_text(STATUS.format("silent")) == "waiting for an answer"
+    assert "Still waiting for 1 hospital" in page.inner_text("#banner")
+    page.screenshot(path=str(artifacts / "waiting.png"), full_page=True)
+    hospitals_early = exam_hospitals(page)
+    # Then the silent one times out, in words; the banner says the history is incomplete.
+    page.wait_for_function(
+        """() => document.querySelector("#sources li[data-source=silent] .status")?.textContent === "timed out" """,
+        timeout=DEADLINE_MS + 30_000,
+    )
+    page.wait_for_function("() => document.querySelector('#banner').textContent.startsWith('Incomplete')")
+    banner = page.inner_text("#banner")
+    page.screenshot(path=str(artifacts / "timed-out.png"), full_page=True)
+    hospitals = exam_hospitals(page)
+
+    assert any("Hospital A" in line for line in hospitals_early), hospitals_early
+    assert any("Hospital C" in line for line in hospitals_early), hospitals_early
+    # PA-001: SHARED-CT and A-MR at A, C-US at C; one timeline, newest first, grouped by year.
+    assert len(hospitals) == 3, hospitals
+    assert any("Hospital A" in line for line in hospitals) and any("Hospital C" in line for line in hospitals)
+    assert "Silent Hospital did not answer" in banner, banner
+    assert page.inner_text(STATUS.format("hosp-a")) == "answered with 2 exams"
+    assert page.inner_text(STATUS.format("hosp-c")) == "answered with 1 exam"
+    years = [int(year) for year in page.locator(".year h4").all_inner_texts()]
+    assert years == sorted(years, reverse=True), years
+    ours = urlsplit(served.url).netloc
+    assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+
+
+def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
+    browser_page: tuple[Page, list[str]], artifacts: Path
+) -> None:
+    page, _ = browser_page
+    focused_name = "() => document.activeElement?.name || ''"
+    for _ in range(10):  # Tab from the top of the page to the patient-ID field
+        page.keyboard.press("Tab")
+        if page.evaluate(focused_name) == "patientId":
+            break
+    assert page.evaluate(focused_name) == "patientId"
+    page.keyboard.type("PA-001")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('.exam').length === 3", timeout=60_000)
+    focused_exam = "() => document.activeElement?.closest('.exam')?.dataset.uid || ''"
+    for _ in range(60):  # Tab on into the timeline
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement?.classList.contains('exam')"):
+            break
+    first = page.evaluate(focused_exam)
+    assert first, "Tab never reached the timeline"
+    page.keyboard.press("ArrowDown")
+    second = page.evaluate(focused_exam)
+    assert second and second != first
+    page.keyboard.press("Enter")
+    status = page.locator(f'.exam[data-uid="{second}"] .report .report-status')
+    status.wait_for(timeout=60_000)
+    reported = status.inner_text()
+    page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    assert reported in {
+        "available",
+        "no report found",
+        "these hospitals give no reports",
+        "could not be read",
+    }
+
+    # The language, switched by keyboard: every label and status follows, and stays for the tab.
+    page.focus("#lang")
+    page.keyboard.press("End")  # the last language: Nederlands
+    page.wait_for_function("() => document.documentElement.lang === 'nl'")
+    assert page.inner_text("h1") == "Beeldvormingsgeschiedenis"
+    assert page.inner_text("form button[type=submit]") == "Zoeken"
+    assert page.inner_text(STATUS.format("hosp-c")) == "antwoordde met 1 onderzoek"
+    page.select_option("#lang", "fr")
+    assert page.inner_text("h1") == "Historique d'imagerie"
+    page.reload()
+    assert page.inner_text("h1") == "Historique d'imagerie"
+    assert page.inner_text("form button[type=submit]") == "Rechercher"
