@@ -23,6 +23,10 @@ from playwright.sync_api import Page, sync_playwright
 CHROMIUM = "/usr/bin/chromium"
 DEADLINE_MS = 10_000  # the silent hospital is given up on after this; the Orthancs answer long before
 STATUS = "#sources li[data-source={}] .status"
+SETTLED = """() => !document.querySelector("#form-error").hidden || (
+  document.querySelectorAll("#sources .status").length > 0
+  && ![...document.querySelectorAll("#sources .status")].some((s) => s.textContent.startsWith("waiting")))"""
+"""The search is over: refused (an error shown), or every hospital's status is known."""
 
 
 @pytest.fixture
@@ -171,3 +175,29 @@ def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
     page.reload()
     assert page.inner_text("h1") == "Historique d'imagerie"
     assert page.inner_text("form button[type=submit]") == "Rechercher"
+
+
+def test_the_demo_s_page_is_signed_in_as_the_demo_physician_without_a_form(
+    pacsfed_server: Callable[..., Any],
+) -> None:
+    demo = pacsfed_server(demo=True)
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(demo.url + "/")
+            page.fill("input[name=patientId]", "DEMO-001")
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            statuses = page.locator("#sources .status").all_inner_texts()
+            exams = page.locator(".exam").count()
+            error = page.locator("#form-error")
+            refused = error.inner_text() if error.is_visible() else ""
+        finally:
+            browser.close()
+    assert not refused, refused
+    assert exams > 0 and all(status.startswith("answered") for status in statuses), statuses
+    ours = urlsplit(demo.url).netloc
+    assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
