@@ -73,6 +73,7 @@ async function search(event) {
   render();
   const variables = { patient, candidates: form.elements.candidates.checked };
   const bearer = await token();
+  if (!state.sources.length) await loadSources();  // e.g. signed in only now: list every hospital as waiting
   state.subscription = subscribe(UPDATES, variables, bearer, {
     onNext: (data) => { state.history = data.patientHistoryUpdates.history; render(); },
     onComplete: () => { state.running = false; render(); },
