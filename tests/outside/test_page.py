@@ -4,7 +4,8 @@
 A search by patient ID (typed, then Enter) shows both hospitals' exams merged on one timeline while
 the silent hospital is still awaited, then says in words that it timed out and that the history is
 incomplete; the page asks nothing of another origin; the language switch and keyboard-only use
-(search, move through the timeline, open a report) work. Screenshots are kept as artifacts
+(search, move through the timeline, open a report) work; axe-core (npm, evaluated in the page, no
+network) finds no serious or critical accessibility violation. Screenshots are kept as artifacts
 (``$PACSFED_ARTIFACTS``, else the test's temporary directory).
 """
 
@@ -83,13 +84,26 @@ def browser_page(served: Any) -> Iterator[tuple[Page, list[str]]]:
             browser.close()
 
 
+def serious_violations(page: Page, js_clients: Path) -> list[str]:
+    """axe-core's serious and critical accessibility violations on the page as it is now.
+
+    axe is evaluated through the DevTools protocol (the page's own policy allows no inline script).
+    """
+    page.evaluate((js_clients / "node_modules" / "axe-core" / "axe.min.js").read_text(encoding="utf-8"))
+    return page.evaluate(
+        """async () => (await axe.run(document)).violations
+          .filter((v) => v.impact === "serious" || v.impact === "critical")
+          .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)"""
+    )
+
+
 def exam_hospitals(page: Page) -> list[str]:
     """The hospital line of every exam on the timeline."""
     return page.locator(".exam .exam-meta").all_inner_texts()
 
 
 def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
-    served: Any, browser_page: tuple[Page, list[str]], artifacts: Path
+    served: Any, browser_page: tuple[Page, list[str]], artifacts: Path, js_clients: Path
 ) -> None:
     page, requested = browser_page
     page.fill("input[name=patientId]", "PA-001")
@@ -113,6 +127,7 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     banner = page.inner_text("#banner")
     page.screenshot(path=str(artifacts / "timed-out.png"), full_page=True)
     hospitals = exam_hospitals(page)
+    violations = serious_violations(page, js_clients)
 
     assert any("Hospital A" in line for line in hospitals_early), hospitals_early
     assert any("Hospital C" in line for line in hospitals_early), hospitals_early
@@ -126,10 +141,11 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     assert years == sorted(years, reverse=True), years
     ours = urlsplit(served.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+    assert not violations, violations
 
 
 def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
-    browser_page: tuple[Page, list[str]], artifacts: Path
+    browser_page: tuple[Page, list[str]], artifacts: Path, js_clients: Path
 ) -> None:
     page, _ = browser_page
     focused_name = "() => document.activeElement?.name || ''"
@@ -156,6 +172,7 @@ def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
     status.wait_for(timeout=60_000)
     reported = status.inner_text()
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    assert not serious_violations(page, js_clients)  # with a report open
     assert reported in {
         "available",
         "no report found",
