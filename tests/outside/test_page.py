@@ -4,19 +4,23 @@
 A search by patient ID (typed, then Enter) shows both hospitals' exams merged on one timeline while
 the silent hospital is still awaited, then says in words that it timed out and that the history is
 incomplete; the page asks nothing of another origin; the language switch and keyboard-only use
-(search, move through the timeline, open a report) work; axe-core (npm, evaluated in the page, no
+(search, move through the timeline, open a report) work; signed in (the sign-in module's
+``window.pacsfedAuth.token()``), the page asks for the emergency reason when only
+``history:emergency`` grants the search and creates a share code for the chosen exam; axe-core (npm, evaluated in the page, no
 network) finds no serious or critical accessibility violation. Screenshots are kept as artifacts
 (``$PACSFED_ARTIFACTS``, else the test's temporary directory).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from fakes import SilentListener
 from playwright.sync_api import Page, sync_playwright
@@ -218,3 +222,60 @@ def test_the_demo_s_page_is_signed_in_as_the_demo_physician_without_a_form(
     assert exams > 0 and all(status.startswith("answered") for status in statuses), statuses
     ours = urlsplit(demo.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+
+
+REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { studies } }"
+
+
+def test_with_a_sign_in_the_emergency_reason_is_asked_and_a_share_code_opens_the_chosen_exam(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: Any,
+    orthanc_a: Any,
+    orthanc_c: Any,
+    artifacts: Path,
+    js_clients: Path,
+) -> None:
+    server = pacsfed_server(
+        serve_config(
+            [
+                {"id": "hosp-a", "name": "Hospital A", "kind": "dicomweb", "url": orthanc_a.dicomweb_url},
+                {"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
+            ]
+        )
+    )
+    token = signer.token(scopes=("history:emergency", "share:create"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 768, "height": 1024}, locale="en-GB")
+            # The sign-in module's one function the page relies on (web/static/page/auth.js provides it).
+            page.add_init_script(f"window.pacsfedAuth = {{ token: async () => {json.dumps(token)} }};")
+            page.goto(server.url + "/")
+            page.fill("input[name=patientId]", "PA-001")
+            page.press("input[name=patientId]", "Enter")
+            page.locator("input[name=reason]").wait_for(timeout=60_000)  # shown only when needed
+            asked = page.inner_text("#form-error")
+            page.fill("input[name=reason]", "unconscious patient in the emergency room")
+            page.press("input[name=reason]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            exams = page.locator(".exam")
+            assert exams.count() == 3, page.inner_text("#results")
+            chosen = exams.first.get_attribute("data-uid")
+            exams.first.locator(".share-pick").check()
+            page.select_option("#share-ttl", "86400")
+            page.click("#share-create")
+            page.locator("#share-result .share-code").wait_for(timeout=30_000)
+            code = page.inner_text("#share-result .share-code")
+            shown = page.inner_text("#share-result")
+            qr = page.locator("#share-result img.qr").get_attribute("src") or ""
+            page.screenshot(path=str(artifacts / "share.png"), full_page=True)
+            violations = serious_violations(page, js_clients)
+        finally:
+            browser.close()
+    assert asked.startswith("Only emergency access allows this search"), asked
+    assert "Valid until" in shown and "never send it by e-mail" in shown.lower(), shown
+    assert qr.startswith("data:image/svg+xml")
+    assert not violations, violations
+    redeemed = httpx.post(server.graphql_url, json={"query": REDEEM, "variables": {"code": code}}, timeout=30)
+    assert redeemed.json()["data"]["redeemShareCode"]["studies"] == [chosen], redeemed.text

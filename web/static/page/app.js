@@ -1,6 +1,6 @@
 // The emergency physician's page: one search, every hospital's exams on one timeline, live.
 import { post, subscribe } from "./gqlws.js";
-import { formatDate, initLanguage, plural, setLanguage, t, translatePage } from "./i18n.js";
+import { formatDate, formatDateTime, initLanguage, plural, setLanguage, t, translatePage } from "./i18n.js";
 
 const HISTORY = `fragment H on PatientHistory {
   complete cacheStatus
@@ -10,17 +10,19 @@ const HISTORY = `fragment H on PatientHistory {
   candidates { score reasons source { id name } patientId issuerOfPatientId patientName birthDate sex
     exams { studyInstanceUid studyDate modalities description } }
 }`;
-const UPDATES = `subscription($patient: PatientInput!, $candidates: Boolean) {
-  patientHistoryUpdates(patient: $patient, includeCandidates: $candidates) { phase history { ...H } } } ${HISTORY}`;
-const HISTORY_QUERY = `query($patient: PatientInput!, $candidates: Boolean) {
-  patientHistory(patient: $patient, includeCandidates: $candidates) { ...H } } ${HISTORY}`;
-const REPORTS = `query($patient: PatientInput!, $sources: [ID!]) {
-  patientHistory(patient: $patient, sources: $sources, freshness: CACHE_ONLY) {
+const UPDATES = `subscription($patient: PatientInput!, $candidates: Boolean, $reason: String) {
+  patientHistoryUpdates(patient: $patient, includeCandidates: $candidates, reason: $reason) { phase history { ...H } } } ${HISTORY}`;
+const HISTORY_QUERY = `query($patient: PatientInput!, $candidates: Boolean, $reason: String) {
+  patientHistory(patient: $patient, includeCandidates: $candidates, reason: $reason) { ...H } } ${HISTORY}`;
+const REPORTS = `query($patient: PatientInput!, $sources: [ID!], $reason: String) {
+  patientHistory(patient: $patient, sources: $sources, freshness: CACHE_ONLY, reason: $reason) {
     exams { studyInstanceUid report { status text author date title url error } } } }`;
+const SHARE = `mutation($patient: PatientInput!, $studies: [ID!], $ttl: Int, $once: Boolean) {
+  createShareCode(patient: $patient, studies: $studies, ttlSeconds: $ttl, singleUse: $once) { code expiresAt url qrSvg singleUse } }`;
 const FAILED = new Set(["TIMEOUT", "UNREACHABLE", "ERROR", "SKIPPED", "NOT_CACHED", "UNSUPPORTED"]);
 const GLYPH = { WAITING: "…", OK: "✓", NO_IDENTIFIER: "–", NOT_ASKED: "–" };
 
-const state = { sources: [], history: null, running: false, patient: null, reports: new Map(), open: new Set(), subscription: null };
+const state = { sources: [], history: null, running: false, patient: null, reports: new Map(), open: new Set(), picked: new Set(), reason: null, subscription: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -68,10 +70,12 @@ async function search(event) {
   const patient = patientFromForm(form);
   if (!patient) return showError("search.needOne");
   state.subscription?.close();
-  Object.assign(state, { patient, history: null, running: true, reports: new Map(), open: new Set() });
+  const reason = form.elements.reason.value.trim() || null;
+  Object.assign(state, { patient, reason, history: null, running: true, reports: new Map(), open: new Set(), picked: new Set() });
   $("results").hidden = false;
+  $("share-result").replaceChildren();
   render();
-  const variables = { patient, candidates: form.elements.candidates.checked };
+  const variables = { patient, candidates: form.elements.candidates.checked, reason };
   const bearer = await token();
   if (!state.sources.length) await loadSources();  // e.g. signed in only now: list every hospital as waiting
   state.subscription = subscribe(UPDATES, variables, bearer, {
@@ -81,6 +85,7 @@ async function search(event) {
       if (failure.fatal) return fallback(variables, bearer);  // no WebSocket: one POST instead
       state.running = false;
       render();
+      if (needsReason(failure.errors)) return askReason();
       showError(failure.forbidden ? "search.denied" : "search.failed", failure.errors?.[0]?.message);
     },
   });
@@ -90,12 +95,24 @@ async function fallback(variables, bearer) {
   try {
     const answer = await post(HISTORY_QUERY, variables, bearer);
     if (answer.data?.patientHistory) state.history = answer.data.patientHistory;
+    else if (needsReason(answer.errors)) askReason();
     else showError("search.failed", answer.errors?.[0]?.message);
   } catch (error) {
     showError("search.failed", String(error));
   }
   state.running = false;
   render();
+}
+
+function needsReason(errors) {
+  return (errors || []).some((error) => error.extensions?.code === "REASON_REQUIRED");
+}
+
+function askReason() {
+  // Only history:emergency grants this search: say why (break-the-glass), then search again.
+  $("emergency").hidden = false;
+  showError("search.reasonNeeded");
+  $("search").elements.reason.focus();
 }
 
 function minutesSince(iso) {
@@ -179,6 +196,9 @@ function examItem(exam) {
       el("span", {}, t("exam.hospitals"), ": ", hospitals), " · ",
       el("span", { class: "report-state" }, t("exam.reportStatus"), ": ", reportStatus(exam))),
     el("div", { class: "actions" },
+      el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),
+        onchange: (event) => { if (event.target.checked) state.picked.add(uid); else state.picked.delete(uid); renderShare(); } }),
+        " ", t("share.pick")),
       el("button", { type: "button", "aria-expanded": String(opened), "aria-controls": "report-" + uid, onclick: () => toggleReport(exam) }, t("exam.report")),
       viewers,
       el("button", { type: "button", onclick: () => copyUid(uid) }, t("exam.copy"))),
@@ -224,10 +244,38 @@ function renderCandidates() {
       [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))))));
 }
 
+function renderShare() {
+  $("share").hidden = !state.history?.exams.length;
+  $("share-selection").textContent = state.picked.size ? plural("share.selected", state.picked.size) : t("share.all");
+}
+
 function render() {
   renderSources();
   renderTimeline();
   renderCandidates();
+  renderShare();
+}
+
+async function createShare() {
+  const box = $("share-result");
+  box.replaceChildren(t("share.creating"));
+  const variables = {
+    patient: state.patient, studies: state.picked.size ? [...state.picked] : null,
+    ttl: Number($("share-ttl").value), once: $("share-once").checked,
+  };
+  try {
+    const answer = await post(SHARE, variables, await token());
+    const share = answer.data?.createShareCode;
+    if (!share) return box.replaceChildren(el("p", { class: "error" }, t("share.failed", { message: answer.errors?.[0]?.message || "" })));
+    box.replaceChildren(
+      el("p", {}, t("share.code"), " ", el("code", { class: "share-code" }, share.code)),
+      el("p", {}, t("share.expires", { date: formatDateTime(share.expiresAt) }), share.singleUse ? " — " + t("share.singleUse") : ""),
+      el("p", {}, el("code", {}, share.url)),
+      el("img", { class: "qr", src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(share.qrSvg), alt: t("share.qr") }),
+      el("p", { class: "note" }, t("share.once")));
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "error" }, t("share.failed", { message: String(error) })));
+  }
 }
 
 async function toggleReport(exam) {
@@ -238,7 +286,7 @@ async function toggleReport(exam) {
   if (!state.open.has(uid) || state.reports.has(uid)) return;
   const sources = [...new Set(exam.locations.map((l) => l.source.id))];
   try {
-    const answer = await post(REPORTS, { patient: state.patient, sources }, await token());
+    const answer = await post(REPORTS, { patient: state.patient, sources, reason: state.reason }, await token());
     for (const found of answer.data?.patientHistory?.exams || []) {
       if (found.report) state.reports.set(found.studyInstanceUid, found.report);
     }
@@ -296,6 +344,7 @@ function start() {
   $("search").addEventListener("submit", search);
   $("f-modality").addEventListener("change", renderTimeline);
   $("f-period").addEventListener("change", renderTimeline);
+  $("share-create").addEventListener("click", createShare);
   loadSources();
 }
 

@@ -1,6 +1,27 @@
 // Every string of the page, one dictionary per language; the language comes from the browser, per tab.
 export const MESSAGES = {
   en: {
+    "search.reason": "Emergency access: why? (recorded for review)",
+    "search.reasonNeeded": "Only emergency access allows this search: say why, then search again.",
+    "share.heading": "Share with a colleague",
+    "share.note": "A code opens the chosen exams read-only, for a limited time. Give it by hand or let your colleague scan it; never by e-mail.",
+    "share.lifetime": "Lifetime",
+    "share.h1": "1 hour",
+    "share.h4": "4 hours",
+    "share.h8": "8 hours",
+    "share.h24": "24 hours",
+    "share.singleUse": "Can be opened once only",
+    "share.create": "Create a share code",
+    "share.pick": "Share",
+    "share.selected.one": "{n} exam chosen for sharing.",
+    "share.selected.other": "{n} exams chosen for sharing.",
+    "share.all": "No exam chosen: the code opens the whole history.",
+    "share.creating": "Creating the code…",
+    "share.failed": "No code was created: {message}",
+    "share.code": "Share code:",
+    "share.expires": "Valid until {date}",
+    "share.qr": "QR code of the share link",
+    "share.once": "Shown only now: it is not stored in clear. Never send it by e-mail.",
     "title": "pacsfed · patient imaging history",
     "heading": "Imaging history",
     "language": "Language",
@@ -95,6 +116,27 @@ export const MESSAGES = {
     "reason.NAME_TOKENS_EQUAL": "same names in another order",
   },
   fr: {
+    "search.reason": "Accès d'urgence : pourquoi ? (enregistré pour contrôle)",
+    "search.reasonNeeded": "Seul l'accès d'urgence permet cette recherche : indiquez pourquoi, puis relancez la recherche.",
+    "share.heading": "Partager avec un collègue",
+    "share.note": "Un code ouvre les examens choisis en lecture seule, pour une durée limitée. Donnez-le de la main à la main ou faites-le scanner ; jamais par e-mail.",
+    "share.lifetime": "Durée de validité",
+    "share.h1": "1 heure",
+    "share.h4": "4 heures",
+    "share.h8": "8 heures",
+    "share.h24": "24 heures",
+    "share.singleUse": "Ne peut être ouvert qu'une fois",
+    "share.create": "Créer un code de partage",
+    "share.pick": "Partager",
+    "share.selected.one": "{n} examen choisi pour le partage.",
+    "share.selected.other": "{n} examens choisis pour le partage.",
+    "share.all": "Aucun examen choisi : le code ouvre tout l'historique.",
+    "share.creating": "Création du code…",
+    "share.failed": "Aucun code créé : {message}",
+    "share.code": "Code de partage :",
+    "share.expires": "Valable jusqu'au {date}",
+    "share.qr": "Code QR du lien de partage",
+    "share.once": "Affiché maintenant seulement : il n'est pas conservé en clair. Ne l'envoyez jamais par e-mail.",
     "title": "pacsfed · historique d'imagerie du patient",
     "heading": "Historique d'imagerie",
     "language": "Langue",
@@ -189,6 +231,27 @@ export const MESSAGES = {
     "reason.NAME_TOKENS_EQUAL": "mêmes noms dans un autre ordre",
   },
   nl: {
+    "search.reason": "Noodtoegang: waarom? (bewaard voor controle)",
+    "search.reasonNeeded": "Alleen noodtoegang staat deze zoekopdracht toe: zeg waarom en zoek opnieuw.",
+    "share.heading": "Delen met een collega",
+    "share.note": "Een code opent de gekozen onderzoeken alleen-lezen, voor beperkte tijd. Geef hem persoonlijk door of laat hem scannen; nooit per e-mail.",
+    "share.lifetime": "Geldigheid",
+    "share.h1": "1 uur",
+    "share.h4": "4 uur",
+    "share.h8": "8 uur",
+    "share.h24": "24 uur",
+    "share.singleUse": "Kan maar één keer geopend worden",
+    "share.create": "Een deelcode maken",
+    "share.pick": "Delen",
+    "share.selected.one": "{n} onderzoek gekozen om te delen.",
+    "share.selected.other": "{n} onderzoeken gekozen om te delen.",
+    "share.all": "Geen onderzoek gekozen: de code opent de hele geschiedenis.",
+    "share.creating": "Code wordt gemaakt…",
+    "share.failed": "Er werd geen code gemaakt: {message}",
+    "share.code": "Deelcode:",
+    "share.expires": "Geldig tot {date}",
+    "share.qr": "QR-code van de deellink",
+    "share.once": "Alleen nu getoond: hij wordt niet leesbaar bewaard. Stuur hem nooit per e-mail.",
     "title": "pacsfed · beeldvormingsgeschiedenis van de patiënt",
     "heading": "Beeldvormingsgeschiedenis",
     "language": "Taal",
@@ -327,6 +390,11 @@ export function formatDate(iso) {
   // The browser's own regional variant of the chosen language (en-GB, fr-BE, nl-BE) for the local format.
   const locale = (navigator.languages || []).find((tag) => tag.toLowerCase().split("-")[0] === language) || language;
   return new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeZone: "UTC" }).format(date);
+}
+
+export function formatDateTime(iso) {
+  const locale = (navigator.languages || []).find((tag) => tag.toLowerCase().split("-")[0] === language) || language;
+  return new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso));
 }
 
 export function translatePage() {
