@@ -132,6 +132,11 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     page.screenshot(path=str(artifacts / "timed-out.png"), full_page=True)
     hospitals = exam_hospitals(page)
     violations = serious_violations(page, js_clients)
+    overflow = "() => document.documentElement.scrollWidth - window.innerWidth"
+    wide = page.evaluate(overflow)
+    page.set_viewport_size({"width": 384, "height": 1024})  # the tablet at 200 % zoom
+    zoomed = page.evaluate(overflow)
+    page.screenshot(path=str(artifacts / "timed-out-200-percent.png"), full_page=True)
 
     assert any("Hospital A" in line for line in hospitals_early), hospitals_early
     assert any("Hospital C" in line for line in hospitals_early), hospitals_early
@@ -146,6 +151,7 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     ours = urlsplit(served.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
     assert not violations, violations
+    assert wide <= 0 and zoomed <= 0, (wide, zoomed)  # readable without scrolling sideways
 
 
 def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
