@@ -204,7 +204,7 @@ def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
     assert page.inner_text("form button[type=submit]") == "Rechercher"
 
 
-def test_the_demo_s_page_is_signed_in_as_the_demo_physician_without_a_form(
+def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
     pacsfed_server: Callable[..., Any],
 ) -> None:
     demo = pacsfed_server(demo=True)
@@ -222,10 +222,19 @@ def test_the_demo_s_page_is_signed_in_as_the_demo_physician_without_a_form(
             exams = page.locator(".exam").count()
             error = page.locator("#form-error")
             refused = error.inner_text() if error.is_visible() else ""
+            # The same search again: the answers come from the cache, and the page says so.
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(
+                """() => [...document.querySelectorAll("#sources .status")]
+                  .every((s) => s.textContent.includes("from cache"))""",
+                timeout=60_000,
+            )
+            again = page.locator("#sources .status").all_inner_texts()
         finally:
             browser.close()
     assert not refused, refused
     assert exams > 0 and all(status.startswith("answered") for status in statuses), statuses
+    assert all(status.endswith("from cache, 0 minutes old") for status in again), again
     ours = urlsplit(demo.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
 
