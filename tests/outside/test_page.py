@@ -29,8 +29,8 @@ CHROMIUM = "/usr/bin/chromium"
 DEADLINE_MS = 10_000  # the silent hospital is given up on after this; the Orthancs answer long before
 STATUS = "#sources li[data-source={}] .status"
 SETTLED = """() => !document.querySelector("#form-error").hidden || (
-  document.querySelectorAll("#sources .status").length > 0
-  && ![...document.querySelectorAll("#sources .status")].some((s) => s.textContent.startsWith("waiting")))"""
+  document.querySelectorAll("#sources li").length > 0
+  && ![...document.querySelectorAll("#sources li")].some((li) => li.dataset.status === "WAITING"))"""
 """The search is over: refused (an error shown), or every hospital's status is known."""
 
 
@@ -286,11 +286,25 @@ def test_with_a_sign_in_the_emergency_reason_is_asked_and_a_share_code_opens_the
             qr = page.locator("#share-result img.qr").get_attribute("src") or ""
             page.screenshot(path=str(artifacts / "share.png"), full_page=True)
             violations = serious_violations(page, js_clients)
+
+            # Possible matches: listed apart, marked, with reasons; never on the timeline.
+            page.fill("input[name=patientId]", "A123")
+            page.check("input[name=candidates]")
+            page.press("input[name=patientId]", "Enter")  # the emergency reason is still given
+            page.wait_for_function(SETTLED, timeout=60_000)
+            page.locator("#candidates .candidate").first.wait_for(timeout=30_000)
+            timeline = page.inner_text("#timeline")
+            candidates = page.inner_text("#candidates")
+            page.screenshot(path=str(artifacts / "candidates.png"), full_page=True)
+            violations += serious_violations(page, js_clients)
         finally:
             browser.close()
     assert asked.startswith("Only emergency access allows this search"), asked
     assert "Valid until" in shown and "never send it by e-mail" in shown.lower(), shown
     assert qr.startswith("data:image/svg+xml")
     assert not violations, violations
+    assert "CT ABDOMEN" in timeline and "ECHO THYROIDE" not in timeline, timeline
+    assert "possible match — verify" in candidates, candidates
+    assert "ECHO THYROIDE" in candidates and "same birth date" in candidates, candidates
     redeemed = httpx.post(server.graphql_url, json={"query": REDEEM, "variables": {"code": code}}, timeout=30)
     assert redeemed.json()["data"]["redeemShareCode"]["studies"] == [chosen], redeemed.text

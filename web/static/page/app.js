@@ -124,7 +124,7 @@ function sourceLine(source, outcome) {
   let words = status === "OK" ? plural("status.OK", outcome.examCount) : t("status." + status);
   if (outcome?.cached && outcome.cachedAt) words += " — " + t("status.cached", { n: minutesSince(outcome.cachedAt) });
   const glyph = GLYPH[status] || "⚠";
-  return el("li", { class: "source s-" + status.toLowerCase(), "data-source": source.id },
+  return el("li", { class: "source s-" + status.toLowerCase(), "data-source": source.id, "data-status": status },
     el("span", { class: "glyph", "aria-hidden": "true" }, glyph), " ",
     el("strong", {}, source.name), ": ", el("span", { class: "status" }, words));
 }
@@ -236,7 +236,7 @@ function renderCandidates() {
   $("candidates").hidden = !candidates.length;
   $("candidate-list").replaceChildren(...candidates.map((c) => el("li", { class: "candidate" },
     el("p", {}, el("strong", { class: "verify" }, "⚠ " + t("candidates.mark")), " ",
-      [c.patientName, c.birthDate && formatDate(c.birthDate), c.sex].filter(Boolean).join(" · "),
+      [c.patientName && c.patientName.split("^").filter(Boolean).join(", "), c.birthDate && formatDate(c.birthDate), c.sex].filter(Boolean).join(" · "),
       " — ", c.source.name, " ", [c.patientId, c.issuerOfPatientId].filter(Boolean).join(" / ")),
     el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), ": ",
       c.reasons.map((r) => t("reason." + r)).join(", ")),
