@@ -26,6 +26,7 @@ from fakes import SilentListener
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
+VIEWER = "https://viewer.hospital-c.test/view?study="
 DEADLINE_MS = 10_000  # the silent hospital is given up on after this; the Orthancs answer long before
 STATUS = "#sources li[data-source={}] .status"
 SETTLED = """() => !document.querySelector("#form-error").hidden || (
@@ -51,7 +52,13 @@ def served(pacsfed_server: Callable[..., Any], orthanc_a: Any, orthanc_c: Any, s
             "query": {"default_deadline_ms": DEADLINE_MS},
             "sources": [
                 {"id": "hosp-a", "name": "Hospital A", "kind": "dicomweb", "url": orthanc_a.dicomweb_url},
-                {"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
+                {
+                    "id": "hosp-c",
+                    "name": "Hospital C",
+                    "kind": "dicomweb",
+                    "url": orthanc_c.dicomweb_url,
+                    "viewer_url": VIEWER + "{studyInstanceUid}",
+                },
                 {
                     "id": "silent",
                     "name": "Silent Hospital",
@@ -131,6 +138,9 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     banner = page.inner_text("#banner")
     page.screenshot(path=str(artifacts / "timed-out.png"), full_page=True)
     hospitals = exam_hospitals(page)
+    viewer_links = page.locator(".exam a", has_text="Open in viewer (Hospital C)")
+    viewer = (viewer_links.count(), viewer_links.first.get_attribute("href"))
+    c_exam = page.locator(".exam", has_text="Hospital C").first.get_attribute("data-uid")
     violations = serious_violations(page, js_clients)
     overflow = "() => document.documentElement.scrollWidth - window.innerWidth"
     wide = page.evaluate(overflow)
@@ -150,6 +160,7 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     assert years == sorted(years, reverse=True), years
     ours = urlsplit(served.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+    assert viewer == (1, VIEWER + str(c_exam)), viewer  # only hospital C has a viewer
     assert not violations, violations
     assert wide <= 0 and zoomed <= 0, (wide, zoomed)  # readable without scrolling sideways
 
