@@ -8,6 +8,7 @@ In ``pacsfed demo`` only, the page is handed the demo physician's token in an in
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from starlette.requests import Request
@@ -27,15 +28,21 @@ _HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        " connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
 }
 
 
-def page_routes(demo_token: str | None = None) -> list[BaseRoute]:
+def content_security_policy(connect_origins: Sequence[str] = ()) -> str:
+    """The page's policy: everything from this server; ``connect_origins`` (an identity provider) added."""
+    connect = " ".join(("'self'", *connect_origins))
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        f" connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def page_routes(demo_token: str | None = None, connect_origins: Sequence[str] = ()) -> list[BaseRoute]:
     """``GET /`` and the page's assets; ``demo_token`` (``pacsfed demo`` only) signs the page in."""
+    headers = {**_HEADERS, "Content-Security-Policy": content_security_policy(connect_origins)}
     template = (ASSETS_DIR / "index.html").read_text(encoding="utf-8")
     config = ""
     if demo_token is not None:
@@ -46,7 +53,7 @@ def page_routes(demo_token: str | None = None) -> list[BaseRoute]:
 
     async def index(_request: Request) -> HTMLResponse:
         """The page itself (never cached: a new release is seen at the next load)."""
-        return HTMLResponse(document, headers=_HEADERS)
+        return HTMLResponse(document, headers=headers)
 
     return [
         Route("/", index, methods=["GET"]),

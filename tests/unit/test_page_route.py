@@ -50,3 +50,9 @@ def test_the_demo_token_is_given_only_by_the_demo() -> None:
     page = client(demo_token="header.payload.signature").get("/").text
     block = re.search(r'<script type="application/json" id="pacsfed-demo">(.*?)</script>', page)
     assert block and json.loads(block.group(1)) == {"token": "header.payload.signature"}
+
+
+def test_an_identity_provider_s_origin_is_the_only_other_place_the_page_may_connect_to() -> None:
+    routes = page_routes(connect_origins=("https://idp.hospital.test",))
+    policy = TestClient(Starlette(routes=routes)).get("/").headers["content-security-policy"]
+    assert "connect-src 'self' https://idp.hospital.test;" in policy
