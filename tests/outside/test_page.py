@@ -23,7 +23,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fakes import SilentListener
+from peers.reportdata import FINDING, REPORT_PATIENT, SR_STUDY
 from playwright.sync_api import Page, sync_playwright
+from report_fixtures import orthanc_reports, report_files
+
+__all__ = ["orthanc_reports", "report_files"]
 
 CHROMIUM = "/usr/bin/chromium"
 VIEWER = "https://viewer.hospital-c.test/view?study="
@@ -319,3 +323,46 @@ def test_with_a_sign_in_the_emergency_reason_is_asked_and_a_share_code_opens_the
     assert "ECHO THYROIDE" in candidates and "same birth date" in candidates, candidates
     redeemed = httpx.post(server.graphql_url, json={"query": REDEEM, "variables": {"code": code}}, timeout=30)
     assert redeemed.json()["data"]["redeemShareCode"]["studies"] == [chosen], redeemed.text
+
+
+AUDITED = """{ auditEvents(first: 100) { action outcome detail } }"""
+
+
+def test_opening_one_report_reads_and_audits_that_report_only(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: Any,
+    orthanc_reports: Any,
+) -> None:
+    server = pacsfed_server(
+        serve_config(
+            [{"id": "hosp-r", "name": "Hospital R", "kind": "dicomweb", "url": orthanc_reports.dicomweb_url}]
+        )
+    )
+    token = signer.token(subject="dr-page", scopes=("history:read",))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.add_init_script(f"window.pacsfedAuth = {{ token: async () => {json.dumps(token)} }};")
+            page.goto(server.url + "/")
+            page.fill("input[name=patientId]", REPORT_PATIENT.patient_id)
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            exam = page.locator(f'.exam[data-uid="{SR_STUDY.study_uid}"]')
+            exam.focus()
+            page.keyboard.press("Enter")
+            exam.locator(".report pre").wait_for(timeout=60_000)
+            text = exam.locator(".report pre").inner_text()
+            others = page.locator(".exam .report").count()
+        finally:
+            browser.close()
+    assert FINDING in text and others == 1
+    auditor = {"authorization": f"Bearer {signer.token(subject='auditor', scopes=('audit:read',))}"}
+    events = httpx.post(server.graphql_url, json={"query": AUDITED}, headers=auditor, timeout=30).json()
+    read = {
+        e["detail"].rpartition("study ")[2]
+        for e in events["data"]["auditEvents"]
+        if e["action"] == "REPORT_READ"
+    }
+    assert read == {SR_STUDY.study_uid}, events  # the patient has three exams: one report was read

@@ -14,9 +14,9 @@ const UPDATES = `subscription($patient: PatientInput!, $candidates: Boolean, $re
   patientHistoryUpdates(patient: $patient, includeCandidates: $candidates, reason: $reason) { phase history { ...H } } } ${HISTORY}`;
 const HISTORY_QUERY = `query($patient: PatientInput!, $candidates: Boolean, $reason: String) {
   patientHistory(patient: $patient, includeCandidates: $candidates, reason: $reason) { ...H } } ${HISTORY}`;
-const REPORTS = `query($patient: PatientInput!, $sources: [ID!], $reason: String) {
-  patientHistory(patient: $patient, sources: $sources, freshness: CACHE_ONLY, reason: $reason) {
-    exams { studyInstanceUid report { status text author date title url error } } } }`;
+const REPORT = `query($patient: PatientInput!, $uid: ID!, $sources: [ID!], $reason: String) {
+  examReport(patient: $patient, studyInstanceUid: $uid, sources: $sources, reason: $reason) {
+    status text author date title url error } }`;
 const SHARE = `mutation($patient: PatientInput!, $studies: [ID!], $ttl: Int, $once: Boolean) {
   createShareCode(patient: $patient, studies: $studies, ttlSeconds: $ttl, singleUse: $once) { code expiresAt url qrSvg singleUse } }`;
 const FAILED = new Set(["TIMEOUT", "UNREACHABLE", "ERROR", "SKIPPED", "NOT_CACHED", "UNSUPPORTED"]);
@@ -286,11 +286,9 @@ async function toggleReport(exam) {
   if (!state.open.has(uid) || state.reports.has(uid)) return;
   const sources = [...new Set(exam.locations.map((l) => l.source.id))];
   try {
-    const answer = await post(REPORTS, { patient: state.patient, sources, reason: state.reason }, await token());
-    for (const found of answer.data?.patientHistory?.exams || []) {
-      if (found.report) state.reports.set(found.studyInstanceUid, found.report);
-    }
-    if (!state.reports.has(uid)) state.reports.set(uid, { status: "ERROR" });
+    // Only this exam's report is read (and audited), from the sources holding it.
+    const answer = await post(REPORT, { patient: state.patient, uid, sources, reason: state.reason }, await token());
+    state.reports.set(uid, answer.data?.examReport || { status: "ERROR" });
   } catch {
     state.reports.set(uid, { status: "ERROR" });
   }
