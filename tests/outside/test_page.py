@@ -145,6 +145,12 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     viewer_links = page.locator(".exam a", has_text="Open in viewer (Hospital C)")
     viewer = (viewer_links.count(), viewer_links.first.get_attribute("href"))
     c_exam = page.locator(".exam", has_text="Hospital C").first.get_attribute("data-uid")
+    page.select_option("#f-modality", "US")  # the filters: by modality, then by period as well
+    only_us = page.locator(".exam .modality").all_inner_texts()
+    page.select_option("#f-modality", "")
+    page.select_option("#f-period", "1")  # the last 12 months: the 2022-2024 exams are older
+    recent = page.locator(".exam").count()
+    page.select_option("#f-period", "0")
     violations = serious_violations(page, js_clients)
     overflow = "() => document.documentElement.scrollWidth - window.innerWidth"
     wide = page.evaluate(overflow)
@@ -164,6 +170,7 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     assert years == sorted(years, reverse=True), years
     ours = urlsplit(served.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+    assert only_us == ["US"] and recent == 0, (only_us, recent)
     assert viewer == (1, VIEWER + str(c_exam)), viewer  # only hospital C has a viewer
     assert not violations, violations
     assert wide <= 0 and zoomed <= 0, (wide, zoomed)  # readable without scrolling sideways
