@@ -151,6 +151,11 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     page.select_option("#f-period", "1")  # the last 12 months: the 2022-2024 exams are older
     recent = page.locator(".exam").count()
     page.select_option("#f-period", "0")
+    first = page.locator(".exam").first
+    first.get_by_role("button", name="Copy study UID").click()
+    copied = (page.inner_text("#copied"), first.get_attribute("data-uid"))
+    first.locator("details summary").click()  # the identifier that matched, on demand
+    matched = first.locator("details").inner_text()
     violations = serious_violations(page, js_clients)
     overflow = "() => document.documentElement.scrollWidth - window.innerWidth"
     wide = page.evaluate(overflow)
@@ -170,6 +175,8 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     assert years == sorted(years, reverse=True), years
     ours = urlsplit(served.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+    assert copied[0] == f"Study UID copied: {copied[1]}", copied
+    assert "Hospital A: local ID — PA-001" in matched, matched
     assert only_us == ["US"] and recent == 0, (only_us, recent)
     assert viewer == (1, VIEWER + str(c_exam)), viewer  # only hospital C has a viewer
     assert not violations, violations

@@ -295,18 +295,18 @@ async function toggleReport(exam) {
   render();
 }
 
-async function copyUid(uid) {
-  try {
-    await navigator.clipboard.writeText(uid);
-  } catch {
-    const field = el("textarea", { class: "offscreen", "aria-hidden": "true" }, uid);
-    document.body.append(field);
-    field.select();
-    document.execCommand("copy");
-    field.remove();
-  }
-  const banner = $("copied");
-  banner.textContent = t("exam.copied", { uid });
+function copyUid(uid) {
+  // execCommand first: it answers at once (the Clipboard API may wait on a permission prompt).
+  const back = document.activeElement;
+  const field = el("textarea", { class: "offscreen", readonly: true, tabindex: "-1", "aria-hidden": "true" }, uid);
+  document.body.append(field);
+  field.select();
+  let copied = false;
+  try { copied = document.execCommand("copy"); } catch { copied = false; }
+  field.remove();
+  back?.focus();
+  if (!copied) navigator.clipboard?.writeText(uid).catch(() => {});
+  $("copied").textContent = t("exam.copied", { uid });
 }
 
 function examKeys(event) {
