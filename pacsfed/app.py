@@ -39,6 +39,7 @@ from web.cors import ApiCors
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
+from web.page import page_routes
 from web.report_document import report_document
 from web.request_id import RequestIdMiddleware
 from web.share_page import share_form, share_view
@@ -213,12 +214,14 @@ def create_app(
     *,
     insecure_dev: bool = False,
     owns_process: bool = False,
+    demo_token: str | None = None,
 ) -> Starlette:
     """The pacsfed ASGI application; the engine lives for the lifespan of the app.
 
     ``auth: {mode: none}`` is refused unless ``insecure_dev`` (``pacsfed serve --insecure-dev``).
     ``owns_process`` (``pacsfed serve`` and ``demo``): once started, tune the process-wide garbage
     collector for serving (an app embedded in another program leaves it alone).
+    ``demo_token`` (``pacsfed demo`` only): the page at ``/`` is signed in with it, without a form.
     """
     if settings.auth.mode == "none" and not insecure_dev:
         raise ConfigError(
@@ -265,6 +268,7 @@ def create_app(
             Route("/readyz", readyz),
             *FhirView(settings).routes(),
             *graphiql_routes(settings.server.mode == "development"),
+            *page_routes(demo_token),
         ],
         middleware=[
             *cors,

@@ -235,8 +235,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 "server": {"mode": "development"},
             }
         )
-        app = create_app(settings, owns_process=True)
         token = signer.token()
+        app = create_app(settings, owns_process=True, demo_token=token)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -252,6 +252,9 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"  - {source.id:<20} {source.kind:<9} {source.name}")
         print(f"\nAudit journal: {state / 'audit'}")
         print(f"\nA token for a demo physician (every scope, valid 12 h):\n\n  {token}\n")
+        print(
+            f"The physician's page: open http://{args.host}:{args.port}/ (signed in as the demo physician)."
+        )
         print(f"GraphiQL: open {url} in a browser; in its headers pane, replace <paste token> with it.")
         print(f"Example query:\n\n{EXAMPLE_QUERY}\n")
         print(

@@ -19,7 +19,9 @@ from federation.identity.resolver import make_link
 from federation.models import Freshness as FreshnessModel
 from federation.models import PatientHistory as PatientHistoryModel
 from federation.models import PatientQuery, SourceInfo
+from federation.reports import Report as ReportModel
 from federation.service import AuditPage, HistoryService
+from schema.reports import Report
 from schema.types import (
     AuditEvent,
     AuditEventsPage,
@@ -120,6 +122,14 @@ class Query(graphene.ObjectType):
         **history_arguments(),
     )
 
+    exam_report = graphene.Field(
+        Report,
+        description="One exam's report (a page's 'open report'): only this exam's report is read and audited;"
+        " null when the patient's history has no such exam.",
+        study_instance_uid=graphene.ID(required=True),
+        **history_arguments(),
+    )
+
     audit_events = graphene.List(
         graphene.NonNull(AuditEvent),
         required=True,
@@ -149,6 +159,15 @@ class Query(graphene.ObjectType):
         return await service_of(info).patient_history(
             patient_query(patient), access_of(info), history_request(arguments)
         )
+
+    @staticmethod
+    async def resolve_exam_report(
+        _root: Any, info: Any, patient: Any, study_instance_uid: str, **arguments: Unpack[HistoryArguments]
+    ) -> ReportModel | None:
+        service, access = service_of(info), access_of(info)
+        history = await service.patient_history(patient_query(patient), access, history_request(arguments))
+        exam = next((e for e in history.exams if e.study_instance_uid == study_instance_uid), None)
+        return None if exam is None else await service.exam_report(exam, access)
 
     @staticmethod
     async def resolve_audit_events(

@@ -1,0 +1,382 @@
+"""The physician's page in a real browser (headless Chromium, Playwright) against `pacsfed serve
+--insecure-dev` from a clean install, with two real hospitals (Orthanc) and one that never answers.
+
+A search by patient ID (typed, then Enter) shows both hospitals' exams merged on one timeline while
+the silent hospital is still awaited, then says in words that it timed out and that the history is
+incomplete; the page asks nothing of another origin; the language switch and keyboard-only use
+(search, move through the timeline, open a report) work; signed in (the sign-in module's
+``window.pacsfedAuth.token()``), the page asks for the emergency reason when only
+``history:emergency`` grants the search and creates a share code for the chosen exam; axe-core (npm, evaluated in the page, no
+network) finds no serious or critical accessibility violation. Screenshots are kept as artifacts
+(``$PACSFED_ARTIFACTS``, else the test's temporary directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from fakes import SilentListener
+from peers.reportdata import FINDING, REPORT_PATIENT, SR_STUDY
+from playwright.sync_api import Page, sync_playwright
+from report_fixtures import orthanc_reports, report_files
+
+__all__ = ["orthanc_reports", "report_files"]
+
+CHROMIUM = "/usr/bin/chromium"
+VIEWER = "https://viewer.hospital-c.test/view?study="
+DEADLINE_MS = 10_000  # the silent hospital is given up on after this; the Orthancs answer long before
+STATUS = "#sources li[data-source={}] .status"
+SETTLED = """() => !document.querySelector("#form-error").hidden || (
+  document.querySelectorAll("#sources li").length > 0
+  && ![...document.querySelectorAll("#sources li")].some((li) => li.dataset.status === "WAITING"))"""
+"""The search is over: refused (an error shown), or every hospital's status is known."""
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentListener]:
+    """A DICOMweb hospital that accepts connections and never answers."""
+    with SilentListener() as listener:
+        yield listener
+
+
+@pytest.fixture
+def served(pacsfed_server: Callable[..., Any], orthanc_a: Any, orthanc_c: Any, silent: SilentListener) -> Any:
+    """``pacsfed serve --insecure-dev`` over hospitals A and C (real Orthancs) and a silent one."""
+    return pacsfed_server(
+        {
+            "cache": {"backend": "memory"},
+            "auth": {"mode": "none"},
+            "query": {"default_deadline_ms": DEADLINE_MS},
+            "sources": [
+                {"id": "hosp-a", "name": "Hospital A", "kind": "dicomweb", "url": orthanc_a.dicomweb_url},
+                {
+                    "id": "hosp-c",
+                    "name": "Hospital C",
+                    "kind": "dicomweb",
+                    "url": orthanc_c.dicomweb_url,
+                    "viewer_url": VIEWER + "{studyInstanceUid}",
+                },
+                {
+                    "id": "silent",
+                    "name": "Silent Hospital",
+                    "kind": "dicomweb",
+                    "url": f"http://127.0.0.1:{silent.port}/dicom-web",
+                },
+            ],
+        },
+        insecure_dev=True,
+    )
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$PACSFED_ARTIFACTS`` (kept by CI), else the test's temporary directory."""
+    folder = Path(os.environ.get("PACSFED_ARTIFACTS") or tmp_path) / "page"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser_page(served: Any) -> Iterator[tuple[Page, list[str]]]:
+    """A tablet-sized page (768 px wide) in English, and every URL it requested."""
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 768, "height": 1024}, locale="en-GB")
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("websocket", lambda socket: requested.append(socket.url))
+            page.goto(served.url + "/")
+            yield page, requested
+        finally:
+            browser.close()
+
+
+def serious_violations(page: Page, js_clients: Path) -> list[str]:
+    """axe-core's serious and critical accessibility violations on the page as it is now.
+
+    axe is evaluated through the DevTools protocol (the page's own policy allows no inline script).
+    """
+    page.evaluate((js_clients / "node_modules" / "axe-core" / "axe.min.js").read_text(encoding="utf-8"))
+    return page.evaluate(
+        """async () => (await axe.run(document)).violations
+          .filter((v) => v.impact === "serious" || v.impact === "critical")
+          .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)"""
+    )
+
+
+def exam_hospitals(page: Page) -> list[str]:
+    """The hospital line of every exam on the timeline."""
+    return page.locator(".exam .exam-meta").all_inner_texts()
+
+
+def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
+    served: Any, browser_page: tuple[Page, list[str]], artifacts: Path, js_clients: Path
+) -> None:
+    page, requested = browser_page
+    page.fill("input[name=patientId]", "PA-001")
+    page.press("input[name=patientId]", "Enter")
+    # Both Orthancs have answered: their exams are shown while the silent hospital is still awaited.
+    page.wait_for_function(
+        """() => ["hosp-a", "hosp-c"].every((id) =>
+          document.querySelector(`#sources li[data-source=${id}] .status`)?.textContent.startsWith("answered"))""",
+        timeout=DEADLINE_MS,
+    )
+    assert page.inner_text(STATUS.format("silent")) == "waiting for an answer"
+    assert "Still waiting for 1 hospital" in page.inner_text("#banner")
+    page.screenshot(path=str(artifacts / "waiting.png"), full_page=True)
+    hospitals_early = exam_hospitals(page)
+    # Then the silent one times out, in words; the banner says the history is incomplete.
+    page.wait_for_function(
+        """() => document.querySelector("#sources li[data-source=silent] .status")?.textContent === "timed out" """,
+        timeout=DEADLINE_MS + 30_000,
+    )
+    page.wait_for_function("() => document.querySelector('#banner').textContent.startsWith('Incomplete')")
+    banner = page.inner_text("#banner")
+    page.screenshot(path=str(artifacts / "timed-out.png"), full_page=True)
+    hospitals = exam_hospitals(page)
+    viewer_links = page.locator(".exam a", has_text="Open in viewer (Hospital C)")
+    viewer = (viewer_links.count(), viewer_links.first.get_attribute("href"))
+    c_exam = page.locator(".exam", has_text="Hospital C").first.get_attribute("data-uid")
+    page.select_option("#f-modality", "US")  # the filters: by modality, then by period as well
+    only_us = page.locator(".exam .modality").all_inner_texts()
+    page.select_option("#f-modality", "")
+    page.select_option("#f-period", "1")  # the last 12 months: the 2022-2024 exams are older
+    recent = page.locator(".exam").count()
+    page.select_option("#f-period", "0")
+    first = page.locator(".exam").first
+    first.get_by_role("button", name="Copy study UID").click()
+    copied = (page.inner_text("#copied"), first.get_attribute("data-uid"))
+    first.locator("details summary").click()  # the identifier that matched, on demand
+    matched = first.locator("details").inner_text()
+    violations = serious_violations(page, js_clients)
+    overflow = "() => document.documentElement.scrollWidth - window.innerWidth"
+    wide = page.evaluate(overflow)
+    page.set_viewport_size({"width": 384, "height": 1024})  # the tablet at 200 % zoom
+    zoomed = page.evaluate(overflow)
+    page.screenshot(path=str(artifacts / "timed-out-200-percent.png"), full_page=True)
+
+    assert any("Hospital A" in line for line in hospitals_early), hospitals_early
+    assert any("Hospital C" in line for line in hospitals_early), hospitals_early
+    # PA-001: SHARED-CT and A-MR at A, C-US at C; one timeline, newest first, grouped by year.
+    assert len(hospitals) == 3, hospitals
+    assert any("Hospital A" in line for line in hospitals) and any("Hospital C" in line for line in hospitals)
+    assert "Silent Hospital did not answer" in banner, banner
+    assert page.inner_text(STATUS.format("hosp-a")) == "answered with 2 exams"
+    assert page.inner_text(STATUS.format("hosp-c")) == "answered with 1 exam"
+    years = [int(year) for year in page.locator(".year h4").all_inner_texts()]
+    assert years == sorted(years, reverse=True), years
+    ours = urlsplit(served.url).netloc
+    assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+    assert copied[0] == f"Study UID copied: {copied[1]}", copied
+    assert "Hospital A: local ID — PA-001" in matched, matched
+    assert only_us == ["US"] and recent == 0, (only_us, recent)
+    assert viewer == (1, VIEWER + str(c_exam)), viewer  # only hospital C has a viewer
+    assert not violations, violations
+    assert wide <= 0 and zoomed <= 0, (wide, zoomed)  # readable without scrolling sideways
+
+
+def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
+    browser_page: tuple[Page, list[str]], artifacts: Path, js_clients: Path
+) -> None:
+    page, _ = browser_page
+    focused_name = "() => document.activeElement?.name || ''"
+    for _ in range(10):  # Tab from the top of the page to the patient-ID field
+        page.keyboard.press("Tab")
+        if page.evaluate(focused_name) == "patientId":
+            break
+    assert page.evaluate(focused_name) == "patientId"
+    page.keyboard.type("PA-001")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('.exam').length === 3", timeout=60_000)
+    focused_exam = "() => document.activeElement?.closest('.exam')?.dataset.uid || ''"
+    for _ in range(60):  # Tab on into the timeline
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement?.classList.contains('exam')"):
+            break
+    first = page.evaluate(focused_exam)
+    assert first, "Tab never reached the timeline"
+    page.keyboard.press("ArrowDown")
+    second = page.evaluate(focused_exam)
+    assert second and second != first
+    page.keyboard.press("Enter")
+    status = page.locator(f'.exam[data-uid="{second}"] .report .report-status')
+    status.wait_for(timeout=60_000)
+    reported = status.inner_text()
+    page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    assert not serious_violations(page, js_clients)  # with a report open
+    assert reported in {
+        "available",
+        "no report found",
+        "these hospitals give no reports",
+        "could not be read",
+    }
+
+    # The language, switched by keyboard: every label and status follows, and stays for the tab.
+    page.focus("#lang")
+    page.keyboard.press("End")  # the last language: Nederlands
+    page.wait_for_function("() => document.documentElement.lang === 'nl'")
+    assert page.inner_text("h1") == "Beeldvormingsgeschiedenis"
+    assert page.inner_text("form button[type=submit]") == "Zoeken"
+    assert page.inner_text(STATUS.format("hosp-c")) == "antwoordde met 1 onderzoek"
+    page.select_option("#lang", "fr")
+    assert page.inner_text("h1") == "Historique d'imagerie"
+    page.reload()
+    assert page.inner_text("h1") == "Historique d'imagerie"
+    assert page.inner_text("form button[type=submit]") == "Rechercher"
+
+
+def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
+    pacsfed_server: Callable[..., Any],
+) -> None:
+    demo = pacsfed_server(demo=True)
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(demo.url + "/")
+            page.fill("input[name=patientId]", "DEMO-001")
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            statuses = page.locator("#sources .status").all_inner_texts()
+            exams = page.locator(".exam").count()
+            error = page.locator("#form-error")
+            refused = error.inner_text() if error.is_visible() else ""
+            # The same search again: the answers come from the cache, and the page says so.
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(
+                """() => [...document.querySelectorAll("#sources .status")]
+                  .every((s) => s.textContent.includes("from cache"))""",
+                timeout=60_000,
+            )
+            again = page.locator("#sources .status").all_inner_texts()
+        finally:
+            browser.close()
+    assert not refused, refused
+    assert exams > 0 and all(status.startswith("answered") for status in statuses), statuses
+    assert all(status.endswith("from cache, 0 minutes old") for status in again), again
+    ours = urlsplit(demo.url).netloc
+    assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
+
+
+REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { studies } }"
+
+
+def test_with_a_sign_in_the_emergency_reason_is_asked_and_a_share_code_opens_the_chosen_exam(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: Any,
+    orthanc_a: Any,
+    orthanc_c: Any,
+    artifacts: Path,
+    js_clients: Path,
+) -> None:
+    server = pacsfed_server(
+        serve_config(
+            [
+                {"id": "hosp-a", "name": "Hospital A", "kind": "dicomweb", "url": orthanc_a.dicomweb_url},
+                {"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
+            ]
+        )
+    )
+    token = signer.token(scopes=("history:emergency", "share:create"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 768, "height": 1024}, locale="en-GB")
+            # The sign-in module's one function the page relies on (web/static/page/auth.js provides it).
+            page.add_init_script(f"window.pacsfedAuth = {{ token: async () => {json.dumps(token)} }};")
+            page.goto(server.url + "/")
+            page.fill("input[name=patientId]", "PA-001")
+            page.press("input[name=patientId]", "Enter")
+            page.locator("input[name=reason]").wait_for(timeout=60_000)  # shown only when needed
+            asked = page.inner_text("#form-error")
+            page.fill("input[name=reason]", "unconscious patient in the emergency room")
+            page.press("input[name=reason]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            exams = page.locator(".exam")
+            assert exams.count() == 3, page.inner_text("#results")
+            chosen = exams.first.get_attribute("data-uid")
+            exams.first.locator(".share-pick").check()
+            page.select_option("#share-ttl", "86400")
+            page.click("#share-create")
+            page.locator("#share-result .share-code").wait_for(timeout=30_000)
+            code = page.inner_text("#share-result .share-code")
+            shown = page.inner_text("#share-result")
+            qr = page.locator("#share-result img.qr").get_attribute("src") or ""
+            page.screenshot(path=str(artifacts / "share.png"), full_page=True)
+            violations = serious_violations(page, js_clients)
+
+            # Possible matches: listed apart, marked, with reasons; never on the timeline.
+            page.fill("input[name=patientId]", "A123")
+            page.check("input[name=candidates]")
+            page.press("input[name=patientId]", "Enter")  # the emergency reason is still given
+            page.wait_for_function(SETTLED, timeout=60_000)
+            page.locator("#candidates .candidate").first.wait_for(timeout=30_000)
+            timeline = page.inner_text("#timeline")
+            candidates = page.inner_text("#candidates")
+            page.screenshot(path=str(artifacts / "candidates.png"), full_page=True)
+            violations += serious_violations(page, js_clients)
+        finally:
+            browser.close()
+    assert asked.startswith("Only emergency access allows this search"), asked
+    assert "Valid until" in shown and "never send it by e-mail" in shown.lower(), shown
+    assert qr.startswith("data:image/svg+xml")
+    assert not violations, violations
+    assert "CT ABDOMEN" in timeline and "ECHO THYROIDE" not in timeline, timeline
+    assert "possible match — verify" in candidates, candidates
+    assert "ECHO THYROIDE" in candidates and "same birth date" in candidates, candidates
+    redeemed = httpx.post(server.graphql_url, json={"query": REDEEM, "variables": {"code": code}}, timeout=30)
+    assert redeemed.json()["data"]["redeemShareCode"]["studies"] == [chosen], redeemed.text
+
+
+AUDITED = """{ auditEvents(first: 100) { action outcome detail } }"""
+
+
+def test_opening_one_report_reads_and_audits_that_report_only(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: Any,
+    orthanc_reports: Any,
+) -> None:
+    server = pacsfed_server(
+        serve_config(
+            [{"id": "hosp-r", "name": "Hospital R", "kind": "dicomweb", "url": orthanc_reports.dicomweb_url}]
+        )
+    )
+    token = signer.token(subject="dr-page", scopes=("history:read",))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.add_init_script(f"window.pacsfedAuth = {{ token: async () => {json.dumps(token)} }};")
+            page.goto(server.url + "/")
+            page.fill("input[name=patientId]", REPORT_PATIENT.patient_id)
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            exam = page.locator(f'.exam[data-uid="{SR_STUDY.study_uid}"]')
+            exam.focus()
+            page.keyboard.press("Enter")
+            exam.locator(".report pre").wait_for(timeout=60_000)
+            text = exam.locator(".report pre").inner_text()
+            others = page.locator(".exam .report").count()
+        finally:
+            browser.close()
+    assert FINDING in text and others == 1
+    auditor = {"authorization": f"Bearer {signer.token(subject='auditor', scopes=('audit:read',))}"}
+    events = httpx.post(server.graphql_url, json={"query": AUDITED}, headers=auditor, timeout=30).json()
+    read = {
+        e["detail"].rpartition("study ")[2]
+        for e in events["data"]["auditEvents"]
+        if e["action"] == "REPORT_READ"
+    }
+    assert read == {SR_STUDY.study_uid}, events  # the patient has three exams: one report was read

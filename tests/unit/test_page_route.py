@@ -1,0 +1,58 @@
+"""``GET /`` serves the physician's page: everything from this server, the demo's token only when given."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from web.page import ASSETS_DIR, ASSETS_PATH, page_routes
+
+
+def client(demo_token: str | None = None) -> TestClient:
+    return TestClient(Starlette(routes=page_routes(demo_token)))
+
+
+def test_the_page_has_the_patient_id_field_in_a_form_and_a_strict_policy() -> None:
+    response = client().get("/")
+    assert response.status_code == 200
+    assert '<input name="patientId"' in response.text and "<form" in response.text
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy and "script-src 'self'" in policy
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_every_asset_the_page_names_is_served_from_here() -> None:
+    served = client()
+    page = served.get("/").text
+    assets = re.findall(rf'(?:src|href)="({ASSETS_PATH}/[^"]+)"', page)
+    modules = {
+        f"{ASSETS_PATH}/{name}"
+        for script in ASSETS_DIR.glob("*.js")
+        for name in re.findall(r'from "\./([^"]+)"', script.read_text(encoding="utf-8"))
+    }
+    assert len(assets) >= 2 and modules
+    for path in {*assets, *modules}:
+        assert served.get(path).status_code == 200, path
+
+
+def test_no_asset_names_another_host() -> None:
+    for asset in ASSETS_DIR.iterdir():
+        assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]", asset.read_text(encoding="utf-8")), (
+            asset.name
+        )
+
+
+def test_the_demo_token_is_given_only_by_the_demo() -> None:
+    assert "pacsfed-demo" not in client().get("/").text
+    page = client(demo_token="header.payload.signature").get("/").text
+    block = re.search(r'<script type="application/json" id="pacsfed-demo">(.*?)</script>', page)
+    assert block and json.loads(block.group(1)) == {"token": "header.payload.signature"}
+
+
+def test_an_identity_provider_s_origin_is_the_only_other_place_the_page_may_connect_to() -> None:
+    routes = page_routes(connect_origins=("https://idp.hospital.test",))
+    policy = TestClient(Starlette(routes=routes)).get("/").headers["content-security-policy"]
+    assert "connect-src 'self' https://idp.hospital.test;" in policy

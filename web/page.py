@@ -1,0 +1,61 @@
+"""The emergency physician's page at ``/``: plain HTML, CSS and JavaScript modules shipped in the package.
+
+Every asset is served from this server (hospital networks are often offline: no CDN, no external
+fonts) under a strict Content-Security-Policy. The page talks to ``/graphql`` like any client.
+In ``pacsfed demo`` only, the page is handed the demo physician's token in an inert JSON block.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+ASSETS_PATH = "/page/assets"
+"""Where the page's own files are served (``index.html`` names them there)."""
+
+ASSETS_DIR = Path(__file__).parent / "static" / "page"
+"""The page: ``index.html``, its CSS and its JavaScript modules."""
+
+_CONFIG_MARK = "<!--pacsfed-config-->"
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def content_security_policy(connect_origins: Sequence[str] = ()) -> str:
+    """The page's policy: everything from this server; ``connect_origins`` (an identity provider) added."""
+    connect = " ".join(("'self'", *connect_origins))
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        f" connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def page_routes(demo_token: str | None = None, connect_origins: Sequence[str] = ()) -> list[BaseRoute]:
+    """``GET /`` and the page's assets; ``demo_token`` (``pacsfed demo`` only) signs the page in."""
+    headers = {**_HEADERS, "Content-Security-Policy": content_security_policy(connect_origins)}
+    template = (ASSETS_DIR / "index.html").read_text(encoding="utf-8")
+    config = ""
+    if demo_token is not None:
+        # type=application/json is never executed; no "<" can end the block early.
+        payload = json.dumps({"token": demo_token}).replace("<", "\\u003c")
+        config = f'<script type="application/json" id="pacsfed-demo">{payload}</script>'
+    document = template.replace(_CONFIG_MARK, config)
+
+    async def index(_request: Request) -> HTMLResponse:
+        """The page itself (never cached: a new release is seen at the next load)."""
+        return HTMLResponse(document, headers=headers)
+
+    return [
+        Route("/", index, methods=["GET"]),
+        Mount(ASSETS_PATH, app=StaticFiles(directory=ASSETS_DIR), name="page-assets"),
+    ]

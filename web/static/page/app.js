@@ -1,0 +1,349 @@
+// The emergency physician's page: one search, every hospital's exams on one timeline, live.
+import { post, subscribe } from "./gqlws.js";
+import { formatDate, formatDateTime, initLanguage, plural, setLanguage, t, translatePage } from "./i18n.js";
+
+const HISTORY = `fragment H on PatientHistory {
+  complete cacheStatus
+  sources { source { id name } status examCount cached cachedAt }
+  exams { studyInstanceUid studyDate modalities description
+    locations { source { id name } patientId issuerOfPatientId viewerUrl cachedAt matchedBy { kind issuer value } } }
+  candidates { score reasons source { id name } patientId issuerOfPatientId patientName birthDate sex
+    exams { studyInstanceUid studyDate modalities description } }
+}`;
+const UPDATES = `subscription($patient: PatientInput!, $candidates: Boolean, $reason: String) {
+  patientHistoryUpdates(patient: $patient, includeCandidates: $candidates, reason: $reason) { phase history { ...H } } } ${HISTORY}`;
+const HISTORY_QUERY = `query($patient: PatientInput!, $candidates: Boolean, $reason: String) {
+  patientHistory(patient: $patient, includeCandidates: $candidates, reason: $reason) { ...H } } ${HISTORY}`;
+const REPORT = `query($patient: PatientInput!, $uid: ID!, $sources: [ID!], $reason: String) {
+  examReport(patient: $patient, studyInstanceUid: $uid, sources: $sources, reason: $reason) {
+    status text author date title url error } }`;
+const SHARE = `mutation($patient: PatientInput!, $studies: [ID!], $ttl: Int, $once: Boolean) {
+  createShareCode(patient: $patient, studies: $studies, ttlSeconds: $ttl, singleUse: $once) { code expiresAt url qrSvg singleUse } }`;
+const FAILED = new Set(["TIMEOUT", "UNREACHABLE", "ERROR", "SKIPPED", "NOT_CACHED", "UNSUPPORTED"]);
+const GLYPH = { WAITING: "…", OK: "✓", NO_IDENTIFIER: "–", NOT_ASKED: "–" };
+
+const state = { sources: [], history: null, running: false, patient: null, reports: new Map(), open: new Set(), picked: new Set(), reason: null, subscription: null };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  node.append(...children.flat().filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+async function token() {
+  if (window.pacsfedAuth?.token) return await window.pacsfedAuth.token();
+  const demo = document.getElementById("pacsfed-demo");
+  if (demo) {
+    try { return JSON.parse(demo.textContent).token; } catch { return null; }
+  }
+  return null;
+}
+
+function patientFromForm(form) {
+  const value = (name) => form.elements[name].value.trim();
+  if (value("patientId")) return value("issuer") ? { id: value("patientId"), issuer: value("issuer") } : { id: value("patientId") };
+  if (value("nationalId")) return { nationalId: value("nationalId") };
+  if (value("familyName") && value("birthDate")) {
+    const patient = { familyName: value("familyName"), birthDate: value("birthDate") };
+    if (value("givenName")) patient.givenName = value("givenName");
+    return patient;
+  }
+  return null;
+}
+
+function showError(key, detail) {
+  const box = $("form-error");
+  box.textContent = t(key, { message: detail || "" });
+  box.hidden = false;
+}
+
+async function search(event) {
+  event.preventDefault();
+  const form = event.target;
+  $("form-error").hidden = true;
+  const patient = patientFromForm(form);
+  if (!patient) return showError("search.needOne");
+  state.subscription?.close();
+  const reason = form.elements.reason.value.trim() || null;
+  Object.assign(state, { patient, reason, history: null, running: true, reports: new Map(), open: new Set(), picked: new Set() });
+  $("results").hidden = false;
+  $("share-result").replaceChildren();
+  render();
+  const variables = { patient, candidates: form.elements.candidates.checked, reason };
+  const bearer = await token();
+  if (!state.sources.length) await loadSources();  // e.g. signed in only now: list every hospital as waiting
+  state.subscription = subscribe(UPDATES, variables, bearer, {
+    onNext: (data) => { state.history = data.patientHistoryUpdates.history; render(); },
+    onComplete: () => { state.running = false; render(); },
+    onError: async (failure) => {
+      if (failure.fatal) return fallback(variables, bearer);  // no WebSocket: one POST instead
+      state.running = false;
+      render();
+      if (needsReason(failure.errors)) return askReason();
+      showError(failure.forbidden ? "search.denied" : "search.failed", failure.errors?.[0]?.message);
+    },
+  });
+}
+
+async function fallback(variables, bearer) {
+  try {
+    const answer = await post(HISTORY_QUERY, variables, bearer);
+    if (answer.data?.patientHistory) state.history = answer.data.patientHistory;
+    else if (needsReason(answer.errors)) askReason();
+    else showError("search.failed", answer.errors?.[0]?.message);
+  } catch (error) {
+    showError("search.failed", String(error));
+  }
+  state.running = false;
+  render();
+}
+
+function needsReason(errors) {
+  return (errors || []).some((error) => error.extensions?.code === "REASON_REQUIRED");
+}
+
+function askReason() {
+  // Only history:emergency grants this search: say why (break-the-glass), then search again.
+  $("emergency").hidden = false;
+  showError("search.reasonNeeded");
+  $("search").elements.reason.focus();
+}
+
+function minutesSince(iso) {
+  return Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 60000));
+}
+
+function sourceLine(source, outcome) {
+  const status = outcome ? outcome.status : state.running ? "WAITING" : "NOT_ASKED";
+  let words = status === "OK" ? plural("status.OK", outcome.examCount) : t("status." + status);
+  if (outcome?.cached && outcome.cachedAt) words += " — " + t("status.cached", { n: minutesSince(outcome.cachedAt) });
+  const glyph = GLYPH[status] || "⚠";
+  return el("li", { class: "source s-" + status.toLowerCase(), "data-source": source.id, "data-status": status },
+    el("span", { class: "glyph", "aria-hidden": "true" }, glyph), " ",
+    el("strong", {}, source.name), ": ", el("span", { class: "status" }, words));
+}
+
+function renderSources() {
+  const outcomes = new Map((state.history?.sources || []).map((o) => [o.source.id, o]));
+  const known = new Map(state.sources.map((s) => [s.id, s]));
+  for (const outcome of outcomes.values()) known.set(outcome.source.id, outcome.source);
+  $("sources").replaceChildren(...[...known.values()].map((s) => sourceLine(s, outcomes.get(s.id))));
+  const banner = $("banner");
+  const outcomesList = [...outcomes.values()];
+  const waiting = [...known.keys()].filter((id) => !outcomes.has(id)).length;
+  if (state.running) {
+    banner.textContent = waiting ? plural("banner.waiting", waiting) : t("banner.searching");
+    banner.className = "banner waiting";
+    banner.hidden = false;
+  } else if (state.history && !state.history.complete) {
+    const names = outcomesList.filter((o) => FAILED.has(o.status)).map((o) => o.source.name);
+    banner.textContent = names.length ? t("banner.incomplete", { names: names.join(", ") }) : t("banner.incompleteGeneric");
+    banner.className = "banner incomplete";
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+}
+
+function periodStart() {
+  const years = Number($("f-period").value);
+  if (!years) return null;
+  const start = new Date();
+  start.setFullYear(start.getFullYear() - years);
+  return start.toISOString().slice(0, 10);
+}
+
+function reportStatus(exam) {
+  const report = state.reports.get(exam.studyInstanceUid);
+  return report ? t("report." + report.status) : t("report.unknown");
+}
+
+function reportPanel(exam) {
+  const report = state.reports.get(exam.studyInstanceUid);
+  const panel = el("div", { class: "report", id: "report-" + exam.studyInstanceUid, role: "region", "aria-label": t("exam.report") });
+  if (!report) return panel.append(t("report.loading")), panel;
+  panel.append(el("p", { class: "report-status" }, t("report." + report.status)));
+  if (report.title) panel.append(el("h5", {}, report.title));
+  if (report.author || report.date) panel.append(el("p", { class: "muted" }, t("report.by", { author: report.author || "?", date: formatDate(report.date) })));
+  if (report.text) panel.append(el("pre", { tabindex: "0" }, report.text));
+  if (report.url) panel.append(el("a", { href: report.url, target: "_blank", rel: "noopener" }, t("report.document")));
+  return panel;
+}
+
+function examItem(exam) {
+  const uid = exam.studyInstanceUid;
+  const opened = state.open.has(uid);
+  const hospitals = [...new Set(exam.locations.map((l) => l.source.name))].join(", ");
+  const viewers = exam.locations.filter((l) => l.viewerUrl).map((l) =>
+    el("a", { href: l.viewerUrl, target: "_blank", rel: "noopener" }, t("exam.viewer", { source: l.source.name })));
+  const identifiers = el("details", {}, el("summary", {}, t("exam.identifiers")),
+    el("ul", {}, exam.locations.map((l) => el("li", {}, t("exam.matchedBy", {
+      source: l.source.name, kind: l.matchedBy ? t("match." + l.matchedBy.kind) : "?",
+      value: [l.patientId, l.issuerOfPatientId].filter(Boolean).join(" / "),
+    })))));
+  const item = el("li", { class: "exam", tabindex: "0", "data-uid": uid, onkeydown: examKeys },
+    el("div", { class: "exam-head" },
+      el("span", { class: "date" }, exam.studyDate ? formatDate(exam.studyDate) : t("timeline.noDate")),
+      el("span", { class: "modality" }, exam.modalities.join(", ") || "?"),
+      el("span", { class: "description" }, exam.description || "—")),
+    el("div", { class: "exam-meta" },
+      el("span", {}, t("exam.hospitals"), ": ", hospitals), " · ",
+      el("span", { class: "report-state" }, t("exam.reportStatus"), ": ", reportStatus(exam))),
+    el("div", { class: "actions" },
+      el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),
+        onchange: (event) => { if (event.target.checked) state.picked.add(uid); else state.picked.delete(uid); renderShare(); } }),
+        " ", t("share.pick")),
+      el("button", { type: "button", "aria-expanded": String(opened), "aria-controls": "report-" + uid, onclick: () => toggleReport(exam) }, t("exam.report")),
+      viewers,
+      el("button", { type: "button", onclick: () => copyUid(uid) }, t("exam.copy"))),
+    identifiers,
+    opened ? reportPanel(exam) : null);
+  return item;
+}
+
+function renderTimeline() {
+  const history = state.history;
+  const modality = $("f-modality").value;
+  const start = periodStart();
+  const exams = (history?.exams || []).filter((exam) =>
+    (!modality || exam.modalities.includes(modality)) && (!start || (exam.studyDate && exam.studyDate >= start)));
+  exams.sort((a, b) => (b.studyDate || "").localeCompare(a.studyDate || ""));
+  const years = new Map();
+  for (const exam of exams) {
+    const year = exam.studyDate ? exam.studyDate.slice(0, 4) : t("timeline.noDate");
+    if (!years.has(year)) years.set(year, []);
+    years.get(year).push(exam);
+  }
+  const focused = document.activeElement?.closest?.(".exam")?.dataset.uid;
+  const groups = [...years].map(([year, list]) => el("section", { class: "year" },
+    el("h4", {}, year), el("ol", { class: "exams" }, list.map(examItem))));
+  if (!groups.length && history && !state.running) groups.push(el("p", {}, t("timeline.empty")));
+  $("timeline").replaceChildren(...groups);
+  if (focused) document.querySelector(`.exam[data-uid="${CSS.escape(focused)}"]`)?.focus();
+  const all = [...new Set((history?.exams || []).flatMap((e) => e.modalities))].sort();
+  $("f-modality").replaceChildren(el("option", { value: "" }, t("filter.allModalities")),
+    ...all.map((m) => el("option", { value: m, selected: m === modality }, m)));
+}
+
+function renderCandidates() {
+  const candidates = state.history?.candidates || [];
+  $("candidates").hidden = !candidates.length;
+  $("candidate-list").replaceChildren(...candidates.map((c) => el("li", { class: "candidate" },
+    el("p", {}, el("strong", { class: "verify" }, "⚠ " + t("candidates.mark")), " ",
+      [c.patientName && c.patientName.split("^").filter(Boolean).join(", "), c.birthDate && formatDate(c.birthDate), c.sex].filter(Boolean).join(" · "),
+      " — ", c.source.name, " ", [c.patientId, c.issuerOfPatientId].filter(Boolean).join(" / ")),
+    el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), ": ",
+      c.reasons.map((r) => t("reason." + r)).join(", ")),
+    el("ul", {}, c.exams.map((e) => el("li", {},
+      [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))))));
+}
+
+function renderShare() {
+  $("share").hidden = !state.history?.exams.length;
+  $("share-selection").textContent = state.picked.size ? plural("share.selected", state.picked.size) : t("share.all");
+}
+
+function render() {
+  renderSources();
+  renderTimeline();
+  renderCandidates();
+  renderShare();
+}
+
+async function createShare() {
+  const box = $("share-result");
+  box.replaceChildren(t("share.creating"));
+  const variables = {
+    patient: state.patient, studies: state.picked.size ? [...state.picked] : null,
+    ttl: Number($("share-ttl").value), once: $("share-once").checked,
+  };
+  try {
+    const answer = await post(SHARE, variables, await token());
+    const share = answer.data?.createShareCode;
+    if (!share) return box.replaceChildren(el("p", { class: "error" }, t("share.failed", { message: answer.errors?.[0]?.message || "" })));
+    box.replaceChildren(
+      el("p", {}, t("share.code"), " ", el("code", { class: "share-code" }, share.code)),
+      el("p", {}, t("share.expires", { date: formatDateTime(share.expiresAt) }), share.singleUse ? " — " + t("share.singleUse") : ""),
+      el("p", {}, el("code", {}, share.url)),
+      el("img", { class: "qr", src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(share.qrSvg), alt: t("share.qr") }),
+      el("p", { class: "note" }, t("share.once")));
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "error" }, t("share.failed", { message: String(error) })));
+  }
+}
+
+async function toggleReport(exam) {
+  const uid = exam.studyInstanceUid;
+  if (state.open.has(uid)) state.open.delete(uid);
+  else state.open.add(uid);
+  render();
+  if (!state.open.has(uid) || state.reports.has(uid)) return;
+  const sources = [...new Set(exam.locations.map((l) => l.source.id))];
+  try {
+    // Only this exam's report is read (and audited), from the sources holding it.
+    const answer = await post(REPORT, { patient: state.patient, uid, sources, reason: state.reason }, await token());
+    state.reports.set(uid, answer.data?.examReport || { status: "ERROR" });
+  } catch {
+    state.reports.set(uid, { status: "ERROR" });
+  }
+  render();
+}
+
+function copyUid(uid) {
+  // execCommand first: it answers at once (the Clipboard API may wait on a permission prompt).
+  const back = document.activeElement;
+  const field = el("textarea", { class: "offscreen", readonly: true, tabindex: "-1", "aria-hidden": "true" }, uid);
+  document.body.append(field);
+  field.select();
+  let copied = false;
+  try { copied = document.execCommand("copy"); } catch { copied = false; }
+  field.remove();
+  back?.focus();
+  if (!copied) navigator.clipboard?.writeText(uid).catch(() => {});
+  $("copied").textContent = t("exam.copied", { uid });
+}
+
+function examKeys(event) {
+  if (event.target !== event.currentTarget) return;
+  const items = [...document.querySelectorAll(".exam")];
+  const index = items.indexOf(event.currentTarget);
+  const moves = { ArrowDown: index + 1, ArrowUp: index - 1, Home: 0, End: items.length - 1 };
+  if (event.key in moves) {
+    event.preventDefault();
+    items[Math.max(0, Math.min(items.length - 1, moves[event.key]))]?.focus();
+  } else if (event.key === "Enter") {
+    event.preventDefault();
+    const uid = event.currentTarget.dataset.uid;
+    const exam = state.history.exams.find((e) => e.studyInstanceUid === uid);
+    if (exam) toggleReport(exam);
+  }
+}
+
+async function loadSources() {
+  try {
+    const answer = await post("{ sources { id name } }", {}, await token());
+    state.sources = answer.data?.sources || [];
+  } catch {
+    state.sources = [];
+  }
+}
+
+function start() {
+  const select = $("lang");
+  select.value = initLanguage();
+  translatePage();
+  select.addEventListener("change", () => { setLanguage(select.value); translatePage(); render(); });
+  $("search").addEventListener("submit", search);
+  $("f-modality").addEventListener("change", renderTimeline);
+  $("f-period").addEventListener("change", renderTimeline);
+  $("share-create").addEventListener("click", createShare);
+  loadSources();
+}
+
+start();
