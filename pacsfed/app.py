@@ -39,6 +39,7 @@ from web.cors import ApiCors
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
+from web.page_config import page_config_routes
 from web.report_document import report_document
 from web.request_id import RequestIdMiddleware
 from web.share_page import share_form, share_view
@@ -264,6 +265,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *FhirView(settings).routes(),
+            *page_config_routes(settings.auth),
             *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[
