@@ -1,6 +1,6 @@
 // The physician's page signs in: OpenID Connect authorization code flow with PKCE (S256).
 //
-// window.pacsfedAuth = {ready, required(), token(), signIn(), signOut(), user()}
+// window.pacsfedAuth = {ready, required(), token(), signIn(), signOut(), user(), renew(), error()}
 // - Configuration from GET /page/config.json: {mode: "oidc", issuer, client_id, scope} | {mode: "none"}
 //   | {mode: "unavailable"}. Endpoints from the issuer's discovery document (OIDC Discovery 1.0, 4).
 // - The redirect URI is the page's origin + "/". Tokens live in this module's memory only; the PKCE
@@ -268,6 +268,11 @@ window.pacsfedAuth = {
     if (!session) return null;
     if (session.expiresAt - Date.now() < RENEW_BEFORE_S * 1000) await renew();
     return session && session.expiresAt > Date.now() ? session.accessToken : null;
+  },
+  /** Renews the tokens now (the refresh token, else a silent re-authorization); normally on a timer. */
+  async renew() {
+    await ready;
+    await renew();
   },
   /** Leaves for the provider's sign-in; the page is loaded again at its origin once signed in. */
   async signIn() {
