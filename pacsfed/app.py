@@ -214,12 +214,14 @@ def create_app(
     *,
     insecure_dev: bool = False,
     owns_process: bool = False,
+    demo_token: str | None = None,
 ) -> Starlette:
     """The pacsfed ASGI application; the engine lives for the lifespan of the app.
 
     ``auth: {mode: none}`` is refused unless ``insecure_dev`` (``pacsfed serve --insecure-dev``).
     ``owns_process`` (``pacsfed serve`` and ``demo``): once started, tune the process-wide garbage
-    collector for serving (an app embedded in another program leaves it alone).
+    collector for serving (an app embedded in another program leaves it alone). ``demo_token``
+    (``pacsfed demo`` only): the page is signed in as the demo physician with this token.
     """
     if settings.auth.mode == "none" and not insecure_dev:
         raise ConfigError(
@@ -265,7 +267,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *FhirView(settings).routes(),
-            *page_config_routes(settings.auth),
+            *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),
         ],
         middleware=[

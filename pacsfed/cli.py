@@ -235,8 +235,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 "server": {"mode": "development"},
             }
         )
-        app = create_app(settings, owns_process=True)
         token = signer.token()
+        app = create_app(settings, owns_process=True, demo_token=token)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

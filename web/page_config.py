@@ -22,12 +22,15 @@ ASSETS_DIR = Path(__file__).parent / "static" / "page"
 _NO_STORE = {"cache-control": "no-store"}
 
 
-def page_sign_in(auth: AuthSettings) -> dict[str, str]:
-    """The page's sign-in document: ``oidc`` with the issuer and public client, or ``none``, or ``unavailable``.
+def page_sign_in(auth: AuthSettings, demo_token: str | None = None) -> dict[str, str]:
+    """The page's sign-in document: ``oidc`` with the issuer and public client, or ``none``, ``demo``, ``unavailable``.
 
-    ``none`` is ``auth: {mode: none}`` (``--insecure-dev``): no sign-in. ``unavailable`` is ``mode:
-    api_key``, or ``mode: jwt`` without ``auth.page``: the page has no way to sign a physician in.
+    ``none`` is ``auth: {mode: none}`` (``--insecure-dev``): no sign-in. ``demo`` (``pacsfed demo``
+    only) hands the page the demo physician's token, which the demo prints anyway. ``unavailable`` is
+    ``mode: api_key``, or ``mode: jwt`` without ``auth.page``: the page cannot sign a physician in.
     """
+    if demo_token is not None:
+        return {"mode": "demo", "token": demo_token}
     if auth.mode == "none":
         return {"mode": "none"}
     if auth.page is None or auth.issuer is None:
@@ -40,9 +43,9 @@ def page_sign_in(auth: AuthSettings) -> dict[str, str]:
     }
 
 
-def page_config_routes(auth: AuthSettings) -> list[BaseRoute]:
+def page_config_routes(auth: AuthSettings, demo_token: str | None = None) -> list[BaseRoute]:
     """``GET /page/config.json`` and the page's static files under ``/static/page``."""
-    document = page_sign_in(auth)
+    document = page_sign_in(auth, demo_token)
 
     async def config(_request: Request) -> JSONResponse:
         return JSONResponse(document, headers=_NO_STORE)

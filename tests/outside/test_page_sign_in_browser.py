@@ -145,3 +145,24 @@ def test_the_page_signs_in_with_the_provider_and_pacsfed_accepts_its_token(
         if urlsplit(document).netloc == ours and urlsplit(url).netloc not in hosts
     ]
     assert foreign == [], foreign
+
+
+def test_the_demo_page_is_signed_in_as_the_demo_physician_without_a_form(
+    pacsfed_server: Callable[..., Any],
+) -> None:
+    demo = pacsfed_server(demo=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{demo.url}/page/config.json")
+            assert page.evaluate(_LOAD)
+            assert page.evaluate("() => window.pacsfedAuth.required()") is False
+            user = page.evaluate("() => window.pacsfedAuth.user()")
+            answer = page.evaluate(
+                _QUERY, '{ patientHistory(patient: {id: "DEMO-001"}) { exams { modalities } } }'
+            )
+        finally:
+            browser.close()
+    assert user["sub"] == "demo-physician", user
+    assert "errors" not in answer and answer["data"]["patientHistory"]["exams"], answer

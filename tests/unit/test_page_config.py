@@ -91,3 +91,27 @@ def test_a_page_client_that_cannot_work_is_refused_at_start_up(
     config = {"cache": {"backend": "memory"}, "sources": [], "auth": {**signer.auth_config(), **auth}}
     with pytest.raises(ConfigError, match=re.escape(message)):
         settings_from_mapping(config)
+
+
+async def test_the_demo_signs_the_page_in_as_the_demo_physician(tmp_path: Path, signer: DemoSigner) -> None:
+    settings = settings_from_mapping(
+        {
+            "cache": {"backend": "memory"},
+            "sources": [],
+            "auth": signer.auth_config(),
+            "audit": {"journal_dir": str(tmp_path / "audit")},
+        }
+    )
+    token = signer.token()
+    app = create_app(settings, demo_token=token)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pacsfed.test") as client:
+            document = (await client.get("/page/config.json")).json()
+            answer = await client.post(
+                "/graphql",
+                json={"query": "{ sources { id } }"},
+                headers={"authorization": f"Bearer {document['token']}"},
+            )
+    assert document == {"mode": "demo", "token": token}
+    assert answer.json() == {"data": {"sources": []}}

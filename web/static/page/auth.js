@@ -2,7 +2,8 @@
 //
 // window.pacsfedAuth = {ready, required(), token(), signIn(), signOut(), user(), renew(), error()}
 // - Configuration from GET /page/config.json: {mode: "oidc", issuer, client_id, scope} | {mode: "none"}
-//   | {mode: "unavailable"}. Endpoints from the issuer's discovery document (OIDC Discovery 1.0, 4).
+//   (--insecure-dev) | {mode: "demo", token} (pacsfed demo: signed in, no form) | {mode: "unavailable"}.
+//   Endpoints from the issuer's discovery document (OIDC Discovery 1.0, 4).
 // - The redirect URI is the page's origin + "/". Tokens live in this module's memory only; the PKCE
 //   verifier, state and nonce sit in sessionStorage only between signIn() and the redirect back, and
 //   the code and state are removed from the address bar (history.replaceState) once read.
@@ -257,14 +258,16 @@ const ready = start().catch((error) => {
 window.pacsfedAuth = {
   /** Resolves once the module has read its configuration and finished any sign-in answer. */
   ready,
-  /** True when the page must sign in (auth mode jwt); false with --insecure-dev. */
+  /** True when the page must sign in (auth mode jwt); false with --insecure-dev and in pacsfed demo. */
   async required() {
     const cfg = await config;
-    return cfg.mode !== "none";
+    return cfg.mode !== "none" && cfg.mode !== "demo";
   },
   /** A valid access token for the API, renewed first when close to expiry; null when not signed in. */
   async token() {
     await ready;
+    const cfg = await config;
+    if (cfg.mode === "demo") return cfg.token;
     if (!session) return null;
     if (session.expiresAt - Date.now() < RENEW_BEFORE_S * 1000) await renew();
     return session && session.expiresAt > Date.now() ? session.accessToken : null;
@@ -297,6 +300,8 @@ window.pacsfedAuth = {
   /** The signed-in user's ID token claims (sub, name, …), or null. */
   async user() {
     await ready;
+    const cfg = await config;
+    if (cfg.mode === "demo") return { ...decodeJwtPayload(cfg.token) };
     return session ? { ...session.claims } : null;
   },
   /** The last sign-in or renewal error's message, or null. */
