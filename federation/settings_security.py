@@ -34,6 +34,23 @@ class ApiKeySettings(_Strict):
     description: str = ""
 
 
+class PageClientSettings(_Strict):
+    """The physician's page as a public OpenID Connect client of ``auth.issuer`` (code flow with PKCE)."""
+
+    client_id: Annotated[str, Field(pattern=r"^[\x21-\x7e]{1,256}$")]
+    """The page's client at the identity provider: public (no secret), redirect URI the page's origin + ``/``."""
+    scope: Annotated[str, Field(pattern=r"^[\x21-\x7e]+( [\x21-\x7e]+)*$", max_length=1024)] = (
+        "openid history:read"
+    )
+    """Scopes the page asks for (RFC 6749 3.3, space-separated); must include ``openid``."""
+
+    @model_validator(mode="after")
+    def _openid(self) -> PageClientSettings:
+        if "openid" not in self.scope.split(" "):
+            raise ValueError("scope must include openid (the page signs in with OpenID Connect)")
+        return self
+
+
 class AuthSettings(_Strict):
     """How callers prove who they are: OIDC bearer JWTs and/or API keys."""
 
@@ -57,6 +74,8 @@ class AuthSettings(_Strict):
     api_keys: list[ApiKeySettings] = []
     emergency_window_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 4 * 3600.0
     """A break-the-glass access to one patient lasts this long, then needs a new reason."""
+    page: PageClientSettings | None = None
+    """The physician's page signs in against ``issuer`` with this client (``mode: jwt`` only)."""
 
     @model_validator(mode="after")
     def _jwt_complete(self) -> AuthSettings:
@@ -66,6 +85,11 @@ class AuthSettings(_Strict):
                 raise ValueError(f"mode jwt needs {' and '.join(missing)}")
             if (self.jwks_url is None) == (self.public_key_file is None):
                 raise ValueError("mode jwt needs exactly one of jwks_url and public_key_file")
+        if self.page is not None:
+            if self.mode != "jwt":
+                raise ValueError("page (the page's sign-in) needs mode jwt")
+            if not (self.issuer or "").startswith(("https://", "http://")):
+                raise ValueError("page needs issuer to be the identity provider's URL (OIDC discovery)")
         if self.mode == "api_key" and not self.api_keys:
             raise ValueError("mode api_key needs at least one entry in api_keys (pacsfed apikey create)")
         ids = [key.id for key in self.api_keys]

@@ -40,6 +40,7 @@ from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
 from web.page import page_routes
+from web.page_config import page_config_routes, sign_in_origins
 from web.report_document import report_document
 from web.request_id import RequestIdMiddleware
 from web.share_page import share_form, share_view
@@ -267,8 +268,9 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *FhirView(settings).routes(),
+            *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),
-            *page_routes(demo_token),
+            *page_routes(demo_token, connect_origins=sign_in_origins(settings.auth)),
         ],
         middleware=[
             *cors,

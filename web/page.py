@@ -32,11 +32,17 @@ _HEADERS = {
 
 
 def content_security_policy(connect_origins: Sequence[str] = ()) -> str:
-    """The page's policy: everything from this server; ``connect_origins`` (an identity provider) added."""
+    """The page's policy: everything from this server; ``connect_origins`` (an identity provider) added.
+
+    The provider is also allowed in a frame (silent renewal), whose answer comes back to this page
+    framed by itself: hence ``frame-ancestors 'self'``.
+    """
     connect = " ".join(("'self'", *connect_origins))
+    frames = " ".join(connect_origins) or "'none'"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        f" connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        f" connect-src {connect}; frame-src {frames}; base-uri 'none'; form-action 'self';"
+        " frame-ancestors 'self'"
     )
 
 

@@ -343,7 +343,20 @@ function start() {
   $("f-modality").addEventListener("change", renderTimeline);
   $("f-period").addEventListener("change", renderTimeline);
   $("share-create").addEventListener("click", createShare);
-  loadSources();
+  signInButtons().then(loadSources);
 }
 
-start();
+async function signInButtons() {
+  // auth.js (OIDC) says whether this server wants a sign-in; none with --insecure-dev or in the demo.
+  const auth = window.pacsfedAuth;
+  if (!auth) return;
+  await auth.ready;
+  if (!(await auth.required())) return;
+  const signedIn = (await auth.token()) !== null;
+  $("sign-in").hidden = signedIn;
+  $("sign-out").hidden = !signedIn;
+  $("sign-in").onclick = () => auth.signIn();
+  $("sign-out").onclick = () => auth.signOut();
+}
+
+if (window.parent === window) start();  // not in the sign-in module's silent-renewal frame

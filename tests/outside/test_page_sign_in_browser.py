@@ -1,0 +1,168 @@
+"""The page's sign-in in a real browser (headless Chromium, Playwright) against `pacsfed serve` from a
+clean install and a real OpenID Connect provider (the certified ``oidc-provider`` npm package, run by
+tests/outside/js/oidc.mjs): ``/page/assets/auth.js`` signs in with the code flow and PKCE, the access
+token it holds is accepted by pacsfed, it renews with the refresh token, and signing out ends the
+provider's session. No token reaches the address bar or the browser's storage.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``), node and npm.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from peers import free_port
+from playwright.sync_api import Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CLIENT_ID = "pacsfed-page"
+PHYSICIAN = "er-physician"
+HISTORY = """{ patientHistory(patient: {id: "PA-001"}, deadlineMs: 10000) {
+  complete exams { studyInstanceUid } sources { source { id } status } } }"""
+
+_LOAD = "() => import('/page/assets/auth.js').then(() => window.pacsfedAuth.ready).then(() => true)"
+_QUERY = """async (query) => {
+  const token = await window.pacsfedAuth.token();
+  const headers = {'content-type': 'application/json'};
+  if (token) headers.authorization = `Bearer ${token}`;
+  const response = await fetch('/graphql', {method: 'POST', headers,
+    body: JSON.stringify({query})});
+  return response.json();
+}"""
+_STORAGE = """() => JSON.stringify({local: {...localStorage}, session: {...sessionStorage}})"""
+
+
+@pytest.fixture
+def oidc_provider(js_clients: Path) -> Iterator[Callable[[str], str]]:
+    """Starts the provider for a page origin; gives its issuer."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(page_origin: str, port: int) -> str:
+        process = subprocess.Popen(
+            ["node", "oidc.mjs", str(port), page_origin],
+            cwd=js_clients,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("ready "):
+            pytest.fail(f"the OIDC provider did not start (exit {process.poll()})", pytrace=False)
+        return line.split()[1]
+
+    yield start  # type: ignore[misc]
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _sign_in_at_provider(page: Page, issuer: str) -> None:
+    page.wait_for_url(f"{issuer}/interaction/**", timeout=30_000)
+    page.fill("input[name=login]", PHYSICIAN)
+    page.fill("input[name=password]", "any password")
+    page.click("button[type=submit]")
+
+
+def test_the_page_signs_in_with_the_provider_and_pacsfed_accepts_its_token(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    oidc_provider: Callable[[str, int], str],
+    orthanc_c: Any,
+) -> None:
+    op_port = free_port()
+    issuer = f"http://127.0.0.1:{op_port}"
+    auth = {
+        "mode": "jwt",
+        "issuer": issuer,
+        "audience": "pacsfed",
+        "jwks_url": f"{issuer}/jwks",
+        "algorithms": ["RS256"],
+        "page": {"client_id": CLIENT_ID, "scope": "openid profile history:read"},
+    }
+    config = serve_config([{"id": "hosp-c", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}])
+    config["auth"] = auth
+    server = pacsfed_server(config)
+    assert oidc_provider(server.url, op_port) == issuer
+    hosts = {urlsplit(server.url).netloc, urlsplit(issuer).netloc}
+    ours = urlsplit(server.url).netloc
+    requested: list[tuple[str, str]] = []  # (the requesting document, the URL)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append((request.frame.url, request.url)))
+            page.goto(f"{server.url}/page/config.json")
+            assert page.evaluate(_LOAD)
+            assert page.evaluate("() => window.pacsfedAuth.required()") is True
+            assert page.evaluate("() => window.pacsfedAuth.token()") is None
+            unauthenticated = page.evaluate(_QUERY, HISTORY)
+            assert unauthenticated["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+            page.evaluate("() => { window.pacsfedAuth.signIn(); }")
+            _sign_in_at_provider(page, issuer)
+            page.wait_for_url(f"{server.url}/?**", timeout=30_000)  # back with the code and state
+            assert page.evaluate(_LOAD)  # the page's module reads the answer (the page at / will load it)
+            assert page.url == f"{server.url}/", page.url  # the code and state left the address bar
+            user = page.evaluate("() => window.pacsfedAuth.user()")
+            assert user is not None and user["sub"] == PHYSICIAN, user
+            token = page.evaluate("() => window.pacsfedAuth.token()")
+            assert isinstance(token, str) and token.count(".") == 2
+            answer = page.evaluate(_QUERY, HISTORY)
+            assert "errors" not in answer, answer
+            assert answer["data"]["patientHistory"]["sources"] == [
+                {"source": {"id": "hosp-c"}, "status": "OK"}
+            ]
+            assert answer["data"]["patientHistory"]["exams"]
+            storage = page.evaluate(_STORAGE)
+            assert token not in storage and "pacsfed.auth" not in storage, storage
+
+            # Renewal: the refresh token gives a new access token that pacsfed accepts too.
+            page.evaluate("() => window.pacsfedAuth.renew()")
+            renewed = page.evaluate("() => window.pacsfedAuth.token()")
+            assert isinstance(renewed, str) and renewed != token
+            assert "errors" not in page.evaluate(_QUERY, HISTORY)
+
+            page.evaluate("() => { window.pacsfedAuth.signOut(); }")
+            page.wait_for_url(f"{issuer}/session/end**", timeout=30_000)
+            page.click("button[name=logout]")
+            page.wait_for_url(f"{server.url}/", timeout=30_000)
+            assert page.evaluate(_LOAD)
+            assert page.evaluate("() => window.pacsfedAuth.token()") is None
+        finally:
+            browser.close()
+    assert all(token not in url and renewed not in url for _, url in requested)
+    # pacsfed's documents talk to their origin and the provider only (the provider's own pages are its own).
+    foreign = [
+        url
+        for document, url in requested
+        if urlsplit(document).netloc == ours and urlsplit(url).netloc not in hosts
+    ]
+    assert foreign == [], foreign
+
+
+def test_the_demo_page_is_signed_in_as_the_demo_physician_without_a_form(
+    pacsfed_server: Callable[..., Any],
+) -> None:
+    demo = pacsfed_server(demo=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{demo.url}/page/config.json")
+            assert page.evaluate(_LOAD)
+            assert page.evaluate("() => window.pacsfedAuth.required()") is False
+            user = page.evaluate("() => window.pacsfedAuth.user()")
+            answer = page.evaluate(
+                _QUERY, '{ patientHistory(patient: {id: "DEMO-001"}) { exams { modalities } } }'
+            )
+        finally:
+            browser.close()
+    assert user["sub"] == "demo-physician", user
+    assert "errors" not in answer and answer["data"]["patientHistory"]["exams"], answer
