@@ -13,7 +13,6 @@ network) finds no serious or critical accessibility violation. Screenshots are k
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -293,9 +292,10 @@ def test_with_a_sign_in_the_emergency_reason_is_asked_and_a_share_code_opens_the
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 768, "height": 1024}, locale="en-GB")
-            # The sign-in module's one function the page relies on (web/static/page/auth.js provides it).
-            page.add_init_script(f"window.pacsfedAuth = {{ token: async () => {json.dumps(token)} }};")
             page.goto(server.url + "/")
+            # Signed in: the sign-in module's one function the page relies on (web/static/page/auth.js,
+            # whose own OIDC flow tests/outside/test_page_sign_in_browser.py drives) hands out the token.
+            page.evaluate("token => { window.pacsfedAuth.token = async () => token; }", token)
             page.fill("input[name=patientId]", "PA-001")
             page.press("input[name=patientId]", "Enter")
             page.locator("input[name=reason]").wait_for(timeout=60_000)  # shown only when needed
@@ -358,8 +358,8 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(locale="en-GB")
-            page.add_init_script(f"window.pacsfedAuth = {{ token: async () => {json.dumps(token)} }};")
             page.goto(server.url + "/")
+            page.evaluate("token => { window.pacsfedAuth.token = async () => token; }", token)
             page.fill("input[name=patientId]", REPORT_PATIENT.patient_id)
             page.press("input[name=patientId]", "Enter")
             page.wait_for_function(SETTLED, timeout=60_000)
