@@ -270,7 +270,7 @@ def create_app(
             *FhirView(settings).routes(),
             *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),
-            *page_routes(demo_token, connect_origins=sign_in_origins(settings.auth)),
+            *page_routes(connect_origins=sign_in_origins(settings.auth)),
         ],
         middleware=[
             *cors,

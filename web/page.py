@@ -2,12 +2,11 @@
 
 Every asset is served from this server (hospital networks are often offline: no CDN, no external
 fonts) under a strict Content-Security-Policy. The page talks to ``/graphql`` like any client.
-In ``pacsfed demo`` only, the page is handed the demo physician's token in an inert JSON block.
+Signing in is ``auth.js``'s part (:mod:`web.page_config`), the demo's token included.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,6 @@ ASSETS_PATH = "/page/assets"
 ASSETS_DIR = Path(__file__).parent / "static" / "page"
 """The page: ``index.html``, its CSS and its JavaScript modules."""
 
-_CONFIG_MARK = "<!--pacsfed-config-->"
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "same-origin",
@@ -46,16 +44,10 @@ def content_security_policy(connect_origins: Sequence[str] = ()) -> str:
     )
 
 
-def page_routes(demo_token: str | None = None, connect_origins: Sequence[str] = ()) -> list[BaseRoute]:
-    """``GET /`` and the page's assets; ``demo_token`` (``pacsfed demo`` only) signs the page in."""
+def page_routes(connect_origins: Sequence[str] = ()) -> list[BaseRoute]:
+    """``GET /`` and the page's assets; ``connect_origins``: the identity provider, if the page signs in."""
     headers = {**_HEADERS, "Content-Security-Policy": content_security_policy(connect_origins)}
-    template = (ASSETS_DIR / "index.html").read_text(encoding="utf-8")
-    config = ""
-    if demo_token is not None:
-        # type=application/json is never executed; no "<" can end the block early.
-        payload = json.dumps({"token": demo_token}).replace("<", "\\u003c")
-        config = f'<script type="application/json" id="pacsfed-demo">{payload}</script>'
-    document = template.replace(_CONFIG_MARK, config)
+    document = (ASSETS_DIR / "index.html").read_text(encoding="utf-8")
 
     async def index(_request: Request) -> HTMLResponse:
         """The page itself (never cached: a new release is seen at the next load)."""

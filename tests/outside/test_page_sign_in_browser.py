@@ -147,6 +147,50 @@ def test_the_page_signs_in_with_the_provider_and_pacsfed_accepts_its_token(
     assert foreign == [], foreign
 
 
+def test_the_page_s_own_sign_in_button_signs_in_and_its_search_shows_the_exams(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    oidc_provider: Callable[[str, int], str],
+    orthanc_c: Any,
+) -> None:
+    """What a physician does: open the page, press Sign in, sign in at the provider, search, sign out."""
+    op_port = free_port()
+    issuer = f"http://127.0.0.1:{op_port}"
+    config = serve_config(
+        [{"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}]
+    )
+    config["auth"] = {
+        "mode": "jwt",
+        "issuer": issuer,
+        "audience": "pacsfed",
+        "jwks_url": f"{issuer}/jwks",
+        "algorithms": ["RS256"],
+        "page": {"client_id": CLIENT_ID, "scope": "openid profile history:read"},
+    }
+    server = pacsfed_server(config)
+    assert oidc_provider(server.url, op_port) == issuer
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.goto(f"{server.url}/")
+            page.locator("#sign-in").wait_for(state="visible", timeout=30_000)
+            assert page.locator("#sign-out").is_hidden()
+            page.click("#sign-in")
+            _sign_in_at_provider(page, issuer)
+            page.wait_for_url(f"{server.url}/", timeout=30_000)  # back, the code and state gone
+            page.locator("#sign-out").wait_for(state="visible", timeout=30_000)
+            assert page.locator("#sign-in").is_hidden()
+            page.fill("input[name=patientId]", "PA-001")
+            page.press("input[name=patientId]", "Enter")
+            page.locator(".exam").first.wait_for(timeout=30_000)
+            assert "Hospital C" in page.inner_text("#results")
+            page.click("#sign-out")
+            page.wait_for_url(f"{issuer}/session/end**", timeout=30_000)
+        finally:
+            browser.close()
+
+
 def test_the_demo_page_is_signed_in_as_the_demo_physician_without_a_form(
     pacsfed_server: Callable[..., Any],
 ) -> None:

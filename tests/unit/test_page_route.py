@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from starlette.applications import Starlette
@@ -11,8 +10,8 @@ from starlette.testclient import TestClient
 from web.page import ASSETS_DIR, ASSETS_PATH, page_routes
 
 
-def client(demo_token: str | None = None) -> TestClient:
-    return TestClient(Starlette(routes=page_routes(demo_token)))
+def client() -> TestClient:
+    return TestClient(Starlette(routes=page_routes()))
 
 
 def test_the_page_has_the_patient_id_field_in_a_form_and_a_strict_policy() -> None:
@@ -45,11 +44,10 @@ def test_no_asset_names_another_host() -> None:
         )
 
 
-def test_the_demo_token_is_given_only_by_the_demo() -> None:
-    assert "pacsfed-demo" not in client().get("/").text
-    page = client(demo_token="header.payload.signature").get("/").text
-    block = re.search(r'<script type="application/json" id="pacsfed-demo">(.*?)</script>', page)
-    assert block and json.loads(block.group(1)) == {"token": "header.payload.signature"}
+def test_the_page_itself_never_carries_a_token() -> None:
+    """Tokens reach the page only through auth.js (config.json in the demo, OIDC otherwise)."""
+    page = client().get("/").text
+    assert "token" not in page.lower() and '<script type="module" src="/page/assets/auth.js">' in page
 
 
 def test_an_identity_provider_s_origin_is_the_only_other_place_the_page_may_connect_to() -> None:

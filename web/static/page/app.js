@@ -37,12 +37,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function token() {
-  if (window.pacsfedAuth?.token) return await window.pacsfedAuth.token();
-  const demo = document.getElementById("pacsfed-demo");
-  if (demo) {
-    try { return JSON.parse(demo.textContent).token; } catch { return null; }
-  }
-  return null;
+  // auth.js: the OIDC session, the demo physician's token in `pacsfed demo`, or none (--insecure-dev).
+  return window.pacsfedAuth ? await window.pacsfedAuth.token() : null;
 }
 
 function patientFromForm(form) {
