@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_P_ABORT
 
 from connectors._dimse_socket import guard_reads, tune_socket
 from connectors.dimse_settings import DimseSourceSettings
+from federation.models import Deadline
 
 MESSAGE_ID = 1
 """The Message ID of our C-FIND; its C-CANCEL names it (PS3.7 9.3.2.3)."""
@@ -29,6 +31,23 @@ pynetdicom's ``abort()`` returns only once the state machine is back in Sta1: un
 closes the connection it reads (and drops) everything the peer still sends, bounded only by the
 ARTIM timer, which is the ACSE timeout (the whole deadline). A peer streaming responses faster
 than we read them never lets that drain end: the abort took the whole ACSE timeout."""
+
+
+MIN_TIMEOUT_S = 0.05
+"""The shortest timeout given to pynetdicom, however little of the deadline is left."""
+
+
+def application_entity(settings: DimseSourceSettings, deadline: Deadline, contexts: Iterable[str]) -> AE:
+    """An AE asking for ``contexts``, its timeouts the source's, cut to what is left of the deadline."""
+    remaining = max(deadline.remaining(), MIN_TIMEOUT_S)
+    ae = AE(ae_title=settings.calling_ae)
+    ae.connection_timeout = min(settings.connect_timeout_s, remaining)
+    ae.acse_timeout = min(settings.acse_timeout_s, remaining)
+    ae.dimse_timeout = min(settings.dimse_timeout_s, remaining)
+    ae.network_timeout = min(settings.network_timeout_s, remaining)
+    for context in contexts:
+        ae.add_requested_context(context)
+    return ae
 
 
 @dataclass

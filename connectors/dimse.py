@@ -18,17 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config
+from pynetdicom import _config
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from connectors import dimse_reports
 from connectors._association_pool import AssociationPool, close_in_background
 from connectors._dimse_association import (
+    MIN_TIMEOUT_S,
     AssociationWatch,
     abandon,
     abandon_in_background,
     abort_quietly,
+    application_entity,
     identity_unconfirmed,
 )
 from connectors._dimse_find import FIND_MODELS, accepted_model, find_identifier
@@ -46,7 +48,6 @@ from federation.tls import client_context, handshake_failure, server_hostname
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 
-_MIN_TIMEOUT_S = 0.05
 _CANCEL_FIRST_S = 0.5
 
 
@@ -129,23 +130,11 @@ class DimseConnector(Connector):
         except TimeoutError as exc:
             raise SourceTimeout("no answer before the deadline") from exc
 
-    def _application_entity(self, deadline: Deadline, contexts: tuple[str, ...]) -> AE:
-        s = self.settings
-        remaining = max(deadline.remaining(), _MIN_TIMEOUT_S)
-        ae = AE(ae_title=s.calling_ae)
-        ae.connection_timeout = min(s.connect_timeout_s, remaining)
-        ae.acse_timeout = min(s.acse_timeout_s, remaining)
-        ae.dimse_timeout = min(s.dimse_timeout_s, remaining)
-        ae.network_timeout = min(s.network_timeout_s, remaining)
-        for context in contexts:
-            ae.add_requested_context(context)
-        return ae
-
     def _associate(
         self, deadline: Deadline, contexts: tuple[str, ...], watch: AssociationWatch
     ) -> Association:
         s = self.settings
-        ae = self._application_entity(deadline, contexts)
+        ae = application_entity(s, deadline, contexts)
         started = time.monotonic()
         assoc = ae.associate(
             s.host,
@@ -189,7 +178,7 @@ class DimseConnector(Connector):
         if self._tls_args is None or timed_out or deadline.expired:
             return
         context, hostname = self._tls_args
-        timeout = max(min(self.settings.connect_timeout_s, deadline.remaining()), _MIN_TIMEOUT_S)
+        timeout = max(min(self.settings.connect_timeout_s, deadline.remaining()), MIN_TIMEOUT_S)
         reason = handshake_failure(self.settings.host, self.settings.port, context, hostname, timeout)
         if reason is not None:
             raise SourceUnreachable(f"TLS handshake failed: {reason}")
@@ -211,7 +200,7 @@ class DimseConnector(Connector):
     ) -> SourceAnswer:
         """One C-FIND on an established association; a clean end returns it to the pool."""
         watch.association = assoc
-        remaining = max(deadline.remaining(), _MIN_TIMEOUT_S)
+        remaining = max(deadline.remaining(), MIN_TIMEOUT_S)
         # A little past the deadline: the engine gives up at the deadline and C-CANCELs the query;
         # the DIMSE timeout is the backstop for when nobody does.
         assoc.dimse_timeout = min(self.settings.dimse_timeout_s, remaining + _CANCEL_FIRST_S)

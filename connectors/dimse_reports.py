@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
+from pynetdicom import build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import code_to_category
 
+from connectors._dimse_association import application_entity
 from connectors._dimse_socket import tune_socket
 from connectors.dimse_settings import DimseSourceSettings
 from connectors.sr_text import (
@@ -44,7 +45,6 @@ __all__ = ["DimsePeer", "fetch_document", "fetch_report"]
 _STORAGE_CLASSES = (*SR_SOP_CLASSES, *DOCUMENT_SOP_CLASSES)
 _MAX_KEPT = 16
 """Report instances one C-GET may hand us; more are refused (Out of Resources, 0xA702)."""
-_MIN_TIMEOUT_S = 0.05
 _ABORT_LINGER_S = 0.25
 """How long an aborted association waits for the peer to close the connection (its ARTIM timer)."""
 
@@ -166,16 +166,15 @@ def _document_blocking(
 
 def _associate(peer: DimsePeer, deadline: Deadline, session: _Session) -> Association:
     s = peer.settings
-    remaining = max(deadline.remaining(), _MIN_TIMEOUT_S)
-    ae = AE(ae_title=s.calling_ae)
-    ae.connection_timeout = min(s.connect_timeout_s, remaining)
-    ae.acse_timeout = min(s.acse_timeout_s, remaining)
-    ae.dimse_timeout = min(s.dimse_timeout_s, remaining)
-    ae.network_timeout = min(s.network_timeout_s, remaining)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for uid in _STORAGE_CLASSES:
-        ae.add_requested_context(uid)
+    ae = application_entity(
+        s,
+        deadline,
+        (
+            StudyRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelGet,
+            *_STORAGE_CLASSES,
+        ),
+    )
     roles = [build_role(uid, scp_role=True) for uid in _STORAGE_CLASSES]
     assoc = ae.associate(
         s.host,

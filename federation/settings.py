@@ -262,7 +262,23 @@ class IdentitySettings(_Strict):
         return value
 
 
-class Settings(BaseSettings):
+class _EnvOverFile(BaseSettings):
+    """Settings read from the environment first, then the YAML file (passed as init values)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then the YAML file (passed as init values): env overrides the file.
+        return (env_settings, init_settings)
+
+
+class Settings(_EnvOverFile):
     """Everything pacsfed is configured with."""
 
     model_config = SettingsConfigDict(
@@ -297,18 +313,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"source id {source.id!r} is used twice")
             seen.add(source.id)
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first, then the YAML file (passed as init values): env overrides the file.
-        return (env_settings, init_settings)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -349,23 +353,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         raise ConfigError(_describe(exc, str(path) if path else "configuration")) from exc
 
 
-class _ConnectorsOnly(BaseSettings):
+class _ConnectorsOnly(_EnvOverFile):
     """The ``connectors`` section alone, from the file and the environment (other keys ignored)."""
 
     model_config = SettingsConfigDict(env_prefix="PACSFED_", env_nested_delimiter="__", extra="ignore")
 
     connectors: ConnectorsSettings = ConnectorsSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
 
 
 def load_connectors_settings(path: str | os.PathLike[str] | None = None) -> ConnectorsSettings:
