@@ -173,9 +173,11 @@ def pacsfed_server(
         insecure_dev: bool = False,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        install: Path | None = None,
     ) -> PacsfedServer:
+        """A started ``pacsfed serve`` (or ``demo``), from ``install`` (a clean install's bin folder, plugins and all) or the plain one."""
         server = PacsfedServer(
-            pacsfed_install,
+            install or pacsfed_install,
             tmp_path_factory.mktemp("pacsfed-serve"),
             config,
             demo=demo,

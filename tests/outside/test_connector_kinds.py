@@ -6,9 +6,10 @@ A clean install holds pacsfed, the example plugin and a package of faulty plugin
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +115,9 @@ def test_a_plugin_refusing_its_settings_stops_serve_at_start_up_naming_the_sourc
 
 
 @pytest.fixture
-def served(kinds_install: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], PacsfedServer]]:
-    started: list[PacsfedServer] = []
-
-    def start(config: dict[str, Any]) -> PacsfedServer:
-        server = PacsfedServer(kinds_install, tmp_path / f"serve-{len(started)}", config)
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def served(kinds_install: Path, pacsfed_server: Callable[..., PacsfedServer]) -> Callable[..., PacsfedServer]:
+    """``pacsfed serve`` from the virtualenv with the plugin installed."""
+    return functools.partial(pacsfed_server, install=kinds_install)
 
 
 def test_with_allow_a_broken_plugin_installed_beside_is_never_loaded(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +29,11 @@ def plugin_install() -> Path:
 
 
 @pytest.fixture
-def served(plugin_install: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], PacsfedServer]]:
-    started: list[PacsfedServer] = []
-
-    def start(config: dict[str, Any]) -> PacsfedServer:
-        server = PacsfedServer(plugin_install, tmp_path / f"serve-{len(started)}", config)
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def served(
+    plugin_install: Path, pacsfed_server: Callable[..., PacsfedServer]
+) -> Callable[..., PacsfedServer]:
+    """``pacsfed serve`` from the virtualenv with the plugin installed."""
+    return functools.partial(pacsfed_server, install=plugin_install)
 
 
 def test_a_plugin_kind_with_its_own_keys_answers_through_a_served_pacsfed(

@@ -7,6 +7,7 @@ asked with gql, a GraphQL client nobody here wrote.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -58,18 +59,9 @@ def fhir_install() -> Path:
 
 
 @pytest.fixture
-def served(fhir_install: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], PacsfedServer]]:
-    started: list[PacsfedServer] = []
-
-    def start(config: dict[str, Any]) -> PacsfedServer:
-        server = PacsfedServer(fhir_install, tmp_path / f"serve-{len(started)}", config)
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def served(fhir_install: Path, pacsfed_server: Callable[..., PacsfedServer]) -> Callable[..., PacsfedServer]:
+    """``pacsfed serve`` from the virtualenv with the plugin installed."""
+    return functools.partial(pacsfed_server, install=fhir_install)
 
 
 @pytest.fixture
