@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from federation.models import Exam, ExamLocation, SourceInfo, StudyRecord
 from federation.viewer import fill_template
@@ -35,14 +36,19 @@ def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
     )
 
 
-def merge_exam(records: list[StudyRecord], sources: Mapping[str, SourceInfo]) -> Exam:
+def merge_exam(
+    records: Sequence[StudyRecord],
+    sources: Mapping[str, SourceInfo],
+    locations: Sequence[ExamLocation] | None = None,
+) -> Exam:
     """One exam from the records of one study; sources earlier in configuration order win ties.
 
     Each field takes the first record's value that is set (non-empty); the series and instance
     counts take the largest, since sources may hold part of a study and the most complete copy
     is the useful number; the name's component groups come from the first record that has an
     Ideographic or Phonetic group, else the first with a name (a Latin-1 PACS drops kanji on the
-    way out). One pass over the records: a 50-source study merges in ~0.1 ms.
+    way out). One pass over the records: a 50-source study merges in ~0.1 ms. ``locations``, when
+    given, are the records' locations made earlier (one per record, in the same order).
     """
     study_date = study_time = birth_date = None
     description = accession_number = patient_name = patient_sex = referring = None
@@ -81,7 +87,9 @@ def merge_exam(records: list[StudyRecord], sources: Mapping[str, SourceInfo]) ->
         referring_physician_name=referring or None,
         number_of_series=series,
         number_of_instances=instances,
-        locations=tuple(_location(r, sources[r.source_id]) for r in records),
+        locations=tuple(locations)
+        if locations is not None
+        else tuple(_location(r, sources[r.source_id]) for r in records),
     )
 
 
@@ -103,3 +111,54 @@ def sort_newest_first(exams: list[Exam]) -> list[Exam]:
     # Python's sort is stable, so equal dates and times keep the UID order.
     dated.sort(key=lambda e: (e.study_date or dt.date.min, e.study_time or dt.time.min), reverse=True)
     return dated + undated
+
+
+class RunningMerge:
+    """The exams of records that arrive source by source, re-merging only the studies each arrival touches.
+
+    Gives what :func:`merge_records` gives for all the records so far, without merging them all
+    again at every progressive update: an update costs the studies it changed, not the history.
+    """
+
+    def __init__(self, sources: Mapping[str, SourceInfo]) -> None:
+        self._sources = sources
+        self._order = {source_id: index for index, source_id in enumerate(sources)}
+        self._merged: dict[str, Sequence[StudyRecord]] = {}
+        """Each source's records as last merged (compared by identity: results are replaced, not changed)."""
+        self._groups: dict[str, list[tuple[tuple[int, int], StudyRecord, ExamLocation]]] = {}
+        self._exams: dict[str, Exam] = {}
+        self._sorted: list[Exam] | None = []
+
+    def update(self, records_by_source: Mapping[str, Sequence[StudyRecord]]) -> frozenset[str]:
+        """Take each source's current records; the StudyInstanceUIDs whose exam was added or changed."""
+        touched: set[str] = set()
+        for source_id, records in records_by_source.items():
+            previous = self._merged.get(source_id)
+            if previous is records:
+                continue
+            self._merged[source_id] = records
+            rank = self._order.get(source_id, len(self._order))
+            for record in previous or ():  # rare: a result replaced within one query
+                uid = record.study_instance_uid
+                self._groups[uid] = [entry for entry in self._groups[uid] if entry[1].source_id != source_id]
+                touched.add(uid)
+            for position, record in enumerate(records):
+                uid = record.study_instance_uid
+                entry = ((rank, position), record, _location(record, self._sources[record.source_id]))
+                bisect.insort(self._groups.setdefault(uid, []), entry, key=lambda e: e[0])
+                touched.add(uid)
+        for uid in touched:
+            group = self._groups[uid]
+            if group:
+                self._exams[uid] = merge_exam([e[1] for e in group], self._sources, [e[2] for e in group])
+            else:
+                del self._groups[uid], self._exams[uid]
+        if touched:
+            self._sorted = None
+        return frozenset(touched)
+
+    def exams(self) -> list[Exam]:
+        """Every exam so far, newest first (sorted again only after a change)."""
+        if self._sorted is None:
+            self._sorted = sort_newest_first(list(self._exams.values()))
+        return list(self._sorted)

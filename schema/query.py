@@ -316,16 +316,25 @@ class Subscription(graphene.ObjectType):
     patient_history_updates = graphene.Field(
         HistoryUpdate,
         required=True,
-        description="The cached history at once (CACHE), then one event per source (SOURCE), then FINAL.",
+        description="The cached history at once (CACHE), then an event as sources answer (SOURCE; those"
+        " answering while the client still reads the previous event come as one), then FINAL.",
+        delta=graphene.Boolean(
+            default_value=False,
+            description="SOURCE events carry only the exams they added or changed (CACHE and FINAL: all).",
+        ),
         **history_arguments(),
     )
 
     @staticmethod
     async def subscribe_patient_history_updates(
-        _root: Any, info: Any, patient: Any, **arguments: Unpack[HistoryArguments]
+        _root: Any,
+        info: Any,
+        patient: Any,
+        delta: bool | None = False,
+        **arguments: Unpack[HistoryArguments],
     ) -> AsyncIterator[HistoryUpdateModel]:
         updates = service_of(info).stream_history(
-            patient_query(patient), access_of(info), history_request(arguments)
+            patient_query(patient), access_of(info), history_request(arguments), delta=bool(delta)
         )
         async with contextlib.aclosing(updates):
             async for update in updates:

@@ -191,8 +191,26 @@ class HistoryUpdate(graphene.ObjectType):
     """One step of a progressive patient history."""
 
     phase = graphene.Field(Phase, required=True)
-    source = graphene.Field(Source, description="The source that just answered (SOURCE events).")
-    history = graphene.Field(PatientHistory, required=True, description="The merged history so far.")
+    source = graphene.Field(
+        Source, description="The source that just answered (SOURCE events); the last of answeredSources."
+    )
+    answered_sources = graphene.List(
+        graphene.NonNull(Source),
+        required=True,
+        description="Every source this SOURCE event covers, in the order they answered: answers that came"
+        " while the client was still reading the previous event are coalesced into one event. Empty for"
+        " CACHE and FINAL.",
+    )
+    history = graphene.Field(
+        PatientHistory,
+        required=True,
+        description="The merged history so far; with delta, a SOURCE event's exams are only those it added"
+        " or changed (its sources stay complete).",
+    )
+
+    @staticmethod
+    def resolve_answered_sources(root: Any, _info: Any) -> Any:
+        return root.answered
 
 
 class ShareCode(graphene.ObjectType):

@@ -12,7 +12,7 @@ from federation.cache.base import CachedAnswer
 from federation.engine.resilience import CircuitBreaker
 from federation.errors import ConnectorError, SourceTimeout, SourceUnreachable
 from federation.identity.resolver import SourceIdentity
-from federation.merge import merge_records
+from federation.merge import RunningMerge
 from federation.models import (
     CacheStatus,
     Candidate,
@@ -161,17 +161,23 @@ class QueryState:
         self.results: dict[str, SourceResult] = {}
         self.candidates: list[Candidate] = []
         self.warnings: list[str] = []
+        self.changed: frozenset[str] = frozenset()
+        """The StudyInstanceUIDs whose exam the last :meth:`history` added or changed."""
+        self._merge = RunningMerge(self.infos)
 
     def history(self, cache_status: CacheStatus, cache_error: str | None = None) -> PatientHistory:
-        """The history as it stands: merged exams, statuses in configuration order, candidates."""
-        records = [record for result in self.results.values() for record in result.records]
+        """The history as it stands: merged exams, statuses in configuration order, candidates.
+
+        Merges only the studies of results new since the last call (their UIDs in :attr:`changed`).
+        """
+        self.changed = self._merge.update({source_id: r.records for source_id, r in self.results.items()})
         outcomes = tuple(self.results[c.id].outcome for c in self.connectors if c.id in self.results)
         complete = len(outcomes) == len(self.connectors) and all(
             o.status is SourceStatus.OK for o in outcomes
         )
         return PatientHistory(
             complete=complete,
-            exams=tuple(merge_records(records, self.infos)),
+            exams=tuple(self._merge.exams()),
             sources=outcomes,
             candidates=tuple(self.candidates),
             cache_status=cache_status,

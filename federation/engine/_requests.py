@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import time
@@ -29,9 +30,20 @@ class RequestSharing(EngineCore):
     async def _fan_out(
         self, jobs: dict[Connector, SharedRequest], deadline: Deadline, started: float
     ) -> AsyncGenerator[SourceResult, None]:
-        """Each source's result as it comes, then TIMEOUT for those without one by the deadline.
+        """Each source's result as it comes, then TIMEOUT for those without one by the deadline."""
+        async with contextlib.aclosing(self._fan_out_batches(jobs, deadline, started)) as batches:
+            async for batch in batches:
+                for result in batch:
+                    yield result
 
-        A request is released (cancelled once no other query waits for it) when its result is
+    async def _fan_out_batches(
+        self, jobs: dict[Connector, SharedRequest], deadline: Deadline, started: float
+    ) -> AsyncGenerator[list[SourceResult], None]:
+        """The results come so far, together, each time the consumer asks; TIMEOUT for the late at the deadline.
+
+        A consumer busy with the previous batch (a progressive update being sent) gets every
+        answer that came meanwhile in one batch: its updates coalesce instead of queueing. A
+        request is released (cancelled once no other query waits for it) when its result is
         read, at the deadline, or when the consumer stops early.
         """
         waiting = {shared.task: (connector, shared) for connector, shared in jobs.items()}
@@ -58,30 +70,37 @@ class RequestSharing(EngineCore):
                     await asyncio.wait((wake,), timeout=deadline.remaining())
                     if not finished:
                         break  # the deadline
+                batch: list[SourceResult] = []
                 while finished:
                     task = finished.popleft()
                     connector, shared = waiting.pop(task)
                     self._release(shared)
-                    yield self._result_of(connector, task)
+                    batch.append(self._result_of(connector, task))
+                yield batch
             late = list(waiting.values())
             waiting.clear()
             for _, shared in late:
                 shared.task.remove_done_callback(on_done)
                 self._release(shared, at_deadline=True)
+            batch = []
             for connector, shared in late:
                 if shared.task.done():  # it ended at the deadline: its callback had not run yet
-                    yield self._result_of(connector, shared.task)
+                    batch.append(self._result_of(connector, shared.task))
                     continue
                 log.warning("source %s: no answer by the deadline", connector.id)
-                yield SourceResult(
-                    SourceOutcome(
-                        source=connector.info,
-                        status=SourceStatus.TIMEOUT,
-                        latency_ms=millis_since(started),
-                        error="no answer before the deadline",
-                    ),
-                    (),
+                batch.append(
+                    SourceResult(
+                        SourceOutcome(
+                            source=connector.info,
+                            status=SourceStatus.TIMEOUT,
+                            latency_ms=millis_since(started),
+                            error="no answer before the deadline",
+                        ),
+                        (),
+                    )
                 )
+            if batch:
+                yield batch
         finally:
             for task, (_, shared) in waiting.items():
                 task.remove_done_callback(on_done)

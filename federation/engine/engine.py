@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -69,11 +70,26 @@ class Phase(enum.StrEnum):
 
 @dataclass(frozen=True)
 class HistoryUpdate:
-    """One step of a progressive answer: the source that just finished and the history so far."""
+    """One step of a progressive answer: the source that just finished and the history so far.
+
+    A SOURCE update covers every source that answered since the previous update (``answered``,
+    in the order they answered; ``source`` is the last): answers that came while the consumer
+    was busy with the previous update are coalesced into one. ``changed`` holds the
+    StudyInstanceUIDs of the exams it added or changed (None: the whole history, CACHE and FINAL).
+    """
 
     phase: Phase
     source: SourceInfo | None
     history: PatientHistory
+    answered: tuple[SourceInfo, ...] = ()
+    changed: frozenset[str] | None = None
+
+    def delta(self) -> HistoryUpdate:
+        """The update with only the exams it added or changed (its sources stay complete)."""
+        if self.changed is None:
+            return self
+        exams = tuple(exam for exam in self.history.exams if exam.study_instance_uid in self.changed)
+        return dataclasses.replace(self, history=self.history.model_copy(update={"exams": exams}))
 
 
 class FederationEngine(RequestSharing, CacheSide):
@@ -140,7 +156,8 @@ class FederationEngine(RequestSharing, CacheSide):
     ) -> AsyncGenerator[HistoryUpdate, None]:
         """The identifier queries: the cached answers (CACHE), then each source's live one (SOURCE).
 
-        Merging after every source costs O(sources²): only a progressive consumer gets updates.
+        Answers that came while the consumer was busy with the previous update come as one
+        update; each merges only the studies it touched. Only a progressive consumer gets updates.
         """
         cached = await self._cached(query, connectors, plans, freshness, deadline, state)
         to_ask = self._triage(query, connectors, plans, cached, freshness, state)
@@ -154,15 +171,19 @@ class FederationEngine(RequestSharing, CacheSide):
         # Asked only now: a consumer that stops after the cached answer starts no request.
         jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
         # Closed here, not by the garbage collector: a consumer that stops releases its requests at once.
-        async with contextlib.aclosing(self._fan_out(jobs, deadline, state.started)) as results:
-            async for result in results:
-                state.results[result.outcome.source.id] = result
-                if result.outcome.status is SourceStatus.OK and write_through is not None:
-                    write_through.add(result.outcome.source, result.records)
-                if progressive:
-                    yield HistoryUpdate(
-                        Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
-                    )
+        async with contextlib.aclosing(self._fan_out_batches(jobs, deadline, state.started)) as batches:
+            async for batch in batches:
+                for result in batch:
+                    state.results[result.outcome.source.id] = result
+                    if result.outcome.status is SourceStatus.OK and write_through is not None:
+                        write_through.add(result.outcome.source, result.records)
+                if progressive and batch:
+                    yield self._source_update(state, [result.outcome.source for result in batch])
+
+    def _source_update(self, state: QueryState, answered: Sequence[SourceInfo]) -> HistoryUpdate:
+        """A SOURCE update for the sources that answered since the previous update."""
+        history = state.history(self._last_cache_status)
+        return HistoryUpdate(Phase.SOURCE, answered[-1], history, tuple(answered), state.changed)
 
     def _triage(
         self,
@@ -261,28 +282,30 @@ class FederationEngine(RequestSharing, CacheSide):
             elif demographic:
                 state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []
-        async with contextlib.aclosing(self._fan_out(jobs, deadline, state.started)) as results:
-            async for result in results:
-                candidate_records.extend(result.records)
-                source_id = result.outcome.source.id
-                if demographic:
-                    # Demographic input: these are the only queries, so they give the statuses.
-                    state.results[source_id] = SourceResult(
-                        result.outcome.model_copy(update={"exam_count": 0}), ()
-                    )
-                elif result.outcome.status is not SourceStatus.OK and source_id in state.results:
-                    previous = state.results[source_id]
-                    note = f"candidate search: {result.outcome.status.value}"
-                    warnings = (*previous.outcome.warnings, note)
-                    state.results[source_id] = SourceResult(
-                        previous.outcome.model_copy(update={"warnings": warnings}), previous.records
-                    )
+        async with contextlib.aclosing(self._fan_out_batches(jobs, deadline, state.started)) as batches:
+            async for batch in batches:
+                for result in batch:
+                    candidate_records.extend(result.records)
+                    self._take_candidate_result(result, demographic, state)
                 state.candidates = build_candidates(
                     reference, candidate_records, state.infos, own, own_patients
                 )
-                yield HistoryUpdate(
-                    Phase.SOURCE, result.outcome.source, state.history(self._last_cache_status)
-                )
+                yield self._source_update(state, [result.outcome.source for result in batch])
+
+    @staticmethod
+    def _take_candidate_result(result: SourceResult, demographic: bool, state: QueryState) -> None:
+        """A source's candidate search: its status for a demographic input, else a warning if it failed."""
+        source_id = result.outcome.source.id
+        if demographic:
+            # Demographic input: these are the only queries, so they give the statuses.
+            state.results[source_id] = SourceResult(result.outcome.model_copy(update={"exam_count": 0}), ())
+        elif result.outcome.status is not SourceStatus.OK and source_id in state.results:
+            previous = state.results[source_id]
+            note = f"candidate search: {result.outcome.status.value}"
+            warnings = (*previous.outcome.warnings, note)
+            state.results[source_id] = SourceResult(
+                previous.outcome.model_copy(update={"warnings": warnings}), previous.records
+            )
 
     def _refresh_in_background(
         self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery

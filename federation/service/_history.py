@@ -70,8 +70,14 @@ class HistoryReads(ServiceBase):
         query: PatientQuery,
         access: AccessContext,
         request: HistoryRequest = _ASKED,
+        *,
+        delta: bool = False,
     ) -> AsyncGenerator[HistoryUpdate, None]:
-        """Progressive updates; audited before the first one leaves, and again with the final count."""
+        """Progressive updates; audited before the first one leaves, and again with the final count.
+
+        With ``delta``, a SOURCE update holds only the exams it added or changed (CACHE and FINAL
+        hold the whole history); what was shown is audited all the same.
+        """
         grant = await self._authorize(query, access, request)
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, detail="progressive-start")
         updates = self.engine.stream_history(query, grant.narrowed(request))
@@ -92,7 +98,8 @@ class HistoryReads(ServiceBase):
                             soon=True,
                         )
                         shown = None
-                    yield dataclasses.replace(update, history=history)
+                    update = dataclasses.replace(update, history=history)
+                    yield update.delta() if delta else update
             finally:
                 if shown is not None:  # stopped early: what it saw is audited all the same
                     await self._record_query(
