@@ -3,11 +3,14 @@
 N simulated DICOMweb PACS (``bench._qido_server``, each answering after L) hold the demo
 patient's studies; pacsfed asks them LIVE with the same rich selection (exams with their
 locations, every source's status) once as ``patientHistory`` over HTTP and once as
-``patientHistoryUpdates`` over a WebSocket (graphql-transport-ws, driven in process), alternating.
-Printed per N: p50 of each divided by L, the first event's p50 / L, and CPU ms per query.
+``patientHistoryUpdates`` over a WebSocket (graphql-transport-ws, driven in process), alternating;
+with ``--delta``, a third time as ``patientHistoryUpdates(delta: true)`` in the same rounds.
+Printed per N and variant: p50 of each divided by L, the first event's p50 / L, FINAL / one-shot,
+the events per subscription (p50), and CPU ms per query with its ratio to the one-shot's.
 
-Every SOURCE event carries the whole history merged so far, so the GraphQL work per query grows
-with N²: this shows from which N the subscription's last events come late.
+SOURCE events that come while the previous one is still being executed and sent are coalesced,
+and each merges only the studies it touched; without delta, each still carries the whole history
+merged so far, so the GraphQL work per event grows with N; with delta, only the exams it changed.
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ SELECTION = """{ complete
   sources { source { id } status latencyMs examCount } }"""
 ARGUMENTS = 'patient: {id: "DEMO-001"}, deadlineMs: 10000, freshness: LIVE'
 ONE_SHOT = f"query {{ patientHistory({ARGUMENTS}) {SELECTION} }}"
-PROGRESSIVE = f"subscription {{ patientHistoryUpdates({ARGUMENTS}) {{ phase history {SELECTION} }} }}"
+PROGRESSIVE = f"subscription {{ patientHistoryUpdates({ARGUMENTS}) {{ phase answeredSources {{ id }} history {SELECTION} }} }}"
+DELTA = (
+    f"subscription {{ patientHistoryUpdates({ARGUMENTS}, delta: true)"
+    f" {{ phase answeredSources {{ id }} history {SELECTION} }} }}"
+)
 
 
-async def _subscribe(app: Any) -> tuple[float, float, int]:
+async def _subscribe(app: Any, query: str) -> tuple[float, float, int]:
     """Seconds to the first event and to ``complete``, and the events received, over one WebSocket."""
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -60,7 +67,7 @@ async def _subscribe(app: Any) -> tuple[float, float, int]:
     await inbox.put({"type": "websocket.receive", "text": json.dumps({"type": "connection_init"})})
     await outbox.get()  # connection_ack
     started = time.perf_counter()
-    subscribe = {"id": "1", "type": "subscribe", "payload": {"query": PROGRESSIVE}}
+    subscribe = {"id": "1", "type": "subscribe", "payload": {"query": query}}
     await inbox.put({"type": "websocket.receive", "text": json.dumps(subscribe)})
     first, events = 0.0, 0
     while True:
@@ -72,20 +79,23 @@ async def _subscribe(app: Any) -> tuple[float, float, int]:
         events += 1
         if events == 1:
             first = time.perf_counter() - started
+        update = message["payload"]["data"]["patientHistoryUpdates"]
+        if update["phase"] == "FINAL" and not update["history"]["complete"]:
+            raise SystemExit("a source did not answer the subscription; the machine is overloaded")
     elapsed = time.perf_counter() - started
     await inbox.put({"type": "websocket.disconnect", "code": 1000})
     await serving
     return first, elapsed, events
 
 
-async def _measure(n_sources: int, url: str, runs: int) -> dict[str, Any]:
+async def _measure(n_sources: int, url: str, runs: int, variants: dict[str, str]) -> dict[str, Any]:
     sources = [{"id": f"src-{i:03d}", "kind": "dicomweb", "url": url} for i in range(n_sources)]
     app = bench_app(settings_from_mapping({"cache": {"backend": "memory"}, "sources": sources}))
     one_shot: list[float] = []
-    final: list[float] = []
-    first: list[float] = []
-    cpu = {"one-shot": 0.0, "progressive": 0.0}
-    events = 0
+    final: dict[str, list[float]] = {name: [] for name in variants}
+    first: dict[str, list[float]] = {name: [] for name in variants}
+    events: dict[str, list[int]] = {name: [] for name in variants}
+    cpu = dict.fromkeys(["one-shot", *variants], 0.0)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
@@ -97,17 +107,19 @@ async def _measure(n_sources: int, url: str, runs: int) -> dict[str, Any]:
                 if run >= 2:
                     one_shot.append(time.perf_counter() - started)
                     cpu["one-shot"] += time.process_time() - cpu_started
-                cpu_started = time.process_time()
-                to_first, to_final, events = await _subscribe(manager.app)
-                if run >= 2:
-                    first.append(to_first)
-                    final.append(to_final)
-                    cpu["progressive"] += time.process_time() - cpu_started
+                for name, query in variants.items():
+                    cpu_started = time.process_time()
+                    to_first, to_final, count = await _subscribe(manager.app, query)
+                    if run >= 2:
+                        first[name].append(to_first)
+                        final[name].append(to_final)
+                        events[name].append(count)
+                        cpu[name] += time.process_time() - cpu_started
     return {
         "one_shot": statistics.median(one_shot),
-        "final": statistics.median(final),
-        "first": statistics.median(first),
-        "events": events,
+        "final": {name: statistics.median(values) for name, values in final.items()},
+        "first": {name: statistics.median(values) for name, values in first.items()},
+        "events": {name: statistics.median(values) for name, values in events.items()},
         "cpu": {k: v / runs for k, v in cpu.items()},
     }
 
@@ -120,7 +132,11 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--sources", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument(
+        "--delta", action="store_true", help="also measure patientHistoryUpdates(delta: true), same rounds"
+    )
     args = parser.parse_args()
+    variants = {"progressive": PROGRESSIVE, **({"delta": DELTA} if args.delta else {})}
     latency = args.latency_ms / 1000
     port = _free_port()
     server = subprocess.Popen(
@@ -131,16 +147,18 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/dicom-web"
         print(f"progressive results: p50 / L (L = {args.latency_ms:.0f} ms, {args.runs} runs each)")
         print(
-            f"{'sources':>8} {'one-shot':>9} {'first event':>12} {'FINAL':>7} {'FINAL/one-shot':>15}"
-            f" {'events':>7} {'CPU ms one-shot':>16} {'CPU ms progressive':>19}"
+            f"{'sources':>8} {'variant':>12} {'one-shot':>9} {'first event':>12} {'FINAL':>7}"
+            f" {'FINAL/one-shot':>15} {'events':>7} {'CPU ms one-shot':>16} {'CPU ms':>8} {'CPU ratio':>10}"
         )
         for n in args.sources:
-            m = asyncio.run(_measure(n, url, args.runs))
-            print(
-                f"{n:>8} {m['one_shot'] / latency:>9.2f} {m['first'] / latency:>12.2f}"
-                f" {m['final'] / latency:>7.2f} {m['final'] / m['one_shot']:>15.2f} {m['events']:>7}"
-                f" {m['cpu']['one-shot'] * 1000:>16.1f} {m['cpu']['progressive'] * 1000:>19.1f}"
-            )
+            m = asyncio.run(_measure(n, url, args.runs, variants))
+            for name in variants:
+                print(
+                    f"{n:>8} {name:>12} {m['one_shot'] / latency:>9.2f} {m['first'][name] / latency:>12.2f}"
+                    f" {m['final'][name] / latency:>7.2f} {m['final'][name] / m['one_shot']:>15.2f}"
+                    f" {m['events'][name]:>7.0f} {m['cpu']['one-shot'] * 1000:>16.1f}"
+                    f" {m['cpu'][name] * 1000:>8.1f} {m['cpu'][name] / m['cpu']['one-shot']:>10.2f}"
+                )
     finally:
         server.terminate()
         server.wait(timeout=10)
