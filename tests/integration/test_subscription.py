@@ -19,6 +19,7 @@ subscription($patient: PatientInput!, $freshness: Freshness) {
   patientHistoryUpdates(patient: $patient, deadlineMs: 5000, freshness: $freshness) {
     phase
     source { id }
+    answeredSources { id }
     history { complete exams { studyInstanceUid } sources { source { id } status cached } }
   }
 }
@@ -50,10 +51,15 @@ def test_live_events_come_per_source_then_final(
 ) -> None:
     with TestClient(dev_app(make_settings(peer_sources))) as client:
         received = events(client, {"patient": {"id": "PA-001"}, "freshness": "LIVE"})
-    assert [e["phase"] for e in received] == ["SOURCE", "SOURCE", "SOURCE", "FINAL"]
-    assert sorted(e["source"]["id"] for e in received[:3]) == ["hosp-a", "hosp-b", "hosp-c"]
+    *answers, final_event = received
+    assert [e["phase"] for e in answers] == ["SOURCE"] * len(answers) and final_event["phase"] == "FINAL"
+    # Sources answering in the same turn come as one event that lists them all.
+    answered = [[s["id"] for s in e["answeredSources"]] for e in answers]
+    assert sorted(s for ids in answered for s in ids) == ["hosp-a", "hosp-b", "hosp-c"]
+    assert [e["source"]["id"] for e in answers] == [ids[-1] for ids in answered]
     # Each event carries the history so far: the sources answered up to then.
-    assert [len(e["history"]["sources"]) for e in received] == [1, 2, 3, 3]
+    counts = [len(e["history"]["sources"]) for e in received]
+    assert counts == [sum(len(ids) for ids in answered[: i + 1]) for i in range(len(answers))] + [3]
     final = received[-1]["history"]
     assert final["complete"] is True
     assert len(final["exams"]) == 3

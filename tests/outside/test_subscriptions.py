@@ -101,3 +101,56 @@ def test_graphql_ws_subscribes_to_the_demo(pacsfed_server: Callable[..., Any], j
     history = _final(answer["events"])
     assert history["exams"] and all(s["status"] == "OK" for s in history["sources"]), history
     assert MARKER not in demo.log_text()
+
+
+DELTA_SUBSCRIPTION = """
+subscription($patient: PatientInput!) {
+  patientHistoryUpdates(patient: $patient, deadlineMs: 10000, freshness: LIVE, delta: true) {
+    phase
+    source { id }
+    answeredSources { id }
+    history { complete exams { studyInstanceUid locations { source { id } } } sources { source { id } } }
+  }
+}
+"""
+
+
+async def _gql_events(url: str, token: str, query: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    transport = WebsocketsTransport(url=url, init_payload={"Authorization": f"Bearer {token}"})
+    request = GraphQLRequest(query, variable_values=variables)
+    async with Client(transport=transport, fetch_schema_from_transport=False) as session:
+        return [result["patientHistoryUpdates"] async for result in session.subscribe(request)]
+
+
+def test_gql_subscribes_with_delta_to_a_served_pacsfed(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: DemoSigner,
+    orthanc_a: Any,
+    orthanc_c: Any,
+) -> None:
+    sources = [
+        {"id": "hosp-a", "kind": "dicomweb", "url": orthanc_a.dicomweb_url},
+        {"id": "hosp-c", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
+    ]
+    server = pacsfed_server(serve_config(sources))
+    variables = {"patient": {"id": "PA-001"}}
+    events = asyncio.run(_gql_events(server.ws_url, signer.token(), DELTA_SUBSCRIPTION, variables))
+    *source_events, final = events
+    assert final["phase"] == "FINAL" and final["answeredSources"] == [], final
+    assert final["history"]["complete"], final
+    exams = {
+        e["studyInstanceUid"]: {loc["source"]["id"] for loc in e["locations"]}
+        for e in final["history"]["exams"]
+    }
+    assert set().union(*exams.values()) == {"hosp-a", "hosp-c"}
+    answered: list[str] = []
+    for event in source_events:
+        covered = [s["id"] for s in event["answeredSources"]]
+        assert event["phase"] == "SOURCE" and covered and event["source"]["id"] == covered[-1], event
+        answered += covered
+        assert {s["source"]["id"] for s in event["history"]["sources"]} == set(answered)
+        # Only the exams this event added or changed: those held by a source it covers.
+        delta = {e["studyInstanceUid"] for e in event["history"]["exams"]}
+        assert delta == {uid for uid, held in exams.items() if held & set(covered)}, event
+    assert sorted(answered) == ["hosp-a", "hosp-c"]
