@@ -318,11 +318,11 @@ class Subscription(graphene.ObjectType):
         required=True,
         description="The cached history at once (CACHE), then an event as sources answer (SOURCE; those"
         " answering while the client still reads the previous event come as one), then FINAL.",
+        **history_arguments(),
         delta=graphene.Boolean(
             default_value=False,
             description="SOURCE events carry only the exams they added or changed (CACHE and FINAL: all).",
         ),
-        **history_arguments(),
     )
 
     @staticmethod
