@@ -351,9 +351,9 @@ async function signInButtons() {
   if (!auth) return;
   await auth.ready;
   if (!(await auth.required())) return;
-  const signedIn = (await auth.token()) !== null;
-  $("sign-in").hidden = signedIn;
-  $("sign-out").hidden = !signedIn;
+  const show = (signedIn) => { $("sign-in").hidden = signedIn; $("sign-out").hidden = !signedIn; };
+  show((await auth.token()) !== null);
+  window.addEventListener("pacsfedauth", (event) => show(event.detail.signedIn));  // e.g. renewal failed at expiry
   $("sign-in").onclick = () => auth.signIn();
   $("sign-out").onclick = () => auth.signOut();
 }
