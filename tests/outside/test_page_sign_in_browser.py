@@ -308,6 +308,7 @@ def test_the_page_renews_a_short_lived_token_by_itself_searches_after_its_expiry
     assert not search_error and exams > 0, search_error
     assert current != first and _expiry(current) > expires
     assert first not in storage and current not in storage, storage
+    assert not any(refresh in storage for refresh in refreshes), storage  # refresh tokens: memory only
     assert all(first not in url and current not in url for url in requested)
     assert signed_out is None
 
