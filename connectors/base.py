@@ -59,6 +59,7 @@ class Connector(abc.ABC):
             name=settings.name,
             kind=self.kind,
             viewer_template=getattr(settings, "viewer_url", None),
+            supports_reports=self.supports_reports,
         )
 
     @property

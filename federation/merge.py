@@ -6,8 +6,11 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 
-from federation.models import Exam, ExamLocation, SourceInfo, StudyRecord
+from federation.models import Exam, ExamLocation, ReportAvailability, SourceInfo, StudyRecord
 from federation.viewer import fill_template
+
+REPORT_MODALITIES = frozenset({"SR", "DOC"})
+"""Modalities of a report series (PS3.3 C.7.3.1.1.1): SR (structured report), DOC (encapsulated document)."""
 
 
 def viewer_url(record: StudyRecord, source: SourceInfo) -> str | None:
@@ -20,6 +23,20 @@ def viewer_url(record: StudyRecord, source: SourceInfo) -> str | None:
         "patientId": record.patient_id,
     }
     return fill_template(source.viewer_template, values)
+
+
+def report_availability(modalities: Iterable[str], sources: Iterable[SourceInfo]) -> ReportAvailability:
+    """What the search says of a study's report without reading it: its sources' flag and its modalities.
+
+    LIKELY when a source holding it reads reports and ModalitiesInStudy lists SR or DOC; UNKNOWN when
+    such a source holds it but none is listed (a PACS may leave reports out of ModalitiesInStudy, or
+    keep them elsewhere); UNSUPPORTED when no source holding it reads reports.
+    """
+    if not any(source.supports_reports for source in sources):
+        return ReportAvailability.UNSUPPORTED
+    if REPORT_MODALITIES.intersection(modalities):
+        return ReportAvailability.LIKELY
+    return ReportAvailability.UNKNOWN
 
 
 def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
@@ -90,6 +107,7 @@ def merge_exam(
         locations=tuple(locations)
         if locations is not None
         else tuple(_location(r, sources[r.source_id]) for r in records),
+        report_availability=report_availability(modalities, (sources[r.source_id] for r in records)),
     )
 
 

@@ -298,6 +298,8 @@ class SourceInfo(_Frozen):
     kind: str
     viewer_template: str | None = None
     """The source's ``viewer_url`` template (configuration), filled in per location by the merge."""
+    supports_reports: bool = False
+    """Its connector reads reports (``Connector.supports_reports``): what the merge's report availability knows."""
 
 
 class SourceOutcome(_Frozen):
@@ -330,6 +332,17 @@ class ExamLocation(_Frozen):
     """This exam in the source's viewer (its ``viewer_url`` filled in); None without one or a needed value."""
 
 
+class ReportAvailability(enum.StrEnum):
+    """What the search already says of an exam's report, without reading it (reading is costly and audited)."""
+
+    LIKELY = "LIKELY"
+    """A location's source reads reports and the study lists a report series (SR or DOC)."""
+    UNKNOWN = "UNKNOWN"
+    """A location's source reads reports, but the study lists none: only opening the report tells."""
+    UNSUPPORTED = "UNSUPPORTED"
+    """No location's source reads reports."""
+
+
 class Exam(_Frozen):
     """One study (one StudyInstanceUID) merged across every source that holds it."""
 
@@ -347,6 +360,8 @@ class Exam(_Frozen):
     number_of_series: int | None = None
     number_of_instances: int | None = None
     locations: tuple[ExamLocation, ...] = ()
+    report_availability: ReportAvailability = ReportAvailability.UNSUPPORTED
+    """Set by the merge from the locations' sources and the modalities; no source is asked."""
 
 
 class CacheStatus(enum.StrEnum):

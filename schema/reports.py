@@ -10,6 +10,7 @@ from typing import Any
 
 import graphene
 
+from federation.models import ReportAvailability as ReportAvailabilityModel
 from federation.reports import Report as ReportModel
 from federation.reports import ReportStatus as ReportStatusModel
 
@@ -17,6 +18,13 @@ ReportStatus = graphene.Enum.from_enum(
     ReportStatusModel,
     description="AVAILABLE; NOT_FOUND (no report at the sources asked); UNSUPPORTED (no source holding"
     " the exam gives reports); ERROR (a source that may hold it failed or was late).",
+)
+
+ReportAvailability = graphene.Enum.from_enum(
+    ReportAvailabilityModel,
+    description="What the search says of an exam's report without reading it: LIKELY (a source holding"
+    " it gives reports and the study lists an SR or DOC series); UNKNOWN (such a source holds it, no"
+    " report series listed: only reading tells); UNSUPPORTED (no source holding it gives reports).",
 )
 
 

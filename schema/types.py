@@ -15,7 +15,7 @@ from federation.models import Freshness as FreshnessModel
 from federation.models import MatchKind as MatchKindModel
 from federation.models import SourceStatus as SourceStatusModel
 from schema.enums import ActorKind, AuditAction, AuditOutcome, CandidateReason
-from schema.reports import Report, resolve_exam_report
+from schema.reports import Report, ReportAvailability, resolve_exam_report
 
 SourceStatus = graphene.Enum.from_enum(
     SourceStatusModel,
@@ -107,6 +107,11 @@ class Exam(graphene.ObjectType):
     number_of_series = graphene.Int()
     number_of_instances = graphene.Int()
     locations = graphene.List(graphene.NonNull(ExamLocation), required=True)
+    report_availability = graphene.Field(
+        ReportAvailability,
+        required=True,
+        description="The report's likely status, known without reading it (no source asked, nothing audited).",
+    )
     report = graphene.Field(
         Report,
         resolver=resolve_exam_report,

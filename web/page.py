@@ -24,7 +24,7 @@ ASSETS_DIR = Path(__file__).parent / "static" / "page"
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
+    "X-Frame-Options": "SAMEORIGIN",
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -33,10 +33,10 @@ def content_security_policy(connect_origins: Sequence[str] = ()) -> str:
     """The page's policy: everything from this server; ``connect_origins`` (an identity provider) added.
 
     The provider is also allowed in a frame (silent renewal), whose answer comes back to this page
-    framed by itself: hence ``frame-ancestors 'self'``.
+    framed by itself: hence ``frame-src 'self'`` beside it, and ``frame-ancestors 'self'``.
     """
     connect = " ".join(("'self'", *connect_origins))
-    frames = " ".join(connect_origins) or "'none'"
+    frames = " ".join(("'self'", *connect_origins)) if connect_origins else "'none'"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
         f" connect-src {connect}; frame-src {frames}; base-uri 'none'; form-action 'self';"

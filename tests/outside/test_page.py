@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fakes import SilentListener
-from peers.reportdata import FINDING, REPORT_PATIENT, SR_STUDY
+from peers.reportdata import FINDING, PDF_STUDY, PLAIN_STUDY, REPORT_PATIENT, SR_STUDY
 from playwright.sync_api import Page, sync_playwright
 from report_fixtures import orthanc_reports, report_files
 
@@ -340,6 +340,9 @@ def test_with_a_sign_in_the_emergency_reason_is_asked_and_a_share_code_opens_the
 
 
 AUDITED = """{ auditEvents(first: 100) { action outcome detail } }"""
+REPORT_STATES = """() => Object.fromEntries([...document.querySelectorAll(".exam")].map((exam) =>
+  [exam.dataset.uid, exam.querySelector(".report-state").dataset.report]))"""
+"""Each exam's report status on the timeline, by the data attribute the page sets in any language."""
 
 
 def test_opening_one_report_reads_and_audits_that_report_only(
@@ -363,15 +366,45 @@ def test_opening_one_report_reads_and_audits_that_report_only(
             page.fill("input[name=patientId]", REPORT_PATIENT.patient_id)
             page.press("input[name=patientId]", "Enter")
             page.wait_for_function(SETTLED, timeout=60_000)
+            # Before any report is read: what the search says, in words (no source asked for a report).
+            before = page.evaluate(REPORT_STATES)
             exam = page.locator(f'.exam[data-uid="{SR_STUDY.study_uid}"]')
+            plain = page.locator(f'.exam[data-uid="{PLAIN_STUDY.study_uid}"]')
+            words_before = (
+                exam.locator(".report-state").inner_text(),
+                plain.locator(".report-state").inner_text(),
+            )
             exam.focus()
             page.keyboard.press("Enter")
             exam.locator(".report pre").wait_for(timeout=60_000)
             text = exam.locator(".report pre").inner_text()
             others = page.locator(".exam .report").count()
+            after = page.evaluate(REPORT_STATES)
+            words_after = exam.locator(".report-state").inner_text()
+            page.select_option("#lang", "fr")
+            words_fr = (
+                exam.locator(".report-state").inner_text(),
+                plain.locator(".report-state").inner_text(),
+            )
         finally:
             browser.close()
     assert FINDING in text and others == 1
+    # The SR and PDF studies list a report series (SR, DOC): likely; the plain CT study: unknown.
+    assert before == {
+        SR_STUDY.study_uid: "LIKELY",
+        PDF_STUDY.study_uid: "LIKELY",
+        PLAIN_STUDY.study_uid: "UNKNOWN",
+    }, before
+    assert words_before == (
+        "Report: not opened yet — a report is listed",
+        "Report: not opened yet — none listed, open to check",
+    ), words_before
+    assert after == {**before, SR_STUDY.study_uid: "AVAILABLE"}, after  # opened: its real status
+    assert words_after == "Report: available", words_after
+    assert words_fr == (
+        "Compte rendu: disponible",
+        "Compte rendu: pas encore ouvert — aucun listé, ouvrir pour vérifier",
+    ), words_fr
     auditor = {"authorization": f"Bearer {signer.token(subject='auditor', scopes=('audit:read',))}"}
     events = httpx.post(server.graphql_url, json={"query": AUDITED}, headers=auditor, timeout=30).json()
     read = {

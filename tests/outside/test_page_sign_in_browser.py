@@ -2,25 +2,33 @@
 clean install and a real OpenID Connect provider (the certified ``oidc-provider`` npm package, run by
 tests/outside/js/oidc.mjs): ``/page/assets/auth.js`` signs in with the code flow and PKCE, the access
 token it holds is accepted by pacsfed, it renews with the refresh token, and signing out ends the
-provider's session. No token reaches the address bar or the browser's storage.
+provider's session. With a short-lived access token the page renews by itself (its timer, the refresh
+token rotating at each use): a search after the first token's expiry succeeds, and signing out works
+after renewals. No token reaches the address bar or the browser's storage.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``), node and npm.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from peers import free_port
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CLIENT_ID = "pacsfed-page"
+FRAME_CLIENT_ID = "pacsfed-page-frame"
+"""The same client without refresh tokens: the page renews in a hidden iframe (``prompt=none``)."""
 PHYSICIAN = "er-physician"
 HISTORY = """{ patientHistory(patient: {id: "PA-001"}, deadlineMs: 10000) {
   complete exams { studyInstanceUid } sources { source { id } status } } }"""
@@ -38,13 +46,13 @@ _STORAGE = """() => JSON.stringify({local: {...localStorage}, session: {...sessi
 
 
 @pytest.fixture
-def oidc_provider(js_clients: Path) -> Iterator[Callable[[str], str]]:
-    """Starts the provider for a page origin; gives its issuer."""
+def oidc_provider(js_clients: Path) -> Iterator[Callable[..., str]]:
+    """Starts the provider for a page origin (and an access-token lifetime); gives its issuer."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(page_origin: str, port: int) -> str:
+    def start(page_origin: str, port: int, access_ttl_s: int = 600) -> str:
         process = subprocess.Popen(
-            ["node", "oidc.mjs", str(port), page_origin],
+            ["node", "oidc.mjs", str(port), page_origin, str(access_ttl_s)],
             cwd=js_clients,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -73,7 +81,7 @@ def _sign_in_at_provider(page: Page, issuer: str) -> None:
 def test_the_page_signs_in_with_the_provider_and_pacsfed_accepts_its_token(
     pacsfed_server: Callable[..., Any],
     serve_config: Callable[..., dict[str, Any]],
-    oidc_provider: Callable[[str, int], str],
+    oidc_provider: Callable[..., str],
     orthanc_c: Any,
 ) -> None:
     op_port = free_port()
@@ -150,7 +158,7 @@ def test_the_page_signs_in_with_the_provider_and_pacsfed_accepts_its_token(
 def test_the_page_s_own_sign_in_button_signs_in_and_its_search_shows_the_exams(
     pacsfed_server: Callable[..., Any],
     serve_config: Callable[..., dict[str, Any]],
-    oidc_provider: Callable[[str, int], str],
+    oidc_provider: Callable[..., str],
     orthanc_c: Any,
 ) -> None:
     """What a physician does: open the page, press Sign in, sign in at the provider, search, sign out."""
@@ -189,6 +197,120 @@ def test_the_page_s_own_sign_in_button_signs_in_and_its_search_shows_the_exams(
             page.wait_for_url(f"{issuer}/session/end**", timeout=30_000)
         finally:
             browser.close()
+
+
+SHORT_TTL_S = 16
+"""The access token's lifetime in the renewal test: renewed by the page a quarter of it (4 s) early."""
+
+
+def _expiry(jwt: str) -> float:
+    """The ``exp`` claim of a JWT (read, not verified: the test's own provider signed it)."""
+    payload = jwt.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
+@pytest.mark.parametrize("client_id", [CLIENT_ID, FRAME_CLIENT_ID])
+def test_the_page_renews_a_short_lived_token_by_itself_searches_after_its_expiry_and_signs_out(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    oidc_provider: Callable[..., str],
+    orthanc_c: Any,
+    client_id: str,
+) -> None:
+    """Signed in once, the physician leaves the page open past the token's lifetime: nothing to do.
+
+    With refresh tokens (rotating at each use), or without (``prompt=none`` in a hidden iframe, under
+    the page's policy: the provider framed, the answer landing on the page framed by itself).
+    """
+    op_port = free_port()
+    issuer = f"http://127.0.0.1:{op_port}"
+    config = serve_config(
+        [{"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}]
+    )
+    config["auth"] = {
+        "mode": "jwt",
+        "issuer": issuer,
+        "audience": "pacsfed",
+        "jwks_url": f"{issuer}/jwks",
+        "algorithms": ["RS256"],
+        "clock_skew_s": 0,  # an expired token is refused at once: only a renewed one can search
+        "page": {"client_id": client_id, "scope": "openid profile history:read"},
+    }
+    server = pacsfed_server(config)
+    assert oidc_provider(server.url, op_port, SHORT_TTL_S) == issuer
+    requested: list[str] = []
+    refreshes: list[str] = []  # the refresh tokens the page sent (or its silent re-authorizations), in order
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.on("request", lambda request: requested.append(request.url))
+
+            def sent(request: Any) -> None:
+                if "prompt=none" in request.url:
+                    refreshes.append(request.url)
+                    return
+                form = dict(
+                    pair.split("=", 1) for pair in (request.post_data or "").split("&") if "=" in pair
+                )
+                if form.get("grant_type") == "refresh_token":
+                    refreshes.append(form["refresh_token"])
+
+            page.on("request", sent)
+            page.goto(f"{server.url}/")
+            page.locator("#sign-in").wait_for(state="visible", timeout=30_000)
+            page.click("#sign-in")
+            _sign_in_at_provider(page, issuer)
+            page.wait_for_url(f"{server.url}/", timeout=30_000)
+            page.locator("#sign-out").wait_for(state="visible", timeout=30_000)
+            first = page.evaluate("() => window.pacsfedAuth.token()")
+            expires = _expiry(first)
+            # Nobody touches the page: its timer renews twice (the second time with the rotated token).
+            deadline = time.monotonic() + 3 * SHORT_TTL_S
+            while len(refreshes) < 2 and time.monotonic() < deadline:
+                page.wait_for_timeout(500)
+            renewed_by_itself = len(refreshes)
+            renewal_error = page.evaluate("() => window.pacsfedAuth.error()")
+            assert renewal_error is None and renewed_by_itself == 2, (
+                renewal_error,
+                refreshes,
+            )  # when due, not in a loop
+            time.sleep(max(0.0, expires + 1 - time.time()))  # the first token has expired
+            refused = httpx.post(
+                server.graphql_url,
+                json={"query": HISTORY},
+                headers={"authorization": f"Bearer {first}"},
+                timeout=30,
+            ).json()
+            page.fill("input[name=patientId]", "PA-001")
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(
+                "() => document.querySelector('#sources li[data-source=hosp-c]')?.dataset.status === 'OK'"
+                " || !document.querySelector('#form-error').hidden",
+                timeout=60_000,
+            )
+            error = page.locator("#form-error")
+            search_error = error.inner_text() if error.is_visible() else ""
+            exams = page.locator(".exam").count()
+            current = page.evaluate("() => window.pacsfedAuth.token()")
+            storage = page.evaluate(_STORAGE)
+            page.click("#sign-out")
+            page.wait_for_url(f"{issuer}/session/end**", timeout=30_000)
+            page.click("button[name=logout]")
+            page.wait_for_url(f"{server.url}/", timeout=30_000)
+            page.locator("#sign-in").wait_for(state="visible", timeout=30_000)
+            signed_out = page.evaluate("() => window.pacsfedAuth.token()")
+        finally:
+            browser.close()
+    assert refreshes[0] != refreshes[1], "the refresh token rotates at each use"
+    assert all(("prompt=none" in r) is (client_id == FRAME_CLIENT_ID) for r in refreshes), refreshes
+    assert refused["errors"][0]["extensions"]["code"] == "TOKEN_EXPIRED", refused
+    assert not search_error and exams > 0, search_error
+    assert current != first and _expiry(current) > expires
+    assert first not in storage and current not in storage, storage
+    assert not any(refresh in storage for refresh in refreshes), storage  # refresh tokens: memory only
+    assert all(first not in url and current not in url for url in requested)
+    assert signed_out is None
 
 
 def test_the_demo_page_is_signed_in_as_the_demo_physician_without_a_form(

@@ -54,3 +54,6 @@ def test_an_identity_provider_s_origin_is_the_only_other_place_the_page_may_conn
     routes = page_routes(connect_origins=("https://idp.hospital.test",))
     policy = TestClient(Starlette(routes=routes)).get("/").headers["content-security-policy"]
     assert "connect-src 'self' https://idp.hospital.test;" in policy
+    # Silent renewal: the provider in a hidden frame, whose answer lands on this page framed by itself.
+    assert "frame-src 'self' https://idp.hospital.test;" in policy and "frame-ancestors 'self'" in policy
+    assert "frame-src 'none'" in client().get("/").headers["content-security-policy"]

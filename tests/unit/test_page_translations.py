@@ -2,7 +2,8 @@
 
 The keys come from the page itself (``data-i18n`` in its HTML, ``t("…")`` and ``plural("…")`` in its
 JavaScript) and from the API's enums whose values the page names in words (``status.<SourceStatus>``,
-``reason.<CandidateReason>``, ``match.<MatchKind>``, ``report.<ReportStatus>``).
+``reason.<CandidateReason>``, ``match.<MatchKind>``, ``report.<ReportStatus>``,
+``availability.<ReportAvailability>``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ENUM_KEYS = {
     "CandidateReason": "reason",
     "MatchKind": "match",
     "ReportStatus": "report",
+    "ReportAvailability": "availability",
 }
 
 

@@ -1,16 +1,18 @@
 // A real OpenID Connect provider (the certified `oidc-provider` package) for the page's sign-in test.
 //
-// node oidc.mjs PORT PAGE_ORIGIN
-// One public client, "pacsfed-page" (code flow, PKCE S256, refresh tokens), redirecting to
+// node oidc.mjs PORT PAGE_ORIGIN [ACCESS_TOKEN_TTL_S]
+// Two public clients, "pacsfed-page" (code flow, PKCE S256, refresh tokens) and "pacsfed-page-frame"
+// (the same without refresh tokens: it renews by prompt=none in a hidden iframe), redirecting to
 // PAGE_ORIGIN + "/"; its development login form takes any login and password. Access tokens are
-// JWTs (RS256, JWKS at /jwks) for the audience "pacsfed" with a `scope` claim of pacsfed's scopes.
+// JWTs (RS256, JWKS at /jwks) for the audience "pacsfed" with a `scope` claim of pacsfed's scopes,
+// valid ACCESS_TOKEN_TTL_S seconds (600 by default). Refresh tokens rotate at each use (a public client).
 // Prints "ready ISSUER" once listening.
 
 import { generateKeyPairSync } from "node:crypto";
 
 import Provider from "oidc-provider";
 
-const [port, pageOrigin] = process.argv.slice(2);
+const [port, pageOrigin, accessTtl = "600"] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
 const RESOURCE = "urn:pacsfed";
 const PACSFED_SCOPES = "history:read history:emergency share:create";
@@ -30,6 +32,15 @@ const provider = new Provider(issuer, {
       redirect_uris: [`${pageOrigin}/`],
       post_logout_redirect_uris: [`${pageOrigin}/`],
     },
+    {
+      client_id: "pacsfed-page-frame",
+      token_endpoint_auth_method: "none",
+      application_type: "web",
+      grant_types: ["authorization_code"],
+      response_types: ["code"],
+      redirect_uris: [`${pageOrigin}/`],
+      post_logout_redirect_uris: [`${pageOrigin}/`],
+    },
   ],
   pkce: { required: () => true },
   features: {
@@ -44,7 +55,7 @@ const provider = new Provider(issuer, {
         return {
           scope: PACSFED_SCOPES,
           audience: "pacsfed",
-          accessTokenTTL: 600,
+          accessTokenTTL: Number(accessTtl),
           accessTokenFormat: "jwt",
           jwt: { sign: { alg: "RS256" } },
         };

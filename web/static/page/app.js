@@ -5,7 +5,7 @@ import { formatDate, formatDateTime, initLanguage, plural, setLanguage, t, trans
 const HISTORY = `fragment H on PatientHistory {
   complete cacheStatus
   sources { source { id name } status examCount cached cachedAt }
-  exams { studyInstanceUid studyDate modalities description
+  exams { studyInstanceUid studyDate modalities description reportAvailability
     locations { source { id name } patientId issuerOfPatientId viewerUrl cachedAt matchedBy { kind issuer value } } }
   candidates { score reasons source { id name } patientId issuerOfPatientId patientName birthDate sex
     exams { studyInstanceUid studyDate modalities description } }
@@ -155,9 +155,12 @@ function periodStart() {
   return start.toISOString().slice(0, 10);
 }
 
-function reportStatus(exam) {
-  const report = state.reports.get(exam.studyInstanceUid);
-  return report ? t("report." + report.status) : t("report.unknown");
+function reportState(exam) {
+  // Before opening: what the search says (no report read); after: the report's own status.
+  const uid = exam.studyInstanceUid, report = state.reports.get(uid);
+  if (report) return [report.status, t("report." + report.status)];
+  if (state.open.has(uid)) return ["LOADING", t("report.loading")];
+  return [exam.reportAvailability, t("availability." + exam.reportAvailability)];
 }
 
 function reportPanel(exam) {
@@ -174,7 +177,7 @@ function reportPanel(exam) {
 
 function examItem(exam) {
   const uid = exam.studyInstanceUid;
-  const opened = state.open.has(uid);
+  const opened = state.open.has(uid), report = reportState(exam);
   const hospitals = [...new Set(exam.locations.map((l) => l.source.name))].join(", ");
   const viewers = exam.locations.filter((l) => l.viewerUrl).map((l) =>
     el("a", { href: l.viewerUrl, target: "_blank", rel: "noopener" }, t("exam.viewer", { source: l.source.name })));
@@ -190,7 +193,7 @@ function examItem(exam) {
       el("span", { class: "description" }, exam.description || "—")),
     el("div", { class: "exam-meta" },
       el("span", {}, t("exam.hospitals"), ": ", hospitals), " · ",
-      el("span", { class: "report-state" }, t("exam.reportStatus"), ": ", reportStatus(exam))),
+      el("span", { class: "report-state", "data-report": report[0] }, t("exam.reportStatus"), ": ", report[1])),
     el("div", { class: "actions" },
       el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),
         onchange: (event) => { if (event.target.checked) state.picked.add(uid); else state.picked.delete(uid); renderShare(); } }),
@@ -348,9 +351,9 @@ async function signInButtons() {
   if (!auth) return;
   await auth.ready;
   if (!(await auth.required())) return;
-  const signedIn = (await auth.token()) !== null;
-  $("sign-in").hidden = signedIn;
-  $("sign-out").hidden = !signedIn;
+  const show = (signedIn) => { $("sign-in").hidden = signedIn; $("sign-out").hidden = !signedIn; };
+  show((await auth.token()) !== null);
+  window.addEventListener("pacsfedauth", (event) => show(event.detail.signedIn));  // e.g. renewal failed at expiry
   $("sign-in").onclick = () => auth.signIn();
   $("sign-out").onclick = () => auth.signOut();
 }

@@ -7,16 +7,19 @@
 // - The redirect URI is the page's origin + "/". Tokens live in this module's memory only; the PKCE
 //   verifier, state and nonce sit in sessionStorage only between signIn() and the redirect back, and
 //   the code and state are removed from the address bar (history.replaceState) once read.
-// - Renewal before expiry: the refresh_token grant when the provider gave one, else a silent
-//   re-authorization (prompt=none) in a hidden iframe on the same redirect URI.
+// - Renewal before expiry, on a timer (a quarter of the token's lifetime before it ends, at most a
+//   minute before) and whenever token() finds it due: the refresh_token grant when the provider gave
+//   one (kept in memory; a rotated one replaces it), else a silent re-authorization (prompt=none) in
+//   a hidden iframe on the same redirect URI. A failed renewal is tried again before expiry.
 // - Changes are announced on window as the event "pacsfedauth" (detail: {signedIn, user, error}).
 
 const CONFIG_URL = "/page/config.json";
 const PENDING_KEY = "pacsfed.auth.pending";
-const RENEW_BEFORE_S = 60;
+const RENEW_BEFORE_S = 60; // at most; a short-lived token is renewed a quarter of its lifetime early
+const RETRY_MS = 5000;
 const SILENT_TIMEOUT_MS = 10000;
 
-let session = null; // {accessToken, refreshToken, idToken, expiresAt (ms), claims}
+let session = null; // {accessToken, refreshToken, idToken, expiresAt, renewAt (ms), claims}
 let renewTimer = null;
 let renewing = null;
 let lastError = null;
@@ -86,13 +89,12 @@ function announce() {
   );
 }
 
-function schedule() {
+function schedule(at) {
   clearTimeout(renewTimer);
   if (!session) return;
-  const delay = Math.max(0, session.expiresAt - Date.now() - RENEW_BEFORE_S * 1000);
   renewTimer = setTimeout(() => {
     renew().catch(() => {});
-  }, delay);
+  }, Math.max(0, at - Date.now()));
 }
 
 async function accept(tokens, nonce) {
@@ -113,16 +115,18 @@ async function accept(tokens, nonce) {
     idToken = tokens.id_token;
   }
   if (!claims) throw new Error("the provider returned no ID token");
-  const lifetime = Number(tokens.expires_in) > 0 ? Number(tokens.expires_in) : 300;
+  const lifetime = (Number(tokens.expires_in) > 0 ? Number(tokens.expires_in) : 300) * 1000;
+  const expiresAt = Date.now() + lifetime;
   session = {
     accessToken: tokens.access_token,
     refreshToken: tokens.refresh_token || (session ? session.refreshToken : null),
     idToken,
-    expiresAt: Date.now() + lifetime * 1000,
+    expiresAt,
+    renewAt: expiresAt - Math.min(RENEW_BEFORE_S * 1000, lifetime / 4),
     claims,
   };
   lastError = null;
-  schedule();
+  schedule(session.renewAt);
   announce();
 }
 
@@ -217,6 +221,8 @@ async function renew() {
         if (session && session.expiresAt <= Date.now()) {
           session = null; // expired and not renewable: the page asks to sign in again
           announce();
+        } else if (session) {
+          schedule(Math.min(Date.now() + RETRY_MS, (Date.now() + session.expiresAt) / 2));
         }
       } finally {
         renewing = null;
@@ -269,7 +275,7 @@ window.pacsfedAuth = {
     const cfg = await config;
     if (cfg.mode === "demo") return cfg.token;
     if (!session) return null;
-    if (session.expiresAt - Date.now() < RENEW_BEFORE_S * 1000) await renew();
+    if (Date.now() >= session.renewAt) await renew();
     return session && session.expiresAt > Date.now() ? session.accessToken : null;
   },
   /** Renews the tokens now (the refresh token, else a silent re-authorization); normally on a timer. */
