@@ -27,11 +27,17 @@ from federation.access.share import (
     normalize_code,
 )
 from federation.access.share_elasticsearch import ElasticsearchShareStore
+from federation.access.state_elasticsearch import (
+    ElasticsearchEmergencyWindows,
+    ElasticsearchRedemptionLimiter,
+)
 
 __all__ = [
     "AccessContext",
     "Authenticator",
     "CreatedShare",
+    "ElasticsearchEmergencyWindows",
+    "ElasticsearchRedemptionLimiter",
     "ElasticsearchShareStore",
     "EmergencyWindow",
     "EmergencyWindows",

@@ -31,11 +31,12 @@ class ServiceBase:
         emergency_window_s: float,
         national_issuer: str | None,
         reports: ReportSettings | None = None,
+        windows: EmergencyWindows | None = None,
     ) -> None:
         self.engine = engine
         self._audit = audit
         self._shares = shares
-        self._windows = EmergencyWindows(emergency_window_s)
+        self._windows = windows or EmergencyWindows(emergency_window_s)
         self._national_issuer = national_issuer
         self._failures = FloodGate(_AUDITED_FAILURES_PER_MINUTE)
         self._redemptions = FloodGate(shares.max_failures)

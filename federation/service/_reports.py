@@ -151,7 +151,7 @@ class ReportReads(ServiceBase):
                 return _ReportGrant(principal.sources, None, False)
             if principal.has(HISTORY_EMERGENCY):
                 for key in _patient_keys(exam):
-                    reason = self._windows.reason_for(principal.subject, key)
+                    reason = await self._windows.reason_for(principal.subject, key)
                     if reason is not None:
                         return _ReportGrant(principal.sources, reason, True)
                 raise AccessError(
