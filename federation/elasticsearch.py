@@ -40,6 +40,10 @@ def already_exists(exc: BadRequestError) -> bool:
     return exc.error == "resource_already_exists_exception"
 
 
+_SHARD_WAIT_S = 10.0
+"""How long a store waits for the shard of an index another instance has just created."""
+
+
 def _one_shard() -> dict[str, Any]:
     return {"number_of_shards": 1, "number_of_replicas": 0}
 
@@ -105,6 +109,11 @@ async def _create(client: AsyncElasticsearch, setup: IndexSetup) -> None:
     except BadRequestError as exc:
         if not already_exists(exc):
             raise
+        # Made by another instance (a worker starting beside this one) an instant ago: its shard
+        # may not be up yet, and a read now would be refused (503). Wait for it, briefly.
+        await client.options(request_timeout=_SHARD_WAIT_S + 5).cluster.health(
+            index=setup.index, wait_for_status="yellow", timeout=f"{_SHARD_WAIT_S:.0f}s"
+        )
 
 
 def make_client(settings: CacheSettings) -> AsyncElasticsearch:

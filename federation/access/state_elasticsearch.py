@@ -78,10 +78,6 @@ class _StateIndex:
         await ensure_index(
             lenient, IndexSetup(self.index, MAPPING), CacheError, "access state: cannot prepare the index"
         )
-        try:  # another worker may have just created it: its shard must be up before the first read
-            await lenient.cluster.health(index=self.index, wait_for_status="yellow", timeout="10s")
-        except ELASTICSEARCH_ERRORS as exc:
-            raise failure(exc, CacheError, "access state: the index is not available") from exc
         self._ready = True
 
     async def start(self, now: float) -> None:
