@@ -91,6 +91,12 @@ async def ensure_index(client: AsyncElasticsearch, setup: IndexSetup, error: typ
                 allow_no_indices=True,
                 ignore_unavailable=True,
             )
+        if setup.create:
+            # Made by another instance (a worker starting beside this one) an instant ago, its shard
+            # may not be up yet, and a read now would be refused (503): wait for it, briefly.
+            await client.options(request_timeout=_SHARD_WAIT_S + 5).cluster.health(
+                index=setup.index, wait_for_active_shards="1", timeout=f"{_SHARD_WAIT_S:.0f}s"
+            )
     except BadRequestError as exc:
         raise error(f"{message} ({exc.error})") from exc
     except ELASTICSEARCH_ERRORS as exc:
@@ -109,11 +115,6 @@ async def _create(client: AsyncElasticsearch, setup: IndexSetup) -> None:
     except BadRequestError as exc:
         if not already_exists(exc):
             raise
-        # Made by another instance (a worker starting beside this one) an instant ago: its shard
-        # may not be up yet, and a read now would be refused (503). Wait for it, briefly.
-        await client.options(request_timeout=_SHARD_WAIT_S + 5).cluster.health(
-            index=setup.index, wait_for_status="yellow", timeout=f"{_SHARD_WAIT_S:.0f}s"
-        )
 
 
 def make_client(settings: CacheSettings) -> AsyncElasticsearch:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -50,6 +53,54 @@ def hospital() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
+
+
+class _Switch:
+    """A TCP relay to Elasticsearch that can be cut: while cut, every connection is closed at once."""
+
+    def __init__(self, upstream: str) -> None:
+        url = httpx.URL(upstream)
+        self._upstream = (url.host, url.port or 9200)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self.open = True
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(self._upstream)
+            self._pairs.append((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        for pair in self._pairs:
+            for end in pair:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+        self._pairs.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
 
 
 def _config(
@@ -162,10 +213,10 @@ def _audit_records(elasticsearch: Any, prefix: str) -> list[dict[str, Any]]:
     return [hit["_source"] for hit in found.get("hits", {}).get("hits", [])]
 
 
-def _journaled(journal_dir: Path) -> list[dict[str, Any]]:
-    """Every whole record in every worker's journal (a line torn by the kill is not a record)."""
+def _journaled(journal_dir: Path, *, nested: bool = True) -> list[dict[str, Any]]:
+    """Every whole record in the journal (``nested``: and every worker's under it; a torn line is no record)."""
     records = []
-    for segment in sorted(journal_dir.rglob("audit-*.jsonl")):
+    for segment in sorted((journal_dir.rglob if nested else journal_dir.glob)("audit-*.jsonl")):
         for line in segment.read_text(encoding="utf-8").splitlines():
             try:
                 records.append(json.loads(line))
@@ -181,49 +232,72 @@ def test_a_worker_killed_mid_load_loses_no_audit_record_and_duplicates_none(
     elasticsearch: Any,
     hospital: str,
 ) -> None:
+    """Records shipped and not yet shipped when the worker dies: its successor ships the rest, each once."""
     prefix = f"pacsfed-workers-{secrets.token_hex(4)}"
-    server = pacsfed_server(
-        _config(serve_config, elasticsearch, hospital, prefix), extra_args=("--workers", "2")
-    )
-    supervisor = server.process.pid
-    deadline = time.monotonic() + 60
-    while len(workers := _workers_of(supervisor)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(workers) == 2
-    headers = {"authorization": f"Bearer {signer.token(scopes=('history:read',))}"}
-    patients = [f"PA-KILL-{n:03d}" for n in range(60)]
+    switch = _Switch(elasticsearch.url)
+    try:
+        config = _config(serve_config, elasticsearch, hospital, prefix)
+        config["cache"]["url"] = switch.url
+        server = pacsfed_server(config, extra_args=("--workers", "2"))
+        supervisor = server.process.pid
+        deadline = time.monotonic() + 60
+        while len(workers := _workers_of(supervisor)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) == 2
+        headers = {"authorization": f"Bearer {signer.token(scopes=('history:read',))}"}
+        patients = [f"PA-KILL-{n:03d}" for n in range(60)]
 
-    def ask(patient: str) -> str | None:
-        try:
-            response = httpx.post(
-                server.graphql_url,
-                json={"query": QUERY, "variables": {"id": patient}},
-                headers=headers,
-                timeout=60,
-            )
-        except httpx.HTTPError:
-            return None  # its worker died under it: its access may or may not be journaled
-        return patient if response.status_code == 200 and "errors" not in response.json() else None
+        def ask(patient: str) -> str | None:
+            try:
+                response = httpx.post(
+                    server.graphql_url,
+                    json={"query": QUERY, "variables": {"id": patient}},
+                    headers=headers,
+                    timeout=60,
+                )
+            except httpx.HTTPError:
+                return None  # its worker died under it: its access may or may not be journaled
+            return patient if response.status_code == 200 and "errors" not in response.json() else None
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        asked = [pool.submit(ask, patient) for patient in patients]
-        while sum(future.done() for future in asked) < 12:
-            time.sleep(0.05)
-        os.kill(workers[0], signal.SIGKILL)
-        answered = {patient for future in asked if (patient := future.result()) is not None}
-    assert len(answered) >= len(patients) // 2
+        def done(futures: list[concurrent.futures.Future[str | None]]) -> int:
+            return sum(future.done() for future in futures)
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the dead worker's index comes back and ships what it left
-        restarted = [pid for pid in _workers_of(supervisor) if pid != workers[0]]
-        stored = _audit_records(elasticsearch, prefix)
-        journaled = {r["id"] for r in _journaled(server.workdir / "audit") if r["action"] == "patient-query"}
-        if len(restarted) == 2 and journaled and journaled <= {r["id"] for r in stored}:
-            break
-        time.sleep(1)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            asked = [pool.submit(ask, patient) for patient in patients]
+            while done(asked) < 12:
+                time.sleep(0.05)
+            switch.cut()  # from now on records wait in the journals
+            while done(asked) < 24:
+                time.sleep(0.05)
+            os.kill(workers[0], signal.SIGKILL)
+            shipped = {r["id"] for r in _audit_records(elasticsearch, prefix)}
+            left = {
+                index: {r["id"] for r in _journaled(journal, nested=False)} - shipped
+                for index, journal in enumerate(
+                    (server.workdir / "audit", server.workdir / "audit" / "worker-1")
+                )
+            }
+            answered = {patient for future in asked if (patient := future.result()) is not None}
+        assert len(answered) >= len(patients) // 2
+        died = re.search(r"worker (\d) died", server.log_text())
+        assert died is not None
+        switch.open = True
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the dead worker's index comes back and ships what it left
+            restarted = [pid for pid in _workers_of(supervisor) if pid != workers[0]]
+            journaled = {
+                r["id"] for r in _journaled(server.workdir / "audit") if r["action"] == "patient-query"
+            }
+            if len(restarted) == 2 and journaled <= {r["id"] for r in _audit_records(elasticsearch, prefix)}:
+                break
+            time.sleep(1)
+    finally:
+        switch.close()
     stored = _audit_records(elasticsearch, prefix)
     journaled_records = [r for r in _journaled(server.workdir / "audit") if r["action"] == "patient-query"]
     assert len(restarted) == 2
+    assert left[int(died.group(1))]  # the dead worker left records Elasticsearch had not received
     assert Counter(r["id"] for r in journaled_records).most_common(1)[0][1] == 1
     assert sorted(r["id"] for r in stored) == sorted(r["id"] for r in journaled_records)  # none lost
     accesses = Counter(r["patient_ids"][0].split("^")[0] for r in stored if r.get("detail") == "access")
