@@ -26,6 +26,7 @@ from federation.access.share_elasticsearch import ElasticsearchShareStore
 from federation.access.state_elasticsearch import (
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
+    SharedEntries,
 )
 from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
@@ -138,6 +139,7 @@ async def services_from_settings(
         windows = EmergencyWindows(settings.auth.emergency_window_s)
         limiter = RedemptionLimiter(settings.share.max_failures, settings.share.lockout_s)
         starts = [share_store.start()]
+        shared = SharedEntries(es_client, settings.cache.index_prefix) if es_client is not None else None
         if es_client is not None:
             prefix = settings.cache.index_prefix
             windows = ElasticsearchEmergencyWindows(es_client, prefix, settings.auth.emergency_window_s)
@@ -156,6 +158,7 @@ async def services_from_settings(
             national_issuer=settings.identity.national_issuer,
             reports=settings.reports,
             windows=windows,
+            shared=shared,
         )
         authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()

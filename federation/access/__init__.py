@@ -30,6 +30,7 @@ from federation.access.share_elasticsearch import ElasticsearchShareStore
 from federation.access.state_elasticsearch import (
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
+    SharedEntries,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "ShareRecord",
     "ShareStore",
     "ShareToken",
+    "SharedEntries",
     "audit_patient_ids",
     "clean_reason",
     "development_principal",

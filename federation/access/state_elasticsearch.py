@@ -1,4 +1,4 @@
-"""Decision state shared by every worker: break-the-glass windows and share-code lock-out counts.
+"""Decision state shared by every worker: break-the-glass windows, share-code lock-out counts, short-lived entries.
 
 Both live in one Elasticsearch index (``<prefix>-access-state``), one document each, keyed by a
 SHA-256 of what names it (a subject and a patient key; a lock-out key), so the index holds no
@@ -29,7 +29,7 @@ from federation.access.share import RedemptionLimiter
 from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
 from federation.errors import CacheError
 
-__all__ = ["ElasticsearchEmergencyWindows", "ElasticsearchRedemptionLimiter", "state_index"]
+__all__ = ["ElasticsearchEmergencyWindows", "ElasticsearchRedemptionLimiter", "SharedEntries", "state_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ MAPPING: dict[str, Any] = {
         "until": {"type": "date"},
         "reason": {"type": "keyword", "index": False, "doc_values": False},
         "failures": {"type": "double", "index": False, "doc_values": False},
+        "value": {"type": "object", "enabled": False},
     },
 }
 _KEEP_EXPIRED = dt.timedelta(days=1)
@@ -226,3 +227,40 @@ class ElasticsearchRedemptionLimiter(RedemptionLimiter):
                 continue  # another worker counted meanwhile: count again on top of it
             return
         raise CacheError("access state: too many workers counting at once")
+
+
+class SharedEntries:
+    """Short-lived entries every worker can read back by their (secret) key: a report link, for one."""
+
+    def __init__(
+        self, client: AsyncElasticsearch, index_prefix: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._index = _StateIndex(client, index_prefix)
+        self._clock = clock
+
+    async def put(self, kind: str, key: str, value: dict[str, Any], until: float) -> None:
+        """Keep ``value`` under ``key`` until ``until`` (wall clock); CacheError when it cannot be written."""
+        try:
+            await self._index.ensure()
+            await self._index.client.index(
+                index=self._index.index,
+                id=_doc_id(kind, key),
+                document={"kind": kind, "until": _iso(until), "value": value},
+            )
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "access state: write failed") from exc
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The value kept under ``key``, None when there is none or it has expired; CacheError when unreadable."""
+        try:
+            await self._index.ensure()
+            found = await self._index.client.get(index=self._index.index, id=_doc_id(kind, key))
+        except NotFoundError:
+            return None
+        except ELASTICSEARCH_ERRORS as exc:
+            raise failure(exc, CacheError, "access state: read failed") from exc
+        source = found["_source"]
+        if dt.datetime.fromisoformat(source["until"]).timestamp() <= self._clock():
+            return None
+        value: dict[str, Any] = source["value"]
+        return value

@@ -14,6 +14,7 @@ from federation.access.share import MemoryShareStore, ShareCodes
 from federation.access.state_elasticsearch import (
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
+    SharedEntries,
     state_index,
 )
 from federation.elasticsearch import make_client
@@ -106,3 +107,17 @@ async def test_while_elasticsearch_is_unreachable_an_instance_honours_what_it_sa
         assert await limiter.locked("client:10.0.0.7")
     finally:
         await down.close()
+
+
+async def test_an_entry_put_by_one_instance_is_read_by_another_until_it_expires(
+    client: AsyncElasticsearch, prefix: str
+) -> None:
+    now = [1_000_000.0]
+    first = SharedEntries(client, prefix, clock=lambda: now[0])
+    second = SharedEntries(client, prefix, clock=lambda: now[0])
+    await first.put("report-link", "secret-link-id", {"subject": "user:dr"}, now[0] + 900)
+    assert await second.get("report-link", "secret-link-id") == {"subject": "user:dr"}
+    assert await second.get("report-link", "another-id") is None
+    assert await second.get("other-kind", "secret-link-id") is None
+    now[0] += 901
+    assert await second.get("report-link", "secret-link-id") is None

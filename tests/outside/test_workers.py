@@ -21,8 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
+from peers.reportdata import PDF_BYTES, PDF_STUDY, REPORT_PATIENT
+from report_fixtures import orthanc_reports, report_files
 
 from pacsfed.demo.signer import DemoSigner
+
+__all__ = ["orthanc_reports", "report_files"]
 
 QUERY = "query($id: String!, $reason: String) { patientHistory(patient: {id: $id}, reason: $reason) { complete } }"
 REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { token } }"
@@ -321,3 +325,40 @@ def test_with_the_memory_cache_more_than_one_worker_is_refused_at_start_up(
     )
     assert result.returncode == 2, result.stderr
     assert "--workers 2 needs cache.backend: elasticsearch" in result.stderr
+
+
+REPORTS = """query($id: String!) { patientHistory(patient: {id: $id}, freshness: LIVE) {
+      exams { studyInstanceUid report { status url } } } }"""
+
+
+def test_a_report_link_made_by_one_worker_opens_on_the_other(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    signer: DemoSigner,
+    elasticsearch: Any,
+    orthanc_reports: Any,
+) -> None:
+    prefix = f"pacsfed-workers-{secrets.token_hex(4)}"
+    sources = [{"id": "hosp-r-web", "kind": "dicomweb", "url": orthanc_reports.dicomweb_url}]
+    cache = {"backend": "elasticsearch", "url": elasticsearch.url, "index_prefix": prefix}
+    server = pacsfed_server(serve_config(sources, cache=cache), extra_args=("--workers", "2"))
+    _wait_for_index(elasticsearch, f"{prefix}-access-state")
+    headers = {"authorization": f"Bearer {signer.token(subject='dr-rita')}"}
+    clients = _pinned(server.url)
+    try:
+        body = {"query": REPORTS, "variables": {"id": REPORT_PATIENT.patient_id}}
+        answer = _on(clients[0], 0, body, headers)
+        reports = {e["studyInstanceUid"]: e["report"] for e in answer["data"]["patientHistory"]["exams"]}
+        path = httpx.URL(reports[PDF_STUDY.study_uid]["url"]).path
+        before = clients[1].get("/healthz")
+        opened = clients[1].get(path, headers=headers)
+        after = clients[1].get("/healthz")
+        streams = {
+            r.extensions["network_stream"].get_extra_info("client_addr") for r in (before, opened, after)
+        }
+    finally:
+        for client in clients.values():
+            client.close()
+    assert len(streams) == 1 and after.json()["worker"] == 1, "the connection moved to another worker"
+    assert opened.status_code == 200, opened.text
+    assert (opened.headers["content-type"], opened.content) == ("application/pdf", PDF_BYTES)
