@@ -41,6 +41,8 @@ import uvicorn
 
 from federation.errors import ConfigError
 from federation.settings import Settings, load_settings
+from pacsfed.app import create_app
+from web.http_server import uvicorn_options
 
 __all__ = [
     "STARTUP_FAILURE",
@@ -101,8 +103,6 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 
 def uvicorn_config(app: Any, settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Config:
     """uvicorn as ``pacsfed serve`` runs it, with one process or many."""
-    from web.http_server import uvicorn_options
-
     return uvicorn.Config(
         app,
         host=host,
@@ -127,8 +127,6 @@ def listen(host: str, port: int) -> socket.socket:
 
 def run_worker(spec: WorkerSpec, index: int, sock: socket.socket) -> None:
     """A worker process: its settings, its app and its uvicorn, serving on the inherited socket."""
-    from pacsfed.app import create_app
-
     logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="supervisor-watch", daemon=True).start()
