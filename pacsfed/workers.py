@@ -117,9 +117,15 @@ def uvicorn_config(app: Any, settings: Settings, host: str, port: int, log_level
 def listen(host: str, port: int) -> socket.socket:
     """The one listening socket every worker accepts from; ConfigError when the port cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and an accepted connection says what its listener said (0: Nagle and delayed ACKs, ~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
     except OSError as exc:
+        sock.close()
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
     sock.set_inheritable(True)
     return sock

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
 from pacsfed.cli import EXIT_CONFIG, main
-from pacsfed.workers import journal_dir_of, leftover_journals
+from pacsfed.workers import journal_dir_of, leftover_journals, listen
 
 
 @pytest.mark.parametrize("count", ["0", "-1", "many", "65"])
@@ -40,3 +42,21 @@ def test_the_memory_cache_with_two_workers_is_refused_like_any_config_error(
     config.write_text(json.dumps({"cache": {"backend": "memory"}, "audit": {"journal_dir": str(tmp_path)}}))
     assert main(["serve", "--config", str(config), "--workers", "2", "--insecure-dev"]) == EXIT_CONFIG
     assert "--workers 2 needs cache.backend: elasticsearch" in capsys.readouterr().err
+
+
+async def test_connections_accepted_on_the_shared_socket_have_nagle_off() -> None:
+    sock = listen("127.0.0.1", 0)
+    nodelay: list[int] = []
+    seen = asyncio.Event()
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nodelay.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        seen.set()
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        await seen.wait()
+        writer.close()
+    assert nodelay == [1]  # asyncio sets TCP_NODELAY only on a socket that says it is TCP
