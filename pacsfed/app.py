@@ -135,20 +135,22 @@ async def services_from_settings(
             if es_client is not None
             else MemoryShareStore()
         )
-        # Decision state every worker must see (windows, lock-outs) lives beside the share codes.
+        # Decision state every worker and instance must see (break-the-glass windows, lock-outs,
+        # report links) lives beside the share codes; in this process with the memory cache.
         windows = EmergencyWindows(settings.auth.emergency_window_s)
         limiter = RedemptionLimiter(settings.share.max_failures, settings.share.lockout_s)
+        shared: SharedEntries | None = None
         starts = [share_store.start()]
-        shared = SharedEntries(es_client, settings.cache.index_prefix) if es_client is not None else None
         if es_client is not None:
             prefix = settings.cache.index_prefix
             windows = ElasticsearchEmergencyWindows(es_client, prefix, settings.auth.emergency_window_s)
             limiter = ElasticsearchRedemptionLimiter(
                 es_client, prefix, settings.share.max_failures, settings.share.lockout_s
             )
+            shared = SharedEntries(es_client, prefix)
             starts += [windows.start(), limiter.start()]
         # Index creation and clean-up wait for nothing: a slow or down node must not delay start-up.
-        share_start = asyncio.create_task(_gather(*starts), name="share-store-start")
+        share_start = asyncio.create_task(_gather(*starts), name="shared-state-start")
         shares = ShareCodes(settings.share, share_store, limiter)
         history = HistoryService(
             engine,
