@@ -40,6 +40,10 @@ def already_exists(exc: BadRequestError) -> bool:
     return exc.error == "resource_already_exists_exception"
 
 
+_SHARD_WAIT_S = 10.0
+"""How long a store waits for the shard of an index another instance has just created."""
+
+
 def _one_shard() -> dict[str, Any]:
     return {"number_of_shards": 1, "number_of_replicas": 0}
 
@@ -86,6 +90,12 @@ async def ensure_index(client: AsyncElasticsearch, setup: IndexSetup, error: typ
                 properties=setup.mappings["properties"],
                 allow_no_indices=True,
                 ignore_unavailable=True,
+            )
+        if setup.create:
+            # Made by another instance (a worker starting beside this one) an instant ago, its shard
+            # may not be up yet, and a read now would be refused (503): wait for it, briefly.
+            await client.options(request_timeout=_SHARD_WAIT_S + 5).cluster.health(
+                index=setup.index, wait_for_active_shards="1", timeout=f"{_SHARD_WAIT_S:.0f}s"
             )
     except BadRequestError as exc:
         raise error(f"{message} ({exc.error})") from exc

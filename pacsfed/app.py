@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -19,8 +20,14 @@ from starlette.routing import Route, WebSocketRoute
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
 from federation.access.auth import Authenticator
-from federation.access.share import MemoryShareStore, ShareCodes, ShareStore
+from federation.access.principals import EmergencyWindows
+from federation.access.share import MemoryShareStore, RedemptionLimiter, ShareCodes, ShareStore
 from federation.access.share_elasticsearch import ElasticsearchShareStore
+from federation.access.state_elasticsearch import (
+    ElasticsearchEmergencyWindows,
+    ElasticsearchRedemptionLimiter,
+    SharedEntries,
+)
 from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
 from federation.cache.base import ExamCache, MemoryExamCache
@@ -100,6 +107,10 @@ async def engine_from_settings(
             await engine.aclose()
 
 
+async def _gather(*starts: Coroutine[Any, Any, None]) -> None:
+    await asyncio.gather(*starts)
+
+
 @dataclasses.dataclass(frozen=True)
 class Services:
     """Everything a front end needs: the guarded service, the authenticator, the engine beneath."""
@@ -124,9 +135,23 @@ async def services_from_settings(
             if es_client is not None
             else MemoryShareStore()
         )
+        # Decision state every worker and instance must see (break-the-glass windows, lock-outs,
+        # report links) lives beside the share codes; in this process with the memory cache.
+        windows = EmergencyWindows(settings.auth.emergency_window_s)
+        limiter = RedemptionLimiter(settings.share.max_failures, settings.share.lockout_s)
+        shared: SharedEntries | None = None
+        starts = [share_store.start()]
+        if es_client is not None:
+            prefix = settings.cache.index_prefix
+            windows = ElasticsearchEmergencyWindows(es_client, prefix, settings.auth.emergency_window_s)
+            limiter = ElasticsearchRedemptionLimiter(
+                es_client, prefix, settings.share.max_failures, settings.share.lockout_s
+            )
+            shared = SharedEntries(es_client, prefix)
+            starts += [windows.start(), limiter.start()]
         # Index creation and clean-up wait for nothing: a slow or down node must not delay start-up.
-        share_start = asyncio.create_task(share_store.start(), name="share-store-start")
-        shares = ShareCodes(settings.share, share_store)
+        share_start = asyncio.create_task(_gather(*starts), name="shared-state-start")
+        shares = ShareCodes(settings.share, share_store, limiter)
         history = HistoryService(
             engine,
             audit,
@@ -134,6 +159,8 @@ async def services_from_settings(
             emergency_window_s=settings.auth.emergency_window_s,
             national_issuer=settings.identity.national_issuer,
             reports=settings.reports,
+            windows=windows,
+            shared=shared,
         )
         authenticator = Authenticator(settings.auth, http, share_tokens=history.share_principal)
         await audit.start()
@@ -173,9 +200,10 @@ def _tune_collector() -> None:
 INSECURE_WARNING = "authentication is OFF (auth: {mode: none}): development only, never with patient data"
 
 
-async def healthz(_request: Request) -> JSONResponse:
-    """Liveness: the process serves HTTP."""
-    return JSONResponse({"status": "ok"})
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process serves HTTP (with ``--workers``, which worker answered)."""
+    worker: int | None = getattr(request.app.state, "worker", None)
+    return JSONResponse({"status": "ok"} if worker is None else {"status": "ok", "worker": worker})
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -216,6 +244,7 @@ def create_app(
     insecure_dev: bool = False,
     owns_process: bool = False,
     demo_token: str | None = None,
+    worker: int | None = None,
 ) -> Starlette:
     """The pacsfed ASGI application; the engine lives for the lifespan of the app.
 
@@ -223,6 +252,7 @@ def create_app(
     ``owns_process`` (``pacsfed serve`` and ``demo``): once started, tune the process-wide garbage
     collector for serving (an app embedded in another program leaves it alone).
     ``demo_token`` (``pacsfed demo`` only): the page at ``/`` is signed in with it, without a form.
+    ``worker``: this process's index under ``pacsfed serve --workers`` (shown by ``/healthz``).
     """
     if settings.auth.mode == "none" and not insecure_dev:
         raise ConfigError(
@@ -257,7 +287,7 @@ def create_app(
     # Outermost: a browser's preflight carries no credentials and is answered before them.
     api_paths = ("/graphql", *FhirView.api_paths)
     cors = [Middleware(ApiCors, origins=origins, paths=api_paths)] if origins else []
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_ws.handle),
@@ -284,3 +314,5 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.state.worker = worker
+    return app

@@ -26,11 +26,13 @@ from federation.models import PatientHistory, PatientQuery, PersonNameGroups, So
 from federation.settings import Settings, load_connectors_settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
 from pacsfed.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
+from pacsfed.workers import STARTUP_FAILURE, WorkerSpec, leftover_journals, serve_workers, uvicorn_config
 from schema.http import EXAMPLE_QUERY
 from schema.query import build_schema
 from web.http_server import uvicorn_options
 
 EXIT_CONFIG = 2
+MAX_WORKERS = 64
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="YAML configuration file")
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="worker processes behind the one port (default 1; above 1 needs the Elasticsearch cache)",
+    )
     serve.add_argument(
         "--insecure-dev",
         action="store_true",
@@ -91,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the GraphQL schema (SDL), as schema.graphql holds it")
     return parser
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"a number of processes from 1 to {MAX_WORKERS}")
+    return count
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
@@ -293,6 +311,33 @@ def _connectors_list(args: argparse.Namespace) -> int:
     return 1 if any(kind.error is not None for kind in kinds) else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if args.workers > 1 and settings.cache.backend == "memory":
+        raise ConfigError(
+            f"--workers {args.workers} needs cache.backend: elasticsearch: with the memory cache, share"
+            " codes, break-the-glass windows and lock-outs would live in one worker each"
+        )
+    app = create_app(settings, insecure_dev=args.insecure_dev, owns_process=True)
+    # Every source's connector is built once now: a kind that refuses its settings exits 2 here.
+    asyncio.run(check_connectors(settings.sources, settings.connectors.allow))
+    if settings.auth.mode == "none":
+        print(f"pacsfed: WARNING: {INSECURE_WARNING}", file=sys.stderr)
+    for left in leftover_journals(settings.audit.journal_dir, args.workers):
+        print(
+            f"pacsfed: WARNING: {left} is the journal of a worker beyond --workers {args.workers}:"
+            " records it has not shipped wait until a worker of its index runs again",
+            file=sys.stderr,
+        )
+    host, port = args.host or settings.server.host, args.port or settings.server.port
+    if args.workers > 1:
+        spec = WorkerSpec(args.config, host, port, args.log_level, args.insecure_dev, args.workers)
+        return serve_workers(spec)
+    server = uvicorn.Server(uvicorn_config(app, settings, host, port, args.log_level))
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
+
+
 def _load(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
@@ -310,22 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
-            settings = _load(args)
-            app = create_app(settings, insecure_dev=args.insecure_dev, owns_process=True)
-            # Every source's connector is built once now: a kind that refuses its settings exits 2 here.
-            asyncio.run(check_connectors(settings.sources, settings.connectors.allow))
-            if settings.auth.mode == "none":
-                print(f"pacsfed: WARNING: {INSECURE_WARNING}", file=sys.stderr)
-            uvicorn.run(
-                app,
-                host=args.host or settings.server.host,
-                port=args.port or settings.server.port,
-                log_level=args.log_level.lower(),
-                proxy_headers=bool(settings.server.forwarded_allow_ips),
-                forwarded_allow_ips=settings.server.forwarded_allow_ips or None,
-                **uvicorn_options(settings.server),
-            )
-            return 0
+            return _serve(args)
         if args.command == "query":
             return asyncio.run(_query(_for_cli(_load(args)), args))
         if args.command == "check":

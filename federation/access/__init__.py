@@ -27,11 +27,18 @@ from federation.access.share import (
     normalize_code,
 )
 from federation.access.share_elasticsearch import ElasticsearchShareStore
+from federation.access.state_elasticsearch import (
+    ElasticsearchEmergencyWindows,
+    ElasticsearchRedemptionLimiter,
+    SharedEntries,
+)
 
 __all__ = [
     "AccessContext",
     "Authenticator",
     "CreatedShare",
+    "ElasticsearchEmergencyWindows",
+    "ElasticsearchRedemptionLimiter",
     "ElasticsearchShareStore",
     "EmergencyWindow",
     "EmergencyWindows",
@@ -45,6 +52,7 @@ __all__ = [
     "ShareRecord",
     "ShareStore",
     "ShareToken",
+    "SharedEntries",
     "audit_patient_ids",
     "clean_reason",
     "development_principal",

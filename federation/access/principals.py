@@ -122,35 +122,44 @@ class EmergencyWindow:
 
 
 class EmergencyWindows:
-    """Break-the-glass grants: one subject, one patient, for a limited time after a reason was given."""
+    """Break-the-glass grants: one subject, one patient, for a limited time after a reason was given.
+
+    This one keeps them in this process only (the memory cache, tests); with several workers they
+    live in Elasticsearch (:class:`federation.access.ElasticsearchEmergencyWindows`).
+    """
 
     def __init__(self, window_s: float) -> None:
-        self._window_s = window_s
+        self.window_s = window_s
         self._open: dict[tuple[str, str], tuple[float, str]] = {}
 
-    def open(self, subject: str, patient_key: str, reason: str) -> None:
+    async def open(self, subject: str, patient_key: str, reason: str) -> None:
         """Grant ``subject`` emergency access to ``patient_key`` for the window."""
-        self._prune()
-        self._open[(subject, patient_key)] = (time.monotonic() + self._window_s, reason)
+        self.open_here(subject, patient_key, reason)
 
-    def reason_for(self, subject: str, patient_key: str) -> str | None:
+    async def reason_for(self, subject: str, patient_key: str) -> str | None:
         """The reason of an open window, or None when there is none (or it has closed)."""
+        window = await self.window(subject, patient_key)
+        return window.reason if window is not None else None
+
+    async def window(self, subject: str, patient_key: str) -> EmergencyWindow | None:
+        """The open window of ``subject`` for ``patient_key`` with its end, or None."""
+        return self.window_here(subject, patient_key)
+
+    def open_here(self, subject: str, patient_key: str, reason: str) -> None:
+        """Open the window in this process's memory."""
+        self._prune()
+        self._open[(subject, patient_key)] = (time.monotonic() + self.window_s, reason)
+
+    def window_here(self, subject: str, patient_key: str) -> EmergencyWindow | None:
+        """The window open in this process's memory, or None."""
         entry = self._open.get((subject, patient_key))
         if entry is None:
             return None
         until, reason = entry
-        if time.monotonic() >= until:
+        left = until - time.monotonic()
+        if left <= 0:
             del self._open[(subject, patient_key)]
             return None
-        return reason
-
-    def window(self, subject: str, patient_key: str) -> EmergencyWindow | None:
-        """The open window of ``subject`` for ``patient_key`` with its end, or None."""
-        reason = self.reason_for(subject, patient_key)
-        if reason is None:
-            return None
-        until, _ = self._open[(subject, patient_key)]
-        left = max(0.0, until - time.monotonic())
         return EmergencyWindow(reason, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left))
 
     def _prune(self) -> None:

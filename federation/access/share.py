@@ -148,20 +148,32 @@ class MemoryShareStore(ShareStore):
 
 
 class RedemptionLimiter:
-    """Counts failed redemptions per key within a window; a key with too many is locked out."""
+    """Counts failed redemptions per key within a window; a key with too many is locked out.
+
+    This one counts in this process only (the memory cache, tests); with several workers the
+    counts live in Elasticsearch (:class:`federation.access.ElasticsearchRedemptionLimiter`).
+    """
 
     def __init__(self, max_failures: int, window_s: float) -> None:
-        self._max = max_failures
-        self._window_s = window_s
+        self.max_failures = max_failures
+        self.window_s = window_s
         self._failures: dict[str, collections.deque[float]] = {}
 
-    def locked(self, *keys: str) -> bool:
+    async def locked(self, *keys: str) -> bool:
         """True when any of ``keys`` has failed too often lately."""
-        now = time.monotonic()
-        return any(self._recent(key, now) >= self._max for key in keys)
+        return self.locked_here(*keys)
 
-    def fail(self, *keys: str) -> None:
+    async def fail(self, *keys: str) -> None:
         """Count one failure against each of ``keys``."""
+        self.fail_here(*keys)
+
+    def locked_here(self, *keys: str) -> bool:
+        """Whether this process alone has counted too many failures for any of ``keys``."""
+        now = time.monotonic()
+        return any(self._recent(key, now) >= self.max_failures for key in keys)
+
+    def fail_here(self, *keys: str) -> None:
+        """Count one failure against each of ``keys`` in this process's memory."""
         now = time.monotonic()
         for key in keys:
             self._failures.setdefault(key, collections.deque()).append(now)
@@ -174,7 +186,7 @@ class RedemptionLimiter:
         failures = self._failures.get(key)
         if not failures:
             return 0
-        while failures and failures[0] <= now - self._window_s:
+        while failures and failures[0] <= now - self.window_s:
             failures.popleft()
         return len(failures)
 
@@ -196,10 +208,12 @@ def _utcnow() -> dt.datetime:
 class ShareCodes:
     """Creates, revokes and redeems share codes; turns share tokens back into principals."""
 
-    def __init__(self, settings: ShareSettings, store: ShareStore) -> None:
+    def __init__(
+        self, settings: ShareSettings, store: ShareStore, limiter: RedemptionLimiter | None = None
+    ) -> None:
         self._settings = settings
         self._store = store
-        self._limiter = RedemptionLimiter(settings.max_failures, settings.lockout_s)
+        self._limiter = limiter or RedemptionLimiter(settings.max_failures, settings.lockout_s)
         self._revocation_signals: dict[str, weakref.WeakSet[asyncio.Event]] = {}
 
     def revocation_signal(self, share_id: str) -> asyncio.Event:
@@ -281,18 +295,18 @@ class ShareCodes:
         """A bearer token for the code's scope; AccessError when wrong, used up, expired or locked out."""
         normalized = normalize_code(code)
         keys = (f"client:{client}", f"prefix:{normalized[:_PREFIX_LENGTH]}")
-        if self._limiter.locked(*keys):
+        if await self._limiter.locked(*keys):
             raise AccessError("too many failed attempts: try again later", code="LOCKED_OUT", status=429)
         record = await self._store.by_code_hash(hash_secret(normalized)) if normalized else None
         now = _utcnow()
         if record is None or not record.usable(now):
-            self._limiter.fail(*keys)
+            await self._limiter.fail(*keys)
             raise AccessError(
                 "this code is not valid (wrong, expired, revoked or used)", code="BAD_SHARE_CODE"
             )
         updated = await self._store.mark_redeemed(record)
         if updated is None:
-            self._limiter.fail(*keys)
+            await self._limiter.fail(*keys)
             raise AccessError(
                 "this code is not valid (wrong, expired, revoked or used)", code="BAD_SHARE_CODE"
             )

@@ -6,6 +6,7 @@ from typing import Any
 
 from federation.access.principals import AccessContext, EmergencyWindows, Principal, PrincipalKind
 from federation.access.share import ShareCodes
+from federation.access.state_elasticsearch import SharedEntries
 from federation.audit.flood import FloodGate
 from federation.audit.lists import MAX_LISTED, capped, in_parts
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
@@ -31,16 +32,18 @@ class ServiceBase:
         emergency_window_s: float,
         national_issuer: str | None,
         reports: ReportSettings | None = None,
+        windows: EmergencyWindows | None = None,
+        shared: SharedEntries | None = None,
     ) -> None:
         self.engine = engine
         self._audit = audit
         self._shares = shares
-        self._windows = EmergencyWindows(emergency_window_s)
+        self._windows = windows or EmergencyWindows(emergency_window_s)
         self._national_issuer = national_issuer
         self._failures = FloodGate(_AUDITED_FAILURES_PER_MINUTE)
         self._redemptions = FloodGate(shares.max_failures)
         self._report_settings = reports or ReportSettings()
-        self._report_links = ReportLinks(self._report_settings.link_ttl_s)
+        self._report_links = ReportLinks(self._report_settings.link_ttl_s, shared)
 
     async def _record_parts(
         self,

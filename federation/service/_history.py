@@ -134,9 +134,9 @@ class HistoryReads(ServiceBase):
             if principal.has(HISTORY_EMERGENCY):
                 key = patient_key(query)
                 if cleaned is not None:
-                    self._windows.open(principal.subject, key, cleaned)
+                    await self._windows.open(principal.subject, key, cleaned)
                 else:
-                    cleaned = self._windows.reason_for(principal.subject, key)
+                    cleaned = await self._windows.reason_for(principal.subject, key)
                 if cleaned is None:
                     raise AccessError(
                         "emergency access needs a reason (break-the-glass)", code="REASON_REQUIRED"

@@ -72,7 +72,7 @@ class ReportReads(ServiceBase):
         if answer.status is ReportStatus.AVAILABLE and answer.document is not None:
             assert found.source is not None
             assert found.study is not None
-            link_id, link = self._report_links.add(
+            link_id, link = await self._report_links.add(
                 access.principal.subject,
                 found.source.id,
                 found.study,
@@ -92,7 +92,7 @@ class ReportReads(ServiceBase):
 
     async def report_document(self, link_id: str, access: AccessContext) -> ReportDocument:
         """The document a report link opens, fetched again from its source (AccessError 404 when unknown)."""
-        link = self._report_links.get(link_id)
+        link = await self._report_links.get(link_id)
         none = _ReportGrant(None, None, False)
         if link is None:
             await self._record_report(
@@ -151,7 +151,7 @@ class ReportReads(ServiceBase):
                 return _ReportGrant(principal.sources, None, False)
             if principal.has(HISTORY_EMERGENCY):
                 for key in _patient_keys(exam):
-                    reason = self._windows.reason_for(principal.subject, key)
+                    reason = await self._windows.reason_for(principal.subject, key)
                     if reason is not None:
                         return _ReportGrant(principal.sources, reason, True)
                 raise AccessError(

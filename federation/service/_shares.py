@@ -40,7 +40,7 @@ class ShareDoors(ServiceBase):
             window = None
             if not principal.has(HISTORY_READ):
                 # Break-the-glass: the code ends with the window and carries its reason.
-                window = self._windows.window(principal.subject, patient_key(patient))
+                window = await self._windows.window(principal.subject, patient_key(patient))
                 if window is None:
                     raise AccessError("share only what you may read", code="FORBIDDEN")
             created = await self._shares.create(
