@@ -82,7 +82,16 @@ def merge_exam(records: list[StudyRecord], sources: Mapping[str, SourceInfo]) ->
         number_of_series=series,
         number_of_instances=instances,
         locations=tuple(_location(r, sources[r.source_id]) for r in records),
+        cached_at=_cached_at(records),
     )
+
+
+def _cached_at(records: list[StudyRecord]) -> dt.datetime | None:
+    """When the newest answer holding the exam was given, if every one came from the cache (else None)."""
+    times = [r.cached_at for r in records]
+    if not times or None in times:
+        return None
+    return max(t for t in times if t is not None)
 
 
 def merge_records(records: Iterable[StudyRecord], sources: Mapping[str, SourceInfo]) -> list[Exam]:
