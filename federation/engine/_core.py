@@ -36,7 +36,7 @@ class EngineCore:
         cache_write_wait_s: float = 0.5,
         identity_store: IdentityStore | None = None,
         national_issuer: str | None = None,
-        max_pending_queries: int = 200,
+        max_pending_queries: int = 100,
     ) -> None:
         self._overload = OverloadWatch(max_pending_queries)
         self._connectors = {connector.id: connector for connector in connectors}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 
@@ -20,10 +21,14 @@ from federation.errors import Overloaded
 
 log = logging.getLogger("federation.engine.engine")
 
-_RECENT_S = 10.0
+_RECENT_S = 3.0
 """A refusal or a BUSY source this recent still marks the process as saturated."""
 _SATURATED_SHARE = 0.75
 """Pending queries above this share of the limit mark the process as saturated."""
+_MAX_RETRY_AFTER_S = 10
+"""The longest ``Retry-After`` told: a refused caller comes back after about one query's time."""
+_SMOOTHING = 0.1
+"""Weight of each finished query in the running mean of query durations."""
 
 
 class Attempt:
@@ -60,6 +65,16 @@ class OverloadWatch:
         self.counters: collections.Counter[str] = collections.Counter()
         self.transitions: dict[str, collections.Counter[str]] = {}
         self._last: dict[str, float] = {}
+        self._mean_s = 0.0
+        """Running mean of admitted queries' durations: how long until a place frees, roughly."""
+
+    def retry_after_s(self) -> int:
+        """Seconds a refused caller should wait: about one query's time (1 to 10 s).
+
+        A fixed 1 s had every refused client back at once, and answering the refusals took the
+        CPU the admitted queries needed.
+        """
+        return max(1, min(_MAX_RETRY_AFTER_S, math.ceil(self._mean_s)))
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -69,13 +84,15 @@ class OverloadWatch:
             raise Overloaded(
                 f"pacsfed has {self.pending} queries in progress (server.max_pending_queries):"
                 " try again in a moment",
-                retry_after_s=1,
+                retry_after_s=self.retry_after_s(),
             )
         self.pending += 1
+        started = time.monotonic()
         try:
             yield
         finally:
             self.pending -= 1
+            self._mean_s += _SMOOTHING * (time.monotonic() - started - self._mean_s)
 
     def note(self, what: str) -> None:
         """Count one event (``queries_refused``, ``sources_busy``, ``stale_answers_served``)."""

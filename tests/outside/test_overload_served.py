@@ -74,7 +74,7 @@ async def test_a_served_pacsfed_at_its_limits_says_busy_and_refuses_with_503_and
             busy = (await waiting).json()
             await holder
     assert refused.status_code == 503
-    assert refused.headers["retry-after"] == "1"
+    assert 1 <= int(refused.headers["retry-after"]) <= 10
     assert refused.json()["errors"][0]["extensions"]["code"] == "OVERLOADED"
     assert ready["status"] == "degraded"
     assert "pending queries" in ready["reason"]

@@ -67,3 +67,10 @@ def test_elasticsearch_requests_are_logged_only_when_debugging(level: str, quiet
         assert (logger.level == logging.WARNING) is quiet
     finally:
         logger.setLevel(before)
+
+
+def test_retry_after_is_a_second_before_any_query_has_finished() -> None:
+    engine = FederationEngine([], None, max_pending_queries=1)
+    with engine.admitted(), pytest.raises(Overloaded) as quick, engine.admitted():
+        pass
+    assert quick.value.retry_after_s == 1  # no query finished yet: come back in a second
