@@ -3,6 +3,7 @@
     PacsfedError
     ├── ConfigError                 bad or missing configuration
     ├── QueryError                  a query the engine cannot run (bad patient input, unknown source)
+    ├── Overloaded                  too many queries pending: refused at once (OVERLOADED, HTTP 503)
     ├── CacheError                  the exam cache failed (read or write)
     │   └── CacheUnavailable        a CACHE_ONLY query whose cache cannot be read (CACHE_UNAVAILABLE)
     ├── AccessError                 the caller may not do this (403)
@@ -37,6 +38,16 @@ class QueryError(PacsfedError):
     def __init__(self, message: str, code: str = "BAD_QUERY") -> None:
         super().__init__(message)
         self.code = code
+
+
+class Overloaded(PacsfedError):
+    """More queries are pending than ``server.max_pending_queries``: refused at once, try again later."""
+
+    code = "OVERLOADED"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class CacheError(PacsfedError):

@@ -108,7 +108,16 @@ def merge_exam(
         if locations is not None
         else tuple(_location(r, sources[r.source_id]) for r in records),
         report_availability=report_availability(modalities, (sources[r.source_id] for r in records)),
+        cached_at=_cached_at(records),
     )
+
+
+def _cached_at(records: Sequence[StudyRecord]) -> dt.datetime | None:
+    """When the newest answer holding the exam was given, if every one came from the cache (else None)."""
+    times = [r.cached_at for r in records]
+    if not times or None in times:
+        return None
+    return max(t for t in times if t is not None)
 
 
 def merge_records(records: Iterable[StudyRecord], sources: Mapping[str, SourceInfo]) -> list[Exam]:

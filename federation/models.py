@@ -280,6 +280,9 @@ class SourceStatus(enum.StrEnum):
     """Only the cache was asked for (freshness CACHE_ONLY) and it holds no answer of this source."""
     UNSUPPORTED = "UNSUPPORTED"
     """The query needs what this source's connector cannot do (a demographic search): not asked."""
+    BUSY = "BUSY"
+    """Not asked: pacsfed had no free request slot for this source (``max_concurrency``) before the
+    deadline. pacsfed's own load, never held against the source's circuit breaker."""
 
 
 class Freshness(enum.StrEnum):
@@ -314,6 +317,9 @@ class SourceOutcome(_Frozen):
     cached: bool = False
     """The answer came from the cache (see ``cached_at``), not from the source just now."""
     cached_at: dt.datetime | None = None
+    stale_cached_at: dt.datetime | None = None
+    """The source did not answer now (skipped, busy or failing; ``status`` says which): its exams
+    are an older cached answer, given at this time."""
 
 
 class ExamLocation(_Frozen):
@@ -362,6 +368,8 @@ class Exam(_Frozen):
     locations: tuple[ExamLocation, ...] = ()
     report_availability: ReportAvailability = ReportAvailability.UNSUPPORTED
     """Set by the merge from the locations' sources and the modalities; no source is asked."""
+    cached_at: dt.datetime | None = None
+    """Set when every location came from the cache: the newest of their answers' times."""
 
 
 class CacheStatus(enum.StrEnum):

@@ -98,6 +98,7 @@ async def engine_from_settings(
             cache_write_wait_s=settings.cache.write_wait_s,
             identity_store=identity_store,
             national_issuer=settings.identity.national_issuer,
+            max_pending_queries=settings.server.max_pending_queries,
         )
         try:
             await cache.start()
@@ -207,7 +208,11 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: able to answer queries; a down cache is degraded, a journal that cannot write is not ready."""
+    """Readiness: able to answer queries; a down cache or saturation is degraded, a journal that cannot write is not ready.
+
+    The body also carries the in-process load counters (``load``): pending and refused queries,
+    BUSY sources, stale answers served and every circuit breaker transition since start.
+    """
     engine: FederationEngine = request.app.state.engine
     services: Services = request.app.state.services
     if isinstance(services.audit, JournaledAuditTrail) and (reason := await services.audit.unavailable()):
@@ -221,12 +226,16 @@ async def readyz(request: Request) -> JSONResponse:
         if health is not None
         else {"status": CacheStatus.DISABLED.value}
     )
-    degraded = health is not None and health.status is not CacheStatus.OK
+    saturation = engine.saturation()
+    degraded = (health is not None and health.status is not CacheStatus.OK) or bool(saturation)
     circuits = {source.id: engine.circuit_state(source.id).value for source in engine.sources}
     warnings = [INSECURE_WARNING] if services.authenticator.insecure else []
     return JSONResponse(
         {
             "status": "degraded" if degraded else "ready",
+            **({"reason": "saturated: " + "; ".join(saturation)} if saturation else {}),
+            "saturation": saturation,
+            "load": engine.load_counters(),
             "auth": "none" if services.authenticator.insecure else "enforced",
             "warnings": warnings,
             "audit": services.audit.sink_status() if isinstance(services.audit, JournaledAuditTrail) else {},

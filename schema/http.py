@@ -9,7 +9,8 @@ Media types (GraphQL over HTTP, https://graphql.github.io/graphql-over-http/draf
 names ``application/graphql-response+json`` in ``Accept`` gets that media type and its status codes:
 400 when the request fails before execution (document parsing, validation, variable coercion: no
 ``data`` in the body), 200 once execution started. Every other client gets ``application/json``
-and 200 for every GraphQL error, as before.
+and 200 for every GraphQL error, as before. Either way, a query refused because too many are in
+progress (``OVERLOADED``, ``server.max_pending_queries``) is a 503 with ``Retry-After``.
 
 Errors always come back as GraphQL errors with ``extensions.code`` and ``extensions.requestId``.
 The messages of our own exceptions that carry a ``code`` are shown (they never carry patient
@@ -36,7 +37,7 @@ from graphql.error import GraphQLSyntaxError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from federation.errors import AccessError, PacsfedError
+from federation.errors import AccessError, Overloaded, PacsfedError
 from federation.settings import ServerSettings
 from schema._graphiql import EXAMPLE_QUERY as EXAMPLE_QUERY
 from schema._graphiql import GRAPHIQL_HTML
@@ -130,6 +131,14 @@ def format_error(
     if error.path:
         payload["path"] = list(error.path)
     return payload
+
+
+def overloaded(result: ExecutionResult) -> Overloaded | None:
+    """The refusal of a result whose operation was refused for load (OVERLOADED), if it was."""
+    for error in result.errors or ():
+        if isinstance(error.original_error, Overloaded):
+            return error.original_error
+    return None
 
 
 def _quality(accept: str) -> dict[str, float]:
@@ -340,6 +349,9 @@ class GraphQLHandler:
                 status_code=request_error,
             )
         body = self.result_body(result)
+        refused = overloaded(result)
+        if refused is not None:  # pacsfed's own load, not the query's fault: come back in a moment
+            return JSONResponse(body, status_code=503, headers={"retry-after": str(refused.retry_after_s)})
         return JSONResponse(body, status_code=200 if "data" in body else request_error)
 
     def format(self, error: GraphQLError, request_id: str | None = None) -> dict[str, Any]:

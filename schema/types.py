@@ -19,7 +19,8 @@ from schema.reports import Report, ReportAvailability, resolve_exam_report
 
 SourceStatus = graphene.Enum.from_enum(
     SourceStatusModel,
-    description="How one source's part of a query ended: OK, TIMEOUT, UNREACHABLE or ERROR.",
+    description="How one source's part of a query ended: OK, TIMEOUT, UNREACHABLE or ERROR; BUSY (pacsfed's own"
+    " limit, never the hospital's), or not asked (NO_IDENTIFIER, SKIPPED, NOT_CACHED, UNSUPPORTED).",
 )
 CacheStatus = graphene.Enum.from_enum(
     CacheStatusModel, description="Whether this answer reached the exam cache."
@@ -112,6 +113,9 @@ class Exam(graphene.ObjectType):
         required=True,
         description="The report's likely status, known without reading it (no source asked, nothing audited).",
     )
+    cached_at = graphene.DateTime(
+        description="Set when every location came from the cache (older answers): the newest of their times."
+    )
     report = graphene.Field(
         Report,
         resolver=resolve_exam_report,
@@ -131,6 +135,9 @@ class SourceOutcome(graphene.ObjectType):
     warnings = graphene.List(graphene.NonNull(graphene.String), required=True)
     cached = graphene.Boolean(required=True, description="Answered from the cache, not live.")
     cached_at = graphene.DateTime(description="When the source gave the cached answer.")
+    stale_cached_at = graphene.DateTime(
+        description="The source gave no answer now (see status): its exams are its older cached answer, of this time."
+    )
 
 
 class Candidate(graphene.ObjectType):

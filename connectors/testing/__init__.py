@@ -2,7 +2,9 @@
 
 Subclass :class:`ConnectorConformance` (or :class:`NetworkConnectorConformance` for a connector
 that reaches a peer over the network) in your connector's test suite; ``docs/writing-a-connector.md``
-walks through it.
+walks through it. The statuses a connector's calls end in are the ``ConnectorError`` branch's
+(``TIMEOUT``, ``UNREACHABLE``, ``ERROR``); ``BUSY`` (no free ``max_concurrency`` slot) and the
+not-asked statuses are the engine's, never a connector's, and are not checked here.
 """
 
 from connectors.testing.network import NetworkConnectorConformance

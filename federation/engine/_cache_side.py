@@ -20,8 +20,6 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
     from connectors.base import Connector
 
 log = logging.getLogger("federation.engine.engine")
-_CACHE_READ_S = 1.0
-"""The longest a query waits for the cache before asking every source live."""
 _DEFAULT_TTL_S = 300.0
 
 
@@ -37,18 +35,28 @@ class CacheSide(EngineCore):
         deadline: Deadline,
         state: QueryState,
     ) -> dict[str, CachedAnswer]:
-        """The cached answers this query may use: fresh ones, or any age with CACHE_ONLY."""
+        """The cached answers this query may use: fresh ones, or any age with CACHE_ONLY.
+
+        Every answer read, fresh or not, is kept in ``state.stale``: served where a source then
+        gives none. The read's own timeout is the cache client's, around each Elasticsearch
+        request (``cache.request_timeout_s``), not a timer around the whole read, which under a
+        saturated event loop mostly measured time queued in the loop; the engine only keeps half
+        of the query's deadline for the sources. A cache not read is reported as unavailable.
+        """
         if freshness is Freshness.LIVE or self._cache is None or query.cache_key() is None:
             return {}
         wanted = [c.id for c in connectors if plans[c.id]]
         try:
-            async with asyncio.timeout(min(_CACHE_READ_S, deadline.remaining() / 2)):
+            async with asyncio.timeout(deadline.remaining() / 2):
                 answers = await self._cache.cached_answers(query, wanted)
         except (CacheError, TimeoutError) as exc:
             if freshness is Freshness.CACHE_ONLY:  # no source may be asked: there is no answer at all
                 raise CacheUnavailable("the cache cannot be read (CACHE_ONLY asks no source)") from exc
-            state.warnings.append("the cache could not be read: every source was asked live")
+            log.warning("cache read failed (%s): sources are asked live", type(exc).__name__)
+            state.cache_unread = True
+            state.warnings.append("the cache could not be read")
             return {}
+        state.stale = answers
         if freshness is Freshness.CACHE_ONLY:
             return answers
         now = dt.datetime.now(dt.UTC)

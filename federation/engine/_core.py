@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from federation.cache.base import ExamCache
+from federation.engine._overload import OverloadWatch
 from federation.engine._query_state import SharedRequest, breaker_for, identity_of, source_setting
 from federation.engine.resilience import CircuitState
 from federation.errors import (
@@ -33,12 +36,16 @@ class EngineCore:
         cache_write_wait_s: float = 0.5,
         identity_store: IdentityStore | None = None,
         national_issuer: str | None = None,
+        max_pending_queries: int = 100,
     ) -> None:
+        self._overload = OverloadWatch(max_pending_queries)
         self._connectors = {connector.id: connector for connector in connectors}
         self._identity_store = identity_store
         self._resolver = IdentityResolver(identity_store, national_issuer)
         self._bare_resolver = IdentityResolver(None, national_issuer)
-        self._breakers = {c.id: breaker_for(c) for c in connectors}
+        self._breakers = {
+            c.id: breaker_for(c, functools.partial(self._overload.transition, c.id)) for c in connectors
+        }
         self._identities = {c.id: identity_of(c) for c in connectors}
         self._inflight: dict[tuple[str, str], SharedRequest] = {}
         self._purges: dict[str, int] = {}
@@ -90,6 +97,18 @@ class EngineCore:
     def identity_store(self) -> IdentityStore | None:
         """The cross-reference store, if one is configured."""
         return self._identity_store
+
+    def admitted(self) -> contextlib.AbstractContextManager[None]:
+        """Hold one of ``server.max_pending_queries`` places for a patient query, or raise Overloaded."""
+        return self._overload.admitted()
+
+    def saturation(self) -> list[str]:
+        """Why pacsfed is at its own limits now (empty when it is not), for ``/readyz``."""
+        return self._overload.saturation()
+
+    def load_counters(self) -> dict[str, object]:
+        """In-process counters: pending and refused queries, BUSY sources, stale answers, breaker transitions."""
+        return self._overload.snapshot()
 
     def circuit_state(self, source_id: str) -> CircuitState:
         """The circuit breaker state of one source."""

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from federation.cache.base import CachedAnswer
-from federation.engine.resilience import CircuitBreaker
+from federation.engine._overload import Attempt
+from federation.engine.resilience import CircuitBreaker, Transition
 from federation.errors import ConnectorError, SourceTimeout, SourceUnreachable
 from federation.identity.resolver import SourceIdentity
 from federation.merge import RunningMerge
@@ -61,8 +62,11 @@ class SharedRequest:
         key: tuple[str, str] | None,
         deadline: Deadline,
         waiters: int = 0,
+        attempt: Attempt | None = None,
     ) -> None:
         self.task = task
+        self.attempt = attempt if attempt is not None else Attempt()
+        """Whether the source was asked at all (it may be waiting for one of pacsfed's slots)."""
         self.key = key
         """Where the engine lists it as in flight (cache key, source id); None if unlisted."""
         self.deadline = deadline
@@ -108,16 +112,38 @@ def from_cache(connector: Connector, answer: CachedAnswer) -> SourceResult:
     )
 
 
+_STALE_SERVED = frozenset(
+    {
+        SourceStatus.SKIPPED,
+        SourceStatus.BUSY,
+        SourceStatus.TIMEOUT,
+        SourceStatus.UNREACHABLE,
+        SourceStatus.ERROR,
+    }
+)
+"""Where a source gave no answer now, an older cached one is served (its status kept)."""
+
+
+def with_stale(result: SourceResult, stale: CachedAnswer | None) -> SourceResult:
+    """A source's failed result with its older cached answer's exams, if it has one (``stale_cached_at``)."""
+    if stale is None or result.outcome.status not in _STALE_SERVED:
+        return result
+    outcome = result.outcome.model_copy(
+        update={"stale_cached_at": stale.answered_at, "exam_count": len(stale.records)}
+    )
+    return SourceResult(outcome, [record.cached(stale.answered_at) for record in stale.records])
+
+
 def source_setting(connector: Connector, name: str, default: Any) -> Any:
     """A source setting, or the default for connectors whose settings lack it."""
     return getattr(connector.settings, name, default)
 
 
-def breaker_for(connector: Connector) -> CircuitBreaker:
+def breaker_for(connector: Connector, on_change: Transition | None = None) -> CircuitBreaker:
     circuit = source_setting(connector, "circuit", None)
     if circuit is None:
-        return CircuitBreaker(failures=5, reset_s=30.0)
-    return CircuitBreaker(failures=circuit.failures, reset_s=circuit.reset_s)
+        return CircuitBreaker(failures=5, reset_s=30.0, on_change=on_change)
+    return CircuitBreaker(failures=circuit.failures, reset_s=circuit.reset_s, on_change=on_change)
 
 
 def identity_of(connector: Connector) -> SourceIdentity:
@@ -164,6 +190,10 @@ class QueryState:
         self.changed: frozenset[str] = frozenset()
         """The StudyInstanceUIDs whose exam the last :meth:`history` added or changed."""
         self._merge = RunningMerge(self.infos)
+        self.stale: dict[str, CachedAnswer] = {}
+        """Every cached answer read for this query, fresh or not: served where a source cannot answer."""
+        self.cache_unread = False
+        """The cache was to be read but could not be: the answer says the cache was unavailable."""
 
     def history(self, cache_status: CacheStatus, cache_error: str | None = None) -> PatientHistory:
         """The history as it stands: merged exams, statuses in configuration order, candidates.
@@ -175,6 +205,8 @@ class QueryState:
         complete = len(outcomes) == len(self.connectors) and all(
             o.status is SourceStatus.OK for o in outcomes
         )
+        if self.cache_unread and cache_status is CacheStatus.OK:
+            cache_status, cache_error = CacheStatus.UNAVAILABLE, cache_error or "the cache could not be read"
         return PatientHistory(
             complete=complete,
             exams=tuple(self._merge.exams()),

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from federation.engine._core import EngineCore
+from federation.engine._overload import Attempt
 from federation.engine._query_state import SharedRequest, SourceResult, failure_of, millis_since, not_asked
 from federation.identity.resolver import PlannedQuery, record_matches
 from federation.models import Deadline, PatientQuery, SourceOutcome, SourceStatus, StudyQuery, StudyRecord
@@ -22,6 +23,11 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
 log = logging.getLogger("federation.engine.engine")
 _JOIN_SLACK_S = 0.25
 """A query joins an identical request in flight only if the source was given a deadline at most this much earlier."""
+_NO_SLOT = "not asked: pacsfed's own limit of requests at once to this source (max_concurrency) held until the deadline"
+
+
+class _NoSlot(Exception):
+    """No slot of pacsfed's own for this source came free before the deadline."""
 
 
 class RequestSharing(EngineCore):
@@ -87,6 +93,20 @@ class RequestSharing(EngineCore):
                 if shared.task.done():  # it ended at the deadline: its callback had not run yet
                     batch.append(self._result_of(connector, shared.task))
                     continue
+                if not shared.attempt.asked:  # still waiting for one of pacsfed's own slots
+                    self._overload.note("sources_busy")
+                    batch.append(
+                        SourceResult(
+                            SourceOutcome(
+                                source=connector.info,
+                                status=SourceStatus.BUSY,
+                                latency_ms=millis_since(started),
+                                error=_NO_SLOT,
+                            ),
+                            (),
+                        )
+                    )
+                    continue
                 log.warning("source %s: no answer by the deadline", connector.id)
                 batch.append(
                     SourceResult(
@@ -107,15 +127,40 @@ class RequestSharing(EngineCore):
                 self._release(shared)
 
     async def _ask(
-        self, connector: Connector, planned: Sequence[PlannedQuery], deadline: Deadline, verify: bool = True
+        self,
+        connector: Connector,
+        planned: Sequence[PlannedQuery],
+        deadline: Deadline,
+        attempt: Attempt,
+        verify: bool = True,
     ) -> SourceResult:
-        """Run a source's planned queries; keep only records that carry the identifier asked for."""
+        """Run a source's planned queries; keep only records that carry the identifier asked for.
+
+        Each query first takes one of pacsfed's slots for the source (``max_concurrency``); one
+        that gets none before the deadline is not sent (BUSY). ``attempt`` learns what was sent.
+        """
         started = time.monotonic()
+        budget = deadline.at - started
         limit = self._limits[connector.id]
+        waiters = self._overload.slot_waiters
 
         async def limited(query: StudyQuery) -> SourceAnswer:
-            async with limit:
+            if limit.locked():
+                waiters[connector.id] += 1
+                try:
+                    async with asyncio.timeout(deadline.remaining()):
+                        await limit.acquire()
+                except TimeoutError:
+                    raise _NoSlot from None
+                finally:
+                    waiters[connector.id] -= 1
+            else:
+                await limit.acquire()
+            try:
+                attempt.sent(deadline.remaining(), budget)
                 return await connector.find_studies(query, deadline)
+            finally:
+                limit.release()
 
         answers: list[SourceAnswer | BaseException]
         if len(planned) == 1:  # the usual case: no task (gather makes one per query) needed
@@ -134,6 +179,9 @@ class RequestSharing(EngineCore):
             if isinstance(answer, BaseException):
                 if isinstance(answer, asyncio.CancelledError):
                     raise answer
+                if isinstance(answer, _NoSlot):
+                    failure = failure or (SourceStatus.BUSY, _NO_SLOT)
+                    continue
                 failure = failure or failure_of(connector, answer)
                 continue
             warnings.extend(answer.warnings)
@@ -149,6 +197,8 @@ class RequestSharing(EngineCore):
             # The source ignored a matching key: its extra answers belong to other patients.
             warnings.append(f"{dropped} answers for other patient identifiers were discarded")
         status, error = failure if failure else (SourceStatus.OK, None)
+        if status is SourceStatus.BUSY:
+            self._overload.note("sources_busy")
         return SourceResult(
             SourceOutcome(
                 source=connector.info,
@@ -177,8 +227,9 @@ class RequestSharing(EngineCore):
             or shared.task.cancelling()
             or shared.deadline.at + _JOIN_SLACK_S < deadline.at  # the source would give up well before
         ):
-            task = self._spawn(self._ask(connector, planned, deadline))
-            shared = self._judged(connector, SharedRequest(task, key, deadline))
+            attempt = Attempt()
+            task = self._spawn(self._ask(connector, planned, deadline, attempt))
+            shared = self._judged(connector, SharedRequest(task, key, deadline, attempt=attempt))
             if key[0]:
                 self._inflight[key] = shared
                 task.add_done_callback(functools.partial(self._forget_inflight_of, key, shared))
@@ -196,14 +247,14 @@ class RequestSharing(EngineCore):
     def _judge_request(self, source_id: str, shared: SharedRequest, task: asyncio.Task[SourceResult]) -> None:
         breaker = self._breakers[source_id]
         if task.cancelled():
-            if shared.timed_out:  # every query waiting for it gave up at its deadline
+            if shared.timed_out and shared.attempt.fair:  # every query waiting for it gave up at its deadline
                 breaker.record_failure()
-            else:  # abandoned by a purge, or by consumers gone: nothing learnt of the source
+            else:  # abandoned, or never given its time (a slot wait is pacsfed's): nothing learnt of the source
                 breaker.release_probe()
         elif task.exception() is not None:
             breaker.release_probe()  # a fault of ours, reported by the task's own error handling
         else:
-            self._judge(task.result().outcome)
+            self._judge(task.result().outcome, shared.attempt)
 
     def _release(self, shared: SharedRequest, *, at_deadline: bool = False) -> None:
         """One query no longer waits for this request: the last one to leave cancels it."""
@@ -225,13 +276,22 @@ class RequestSharing(EngineCore):
         if self._inflight.get(key) is shared:
             del self._inflight[key]
 
-    def _judge(self, outcome: SourceOutcome) -> None:
-        """Feed a source's outcome to its circuit breaker."""
+    def _judge(self, outcome: SourceOutcome, attempt: Attempt) -> None:
+        """Feed a source's outcome to its circuit breaker; what pacsfed's own queue caused is not the source's.
+
+        A timeout counts only when the source had at least half of the request's time (it did not
+        wait long for a slot); a BUSY request never reached the source.
+        """
         breaker = self._breakers[outcome.source.id]
-        if outcome.status is SourceStatus.OK:
+        status = outcome.status
+        if status is SourceStatus.OK:
             breaker.record_success()
-        elif outcome.status in (SourceStatus.TIMEOUT, SourceStatus.UNREACHABLE, SourceStatus.ERROR):
+        elif (status in (SourceStatus.UNREACHABLE, SourceStatus.ERROR) and attempt.asked) or (
+            status is SourceStatus.TIMEOUT and attempt.fair
+        ):
             breaker.record_failure()
+        else:
+            breaker.release_probe()
 
     def _skipped(self, connector: Connector) -> SourceResult:
         retry = self._breakers[connector.id].retry_in_s()

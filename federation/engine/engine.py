@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from federation.cache.base import CachedAnswer, CacheHealth
 from federation.engine._cache_side import CacheSide
+from federation.engine._overload import Attempt
 from federation.engine._query_state import (
     QueryState,
     SharedRequest,
@@ -29,6 +30,7 @@ from federation.engine._query_state import (
     not_asked,
     not_searchable,
     status_for,
+    with_stale,
 )
 from federation.engine._requests import RequestSharing
 from federation.engine.request import HistoryRequest
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
 
 log = logging.getLogger(__name__)
 _PURGE_WAIT_S = 10.0
+_UNREAD_BUSY = "not asked: the cache could not be read and pacsfed is at its own limits"
 _ASKED = HistoryRequest()
 """The request of a caller that asks for nothing but the patient."""
 """The longest a purge waits for cache writes already on their way (a slower one undoes itself)."""
@@ -173,6 +176,7 @@ class FederationEngine(RequestSharing, CacheSide):
         # Closed here, not by the garbage collector: a consumer that stops releases its requests at once.
         async with contextlib.aclosing(self._fan_out_batches(jobs, deadline, state.started)) as batches:
             async for batch in batches:
+                batch = [self._or_stale(result, state) for result in batch]
                 for result in batch:
                     state.results[result.outcome.source.id] = result
                     if result.outcome.status is SourceStatus.OK and write_through is not None:
@@ -211,10 +215,24 @@ class FederationEngine(RequestSharing, CacheSide):
                     connector, SourceStatus.NOT_CACHED, "no cached answer for this patient"
                 )
             elif not self._breakers[connector.id].allow():
-                state.results[connector.id] = self._skipped(connector)
+                state.results[connector.id] = self._or_stale(self._skipped(connector), state)
+            elif state.cache_unread and self._overload.saturated:
+                # Sending every source live because the cache was slow would feed the overload.
+                self._overload.note("sources_busy")
+                state.warnings.append("pacsfed is at its own limits: sources were not asked live")
+                busy = not_asked(connector, SourceStatus.BUSY, _UNREAD_BUSY)
+                state.results[connector.id] = busy
+                self._breakers[connector.id].release_probe()
             else:
                 to_ask.append((connector, plan))
         return to_ask
+
+    def _or_stale(self, result: SourceResult, state: QueryState) -> SourceResult:
+        """A source's result, or where it gave no answer now, its older cached one (status kept)."""
+        served = with_stale(result, state.stale.get(result.outcome.source.id))
+        if served is not result:
+            self._overload.note("stale_answers_served")
+        return served
 
     async def _final(
         self,
@@ -277,8 +295,10 @@ class FederationEngine(RequestSharing, CacheSide):
                 not_searchable(connector, demographic, state)
             elif self._breakers[connector.id].allow():
                 queries = by_keys[connector.takes_non_ascii_name_keys]
-                task = self._spawn(self._ask(connector, queries, deadline, verify=False))
-                jobs[connector] = self._judged(connector, SharedRequest(task, None, deadline, waiters=1))
+                attempt = Attempt()
+                task = self._spawn(self._ask(connector, queries, deadline, attempt, verify=False))
+                shared = SharedRequest(task, None, deadline, waiters=1, attempt=attempt)
+                jobs[connector] = self._judged(connector, shared)
             elif demographic:
                 state.results[connector.id] = self._skipped(connector)
         candidate_records: list[StudyRecord] = []

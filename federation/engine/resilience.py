@@ -2,7 +2,8 @@
 
 Closed → (``failures`` consecutive failures) → Open → (``reset_s`` later) → Half-open: one probe
 query goes through; its success closes the circuit, its failure opens it for another ``reset_s``.
-An open source costs a query nothing instead of its whole deadline.
+An open source costs a query nothing instead of its whole deadline. Each change of state is
+reported once to ``on_change`` (open → half-open when the first probe goes out).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+
+Transition = Callable[["CircuitState", "CircuitState", int], None]
+"""Told of each change of state: (before, after, consecutive failures)."""
 
 
 class CircuitState(enum.StrEnum):
@@ -23,14 +27,30 @@ class CircuitState(enum.StrEnum):
 class CircuitBreaker:
     """Counts consecutive failures of one source and decides whether to ask it."""
 
-    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures: int,
+        reset_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Transition | None = None,
+    ) -> None:
         self.failure_threshold = failures
         self.reset_s = reset_s
         self._clock = clock
+        self._on_change = on_change
         self._consecutive_failures = 0
         self._opened_at: float | None = None
         self._probing = False
         self._probe_started_at = 0.0
+        self._told = CircuitState.CLOSED
+
+    def _tell(self) -> None:
+        """Report the state to ``on_change`` if it changed since last told."""
+        state = self.state
+        if state is not self._told:
+            before, self._told = self._told, state
+            if self._on_change is not None:
+                self._on_change(before, state, self._consecutive_failures)
 
     @property
     def state(self) -> CircuitState:
@@ -57,6 +77,7 @@ class CircuitBreaker:
         if state is CircuitState.HALF_OPEN and not self._probing:
             self._probing = True
             self._probe_started_at = self._clock()
+            self._tell()
             return True
         return False
 
@@ -65,6 +86,7 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._opened_at = None
         self._probing = False
+        self._tell()
 
     def release_probe(self) -> None:
         """A request that ended saying nothing of the source (abandoned): another may probe at once."""
@@ -76,3 +98,4 @@ class CircuitBreaker:
         if self._probing or self._consecutive_failures >= self.failure_threshold:
             self._opened_at = self._clock()
         self._probing = False
+        self._tell()

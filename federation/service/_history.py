@@ -21,6 +21,7 @@ from federation.engine.engine import HistoryUpdate
 from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, PacsfedError
 from federation.models import PatientHistory, PatientQuery
+from federation.service._admission import admitted, admitted_stream
 from federation.service._base import ServiceBase, code_of
 
 _ASKED = HistoryRequest()
@@ -45,6 +46,7 @@ class _Grant:
 class HistoryReads(ServiceBase):
     """Whole and progressive patient histories, authorized and audited."""
 
+    @admitted  # past server.max_pending_queries: OVERLOADED at once, nothing asked or journaled
     async def patient_history(
         self,
         query: PatientQuery,
@@ -65,6 +67,7 @@ class HistoryReads(ServiceBase):
         await self._record_query(query, access, grant, AuditOutcome.SUCCESS, history=history, soon=True)
         return history
 
+    @admitted_stream
     async def stream_history(
         self,
         query: PatientQuery,

@@ -198,3 +198,11 @@ def test_the_terminal_view_shows_the_name_in_every_script() -> None:
     exam = merge_exam([rec("a", "1", patient_name="Yamada^Tarou", patient_name_groups=groups)], SOURCES)
     view = render_history(PatientHistory(complete=True, exams=(exam,), sources=()))
     assert "Yamada^Tarou=山田^太郎=やまだ^たろう" in view
+
+
+def test_an_exam_is_cached_only_when_every_location_came_from_the_cache() -> None:
+    older, newer = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    cached = merge_exam([rec("a", "1.2.3", cached_at=older), rec("b", "1.2.3", cached_at=newer)], SOURCES)
+    mixed = merge_exam([rec("a", "1.2.3", cached_at=older), rec("b", "1.2.3")], SOURCES)
+    assert cached.cached_at == newer
+    assert mixed.cached_at is None

@@ -52,6 +52,7 @@ _WHY_NOT = {
     SourceStatus.NO_IDENTIFIER: "was not asked: no identifier of this patient is known in its domain",
     SourceStatus.SKIPPED: "was not asked: its circuit is open after repeated failures",
     SourceStatus.NOT_CACHED: "was not asked and the cache holds no answer of it",
+    SourceStatus.BUSY: "was not asked: pacsfed was at its own limit of requests to it (not the hospital's fault)",
 }
 
 
@@ -194,6 +195,8 @@ def operation_outcome(issues: Sequence[JSON], request_id: str | None = None) -> 
 
 def _source_issue(outcome: SourceOutcome) -> JSON:
     why = _WHY_NOT.get(outcome.status, "did not answer")
+    if outcome.stale_cached_at is not None:
+        why += f"; its older cached answer of {outcome.stale_cached_at.isoformat()} is shown"
     text = f"source {outcome.source.id} ({outcome.source.name}) {why} [{outcome.status.value}]"
     return outcome_issue("warning", "incomplete", text, outcome.status.value)
 

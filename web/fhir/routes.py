@@ -31,6 +31,7 @@ from federation.errors import (
     AuditError,
     AuthenticationError,
     CacheError,
+    Overloaded,
     PacsfedError,
     QueryError,
 )
@@ -93,6 +94,9 @@ def _failure(exc: PacsfedError) -> Response:
         return error_response(exc.status, "forbidden", str(exc), exc.code)
     if isinstance(exc, QueryError):
         return error_response(400, "invalid", str(exc), exc.code)
+    if isinstance(exc, Overloaded):
+        retry = {"Retry-After": str(exc.retry_after_s)}
+        return error_response(503, "transient", "too many queries in progress; try again", exc.code, retry)
     if isinstance(exc, AuditError | CacheError):
         return error_response(503, "transient", "the service cannot answer now; try again", code)
     log.warning("fhir search failed: %s", type(exc).__name__)

@@ -19,7 +19,7 @@ const REPORT = `query($patient: PatientInput!, $uid: ID!, $sources: [ID!], $reas
     status text author date title url error } }`;
 const SHARE = `mutation($patient: PatientInput!, $studies: [ID!], $ttl: Int, $once: Boolean) {
   createShareCode(patient: $patient, studies: $studies, ttlSeconds: $ttl, singleUse: $once) { code expiresAt url qrSvg singleUse } }`;
-const FAILED = new Set(["TIMEOUT", "UNREACHABLE", "ERROR", "SKIPPED", "NOT_CACHED", "UNSUPPORTED"]);
+const FAILED = new Set(["TIMEOUT", "UNREACHABLE", "ERROR", "SKIPPED", "NOT_CACHED", "UNSUPPORTED", "BUSY"]);
 const GLYPH = { WAITING: "…", OK: "✓", NO_IDENTIFIER: "–", NOT_ASKED: "–" };
 
 const state = { sources: [], history: null, running: false, patient: null, reports: new Map(), open: new Set(), picked: new Set(), reason: null, subscription: null };

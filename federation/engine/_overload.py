@@ -1,0 +1,143 @@
+"""pacsfed's own load, kept apart from the hospitals': admission of queries, slot waits, counters.
+
+A query is admitted while fewer than ``max_pending_queries`` are in progress; one more is refused
+at once (:class:`federation.errors.Overloaded`) rather than queued past its deadline. A source
+request that waits for one of pacsfed's own slots (``max_concurrency``) and gets none before the
+deadline is BUSY, and time spent waiting for a slot is never held against the source's breaker.
+Counters are in-process (shown in ``/readyz``); nothing here holds patient data.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+
+from federation.engine.resilience import CircuitState
+from federation.errors import Overloaded
+
+log = logging.getLogger("federation.engine.engine")
+
+_RECENT_S = 3.0
+"""A refusal or a BUSY source this recent still marks the process as saturated."""
+_SATURATED_SHARE = 0.75
+"""Pending queries above this share of the limit mark the process as saturated."""
+_MAX_RETRY_AFTER_S = 10
+"""The longest ``Retry-After`` told: a refused caller comes back after about one query's time."""
+_SMOOTHING = 0.1
+"""Weight of each finished query in the running mean of query durations."""
+
+
+class Attempt:
+    """Whether a source request got one of pacsfed's slots, and with how much of its deadline left."""
+
+    __slots__ = ("asked", "short")
+
+    def __init__(self) -> None:
+        self.asked = False
+        """At least one of its queries got a slot and was sent to the source."""
+        self.short = False
+        """A query was sent with less than half of the request's time left (it waited for a slot)."""
+
+    def sent(self, left_s: float, budget_s: float) -> None:
+        """A query of this request goes to the source with ``left_s`` of ``budget_s`` seconds left."""
+        self.asked = True
+        if left_s < budget_s / 2:
+            self.short = True
+
+    @property
+    def fair(self) -> bool:
+        """The source had its time: a timeout is the source's, not pacsfed's queue's."""
+        return self.asked and not self.short
+
+
+class OverloadWatch:
+    """Counts pending queries, refusals, BUSY sources and breaker transitions; says when saturated."""
+
+    def __init__(self, max_pending_queries: int) -> None:
+        self.max_pending_queries = max_pending_queries
+        self.pending = 0
+        self.slot_waiters: collections.Counter[str] = collections.Counter()
+        """Source requests waiting for a slot now, by source id."""
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.transitions: dict[str, collections.Counter[str]] = {}
+        self._last: dict[str, float] = {}
+        self._mean_s = 0.0
+        """Running mean of admitted queries' durations: how long until a place frees, roughly."""
+
+    def retry_after_s(self) -> int:
+        """Seconds a refused caller should wait: about one query's time (1 to 10 s).
+
+        A fixed 1 s had every refused client back at once, and answering the refusals took the
+        CPU the admitted queries needed.
+        """
+        return max(1, min(_MAX_RETRY_AFTER_S, math.ceil(self._mean_s)))
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold one pending-query place for the block, or refuse at once (Overloaded) when none is left."""
+        if self.pending >= self.max_pending_queries:
+            self.note("queries_refused")
+            raise Overloaded(
+                f"pacsfed has {self.pending} queries in progress (server.max_pending_queries):"
+                " try again in a moment",
+                retry_after_s=self.retry_after_s(),
+            )
+        self.pending += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.pending -= 1
+            self._mean_s += _SMOOTHING * (time.monotonic() - started - self._mean_s)
+
+    def note(self, what: str) -> None:
+        """Count one event (``queries_refused``, ``sources_busy``, ``stale_answers_served``)."""
+        self.counters[what] += 1
+        self._last[what] = time.monotonic()
+
+    def transition(self, source_id: str, before: CircuitState, after: CircuitState, failures: int) -> None:
+        """Log and count one circuit breaker transition (no patient data: the source and the states)."""
+        name = f"{before.value}->{after.value}"
+        self.transitions.setdefault(source_id, collections.Counter())[name] += 1
+        level = logging.WARNING if after is CircuitState.OPEN else logging.INFO
+        log.log(level, "source %s: circuit %s (%d consecutive failures)", source_id, name, failures)
+
+    @property
+    def saturated(self) -> bool:
+        """Queries or source requests are queueing for pacsfed's own capacity right now."""
+        return self.pending >= self.max_pending_queries * _SATURATED_SHARE or any(
+            n > 0 for n in self.slot_waiters.values()
+        )
+
+    def saturation(self) -> list[str]:
+        """Why pacsfed is at its own limits now (empty when it is not)."""
+        reasons: list[str] = []
+        if self.pending >= self.max_pending_queries * _SATURATED_SHARE:
+            reasons.append(f"{self.pending} of {self.max_pending_queries} pending queries in progress")
+        waiting = sorted(sid for sid, n in self.slot_waiters.items() if n > 0)
+        if waiting:
+            reasons.append(f"requests waiting for a slot (max_concurrency) to: {', '.join(waiting)}")
+        now = time.monotonic()
+        for what, label in (
+            ("queries_refused", "queries refused (OVERLOADED)"),
+            ("sources_busy", "BUSY sources"),
+        ):
+            if now - self._last.get(what, -_RECENT_S * 2) < _RECENT_S:
+                reasons.append(f"{label} in the last {_RECENT_S:.0f} s")
+        return reasons
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters as plain data, for ``/readyz``."""
+        return {
+            "pending_queries": self.pending,
+            "max_pending_queries": self.max_pending_queries,
+            **{
+                name: self.counters[name]
+                for name in ("queries_refused", "sources_busy", "stale_answers_served")
+            },
+            "circuit_transitions": {sid: dict(counts) for sid, counts in sorted(self.transitions.items())},
+        }

@@ -1,0 +1,76 @@
+"""pacsfed's own limits: breaker transitions told once each, admission past max_pending_queries, quiet logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from federation.engine import CircuitBreaker, CircuitState, FederationEngine
+from federation.errors import Overloaded
+from pacsfed.cli import main
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_every_breaker_transition_is_told_once() -> None:
+    clock = Clock()
+    told: list[tuple[CircuitState, CircuitState, int]] = []
+    breaker = CircuitBreaker(failures=2, reset_s=30, clock=clock, on_change=lambda *t: told.append(t))
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_failure()  # already open: no second report
+    clock.now = 30
+    assert breaker.allow()  # the probe: half-open
+    breaker.record_failure()  # the probe failed: open again
+    clock.now = 60
+    assert breaker.allow()
+    breaker.record_success()
+    closed, opened, half = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+    assert [(before, after) for before, after, _ in told] == [
+        (closed, opened),
+        (opened, half),
+        (half, opened),
+        (opened, half),
+        (half, closed),
+    ]
+    assert told[0][2] == 2
+
+
+def test_a_query_past_max_pending_queries_is_refused_at_once_and_counted() -> None:
+    engine = FederationEngine([], None, max_pending_queries=2)
+    with engine.admitted(), engine.admitted():
+        assert any("2 of 2 pending" in reason for reason in engine.saturation())
+        with pytest.raises(Overloaded) as refused, engine.admitted():
+            pass
+        assert refused.value.code == "OVERLOADED" and refused.value.retry_after_s >= 1
+    with engine.admitted():  # places come back
+        pass
+    counters = engine.load_counters()
+    assert counters["pending_queries"] == 0 and counters["queries_refused"] == 1
+    assert any("OVERLOADED" in reason for reason in engine.saturation())
+
+
+@pytest.mark.parametrize(("level", "quiet"), [("INFO", True), ("DEBUG", False)])
+def test_elasticsearch_requests_are_logged_only_when_debugging(level: str, quiet: bool) -> None:
+    logger = logging.getLogger("elastic_transport")
+    before = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        main(["--log-level", level, "schema"])
+        assert (logger.level == logging.WARNING) is quiet
+    finally:
+        logger.setLevel(before)
+
+
+def test_retry_after_is_a_second_before_any_query_has_finished() -> None:
+    engine = FederationEngine([], None, max_pending_queries=1)
+    with engine.admitted(), pytest.raises(Overloaded) as quick, engine.admitted():
+        pass
+    assert quick.value.retry_after_s == 1  # no query finished yet: come back in a second
