@@ -86,12 +86,20 @@ def main() -> None:
             f"{'sources':>8} {'idle CPU % of a core':>21} {'threads before':>15}"
             f" {'after query':>12} {'after idle':>11}"
         )
-        for n in args.sources:
-            f = _measure(n, port, args.idle_s)
+        figures = {n: _measure(n, port, args.idle_s) for n in args.sources}
+        for n, f in figures.items():
             print(
                 f"{n:>8} {f['idle_cpu_percent']:>21.1f} {f['threads_before']:>15.0f}"
                 f" {f['threads_after_query']:>12.0f} {f['threads_idle']:>11.0f}"
             )
+    worst = max(f["idle_cpu_percent"] for f in figures.values())
+    print(
+        f"idle CPU goal (< {IDLE_GOAL_PERCENT:.0f} % of one core): {'met' if worst < IDLE_GOAL_PERCENT else 'MISSED'}"
+    )
+    if len(figures) > 1:
+        idle_threads = [f["threads_idle"] for f in figures.values()]
+        grows = max(idle_threads) > min(idle_threads)
+        print(f"threads with the number of sources: {'GROW' if grows else 'do not grow'} ({idle_threads})")
 
 
 if __name__ == "__main__":
