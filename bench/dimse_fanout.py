@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import threading
 import time
@@ -122,6 +123,7 @@ def main() -> None:
                 f" {cpu * 1000:>13.1f} {floor_cpu * 1000:>13.1f} {incomplete:>11}"
             )
         print(f"(threads left in this process: {os_threads()}, {threading.active_count()} of them Python's)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (the machine's load moves every figure)")
 
 
 if __name__ == "__main__":

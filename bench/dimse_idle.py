@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -92,6 +93,7 @@ def main() -> None:
                 f"{n:>8} {f['idle_cpu_percent']:>21.1f} {f['threads_before']:>15.0f}"
                 f" {f['threads_after_query']:>12.0f} {f['threads_idle']:>11.0f}"
             )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     worst = max(f["idle_cpu_percent"] for f in figures.values())
     print(
         f"idle CPU goal (< {IDLE_GOAL_PERCENT:.0f} % of one core): {'met' if worst < IDLE_GOAL_PERCENT else 'MISSED'}"
