@@ -144,6 +144,8 @@ class Runner:
 def _row(mode: str, workers: str, clients: int, cell: Cell | None) -> str:
     if cell is None:
         return f"{mode:>10} {workers:>8} {clients:>8} {'n/a':>10}"
+    if cell.answers_per_s == 0:
+        return f"{mode:>10} {workers:>8} {clients:>8} {0:>10.1f}  no answer within the measured seconds ({cell.failed} failed)"
     es = f"{cell.es_cpu_ms:.1f}" if cell.es_cpu_ms is not None else "-"
     return (
         f"{mode:>10} {workers:>8} {clients:>8} {cell.answers_per_s:>10.1f} {100 * cell.complete_share:>10.1f}"
@@ -193,11 +195,12 @@ def _physicians(args: argparse.Namespace, es_url: str, qido: str, prefix: str, e
         for clients in (1, 10, 50):
             cell = runner.cell(clients, "LIVE")
             single = single or cell
-            print(
-                _row("LIVE", str(args.workers[0]), clients, cell)
-                + f" {cell.p50_ms / single.p50_ms:>6.2f} {cell.p99_ms / single.p99_ms:>6.2f}",
-                flush=True,
+            ratios = (
+                f" {cell.p50_ms / single.p50_ms:>6.2f} {cell.p99_ms / single.p99_ms:>6.2f}"
+                if cell.answers_per_s and single.answers_per_s
+                else ""
             )
+            print(_row("LIVE", str(args.workers[0]), clients, cell) + ratios, flush=True)
     finally:
         server.close()
 
