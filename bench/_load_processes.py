@@ -115,6 +115,18 @@ def server_env(code: Path | None) -> dict[str, str]:
     return env
 
 
+def served_from(code: Path | None) -> str:
+    """The directory ``pacsfed serve`` will import pacsfed from."""
+    command = [
+        sys.executable,
+        "-c",
+        "import pacsfed, pathlib; print(pathlib.Path(pacsfed.__file__).parents[1])",
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=server_env(code), cwd="/", check=True
+    ).stdout.strip()
+
+
 def supports_workers(code: Path | None) -> bool:
     """Whether this pacsfed's ``serve`` has ``--workers``."""
     result = subprocess.run(

@@ -40,6 +40,7 @@ from bench._load_processes import (
     elasticsearch,
     hospitals,
     java_pid_listening,
+    served_from,
     start_clients,
     supports_workers,
     tree_cpu_s,
@@ -249,7 +250,7 @@ def main() -> None:
     args.measure_s = args.measure_s or (3.0 if args.quick else 8.0)
     args.overload_s = args.overload_s or (10.0 if args.quick else 20.0)
     args.after_s = args.after_s or (15.0 if args.quick else 30.0)
-    print(f"pacsfed serve from: {args.code or 'this installation'}; {_load()}")
+    print(f"pacsfed serve from: {served_from(args.code)}; {_load()}")
     with elasticsearch() as es_url, hospitals(LATENCY_S) as qido:
         es_pid = java_pid_listening(httpx.URL(es_url).port or 9200)
         prefix = f"pacsfed-bench-load-{int(time.time())}"
