@@ -7,7 +7,8 @@ the same clock in every process of the machine), so the driver lines them up wit
 A group: ``clients`` callers, each asking one query after the other from ``start_at`` until
 ``stop_at`` (a query under way then finishes), with ``freshness`` (None: the API's default) for
 patients either ``fresh`` (a new id each query, from ``first_id`` on; no two callers share one)
-or drawn at random from ``pool`` (ids ``pool[0]`` to ``pool[1] - 1``).
+or drawn at random from ``pool`` (ids ``pool[0]`` to ``pool[1] - 1``). After a 503 a caller
+waits as its Retry-After says (at most 5 s), as a well-behaved client does.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ def _record(group: str, started: float, response: httpx.Response | None, error: 
     return record
 
 
+def _retry_after_s(response: httpx.Response) -> float:
+    """The wait a 503 asks for (Retry-After in seconds; 1 s without one), at most 5 s."""
+    try:
+        return min(5.0, max(0.0, float(response.headers.get("retry-after", "1"))))
+    except ValueError:
+        return 1.0
+
+
 async def _caller(
     client: httpx.AsyncClient, group: dict[str, Any], ids: itertools.count[int], out: list[dict[str, Any]]
 ) -> None:
@@ -79,6 +88,8 @@ async def _caller(
             out.append(_record(group["name"], started, None, f"CLIENT_{type(exc).__name__}"))
             continue
         out.append(_record(group["name"], started, response, None))
+        if response.status_code == 503:  # as a page would: wait as told (at most 5 s), then ask again
+            await asyncio.sleep(_retry_after_s(response))
 
 
 async def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
