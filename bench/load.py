@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import time
@@ -92,10 +93,12 @@ async def _warm(url: str, pool: tuple[int, int], concurrency: int = 8) -> None:
 class Runner:
     """Runs cells against one server; hands out patient ids nobody asked before."""
 
-    def __init__(self, server: Server, es_pid: int | None, warm_s: float, measure_s: float) -> None:
+    def __init__(
+        self, server: Server, es_pid: int | None, warm_s: float, measure_s: float, first_id: int = 0
+    ) -> None:
         self.server, self.es_pid = server, es_pid
         self.warm_s, self.measure_s = warm_s, measure_s
-        self._next_id = 10_000_000
+        self._next_id = first_id + 10_000_000
 
     def fresh_ids(self) -> int:
         """A first id of a block of ten million unused ones."""
@@ -161,6 +164,7 @@ HEADER = (
 
 
 def _throughput(args: argparse.Namespace, es_url: str, qido: str, prefix: str, es_pid: int | None) -> None:
+    """Each row with each worker count in turn (one server each, all started first): the machine is noisy."""
     print(
         f"throughput: {args.sources} sources answering after {LATENCY_S * 1000:.0f} ms;"
         f" {args.warm_s:.0f} s warm-up + {args.measure_s:.0f} s measured per row; {_load()}"
@@ -168,42 +172,49 @@ def _throughput(args: argparse.Namespace, es_url: str, qido: str, prefix: str, e
     print("  LIVE q/s counts complete answers only; failed = HTTP errors, GraphQL errors, client timeouts")
     print(HEADER)
     has_workers = supports_workers(args.code)
-    for workers in args.workers:
-        if workers != 1 and not has_workers:
-            for mode in ("CACHE_ONLY", "LIVE"):
-                for clients in args.clients:
-                    print(_row(mode, str(workers), clients, None))
-            continue
-        server = Server(es_url, prefix, qido, args.sources, workers, args.code)
-        try:
-            runner = Runner(server, es_pid, args.warm_s, args.measure_s)
-            for mode in ("CACHE_ONLY", "LIVE"):  # LIVE last: 200 clients may open breakers
-                for clients in args.clients:
-                    print(_row(mode, str(workers), clients, runner.cell(clients, mode)), flush=True)
-        finally:
-            server.close()
+    runnable = [w for w in args.workers if w == 1 or has_workers]
+    with contextlib.ExitStack() as servers:
+        runners: dict[int, Runner] = {}
+        for index, workers in enumerate(runnable):
+            server = Server(es_url, prefix, qido, args.sources, workers, args.code)
+            servers.callback(server.close)
+            runners[workers] = Runner(
+                server, es_pid, args.warm_s, args.measure_s, first_id=index * 1_000_000_000
+            )
+        for mode in ("CACHE_ONLY", "LIVE"):  # LIVE last: 200 clients may open breakers
+            for clients in args.clients:
+                for workers in args.workers:
+                    cell = runners[workers].cell(clients, mode) if workers in runners else None
+                    print(_row(mode, str(workers), clients, cell), flush=True)
 
 
 def _physicians(args: argparse.Namespace, es_url: str, qido: str, prefix: str, es_pid: int | None) -> None:
-    print(
-        f"\nconcurrent physicians: each client queries 50 sources LIVE (--workers {args.workers[0]}); {_load()}"
-    )
+    """1, 10 and 50 clients over 50 sources, each worker count in turn; p50 and p99 against one client's."""
+    print(f"\nconcurrent physicians: each client queries 50 sources LIVE; {_load()}")
     print(HEADER + f" {'p50/1':>6} {'p99/1':>6}")
-    server = Server(es_url, prefix, qido, 50, args.workers[0], args.code)
-    try:
-        runner = Runner(server, es_pid, args.warm_s, args.measure_s)
-        single: Cell | None = None
-        for clients in (1, 10, 50):
-            cell = runner.cell(clients, "LIVE")
-            single = single or cell
-            ratios = (
-                f" {cell.p50_ms / single.p50_ms:>6.2f} {cell.p99_ms / single.p99_ms:>6.2f}"
-                if cell.answers_per_s and single.answers_per_s
-                else ""
+    runnable = [w for w in args.workers if w == 1 or supports_workers(args.code)]
+    with contextlib.ExitStack() as servers:
+        runners: dict[int, Runner] = {}
+        for index, workers in enumerate(runnable):
+            server = Server(es_url, prefix, qido, 50, workers, args.code)
+            servers.callback(server.close)
+            runners[workers] = Runner(
+                server, es_pid, args.warm_s, args.measure_s, first_id=index * 1_000_000_000
             )
-            print(_row("LIVE", str(args.workers[0]), clients, cell) + ratios, flush=True)
-    finally:
-        server.close()
+        single: dict[int, Cell] = {}
+        for clients in (1, 10, 50):
+            for workers in args.workers:
+                if workers not in runners:
+                    print(_row("LIVE", str(workers), clients, None))
+                    continue
+                cell = runners[workers].cell(clients, "LIVE")
+                one = single.setdefault(workers, cell)
+                ratios = (
+                    f" {cell.p50_ms / one.p50_ms:>6.2f} {cell.p99_ms / one.p99_ms:>6.2f}"
+                    if cell.answers_per_s and one.answers_per_s
+                    else ""
+                )
+                print(_row("LIVE", str(workers), clients, cell) + ratios, flush=True)
 
 
 def _overload(args: argparse.Namespace, es_url: str, qido: str, prefix: str) -> None:
