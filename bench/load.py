@@ -16,7 +16,8 @@ from 50 clients on, so the client is not the bottleneck). Printed:
   timeline per second and how long until latency and answers are back to the baseline.
 
 ``--code DIR`` runs ``pacsfed serve`` from another tree (a branch's worktree) with this tree's
-simulator and clients: a before/after in one sitting.
+simulator and clients: a before/after in one sitting. ``PACSFED_*`` environment variables reach
+``pacsfed serve`` as they would any (``PACSFED_SERVER__MAX_PENDING_QUERIES=60``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +260,8 @@ def main() -> None:
     parser.add_argument("--overload-s", type=float, default=None, help="default 20, quick 10")
     parser.add_argument("--after-s", type=float, default=None, help="default 30, quick 15")
     args = parser.parse_args()
+    # Stopped by `timeout` or kill: unwind, so that every server, simulator and node started here stops too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.warm_s = args.warm_s or (1.0 if args.quick else 2.0)
     args.measure_s = args.measure_s or (3.0 if args.quick else 8.0)
     args.overload_s = args.overload_s or (10.0 if args.quick else 20.0)
