@@ -12,6 +12,10 @@ Between bursts the simulator busy-polls its event loop instead of sleeping in ep
 VM a process woken from idle by an arriving request read it ~2 ms late (measured: with 50
 connections the first answer reached the client at L + 2.1 ms; busy-polling, at L + 0.3 ms),
 so every source answered after L + 2 ms, not L. ``--sleep-when-idle`` restores the old way.
+
+``--echo-patient-id`` answers each request for the PatientID it names (the same studies, their
+StudyInstanceUIDs ending in the id's digits), so that every patient of a load test has exams of
+its own: without it, every answer is the demo patient's.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import cast
+import re
+from typing import Any, cast
 
 from pacsfed.demo import demo_studies
 
 _HEAD_END = b"\r\n\r\n"
 _EARLY_S = 0.0015
+_PATIENT_ID = re.compile(rb"[?&]PatientID=([^& ]*)")
+_ID_MARK, _UID_MARK = "@PATIENT-ID@", "@UID-SUFFIX@"
 
 
 def _response(body: bytes) -> bytes:
@@ -34,11 +41,21 @@ def _response(body: bytes) -> bytes:
     )
 
 
+def _echoed(template: bytes, request_line: bytes) -> bytes:
+    """The answer for the PatientID the request names (its UIDs ending in the id's digits)."""
+    match = _PATIENT_ID.search(request_line)
+    patient_id = match.group(1) if match else b"DEMO-001"
+    digits = b"".join(re.findall(rb"[0-9]+", patient_id)) or b"0"
+    body = template.replace(_ID_MARK.encode(), patient_id).replace(_UID_MARK.encode(), b".%d" % int(digits))
+    return _response(body)
+
+
 class _SimulatedPacs(asyncio.Protocol):
     """One client connection: answers each GET after the latency, in the order they came."""
 
-    def __init__(self, answer: bytes, empty: bytes, latency: float) -> None:
+    def __init__(self, answer: bytes, empty: bytes, latency: float, template: bytes | None = None) -> None:
         self._answer, self._empty, self._latency = answer, empty, latency
+        self._template = template
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
         self._queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
@@ -58,7 +75,8 @@ class _SimulatedPacs(asyncio.Protocol):
             if later_page:
                 self._queue.put_nowait((loop.time(), self._empty))
             else:
-                self._queue.put_nowait((loop.time() + self._latency, self._answer))
+                answer = self._answer if self._template is None else _echoed(self._template, request_line)
+                self._queue.put_nowait((loop.time() + self._latency, answer))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._writer is not None:
@@ -87,14 +105,26 @@ async def _stay_awake() -> None:
         await asyncio.sleep(0)
 
 
-async def serve(port: int, latency: float, sleep_when_idle: bool = False) -> None:
+def _template(studies: list[dict[str, Any]]) -> bytes:
+    """The studies as DICOM JSON with marks where the PatientID and each UID's suffix go."""
+    text = json.dumps(studies).replace('"DEMO-001"', f'"{_ID_MARK}"')
+    for study in studies:
+        uid = study["0020000D"]["Value"][0]
+        text = text.replace(uid, uid + _UID_MARK)
+    return text.encode()
+
+
+async def serve(
+    port: int, latency: float, sleep_when_idle: bool = False, echo_patient_id: bool = False
+) -> None:
     """Serve on 127.0.0.1:PORT until cancelled."""
     studies = [ds.to_json_dict() for ds in demo_studies("demo-az-sint-jan") if ds.PatientID == "DEMO-001"]
     answer, empty = _response(json.dumps(studies).encode()), _response(b"[]")
+    template = _template(studies) if echo_patient_id else None
     loop = asyncio.get_running_loop()
     awake = None if sleep_when_idle else loop.create_task(_stay_awake())
     server = await loop.create_server(
-        lambda: _SimulatedPacs(answer, empty, latency), "127.0.0.1", port, backlog=4096
+        lambda: _SimulatedPacs(answer, empty, latency, template), "127.0.0.1", port, backlog=4096
     )
     try:
         async with server:
@@ -110,8 +140,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--sleep-when-idle", action="store_true", help="sleep in epoll between requests")
+    parser.add_argument("--echo-patient-id", action="store_true", help="answer for the PatientID asked")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.latency, args.sleep_when_idle))
+    asyncio.run(serve(args.port, args.latency, args.sleep_when_idle, args.echo_patient_id))
 
 
 if __name__ == "__main__":
