@@ -1,32 +1,53 @@
-"""Reading a C-FIND's responses: status categories (PS3.4 C.4.1.1.4) turned into an answer or an error.
+"""One C-FIND on an established association (PS3.7 9.1.2): its responses read into an answer or an error.
 
-pynetdicom yields an empty status on a DIMSE timeout, an abort or a lost connection, not an
-exception: each is told apart here, so a dead PACS never looks like "no exams".
+Status categories (PS3.4 C.4.1.1.4): Pending responses carry a study, Success / Warning / Cancel
+end the answer, anything else fails it. A dead or silent peer is an error, never "no exams".
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_CANCEL_RQ, C_FIND_RQ
+from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
 from pynetdicom.status import code_to_category
 
-from connectors._dimse_association import MESSAGE_ID, AssociationWatch
-from connectors._dimse_socket import READ_FAULTS
+from connectors._dimse_link import AssociationEnded, DimseLink, cut
 from connectors.base import SourceAnswer
 from federation.errors import SourceProtocolError, SourceTimeout
 from federation.models import Deadline, StudyRecord
 
+MESSAGE_ID = 1
+"""The Message ID of our C-FIND; its C-CANCEL names it (PS3.7 9.3.2.3)."""
+CANCEL_AFTER_S = 0.5
+"""The DIMSE wait runs this far past the deadline: the deadline (the engine, or ``find_studies``)
+C-CANCELs the query first; the DIMSE timeout is the backstop for when nobody does."""
 
-def collect_studies(
-    assoc: Association,
+
+@dataclass
+class FindState:
+    """What a C-FIND in progress has sent, so that one given up can be C-CANCELled."""
+
+    model: str | None = None
+
+
+def send_cancel(link: DimseLink, model: str) -> None:
+    """C-CANCEL our C-FIND (PS3.7 9.3.2.3) so the peer stops working on it."""
+    primitive = C_CANCEL()
+    primitive.MessageIDBeingRespondedTo = MESSAGE_ID
+    message = C_CANCEL_RQ()
+    message.primitive_to_message(primitive)
+    link.send(message, link.contexts[model][0])
+
+
+async def collect_studies(
+    link: DimseLink,
     model: str,
     identifier: Dataset,
     deadline: Deadline,
-    watch: AssociationWatch,
+    state: FindState,
     *,
     max_results: int,
     calling_ae: str,
@@ -36,43 +57,49 @@ def collect_studies(
     records: dict[str, StudyRecord] = {}
     warnings: list[str] = []
     truncated = False
-    try:
-        responses = assoc.send_c_find(identifier, model, msg_id=MESSAGE_ID)
-        watch.find_model = model
-    except ValueError as exc:
-        raise SourceProtocolError("could not encode the C-FIND identifier") from exc
-    except RuntimeError as exc:  # the association ended between its check and its use
-        raise SourceProtocolError("association closed by the peer before the C-FIND") from exc
-    last_message_at = time.monotonic()
+    primitive = C_FIND()
+    primitive.MessageID = MESSAGE_ID
+    primitive.AffectedSOPClassUID = model
+    primitive.Priority = 2  # LOW, as pynetdicom sends it
+    primitive.Identifier = link.encode_dataset(identifier, model)
+    request = C_FIND_RQ()
+    request.primitive_to_message(primitive)
+    link.send(request, link.contexts[model][0])
+    state.model = model
+    dimse_s = link.settings.dimse_timeout_s
     pending = 0
-    for status, answer in responses:
-        if watch.cancelled.is_set():
-            raise SourceTimeout("query abandoned at the deadline")
-        if not status or "Status" not in status:
-            fault = READ_FAULTS.get(assoc)
-            if fault is not None:
-                raise SourceProtocolError(fault)
-            # pynetdicom yields an empty status on DIMSE timeout, abort or connection loss;
-            # only a timeout comes after the DIMSE timeout has run out.
-            waited = time.monotonic() - last_message_at
-            if deadline.expired or waited >= (assoc.dimse_timeout or 0.0) * 0.9:
-                raise SourceTimeout(f"no C-FIND response within {waited:.1f} s")
-            raise SourceProtocolError(
-                f"association aborted by the peer during the C-FIND (is {calling_ae} registered there?)"
-            )
-        last_message_at = time.monotonic()
-        code = int(status.Status)
+    while True:
+        wait_s = min(dimse_s, cut(dimse_s, deadline) + CANCEL_AFTER_S)
+        try:
+            response = await link.receive(wait_s)
+        except TimeoutError as exc:
+            raise SourceTimeout(f"no C-FIND response within {wait_s:.1f} s") from exc
+        except AssociationEnded as exc:
+            raise AssociationEnded(
+                f"association aborted by the peer during the C-FIND (is {calling_ae} registered there?)",
+                before_any_response=pending == 0,
+            ) from exc
+        command = response.command_set
+        if command is None or "Status" not in command:
+            raise SourceProtocolError("a C-FIND response without a status")
+        if int(command.CommandField) != 0x8020 or int(command.MessageIDBeingRespondedTo) != MESSAGE_ID:
+            raise SourceProtocolError("a DIMSE message that is not our C-FIND's response")
+        code = int(command.Status)
         category = code_to_category(code)
         if category == "Pending":
             pending += 1
             if pending > max_results:  # responses without a new study: a flood
                 truncated = True
                 warnings.append(f"stopped after {max_results} responses (max_results)")
-                with contextlib.suppress(Exception):
-                    assoc.send_c_cancel(MESSAGE_ID, query_model=model)
                 break
-            if answer is None:
+            data = response.data_set
+            if data is None or not data.getvalue():
                 warnings.append("a pending response carried no identifier")
+                continue
+            try:
+                answer = link.decode_dataset(data, model)
+            except Exception:  # an undecodable identifier is one bad response, not a failed query
+                warnings.append("a pending response could not be decoded")
                 continue
             record = to_record(answer)
             if record is None:
@@ -83,8 +110,6 @@ def collect_studies(
             if len(records) >= max_results:
                 truncated = True
                 warnings.append(f"stopped after {max_results} studies (max_results)")
-                with contextlib.suppress(Exception):
-                    assoc.send_c_cancel(MESSAGE_ID, query_model=model)
                 break
         elif category == "Success":
             break
@@ -97,6 +122,11 @@ def collect_studies(
             break
         else:
             raise SourceProtocolError(f"C-FIND failed with status 0x{code:04X}")
+    if truncated and category == "Pending":
+        # Stopped by us: the C-FIND goes on at the peer until it is C-CANCELled.
+        send_cancel(link, model)
+    else:
+        state.model = None  # the C-FIND is over: nothing to C-CANCEL
     return SourceAnswer(
         records=list(records.values()),
         warnings=tuple(dict.fromkeys(warnings)),
