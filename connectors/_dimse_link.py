@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, pdu
 from pynetdicom.dimse_messages import DIMSEMessage
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
     ImplementationClassUIDNotification,
@@ -29,6 +29,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from connectors import _dimse_wire as wire
+from connectors._dimse_message import Assembler, Received
 from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline
@@ -154,21 +155,15 @@ class DimseLink:
     # -- DIMSE ---------------------------------------------------------------------------
     def send(self, message: DIMSEMessage, context_id: int) -> None:
         """Encode a DIMSE message into P-DATA-TF PDUs of the peer's maximum length, and send them."""
-        max_pdu = self.peer_max_pdu if self.peer_max_pdu == 0 or self.peer_max_pdu > 6 else 0
-        out = bytearray()
-        for primitive in message.encode_msg(context_id, max_pdu):
-            item = pdu.P_DATA_TF()
-            item.from_primitive(primitive)
-            out += item.encode()
-        self.protocol.send(bytes(out))
+        self.protocol.send(encode_message(message, context_id, self.peer_max_pdu))
 
-    async def receive(self, within_s: float) -> DIMSEMessage:
+    async def receive(self, within_s: float) -> Received:
         """The next whole DIMSE message; TimeoutError if none within ``within_s``.
 
         AssociationEnded when the peer aborts, releases or drops the association,
         SourceProtocolError when it breaks the protocol (the connection is then closed).
         """
-        message = DIMSEMessage()
+        message = Assembler()
         size = 0
         ends = time.monotonic() + within_s
         while True:
@@ -188,8 +183,12 @@ class DimseLink:
                 try:
                     item = pdu.P_DATA_TF()
                     item.decode(data)
-                    if message.decode_msg(item.to_primitive()):
-                        return message
+                    whole = message.add(item.to_primitive().presentation_data_value_list)
+                    if whole is not None:
+                        return whole
+                except SourceProtocolError:
+                    self.protocol.abort()
+                    raise
                 except Exception as exc:  # garbage in a P-DATA-TF
                     self.protocol.abort()
                     raise SourceProtocolError("a P-DATA-TF PDU could not be decoded") from exc
@@ -204,18 +203,10 @@ class DimseLink:
                 self.protocol.abort()
                 raise SourceProtocolError(f"unexpected PDU type 0x{pdu_type:02X} during the association")
 
-    def encode_dataset(self, dataset: Dataset, abstract_syntax: str) -> BytesIO:
-        """``dataset`` in the transfer syntax accepted for ``abstract_syntax``."""
-        syntax = self.contexts[abstract_syntax][1]
-        encoded = encode(dataset, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
-        if encoded is None:
-            raise SourceProtocolError("could not encode the C-FIND identifier")
-        return BytesIO(encoded)
-
-    def decode_dataset(self, data: Any, abstract_syntax: str) -> Dataset:
+    def decode_dataset(self, data: bytes, abstract_syntax: str) -> Dataset:
         """A data set received under ``abstract_syntax``'s transfer syntax."""
         syntax = self.contexts[abstract_syntax][1]
-        return decode(data, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        return decode(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
 
     # -- ending --------------------------------------------------------------------------
     @property
@@ -245,6 +236,17 @@ class DimseLink:
             self.protocol.abort()
         finally:
             self.protocol.close()
+
+
+def encode_message(message: DIMSEMessage, context_id: int, peer_max_pdu: int) -> bytes:
+    """A DIMSE message as P-DATA-TF PDUs (PS3.8 9.3.5) no longer than the peer accepts (0: any length)."""
+    max_pdu = peer_max_pdu if peer_max_pdu == 0 or peer_max_pdu > 6 else 0
+    out = bytearray()
+    for primitive in message.encode_msg(context_id, max_pdu):
+        item = pdu.P_DATA_TF()
+        item.from_primitive(primitive)
+        out += item.encode()
+    return bytes(out)
 
 
 def cut(timeout_s: float, deadline: Deadline) -> float:

@@ -23,7 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from connectors import dimse_reports
 from connectors._association_pool import AssociationPool, close_in_background
-from connectors._dimse_find import FIND_MODELS, accepted_model, find_identifier
+from connectors._dimse_find import FIND_MODELS, accepted_model
 from connectors._dimse_link import ABORT_LINGER_S, AssociationEnded, DimseLink, cut
 from connectors._dimse_responses import FindState, collect_studies, send_cancel
 from connectors._user_identity import user_identity_request
@@ -73,10 +73,9 @@ class DimseConnector(Connector):
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """Every study matching the query, via one C-FIND on a pooled or fresh association."""
-        identifier = find_identifier(query, self.settings.query_charset)
         try:
             async with asyncio.timeout(deadline.remaining()), self._slots:
-                return await self._find(identifier, deadline)
+                return await self._find(query, deadline)
         except TimeoutError as exc:
             raise SourceTimeout("no answer before the deadline") from exc
 
@@ -125,18 +124,18 @@ class DimseConnector(Connector):
             return False
         return link.identity_response is None
 
-    async def _find(self, identifier: Dataset, deadline: Deadline) -> SourceAnswer:
+    async def _find(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         pooled = self._pool.take()
         if pooled is not None:
             try:
-                return await self._find_on(pooled, identifier, deadline)
+                return await self._find_on(pooled, query, deadline)
             except AssociationEnded as exc:
                 # The pooled association died while idle (the peer aborted it): one new attempt.
                 if not exc.before_any_response or deadline.expired:
                     raise
-        return await self._find_on(await self._associate(deadline, FIND_MODELS), identifier, deadline)
+        return await self._find_on(await self._associate(deadline, FIND_MODELS), query, deadline)
 
-    async def _find_on(self, link: DimseLink, identifier: Dataset, deadline: Deadline) -> SourceAnswer:
+    async def _find_on(self, link: DimseLink, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """One C-FIND on an established association; a clean end returns it to the pool.
 
         Given up (the deadline, the engine's cancel, an error) the association is C-CANCELled
@@ -148,7 +147,7 @@ class DimseConnector(Connector):
             answer = await collect_studies(
                 link,
                 accepted_model(link.contexts),
-                identifier,
+                query,
                 deadline,
                 state,
                 max_results=self.settings.max_results,
@@ -185,8 +184,7 @@ class DimseConnector(Connector):
                 response = await link.receive(cut(self.settings.dimse_timeout_s, deadline))
             except TimeoutError as exc:
                 raise SourceTimeout("no C-ECHO response in time") from exc
-            command = response.command_set
-            status = int(command.Status) if command is not None and "Status" in command else -1
+            status = response.status if response.status is not None else -1
             if status != 0x0000:
                 raise SourceProtocolError(f"C-ECHO failed with status 0x{status & 0xFFFF:04X}")
         except BaseException:
