@@ -33,7 +33,10 @@ A_RELEASE_RP = 0x06
 A_ABORT = 0x07
 
 _BUFFER_HIGH = 256 * 1024
-"""Bytes read but not yet cut into PDUs before reading pauses."""
+"""Bytes read but not yet consumed before reading pauses, while whole PDUs wait for the reader.
+
+With no whole PDU waiting, reading goes on until the PDU in progress is complete (at most
+``MAX_PDU_BYTES``): memory stays under a few MiB whatever the peer sends."""
 _YIELD_EVERY = 4
 _HEADER = struct.Struct(">BxL")
 _RELEASE_RP = bytes([A_RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0])
@@ -65,6 +68,7 @@ class DulProtocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._served = 0
+        self._queued_bytes = 0
         self._draining = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -110,7 +114,8 @@ class DulProtocol(asyncio.Protocol):
             self._partial_since = None  # nothing, or whole PDUs waiting for the reader: not a stall
         elif completed or self._partial_since is None:
             self._partial_since = time.monotonic()
-        full = len(self._pdus) >= QUEUED_PDUS or len(self._buffer) > _BUFFER_HIGH
+        waiting = len(self._buffer) + self._queued_bytes
+        full = len(self._pdus) >= QUEUED_PDUS or (bool(self._pdus) and waiting > _BUFFER_HIGH)
         if self.transport is not None and full != self._paused and not self.transport.is_closing():
             self._paused = full
             if full:
@@ -126,6 +131,7 @@ class DulProtocol(asyncio.Protocol):
             self.close()
             return
         self._pdus.append((pdu_type, pdu))
+        self._queued_bytes += len(pdu)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -191,6 +197,7 @@ class DulProtocol(asyncio.Protocol):
                 timer.cancel()
                 self._waiter = None
         pdu = self._pdus.popleft()
+        self._queued_bytes -= len(pdu[1])
         if self._buffer or self._paused:
             self._parse()
         self._served += 1
@@ -229,6 +236,7 @@ class DulProtocol(asyncio.Protocol):
             return
         self._draining = True
         self._pdus.clear()
+        self._queued_bytes = 0
         self._buffer.clear()
         if self._paused:
             self._paused = False
