@@ -18,6 +18,7 @@ from pynetdicom.dimse_primitives import C_CANCEL, C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.status import code_to_category
 
+from connectors._dimse_fast_reader import Unhandled
 from connectors._dimse_find import find_identifier
 from connectors._dimse_link import AssociationEnded, DimseLink, cut, encode_message
 from connectors._dimse_message import COMMAND_FIELD, MESSAGE_ID_BEING_RESPONDED_TO
@@ -83,12 +84,20 @@ async def collect_studies(
     max_results: int,
     calling_ae: str,
     to_record: Callable[[Dataset], StudyRecord | None],
+    read_record: Callable[[bytes, bool], StudyRecord | None] | None = None,
 ) -> SourceAnswer:
-    """Send one C-FIND and read its responses into records, C-CANCELling it past ``max_results``."""
+    """Send one C-FIND and read its responses into records, C-CANCELling it past ``max_results``.
+
+    ``read_record`` reads an identifier's bytes (implicit VR or not) without pydicom when it can,
+    raising ``Unhandled`` when not; ``to_record`` reads the Dataset pydicom decodes otherwise.
+    """
     records: dict[str, StudyRecord] = {}
     warnings: list[str] = []
     truncated = False
     context_id, syntax = link.contexts[model]
+    if not syntax.is_little_endian or syntax.is_deflated:
+        read_record = None
+    implicit_vr = syntax.is_implicit_VR
     link.protocol.send(
         find_request(query, link.settings.query_charset, model, syntax, context_id, link.peer_max_pdu)
     )
@@ -127,11 +136,16 @@ async def collect_studies(
                 warnings.append("a pending response carried no identifier")
                 continue
             try:
-                answer = link.decode_dataset(data, model)
-            except Exception:  # an undecodable identifier is one bad response, not a failed query
-                warnings.append("a pending response could not be decoded")
-                continue
-            record = to_record(answer)
+                if read_record is None:
+                    raise Unhandled("no fast path for this transfer syntax")
+                record = read_record(data, implicit_vr)
+            except Unhandled:
+                try:
+                    answer = link.decode_dataset(data, model)
+                except Exception:  # an undecodable identifier is one bad response, not a failed query
+                    warnings.append("a pending response could not be decoded")
+                    continue
+                record = to_record(answer)
             if record is None:
                 warnings.append("a response without StudyInstanceUID was ignored")
                 continue

@@ -29,7 +29,7 @@ from connectors._dimse_responses import FindState, collect_studies, send_cancel
 from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dimse_settings import DimseSourceSettings
-from connectors.normalize import study_record_from_dataset
+from connectors.normalize import study_record_from_bytes, study_record_from_dataset
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
@@ -153,6 +153,7 @@ class DimseConnector(Connector):
                 max_results=self.settings.max_results,
                 calling_ae=self.settings.calling_ae,
                 to_record=self._record,
+                read_record=self._record_from_bytes,
             )
         except BaseException:
             if state.model is not None and link.protocol.open:
@@ -168,6 +169,12 @@ class DimseConnector(Connector):
     def _record(self, answer: Dataset) -> StudyRecord | None:
         """The one place a C-FIND answer becomes a StudyRecord."""
         return study_record_from_dataset(answer, self.id, default_retrieve_ae=self.settings.called_ae)
+
+    def _record_from_bytes(self, data: bytes, implicit_vr: bool) -> StudyRecord | None:
+        """The same record read straight from the identifier's bytes; Unhandled when it cannot be."""
+        return study_record_from_bytes(
+            data, implicit_vr, self.id, default_retrieve_ae=self.settings.called_ae
+        )
 
     async def _echo(self, deadline: Deadline) -> None:
         link = await self._associate(deadline, (Verification,))
