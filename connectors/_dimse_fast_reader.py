@@ -13,6 +13,7 @@ held by tests/unit/test_dimse_fast_reader.py.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from typing import Any
@@ -129,14 +130,21 @@ def _charset_terms(found: dict[int, bytes]) -> list[str]:
     return [] if not any(terms) else terms
 
 
+@functools.lru_cache(maxsize=64)
+def _character_set(terms: tuple[str, ...]) -> tuple[CharacterSet, tuple[str, ...]]:
+    """character_set() of the terms and its problems, once per SpecificCharacterSet value met."""
+    problems: list[str] = []
+    return character_set(list(terms), problems), tuple(problems)
+
+
 class _Reader:
     """DatasetReader's readings (``connectors.normalize``) over element bytes."""
 
     def __init__(self, found: dict[int, bytes]) -> None:
         self.found = found
-        self.warnings: list[str] = []
         self.character_set_terms = _charset_terms(found)
-        self.charset: CharacterSet = character_set(self.character_set_terms, self.warnings)
+        self.charset, problems = _character_set(tuple(self.character_set_terms))
+        self.warnings: list[str] = list(problems)
 
     def values(self, attribute: Attribute) -> list[str]:
         """The element's values, decoded, NFC, stripped of padding; empty when absent."""
@@ -194,6 +202,8 @@ def _field(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
     kind = attribute.kind
     if attribute is SPECIFIC_CHARACTER_SET:
         return unique(read.character_set_terms)
+    if attribute.tag not in read.found:  # absent: what each reading gives for no values
+        return () if kind is Kind.STRINGS else None
     if kind is Kind.NAME:
         groups = read.name_groups(attribute)
         if attribute.field == "patient_name":
