@@ -1,23 +1,28 @@
 """A small pool of open DICOM associations per source, so a query skips association set-up.
 
-Each open association costs two pynetdicom threads that poll every millisecond, so the pool is
-small (``association_pool`` per source) and closes associations idle for ``association_idle_s``.
-An association the peer closed while idle is noticed when taken and never handed out.
+An idle association is a socket in the event loop's selector and nothing else: no thread, no
+polling. A peer that releases or aborts it while idle is answered at once (``_dimse_wire``), and
+an association with anything unread is never handed out. One timer on the loop releases
+associations idle for ``association_idle_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import threading
 import time
 from dataclasses import dataclass
 
-from pynetdicom.association import Association
+from connectors._dimse_link import DimseLink
+
+RELEASE_WAIT_S = 1.0
+"""How long a release waits for the peer's A-RELEASE-RP before the connection is simply closed."""
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 @dataclass
 class _Idle:
-    association: Association
+    link: DimseLink
     since: float
 
 
@@ -28,89 +33,73 @@ class AssociationPool:
         self.size = size
         self.idle_s = idle_s
         self._idle: list[_Idle] = []
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
-    def take(self) -> Association | None:
-        """An idle association that is still established, or None."""
-        stale: list[Association] = []
-        found: Association | None = None
-        with self._lock:
-            now = time.monotonic()
-            while self._idle and found is None:
-                idle = self._idle.pop()
-                usable = idle.association.is_established and now - idle.since < self.idle_s
-                if usable:
-                    found = idle.association
-                else:
-                    stale.append(idle.association)
-        for association in stale:
-            _close(association)
-        return found
+    def take(self) -> DimseLink | None:
+        """An idle association that is still established and silent, or None."""
+        now = time.monotonic()
+        while self._idle:
+            idle = self._idle.pop()
+            idle.link.protocol.idle = False
+            if idle.link.usable and now - idle.since < self.idle_s:
+                return idle.link
+            idle.link.abort()
+        return None
 
-    def give_back(self, association: Association) -> None:
+    def give_back(self, link: DimseLink) -> None:
         """Keep an association that ended its query cleanly, or release it if the pool is full."""
-        with self._lock:
-            keep = not self._closed and self.size > 0 and len(self._idle) < self.size
-            if keep:
-                # No network timeout while pooled: the one it was opened with came from its first
-                # query's deadline (1 s for a 1 s query), and pynetdicom would abort it once idle
-                # that long, maybe as another query takes it. The reaper closes it after idle_s;
-                # a query on it is bounded by its DIMSE timeout and by the engine's deadline.
-                association.network_timeout = None
-                self._idle.append(_Idle(association, time.monotonic()))
-                self._arm_reaper()
-        if not keep:
-            close_in_background(association)
-
-    def _arm_reaper(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = threading.Timer(self.idle_s, self.reap)
-        self._timer.daemon = True
-        self._timer.start()
+        if self._closed or len(self._idle) >= self.size or not link.usable:
+            close_in_background(link)
+            return
+        link.protocol.idle = True
+        self._idle.append(_Idle(link, time.monotonic()))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.idle_s, self.reap)
 
     def reap(self) -> None:
         """Release associations idle for longer than ``idle_s``."""
-        with self._lock:
-            now = time.monotonic()
-            expired = [i for i in self._idle if now - i.since >= self.idle_s]
-            self._idle = [i for i in self._idle if now - i.since < self.idle_s]
-            if self._idle:
-                self._arm_reaper()
+        self._timer = None
+        now = time.monotonic()
+        expired = [i for i in self._idle if now - i.since >= self.idle_s or not i.link.usable]
+        self._idle = [i for i in self._idle if i not in expired]
         for idle in expired:
-            _close(idle.association)
+            idle.link.protocol.idle = False
+            close_in_background(idle.link)
+        if self._idle:
+            oldest = min(i.since for i in self._idle)
+            delay = max(oldest + self.idle_s - now, 0.01)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.reap)
 
-    def close(self) -> None:
-        """Release every idle association; later give-backs are released at once."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            if self._timer is not None:
-                self._timer.cancel()
+    async def close(self) -> None:
+        """Release every idle association (at most ``RELEASE_WAIT_S``); later give-backs are released at once."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        idle, self._idle = self._idle, []
         for item in idle:
-            _close(item.association)
+            item.link.protocol.idle = False
+        if idle:
+            await asyncio.gather(*(_release(item.link) for item in idle))
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._idle)
+        return len(self._idle)
 
 
-def close_in_background(association: Association) -> None:
+def close_in_background(link: DimseLink) -> None:
     """Release an association without making anyone wait for the peer's A-RELEASE-RP.
 
     A query's answer is ready before its association is released; a peer that never answers
-    the release would otherwise hold the answer back for the whole ACSE timeout.
+    the release would otherwise hold the answer back.
     """
-    threading.Thread(target=_close, args=(association,), name="pacsfed-dimse-release", daemon=True).start()
+    task = asyncio.get_running_loop().create_task(_release(link))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
-def _close(association: Association) -> None:
-    """Release an association politely; abort it if that fails."""
+async def _release(link: DimseLink) -> None:
+    """Release politely, bounded; abort if that fails."""
     with contextlib.suppress(Exception):
-        if association.is_established:
-            association.release()
-    with contextlib.suppress(Exception):
-        if association.is_established:
-            association.abort()
+        await link.release(min(link.settings.acse_timeout_s, RELEASE_WAIT_S))
+    link.abort()

@@ -6,9 +6,10 @@ that accept only that model.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
-from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -24,9 +25,8 @@ FIND_MODELS = (
 )
 
 
-def accepted_model(assoc: Association) -> str:
-    """The first of Study Root / Patient Root FIND that the peer accepted."""
-    accepted = {context.abstract_syntax for context in assoc.accepted_contexts}
+def accepted_model(accepted: Collection[str]) -> str:
+    """The first of Study Root / Patient Root FIND among the abstract syntaxes the peer accepted."""
     for model in FIND_MODELS:
         if model in accepted:
             return str(model)

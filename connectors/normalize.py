@@ -21,6 +21,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from connectors._dimse_fast_reader import Unhandled, record_from_identifier
 from connectors.dicom_attributes import (
     RECORD_ATTRIBUTES,
     SPECIFIC_CHARACTER_SET,
@@ -50,11 +51,32 @@ from connectors.dicom_values import (
 )
 from federation.models import StudyRecord
 
-__all__ = ["STUDY_RETURN_KEYWORDS", "DatasetReader", "study_record_from_dataset"]
+__all__ = [
+    "STUDY_RETURN_KEYWORDS",
+    "DatasetReader",
+    "NotReadFromBytes",
+    "study_record_from_bytes",
+    "study_record_from_dataset",
+]
 
 # pydicom logs invalid values verbatim at WARNING level, and values here are names and birth
 # dates: keep its logger quiet; the problems reach the source status as warnings instead.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+NotReadFromBytes = Unhandled
+"""Raised by :func:`study_record_from_bytes` for an identifier it does not read: decode a Dataset then."""
+
+
+def study_record_from_bytes(
+    data: bytes, implicit_vr: bool, source_id: str, default_retrieve_ae: str | None = None
+) -> StudyRecord | None:
+    """:func:`study_record_from_dataset` of an identifier's implicit or explicit VR little endian bytes, without pydicom.
+
+    It raises :data:`NotReadFromBytes` for what it does not read exactly as the Dataset would be
+    (undefined lengths, sequences with items, …): the caller then decodes a Dataset.
+    """
+    return record_from_identifier(data, implicit_vr, source_id, default_retrieve_ae)
 
 
 # Tag and VR of each attribute in the table, without a dictionary look-up each time.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
+from fakes import OutOfProcess, PendingFloodPeer
 from peers import OrthancPeer
 from peers.dicomdata import CATALOGUE, ORTHANC_A
 
@@ -187,3 +189,31 @@ async def test_idle_associations_are_released() -> None:
             assert pacs.active_associations() == []
         finally:
             await connector.aclose()
+
+
+async def test_pooled_associations_hold_no_thread() -> None:
+    # A busy department keeps its associations open all day: they must cost no thread (nor a
+    # polling one) in this process, however many sources hold one. The peer runs out of process.
+    with OutOfProcess(PendingFloodPeer, count=3) as peer:  # three studies, Success, then silence
+        connectors = [
+            DimseConnector(
+                DimseSourceSettings(
+                    id=f"pooled-{i}", kind="dimse", host="127.0.0.1", port=peer.port, called_ae="POOLED"
+                ),
+                ConnectorContext(),
+            )
+            for i in range(8)
+        ]
+        before = {thread.ident for thread in threading.enumerate()}
+        try:
+            answers = await asyncio.gather(
+                *(c.find_studies(StudyQuery(patient_id="X"), Deadline.after(10)) for c in connectors)
+            )
+            await asyncio.sleep(0.2)
+            pooled = sum(len(c._pool) for c in connectors)
+            started = [t.name for t in threading.enumerate() if t.ident not in before]
+        finally:
+            await asyncio.gather(*(connector.aclose() for connector in connectors))
+    assert [len(answer.records) for answer in answers] == [3] * 8
+    assert pooled == 8
+    assert started == [], started

@@ -1,0 +1,237 @@
+"""A C-FIND identifier's bytes read straight into a StudyRecord, without a pydicom Dataset.
+
+The fast path of ``connectors.normalize.study_record_from_dataset``, as ``connectors.dicom_json``
+has one for DICOM JSON: a fan-out spent most of its CPU building a pydicom Dataset per response
+and reading it back. It walks the elements of an implicit or explicit VR little endian data set,
+keeps the bytes of the table's attributes (``connectors.dicom_attributes``) and reads them with
+the same decoding (``connectors.dicom_charsets``) and converters (``connectors.dicom_values``).
+Anything it does not read exactly as pydicom and the DatasetReader would (an undefined length,
+a sequence it would have to read, tags out of order, an unexpected VR, truncated bytes) raises
+:class:`Unhandled`, and the caller reads the identifier the general way. Identical results are
+held by tests/unit/test_dimse_fast_reader.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import struct
+from typing import Any
+
+from connectors.dicom_attributes import (
+    OTHER_PATIENT_IDS_TAG,
+    RECORD_ATTRIBUTES,
+    SPECIFIC_CHARACTER_SET,
+    STUDY_INSTANCE_UID,
+    Attribute,
+    Kind,
+)
+from connectors.dicom_charsets import (
+    CHARSET_VRS,
+    DEFAULT_REPERTOIRE,
+    SINGLE_VALUED_VRS,
+    CharacterSet,
+    character_set,
+    clean,
+    decode,
+    delimiters,
+)
+from connectors.dicom_values import (
+    beyond_alphabetic,
+    first_name,
+    parse_da,
+    parse_is,
+    parse_tm,
+    person_name_groups,
+    unique,
+)
+from federation.models import StudyRecord
+
+
+class Unhandled(Exception):
+    """An identifier the fast path does not read: the caller decodes it with pydicom instead."""
+
+
+_VR_LENGTH_32 = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_VR_LENGTH_16 = frozenset(
+    {
+        *(b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO"),
+        *(b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"),
+    }
+)
+_IMPLICIT = struct.Struct("<HHL").unpack_from
+_EXPLICIT = struct.Struct("<HH2sH").unpack_from
+_LENGTH_32 = struct.Struct("<L").unpack_from
+_UNDEFINED = 0xFFFFFFFF
+_ITEM_GROUP = 0xFFFE
+# The attributes read, by tag: their VR as the wire spells it in explicit VR.
+_WANTED: dict[int, bytes] = {
+    a.tag: a.vr.encode("ascii") for a in (STUDY_INSTANCE_UID, SPECIFIC_CHARACTER_SET, *RECORD_ATTRIBUTES)
+}
+# Bytes clean() would change in ASCII text: C0 controls other than TAB, LF, FF, CR, and DEL (ESC too).
+_ASCII_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _looks_explicit(data: bytes) -> bool:
+    """pydicom's test of the first element (``filereader._is_implicit_vr``): two capitals where a VR goes."""
+    return len(data) >= 6 and 0x40 < data[4] < 0x5B and 0x40 < data[5] < 0x5B
+
+
+def elements(data: bytes, implicit_vr: bool) -> dict[int, bytes]:
+    """The value bytes of the table's attributes, each once; Unhandled unless read exactly as pydicom would."""
+    if _looks_explicit(data) == implicit_vr:
+        raise Unhandled("the data set does not look like its transfer syntax")
+    found: dict[int, bytes] = {}
+    end = len(data)
+    at = 0
+    last = -1
+    while at < end:
+        if end - at < 8:
+            raise Unhandled("truncated element header")
+        if implicit_vr:
+            group, number, length = _IMPLICIT(data, at)
+            vr = None
+            at += 8
+        else:
+            group, number, vr, length = _EXPLICIT(data, at)
+            at += 8
+            if vr in _VR_LENGTH_32:
+                if end - at < 4:
+                    raise Unhandled("truncated element header")
+                length = _LENGTH_32(data, at)[0]
+                at += 4
+            elif vr not in _VR_LENGTH_16:
+                raise Unhandled("an unexpected VR")
+        tag = group << 16 | number
+        if length == _UNDEFINED or group == _ITEM_GROUP or tag <= last or at + length > end:
+            raise Unhandled("an undefined length, an item, tags out of order or a truncated value")
+        last = tag
+        wanted = _WANTED.get(tag)
+        if wanted is not None:
+            if vr is not None and vr != wanted:
+                raise Unhandled("an attribute with another VR than its own")
+            found[tag] = data[at : at + length]
+        elif tag == OTHER_PATIENT_IDS_TAG and length:
+            raise Unhandled("OtherPatientIDsSequence with items")
+        at += length
+    return found
+
+
+def _charset_terms(found: dict[int, bytes]) -> list[str]:
+    """SpecificCharacterSet's terms, as DatasetReader reads them."""
+    value = found.get(SPECIFIC_CHARACTER_SET.tag)
+    if value is None:
+        return []
+    if not value.isascii():
+        raise Unhandled("SpecificCharacterSet beyond ASCII")
+    terms = [term.strip(" \x00") for term in value.decode("ascii").split("\\")]
+    return [] if not any(terms) else terms
+
+
+@functools.lru_cache(maxsize=64)
+def _character_set(terms: tuple[str, ...]) -> tuple[CharacterSet, tuple[str, ...]]:
+    """character_set() of the terms and its problems, once per SpecificCharacterSet value met."""
+    problems: list[str] = []
+    return character_set(list(terms), problems), tuple(problems)
+
+
+class _Reader:
+    """DatasetReader's readings (``connectors.normalize``) over element bytes."""
+
+    def __init__(self, found: dict[int, bytes]) -> None:
+        self.found = found
+        self.character_set_terms = _charset_terms(found)
+        self.charset, problems = _character_set(tuple(self.character_set_terms))
+        self.warnings: list[str] = list(problems)
+
+    def values(self, attribute: Attribute) -> list[str]:
+        """The element's values, decoded, NFC, stripped of padding; empty when absent."""
+        raw = self.found.get(attribute.tag)
+        if raw is None:
+            return []
+        data = raw.rstrip(b" \x00")
+        vr = attribute.vr
+        if data.isascii() and _ASCII_CONTROLS.search(data) is None:
+            text = data.decode("ascii")  # what decode() and clean() make of it
+        else:
+            problems: list[str] = []
+            charset = self.charset if vr in CHARSET_VRS else DEFAULT_REPERTOIRE
+            text = clean(decode(data, charset, delimiters(vr), problems), problems)
+            self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
+        parts = [text] if vr in SINGLE_VALUED_VRS else text.split("\\")
+        return [part.strip(" \x00") for part in parts]
+
+    def text(self, attribute: Attribute) -> str | None:
+        """Kind.TEXT."""
+        return "\\".join(value for value in self.values(attribute) if value) or None
+
+    def strings(self, attribute: Attribute) -> tuple[str, ...]:
+        """Kind.STRINGS."""
+        return unique(self.values(attribute))
+
+    def first(self, attribute: Attribute) -> str | None:
+        """Kind.FIRST."""
+        found = self.strings(attribute)
+        return found[0] if found else None
+
+    def name_groups(self, attribute: Attribute) -> tuple[str, ...]:
+        """The component groups of the first value, at most three."""
+        values = self.values(attribute)
+        groups = person_name_groups(values[0]) if values else ()
+        if len(groups) > 3:
+            self.warnings.append(f"{attribute.keyword}: more than three component groups")
+        return groups[:3]
+
+    def parsed(self, attribute: Attribute) -> Any:
+        """Kind.DATE, Kind.TIME, Kind.INTEGER; a warning when the value does not parse."""
+        text = self.text(attribute)
+        if text is None:
+            return None
+        parsed = _PARSE[attribute.kind](text)
+        if parsed is None:
+            self.warnings.append(f"{attribute.keyword}: invalid value")
+        return parsed
+
+
+_PARSE: dict[Kind, Any] = {Kind.DATE: parse_da, Kind.TIME: parse_tm, Kind.INTEGER: parse_is}
+
+
+def _field(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+    kind = attribute.kind
+    if attribute is SPECIFIC_CHARACTER_SET:
+        return unique(read.character_set_terms)
+    if attribute.tag not in read.found:  # absent: what each reading gives for no values
+        return () if kind is Kind.STRINGS else None
+    if kind is Kind.NAME:
+        groups = read.name_groups(attribute)
+        if attribute.field == "patient_name":
+            fields["patient_name_groups"] = beyond_alphabetic(groups)
+        return first_name(groups)
+    if kind is Kind.TEXT:
+        return read.text(attribute)
+    if kind is Kind.STRINGS:
+        return read.strings(attribute)
+    if kind is Kind.FIRST:
+        return read.first(attribute)
+    return read.parsed(attribute)
+
+
+def record_from_identifier(
+    data: bytes, implicit_vr: bool, source_id: str, default_retrieve_ae: str | None = None
+) -> StudyRecord | None:
+    """``study_record_from_dataset`` of the identifier these little endian bytes encode; Unhandled if not read here."""
+    read = _Reader(elements(data, implicit_vr))
+    uid = read.text(STUDY_INSTANCE_UID)
+    if uid is None:
+        return None
+    fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
+    for attribute in RECORD_ATTRIBUTES:
+        fields[attribute.field] = _field(read, attribute, fields)
+    if fields["retrieve_ae_title"] is None:
+        fields["retrieve_ae_title"] = default_retrieve_ae
+    fields["other_patient_ids"] = ()
+    fields["warnings"] = tuple(dict.fromkeys(read.warnings))
+    record: StudyRecord = StudyRecord.__pydantic_validator__.validate_python(fields)
+    return record
