@@ -83,6 +83,35 @@ def elements(data: bytes, implicit_vr: bool) -> dict[int, bytes]:
     """The value bytes of the table's attributes, each once; Unhandled unless read exactly as pydicom would."""
     if _looks_explicit(data) == implicit_vr:
         raise Unhandled("the data set does not look like its transfer syntax")
+    return _implicit_elements(data) if implicit_vr else _explicit_elements(data)
+
+
+def _implicit_elements(data: bytes) -> dict[int, bytes]:
+    """elements() of an implicit VR data set: a loop of its own, the hottest of a fan-out."""
+    found: dict[int, bytes] = {}
+    wanted, unpack = _WANTED, _IMPLICIT
+    end = len(data)
+    at = 0
+    last = -1
+    while at < end:
+        if end - at < 8:
+            raise Unhandled("truncated element header")
+        group, number, length = unpack(data, at)
+        at += 8
+        tag = group << 16 | number
+        if length == _UNDEFINED or group == _ITEM_GROUP or tag <= last or at + length > end:
+            raise Unhandled("an undefined length, an item, tags out of order or a truncated value")
+        last = tag
+        if tag in wanted:
+            found[tag] = data[at : at + length]
+        elif tag == OTHER_PATIENT_IDS_TAG and length:
+            raise Unhandled("OtherPatientIDsSequence with items")
+        at += length
+    return found
+
+
+def _explicit_elements(data: bytes) -> dict[int, bytes]:
+    """elements() of an explicit VR data set."""
     found: dict[int, bytes] = {}
     end = len(data)
     at = 0
@@ -90,27 +119,22 @@ def elements(data: bytes, implicit_vr: bool) -> dict[int, bytes]:
     while at < end:
         if end - at < 8:
             raise Unhandled("truncated element header")
-        if implicit_vr:
-            group, number, length = _IMPLICIT(data, at)
-            vr = None
-            at += 8
-        else:
-            group, number, vr, length = _EXPLICIT(data, at)
-            at += 8
-            if vr in _VR_LENGTH_32:
-                if end - at < 4:
-                    raise Unhandled("truncated element header")
-                length = _LENGTH_32(data, at)[0]
-                at += 4
-            elif vr not in _VR_LENGTH_16:
-                raise Unhandled("an unexpected VR")
+        group, number, vr, length = _EXPLICIT(data, at)
+        at += 8
+        if vr in _VR_LENGTH_32:
+            if end - at < 4:
+                raise Unhandled("truncated element header")
+            length = _LENGTH_32(data, at)[0]
+            at += 4
+        elif vr not in _VR_LENGTH_16:
+            raise Unhandled("an unexpected VR")
         tag = group << 16 | number
         if length == _UNDEFINED or group == _ITEM_GROUP or tag <= last or at + length > end:
             raise Unhandled("an undefined length, an item, tags out of order or a truncated value")
         last = tag
         wanted = _WANTED.get(tag)
         if wanted is not None:
-            if vr is not None and vr != wanted:
+            if vr != wanted:
                 raise Unhandled("an attribute with another VR than its own")
             found[tag] = data[at : at + length]
         elif tag == OTHER_PATIENT_IDS_TAG and length:
@@ -140,6 +164,8 @@ def _character_set(terms: tuple[str, ...]) -> tuple[CharacterSet, tuple[str, ...
 class _Reader:
     """DatasetReader's readings (``connectors.normalize``) over element bytes."""
 
+    __slots__ = ("character_set_terms", "charset", "found", "warnings")
+
     def __init__(self, found: dict[int, bytes]) -> None:
         self.found = found
         self.character_set_terms = _charset_terms(found)
@@ -160,75 +186,104 @@ class _Reader:
             charset = self.charset if vr in CHARSET_VRS else DEFAULT_REPERTOIRE
             text = clean(decode(data, charset, delimiters(vr), problems), problems)
             self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
-        parts = [text] if vr in SINGLE_VALUED_VRS else text.split("\\")
-        return [part.strip(" \x00") for part in parts]
+        if "\\" not in text or vr in SINGLE_VALUED_VRS:
+            return [text.strip(" \x00")]  # one value: no split, no list to build
+        return [part.strip(" \x00") for part in text.split("\\")]
 
     def text(self, attribute: Attribute) -> str | None:
         """Kind.TEXT."""
-        return "\\".join(value for value in self.values(attribute) if value) or None
-
-    def strings(self, attribute: Attribute) -> tuple[str, ...]:
-        """Kind.STRINGS."""
-        return unique(self.values(attribute))
-
-    def first(self, attribute: Attribute) -> str | None:
-        """Kind.FIRST."""
-        found = self.strings(attribute)
-        return found[0] if found else None
-
-    def name_groups(self, attribute: Attribute) -> tuple[str, ...]:
-        """The component groups of the first value, at most three."""
         values = self.values(attribute)
-        groups = person_name_groups(values[0]) if values else ()
-        if len(groups) > 3:
-            self.warnings.append(f"{attribute.keyword}: more than three component groups")
-        return groups[:3]
+        if len(values) == 1:
+            return values[0] or None
+        return "\\".join([value for value in values if value]) or None
 
-    def parsed(self, attribute: Attribute) -> Any:
-        """Kind.DATE, Kind.TIME, Kind.INTEGER; a warning when the value does not parse."""
-        text = self.text(attribute)
+
+def _text(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+    """Kind.TEXT."""
+    return read.text(attribute)
+
+
+def _strings(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+    """Kind.STRINGS."""
+    return unique(read.values(attribute))
+
+
+def _first(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+    """Kind.FIRST."""
+    found = unique(read.values(attribute))
+    return found[0] if found else None
+
+
+def _name(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+    """Kind.NAME: the component groups of the first value, at most three."""
+    values = read.values(attribute)
+    groups = person_name_groups(values[0]) if values else ()
+    if len(groups) > 3:
+        read.warnings.append(f"{attribute.keyword}: more than three component groups")
+        groups = groups[:3]
+    if attribute.field == "patient_name":
+        fields["patient_name_groups"] = beyond_alphabetic(groups)
+    return first_name(groups)
+
+
+def _parser(parse: Any) -> Any:
+    """Kind.DATE, Kind.TIME, Kind.INTEGER: a warning when the value does not parse."""
+
+    def parsed(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+        text = read.text(attribute)
         if text is None:
             return None
-        parsed = _PARSE[attribute.kind](text)
-        if parsed is None:
-            self.warnings.append(f"{attribute.keyword}: invalid value")
-        return parsed
+        value = parse(text)
+        if value is None:
+            read.warnings.append(f"{attribute.keyword}: invalid value")
+        return value
+
+    return parsed
 
 
-_PARSE: dict[Kind, Any] = {Kind.DATE: parse_da, Kind.TIME: parse_tm, Kind.INTEGER: parse_is}
+def _charset(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
+    """SpecificCharacterSet, as the reader read it (also when absent)."""
+    return unique(read.character_set_terms)
 
 
-def _field(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
-    kind = attribute.kind
-    if attribute is SPECIFIC_CHARACTER_SET:
-        return unique(read.character_set_terms)
-    if attribute.tag not in read.found:  # absent: what each reading gives for no values
-        return () if kind is Kind.STRINGS else None
-    if kind is Kind.NAME:
-        groups = read.name_groups(attribute)
-        if attribute.field == "patient_name":
-            fields["patient_name_groups"] = beyond_alphabetic(groups)
-        return first_name(groups)
-    if kind is Kind.TEXT:
-        return read.text(attribute)
-    if kind is Kind.STRINGS:
-        return read.strings(attribute)
-    if kind is Kind.FIRST:
-        return read.first(attribute)
-    return read.parsed(attribute)
+_READ_KIND: dict[Kind, Any] = {
+    Kind.TEXT: _text,
+    Kind.STRINGS: _strings,
+    Kind.FIRST: _first,
+    Kind.NAME: _name,
+    Kind.DATE: _parser(parse_da),
+    Kind.TIME: _parser(parse_tm),
+    Kind.INTEGER: _parser(parse_is),
+}
+_ALWAYS = object()
+# Per attribute, in the table's order: itself, its field, tag, reading, and its value when absent.
+_PLAN: tuple[tuple[Attribute, str, int, Any, Any], ...] = tuple(
+    (
+        attribute,
+        attribute.field,
+        attribute.tag,
+        _charset if attribute is SPECIFIC_CHARACTER_SET else _READ_KIND[attribute.kind],
+        _ALWAYS if attribute is SPECIFIC_CHARACTER_SET else () if attribute.kind is Kind.STRINGS else None,
+    )
+    for attribute in RECORD_ATTRIBUTES
+)
 
 
 def record_from_identifier(
     data: bytes, implicit_vr: bool, source_id: str, default_retrieve_ae: str | None = None
 ) -> StudyRecord | None:
     """``study_record_from_dataset`` of the identifier these little endian bytes encode; Unhandled if not read here."""
-    read = _Reader(elements(data, implicit_vr))
+    found = elements(data, implicit_vr)
+    read = _Reader(found)
     uid = read.text(STUDY_INSTANCE_UID)
     if uid is None:
         return None
     fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
-    for attribute in RECORD_ATTRIBUTES:
-        fields[attribute.field] = _field(read, attribute, fields)
+    for attribute, field, tag, reading, absent in _PLAN:
+        if absent is not _ALWAYS and tag not in found:  # absent: what each reading gives for no values
+            fields[field] = absent
+        else:
+            fields[field] = reading(read, attribute, fields)
     if fields["retrieve_ae_title"] is None:
         fields["retrieve_ae_title"] = default_retrieve_ae
     fields["other_patient_ids"] = ()
