@@ -29,7 +29,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from connectors import _dimse_wire as wire
-from connectors._dimse_message import Assembler, Received
+from connectors._dimse_message import Assembler, Received, pdv_items
 from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline
@@ -181,9 +181,7 @@ class DimseLink:
                     self.protocol.abort()
                     raise SourceProtocolError(f"a DIMSE message longer than {MAX_MESSAGE_BYTES} bytes")
                 try:
-                    item = pdu.P_DATA_TF()
-                    item.decode(data)
-                    whole = message.add(item.to_primitive().presentation_data_value_list)
+                    whole = message.add(pdv_items(data))
                     if whole is not None:
                         return whole
                 except SourceProtocolError:

@@ -1,9 +1,10 @@
 """Incoming DIMSE messages (PS3.7 6.3, PS3.8 E.2): PDV fragments joined into a command set and a data set.
 
-The PDUs are decoded by pynetdicom (``pynetdicom.pdu.P_DATA_TF``); the command set, always
-Implicit VR Little Endian (PS3.7 6.3.1), is read here for the few US elements a C-FIND or C-ECHO
-answer needs. Decoding it with pydicom (``DIMSEMessage.decode_msg``) cost as much CPU as the
-identifier and its normalisation together, four times per study-level query to each source.
+A P-DATA-TF PDU's presentation data value items (PS3.8 9.3.5.1) are cut out here, as
+``pynetdicom.pdu.P_DATA_TF`` cuts them but without an object per PDU and per item; the command
+set, always Implicit VR Little Endian (PS3.7 6.3.1), is read here for the few US elements a C-FIND
+or C-ECHO answer needs. Decoding it with pydicom (``DIMSEMessage.decode_msg``) cost as much CPU as
+the identifier and its normalisation together, four times per study-level query to each source.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ STATUS = 0x0900
 NO_DATA_SET = 0x0101
 _ELEMENT = struct.Struct("<HHL")
 _US = struct.Struct("<H")
+_PDV_ITEM = struct.Struct(">LB")
+_P_DATA_HEADER = 6
 
 
 @dataclass
@@ -64,6 +67,22 @@ class Assembler:
                     self._message.data = bytes(self._data)
                     return self._message
         return None
+
+
+def pdv_items(pdu: bytes) -> list[tuple[int, bytes]]:
+    """A whole P-DATA-TF PDU's ``(context ID, header byte + fragment)`` items (PS3.8 9.3.5.1)."""
+    items: list[tuple[int, bytes]] = []
+    offset = _P_DATA_HEADER
+    end = len(pdu)
+    while offset < end:
+        if end - offset < _PDV_ITEM.size:
+            raise SourceProtocolError("a P-DATA-TF PDU could not be decoded")
+        length, context_id = _PDV_ITEM.unpack_from(pdu, offset)
+        if length < 1 or offset + 4 + length > end:
+            raise SourceProtocolError("a P-DATA-TF PDU could not be decoded")
+        items.append((context_id, pdu[offset + _PDV_ITEM.size : offset + 4 + length]))
+        offset += 4 + length
+    return items
 
 
 def command_values(encoded: bytes) -> dict[int, int]:
