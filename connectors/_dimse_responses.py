@@ -74,6 +74,15 @@ def find_request(
     return encode_message(request, context_id, peer_max_pdu)
 
 
+@functools.lru_cache(maxsize=16)
+def _syntax_flags(syntax: UID) -> tuple[bool, bool]:
+    """Whether a transfer syntax is implicit VR, and little endian without deflation (what the fast path reads).
+
+    pydicom works these out from its UID dictionary at every look-up.
+    """
+    return syntax.is_implicit_VR, syntax.is_little_endian and not syntax.is_deflated
+
+
 async def collect_studies(
     link: DimseLink,
     model: str,
@@ -95,9 +104,9 @@ async def collect_studies(
     warnings: list[str] = []
     truncated = False
     context_id, syntax = link.contexts[model]
-    if not syntax.is_little_endian or syntax.is_deflated:
+    implicit_vr, readable = _syntax_flags(syntax)
+    if not readable:
         read_record = None
-    implicit_vr = syntax.is_implicit_VR
     link.protocol.send(
         find_request(query, link.settings.query_charset, model, syntax, context_id, link.peer_max_pdu)
     )
