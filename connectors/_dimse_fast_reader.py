@@ -72,6 +72,8 @@ _WANTED: dict[int, bytes] = {
 }
 # Bytes clean() would change in ASCII text: C0 controls other than TAB, LF, FF, CR, and DEL (ESC too).
 _ASCII_CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# Bytes that make a value more than one plain ASCII value: those, anything beyond ASCII, and ``\``.
+_NOT_PLAIN = re.compile(rb"[^\x09\x0a\x0c\x0d\x20-\x5b\x5d-\x7e]")
 
 
 def _looks_explicit(data: bytes) -> bool:
@@ -198,20 +200,37 @@ class _Reader:
         return "\\".join([value for value in values if value]) or None
 
 
+def _plain(raw: bytes) -> str | None:
+    """The one ASCII value, stripped, of an element without controls or ``\\``: what values() reads; else None."""
+    data = raw.rstrip(b" \x00")
+    if _NOT_PLAIN.search(data) is None:
+        return data.decode("ascii").strip(" \x00")
+    return None
+
+
 def _text(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
     """Kind.TEXT."""
-    return read.text(attribute)
+    value = _plain(read.found[attribute.tag])
+    if value is None:
+        return read.text(attribute)
+    return value or None
 
 
 def _strings(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
     """Kind.STRINGS."""
-    return unique(read.values(attribute))
+    value = _plain(read.found[attribute.tag])
+    if value is None:
+        return unique(read.values(attribute))
+    return (value,) if value else ()
 
 
 def _first(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
     """Kind.FIRST."""
-    found = unique(read.values(attribute))
-    return found[0] if found else None
+    value = _plain(read.found[attribute.tag])
+    if value is None:
+        found = unique(read.values(attribute))
+        return found[0] if found else None
+    return value or None
 
 
 def _name(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
@@ -230,8 +249,10 @@ def _parser(parse: Any) -> Any:
     """Kind.DATE, Kind.TIME, Kind.INTEGER: a warning when the value does not parse."""
 
     def parsed(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
-        text = read.text(attribute)
+        text = _plain(read.found[attribute.tag])
         if text is None:
+            text = read.text(attribute)
+        if not text:
             return None
         value = parse(text)
         if value is None:
