@@ -235,7 +235,8 @@ def _first(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
 
 def _name(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
     """Kind.NAME: the component groups of the first value, at most three."""
-    values = read.values(attribute)
+    value = _plain(read.found[attribute.tag])
+    values = read.values(attribute) if value is None else [value]
     groups = person_name_groups(values[0]) if values else ()
     if len(groups) > 3:
         read.warnings.append(f"{attribute.keyword}: more than three component groups")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import enum
 import time
@@ -258,10 +257,17 @@ class StudyRecord(_Frozen):
         return self if self.cached_at == at else self._with("cached_at", at)
 
     def _with(self, field: str, value: object) -> StudyRecord:
-        """A shallow copy with one field replaced, without re-validating the others."""
-        changed = copy.copy(self)
-        changed.__dict__[field] = value
-        changed.__pydantic_fields_set__.add(field)
+        """A shallow copy with one field replaced, without re-validating the others.
+
+        What ``copy.copy`` (pydantic's ``__copy__``) makes, less its generic dispatch: no extra
+        fields (``extra="forbid"``) and no private attributes to carry over.
+        """
+        cls = type(self)
+        changed = cls.__new__(cls)
+        object.__setattr__(changed, "__dict__", {**self.__dict__, field: value})
+        object.__setattr__(changed, "__pydantic_extra__", None)
+        object.__setattr__(changed, "__pydantic_fields_set__", {*self.__pydantic_fields_set__, field})
+        object.__setattr__(changed, "__pydantic_private__", None)
         return changed
 
 
