@@ -65,6 +65,7 @@ _IMPLICIT = struct.Struct("<HHL").unpack_from
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from
 _LENGTH_32 = struct.Struct("<L").unpack_from
 _UNDEFINED = 0xFFFFFFFF
+_ESC = 0x1B
 _ITEM_GROUP = 0xFFFE
 # The attributes read, by tag: their VR as the wire spells it in explicit VR.
 _WANTED: dict[int, bytes] = {
@@ -186,7 +187,7 @@ class _Reader:
         else:
             problems: list[str] = []
             charset = self.charset if vr in CHARSET_VRS else DEFAULT_REPERTOIRE
-            text = clean(decode(data, charset, delimiters(vr), problems), problems)
+            text = clean(_decoded(data, charset, vr, problems), problems)
             self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
         if "\\" not in text or vr in SINGLE_VALUED_VRS:
             return [text.strip(" \x00")]  # one value: no split, no list to build
@@ -206,6 +207,16 @@ def _plain(raw: bytes) -> str | None:
     if _NOT_PLAIN.search(data) is None:
         return data.decode("ascii").strip(" \x00")
     return None
+
+
+def _decoded(data: bytes, charset: CharacterSet, vr: str, problems: list[str]) -> str:
+    """decode(): under UTF-8 or GB 18030 / GBK without escapes, pydicom's reading is the codec's, so the codec's."""
+    if charset.standalone is not None and _ESC not in data:
+        try:
+            return data.decode(charset.standalone)
+        except UnicodeDecodeError:
+            pass  # the general reading reports it
+    return decode(data, charset, delimiters(vr), problems)
 
 
 def _text(read: _Reader, attribute: Attribute, fields: dict[str, Any]) -> Any:
