@@ -28,11 +28,13 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -353,6 +355,22 @@ class ElasticsearchNode:
             self._process.stop(timeout=60.0, graceful=graceful)
             self._process = None
             wait_port_closed(self.http_port)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP the node for the block (it accepts nothing, answers nothing), then SIGCONT.
+
+        An unresponsive node at once and back at once: unlike ``stop()`` / ``start()``, no JVM
+        start that a loaded machine can stretch past ``start_timeout``.
+        """
+        pid = self._process.pid if self.owned and self._process is not None else None
+        if pid is None:
+            raise PeerError(f"cannot freeze the Elasticsearch at {self.url}: not a node started here")
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(pid, signal.SIGCONT)
 
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None:
