@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuthenticationError, PacsfedError
 from federation.settings import ServerSettings
-from schema.execution import is_awaitable
+from schema.execution import FastExecutionContext, is_awaitable
 from schema.http import ContextFactory, default_context, format_error
 from schema.limits import DocumentChecker
 
@@ -267,6 +267,7 @@ class GraphQLWebSocket:
                         operation_name=operation_name,
                         hide_suggestions=True,
                         is_awaitable=is_awaitable,
+                        execution_context_class=FastExecutionContext,
                     )
                     yield await mapped if inspect.isawaitable(mapped) else mapped
             except PacsfedError as exc:
@@ -290,6 +291,7 @@ class GraphQLWebSocket:
             context_value=context,
             hide_suggestions=True,
             is_awaitable=is_awaitable,
+            execution_context_class=FastExecutionContext,
         )
         yield await outcome if inspect.isawaitable(outcome) else outcome
 
