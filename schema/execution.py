@@ -8,7 +8,7 @@ import enum
 import functools
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from graphene.types.resolver import dict_or_attr_resolver
 from graphql import (
@@ -19,6 +19,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
     is_leaf_type,
     located_error,
 )
@@ -70,9 +71,15 @@ class FastExecutionContext(ExecutionContext):
     graphql-core's own way, so data and errors (messages, paths) are the same.
     """
 
+    memo: ClassVar[dict[tuple[GraphQLObjectType, int, int], tuple[Any, dict[str, Any]]] | None] = None
+    """Shared by the executions of one operation (see :func:`sharing_memo`); else one per execution."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._plans: dict[tuple[GraphQLObjectType, str], _Plain | None] = {}
+        self._memo = self.memo if self.memo is not None else {}
+        self._long_ways = 0
+        """Fields that went graphql-core's way so far: an object completed with none is remembered."""
 
     def execute_fields(
         self,
@@ -101,6 +108,7 @@ class FastExecutionContext(ExecutionContext):
                     value = getattr(source_value, plan.name, plan.default)
                 result = self._complete_plain(plan, value, parent_type, field_nodes, path, response_name)
             if result is _SLOW:
+                self._long_ways += 1
                 result = self.execute_field(
                     parent_type, source_value, field_nodes, Path(path, response_name, parent_type.name)
                 )
@@ -151,9 +159,7 @@ class FastExecutionContext(ExecutionContext):
         if plan.non_null:
             return_type = GraphQLNonNull(plan.object_type)
         try:
-            completed = self.execute_fields(
-                plan.object_type, value, field_path, self.collect_subfields(plan.object_type, field_nodes)
-            )
+            completed = self._object(plan.object_type, field_nodes, field_path, value)
         except Exception as raw_error:
             self.handle_field_error(
                 located_error(raw_error, field_nodes, field_path.as_list()), return_type, field_path
@@ -176,6 +182,43 @@ class FastExecutionContext(ExecutionContext):
         except Exception as raw_error:
             self.handle_field_error(located_error(raw_error, field_nodes, path.as_list()), return_type, path)
             return None
+
+    def complete_object_value(
+        self,
+        return_type: GraphQLObjectType,
+        field_nodes: list[FieldNode],
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+    ) -> Any:
+        """graphql-core's, remembered for an immutable object (a list's items come this way)."""
+        if return_type.is_type_of is not None:
+            return super().complete_object_value(return_type, field_nodes, info, path, result)
+        return self._object(return_type, field_nodes, path, result)
+
+    def _object(
+        self, object_type: GraphQLObjectType, field_nodes: list[FieldNode], path: Path, value: Any
+    ) -> Any:
+        """An object's fields, completed once per operation for a frozen model read only the plain way.
+
+        A frozen pydantic model does not change, and fields read the plain way depend on nothing
+        else: the same object under the same selection completes to the same dict. One with a
+        resolver of its own in its selection (live state, I/O), an error or an awaitable is
+        completed every time.
+        """
+        remember = len(field_nodes) == 1 and isinstance(value, BaseModel) and value.model_config.get("frozen")
+        key = (object_type, id(field_nodes[0]), id(value))
+        if remember:
+            known = self._memo.get(key)
+            if known is not None and known[0] is value:
+                return known[1]
+        long_ways = self._long_ways
+        completed = self.execute_fields(
+            object_type, value, path, self.collect_subfields(object_type, field_nodes)
+        )
+        if remember and self._long_ways == long_ways and isinstance(completed, dict):
+            self._memo[key] = (value, completed)
+        return completed
 
     def _plan(self, parent_type: GraphQLObjectType, field_name: str) -> _Plain | None:
         """How to read ``field_name`` of ``parent_type`` at once, or None when it is not a plain field."""
@@ -204,3 +247,12 @@ class FastExecutionContext(ExecutionContext):
         if isinstance(inner, GraphQLObjectType) and inner.is_type_of is None:
             return _Plain(name, default, non_null, None, None, inner)
         return None
+
+
+def sharing_memo() -> type[FastExecutionContext]:
+    """An execution context class whose executions share what they completed: one per operation.
+
+    A subscription's events carry mostly the same objects (a source's status, an exam's
+    locations): each is completed once for the operation, not once per event.
+    """
+    return type("SharingMemo", (FastExecutionContext,), {"memo": {}})

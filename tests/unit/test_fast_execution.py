@@ -12,6 +12,7 @@ import graphene
 from graphql import ExecutionContext, ExecutionResult, execute, parse
 
 from federation.engine.engine import HistoryUpdate, Phase
+from federation.engine.resilience import CircuitState
 from federation.models import (
     Exam,
     ExamLocation,
@@ -20,7 +21,7 @@ from federation.models import (
     SourceOutcome,
     SourceStatus,
 )
-from schema.execution import FastExecutionContext, is_awaitable
+from schema.execution import FastExecutionContext, is_awaitable, sharing_memo
 from schema.query import build_schema
 
 
@@ -109,7 +110,9 @@ def _run(
 
 
 async def _awaited(result: Any) -> ExecutionResult:
-    return await result if is_awaitable(result) else result
+    done = await result if is_awaitable(result) else result
+    assert isinstance(done, ExecutionResult)
+    return done
 
 
 def test_the_short_way_gives_graphql_cores_data_and_errors() -> None:
@@ -172,3 +175,39 @@ def test_plain_fields_skip_graphql_cores_field_execution() -> None:
     # scalar, enum or single object, so the count does not grow with the history.
     lists = ["exams", "locations", "locations", "locations", "sources"]
     assert sorted(calls) == sorted(["answeredSources", "patientHistoryUpdates", *lists])
+
+
+def test_one_operations_events_share_what_they_completed_and_nothing_live() -> None:
+    schema = build_schema()
+    first, second = _event(20), _event(21)  # new objects: every location and status differs
+    again = HistoryUpdate(Phase.FINAL, None, first.history)  # the same objects again
+    now = {"circuit": CircuitState.CLOSED}
+    engine = SimpleNamespace(circuit_state=lambda _source_id: now["circuit"])
+    document = parse(EVENT_SELECTION.replace("sources { source { id }", "sources { source { id circuit }"))
+
+    def run(context: type[ExecutionContext], event: HistoryUpdate) -> dict[str, Any]:
+        result = execute(
+            schema.graphql_schema,
+            document,
+            root_value=event,
+            context_value={"engine": engine},
+            is_awaitable=is_awaitable,
+            execution_context_class=context,
+        )
+        assert isinstance(result, ExecutionResult) and result.errors is None
+        assert result.data is not None
+        return result.data["patientHistoryUpdates"]["history"]  # type: ignore[no-any-return]
+
+    context_class = sharing_memo()
+    shared, alone = [], []
+    for event in (first, second, again):
+        if event is again:
+            now["circuit"] = CircuitState.OPEN
+        shared.append(run(context_class, event))
+        alone.append(run(FastExecutionContext, event))
+    assert shared == alone
+    # Live state (a resolver of its own) is read at every event: the statuses holding it are
+    # completed again; an unchanged location is not (the same dict), a new one is.
+    assert {s["source"]["circuit"] for s in shared[2]["sources"]} == {"OPEN"}
+    assert shared[2]["exams"][0]["locations"][0] is shared[0]["exams"][0]["locations"][0]
+    assert shared[1]["exams"][0]["locations"][0] is not shared[0]["exams"][0]["locations"][0]
