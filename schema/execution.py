@@ -53,7 +53,16 @@ class _Plain:
     item: GraphQLLeafType | None
     """Set for a list of non-null scalars or enums."""
     object_type: GraphQLObjectType | None
-    """Set for an object field whose type has no ``is_type_of`` check."""
+    """Set for an object field whose type has no ``is_type_of`` check, or a list of such objects."""
+    field_type: GraphQLOutputType
+    """The field's type, as graphql-core reports an error of it."""
+    object_list: GraphQLList[GraphQLOutputType] | None = None
+    """Set for a list of objects (``object_type`` their type): read plainly when every item is a model."""
+
+
+def _models(value: Any) -> bool:
+    """Whether ``value`` is a list (or tuple) of pydantic models: no item null or awaitable."""
+    return isinstance(value, list | tuple) and all(isinstance(item, BaseModel) for item in value)
 
 
 _SLOW: Any = object()
@@ -154,12 +163,17 @@ class FastExecutionContext(ExecutionContext):
         except Exception:  # graphql-core raises it again, located
             return _SLOW
         assert plan.object_type is not None
+        return_type = plan.field_type
         field_path = Path(path, response_name, parent_type.name)
-        return_type: GraphQLOutputType = plan.object_type
-        if plan.non_null:
-            return_type = GraphQLNonNull(plan.object_type)
+        if plan.object_list is not None and not _models(value):
+            return _SLOW
         try:
-            completed = self._object(plan.object_type, field_nodes, field_path, value)
+            if plan.object_list is not None:
+                completed = self._object_list(
+                    plan.object_list, plan.object_type, field_nodes, field_path, value
+                )
+            else:
+                completed = self._object(plan.object_type, field_nodes, field_path, value)
         except Exception as raw_error:
             self.handle_field_error(
                 located_error(raw_error, field_nodes, field_path.as_list()), return_type, field_path
@@ -195,6 +209,67 @@ class FastExecutionContext(ExecutionContext):
         if return_type.is_type_of is not None:
             return super().complete_object_value(return_type, field_nodes, info, path, result)
         return self._object(return_type, field_nodes, path, result)
+
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[GraphQLOutputType],
+        field_nodes: list[FieldNode],
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+    ) -> Any:
+        """graphql-core's, but a list of models of an object type is completed here (see :meth:`_object_list`)."""
+        item_type = return_type.of_type
+        object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if (
+            not isinstance(object_type, GraphQLObjectType)
+            or object_type.is_type_of is not None
+            or len(field_nodes) != 1
+            or not _models(result)
+        ):
+            return super().complete_list_value(return_type, field_nodes, info, path, result)
+        return self._object_list(return_type, object_type, field_nodes, path, result)
+
+    def _object_list(
+        self,
+        list_type: GraphQLList[GraphQLOutputType],
+        object_type: GraphQLObjectType,
+        field_nodes: list[FieldNode],
+        path: Path,
+        result: list[Any] | tuple[Any, ...],
+    ) -> Any:
+        """A list of models completed as graphql-core completes a list; an item already completed is taken as it is."""
+        item_type = list_type.of_type
+        memo, node = self._memo, id(field_nodes[0])
+        completed: list[Any] = []
+        awaitable_indices: list[int] = []
+        for index, item in enumerate(result):
+            known = memo.get((object_type, node, id(item)))
+            if known is not None and known[0] is item:
+                completed.append(known[1])
+                continue
+            item_path = path.add_key(index, None)
+            value: Any
+            try:
+                value = self._object(object_type, field_nodes, item_path, item)
+            except Exception as raw_error:
+                error = located_error(raw_error, field_nodes, item_path.as_list())
+                self.handle_field_error(error, item_type, item_path)
+                value = None
+            if self.is_awaitable(value):
+                value = self._awaited(value, field_nodes, item_type, item_path)
+                awaitable_indices.append(index)
+            completed.append(value)
+        if not awaitable_indices:
+            return completed
+        return self._gathered_items(completed, awaitable_indices)
+
+    @staticmethod
+    async def _gathered_items(completed: list[Any], indices: list[int]) -> list[Any]:
+        """The items, each awaitable one awaited (together), as graphql-core does."""
+        for index, value in zip(indices, await asyncio.gather(*(completed[i] for i in indices)), strict=True):
+            completed[index] = value
+        return completed
 
     def _object(
         self, object_type: GraphQLObjectType, field_nodes: list[FieldNode], path: Path, value: Any
@@ -239,13 +314,17 @@ class FastExecutionContext(ExecutionContext):
         non_null = isinstance(field_type, GraphQLNonNull)
         inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
         if is_leaf_type(inner):
-            return _Plain(name, default, non_null, cast(GraphQLLeafType, inner), None, None)
+            return _Plain(name, default, non_null, cast(GraphQLLeafType, inner), None, None, field_type)
         if isinstance(inner, GraphQLList) and isinstance(inner.of_type, GraphQLNonNull):
             item = inner.of_type.of_type
             if is_leaf_type(item):
-                return _Plain(name, default, non_null, None, cast(GraphQLLeafType, item), None)
+                return _Plain(name, default, non_null, None, cast(GraphQLLeafType, item), None, field_type)
         if isinstance(inner, GraphQLObjectType) and inner.is_type_of is None:
-            return _Plain(name, default, non_null, None, None, inner)
+            return _Plain(name, default, non_null, None, None, inner, field_type)
+        if isinstance(inner, GraphQLList):
+            of = inner.of_type.of_type if isinstance(inner.of_type, GraphQLNonNull) else inner.of_type
+            if isinstance(of, GraphQLObjectType) and of.is_type_of is None:
+                return _Plain(name, default, non_null, None, None, of, field_type, inner)
         return None
 
 
