@@ -41,7 +41,7 @@ from federation.errors import AccessError, Overloaded, PacsfedError
 from federation.settings import ServerSettings
 from schema._graphiql import EXAMPLE_QUERY as EXAMPLE_QUERY
 from schema._graphiql import GRAPHIQL_HTML
-from schema.execution import is_awaitable
+from schema.execution import FastExecutionContext, is_awaitable
 from schema.limits import DocumentChecker
 from web.request_id import current_request_id
 
@@ -341,6 +341,7 @@ class GraphQLHandler:
                 context_value=context,
                 hide_suggestions=True,
                 is_awaitable=is_awaitable,
+                execution_context_class=FastExecutionContext,
             )
             result: ExecutionResult = await outcome if inspect.isawaitable(outcome) else outcome
         except RecursionError:

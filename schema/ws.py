@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuthenticationError, PacsfedError
 from federation.settings import ServerSettings
-from schema.execution import is_awaitable
+from schema.execution import FastExecutionContext, is_awaitable, sharing_memo
 from schema.http import ContextFactory, default_context, format_error
 from schema.limits import DocumentChecker
 
@@ -256,6 +256,9 @@ class GraphQLWebSocket:
             )
             if isinstance(stream, ExecutionResult):
                 raise _OperationErrors([self._format(e, request_id) for e in stream.errors or []])
+            # The events share what they completed: an unchanged source status or location is
+            # completed once for the subscription, not once per event.
+            context_class = sharing_memo()
             try:
                 async for event in stream:
                     mapped = execute(
@@ -267,6 +270,7 @@ class GraphQLWebSocket:
                         operation_name=operation_name,
                         hide_suggestions=True,
                         is_awaitable=is_awaitable,
+                        execution_context_class=context_class,
                     )
                     yield await mapped if inspect.isawaitable(mapped) else mapped
             except PacsfedError as exc:
@@ -290,6 +294,7 @@ class GraphQLWebSocket:
             context_value=context,
             hide_suggestions=True,
             is_awaitable=is_awaitable,
+            execution_context_class=FastExecutionContext,
         )
         yield await outcome if inspect.isawaitable(outcome) else outcome
 
