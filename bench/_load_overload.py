@@ -10,6 +10,7 @@ source is asked) and cached clients on patients whose answers were cached just b
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import time
 from collections import Counter
@@ -68,8 +69,10 @@ def _specs(
     return specs
 
 
-async def _watch_readyz(url: str, until: float) -> list[tuple[float, int, str]]:
-    """(time, breakers not CLOSED, status) twice a second until UNTIL."""
+async def _watch_readyz(
+    url: str, until: float, reasons: list[tuple[float, str]]
+) -> list[tuple[float, int, str]]:
+    """(time, breakers not CLOSED, status) twice a second until UNTIL; REASONS gains why degraded."""
     seen: list[tuple[float, int, str]] = []
     async with httpx.AsyncClient(timeout=5) as client:
         while time.monotonic() < until:
@@ -79,6 +82,10 @@ async def _watch_readyz(url: str, until: float) -> list[tuple[float, int, str]]:
                 circuits = body.get("circuits") or {}
                 opened = sum(1 for state in circuits.values() if state != "CLOSED")
                 seen.append((started, opened, str(body.get("status"))))
+                if body.get("status") != "ready":
+                    cache = body.get("cache") or {}
+                    why = body.get("reason") or f"cache {cache.get('status')}: {cache.get('detail')}"
+                    reasons.append((started, str(why)))
             except (httpx.HTTPError, ValueError):
                 seen.append((started, -1, "no answer"))
             await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
@@ -90,10 +97,17 @@ def run_overload(url: str, plan: OverloadPlan, pool: tuple[int, int], first_id: 
     t0 = time.monotonic() + 2.0  # the client processes import httpx meanwhile
     processes = [start_clients(spec) for spec in _specs(url, plan, t0, pool, first_id)]
     end = t0 + plan.before_s + plan.load_s + plan.after_s
-    readyz = asyncio.run(_watch_readyz(url, end))
+    reasons: list[tuple[float, str]] = []
+    readyz = asyncio.run(_watch_readyz(url, end, reasons))
     records = [record for process in processes for record in collect(process)]
     load_at = t0 + plan.before_s
-    return {"records": records, "readyz": readyz, "load_at": load_at, "load_end": load_at + plan.load_s}
+    return {
+        "records": records,
+        "readyz": readyz,
+        "reasons": reasons,
+        "load_at": load_at,
+        "load_end": load_at + plan.load_s,
+    }
 
 
 def _is_cached(record: dict[str, Any]) -> bool:
@@ -219,6 +233,15 @@ def summary(run: dict[str, Any]) -> list[str]:
         f" no source answered: {sum(map(_none_answered, skipped))};"
         f" most breakers open at once: {opened if opened >= 0 else '?'} (healthy hospitals: goal 0)"
     )
+    after = [(t - load_end, why) for t, why in run.get("reasons", ()) if t >= load_end]
+    if after:
+        kinds = Counter(re.sub(r"\d+", "N", why) for _, why in after)
+        lines.append(
+            f"/readyz not ready after the load: {len(after)} readings, the last {after[-1][0]:.1f} s after; "
+            + "; ".join(f"{count}x {why!r}" for why, count in kinds.most_common(4))
+        )
+    else:
+        lines.append("/readyz ready at every reading after the load")
     return lines
 
 

@@ -46,6 +46,7 @@ from web.cors import ApiCors
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
+from web.overload_gate import OverloadGate
 from web.page import page_routes
 from web.page_config import page_config_routes, sign_in_origins
 from web.report_document import report_document
@@ -314,6 +315,7 @@ def create_app(
         middleware=[
             *cors,
             Middleware(RequestIdMiddleware),
+            Middleware(OverloadGate),  # past server.max_pending_queries: 503 before the body is read
             Middleware(
                 AuthenticationMiddleware,
                 max_body_bytes=settings.server.graphql.max_body_bytes,

@@ -43,7 +43,7 @@ from graphql import (
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from federation.access.principals import AccessContext
-from federation.errors import AccessError, AuthenticationError, PacsfedError
+from federation.errors import AccessError, AuthenticationError, Overloaded, PacsfedError
 from federation.settings import ServerSettings
 from schema.execution import FastExecutionContext, is_awaitable, sharing_memo
 from schema.http import ContextFactory, default_context, format_error
@@ -143,11 +143,24 @@ class GraphQLWebSocket:
             error = {"message": refusal, "extensions": {"code": "TOO_MANY_OPERATIONS"}}
             await connection.websocket.send_json({"id": op_id, "type": "error", "payload": [error]})
             return
-        context = await connection.recheck(refusing=op_id)
-        if context is None or connection.lapsed is not None:
-            return  # the caller lapsed (here or in the watcher meanwhile): the connection is closed
-        operations[op_id] = asyncio.create_task(self._operate(connection, op_id, payload, context))
-        operations[op_id].add_done_callback(_forget(operations, op_id))
+        place = contextlib.ExitStack()
+        try:  # past server.max_pending_queries: refused before the caller is checked or the query parsed
+            place.enter_context(connection.websocket.app.state.engine.arriving())
+        except Overloaded as refused:
+            error = {
+                "message": str(refused),
+                "extensions": {"code": refused.code, "requestId": uuid.uuid4().hex},
+            }
+            await connection.websocket.send_json({"id": op_id, "type": "error", "payload": [error]})
+            return
+        with place:
+            context = await connection.recheck(refusing=op_id)
+            if context is None or connection.lapsed is not None:
+                return  # the caller lapsed (here or in the watcher meanwhile): the connection is closed
+            operations[op_id] = asyncio.create_task(self._operate(connection, op_id, payload, context))
+            operations[op_id].add_done_callback(_forget(operations, op_id))
+            held = place.pop_all()  # the place is held until the operation ends
+            operations[op_id].add_done_callback(lambda _: held.close())
 
     async def _handshake(self, websocket: WebSocket) -> dict[str, Any]:
         """Wait for connection_init, build the connection's context, acknowledge."""

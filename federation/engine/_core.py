@@ -102,6 +102,10 @@ class EngineCore:
         """Hold one of ``server.max_pending_queries`` places for a patient query, or raise Overloaded."""
         return self._overload.admitted()
 
+    def arriving(self) -> contextlib.AbstractContextManager[None]:
+        """Hold one of ``server.max_pending_queries`` places for an API request from its first byte, or raise Overloaded."""
+        return self._overload.arriving()
+
     def saturation(self) -> list[str]:
         """Why pacsfed is at its own limits now (empty when it is not), for ``/readyz``."""
         return self._overload.saturation()

@@ -26,8 +26,15 @@ _JOIN_SLACK_S = 0.25
 _NO_SLOT = "not asked: pacsfed's own limit of requests at once to this source (max_concurrency) held until the deadline"
 
 
+_LATE = "not asked: the query's deadline passed while it waited in pacsfed (its own load)"
+
+
 class _NoSlot(Exception):
     """No slot of pacsfed's own for this source came free before the deadline."""
+
+    def __init__(self, reason: str = _NO_SLOT) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class RequestSharing(EngineCore):
@@ -142,18 +149,18 @@ class RequestSharing(EngineCore):
         started = time.monotonic()
         budget = deadline.at - started
         limit = self._limits[connector.id]
-        waiters = self._overload.slot_waiters
+        waiting = self._overload.waiting_for_slot
 
         async def limited(query: StudyQuery) -> SourceAnswer:
+            if deadline.expired:  # it got here too late (pacsfed's queue): not sent, BUSY, not the source's
+                raise _NoSlot(_LATE)
             if limit.locked():
-                waiters[connector.id] += 1
                 try:
-                    async with asyncio.timeout(deadline.remaining()):
-                        await limit.acquire()
+                    with waiting(connector.id):
+                        async with asyncio.timeout(deadline.remaining()):
+                            await limit.acquire()
                 except TimeoutError:
                     raise _NoSlot from None
-                finally:
-                    waiters[connector.id] -= 1
             else:
                 await limit.acquire()
             try:
@@ -180,7 +187,7 @@ class RequestSharing(EngineCore):
                 if isinstance(answer, asyncio.CancelledError):
                     raise answer
                 if isinstance(answer, _NoSlot):
-                    failure = failure or (SourceStatus.BUSY, _NO_SLOT)
+                    failure = failure or (SourceStatus.BUSY, answer.reason)
                     continue
                 failure = failure or failure_of(connector, answer)
                 continue

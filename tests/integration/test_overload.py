@@ -158,6 +158,38 @@ async def test_past_max_pending_queries_a_query_is_refused_at_once_with_503_and_
     assert _by_source(after)["hosp-a"]["status"] == "OK"  # the place came back
 
 
+async def test_past_max_pending_queries_a_request_is_refused_before_its_body_is_read(
+    peer_sources: list[dict[str, Any]], make_settings: Any
+) -> None:
+    with SilentListener() as silent:
+        settings = _with_server(make_settings([*peer_sources, _hung(silent.port)]), max_pending_queries=1)
+        async with running_app(settings) as client:
+            holder = asyncio.create_task(_ask(client, "PA-001", deadlineMs=3000, freshness="LIVE"))
+
+            async def pending() -> bool:
+                return bool((await client.get("/readyz")).json()["load"]["requests_in_progress"] == 1)
+
+            await _until(pending, "the first query is in progress")
+            # Not JSON at all: read and parsed, it would be a 400; refused unread, it is the 503.
+            unread = await client.post(
+                "/graphql", content=b"{not json", headers={"content-type": "application/json"}
+            )
+            fhir = await client.get("/fhir/ImagingStudy", params={"patient.identifier": "PA-002"})
+            metadata = await client.get("/fhir/metadata")
+            await holder
+            ready = (await client.get("/readyz")).json()
+            bad = await client.post(
+                "/graphql", content=b"{not json", headers={"content-type": "application/json"}
+            )
+    assert unread.status_code == 503 and 1 <= int(unread.headers["retry-after"]) <= 10
+    (error,) = unread.json()["errors"]
+    assert error["extensions"]["code"] == "OVERLOADED" and error["extensions"]["requestId"]
+    assert fhir.status_code == 503 and "OVERLOADED" in fhir.text
+    assert metadata.status_code == 200  # the capability statement runs no query
+    assert ready["load"]["requests_in_progress"] == 0 and ready["load"]["queries_refused"] == 2
+    assert bad.status_code == 400  # the place came back: read and refused for what it is
+
+
 def test_a_subscription_past_max_pending_queries_gets_an_overloaded_error_message(
     peer_sources: list[dict[str, Any]], make_settings: Any
 ) -> None:
@@ -181,11 +213,15 @@ def test_a_subscription_past_max_pending_queries_gets_an_overloaded_error_messag
                 time.sleep(0.01)
             second = {"query": subscription, "variables": {"p": {"id": "PA-002"}}}
             ws.send_json({"id": "2", "type": "subscribe", "payload": second})
-            message = ws.receive_json()
-            while message.get("id") != "2":
+            # Not GraphQL at all: parsed, it would be a syntax error; refused unparsed, OVERLOADED.
+            ws.send_json({"id": "3", "type": "subscribe", "payload": {"query": "subscription {"}})
+            messages: dict[str, dict[str, Any]] = {}
+            while not {"2", "3"} <= messages.keys():
                 message = ws.receive_json()
-    assert message["type"] == "error", message
-    assert message["payload"][0]["extensions"]["code"] == "OVERLOADED"
+                messages[message.get("id", "")] = message
+    for op_id in ("2", "3"):
+        assert messages[op_id]["type"] == "error", messages[op_id]
+        assert messages[op_id]["payload"][0]["extensions"]["code"] == "OVERLOADED"
 
 
 async def test_a_cache_not_read_while_saturated_sends_no_source_live_and_is_reported_unavailable(

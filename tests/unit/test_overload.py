@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -74,3 +75,19 @@ def test_retry_after_is_a_second_before_any_query_has_finished() -> None:
     with engine.admitted(), pytest.raises(Overloaded) as quick, engine.admitted():
         pass
     assert quick.value.retry_after_s == 1  # no query finished yet: come back in a second
+
+
+def test_a_moments_wait_for_a_slot_is_not_saturation_but_a_queue_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    watch = FederationEngine([], None)._overload  # the engine's own counters, driven by hand
+    with watch.waiting_for_slot("hosp-a"):
+        with watch.waiting_for_slot("hosp-a"):
+            clock.now += 0.1  # a few requests overlapping for a moment, as with only a few clients
+            assert watch.saturation() == []
+        clock.now += 1.0  # still one waiting: requests have queued without a break
+        (reason,) = watch.saturation()
+        assert "hosp-a" in reason
+    assert watch.saturation() == []
+    with watch.waiting_for_slot("hosp-a"):  # a new wait starts its own count
+        assert watch.saturation() == []

@@ -1,0 +1,64 @@
+"""pacsfed's front door under overload: past ``server.max_pending_queries``, a query is refused unread.
+
+The service refuses a query past the limit too (``OVERLOADED``), but only once the request was
+read, authenticated and its GraphQL parsed and checked, all on the one event loop. Under a flood
+of clients that work took the loop from the queries already admitted, which then ran long past
+their deadline and kept the process slow for seconds after the flood. Here the same refusal
+(503, ``Retry-After``, the body each front end gives) is answered from the request line alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from federation.errors import Overloaded
+from web.fhir.routes import error_response
+from web.request_id import current_request_id
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def _gated(scope: Scope) -> bool:
+    """A request that may run a patient query: POST /graphql, a FHIR search."""
+    path: str = scope.get("path", "")
+    if path == "/graphql":
+        return scope.get("method") == "POST"
+    return path.startswith("/fhir/") and path != "/fhir/metadata"
+
+
+def _refusal(scope: Scope, refused: Overloaded) -> Response:
+    """The 503 the front end itself would give: a GraphQL error, or a FHIR OperationOutcome."""
+    retry = {"Retry-After": str(refused.retry_after_s)}
+    if scope.get("path") != "/graphql":
+        return error_response(
+            503, "transient", "too many queries in progress; try again", refused.code, retry
+        )
+    accept = dict(scope.get("headers") or ()).get(b"accept", b"").decode("latin-1")
+    error = {"message": str(refused), "extensions": {"code": refused.code, "requestId": current_request_id()}}
+    media_type = GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
+    return JSONResponse({"errors": [error]}, status_code=503, headers=retry, media_type=media_type)
+
+
+class OverloadGate:
+    """Holds a place for each API request from its first byte; none left: the 503 before anything is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a query request past the limit, or let it through holding its place until it is answered."""
+        if scope["type"] != "http" or not _gated(scope):
+            await self.app(scope, receive, send)
+            return
+        engine = scope["app"].state.engine
+        place = contextlib.ExitStack()
+        try:
+            place.enter_context(engine.arriving())
+        except Overloaded as refused:
+            await _refusal(scope, refused)(scope, receive, send)
+            return
+        with place:
+            await self.app(scope, receive, send)
