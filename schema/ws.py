@@ -70,6 +70,13 @@ MAX_OPERATIONS = 8
 """Operations running at once on one connection."""
 
 
+def _arriving(websocket: WebSocket) -> contextlib.AbstractContextManager[None]:
+    """A place among the pending queries (``server.max_pending_queries``) from the app's engine, if it has one."""
+    app = websocket.scope.get("app")
+    engine = getattr(getattr(app, "state", None), "engine", None)
+    return engine.arriving() if engine is not None else contextlib.nullcontext()
+
+
 class GraphQLWebSocket:
     """Serves one schema over graphql-transport-ws, within one server's limits."""
 
@@ -145,7 +152,7 @@ class GraphQLWebSocket:
             return
         place = contextlib.ExitStack()
         try:  # past server.max_pending_queries: refused before the caller is checked or the query parsed
-            place.enter_context(connection.websocket.app.state.engine.arriving())
+            place.enter_context(_arriving(connection.websocket))
         except Overloaded as refused:
             error = {
                 "message": str(refused),

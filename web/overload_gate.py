@@ -43,7 +43,7 @@ def _refusal(scope: Scope, refused: Overloaded) -> Response:
 
 
 class OverloadGate:
-    """Holds a place for each API request from its first byte; none left: the 503 before anything is read."""
+    """Counts each API request from its first byte; with the admitted queries at the limit, the 503 before anything is read."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -103,7 +103,7 @@ class EngineCore:
         return self._overload.admitted()
 
     def arriving(self) -> contextlib.AbstractContextManager[None]:
-        """Hold one of ``server.max_pending_queries`` places for an API request from its first byte, or raise Overloaded."""
+        """Count an API request from its first byte, or raise Overloaded while admitted queries are at ``server.max_pending_queries``."""
         return self._overload.arriving()
 
     def saturation(self) -> list[str]:

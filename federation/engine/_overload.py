@@ -92,14 +92,15 @@ class OverloadWatch:
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
-        """Hold one place for an API request from its first byte, or refuse it (Overloaded) before it is read.
+        """Count an API request from its first byte; refuse it (Overloaded) unread while admitted queries are at the limit.
 
         Refused here, a request costs no body read, authentication or GraphQL parse: under a
-        flood, those took the event loop from the queries already admitted.
+        flood, those took the event loop from the queries already admitted. Only admitted queries
+        count against the limit: requests still sending their body do not, or a few hundred
+        clients trickling bodies (bounded by ``server.body_timeout_s``) would lock everyone out.
         """
-        in_progress = max(self.requests, self.pending)
-        if in_progress >= self.max_pending_queries:
-            raise self._refuse(in_progress)
+        if self.pending >= self.max_pending_queries:
+            raise self._refuse(self.pending)
         self.requests += 1
         try:
             yield

@@ -158,7 +158,8 @@ async def test_a_slow_reader_gets_one_event_for_every_source_that_answered_meanw
     # One event for the first answer(s), then one for all the others: never one event per source.
     assert len(source_events) <= 2, [_answered(e) for e in source_events]
     assert sorted(s for e in source_events for s in _answered(e)) == sorted(ALL)
-    coalesced = source_events[-1]
-    assert len(_answered(coalesced)) >= 2
-    assert coalesced["source"]["id"] == _answered(coalesced)[-1]
+    # Which event holds two answers depends on how many came before the first was built (on a
+    # loaded machine, two may): at least one event covers several sources, each names the last.
+    assert max(len(_answered(e)) for e in source_events) >= 2
+    assert all(e["source"]["id"] == _answered(e)[-1] for e in source_events)
     assert len(events[-1]["history"]["exams"]) == 3  # FINAL: the whole history
