@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
@@ -43,6 +43,7 @@ from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
+from web.dicomweb.qido import qido_routes
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
@@ -295,7 +296,7 @@ def create_app(
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     origins = settings.server.cors_origins
     # Outermost: a browser's preflight carries no credentials and is answered before them.
-    api_paths = ("/graphql", *FhirView.api_paths)
+    api_paths = ("/graphql", *FhirView.api_paths, "/dicom-web/")
     cors = [Middleware(ApiCors, origins=origins, paths=api_paths)] if origins else []
     app = Starlette(
         routes=[
@@ -307,6 +308,7 @@ def create_app(
             Route("/reports/{link_id}", report_document, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Mount("/dicom-web", routes=qido_routes()),
             *FhirView(settings).routes(),
             *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),
