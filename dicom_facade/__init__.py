@@ -21,5 +21,6 @@ def facade_from_settings(
 ) -> DicomFacade:
     """The facade answering through ``service``, each calling AE as its own principal."""
     deadline = settings.deadline_ms if settings.deadline_ms is not None else default_deadline_ms
-    answerer = SearchAnswerer(service, caller_principals(settings), deadline)
+    quiet = frozenset(ae for ae, caller in settings.callers().items() if caller.partial_status == "success")
+    answerer = SearchAnswerer(service, caller_principals(settings), deadline, quiet)
     return DicomFacade(settings, answerer)

@@ -9,9 +9,13 @@ Root's PATIENT level and the IMAGE level are refused (C000 with an ErrorComment)
 
 Partial results (a source failed or timed out): every study that arrived is sent, and the
 final response carries the Warning status B000 with an ErrorComment (0000,0902) naming the
-sources that did not answer, e.g. ``partial: hospital-b UNREACHABLE``. Warning is a final
-status a C-FIND SCU accepts (PS3.7 C.3: 0001 or Bxxx); dcmtk's ``findscu`` prints it with the
-comment. A failure of the whole query is a Failure status (A700 when pacsfed is overloaded,
+sources that did not answer, e.g. ``partial: hosp-b UNREACHABLE``. C-FIND defines no warning of
+its own (PS3.4 C.4.1.1.4), but B000 is of the Warning class every DIMSE status may take (PS3.7
+C.3: 0001 or Bxxx), and the Failure statuses would tell the caller that nothing matched. dcmtk's
+``findscu`` keeps the answers and shows the status (``-v``: "Unknown Status: 0xb000") and the
+comment (``-d``: "0xb000: Warning", then ErrorComment). Orthanc 1.10 as a workstation drops every
+answer on any final status but Success: a calling AE configured with ``partial_status: success``
+gets Success then, and the failed sources are not shown to it. A failure of the whole query is a Failure status (A700 when pacsfed is overloaded,
 C000 otherwise) with the reason, never patient data.
 """
 
@@ -40,11 +44,17 @@ class SearchAnswerer:
     """Answers each C-FIND through the service, as the calling AE's principal, on the ``dicom`` channel."""
 
     def __init__(
-        self, service: HistoryService, principals: Mapping[str, Principal], deadline_ms: int | None
+        self,
+        service: HistoryService,
+        principals: Mapping[str, Principal],
+        deadline_ms: int | None,
+        quiet_partial: frozenset[str] = frozenset(),
     ) -> None:
         self.service = service
         self.principals = principals
         self.deadline_ms = deadline_ms
+        self.quiet_partial = quiet_partial
+        """Calling AEs told Success for a partial answer (``partial_status: success``)."""
 
     async def __call__(self, call: FindCall) -> FindAnswer:
         principal = self.principals.get(call.calling_ae)
@@ -53,10 +63,11 @@ class SearchAnswerer:
         access = AccessContext(principal, client_address=call.client_address, channel=CHANNEL)
         level = _text(call.identifier, "QueryRetrieveLevel").upper()
         try:
-            if level == "STUDY":
-                return await self._studies(call, access)
-            if level == "SERIES":
-                return await self._series(call, access)
+            if level in ("STUDY", "SERIES"):
+                answer = await (self._studies if level == "STUDY" else self._series)(call, access)
+                if answer.status == WARNING and call.calling_ae in self.quiet_partial:
+                    return FindAnswer(answer.matches, SUCCESS)
+                return answer
         except Overloaded:
             return FindAnswer([], OUT_OF_RESOURCES, "pacsfed is busy: try again shortly")
         except PacsfedError as exc:

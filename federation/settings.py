@@ -262,6 +262,9 @@ class DicomCallerSettings(_Strict):
     scopes: list[Literal["history:read", "history:emergency"]] = ["history:read"]
     sources: list[SourceId] | None = None
     """Sources this AE's queries reach (all when absent)."""
+    partial_status: Literal["warning", "success"] = "warning"
+    """The final C-FIND status when sources failed: Warning B000 with an ErrorComment naming them, or
+    Success for callers that drop every answer on a warning (Orthanc 1.10 does)."""
 
 
 class DicomFacadeSettings(_Strict):
