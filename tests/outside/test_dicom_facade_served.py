@@ -120,7 +120,7 @@ def _answers(output: str) -> list[dict[str, str]]:
         elif current is not None and text.startswith("(") and "#" in text:
             value = text.split("[", 1)[1].rsplit("]", 1)[0] if "[" in text else ""
             current[text.rsplit(" ", 1)[-1]] = value.replace("\x00", "").strip()
-    return answers
+    return [a for a in answers if "StudyInstanceUID" in a]
 
 
 def test_findscu_lists_one_patient_s_exams_from_three_hospitals(facade: tuple[PacsfedServer, int]) -> None:
@@ -214,3 +214,59 @@ def test_an_orthanc_workstation_lists_a_partial_answer_through_pacsfed_as_a_remo
         workstation.close()
     assert set(found) == {SHARED_CT.study_uid, A_MR.study_uid, C_US.study_uid}
     assert found[SHARED_CT.study_uid]["InstitutionName"] == "Hôpital A\\Ziekenhuis B"
+
+
+def test_findscu_by_name_pattern_keeps_each_hospital_s_patient(facade: tuple[PacsfedServer, int]) -> None:
+    _, port = facade
+    result = _findscu(
+        port, "FINDSCU", "QueryRetrieveLevel=STUDY", "PatientName=Janssens*", "PatientID", "StudyInstanceUID"
+    )
+    answers = _answers(result.stdout + result.stderr)
+    ids = {a["PatientID"] for a in answers}
+    assert {"A123", "B-77", "B-99"} <= ids, result.stdout + result.stderr
+    assert all("\\" not in a["PatientID"] for a in answers)  # never merged across patients
+
+
+def test_findscu_lists_a_study_s_series_at_series_level(facade: tuple[PacsfedServer, int]) -> None:
+    _, port = facade
+    result = _findscu(
+        port,
+        "FINDSCU",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={SHARED_CT.study_uid}",
+        "SeriesInstanceUID",
+        "Modality",
+    )
+    answers = _answers(result.stdout + result.stderr)
+    assert {a["SeriesInstanceUID"] for a in answers} == set(SHARED_CT.series_uids), result.stdout
+    assert all(a["Modality"] == SHARED_CT.modality for a in answers)
+    assert all(a["InstitutionName"] == "Hôpital A\\Ziekenhuis B" for a in answers)
+
+
+@pytest.mark.parametrize(
+    ("asked", "declared", "name"),
+    [
+        ("ISO_IR 100", b"ISO_IR 100", "Müller^Anna".encode("latin-1")),  # Latin-1, as asked
+        (None, b"ISO_IR 192", "Müller^Anna".encode()),  # the default repertoire cannot hold it: UTF-8
+    ],
+)
+def test_the_answer_is_written_in_the_character_set_asked_for(
+    facade: tuple[PacsfedServer, int], asked: str | None, declared: bytes, name: bytes
+) -> None:
+    _, port = facade
+    keys = [
+        "QueryRetrieveLevel=STUDY",
+        "PatientID=PA-001",
+        f"StudyInstanceUID={A_MR.study_uid}",
+        "PatientName",
+    ]
+    if asked is not None:
+        keys.append(f"SpecificCharacterSet={asked}")
+    argv = [FINDSCU, "-S", "-v", "-aet", "FINDSCU", "-aec", "PACSFED"]
+    for key in keys:
+        argv += ["-k", key]
+    result = subprocess.run([*argv, LOOPBACK, str(port)], capture_output=True, timeout=120, check=False)
+    output = result.stdout + result.stderr
+    answer = output.split(b"Find Response: 1 (Pending)", 1)[-1]
+    assert b"[" + declared + b"]" in answer, output
+    assert b"[" + name in answer, output
