@@ -9,10 +9,13 @@ fragmentation to the caller's maximum PDU, ARTIM, release and abort.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from peers.pki import make_pki
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, pdu
@@ -27,6 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicom_facade import DicomFacade, FindAnswer, FindCall
 from federation.settings import DicomFacadeSettings
+from federation.settings_security import TlsSettings
 
 STUDY_ROOT = str(StudyRootQueryRetrieveInformationModelFind)
 
@@ -327,3 +331,31 @@ async def _until(condition: Callable[[], bool], tries: int = 1000) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the condition never held")
+
+
+async def test_dicom_tls_admits_a_caller_with_a_trusted_certificate_only(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    settings = DicomFacadeSettings(
+        port=1,
+        allowed_calling_aes=["WORKSTATION"],
+        tls=TlsSettings(cert_file=pki.server_cert, key_file=pki.server_key, ca_file=pki.ca_cert),
+    )
+    server = DicomFacade(settings.model_copy(update={"port": 0}), FakeAnswerer())
+    await server.start()
+
+    def echo(cert: Path | None, key: Path | None) -> int | None:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
+        if cert is not None:
+            context.load_cert_chain(str(cert), str(key))
+        assoc = _ae().associate("127.0.0.1", server.port, ae_title="PACSFED", tls_args=(context, "localhost"))
+        if not assoc.is_established:
+            return None
+        status = int(assoc.send_c_echo().Status)
+        assoc.release()
+        return status
+
+    try:
+        assert await asyncio.to_thread(echo, pki.client_cert, pki.client_key) == 0x0000
+        assert await asyncio.to_thread(echo, pki.untrusted_client_cert, pki.untrusted_client_key) is None
+    finally:
+        await server.stop()
