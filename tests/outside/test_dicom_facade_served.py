@@ -270,3 +270,33 @@ def test_the_answer_is_written_in_the_character_set_asked_for(
     answer = output.split(b"Find Response: 1 (Pending)", 1)[-1]
     assert b"[" + declared + b"]" in answer, output
     assert b"[" + name in answer, output
+
+
+def test_patient_root_answers_studies_and_refuses_the_patient_level(
+    facade: tuple[PacsfedServer, int],
+) -> None:
+    _, port = facade
+    keys = ["-P", "-aet", "FINDSCU", "-aec", "PACSFED", "-v"]
+
+    def run(*asked: str) -> str:
+        argv = [FINDSCU, *keys]
+        for key in asked:
+            argv += ["-k", key]
+        done = subprocess.run(
+            [*argv, LOOPBACK, str(port)], capture_output=True, text=True, timeout=120, check=False
+        )
+        return done.stdout + done.stderr
+
+    studies = run("QueryRetrieveLevel=STUDY", "PatientID=PA-001", "StudyInstanceUID")
+    assert {a["StudyInstanceUID"] for a in _answers(studies)} == {
+        SHARED_CT.study_uid,
+        A_MR.study_uid,
+        C_US.study_uid,
+    }
+    assert all(a["PatientID"] == "PA-001" for a in _answers(studies))  # Patient Root's unique key
+    assert "Final Find Response (Failed: UnableToProcess)" in run(
+        "QueryRetrieveLevel=PATIENT", "PatientID=PA-001"
+    )
+    assert "Final Find Response (Failed: UnableToProcess)" in run(
+        "QueryRetrieveLevel=STUDY", "StudyDate=20200101-"
+    )

@@ -41,6 +41,7 @@ class FakeAnswerer:
     def __init__(self) -> None:
         self.count = 3
         self.description = "CT HEAD"
+        self.comments = ""
         self.hold = False
         self.started = asyncio.Event()
         self.calls: list[FindCall] = []
@@ -58,6 +59,7 @@ class FakeAnswerer:
             ds.QueryRetrieveLevel = "STUDY"
             ds.StudyInstanceUID = f"1.2.3.{index}"
             ds.StudyDescription = self.description
+            ds.PatientComments = self.comments
             matches.append(ds)
         return FindAnswer(matches, self.status, self.comment)
 
@@ -171,7 +173,7 @@ async def test_past_max_associations_the_next_is_rejected_transiently(
 
 async def test_responses_are_cut_to_the_callers_max_pdu(facade: tuple[DicomFacade, FakeAnswerer]) -> None:
     server, answerer = facade
-    answerer.count, answerer.description = 2, "X" * 60  # several fragments per identifier at 128 bytes
+    answerer.count, answerer.comments = 2, "X" * 300  # several fragments per identifier at 128 bytes
     answer = await _raw_associate(server.port, "WORKSTATION", "PACSFED", max_pdu=128, keep=True)
     reader, writer = answer.reader, answer.writer  # type: ignore[attr-defined]
     try:
