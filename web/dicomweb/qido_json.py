@@ -1,8 +1,9 @@
 """Found studies, series and instances in the DICOM JSON model (PS3.18 F.2), as QIDO-RS answers them.
 
-Each object carries the attributes PS3.18 10.6.3.3 lists for its level, when pacsfed knows them,
-and a RetrieveURL (0008,1190) pointing at pacsfed's own ``/dicom-web`` (viewers retrieve through
-pacsfed). A study's InstitutionName (0008,0080) names the hospitals holding it.
+Each object carries every attribute PS3.18 10.6.3.3 lists for its level that pacsfed reads
+(empty, without ``Value``, when no source gave it: dcmqrscp gives no ModalitiesInStudy), and a
+RetrieveURL (0008,1190) pointing at pacsfed's own ``/dicom-web`` (viewers retrieve through pacsfed).
+A study's InstitutionName (0008,0080) names the hospitals holding it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ __all__ = ["instance_json", "series_json", "study_json"]
 _UTF8 = {"00080005": {"vr": "CS", "Value": ["ISO_IR 192"]}}
 
 
-def _put(item: dict[str, Any], tag: str, vr: str, value: Any) -> None:
+def _put(item: dict[str, Any], tag: str, vr: str, value: Any, *, optional: bool = False) -> None:
+    """The attribute, empty when ``value`` is unknown (left out instead when ``optional``)."""
     if value is None or value == "" or value == ():
+        if not optional:
+            item[tag] = {"vr": vr}
         return
     values = list(value) if isinstance(value, tuple | list) else [value]
     item[tag] = {"vr": vr, "Value": values}
@@ -48,7 +52,8 @@ def study_json(match: StudyMatch, base: str) -> dict[str, Any]:
     _put(item, "00080030", "TM", _tm(exam.study_time))
     _put(item, "00080050", "SH", exam.accession_number)
     _put(item, "00080061", "CS", exam.modalities)
-    _put(item, "00080080", "LO", ", ".join(dict.fromkeys(loc.source.name for loc in exam.locations)))
+    names = ", ".join(dict.fromkeys(loc.source.name for loc in exam.locations))
+    _put(item, "00080080", "LO", names, optional=True)
     _put(
         item,
         "00080090",
@@ -59,10 +64,11 @@ def study_json(match: StudyMatch, base: str) -> dict[str, Any]:
     _put(item, "00081190", "UR", f"{base}/studies/{exam.study_instance_uid}")
     _put(item, "00100010", "PN", _pn(exam.patient_name_groups, exam.patient_name))
     _put(item, "00100020", "LO", match.patient_id)
-    _put(item, "00100021", "LO", match.issuer_of_patient_id)
+    _put(item, "00100021", "LO", match.issuer_of_patient_id, optional=True)
     _put(item, "00100030", "DA", _da(exam.patient_birth_date))
     _put(item, "00100040", "CS", exam.patient_sex)
     _put(item, "0020000D", "UI", exam.study_instance_uid)
+    _put(item, "00200010", "SH", None)  # StudyID: not kept by pacsfed (each hospital numbers its own)
     _put(item, "00201206", "IS", exam.number_of_series)
     _put(item, "00201208", "IS", exam.number_of_instances)
     return item
@@ -74,12 +80,12 @@ def series_json(match: SeriesMatch, base: str) -> dict[str, Any]:
     number = next((r.number_of_instances for r in match.records if r.number_of_instances is not None), None)
     item: dict[str, Any] = dict(_UTF8)
     _put(item, "00080021", "DA", _da(record.series_date))
-    _put(item, "00080031", "TM", _tm(record.series_time))
+    _put(item, "00080031", "TM", _tm(record.series_time), optional=True)
     _put(item, "00080060", "CS", record.modality)
     _put(item, "0008103E", "LO", record.series_description)
     path = f"{base}/studies/{record.study_instance_uid}/series/{record.series_instance_uid}"
     _put(item, "00081190", "UR", path)
-    _put(item, "00180015", "CS", record.body_part_examined)
+    _put(item, "00180015", "CS", record.body_part_examined, optional=True)
     _put(item, "0020000D", "UI", record.study_instance_uid)
     _put(item, "0020000E", "UI", record.series_instance_uid)
     _put(item, "00200011", "IS", record.series_number)
