@@ -14,6 +14,7 @@ from dicom_facade._association import (
 )
 from dicom_facade._negotiation import APPLICATION_CONTEXT, Rejection, Request
 from federation.access import Principal, PrincipalKind
+from federation.errors import ConfigError
 from federation.settings import DicomFacadeSettings
 from federation.tls import server_context
 
@@ -74,16 +75,20 @@ class DicomFacade:
         self._associations: set[AssociationProtocol] = set()
 
     async def start(self) -> None:
-        """Listen (TLS when configured); ConfigError when a certificate cannot be loaded, OSError when the port is taken."""
+        """Listen (TLS when configured); ConfigError when a certificate cannot be loaded or the port is taken."""
         tls = server_context(self.settings.tls) if self.settings.tls is not None else None
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: AssociationProtocol(self._serve),
-            self.settings.host,
-            self.settings.port,
-            ssl=tls,
-            ssl_handshake_timeout=self.settings.artim_s if tls is not None else None,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: AssociationProtocol(self._serve),
+                self.settings.host,
+                self.settings.port,
+                ssl=tls,
+                ssl_handshake_timeout=self.settings.artim_s if tls is not None else None,
+            )
+        except OSError as exc:
+            where = f"{self.settings.host}:{self.settings.port}"
+            raise ConfigError(f"dicom_facade: cannot listen on {where} ({exc.strerror})") from exc
         log.info(
             "DICOM facade listening as %s on port %d%s",
             self.settings.ae_title,

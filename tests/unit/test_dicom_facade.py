@@ -9,6 +9,7 @@ fragmentation to the caller's maximum PDU, ARTIM, release and abort.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicom_facade import DicomFacade, FindAnswer, FindCall
+from federation.errors import ConfigError
 from federation.settings import DicomFacadeSettings
 from federation.settings_security import TlsSettings
 
@@ -361,3 +363,13 @@ async def test_dicom_tls_admits_a_caller_with_a_trusted_certificate_only(tmp_pat
         assert await asyncio.to_thread(echo, pki.untrusted_client_cert, pki.untrusted_client_key) is None
     finally:
         await server.stop()
+
+
+async def test_a_taken_port_is_a_configuration_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        facade = DicomFacade(
+            DicomFacadeSettings(port=port, allowed_calling_aes=["WORKSTATION"]), FakeAnswerer()
+        )
+        with pytest.raises(ConfigError, match=f"dicom_facade: cannot listen on 127.0.0.1:{port}"):
+            await facade.start()
