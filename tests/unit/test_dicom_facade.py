@@ -9,6 +9,7 @@ fragmentation to the caller's maximum PDU, ARTIM, release and abort.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
@@ -373,3 +374,39 @@ async def test_a_taken_port_is_a_configuration_error() -> None:
         )
         with pytest.raises(ConfigError, match=f"dicom_facade: cannot listen on 127.0.0.1:{port}"):
             await facade.start()
+
+
+async def test_an_oversized_request_aborts_the_association(facade: tuple[DicomFacade, FakeAnswerer]) -> None:
+    server, answerer = facade
+    answer = await _raw_associate(server.port, "WORKSTATION", "PACSFED", 16384, keep=True)
+    reader, writer = answer.reader, answer.writer  # type: ignore[attr-defined]
+    try:
+        request = _find_request(context_id=1, message_id=3, max_pdu=16384)
+        command = request[: len(request) - len(_p_data(1, 0x02, b"\0" * 14))]  # the command set only
+        writer.write(command)
+        chunk = _p_data(1, 0x00, b"\0" * 16000)  # data set fragments, never the last one
+        with contextlib.suppress(ConnectionError):
+            for _ in range(80):  # 1.28 MB: past MAX_REQUEST_BYTES
+                writer.write(chunk)
+                await writer.drain()
+        pdu_type, _ = await asyncio.wait_for(_read_pdu(reader), 10)
+        assert pdu_type == 0x07  # A-ABORT
+        assert answerer.calls == []
+    finally:
+        writer.close()
+    await _until(lambda: server.gate.open == 0)
+
+
+async def test_an_association_idle_past_its_limit_is_aborted() -> None:
+    settings = DicomFacadeSettings(port=1, allowed_calling_aes=["WORKSTATION"], idle_timeout_s=0.2)
+    server = DicomFacade(settings.model_copy(update={"port": 0}), FakeAnswerer())
+    await server.start()
+    try:
+        answer = await _raw_associate(server.port, "WORKSTATION", "PACSFED", 16384, keep=True)
+        reader, writer = answer.reader, answer.writer  # type: ignore[attr-defined]
+        pdu_type, _ = await asyncio.wait_for(_read_pdu(reader), 10)
+        assert pdu_type == 0x07  # A-ABORT after the idle limit
+        writer.close()
+        await _until(lambda: server.gate.open == 0)
+    finally:
+        await server.stop()
