@@ -7,9 +7,10 @@ server that ``pacsfed.app`` starts and stops in its lifespan.
 
 from __future__ import annotations
 
+from dicom_facade import _find, _server
 from dicom_facade._association import FindAnswer, FindCall
-from dicom_facade._find import CHANNEL, SearchAnswerer
-from dicom_facade._server import DicomFacade, caller_principals
+from dicom_facade._find import CHANNEL
+from dicom_facade._server import DicomFacade
 from federation.service import HistoryService
 from federation.settings import DicomFacadeSettings
 
@@ -22,5 +23,5 @@ def facade_from_settings(
     """The facade answering through ``service``, each calling AE as its own principal."""
     deadline = settings.deadline_ms if settings.deadline_ms is not None else default_deadline_ms
     quiet = frozenset(ae for ae, caller in settings.callers().items() if caller.partial_status == "success")
-    answerer = SearchAnswerer(service, caller_principals(settings), deadline, quiet)
+    answerer = _find.SearchAnswerer(service, _server.caller_principals(settings), deadline, quiet)
     return DicomFacade(settings, answerer)
