@@ -1,9 +1,9 @@
 """The DICOM Upper Layer and DIMSE message pieces of the asyncio transport, for a server as for a client.
 
 A public door onto the DIMSE connector's private wire modules, so a DICOM front end (the
-``dicom_facade`` C-FIND SCP) speaks with the same bounded PDU reader (PS3.8 9.3), the same PDV
-assembly (PS3.8 E.2) and the same P-DATA-TF fragmentation as the connector, without importing
-them directly.
+``dicom_facade`` C-FIND SCP) speaks with the same bounded PDU reader (PS3.8 9.3), the same
+command-set reader and the same P-DATA-TF fragmentation (PS3.8 E.2) as the connector, without
+importing them directly.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from connectors._dimse_message import (
     COMMAND_FIELD,
     MESSAGE_ID_BEING_RESPONDED_TO,
     NO_DATA_SET,
-    Assembler,
-    Received,
     command_values,
-    pdv_items,
 )
 from connectors._dimse_wire import (
     A_ABORT,
@@ -45,7 +42,6 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, the order tests/unit/test_ex
     "A_ASSOCIATE_RQ",
     "A_RELEASE_RP",
     "A_RELEASE_RQ",
-    "Assembler",
     "COMMAND_DATA_SET_TYPE",
     "COMMAND_FIELD",
     "DulProtocol",
@@ -56,9 +52,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, the order tests/unit/test_ex
     "PRIORITY",
     "P_DATA_TF",
     "PeerGone",
-    "Received",
     "command_values",
     "encodable",
     "encode_message",
-    "pdv_items",
 ]

@@ -39,11 +39,8 @@ from connectors.dimse_protocol import (
     MESSAGE_ID,
     MESSAGE_ID_BEING_RESPONDED_TO,
     P_DATA_TF,
-    Assembler,
     DulProtocol,
     PeerGone,
-    Received,
-    pdv_items,
 )
 from dicom_facade._messages import (
     C_CANCEL_RQ,
@@ -66,6 +63,7 @@ from dicom_facade._negotiation import (
     accept,
     read_request,
 )
+from dicom_facade._pdv import MalformedMessage, Message, MessageAssembler
 
 log = logging.getLogger("pacsfed.dicom_facade")
 
@@ -217,7 +215,7 @@ class _Session:
 
     async def run(self) -> None:
         protocol = self.protocol
-        assembler, size, context_id = Assembler(), 0, 0
+        assembler = MessageAssembler()
         try:
             while True:
                 try:
@@ -230,21 +228,17 @@ class _Session:
                 except PeerGone:
                     return
                 if pdu_type == P_DATA_TF:
-                    size += len(data)
-                    if size > MAX_REQUEST_BYTES:
-                        protocol.abort()
-                        return
                     try:
-                        items = pdv_items(data)
-                        context_id = items[0][0] if items else context_id
-                        message = assembler.add(items)
-                    except Exception:  # a malformed P-DATA-TF or command set: the protocol is broken
+                        messages = assembler.add_pdu(data)
+                    except MalformedMessage:
                         protocol.abort()
                         return
-                    if message is not None:
-                        if not await self._dispatch(message, context_id):
+                    if assembler.pending_bytes > MAX_REQUEST_BYTES:
+                        protocol.abort()
+                        return
+                    for message in messages:
+                        if not await self._dispatch(message):
                             return
-                        assembler, size = Assembler(), 0
                 elif pdu_type == A_RELEASE_RQ:
                     await self._stop_find()
                     protocol.send(_RELEASE_RP)
@@ -259,8 +253,9 @@ class _Session:
         finally:
             await self._stop_find()
 
-    async def _dispatch(self, message: Received, context_id: int) -> bool:
+    async def _dispatch(self, message: Message) -> bool:
         """Answer or start answering one request; False when the association must end."""
+        context_id = message.context_id
         command = message.command.get(COMMAND_FIELD)
         if command == C_CANCEL_RQ:
             responded_to = message.command.get(MESSAGE_ID_BEING_RESPONDED_TO)
