@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
+from dicom_facade import facade_from_settings
 from federation.access.auth import Authenticator
 from federation.access.principals import EmergencyWindows
 from federation.access.share import MemoryShareStore, RedemptionLimiter, ShareCodes, ShareStore
@@ -287,7 +288,15 @@ def create_app(
             log.info(
                 "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
             )
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.dicom_facade is not None and not worker:  # one DICOM listener: worker 0's
+                    facade = facade_from_settings(
+                        settings.dicom_facade, services.history, settings.query.default_deadline_ms
+                    )
+                    await facade.start()
+                    stack.push_async_callback(facade.stop)
+                    app.state.dicom_facade = facade
+                yield
 
     schema = build_schema()
     graphql = GraphQLHandler(
