@@ -68,13 +68,15 @@ async def open_retrieve(
         raise SourceProtocolError(f"{_WHAT} answered HTTP {status}")
     media_type = response.headers.get("content-type", "application/octet-stream")
     chunks = _chunks(response, stall_s)
+    release = response.aclose  # also when the body is never read (a 404 handed over to the next holder)
     if request.is_metadata and status == 200:
         rewriter = MetadataRewriter(http.base_url, request.base_url)
-        return RetrieveStream(status, METADATA_ACCEPT, source_id, rewritten(chunks, rewriter))
+        body = rewritten(chunks, rewriter)
+        return RetrieveStream(status, METADATA_ACCEPT, source_id, body, release=release)
     passed = {name: response.headers[name] for name in _PASSED_ON if name in response.headers}
     if response.headers.get("content-encoding", "identity") != "identity":
         passed.pop("content-length", None)  # the body is passed on decoded
-    return RetrieveStream(status, media_type, source_id, chunks, passed)
+    return RetrieveStream(status, media_type, source_id, chunks, passed, release)
 
 
 async def _chunks(response: httpx.Response, stall_s: float) -> AsyncIterator[bytes]:

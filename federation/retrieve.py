@@ -8,7 +8,7 @@ chunk by chunk from that source (never a whole study in memory).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from federation.errors import QueryError
@@ -86,9 +86,15 @@ class RetrieveStream:
     """The body, chunk by chunk; iterate it to the end, or call :meth:`aclose`."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Further headers to pass on (``Content-Length`` when the body is passed through as it is)."""
+    release: Callable[[], Awaitable[None]] | None = None
+    """Releases the source's connection, whether the body was read or not (called by :meth:`aclose`)."""
 
     async def aclose(self) -> None:
-        """Stop reading the source (the connection is released)."""
-        closing = getattr(self.chunks, "aclose", None)
-        if closing is not None:
-            await closing()
+        """Stop reading the source and release its connection (safe to call more than once)."""
+        try:
+            closing = getattr(self.chunks, "aclose", None)
+            if closing is not None:
+                await closing()
+        finally:
+            if self.release is not None:
+                await self.release()
