@@ -213,15 +213,26 @@ class StudyQuery(_Frozen):
         """Whether any study-level matching key is set."""
         return bool(self.study_instance_uid or self.accession_number or self.study_date or self.modalities)
 
-    def matches_study_keys(self, record: StudyRecord) -> bool:
-        """Whether a record satisfies the study keys (a source may ignore one it does not support)."""
-        if self.study_instance_uid is not None and record.study_instance_uid != self.study_instance_uid:
+    def matches_study_keys(self, study: StudyRecord | Exam) -> bool:
+        """Whether a study satisfies the study keys, checked by pacsfed whatever the source matched.
+
+        A date or modalities the source did not return cannot be checked: the source's own
+        matching stands (dcmqrscp returns no ModalitiesInStudy, PEERS.md).
+        """
+        if self.study_instance_uid is not None and study.study_instance_uid != self.study_instance_uid:
             return False
-        if self.accession_number is not None and record.accession_number != self.accession_number:
+        if self.accession_number is not None:
+            held = [study.accession_number]
+            if isinstance(study, Exam):  # each hospital may number the same study its own way
+                held += [location.accession_number for location in study.locations]
+            if self.accession_number not in held:
+                return False
+        dated = self.study_date is not None and study.study_date is not None
+        if dated and self.study_date is not None and not self.study_date.contains(study.study_date):
             return False
-        if self.study_date is not None and not self.study_date.contains(record.study_date):
-            return False
-        return not self.modalities or bool(set(self.modalities) & set(record.modalities))
+        return not (self.modalities and study.modalities) or bool(
+            set(self.modalities) & set(study.modalities)
+        )
 
 
 class MatchKind(enum.StrEnum):

@@ -34,6 +34,7 @@ from federation.engine._query_state import (
 )
 from federation.engine._requests import RequestSharing
 from federation.engine.request import HistoryRequest
+from federation.engine.search import SearchFanOut
 from federation.engine.write_through import WriteThrough
 from federation.errors import CacheError, ConnectorError, SourceTimeout
 from federation.identity.candidates import build_candidates, candidate_queries, reference_demographics
@@ -95,7 +96,7 @@ class HistoryUpdate:
         return dataclasses.replace(self, history=self.history.model_copy(update={"exams": exams}))
 
 
-class FederationEngine(RequestSharing, CacheSide):
+class FederationEngine(SearchFanOut, RequestSharing, CacheSide):
     """Fans patient queries out to connectors, merges the answers and writes them through the cache."""
 
     async def patient_history(self, query: PatientQuery, request: HistoryRequest = _ASKED) -> PatientHistory:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from federation.engine.request import HistoryRequest
 from federation.service._admin import Administration, AuditPage
 from federation.service._flood import FLOOD_SUMMARY_INTERVAL_S, FloodControl
-from federation.service._history import HistoryReads
 from federation.service._reports import REPORT_PATH, ReportReads
 from federation.service._retrieve import RetrieveReads
 from federation.service._search import SearchDoors
@@ -14,9 +13,7 @@ from federation.service._shares import ShareDoors
 __all__ = ["FLOOD_SUMMARY_INTERVAL_S", "REPORT_PATH", "AuditPage", "HistoryRequest", "HistoryService"]
 
 
-class HistoryService(
-    HistoryReads, ReportReads, SearchDoors, RetrieveReads, ShareDoors, Administration, FloodControl
-):
+class HistoryService(SearchDoors, ReportReads, RetrieveReads, ShareDoors, Administration, FloodControl):
     """Checks who may see what, records it durably, then asks the engine.
 
     The access (who, which patient, which sources, why) is fsync'd in the journal before the
