@@ -297,7 +297,7 @@ def create_app(
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     origins = settings.server.cors_origins
     # Outermost: a browser's preflight carries no credentials and is answered before them.
-    api_paths = ("/graphql", *FhirView.api_paths)
+    api_paths = ("/graphql", *FhirView.api_paths, "/dicom-web/")
     cors = [Middleware(ApiCors, origins=origins, paths=api_paths)] if origins else []
     app = Starlette(
         routes=[

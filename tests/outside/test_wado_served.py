@@ -78,8 +78,8 @@ def test_dicomweb_client_retrieves_instances_metadata_frames_and_bulk_data_throu
     )
     assert frames == [wado_study.frame(1, 2)]
 
+    anonymous = DICOMwebClient(url=root, session=HostWithPort(session.host))
     with pytest.raises(HTTPError) as refused:
-        anonymous = DICOMwebClient(url=root, session=HostWithPort(session.host))
         anonymous.retrieve_instance(study, series, first)
     assert refused.value.response.status_code == 401
     with pytest.raises(HTTPError) as missing:
