@@ -12,12 +12,14 @@ a source is asked, the outcome (source, status, bytes) once the body has been pa
 
 from __future__ import annotations
 
+import collections
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
 
 from connectors.base import Connector
-from federation.access.principals import HISTORY_READ, AccessContext
+from federation.access.principals import HISTORY_READ, AccessContext, patient_key
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.errors import AccessError, ConnectorError, PacsfedError, QueryError
 from federation.models import SourceStatus
@@ -32,8 +34,54 @@ class _Searches(Protocol):
     ) -> StudySearchResult: ...
 
 
+HOLDERS_TTL_S = 60.0
+"""How long where a study was found is remembered: a viewer asks for a study's series, instances and
+frames one request at a time, and one search by StudyInstanceUID serves them all."""
+_HOLDERS_KEPT = 4096
+
+_HolderKey = tuple[str, tuple[str, ...], str | None]
+"""The study, the sources the caller may ask, and the patient a whole-history share is limited to."""
+
+
+class HolderMemory:
+    """Where studies were found lately (source ids, best first, and the patient as audited)."""
+
+    def __init__(
+        self,
+        ttl_s: float = HOLDERS_TTL_S,
+        size: int = _HOLDERS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s, self._size, self._clock = ttl_s, size, clock
+        self._found: collections.OrderedDict[_HolderKey, tuple[float, tuple[str, ...], tuple[str, ...]]] = (
+            collections.OrderedDict()
+        )
+
+    def get(self, key: _HolderKey) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The holders and patient ids found for *key*, unless too old."""
+        entry = self._found.get(key)
+        if entry is None or self._clock() - entry[0] > self._ttl_s:
+            self._found.pop(key, None)
+            return None
+        return entry[1], entry[2]
+
+    def put(self, key: _HolderKey, holders: tuple[str, ...], patient_ids: tuple[str, ...]) -> None:
+        """Remember *holders* for *key* (the oldest entry goes past the size)."""
+        self._found[key] = (self._clock(), holders, patient_ids)
+        self._found.move_to_end(key)
+        while len(self._found) > self._size:
+            self._found.popitem(last=False)
+
+    def forget(self, key: _HolderKey) -> None:
+        """Drop *key*: its holders failed or no longer hold it."""
+        self._found.pop(key, None)
+
+
 class RetrieveReads(ServiceBase):
     """WADO-RS retrieval from the holding sources, authorized and audited like any image access."""
+
+    holder_memory: HolderMemory | None = None
+    """Made at first use: where studies were found lately (:class:`HolderMemory`)."""
 
     async def retrieve(self, request: RetrieveRequest, access: AccessContext) -> RetrieveStream:
         """The first holding source's answer, its body streamed (audited when it ends).
@@ -44,7 +92,18 @@ class RetrieveReads(ServiceBase):
         """
         study = request.study_instance_uid
         candidates = await self._retrieving(request, access)
-        holders, patient_ids = await self._holders(request, access, candidates)
+        share = access.principal.share
+        limited_to = patient_key(share.patient) if share is not None and share.studies is None else None
+        key = (study, tuple(c.id for c in candidates), limited_to)
+        memory = self.holder_memory = self.holder_memory or HolderMemory()
+        remembered = memory.get(key)
+        if remembered is None:
+            holders, patient_ids = await self._holders(request, access, candidates)
+            if holders:
+                memory.put(key, tuple(c.id for c in holders), tuple(patient_ids))
+        else:
+            by_id = {c.id: c for c in candidates}
+            holders, patient_ids = [by_id[i] for i in remembered[0]], list(remembered[1])
         asked = [c.id for c in holders]
         await self._record_image(access, AuditOutcome.SUCCESS, patient_ids, asked, f"access; study {study}")
         failure: ConnectorError | None = None
@@ -60,6 +119,7 @@ class RetrieveReads(ServiceBase):
                     continue
                 stream.chunks = self._audited(stream.chunks, stream, access, patient_ids, study)
                 return stream
+        memory.forget(key)  # asked again next time: a holder may be back, or the study moved
         if failure is not None:
             await self._record_image(
                 access,

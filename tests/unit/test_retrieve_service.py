@@ -19,7 +19,7 @@ from federation.errors import AccessError, QueryError, SourceProtocolError, Sour
 from federation.models import Exam, ExamLocation, PatientQuery, SourceOutcome, SourceStatus
 from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.search import StudyMatch, StudySearch, StudySearchResult
-from federation.service import HistoryService
+from federation.service import HOLDERS_TTL_S, HistoryService, HolderMemory
 from federation.settings_security import ShareSettings
 
 STUDY = "1.2.840.99.1"
@@ -208,4 +208,28 @@ async def test_only_sources_that_can_retrieve_are_asked() -> None:
     service = _service(ListAuditTrail(), held, Scripted("q"), Retrieving("a"))
     stream = await service.retrieve(REQUEST, _user("history:read"))
     assert stream.source_id == "a" and held.searches[-1].source_ids == ("a",)
+    await stream.aclose()
+
+
+async def test_where_a_study_was_found_is_remembered_for_the_next_requests_of_a_viewer() -> None:
+    now = [0.0]
+    held = Held(("b",))
+    a, b = Retrieving("a", status=404), Retrieving("b")
+    service = _service(ListAuditTrail(), held, a, b)
+    service.holder_memory = HolderMemory(clock=lambda: now[0])
+    for _ in range(3):  # a viewer's instances and frames, one request each
+        await (await service.retrieve(REQUEST, _user("history:read"))).aclose()
+    assert len(held.searches) == 1 and len(b.retrieved) == 3 and not a.retrieved
+    await (await service.retrieve(REQUEST, _user("history:read", sources={"b"}))).aclose()
+    assert len(held.searches) == 2  # other sources open to this caller: its own search
+    now[0] += HOLDERS_TTL_S + 1
+    await (await service.retrieve(REQUEST, _user("history:read"))).aclose()
+    assert len(held.searches) == 3  # too old: asked again
+    b.status = 404  # the study moved away from b
+    with pytest.raises(QueryError):
+        await service.retrieve(REQUEST, _user("history:read"))
+    held.holding = ("a",)
+    a.status = 200
+    stream = await service.retrieve(REQUEST, _user("history:read"))
+    assert stream.source_id == "a" and len(held.searches) == 4
     await stream.aclose()
