@@ -100,6 +100,10 @@ async def test_metadata_points_at_pacsfed_and_a_frame_is_its_pixels(
             )
         )
         frame_body = await _read(frame)
+        rendered = await connector.retrieve(
+            RetrieveRequest(study, f"{instance}/frames/1/rendered", accept="image/png", query=b"quality=90")
+        )
+        png = await _read(rendered)
     finally:
         await connector.aclose()
     assert metadata.media_type == "application/dicom+json"
@@ -107,6 +111,7 @@ async def test_metadata_points_at_pacsfed_and_a_frame_is_its_pixels(
     bulk = {item["00080018"]["Value"][0]: item["7FE00010"]["BulkDataURI"] for item in items}
     assert bulk[sop].startswith(f"{PACSFED_ROOT}/studies/{study}/series/{series}/instances/{sop}/")
     assert parts(frame.media_type, frame_body) == [wado_study.frame(1, 2)]
+    assert (rendered.status, rendered.media_type, png[:8]) == (200, "image/png", b"\x89PNG\r\n\x1a\n")
 
 
 class GatedOrigin:
