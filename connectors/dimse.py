@@ -96,9 +96,12 @@ class DimseConnector(Connector):
         """Every study matching the query, via one C-FIND on a pooled or fresh association."""
         try:
             async with asyncio.timeout(deadline.remaining()), self._slots:
-                return await self._find(query, deadline)
+                answer = await self._find(query, deadline)
         except TimeoutError as exc:
             raise SourceTimeout("no answer before the deadline") from exc
+        if query.modalities and any(not record.modalities for record in answer.records):
+            return await self._modalities_filled(query, answer, deadline)
+        return answer
 
     async def find_series(self, query: SeriesQuery, deadline: Deadline) -> SeriesAnswer:
         """The study's series: one SERIES-level C-FIND (Study Root; Patient Root with the patient's id)."""
@@ -123,6 +126,27 @@ class DimseConnector(Connector):
 
         found = await self._find_below(identifier, self._instance_record, deadline)
         return InstanceAnswer(found.records, tuple(found.warnings), found.truncated)
+
+    async def _modalities_filled(
+        self, query: StudyQuery, answer: SourceAnswer, deadline: Deadline
+    ) -> SourceAnswer:
+        """Studies the peer gave without ModalitiesInStudy, with their series' modalities (one SERIES C-FIND each).
+
+        A peer that returns no ModalitiesInStudy ignores it as a matching key too (dcmqrscp):
+        asked for by modality, its studies get theirs from their series and are matched here.
+        """
+
+        async def filled(record: StudyRecord) -> StudyRecord:
+            if record.modalities:
+                return record
+            query = SeriesQuery(study_instance_uid=record.study_instance_uid, patient_id=record.patient_id)
+            series = await self.find_series(query, deadline)
+            modalities = tuple(dict.fromkeys(s.modality for s in series.records if s.modality))
+            return record.model_copy(update={"modalities": modalities})
+
+        records = await asyncio.gather(*(filled(record) for record in answer.records))
+        kept = [r for r in records if not r.modalities or set(query.modalities) & set(r.modalities)]
+        return SourceAnswer(kept, answer.warnings, answer.truncated)
 
     async def ping(self, deadline: Deadline) -> None:
         """C-ECHO the peer (PS3.7 9.1.5)."""

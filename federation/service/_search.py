@@ -15,6 +15,7 @@ searches only its own studies.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -27,6 +28,7 @@ from federation.errors import AccessError, PacsfedError
 from federation.merge import merge_exam, sort_newest_first
 from federation.models import (
     Deadline,
+    Exam,
     InstanceQuery,
     InstanceRecord,
     PatientQuery,
@@ -159,6 +161,7 @@ class SearchDoors(HistoryReads):
     ) -> StudySearchResult:
         """A patient's history, authorized and audited as one, matched against the study keys."""
         request = HistoryRequest(deadline_ms=deadline_ms, source_ids=search.source_ids)
+        deadline = self.engine.deadline_for(deadline_ms)
         grant = await self._authorize(patient, access, request)
         await self._record_query(patient, access, grant, AuditOutcome.SUCCESS, detail="study search; access")
         try:
@@ -171,6 +174,8 @@ class SearchDoors(HistoryReads):
         keys = search.study_keys()
         history = _restricted(history, grant.studies)
         exams = tuple(exam for exam in history.exams if keys.matches_study_keys(exam))
+        if keys.modalities and any(not exam.modalities for exam in exams):
+            exams = await self._with_series_modalities(exams, keys.modalities, deadline)
         history = history.model_copy(update={"exams": exams, "candidates": ()})
         await self._record_query(
             patient, access, grant, AuditOutcome.SUCCESS, history=history, detail="study search", soon=True
@@ -187,6 +192,23 @@ class SearchDoors(HistoryReads):
             elapsed_ms=history.elapsed_ms,
             warnings=history.warnings,
         )
+
+    async def _with_series_modalities(
+        self, exams: tuple[Exam, ...], wanted: tuple[str, ...], deadline: Deadline
+    ) -> tuple[Exam, ...]:
+        """Exams whose sources gave no ModalitiesInStudy (dcmqrscp), given their series' and matched again."""
+
+        async def filled(exam: Exam) -> Exam:
+            if exam.modalities:
+                return exam
+            holders = [location.source.id for location in exam.locations]
+            query = SeriesQuery(study_instance_uid=exam.study_instance_uid)
+            answer = await self.engine.search_series(query, holders, deadline)
+            modalities = tuple(dict.fromkeys(r.modality for r in answer.records if r.modality))
+            return exam.model_copy(update={"modalities": modalities}) if modalities else exam
+
+        found = await asyncio.gather(*(filled(exam) for exam in exams))
+        return tuple(e for e in found if not e.modalities or set(wanted) & set(e.modalities))
 
     async def _below_study(
         self, search: SeriesSearch | InstanceSearch, access: AccessContext, what: str, deadline_ms: int | None

@@ -47,6 +47,12 @@ async def test_a_patients_studies_from_three_hospitals_in_dicom_json(
         paged = await client.get(
             "/dicom-web/studies", params={"PatientID": "PA-001", "limit": 1, "offset": 1}
         )
+        # dcmqrscp B gives no ModalitiesInStudy and ignores it as a key: its study's series tell
+        mr = await client.get("/dicom-web/studies", params={"PatientID": "PA-002", "ModalitiesInStudy": "MR"})
+        cr = await client.get("/dicom-web/studies", params={"PatientID": "PA-002", "ModalitiesInStudy": "CR"})
+        cr_alone = await client.get(
+            "/dicom-web/studies", params={"AccessionNumber": "ACC-2001", "ModalitiesInStudy": "CR"}
+        )
         audit = await graphql(client, AUDIT)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith(DICOM_JSON)
@@ -65,6 +71,9 @@ async def test_a_patients_studies_from_three_hospitals_in_dicom_json(
     assert [_value(item, "0020000D") for item in narrowed.json()] == [A_MR.study_uid]
     assert [_value(item, "0020000D") for item in paged.json()] == [A_MR.study_uid]
     assert "more matches" in paged.headers["warning"]
+    assert [_value(item, "0020000D") for item in mr.json()] == [CATALOGUE.study("C-MR").study_uid]
+    assert [_value(item, "0020000D") for item in cr.json()] == [CATALOGUE.study("B-CR").study_uid]
+    assert [_value(item, "00080061") for item in cr_alone.json()] == ["CR"]
     events = audit["data"]["auditEventsPage"]["events"]
     assert {
         "channel": "dicomweb",
