@@ -59,6 +59,9 @@ def test_dicomweb_client_retrieves_instances_metadata_frames_and_bulk_data_throu
     study, series = wado_study.study_uid, wado_study.series_uid
     first, second = wado_study.sop_uids
 
+    (found,) = client.search_for_studies(search_filters={"PatientID": WADO_PATIENT_ID})  # QIDO-RS
+    assert found["00081190"]["Value"] == [f"{root}/studies/{study}"]  # a viewer retrieves here
+
     instance = client.retrieve_instance(study, series, first)
     written = io.BytesIO()
     instance.save_as(written, enforce_file_format=False)  # as read: pydicom writes back the bytes it read
