@@ -105,9 +105,13 @@ class RetrieveReads(ServiceBase):
             by_id = {c.id: c for c in candidates}
             holders, patient_ids = [by_id[i] for i in remembered[0]], list(remembered[1])
         asked = [c.id for c in holders]
-        await self._record_image(access, AuditOutcome.SUCCESS, patient_ids, asked, f"access; study {study}")
         failure: ConnectorError | None = None
-        with self.engine.admitted():  # the opening only: a long body holds no pending-query place
+        # Admitted for the opening only (a long body holds no pending-query place); past the
+        # limit, OVERLOADED before the access is journaled or a source asked.
+        with self.engine.admitted():
+            await self._record_image(
+                access, AuditOutcome.SUCCESS, patient_ids, asked, f"access; study {study}"
+            )
             for connector in holders:
                 try:
                     stream = await connector.retrieve(request)

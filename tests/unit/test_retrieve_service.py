@@ -15,7 +15,14 @@ from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.access.share import MemoryShareStore, ShareCodes
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.engine import FederationEngine
-from federation.errors import AccessError, QueryError, SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.errors import (
+    AccessError,
+    Overloaded,
+    QueryError,
+    SourceProtocolError,
+    SourceTimeout,
+    SourceUnreachable,
+)
 from federation.models import Exam, ExamLocation, PatientQuery, SourceOutcome, SourceStatus
 from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.search import StudyMatch, StudySearch, StudySearchResult
@@ -233,3 +240,21 @@ async def test_where_a_study_was_found_is_remembered_for_the_next_requests_of_a_
     stream = await service.retrieve(REQUEST, _user("history:read"))
     assert stream.source_id == "a" and len(held.searches) == 4
     await stream.aclose()
+
+
+async def test_past_the_pending_query_limit_a_retrieve_is_overloaded_and_no_source_is_asked() -> None:
+    a, audit = Retrieving("a"), ListAuditTrail()
+    service = _service(audit, Held(("a",)), a)
+    with service.engine.admitted():  # the limit of the test engine is 100: take every place
+        held = [service.engine.admitted() for _ in range(99)]
+        for place in held:
+            place.__enter__()
+        try:
+            with pytest.raises(Overloaded):
+                await service.retrieve(REQUEST, _user("history:read"))
+        finally:
+            for place in held:
+                place.__exit__(None, None, None)
+    assert not a.retrieved and not _images(audit)
+    await (await service.retrieve(REQUEST, _user("history:read"))).aclose()
+    assert a.retrieved == [REQUEST]
