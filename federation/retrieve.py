@@ -32,8 +32,14 @@ MAX_UID = 64
 
 
 def valid_resource(resource: str) -> bool:
-    """True when *resource* (the path after ``studies/{study}/``) is one pacsfed forwards."""
-    return len(resource) <= 1024 and _RESOURCE.fullmatch(resource) is not None
+    """True when *resource* (the path after ``studies/{study}/``) is one pacsfed forwards.
+
+    No ``.`` or ``..`` segment: resolved by the URL rules, ``bulk/../../..`` would leave the study
+    for any path of the origin, with pacsfed's credentials and past the caller's authorization.
+    """
+    if len(resource) > 1024 or _RESOURCE.fullmatch(resource) is None:
+        return False
+    return not any(segment.strip(".") == "" for segment in resource.split("/")[1:])
 
 
 def metadata_resource(resource: str) -> bool:

@@ -116,6 +116,9 @@ def test_qido_paths_are_left_to_qido(client: TestClient, doors: FakeDoors, path:
 
 def test_a_malformed_uid_is_a_400_before_anyone_is_asked(client: TestClient, doors: FakeDoors) -> None:
     assert client.get("/dicom-web/studies/1.2.x/metadata").status_code == 400
+    # Dot segments would leave the study (and the caller's authorization) at the origin.
+    assert client.get(f"{INSTANCE}/bulk/%2E%2E/%2E%2E/%2E%2E/%2E%2E/instances/x/file").status_code == 400
+    assert client.get(f"{INSTANCE}/bulkdata/a/%2E").status_code == 400
     assert client.get(f"/dicom-web/studies/{STUDY}/series/1.2.6/instances/1.2.7/frames/x").status_code == 400
     assert not doors.asked and not doors.channels
 
