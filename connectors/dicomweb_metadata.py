@@ -6,8 +6,8 @@ origin's ``studies/`` is rewritten to the same path below pacsfed's DICOMweb roo
 elsewhere (another host, or outside ``studies/``) is left out, its attribute kept without a value.
 
 Memory: the array is read one instance object at a time with the C JSON decoder
-(``raw_decode``), so what is held is one object's text plus one chunk, whatever the size of the
-series. An object larger than :data:`MAX_OBJECT_CHARS` (no real instance's metadata comes near:
+(``raw_decode``), each object rewritten and sent on before the next is decoded, so what is held is
+one chunk of text and one object, whatever the size of the series. An object larger than :data:`MAX_OBJECT_CHARS` (no real instance's metadata comes near:
 bulk data travel as URIs) ends the answer with an error rather than growing without bound.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urljoin
 
@@ -82,11 +82,10 @@ class _ArrayReader:
         self._max = max_object
         self._decoder = json.JSONDecoder()
 
-    def feed(self, text: str) -> list[Any]:
-        """The objects completed by *text*."""
+    def feed(self, text: str) -> Iterator[Any]:
+        """The objects completed by *text*, one at a time (the next is decoded once this one is used)."""
         self._text = self._text[self._at :] + text
         self._at = 0
-        found: list[Any] = []
         while self._state != "end":
             at = self._skip(self._at)
             if at == len(self._text):
@@ -115,17 +114,15 @@ class _ArrayReader:
                     self._need, self._at = pending * 2, at
                     break
                 self._need = 0
-                found.append(value)
                 self._state, self._at = "separator", end
-        return found
+                yield value
 
-    def finish(self, text: str) -> list[Any]:
+    def finish(self, text: str) -> Iterator[Any]:
         """The last objects, once *text* ends the input; SourceProtocolError unless the array ended there."""
         self._need = 0  # no more text will come: what is held is decoded now or never
-        found = self.feed(text)
+        yield from self.feed(text)
         if self._state != "end" or self._skip(self._at) != len(self._text):
             raise SourceProtocolError("WADO-RS metadata ended before its JSON array did")
-        return found
 
     def _skip(self, at: int) -> int:
         text = self._text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,3 +96,29 @@ async def test_an_object_past_the_bound_ends_the_answer_instead_of_growing() -> 
         await _collect(big, cuts, max_object=1000)
     out, _ = await _collect(big, cuts, max_object=10_000)
     assert json.loads(out) == json.loads(big)
+
+
+async def test_a_whole_series_in_one_chunk_is_still_decoded_one_object_at_a_time() -> None:
+    """An origin's (or a decompressor's) single large chunk must not become every object at once."""
+    items = [
+        _instance(n) | {f"0009{j:04X}": {"vr": "LO", "Value": ["x" * 20]} for j in range(30)}
+        for n in range(500)
+    ]
+    data = json.dumps(items).encode()
+    del items
+
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield data
+
+    rewriter = MetadataRewriter(ORIGIN, PACSFED)
+    tracemalloc.start()
+    try:
+        sent = 0
+        async for chunk in rewritten(one_chunk(), rewriter):
+            sent += len(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sent > 0.8 * len(data)
+    # The chunk's text is held (a str as long as the chunk), plus one object: not 2000 decoded objects.
+    assert peak < 1.5 * len(data), (peak, len(data))
