@@ -29,8 +29,8 @@ DEFAULT_ACCEPT = "*/*"
 METADATA_ACCEPT = "application/dicom+json"
 """Metadata is asked as DICOM JSON only: the one form whose URLs pacsfed rewrites."""
 _WHAT = "WADO-RS"
-_PASSED_ON = ("content-length", "content-location", "warning")
-"""Headers of the origin's answer passed on with a body left as it is."""
+_PASSED_ON = ("content-length", "warning")
+"""Headers of the origin's answer passed on with a body left as it is (not Content-Location: it names the origin)."""
 _REFUSALS = frozenset({400, 406, 413, 415, 416})
 """The caller's request refused for what it asks (a media type, a frame list): told to the caller as it is."""
 
