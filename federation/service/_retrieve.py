@@ -21,6 +21,7 @@ from typing import Protocol, cast
 from connectors.base import Connector
 from federation.access.principals import HISTORY_READ, AccessContext, patient_key
 from federation.audit.records import AuditAction, AuditOutcome
+from federation.engine.resilience import CircuitState
 from federation.errors import AccessError, ConnectorError, PacsfedError, QueryError
 from federation.models import SourceStatus
 from federation.retrieve import RetrieveRequest, RetrieveStream
@@ -104,6 +105,8 @@ class RetrieveReads(ServiceBase):
         else:
             by_id = {c.id: c for c in candidates}
             holders, patient_ids = [by_id[i] for i in remembered[0]], list(remembered[1])
+        # A holder whose circuit breaker is open (its searches keep failing) is tried last, not first.
+        holders.sort(key=lambda c: self.engine.circuit_state(c.id) is CircuitState.OPEN)
         asked = [c.id for c in holders]
         failure: ConnectorError | None = None
         # Admitted for the opening only (a long body holds no pending-query place); past the

@@ -15,6 +15,7 @@ from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.access.share import MemoryShareStore, ShareCodes
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.engine import FederationEngine
+from federation.engine.resilience import CircuitState
 from federation.errors import (
     AccessError,
     Overloaded,
@@ -258,3 +259,13 @@ async def test_past_the_pending_query_limit_a_retrieve_is_overloaded_and_no_sour
     assert not a.retrieved and not _images(audit)
     await (await service.retrieve(REQUEST, _user("history:read"))).aclose()
     assert a.retrieved == [REQUEST]
+
+
+async def test_a_holder_whose_breaker_is_open_is_tried_last() -> None:
+    a, b = Retrieving("a"), Retrieving("b")
+    service = _service(ListAuditTrail(), Held(("a", "b")), a, b)
+    states = {"a": CircuitState.OPEN, "b": CircuitState.CLOSED}
+    service.engine.circuit_state = states.__getitem__  # type: ignore[method-assign]
+    stream = await service.retrieve(REQUEST, _user("history:read"))
+    assert stream.source_id == "b" and not a.retrieved
+    await stream.aclose()
