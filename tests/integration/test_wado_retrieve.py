@@ -75,6 +75,8 @@ async def test_an_instance_comes_through_byte_identical_with_the_sources_credent
         with pytest.raises(SourceAuthError):
             await anonymous.retrieve(request)
         missing = await connector.retrieve(RetrieveRequest("1.2.3.404", accept=MULTIPART_DICOM))
+        unnamed = await connector.retrieve(RetrieveRequest(study, f"series/{series}/instances/{sop}"))
+        unnamed_body = await _read(unnamed)  # no Accept from the caller: the origin's default
         await missing.aclose()
     finally:
         await connector.aclose()
@@ -83,6 +85,7 @@ async def test_an_instance_comes_through_byte_identical_with_the_sources_credent
     assert stream.media_type.startswith("multipart/related")
     assert parts(stream.media_type, body) == [wado_study.paths[0].read_bytes()]
     assert missing.status == 404
+    assert parts(unnamed.media_type, unnamed_body) == [wado_study.paths[0].read_bytes()]
 
 
 async def test_metadata_points_at_pacsfed_and_a_frame_is_its_pixels(
