@@ -21,6 +21,7 @@ from federation.models import (
     StudyRecord,
 )
 from federation.reports import ReportAnswer, ReportDocument, ReportInstance, ReportStatus, StudyRef
+from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.settings import SourceSettings
 
 
@@ -139,6 +140,13 @@ class Connector(abc.ABC):
     ) -> ReportDocument:
         """The bytes of a document report that :meth:`fetch_report` pointed to (ConnectorError if gone)."""
         raise SourceProtocolError(f"{self.kind} sources give no report documents")
+
+    supports_retrieve: ClassVar[bool] = False
+    """Capability: :meth:`retrieve` forwards a WADO-RS request (PS3.18 10.4) to the source, streamed."""
+
+    async def retrieve(self, request: RetrieveRequest) -> RetrieveStream:
+        """The source's answer to one WADO-RS request, its body streamed (ConnectorError before the first byte)."""
+        raise SourceProtocolError(f"{self.kind} sources give no WADO-RS retrieval")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release what the connector holds (threads, associations)."""

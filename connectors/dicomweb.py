@@ -18,6 +18,7 @@ from connectors.dicom_levels import (
     instance_record_from_json,
     series_record_from_json,
 )
+from connectors.dicomweb_retrieve import open_retrieve
 from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from connectors.http_auth import SourceAuth, basic_auth, bearer_auth
 from connectors.http_source import HttpSource
@@ -26,6 +27,7 @@ from connectors.oauth2 import OAuth2ClientCredentialsAuth
 from federation.errors import SourceAuthError, SourceProtocolError
 from federation.models import Deadline, InstanceQuery, SeriesQuery, StudyQuery, StudyRecord
 from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
+from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.settings_security import OAuth2ClientCredentials
 
 DICOM_JSON = "application/dicom+json"
@@ -52,6 +54,7 @@ class DicomwebConnector(Connector):
     supports_issuer_of_patient_id = True
     supports_demographic_search = True
     supports_reports = True
+    supports_retrieve = True
     supports_study_keys = True
     supports_series_query = True
     supports_instance_query = True
@@ -173,6 +176,16 @@ class DicomwebConnector(Connector):
     ) -> ReportDocument:
         """A document report's bytes, fetched again with WADO-RS."""
         return await dicomweb_reports.fetch_document(self.http, study, document, deadline)
+
+    async def retrieve(self, request: RetrieveRequest) -> RetrieveStream:
+        """WADO-RS forwarded with this source's credentials, streamed: connectors.dicomweb_retrieve."""
+        return await open_retrieve(
+            self.http,
+            self.id,
+            request,
+            first_byte_s=self.settings.retrieve_first_byte_s,
+            stall_s=self.settings.retrieve_stall_s,
+        )
 
     async def aclose(self) -> None:
         """Close this source's connections."""

@@ -45,6 +45,7 @@ from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
 from web.dicomweb.qido import qido_routes
+from web.dicomweb.wado import wado_routes
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
@@ -317,7 +318,8 @@ def create_app(
             Route("/reports/{link_id}", report_document, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/dicom-web", routes=qido_routes()),
+            # One mount for both: starlette gives a path to the first mount whose prefix matches.
+            Mount("/dicom-web", routes=[*qido_routes(), *wado_routes()]),
             *FhirView(settings).routes(),
             *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),

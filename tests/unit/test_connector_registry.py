@@ -145,6 +145,7 @@ def test_installed_kinds_list_packages_flags_failures_and_what_allow_leaves_out(
         "instance_query": False,
         "issuer_of_patient_id": False,
         "reports": True,
+        "retrieve": False,
         "series_query": False,
         "study_keys": False,
     }
