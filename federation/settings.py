@@ -28,6 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
+from federation.settings_observability import LoggingSettings, TelemetrySettings
 from federation.settings_security import (
     AuditSettings,
     AuthSettings,
@@ -301,6 +302,8 @@ class Settings(_EnvOverFile):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     share: ShareSettings = ShareSettings()
+    logging: LoggingSettings = LoggingSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @field_validator("sources", mode="plain")
     @classmethod

@@ -32,6 +32,7 @@ from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
 from federation.cache.base import ExamCache, MemoryExamCache
 from federation.cache.elasticsearch import ElasticsearchExamCache
+from federation.engine import EngineObserver
 from federation.engine.engine import FederationEngine
 from federation.errors import ConfigError
 from federation.identity.elasticsearch import ElasticsearchIdentityStore
@@ -39,6 +40,8 @@ from federation.identity.resolver import IdentityStore, MemoryIdentityStore
 from federation.models import CacheStatus
 from federation.service import HistoryService
 from federation.settings import Settings
+from pacsfed.metrics import Metrics, metrics_endpoint
+from pacsfed.telemetry import source_tracing
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
@@ -81,7 +84,10 @@ def make_http_client() -> httpx.AsyncClient:
 
 @contextlib.asynccontextmanager
 async def engine_from_settings(
-    settings: Settings, cache: ExamCache | None = None, http_client: httpx.AsyncClient | None = None
+    settings: Settings,
+    cache: ExamCache | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    observer: EngineObserver | None = None,
 ) -> AsyncIterator[FederationEngine]:
     """An engine with its connectors, cache and HTTP client, closed on exit (CLI and app alike)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -100,6 +106,7 @@ async def engine_from_settings(
             identity_store=identity_store,
             national_issuer=settings.identity.national_issuer,
             max_pending_queries=settings.server.max_pending_queries,
+            observer=observer,
         )
         try:
             await cache.start()
@@ -126,10 +133,10 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def services_from_settings(
-    settings: Settings, cache: ExamCache | None = None
+    settings: Settings, cache: ExamCache | None = None, observer: EngineObserver | None = None
 ) -> AsyncIterator[Services]:
     """The engine wrapped in authorization and auditing, with the audit trail running (CLI and app)."""
-    async with make_http_client() as http, engine_from_settings(settings, cache, http) as engine:
+    async with make_http_client() as http, engine_from_settings(settings, cache, http, observer) as engine:
         es_client = engine.cache.client if isinstance(engine.cache, ElasticsearchExamCache) else None
         audit = build_audit_trail(settings, es_client)
         share_store: ShareStore = (
@@ -274,9 +281,17 @@ def create_app(
     # A signing key file that cannot be read is a ConfigError now (exit 2), not a start-up traceback.
     Authenticator(settings.auth)
 
+    metrics = Metrics()
+    tracing = source_tracing(settings.telemetry)  # None when disabled: OpenTelemetry never imported
+    if tracing is not None:
+        metrics.source_span = tracing.opener
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with services_from_settings(settings, cache) as services:
+        async with (
+            services_from_settings(settings, cache, metrics) as services,
+            metrics.syncing(services.engine, services.audit),
+        ):
             app.state.engine = services.engine
             app.state.services = services
             if services.authenticator.insecure:
@@ -286,11 +301,15 @@ def create_app(
             log.info(
                 "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
             )
-            yield
+            try:
+                yield
+            finally:
+                if tracing is not None:
+                    tracing.shutdown()
 
     schema = build_schema()
     graphql = GraphQLHandler(
-        schema, settings.server, context=graphql_context
+        schema, settings.server, context=graphql_context, observe=metrics.graphql_operation
     )  # GraphiQL and introspection in development only
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     origins = settings.server.cors_origins
@@ -307,6 +326,7 @@ def create_app(
             Route("/reports/{link_id}", report_document, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),  # metrics:read (anyone with --insecure-dev)
             *FhirView(settings).routes(),
             *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),
@@ -326,4 +346,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.worker = worker
+    app.state.metrics = metrics
     return app
