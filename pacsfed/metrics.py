@@ -134,6 +134,7 @@ class Metrics(EngineObserver):
         )
         self._latency: dict[str, Histogram] = {}
         self._statuses: dict[tuple[str, str, str], Counter] = {}
+        self._operations: dict[tuple[str, str], Histogram] = {}
         self._hits = self.cache_lookups.labels("hit")
         self._misses = self.cache_lookups.labels("miss")
         self._cache_write_errors = self.es_write_errors.labels("cache")
@@ -173,7 +174,11 @@ class Metrics(EngineObserver):
 
     def graphql_operation(self, operation: str, field: str, seconds: float) -> None:
         """One GraphQL operation's latency (``operation``: query or mutation; ``field``: its first root field)."""
-        self.graphql_latency.labels(operation, field).observe(seconds)
+        key = (operation, field)
+        histogram = self._operations.get(key)
+        if histogram is None:
+            histogram = self._operations[key] = self.graphql_latency.labels(*key)
+        histogram.observe(seconds)
 
     # --- what lives elsewhere, copied ---
 
