@@ -7,6 +7,8 @@ with prometheus-client's own parser of the text format.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -23,8 +25,9 @@ from federation.settings import Settings
 from federation.settings_observability import TelemetrySettings
 from pacsfed import telemetry
 from pacsfed.app import create_app
-from pacsfed.metrics import Metrics
+from pacsfed.metrics import MULTIPROCESS_DIR_ENV, Metrics
 from pacsfed.telemetry import SPAN_NAME, SourceTracing, source_tracing
+from pacsfed.workers import metrics_dir
 
 QUERY = PatientQuery(patient_id="PA-001")
 
@@ -132,3 +135,21 @@ def test_telemetry_off_opens_no_span_and_imports_no_opentelemetry(monkeypatch: p
     assert source_tracing(TelemetrySettings()) is None
     app = create_app(Settings(cache={"backend": "memory"}), insecure_dev=True)
     assert app.state.metrics.source_span is None  # the engine's hot path: one `is None` per request
+
+
+def test_each_run_of_workers_gets_an_empty_metrics_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "counter_4242.db").write_bytes(b"a previous run's counts")
+    monkeypatch.setenv(MULTIPROCESS_DIR_ENV, str(given))
+    assert metrics_dir() is None and not list(given.iterdir())  # the operator's: emptied, kept
+    monkeypatch.delenv(MULTIPROCESS_DIR_ENV)
+    made = metrics_dir()
+    try:
+        assert made is not None and made.is_dir() and os.environ[MULTIPROCESS_DIR_ENV] == str(made)
+    finally:
+        os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        if made is not None:
+            made.rmdir()
