@@ -41,7 +41,7 @@ from federation.models import CacheStatus
 from federation.service import HistoryService
 from federation.settings import Settings
 from pacsfed.metrics import Metrics, metrics_endpoint
-from pacsfed.telemetry import source_tracing
+from pacsfed.telemetry import check_tracing, source_tracing
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
@@ -281,13 +281,13 @@ def create_app(
     # A signing key file that cannot be read is a ConfigError now (exit 2), not a start-up traceback.
     Authenticator(settings.auth)
 
+    check_tracing(settings.telemetry)  # missing OpenTelemetry libraries: a ConfigError now (exit 2)
     metrics = Metrics()
-    tracing = source_tracing(settings.telemetry)  # None when disabled: OpenTelemetry never imported
-    if tracing is not None:
-        metrics.source_span = tracing.opener
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tracing = source_tracing(settings.telemetry)  # None when disabled: OpenTelemetry never imported
+        metrics.source_span = tracing.opener if tracing is not None else None
         async with (
             services_from_settings(settings, cache, metrics) as services,
             metrics.syncing(services.engine, services.audit),

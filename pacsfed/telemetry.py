@@ -17,10 +17,9 @@ from federation.engine.observe import SourceSpan
 from federation.errors import ConfigError
 from federation.settings_observability import TelemetrySettings
 
-__all__ = ["SPAN_NAME", "SourceTracing", "source_tracing"]
+__all__ = ["SPAN_NAME", "SourceTracing", "check_tracing", "source_tracing"]
 
 SPAN_NAME = "source query"
-_INSTALL = "pip install 'pacsfed[telemetry]'"
 
 
 class SourceTracing:
@@ -48,40 +47,50 @@ class SourceTracing:
             self._provider.shutdown()
 
 
+def check_tracing(settings: TelemetrySettings) -> None:
+    """ConfigError now (exit 2) when enabled tracing lacks its libraries; nothing is started."""
+    _modules(settings)
+
+
 def source_tracing(settings: TelemetrySettings) -> SourceTracing | None:
-    """The tracing ``settings`` ask for; None when disabled (OpenTelemetry is then never imported)."""
-    if not settings.enabled:
+    """The tracing ``settings`` ask for, its exporter started; None when disabled (nothing imported)."""
+    modules = _modules(settings)
+    if modules is None:
         return None
-    try:
-        trace = importlib.import_module("opentelemetry.trace")
-    except ImportError as exc:
-        raise ConfigError(f"telemetry.enabled needs OpenTelemetry: {_INSTALL}") from exc
     if settings.exporter == "none":
-        return SourceTracing(trace.get_tracer("pacsfed"))
-    provider = _provider(settings)
-    return SourceTracing(provider.get_tracer("pacsfed"), provider)
-
-
-def _provider(settings: TelemetrySettings) -> Any:
-    """An SDK tracer provider exporting in batches to the configured exporter."""
-    try:
-        sdk = importlib.import_module("opentelemetry.sdk.trace")
-        export = importlib.import_module("opentelemetry.sdk.trace.export")
-        resources = importlib.import_module("opentelemetry.sdk.resources")
-    except ImportError as exc:
-        raise ConfigError(
-            f"telemetry.exporter {settings.exporter} needs the OpenTelemetry SDK: {_INSTALL}"
-        ) from exc
+        return SourceTracing(modules["trace"].get_tracer("pacsfed"))
+    export = modules["export"]
     if settings.exporter == "console":
         exporter = export.ConsoleSpanExporter()
     else:
-        try:
-            otlp = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-        except ImportError as exc:
-            raise ConfigError(
-                "telemetry.exporter otlp needs pip install opentelemetry-exporter-otlp-proto-http"
-            ) from exc
-        exporter = otlp.OTLPSpanExporter(**({"endpoint": settings.endpoint} if settings.endpoint else {}))
-    provider = sdk.TracerProvider(resource=resources.Resource.create({"service.name": settings.service_name}))
+        options = {"endpoint": settings.endpoint} if settings.endpoint else {}
+        exporter = modules["otlp"].OTLPSpanExporter(**options)
+    resource = modules["resources"].Resource.create({"service.name": settings.service_name})
+    provider = modules["sdk"].TracerProvider(resource=resource)
     provider.add_span_processor(export.BatchSpanProcessor(exporter))
-    return provider
+    return SourceTracing(provider.get_tracer("pacsfed"), provider)
+
+
+def _modules(settings: TelemetrySettings) -> dict[str, Any] | None:
+    """The OpenTelemetry modules ``settings`` need (None when disabled); ConfigError when one is missing."""
+    if not settings.enabled:
+        return None
+    needed = {"trace": "opentelemetry.trace"}
+    if settings.exporter != "none":
+        needed |= {
+            "sdk": "opentelemetry.sdk.trace",
+            "export": "opentelemetry.sdk.trace.export",
+            "resources": "opentelemetry.sdk.resources",
+        }
+    if settings.exporter == "otlp":
+        needed["otlp"] = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    modules: dict[str, Any] = {}
+    for key, name in needed.items():
+        try:
+            modules[key] = importlib.import_module(name)
+        except ImportError as exc:
+            extra = "opentelemetry-exporter-otlp-proto-http" if key == "otlp" else "'pacsfed[telemetry]'"
+            raise ConfigError(
+                f"telemetry (exporter {settings.exporter}) needs {name}: pip install {extra}"
+            ) from exc
+    return modules

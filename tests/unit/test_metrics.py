@@ -19,7 +19,7 @@ from connectors.dicomweb_settings import DicomwebSourceSettings
 from federation.audit.records import AuditTrail
 from federation.cache.base import MemoryExamCache
 from federation.engine import FederationEngine
-from federation.errors import SourceUnreachable
+from federation.errors import ConfigError, SourceUnreachable
 from federation.models import Deadline, PatientQuery, StudyQuery, StudyRecord
 from federation.settings import Settings
 from federation.settings_observability import TelemetrySettings
@@ -153,3 +153,15 @@ def test_each_run_of_workers_gets_an_empty_metrics_directory(
         os.environ.pop(MULTIPROCESS_DIR_ENV, None)
         if made is not None:
             made.rmdir()
+
+
+def test_telemetry_on_without_opentelemetry_installed_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr(telemetry.importlib, "import_module", missing)
+    settings = Settings(cache={"backend": "memory"}, telemetry={"enabled": True, "exporter": "console"})
+    with pytest.raises(ConfigError, match=r"pacsfed\[telemetry\]"):
+        create_app(settings, insecure_dev=True)
