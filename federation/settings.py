@@ -28,6 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
+from federation.settings_observability import LoggingSettings, TelemetrySettings
 from federation.settings_security import (
     AuditSettings,
     AuthSettings,
@@ -351,6 +352,8 @@ class Settings(_EnvOverFile):
     audit: AuditSettings = AuditSettings()
     share: ShareSettings = ShareSettings()
     dicom_facade: DicomFacadeSettings | None = None
+    logging: LoggingSettings = LoggingSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @field_validator("sources", mode="plain")
     @classmethod

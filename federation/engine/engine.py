@@ -174,6 +174,10 @@ class FederationEngine(SearchFanOut, RequestSharing, CacheSide):
                 raise
         # Asked only now: a consumer that stops after the cached answer starts no request.
         jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
+        if self._observer is not None:
+            self._observer.fanned_out(len(jobs))
+            for settled in state.results.values():
+                self._observer.source_answered(settled.outcome, live=False)
         # Closed here, not by the garbage collector: a consumer that stops releases its requests at once.
         async with contextlib.aclosing(self._fan_out_batches(jobs, deadline, state.started)) as batches:
             async for batch in batches:
