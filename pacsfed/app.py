@@ -24,6 +24,7 @@ from federation.access.principals import EmergencyWindows
 from federation.access.share import MemoryShareStore, RedemptionLimiter, ShareCodes, ShareStore
 from federation.access.share_elasticsearch import ElasticsearchShareStore
 from federation.access.state_elasticsearch import (
+    AccessStateIndex,
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
     SharedEntries,
@@ -145,12 +146,15 @@ async def services_from_settings(
         starts = [share_store.start()]
         if es_client is not None:
             prefix = settings.cache.index_prefix
-            windows = ElasticsearchEmergencyWindows(es_client, prefix, settings.auth.emergency_window_s)
-            limiter = ElasticsearchRedemptionLimiter(
-                es_client, prefix, settings.share.max_failures, settings.share.lockout_s
+            state = AccessStateIndex(es_client, prefix)  # one index set-up for the three
+            windows = ElasticsearchEmergencyWindows(
+                es_client, prefix, settings.auth.emergency_window_s, index=state
             )
-            shared = SharedEntries(es_client, prefix)
-            starts += [windows.start(), limiter.start()]
+            limiter = ElasticsearchRedemptionLimiter(
+                es_client, prefix, settings.share.max_failures, settings.share.lockout_s, index=state
+            )
+            shared = SharedEntries(es_client, prefix, index=state)
+            starts += [windows.start()]  # the limiter's start would prepare the same index again
         # Index creation and clean-up wait for nothing: a slow or down node must not delay start-up.
         share_start = asyncio.create_task(_gather(*starts), name="shared-state-start")
         shares = ShareCodes(settings.share, share_store, limiter)
