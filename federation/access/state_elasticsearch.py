@@ -83,13 +83,15 @@ class _StateIndex:
         if self._ready:
             return
         async with self._setting_up:  # first uses at once (windows, lock-outs, entries): one set-up
-            if self._ready:
-                return
-            lenient = self.client.options(request_timeout=_SETUP_TIMEOUT_S)  # once a process, not per request
-            await ensure_index(
-                lenient, IndexSetup(self.index, MAPPING), CacheError, "access state: cannot prepare the index"
-            )
-            self._ready = True
+            if not self._ready:  # (unless another first use set it up meanwhile)
+                lenient = self.client.options(request_timeout=_SETUP_TIMEOUT_S)  # once a process
+                await ensure_index(
+                    lenient,
+                    IndexSetup(self.index, MAPPING),
+                    CacheError,
+                    "access state: cannot prepare the index",
+                )
+                self._ready = True
 
     async def start(self, now: float) -> None:
         """Create the index and drop entries closed for a day, if Elasticsearch is up."""
