@@ -181,6 +181,7 @@ async def services_from_settings(
             with contextlib.suppress(asyncio.CancelledError):
                 await summaries
             await history.journal_flood_summaries()  # what was counted since the last minute
+            await history.admission.aclose()  # the refusals of the last second
             await audit.aclose()
 
 
@@ -283,6 +284,7 @@ def create_app(
         async with services_from_settings(settings, cache) as services:
             app.state.engine = services.engine
             app.state.services = services
+            app.state.admission = services.history.admission  # asked by every front end's door
             if services.authenticator.insecure:
                 log.warning("!!! %s !!!", INSECURE_WARNING)
             if owns_process:

@@ -110,7 +110,7 @@ def uvicorn_config(app: Any, settings: Settings, host: str, port: int, log_level
         log_level=log_level.lower(),
         proxy_headers=bool(settings.server.forwarded_allow_ips),
         forwarded_allow_ips=settings.server.forwarded_allow_ips or None,
-        **uvicorn_options(settings.server),
+        **uvicorn_options(settings.server, app),
     )
 
 

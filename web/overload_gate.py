@@ -21,7 +21,16 @@ from web.request_id import current_request_id
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
-def _gated(scope: Scope) -> bool:
+ADMITTED_AT_DOOR = "pacsfed.admitted_at_door"
+"""Scope key the HTTP server sets on a query request it let in past the service's admission."""
+
+
+def channel(scope: Scope) -> str:
+    """The audit channel of a query request: graphql or fhir."""
+    return "graphql" if scope.get("path") == "/graphql" else "fhir"
+
+
+def gated(scope: Scope) -> bool:
     """A request that may run a patient query: POST /graphql, a FHIR search."""
     path: str = scope.get("path", "")
     if path == "/graphql":
@@ -29,15 +38,20 @@ def _gated(scope: Scope) -> bool:
     return path.startswith("/fhir/") and path != "/fhir/metadata"
 
 
-def _refusal(scope: Scope, refused: Overloaded) -> Response:
+def refusal_response(scope: Scope, refused: Overloaded, request_id: str | None = None) -> Response:
     """The 503 the front end itself would give: a GraphQL error, or a FHIR OperationOutcome."""
     retry = {"Retry-After": str(refused.retry_after_s)}
+    if request_id is not None:
+        retry["X-Request-Id"] = request_id
     if scope.get("path") != "/graphql":
         return error_response(
             503, "transient", "too many queries in progress; try again", refused.code, retry
         )
     accept = dict(scope.get("headers") or ()).get(b"accept", b"").decode("latin-1")
-    error = {"message": str(refused), "extensions": {"code": refused.code, "requestId": current_request_id()}}
+    error = {
+        "message": str(refused),
+        "extensions": {"code": refused.code, "requestId": request_id or current_request_id()},
+    }
     media_type = GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
     return JSONResponse({"errors": [error]}, status_code=503, headers=retry, media_type=media_type)
 
@@ -50,15 +64,18 @@ class OverloadGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a query request past the limit, or let it through holding its place until it is answered."""
-        if scope["type"] != "http" or not _gated(scope):
+        if scope["type"] != "http" or not gated(scope):
             await self.app(scope, receive, send)
             return
-        engine = scope["app"].state.engine
+        if scope.get(ADMITTED_AT_DOOR):  # the HTTP server let it in before reading it: not asked twice
+            await self.app(scope, receive, send)
+            return
+        admission = scope["app"].state.admission
         place = contextlib.ExitStack()
         try:
-            place.enter_context(engine.arriving())
+            place.enter_context(admission.door(channel(scope)))
         except Overloaded as refused:
-            await _refusal(scope, refused)(scope, receive, send)
+            await refusal_response(scope, refused)(scope, receive, send)
             return
         with place:
             await self.app(scope, receive, send)

@@ -13,6 +13,7 @@ from federation.engine._overload import OverloadWatch
 from federation.engine._query_state import SharedRequest, breaker_for, identity_of, source_setting
 from federation.engine.resilience import CircuitState
 from federation.errors import (
+    Overloaded,
     QueryError,
 )
 from federation.identity.resolver import IdentityResolver, IdentityStore
@@ -105,6 +106,10 @@ class EngineCore:
     def arriving(self) -> contextlib.AbstractContextManager[None]:
         """Count an API request from its first byte, or raise Overloaded while admitted queries are at ``server.max_pending_queries``."""
         return self._overload.arriving()
+
+    def refusal(self, in_hand: int = 0) -> Overloaded | None:
+        """The Overloaded to answer now (counted), or None: admitted queries, or ``in_hand`` requests read whole, at the limit."""
+        return self._overload.refusal(in_hand)
 
     def saturation(self) -> list[str]:
         """Why pacsfed is at its own limits now (empty when it is not), for ``/readyz``."""

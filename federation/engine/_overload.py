@@ -90,6 +90,12 @@ class OverloadWatch:
             retry_after_s=self.retry_after_s(),
         )
 
+    def refusal(self, in_hand: int = 0) -> Overloaded | None:
+        """Overloaded (counted) when the admitted queries, or ``in_hand`` requests read whole, are at the limit; else None."""
+        if self.pending >= self.max_pending_queries or in_hand >= self.max_pending_queries:
+            return self._refuse(max(self.pending, in_hand))
+        return None
+
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
         """Count an API request from its first byte; refuse it (Overloaded) unread while admitted queries are at the limit.
@@ -99,8 +105,9 @@ class OverloadWatch:
         count against the limit: requests still sending their body do not, or a few hundred
         clients trickling bodies (bounded by ``server.body_timeout_s``) would lock everyone out.
         """
-        if self.pending >= self.max_pending_queries:
-            raise self._refuse(self.pending)
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
         self.requests += 1
         try:
             yield
