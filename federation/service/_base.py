@@ -10,6 +10,7 @@ from federation.access.principals import AccessContext, EmergencyWindows, Princi
 from federation.access.share import ShareCodes
 from federation.access.state_elasticsearch import SharedEntries
 from federation.audit.flood import FloodGate
+from federation.audit.journal import SYSTEM_ACTOR
 from federation.audit.lists import MAX_LISTED, capped, in_parts
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
 from federation.engine.engine import FederationEngine
@@ -21,6 +22,9 @@ from federation.settings import ReportSettings
 _MAX_AUDITED_SOURCES = 1000
 _AUDITED_FAILURES_PER_MINUTE = 20
 ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=frozenset())
+
+PACSFED = Principal(subject=SYSTEM_ACTOR, kind=PrincipalKind.SYSTEM, scopes=frozenset())
+"""pacsfed itself: the author of summaries whose callers were never known (refused unread)."""
 
 log = logging.getLogger("federation.service")
 
@@ -63,7 +67,7 @@ class ServiceBase:
         )
         try:
             await self.record(
-                AccessContext(ANONYMOUS, None, None, channel),
+                AccessContext(PACSFED, None, None, channel),
                 AuditAction.PATIENT_QUERY,
                 AuditOutcome.FAILURE,
                 suppressed=count,
