@@ -5,6 +5,11 @@ read, authenticated and its GraphQL parsed and checked, all on the one event loo
 of clients that work took the loop from the queries already admitted, which then ran long past
 their deadline and kept the process slow for seconds after the flood. Here the same refusal
 (503, ``Retry-After``, the body each front end gives) is answered from the request line alone.
+
+The decision is the service's (``app.state.admission``, :class:`federation.service.Admission`).
+Under ``pacsfed serve`` the HTTP server asked it before starting the request at all
+(``web/http_server.py``); a request it let in is only counted here. Here is where requests from
+another ASGI server, or with an ``Origin`` (the refusal then carries CORS headers), are refused.
 """
 
 from __future__ import annotations
@@ -67,13 +72,10 @@ class OverloadGate:
         if scope["type"] != "http" or not gated(scope):
             await self.app(scope, receive, send)
             return
-        if scope.get(ADMITTED_AT_DOOR):  # the HTTP server let it in before reading it: not asked twice
-            await self.app(scope, receive, send)
-            return
         admission = scope["app"].state.admission
         place = contextlib.ExitStack()
-        try:
-            place.enter_context(admission.door(channel(scope)))
+        try:  # let in by the HTTP server before it read the request: counted here, not asked twice
+            place.enter_context(admission.door(channel(scope), let_in=bool(scope.get(ADMITTED_AT_DOOR))))
         except Overloaded as refused:
             await refusal_response(scope, refused)(scope, receive, send)
             return

@@ -97,15 +97,16 @@ class OverloadWatch:
         return None
 
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
+    def arriving(self, *, checked: bool = False) -> Iterator[None]:
         """Count an API request from its first byte; refuse it (Overloaded) unread while admitted queries are at the limit.
 
         Refused here, a request costs no body read, authentication or GraphQL parse: under a
         flood, those took the event loop from the queries already admitted. Only admitted queries
         count against the limit: requests still sending their body do not, or a few hundred
         clients trickling bodies (bounded by ``server.body_timeout_s``) would lock everyone out.
+        ``checked``: let in at the door already (the HTTP server asked :meth:`refusal`): counted only.
         """
-        refused = self.refusal()
+        refused = None if checked else self.refusal()
         if refused is not None:
             raise refused
         self.requests += 1

@@ -40,7 +40,7 @@ RefusalJournal = Callable[[str, int, float, float], Awaitable[None]]
 class _Engine(Protocol):
     def admitted(self) -> contextlib.AbstractContextManager[None]: ...
 
-    def arriving(self) -> contextlib.AbstractContextManager[None]: ...
+    def arriving(self, *, checked: bool = False) -> contextlib.AbstractContextManager[None]: ...
 
     def refusal(self, in_hand: int = 0) -> Overloaded | None: ...
 
@@ -87,11 +87,14 @@ class Admission:
         return release
 
     @contextlib.contextmanager
-    def door(self, channel: str) -> Iterator[None]:
-        """A query request at a front end's door, before it is read or parsed: Overloaded at the limit."""
+    def door(self, channel: str, *, let_in: bool = False) -> Iterator[None]:
+        """A query request at a front end's door, before it is read or parsed: Overloaded at the limit.
+
+        ``let_in``: :meth:`refusal` let it in already (the HTTP server): counted, not asked twice.
+        """
         with contextlib.ExitStack() as place:
             try:
-                place.enter_context(self._engine.arriving())
+                place.enter_context(self._engine.arriving(checked=let_in))
             except Overloaded:
                 self.refused(channel)
                 raise
