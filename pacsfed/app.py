@@ -31,7 +31,7 @@ from federation.access.state_elasticsearch import (
 )
 from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
-from federation.cache.base import ExamCache, MemoryExamCache
+from federation.cache.base import CacheHealth, ExamCache, MemoryExamCache
 from federation.cache.elasticsearch import ElasticsearchExamCache
 from federation.engine.engine import FederationEngine
 from federation.errors import ConfigError
@@ -213,6 +213,10 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"} if worker is None else {"status": "ok", "worker": worker})
 
 
+READYZ_CACHE_WAIT_S = 1.0
+"""How long /readyz waits for the cache's own health check before saying it did not answer."""
+
+
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: able to answer queries; a down cache or saturation is degraded, a journal that cannot write is not ready.
 
@@ -226,7 +230,13 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse(
             {"status": "not_ready", "reason": reason, "audit": "unavailable"}, status_code=503
         )
-    health = await engine.cache_health()
+    try:  # a cache slow to answer (saturated) must not leave /readyz unanswered: that is degraded too
+        health = await asyncio.wait_for(engine.cache_health(), READYZ_CACHE_WAIT_S)
+    except TimeoutError:
+        backend = engine.cache.backend if engine.cache is not None else "none"
+        health = CacheHealth(
+            CacheStatus.UNAVAILABLE, backend, f"no answer within {READYZ_CACHE_WAIT_S:.0f} s"
+        )
     cache = (
         {"backend": health.backend, "status": health.status.value, "detail": health.detail}
         if health is not None
