@@ -9,7 +9,7 @@ import unicodedata
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-from federation.errors import QueryError
+from federation.errors import ConnectorError, QueryError, SourceTimeout, SourceUnreachable
 
 # PS3.5 6.2: LO is at most 64 characters; a PatientID never legitimately holds matching characters.
 _MAX_ID_LENGTH = 64
@@ -363,6 +363,18 @@ class SourceStatus(enum.StrEnum):
     BUSY = "BUSY"
     """Not asked: pacsfed had no free request slot for this source (``max_concurrency``) before the
     deadline. pacsfed's own load, never held against the source's circuit breaker."""
+
+
+HOSPITAL_STATUSES = frozenset({SourceStatus.TIMEOUT, SourceStatus.UNREACHABLE, SourceStatus.ERROR})
+"""The statuses a connector's failure ends in: the hospital's. Every other one but OK (BUSY above
+all: pacsfed's own load) is pacsfed's decision, taken before or instead of asking the source."""
+
+
+def status_of_failure(exc: ConnectorError) -> SourceStatus:
+    """The status a connector's failure is reported as (one of :data:`HOSPITAL_STATUSES`)."""
+    if isinstance(exc, SourceTimeout):
+        return SourceStatus.TIMEOUT
+    return SourceStatus.UNREACHABLE if isinstance(exc, SourceUnreachable) else SourceStatus.ERROR
 
 
 class Freshness(enum.StrEnum):

@@ -25,13 +25,14 @@ from federation.access.principals import EmergencyWindows
 from federation.access.share import MemoryShareStore, RedemptionLimiter, ShareCodes, ShareStore
 from federation.access.share_elasticsearch import ElasticsearchShareStore
 from federation.access.state_elasticsearch import (
+    AccessStateIndex,
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
     SharedEntries,
 )
 from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
-from federation.cache.base import ExamCache, MemoryExamCache
+from federation.cache.base import CacheHealth, ExamCache, MemoryExamCache
 from federation.cache.elasticsearch import ElasticsearchExamCache
 from federation.engine import EngineObserver
 from federation.engine.engine import FederationEngine
@@ -155,12 +156,15 @@ async def services_from_settings(
         starts = [share_store.start()]
         if es_client is not None:
             prefix = settings.cache.index_prefix
-            windows = ElasticsearchEmergencyWindows(es_client, prefix, settings.auth.emergency_window_s)
-            limiter = ElasticsearchRedemptionLimiter(
-                es_client, prefix, settings.share.max_failures, settings.share.lockout_s
+            state = AccessStateIndex(es_client, prefix)  # one index set-up for the three
+            windows = ElasticsearchEmergencyWindows(
+                es_client, prefix, settings.auth.emergency_window_s, index=state
             )
-            shared = SharedEntries(es_client, prefix)
-            starts += [windows.start(), limiter.start()]
+            limiter = ElasticsearchRedemptionLimiter(
+                es_client, prefix, settings.share.max_failures, settings.share.lockout_s, index=state
+            )
+            shared = SharedEntries(es_client, prefix, index=state)
+            starts += [windows.start()]  # the limiter's start would prepare the same index again
         # Index creation and clean-up wait for nothing: a slow or down node must not delay start-up.
         share_start = asyncio.create_task(_gather(*starts), name="shared-state-start")
         shares = ShareCodes(settings.share, share_store, limiter)
@@ -187,6 +191,7 @@ async def services_from_settings(
             with contextlib.suppress(asyncio.CancelledError):
                 await summaries
             await history.journal_flood_summaries()  # what was counted since the last minute
+            await history.admission.aclose()  # the refusals of the last second
             await audit.aclose()
 
 
@@ -218,6 +223,10 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"} if worker is None else {"status": "ok", "worker": worker})
 
 
+READYZ_CACHE_WAIT_S = 1.0
+"""How long /readyz waits for the cache's own health check before saying it did not answer."""
+
+
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: able to answer queries; a down cache or saturation is degraded, a journal that cannot write is not ready.
 
@@ -231,7 +240,13 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse(
             {"status": "not_ready", "reason": reason, "audit": "unavailable"}, status_code=503
         )
-    health = await engine.cache_health()
+    try:  # a cache slow to answer (saturated) must not leave /readyz unanswered: that is degraded too
+        health = await asyncio.wait_for(engine.cache_health(), READYZ_CACHE_WAIT_S)
+    except TimeoutError:
+        backend = engine.cache.backend if engine.cache is not None else "none"
+        health = CacheHealth(
+            CacheStatus.UNAVAILABLE, backend, f"no answer within {READYZ_CACHE_WAIT_S:.0f} s"
+        )
     cache = (
         {"backend": health.backend, "status": health.status.value, "detail": health.detail}
         if health is not None
@@ -297,6 +312,7 @@ def create_app(
         ):
             app.state.engine = services.engine
             app.state.services = services
+            app.state.admission = services.history.admission  # asked by every front end's door
             if services.authenticator.insecure:
                 log.warning("!!! %s !!!", INSECURE_WARNING)
             if owns_process:

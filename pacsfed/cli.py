@@ -265,7 +265,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 log_level="warning",
-                **uvicorn_options(settings.server),
+                **uvicorn_options(settings.server, app),
             )
         )
         url = f"http://{args.host}:{args.port}/graphql"

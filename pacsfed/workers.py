@@ -116,7 +116,7 @@ def uvicorn_config(
     app: Any, settings: Settings, host: str, port: int, log_level: str, log_format: str = "text"
 ) -> uvicorn.Config:
     """uvicorn as ``pacsfed serve`` runs it, with one process or many (its own lines in ``log_format`` too)."""
-    options = uvicorn_options(settings.server)
+    options = uvicorn_options(settings.server, app)
     if log_format == "json":
         options["log_config"] = log_config(json_lines=True)
     return uvicorn.Config(

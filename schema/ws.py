@@ -71,10 +71,13 @@ MAX_OPERATIONS = 8
 
 
 def _arriving(websocket: WebSocket) -> contextlib.AbstractContextManager[None]:
-    """A place among the pending queries (``server.max_pending_queries``) from the app's engine, if it has one."""
+    """The service's admission door for a subscription (``server.max_pending_queries``), if the app has a service."""
     app = websocket.scope.get("app")
-    engine = getattr(getattr(app, "state", None), "engine", None)
-    return engine.arriving() if engine is not None else contextlib.nullcontext()
+    admission = getattr(getattr(app, "state", None), "admission", None)
+    door: contextlib.AbstractContextManager[None] = (
+        admission.door("graphql") if admission is not None else contextlib.nullcontext()
+    )
+    return door
 
 
 class GraphQLWebSocket:

@@ -6,6 +6,14 @@
 - At most ``server.max_connections`` connections, HTTP and WebSocket alike, are served at once;
   a request or a WebSocket upgrade on one more is answered 503 (uvicorn's ``limit_concurrency``
   counts WebSockets but lets their upgrades through, so the upgrade is checked here).
+- Past ``server.max_pending_queries``, a query request (POST /graphql, a FHIR search) is refused
+  from its head alone, before a task is started or its body read: the service's admission
+  (``app.state.admission``) decides, counting the query requests read whole and not answered yet
+  as in progress too; the answer is the front end's own ``OVERLOADED`` 503 with ``Retry-After``,
+  and the connection is closed. Under a flood, reading, starting and refusing requests in the
+  application took the event loop from the queries already admitted. /healthz, /readyz and
+  other requests are never refused here. A request with an ``Origin`` is left to the
+  application's gate, whose refusal carries the CORS headers a browser needs to read it.
 - WebSockets run on the ``websockets`` library's sans-I/O implementation, named explicitly:
   without the library ``pacsfed serve`` refuses to start instead of answering every upgrade 400.
 - Log lines carry paths without their query strings, which may hold patient ids.
@@ -16,14 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
 
 import h11
+from starlette.types import Scope
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from federation.errors import ConfigError
+from federation.errors import ConfigError, Overloaded
 from federation.settings import ServerSettings
+from web.overload_gate import ADMITTED_AT_DOOR, channel, gated, refusal_response
 
 LINGER_S = 2.0
 """How long a connection answered 408 still reads (and drops) the client's bytes before closing."""
@@ -38,6 +50,8 @@ class SlowClientH11Protocol(H11Protocol):
     head_timeout_s = 10.0
     body_timeout_s = 10.0
     max_connections: int | None = None
+    front_app: Any = None
+    """The application whose ``state.admission`` (the service's) decides at the door; None: no door."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the head timer with the connection."""
@@ -46,6 +60,10 @@ class SlowClientH11Protocol(H11Protocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
+        self._refused: Overloaded | None = None
+        self._release: Callable[[], None] | None = None
+        """Gives back this request's count among those read whole (the service's admission)."""
+        self._let_in = False
         self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
@@ -67,15 +85,25 @@ class SlowClientH11Protocol(H11Protocol):
             self.cycle.message_event.set()
         self._answer_and_close(408, b"the request body did not arrive in time\n", linger=True)
 
-    def _answer_and_close(self, status: int, text: bytes, *, linger: bool = False) -> None:
-        """A short plain-text answer (if none has started yet), then close the connection.
+    def _answer_and_close(
+        self,
+        status: int,
+        text: bytes,
+        *,
+        linger: bool = False,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """A short answer (plain text unless ``headers`` say), if none has started yet, then close the connection.
 
         With ``linger``, the client's further bytes are read and dropped for a moment after the
         answer (a close with unread bytes would reset the connection and could lose the answer).
         """
         answered = False
         if self.conn.our_state is h11.SEND_RESPONSE:
-            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+            headers = [
+                *(headers or [(b"content-type", b"text/plain; charset=utf-8")]),
+                (b"connection", b"close"),
+            ]
             try:
                 self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)) or b"")
                 self.transport.write(self.conn.send(h11.Data(data=text)) or b"")
@@ -102,12 +130,56 @@ class SlowClientH11Protocol(H11Protocol):
                 timer.cancel()
         self._head_timer = self._body_timer = self._linger_timer = None
 
+    def _should_upgrade(self) -> bool:
+        """uvicorn's hook between a request's head and its task: where a query past the limit is refused.
+
+        A refusal is answered by :meth:`handle_websocket_upgrade`, which uvicorn calls next.
+        """
+        if super()._should_upgrade():
+            return True
+        self._refused = self._door()
+        return self._refused is not None
+
+    def _door(self) -> Overloaded | None:
+        """The service's refusal of this request (a query past the limit), or None to let it in."""
+        self._let_in = False
+        scope = cast("Scope", self.scope)
+        admission = getattr(getattr(self.front_app, "state", None), "admission", None)
+        if admission is None or not gated(scope) or any(name == b"origin" for name, _ in self.headers):
+            return None
+        refused: Overloaded | None = admission.refusal(channel(scope))
+        if refused is None:
+            scope[ADMITTED_AT_DOOR] = True
+            self._let_in = True
+        return refused
+
+    def _answer_refusal(self, refused: Overloaded) -> None:
+        """The front end's own OVERLOADED 503 (GraphQL error or FHIR OperationOutcome), then close."""
+        response = refusal_response(cast("Scope", self.scope), refused, uuid.uuid4().hex)
+        self._answer_and_close(
+            response.status_code, bytes(response.body), linger=True, headers=list(response.headers.raw)
+        )
+
+    def _count_read_whole(self) -> None:
+        """A request let in at the door counts as in progress once its body is complete, until answered."""
+        if self._let_in and self._release is None and self.conn.their_state is h11.DONE:
+            admission = getattr(getattr(self.front_app, "state", None), "admission", None)
+            if admission is not None:
+                self._release = admission.taken_in_hand()
+
+    def _release_count(self) -> None:
+        self._let_in = False
+        if self._release is not None:
+            self._release()
+            self._release = None
+
     def handle_events(self) -> None:
         """Stop the head timer once a head has arrived; time its body until that is complete."""
         super().handle_events()
         if self.transport.get_protocol() is not self:  # upgraded: the WebSocket has its own keep-alive
             self._cancel_timers()
             return
+        self._count_read_whole()
         state = self.conn.their_state
         if state is not h11.IDLE and self._head_timer is not None:
             self._head_timer.cancel()
@@ -120,7 +192,11 @@ class SlowClientH11Protocol(H11Protocol):
             self._body_timer = None
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        """Upgrade, unless that would open one connection too many (503)."""
+        """Upgrade, unless that would open one connection too many (503); or answer a refusal at the door."""
+        if self._refused is not None:
+            refused, self._refused = self._refused, None
+            self._answer_refusal(refused)
+            return
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.logger.warning("Exceeded max_connections: WebSocket upgrade refused.")
             self._answer_and_close(503, b"too many connections\n")
@@ -129,18 +205,20 @@ class SlowClientH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         """A kept-alive connection gets the same time for its next request head."""
+        self._release_count()
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Drop the timers with the connection."""
+        """Drop the timers (and the count of a request read whole) with the connection."""
         self._cancel_timers()
+        self._release_count()
         super().connection_lost(exc)
 
 
-def protocol_for(server: ServerSettings) -> type[SlowClientH11Protocol]:
-    """The protocol class to give uvicorn (``http=``) with the server's deadlines and cap."""
+def protocol_for(server: ServerSettings, app: Any = None) -> type[SlowClientH11Protocol]:
+    """The protocol class to give uvicorn (``http=``) with the server's deadlines and cap, and ``app``'s door."""
     return type(
         "PacsfedH11Protocol",
         (SlowClientH11Protocol,),
@@ -148,6 +226,7 @@ def protocol_for(server: ServerSettings) -> type[SlowClientH11Protocol]:
             "head_timeout_s": server.header_timeout_s,
             "body_timeout_s": server.body_timeout_s,
             "max_connections": server.max_connections,
+            "front_app": app,
         },
     )
 
@@ -203,10 +282,10 @@ def websocket_protocol() -> str:
     return WEBSOCKETS
 
 
-def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
-    """uvicorn settings shared by ``serve`` and ``demo``: bounded heads and bodies, capped connections."""
+def uvicorn_options(server: ServerSettings, app: Any = None) -> dict[str, Any]:
+    """uvicorn settings shared by ``serve`` and ``demo``: bounded heads and bodies, capped connections, ``app``'s door."""
     return {
-        "http": protocol_for(server),
+        "http": protocol_for(server, app),
         "ws": websocket_protocol(),
         "h11_max_incomplete_event_size": 16 * 1024,
         "timeout_keep_alive": 5,

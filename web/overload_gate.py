@@ -5,6 +5,11 @@ read, authenticated and its GraphQL parsed and checked, all on the one event loo
 of clients that work took the loop from the queries already admitted, which then ran long past
 their deadline and kept the process slow for seconds after the flood. Here the same refusal
 (503, ``Retry-After``, the body each front end gives) is answered from the request line alone.
+
+The decision is the service's (``app.state.admission``, :class:`federation.service.Admission`).
+Under ``pacsfed serve`` the HTTP server asked it before starting the request at all
+(``web/http_server.py``); a request it let in is only counted here. Here is where requests from
+another ASGI server, or with an ``Origin`` (the refusal then carries CORS headers), are refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from web.request_id import current_request_id
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
-def _gated(scope: Scope) -> bool:
+ADMITTED_AT_DOOR = "pacsfed.admitted_at_door"
+"""Scope key the HTTP server sets on a query request it let in past the service's admission."""
+
+
+def channel(scope: Scope) -> str:
+    """The audit channel of a query request: graphql or fhir."""
+    return "graphql" if scope.get("path") == "/graphql" else "fhir"
+
+
+def gated(scope: Scope) -> bool:
     """A request that may run a patient query: POST /graphql, a FHIR search."""
     path: str = scope.get("path", "")
     if path == "/graphql":
@@ -29,15 +43,20 @@ def _gated(scope: Scope) -> bool:
     return path.startswith("/fhir/") and path != "/fhir/metadata"
 
 
-def _refusal(scope: Scope, refused: Overloaded) -> Response:
+def refusal_response(scope: Scope, refused: Overloaded, request_id: str | None = None) -> Response:
     """The 503 the front end itself would give: a GraphQL error, or a FHIR OperationOutcome."""
     retry = {"Retry-After": str(refused.retry_after_s)}
+    if request_id is not None:
+        retry["X-Request-Id"] = request_id
     if scope.get("path") != "/graphql":
         return error_response(
             503, "transient", "too many queries in progress; try again", refused.code, retry
         )
     accept = dict(scope.get("headers") or ()).get(b"accept", b"").decode("latin-1")
-    error = {"message": str(refused), "extensions": {"code": refused.code, "requestId": current_request_id()}}
+    error = {
+        "message": str(refused),
+        "extensions": {"code": refused.code, "requestId": request_id or current_request_id()},
+    }
     media_type = GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
     return JSONResponse({"errors": [error]}, status_code=503, headers=retry, media_type=media_type)
 
@@ -50,15 +69,15 @@ class OverloadGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a query request past the limit, or let it through holding its place until it is answered."""
-        if scope["type"] != "http" or not _gated(scope):
+        if scope["type"] != "http" or not gated(scope):
             await self.app(scope, receive, send)
             return
-        engine = scope["app"].state.engine
+        admission = scope["app"].state.admission
         place = contextlib.ExitStack()
-        try:
-            place.enter_context(engine.arriving())
+        try:  # let in by the HTTP server before it read the request: counted here, not asked twice
+            place.enter_context(admission.door(channel(scope), let_in=bool(scope.get(ADMITTED_AT_DOOR))))
         except Overloaded as refused:
-            await _refusal(scope, refused)(scope, receive, send)
+            await refusal_response(scope, refused)(scope, receive, send)
             return
         with place:
             await self.app(scope, receive, send)

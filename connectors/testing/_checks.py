@@ -99,6 +99,24 @@ async def raises_within(
     pytest.fail(f"answered instead of raising {expected.__name__}")
 
 
+async def failure_within(call: Callable[[], Awaitable[object]], within_s: float) -> ConnectorError:
+    """The ConnectorError the call raises within ``within_s``; fail on an answer, a hang or anything else."""
+    task = asyncio.ensure_future(call())
+    done, _ = await asyncio.wait({task}, timeout=within_s)
+    if not done:
+        task.cancel()
+        pytest.fail(f"still running {within_s:.1f} s later instead of raising a ConnectorError")
+    try:
+        task.result()
+    except ConnectorError as exc:
+        return exc
+    except (
+        Exception
+    ) as exc:  # a foreign exception, or one of pacsfed's own (Overloaded), escaped the connector
+        pytest.fail(f"raised {type(exc).__name__}, not a ConnectorError")
+    pytest.fail("answered instead of raising a ConnectorError")
+
+
 async def cancelled_soon(call: Awaitable[object], within_s: float, wait_s: float = 0.0) -> None:
     """Start the call, cancel it after ``wait_s``, and fail unless it ends within ``within_s``."""
     task = asyncio.ensure_future(call)

@@ -8,15 +8,16 @@ from typing import Any, ClassVar
 from connectors.testing._checks import (
     cancelled_soon,
     captured_logs,
+    failure_within,
     raises_within,
     run_check,
     settled,
     settled_now,
 )
-from connectors.testing.probes import ResourceCensus, closed_port, silent_port
+from connectors.testing.probes import ResourceCensus, closed_port, shedding_port, silent_port
 from connectors.testing.suite import ConnectorConformance
 from federation.errors import SourceTimeout, SourceUnreachable
-from federation.models import Deadline, StudyQuery
+from federation.models import HOSPITAL_STATUSES, Deadline, StudyQuery, status_of_failure
 
 __all__ = ["NetworkConnectorConformance"]
 
@@ -66,6 +67,34 @@ class NetworkConnectorConformance(ConnectorConformance):
                         assert late <= self.cancel_within_s, (
                             f"SourceTimeout came {late:.3f} s after the deadline"
                         )
+            return messages
+
+        with captured_logs() as logs:
+            messages = run_check(check())
+        self.check_clean(messages, "error messages")
+        self.check_clean(logs.messages, "log lines")
+
+    def test_a_peer_shedding_load_is_the_hospitals_failure_never_busy(self, seeded_peer: Any) -> None:
+        """A peer at its own limit (it accepts and closes at once) fails the call with one of the hospital's statuses.
+
+        The call ends with a ConnectorError by its deadline, reported as TIMEOUT, UNREACHABLE or
+        ERROR (``federation.models.HOSPITAL_STATUSES``): a hospital's load counts against its own
+        circuit breaker. ``BUSY`` is pacsfed's own load, decided by the engine before a source is
+        asked; a connector can never answer it (nor raise pacsfed's ``Overloaded``).
+        """
+
+        async def check() -> list[str]:
+            messages: list[str] = []
+            async with shedding_port() as endpoint, self.connected(seeded_peer, endpoint) as connector:
+                query = StudyQuery(patient_id=next(iter(self.patients())))
+                for call in (
+                    lambda: connector.find_studies(query, Deadline.after(self.query_deadline_s)),
+                    lambda: connector.ping(Deadline.after(self.query_deadline_s)),
+                ):
+                    failed = await failure_within(call, self.query_deadline_s + self.cancel_within_s + 1.0)
+                    status = status_of_failure(failed)
+                    assert status in HOSPITAL_STATUSES, f"{type(failed).__name__} is reported as {status}"
+                    messages.append(str(failed))
             return messages
 
         with captured_logs() as logs:

@@ -8,11 +8,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Endpoint", "LoopWatch", "ResourceCensus", "closed_port", "silent_port"]
+__all__ = ["Endpoint", "LoopWatch", "ResourceCensus", "closed_port", "shedding_port", "silent_port"]
 
 _LOOPBACK = "127.0.0.1"
 _TICK_S = 0.005
@@ -45,6 +45,24 @@ def silent_port() -> Iterator[Endpoint]:
         listener.bind((_LOOPBACK, 0))
         listener.listen(128)
         yield Endpoint(_LOOPBACK, listener.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def shedding_port() -> AsyncIterator[Endpoint]:
+    """A loopback port whose server is at its own limit: it accepts each connection and closes it at once, unread.
+
+    What a hospital's server shedding load does: its failure, never pacsfed's BUSY.
+    """
+
+    def shed(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(shed, _LOOPBACK, 0)
+    try:
+        yield Endpoint(_LOOPBACK, server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def _runqueue_wait_s() -> float:

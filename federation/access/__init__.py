@@ -28,6 +28,7 @@ from federation.access.share import (
 )
 from federation.access.share_elasticsearch import ElasticsearchShareStore
 from federation.access.state_elasticsearch import (
+    AccessStateIndex,
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
     SharedEntries,
@@ -35,6 +36,7 @@ from federation.access.state_elasticsearch import (
 
 __all__ = [
     "AccessContext",
+    "AccessStateIndex",
     "Authenticator",
     "CreatedShare",
     "ElasticsearchEmergencyWindows",

@@ -29,7 +29,13 @@ from federation.access.share import RedemptionLimiter
 from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
 from federation.errors import CacheError
 
-__all__ = ["ElasticsearchEmergencyWindows", "ElasticsearchRedemptionLimiter", "SharedEntries", "state_index"]
+__all__ = [
+    "AccessStateIndex",
+    "ElasticsearchEmergencyWindows",
+    "ElasticsearchRedemptionLimiter",
+    "SharedEntries",
+    "state_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +77,21 @@ class _StateIndex:
         self.client = client
         self.index = state_index(index_prefix)
         self._ready = False
+        self._setting_up = asyncio.Lock()
 
     async def ensure(self) -> None:
         if self._ready:
             return
-        lenient = self.client.options(request_timeout=_SETUP_TIMEOUT_S)  # once a process, not per request
-        await ensure_index(
-            lenient, IndexSetup(self.index, MAPPING), CacheError, "access state: cannot prepare the index"
-        )
-        self._ready = True
+        async with self._setting_up:  # first uses at once (windows, lock-outs, entries): one set-up
+            if not self._ready:  # (unless another first use set it up meanwhile)
+                lenient = self.client.options(request_timeout=_SETUP_TIMEOUT_S)  # once a process
+                await ensure_index(
+                    lenient,
+                    IndexSetup(self.index, MAPPING),
+                    CacheError,
+                    "access state: cannot prepare the index",
+                )
+                self._ready = True
 
     async def start(self, now: float) -> None:
         """Create the index and drop entries closed for a day, if Elasticsearch is up."""
@@ -92,6 +104,11 @@ class _StateIndex:
                 )
 
 
+AccessStateIndex = _StateIndex
+"""The state index of one process: give the same one to the windows, the lock-outs and ``SharedEntries``
+(``index=``), so that it is set up once, not once each."""
+
+
 class ElasticsearchEmergencyWindows(EmergencyWindows):
     """Break-the-glass windows every worker sees, with this worker's memory as the fallback."""
 
@@ -102,9 +119,10 @@ class ElasticsearchEmergencyWindows(EmergencyWindows):
         window_s: float,
         *,
         clock: Callable[[], float] = time.time,
+        index: AccessStateIndex | None = None,
     ) -> None:
         super().__init__(window_s)
-        self._index = _StateIndex(client, index_prefix)
+        self._index = index or _StateIndex(client, index_prefix)
         self._clock = clock
 
     async def start(self) -> None:
@@ -162,9 +180,10 @@ class ElasticsearchRedemptionLimiter(RedemptionLimiter):
         window_s: float,
         *,
         clock: Callable[[], float] = time.time,
+        index: AccessStateIndex | None = None,
     ) -> None:
         super().__init__(max_failures, window_s)
-        self._index = _StateIndex(client, index_prefix)
+        self._index = index or _StateIndex(client, index_prefix)
         self._clock = clock
 
     async def start(self) -> None:
@@ -233,9 +252,14 @@ class SharedEntries:
     """Short-lived entries every worker can read back by their (secret) key: a report link, for one."""
 
     def __init__(
-        self, client: AsyncElasticsearch, index_prefix: str, *, clock: Callable[[], float] = time.time
+        self,
+        client: AsyncElasticsearch,
+        index_prefix: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        index: AccessStateIndex | None = None,
     ) -> None:
-        self._index = _StateIndex(client, index_prefix)
+        self._index = index or _StateIndex(client, index_prefix)
         self._clock = clock
 
     async def put(self, kind: str, key: str, value: dict[str, Any], until: float) -> None:

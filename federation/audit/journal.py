@@ -332,8 +332,11 @@ class AuditJournal(JournalUpkeep):
         """None when the journal takes records (readiness): after a failed write, or with the disk nearly
         full, a block is written and fsync'd to find out; otherwise only the free space is looked at."""
         loop = asyncio.get_running_loop()
+        # A look at the free space must not queue behind the journal's own writes (its one thread):
+        # under load that held /readyz for seconds. Only a probe write after a failure takes its turn.
+        executor = self._executor if self.failure is not None else None
         try:
-            await loop.run_in_executor(self._executor, self._probe_sync)
+            await loop.run_in_executor(executor, self._probe_sync)
         except OSError as exc:
             self.failure = f"the audit journal cannot be written ({reason_of(exc)})"
             return self.failure

@@ -14,6 +14,7 @@ from federation.engine._query_state import SharedRequest, breaker_for, identity_
 from federation.engine.observe import EngineObserver
 from federation.engine.resilience import CircuitState
 from federation.errors import (
+    Overloaded,
     QueryError,
 )
 from federation.identity.resolver import IdentityResolver, IdentityStore
@@ -106,9 +107,16 @@ class EngineCore:
         """Hold one of ``server.max_pending_queries`` places for a patient query, or raise Overloaded."""
         return self._overload.admitted()
 
-    def arriving(self) -> contextlib.AbstractContextManager[None]:
-        """Count an API request from its first byte, or raise Overloaded while admitted queries are at ``server.max_pending_queries``."""
-        return self._overload.arriving()
+    def arriving(self, *, checked: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Count an API request from its first byte, or raise Overloaded while admitted queries are at ``server.max_pending_queries``.
+
+        ``checked``: the request was let in by :meth:`refusal` already: counted, not asked again.
+        """
+        return self._overload.arriving(checked=checked)
+
+    def refusal(self, in_hand: int = 0) -> Overloaded | None:
+        """The Overloaded to answer now (counted), or None: admitted queries, or ``in_hand`` requests read whole, at the limit."""
+        return self._overload.refusal(in_hand)
 
     def saturation(self) -> list[str]:
         """Why pacsfed is at its own limits now (empty when it is not), for ``/readyz``."""

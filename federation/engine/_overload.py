@@ -90,17 +90,25 @@ class OverloadWatch:
             retry_after_s=self.retry_after_s(),
         )
 
+    def refusal(self, in_hand: int = 0) -> Overloaded | None:
+        """Overloaded (counted) when the admitted queries, or ``in_hand`` requests read whole, are at the limit; else None."""
+        if self.pending >= self.max_pending_queries or in_hand >= self.max_pending_queries:
+            return self._refuse(max(self.pending, in_hand))
+        return None
+
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
+    def arriving(self, *, checked: bool = False) -> Iterator[None]:
         """Count an API request from its first byte; refuse it (Overloaded) unread while admitted queries are at the limit.
 
         Refused here, a request costs no body read, authentication or GraphQL parse: under a
         flood, those took the event loop from the queries already admitted. Only admitted queries
         count against the limit: requests still sending their body do not, or a few hundred
         clients trickling bodies (bounded by ``server.body_timeout_s``) would lock everyone out.
+        ``checked``: let in at the door already (the HTTP server asked :meth:`refusal`): counted only.
         """
-        if self.pending >= self.max_pending_queries:
-            raise self._refuse(self.pending)
+        refused = None if checked else self.refusal()
+        if refused is not None:
+            raise refused
         self.requests += 1
         try:
             yield

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from federation.cache.base import CachedAnswer
 from federation.engine._overload import Attempt
 from federation.engine.resilience import CircuitBreaker, Transition
-from federation.errors import ConnectorError, SourceTimeout, SourceUnreachable
+from federation.errors import ConnectorError
 from federation.identity.resolver import SourceIdentity
 from federation.merge import RunningMerge
 from federation.models import (
@@ -22,6 +22,7 @@ from federation.models import (
     SourceOutcome,
     SourceStatus,
     StudyRecord,
+    status_of_failure,
 )
 
 if TYPE_CHECKING:  # connectors import the engine's models: no import at run time, no cycle
@@ -31,16 +32,10 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
 
 log = logging.getLogger(__name__)
 
-_STATUS_FOR_ERROR: tuple[tuple[type[ConnectorError], SourceStatus], ...] = (
-    (SourceTimeout, SourceStatus.TIMEOUT),
-    (SourceUnreachable, SourceStatus.UNREACHABLE),
-    (ConnectorError, SourceStatus.ERROR),
-)
-
 
 def status_for(exc: ConnectorError) -> SourceStatus:
-    """The source status a connector failure is reported as."""
-    return next(s for kind, s in _STATUS_FOR_ERROR if isinstance(exc, kind))
+    """The source status a connector failure is reported as (the vocabulary's mapping, the kit's too)."""
+    return status_of_failure(exc)
 
 
 @dataclass(frozen=True)

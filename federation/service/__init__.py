@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from federation.engine.request import HistoryRequest
 from federation.service._admin import Administration, AuditPage
+from federation.service._admission import REFUSALS_AUDIT_INTERVAL_S, Admission
 from federation.service._flood import FLOOD_SUMMARY_INTERVAL_S, FloodControl
 from federation.service._reports import REPORT_PATH, ReportReads
 from federation.service._retrieve import HOLDERS_TTL_S, HolderMemory, RetrieveReads
@@ -13,7 +14,9 @@ from federation.service._shares import ShareDoors
 __all__ = [
     "FLOOD_SUMMARY_INTERVAL_S",
     "HOLDERS_TTL_S",
+    "REFUSALS_AUDIT_INTERVAL_S",
     "REPORT_PATH",
+    "Admission",
     "AuditPage",
     "HistoryRequest",
     "HistoryService",

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Any
 
 from federation.access.principals import AccessContext, EmergencyWindows, Principal, PrincipalKind
 from federation.access.share import ShareCodes
 from federation.access.state_elasticsearch import SharedEntries
 from federation.audit.flood import FloodGate
+from federation.audit.journal import SYSTEM_ACTOR
 from federation.audit.lists import MAX_LISTED, capped, in_parts
 from federation.audit.records import AuditAction, AuditOutcome, AuditRecord, AuditTrail
 from federation.engine.engine import FederationEngine
 from federation.errors import AccessError, AuditError, AuditUnavailable
+from federation.service._admission import Admission
 from federation.service._report_links import ReportLinks
 from federation.settings import ReportSettings
 
 _MAX_AUDITED_SOURCES = 1000
 _AUDITED_FAILURES_PER_MINUTE = 20
 ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=frozenset())
+
+PACSFED = Principal(subject=SYSTEM_ACTOR, kind=PrincipalKind.SYSTEM, scopes=frozenset())
+"""pacsfed itself: the author of summaries whose callers were never known (refused unread)."""
+
+log = logging.getLogger("federation.service")
 
 
 class ServiceBase:
@@ -44,6 +53,28 @@ class ServiceBase:
         self._redemptions = FloodGate(shares.max_failures)
         self._report_settings = reports or ReportSettings()
         self._report_links = ReportLinks(self._report_settings.link_ttl_s, shared)
+        self._admission = Admission(engine, self._journal_refusals)
+
+    @property
+    def admission(self) -> Admission:
+        """The one admission of patient queries: every front end's door asks it (OVERLOADED)."""
+        return self._admission
+
+    async def _journal_refusals(self, channel: str, count: int, since: float, until: float) -> None:
+        """One record for ``count`` queries refused unread (OVERLOADED) on ``channel``: no patient, no caller known."""
+        window = (
+            dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds") for t in (since, until)
+        )
+        try:
+            await self.record(
+                AccessContext(PACSFED, None, None, channel),
+                AuditAction.PATIENT_QUERY,
+                AuditOutcome.FAILURE,
+                suppressed=count,
+                detail=f"OVERLOADED: {count} refused from {next(window)} to {next(window)}",
+            )
+        except AuditError:
+            log.error("audit: %d queries refused (OVERLOADED) could not be recorded", count)
 
     async def _record_parts(
         self,

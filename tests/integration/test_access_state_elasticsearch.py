@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from federation.access import state_elasticsearch
 from federation.access.share import MemoryShareStore, ShareCodes
 from federation.access.state_elasticsearch import (
+    AccessStateIndex,
     ElasticsearchEmergencyWindows,
     ElasticsearchRedemptionLimiter,
     SharedEntries,
@@ -121,3 +124,29 @@ async def test_an_entry_put_by_one_instance_is_read_by_another_until_it_expires(
     assert await second.get("other-kind", "secret-link-id") is None
     now[0] += 901
     assert await second.get("report-link", "secret-link-id") is None
+
+
+async def test_windows_lock_outs_and_entries_sharing_one_index_set_it_up_once(
+    client: AsyncElasticsearch, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setups: list[str] = []
+    real = state_elasticsearch.ensure_index
+
+    async def counted(*args: Any) -> None:
+        setups.append(args[1].index)
+        await real(*args)
+
+    monkeypatch.setattr(state_elasticsearch, "ensure_index", counted)
+    index = AccessStateIndex(client, prefix)
+    windows = ElasticsearchEmergencyWindows(client, prefix, 600, index=index)
+    limiter = ElasticsearchRedemptionLimiter(client, prefix, 3, 900, index=index)
+    entries = SharedEntries(client, prefix, index=index)
+    await asyncio.gather(
+        windows.start(),
+        limiter.start(),
+        windows.open("dr-a", PATIENT_KEY, "emergency"),
+        limiter.fail("client:10.0.0.9"),
+        entries.put("link", "k1", {"x": 1}, time.time() + 60),
+    )
+    assert setups == [state_index(prefix)]
+    assert await entries.get("link", "k1") == {"x": 1}

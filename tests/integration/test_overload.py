@@ -244,6 +244,7 @@ async def test_a_cache_not_read_while_saturated_sends_no_source_live_and_is_repo
             try:
                 with elasticsearch.frozen():  # unresponsive, as a node in a long GC pause
                     unread = await _ask(client, "PA-001", deadlineMs=5000)
+                    ready = (await client.get("/readyz")).json()  # answered, not held by the frozen node
             finally:
                 for holder in holders:
                     holder.cancel()
@@ -252,6 +253,8 @@ async def test_a_cache_not_read_while_saturated_sends_no_source_live_and_is_repo
     assert all("cache could not be read" in s["error"] for s in unread["sources"])
     assert unread["cacheStatus"] == "UNAVAILABLE"
     assert "the cache could not be read" in unread["warnings"]
+    assert ready["status"] == "degraded" and ready["cache"]["status"] == "UNAVAILABLE"
+    assert ready["cache"]["detail"] == "no answer within 1 s"
 
 
 class _LoopHoggingCache(ElasticsearchExamCache):

@@ -20,6 +20,8 @@ query($id: String!, $deadlineMs: Int) {
 }
 """
 
+AUDITED = "{ auditEvents(first: 100) { actor channel suppressed detail patientIds } }"
+
 
 async def _until(condition: Callable[[], Any], what: str) -> None:
     """Wait (bounded) until ``condition()`` holds: an ordering, not a timing assertion."""
@@ -70,9 +72,38 @@ async def test_a_served_pacsfed_at_its_limits_says_busy_and_refuses_with_503_and
                 json={"query": QUERY, "variables": {"id": "PA-003"}},
                 headers={"accept": "application/graphql-response+json"},
             )
+            fhir = await client.get(
+                f"{server.url}/fhir/ImagingStudy", params={"patient.identifier": "PA-004"}
+            )
+            health = await client.get(f"{server.url}/healthz")
             ready = (await client.get(f"{server.url}/readyz")).json()
             busy = (await waiting).json()
             await holder
+
+            async def summarized() -> bool:
+                events = (await client.post(server.graphql_url, json={"query": AUDITED})).json()
+                overloaded.clear()
+                overloaded.update(
+                    {
+                        e["channel"]: e
+                        for e in events["data"]["auditEvents"]
+                        if (e["detail"] or "").startswith("OVERLOADED")
+                    }
+                )
+                return overloaded.keys() == {"graphql", "fhir"}
+
+            overloaded: dict[str, dict[str, Any]] = {}
+            await _until(summarized, "the refusals are audited")
+    # Refused at the HTTP server's door (the connection is closed), in each front end's own format.
+    assert refused.status_code == 503 and refused.headers["connection"] == "close"
+    assert fhir.status_code == 503 and fhir.headers["connection"] == "close"
+    assert 1 <= int(fhir.headers["retry-after"]) <= 10
+    (issue,) = fhir.json()["issue"]
+    assert "OVERLOADED" in str(issue)
+    assert health.status_code == 200  # liveness and readiness are answered at the limit
+    for channel in ("graphql", "fhir"):  # one summary record per channel, no patient named
+        event = overloaded[channel]
+        assert event["suppressed"] == 1 and event["patientIds"] == [] and event["actor"] == "system:pacsfed"
     assert refused.status_code == 503
     assert 1 <= int(refused.headers["retry-after"]) <= 10
     assert refused.json()["errors"][0]["extensions"]["code"] == "OVERLOADED"

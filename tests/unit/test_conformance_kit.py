@@ -1,7 +1,7 @@
 """The conformance kit catches what it promises to: each fault of a small connector fails the check made for it.
 
 ``Shelf`` answers from the kit's studies in memory, and with a ``port`` talks TCP to the kit's
-closed or silent port; its ``fault`` setting makes it misbehave in one way.
+closed, silent or shedding port; its ``fault`` setting makes it misbehave in one way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.testing import Endpoint, KitStudy, NetworkConnectorConformance, kit_studies
-from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
+from federation.errors import Overloaded, SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, StudyQuery, StudyRecord
 from federation.settings import SourceSettings
 
@@ -99,7 +99,10 @@ class Shelf(Connector):
                 if fault != "ignores_deadline":
                     await stack.enter_async_context(asyncio.timeout(deadline.remaining()))
                 reader, writer = await asyncio.open_connection(self.settings.host, self.settings.port)
-                await reader.read(1)
+                if not await reader.read(1):  # closed unanswered: the peer sheds its load
+                    if fault == "sheds_as_overloaded":
+                        raise Overloaded("the peer is busy")
+                    raise SourceUnreachable("the peer closed the connection")
         except ConnectionRefusedError as exc:
             if fault == "refused_is_protocol":
                 raise SourceProtocolError("the peer said something odd") from exc
@@ -173,6 +176,11 @@ def _release_leaks() -> Iterator[None]:
         ("refused_is_protocol", "test_an_unreachable_peer_is_source_unreachable", "not SourceUnreachable"),
         ("ignores_deadline", "test_a_silent_peer_is_source_timeout_at_the_deadline", "still running"),
         ("quotes_patient", "test_a_silent_peer_is_source_timeout_at_the_deadline", "carry patient data"),
+        (
+            "sheds_as_overloaded",
+            "test_a_peer_shedding_load_is_the_hospitals_failure_never_busy",
+            "raised Overloaded, not a ConnectorError",
+        ),
     ],
 )
 def test_the_kit_fails_a_connector_with_the_fault_its_check_is_for(
