@@ -27,6 +27,8 @@ Nothing here imports the application packages.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -206,6 +208,24 @@ def js_clients() -> Path:
         )
     lock = (_JS_CLIENTS / "package-lock.json").read_bytes()
     stamp = _JS_CLIENTS / "node_modules" / f".installed-{hashlib.sha256(lock).hexdigest()[:16]}"
+    with _exclusive(_JS_CLIENTS / ".npm-ci.lock"):  # test worker processes install it once, one at a time
+        _install_js_clients(npm, stamp)
+    return _JS_CLIENTS
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (made if absent) across processes."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _install_js_clients(npm: str, stamp: Path) -> None:
+    """``npm ci`` unless this lock file's packages are already in node_modules."""
     if not stamp.is_file():
         result = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -218,27 +238,88 @@ def js_clients() -> Path:
         if result.returncode != 0:
             pytest.fail(f"npm ci failed in {_JS_CLIENTS}:\n{result.stdout}\n{result.stderr}", pytrace=False)
         stamp.touch()
-    return _JS_CLIENTS
 
 
 # --- log hygiene: every log record of the session is kept and searched for patient data ---------
 
 import logging  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
 
-from log_hygiene import LOG_HYGIENE_MARK, SessionLogCapture  # noqa: E402
+from log_hygiene import (  # noqa: E402
+    LOG_HYGIENE_DIR_ENV,
+    LOG_HYGIENE_MARK,
+    SessionLogCapture,
+    read_worker_reports,
+    write_worker_report,
+)
+
+_HYGIENE_RESULT = pytest.StashKey[tuple[list[str], str]]()
+
+
+def _xdist_worker(config: pytest.Config) -> str | None:
+    """This process's pytest-xdist worker id (``gw0``…), None outside a worker."""
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput["workerid"])
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many worker processes this (controller) process spreads the tests over; 0 without xdist."""
+    if _xdist_worker(config) is not None or not config.pluginmanager.hasplugin("xdist"):
+        return 0
+    return int(config.getoption("numprocesses", 0) or 0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Keep every log record (INFO and up; DEBUG for pacsfed's own loggers) for the hygiene test."""
+    """Keep every log record (INFO and up; DEBUG for pacsfed's own loggers) for the hygiene check."""
     capture = SessionLogCapture.install()
     config.stash[SessionLogCapture.KEY] = capture
     config.addinivalue_line("markers", f"{LOG_HYGIENE_MARK}: runs last, over the whole session's logs")
+    if _xdist_workers(config):  # the workers, started after this, inherit where to report
+        os.environ[LOG_HYGIENE_DIR_ENV] = tempfile.mkdtemp(prefix="pacsfed-log-hygiene-")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The log hygiene test runs after everything else, so that it sees every log line."""
+    """The log hygiene test runs after everything else; in an xdist worker, the controller checks instead."""
     last = [item for item in items if item.get_closest_marker(LOG_HYGIENE_MARK)]
-    items[:] = [item for item in items if not item.get_closest_marker(LOG_HYGIENE_MARK)] + last
+    items[:] = [item for item in items if not item.get_closest_marker(LOG_HYGIENE_MARK)]
+    if _xdist_worker(config) is None:
+        items.extend(last)
+    elif last:
+        config.hook.pytest_deselected(items=last)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Workers report their logs' leaks; the controller fails the run on any (or on a missing report)."""
+    config = session.config
+    folder = os.environ.get(LOG_HYGIENE_DIR_ENV)
+    worker = _xdist_worker(config)
+    if folder is None:
+        return
+    if worker is not None:
+        write_worker_report(config.stash[SessionLogCapture.KEY], Path(folder), worker)
+        return
+    workers = _xdist_workers(config)
+    if not workers:
+        return
+    problems, summary = read_worker_reports(Path(folder), workers)
+    config.stash[_HYGIENE_RESULT] = (problems, summary)
+    shutil.rmtree(folder, ignore_errors=True)
+    if problems and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say what the controller's log hygiene check searched and found."""
+    result = config.stash.get(_HYGIENE_RESULT, None)
+    if result is None:
+        return
+    problems, summary = result
+    terminalreporter.write_line(summary)
+    if problems:
+        terminalreporter.write_line("LOG HYGIENE FAILED: patient data in logs:", red=True, bold=True)
+        for line in problems:
+            terminalreporter.write_line(f"  {line}", red=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

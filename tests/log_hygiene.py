@@ -1,13 +1,22 @@
-"""A session-wide log capture, so that one test can search every log line for patient data."""
+"""A session-wide log capture, so that one test can search every log line for patient data.
+
+Under pytest-xdist each worker process captures its own lines and writes what it found to
+``LOG_HYGIENE_DIR_ENV`` at its session's end; the controller fails the run on any leak or missing report.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
 LOG_HYGIENE_MARK = "log_hygiene"
+LOG_HYGIENE_DIR_ENV = "PACSFED_LOG_HYGIENE_DIR"
+_SHOWN_LEAKS = 20
 _OWN_LOGGERS = ("pacsfed", "federation", "connectors", "schema", "web")
 
 
@@ -45,3 +54,53 @@ class SessionLogCapture(logging.Handler):
             self.records += 1
             if len(self.lines) < self.MAX_LINES:
                 self.lines.append(line)
+
+
+def patient_needles() -> set[str]:
+    """Every seeded patient's identifiers, name parts, birth date and report text: none may be logged."""
+    from peers.dicomdata import CATALOGUE  # imported when the check runs, not when conftest loads
+    from peers.reportdata import AUTHOR, FINDING, PDF_TITLE, REPORT_PATIENT
+    from peers.wadodata import WADO_PATIENT_ID, WADO_PATIENT_NAME
+
+    from pacsfed.demo.patients import DEMO_PATIENTS
+
+    needles: set[str] = set()
+    needles.update((AUTHOR, FINDING, PDF_TITLE))  # what a report says is patient data too
+    for patient in (*CATALOGUE.patients, REPORT_PATIENT):
+        needles.add(patient.patient_id)
+        needles.update(part for part in re.split(r"[\^=]", patient.name) if len(part) >= 4)
+        needles.add(patient.birth_date)
+    needles.add(WADO_PATIENT_ID)
+    needles.update(part for part in re.split(r"[\^=]", WADO_PATIENT_NAME) if len(part) >= 4)
+    for demo in DEMO_PATIENTS:
+        needles.add(demo.patient_id)
+        needles.update(part for part in re.split(r"[\^=]", demo.name) if len(part) >= 4)
+        needles.add(demo.birth_date)
+    return needles
+
+
+def leaked_lines(lines: list[str]) -> list[str]:
+    """The lines that name a seeded patient."""
+    needles = patient_needles()
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
+    return [line for line in lines if pattern.search(line)]
+
+
+def write_worker_report(capture: SessionLogCapture, folder: Path, worker: str) -> None:
+    """One worker's finding, for the controller: how many records it searched and the first leaks."""
+    leaks = leaked_lines(capture.lines)
+    report = {"records": capture.records, "leaks": len(leaks), "shown": leaks[:_SHOWN_LEAKS]}
+    (folder / f"{worker}.json").write_text(json.dumps(report))
+
+
+def read_worker_reports(folder: Path, workers: int) -> tuple[list[str], str]:
+    """Every worker's leaks and a one-line summary; a missing report is a failure, never a pass."""
+    reports = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    problems = [line for report in reports for line in report["shown"]]
+    records = sum(report["records"] for report in reports)
+    summary = f"log hygiene: {records} records of {len(reports)} workers searched for patient data"
+    if len(reports) < workers:
+        problems.append(
+            f"only {len(reports)} of {workers} workers reported their logs: the check is incomplete"
+        )
+    return problems, summary
