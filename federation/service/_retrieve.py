@@ -1,7 +1,8 @@
 """Images through the door: WADO-RS forwarded to a source holding the study, authorized, audited, streamed.
 
-Who may: like a history (``history:read``; ``principal.sources`` limits the sources asked), and a
-share code for its own studies only (a code for a whole history: studies of its patient). Where
+Who may: like a history (``history:read``; ``principal.sources`` limits the sources asked;
+``history:emergency`` alone reaches only studies of patients with the caller's break-the-glass
+window open, audited as emergency access), and a share code for its own studies only (a code for a whole history: studies of its patient). Where
 from: the sources that can retrieve (``supports_retrieve``) and that hold the study, found with
 ``search_studies`` by StudyInstanceUID; a source whose search failed is tried too (after those
 that answered holding it), since a failed search says nothing. The first holder that answers
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
 
 from connectors.base import Connector
-from federation.access.principals import HISTORY_READ, AccessContext, patient_key
+from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, AccessContext, patient_key
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.resilience import CircuitState
 from federation.errors import AccessError, ConnectorError, PacsfedError, QueryError
@@ -150,8 +151,11 @@ class RetrieveReads(ServiceBase):
             if share is not None:
                 if share.studies is not None and request.study_instance_uid not in share.studies:
                     raise AccessError("this share code does not grant this study", code="FORBIDDEN")
-            elif not principal.has(HISTORY_READ):
-                raise AccessError(f"this needs the scope {HISTORY_READ}", code="FORBIDDEN")
+            elif not principal.has(HISTORY_READ) and not principal.has(HISTORY_EMERGENCY):
+                # history:emergency alone: the study search keeps only patients with an open window
+                raise AccessError(
+                    f"this needs the scope {HISTORY_READ} or {HISTORY_EMERGENCY}", code="FORBIDDEN"
+                )
         except AccessError as exc:
             detail = f"{exc.code}; study {request.study_instance_uid}"
             await self._record_image(access, AuditOutcome.DENIED, [], [], detail)
@@ -235,8 +239,10 @@ class RetrieveReads(ServiceBase):
         *,
         soon: bool = False,
     ) -> None:
-        share = access.principal.share
+        principal = access.principal
+        share = principal.share
         reason = share.emergency_reason if share is not None else None
+        glass = share is None and not principal.has(HISTORY_READ)  # break-the-glass: history:emergency only
         await self._record_parts(
             access,
             AuditAction.IMAGE_READ,
@@ -245,6 +251,6 @@ class RetrieveReads(ServiceBase):
             detail,
             sources=sources,
             reason=reason,
-            emergency=reason is not None,
+            emergency=reason is not None or glass,
             soon=soon,
         )

@@ -8,8 +8,10 @@ deadline rules (``deadline_ms`` 50..``query.max_deadline_ms``). Source failures 
 
 A study search by patient id is a patient history (identity resolution, the cache, shared
 requests) whose exams pacsfed then matches against the study keys. A search without a patient id
-(a StudyInstanceUID, an AccessionNumber, or a PatientName pattern) needs ``history:read`` (a
-break-the-glass window opens for one patient, and such a search names none); a share code
+(a StudyInstanceUID, an AccessionNumber, or a PatientName pattern) needs ``history:read``; with
+``history:emergency`` alone, a search by StudyInstanceUID answers only the studies of patients for
+whom this caller has a break-the-glass window open (a viewer opening a study the physician found
+through the emergency history), audited as emergency access with the window's reason; a share code
 searches only its own studies.
 """
 
@@ -20,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from federation.access.principals import HISTORY_READ, AccessContext
+from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, AccessContext, patient_key
 from federation.audit.lists import audit_id
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.request import HistoryRequest
-from federation.errors import AccessError, PacsfedError
+from federation.errors import AccessError, PacsfedError, QueryError
 from federation.merge import merge_exam, sort_newest_first
 from federation.models import (
     Deadline,
@@ -73,19 +75,37 @@ class SearchDoors(HistoryReads):
         deadline = self.engine.deadline_for(deadline_ms)
         what = _study_keys_detail(search)
         names = [f"name:{search.patient_name}"] if search.patient_name else []
-        sources = await self._grant_search(access, search.source_ids, search.study_instance_uid, names, what)
-        await self._record_search(access, AuditOutcome.SUCCESS, names, sources, f"{what}; access")
+        emergency = self._emergency_study_search(access, search)
+        sources = await self._grant_search(
+            access, search.source_ids, search.study_instance_uid, names, what, emergency=emergency
+        )
+        await self._record_search(
+            access, AuditOutcome.SUCCESS, names, sources, f"{what}; access", emergency=emergency
+        )
         try:
             answer = await self.engine.search_study_keys(search.study_keys(), sources, deadline)
         except PacsfedError as exc:
-            await self._record_search(access, AuditOutcome.FAILURE, names, sources, code_of(exc), soon=True)
+            await self._record_search(
+                access, AuditOutcome.FAILURE, names, sources, code_of(exc), soon=True, emergency=emergency
+            )
             raise
         infos = {info.id: info for info in self.engine.sources}
         studies = _merged_studies(answer.records, infos, by_patient=search.patient_name is not None)
+        reason: str | None = None
+        if emergency:
+            studies, reason = await self._under_open_windows(access, studies)
         returned = [audit_id(s.patient_id, s.issuer_of_patient_id) for s in studies if s.patient_id]
         asked = [outcome.source.id for outcome in answer.outcomes]
         await self._record_search(
-            access, AuditOutcome.SUCCESS, names + returned, asked, what, exam_count=len(studies), soon=True
+            access,
+            AuditOutcome.SUCCESS,
+            names + returned,
+            asked,
+            what,
+            exam_count=len(studies),
+            soon=True,
+            emergency=emergency,
+            reason=reason,
         )
         return StudySearchResult(
             studies=tuple(studies),
@@ -227,6 +247,47 @@ class SearchDoors(HistoryReads):
         await self._record_search(access, AuditOutcome.SUCCESS, [], sources, f"{what}; access")
         return sources, [], deadline
 
+    @staticmethod
+    def _emergency_study_search(access: AccessContext, search: StudySearch) -> bool:
+        """Whether this is a break-the-glass caller's search by StudyInstanceUID alone (limited to open windows)."""
+        principal = access.principal
+        return (
+            principal.share is None
+            and not principal.has(HISTORY_READ)
+            and principal.has(HISTORY_EMERGENCY)
+            and search.study_instance_uid is not None
+            and search.patient_name is None
+            and search.accession_number is None
+        )
+
+    async def _under_open_windows(
+        self, access: AccessContext, studies: list[StudyMatch]
+    ) -> tuple[list[StudyMatch], str | None]:
+        """The studies whose patient this caller opened a break-the-glass window for, and that window's reason."""
+        kept: list[StudyMatch] = []
+        reason: str | None = None
+        for match in studies:
+            opened = await self._window_reason(access, match)
+            if opened is not None:
+                kept.append(match)
+                reason = reason or opened
+        return kept, reason
+
+    async def _window_reason(self, access: AccessContext, match: StudyMatch) -> str | None:
+        """The reason of the caller's open window over this match's patient (by id and issuer, or id alone)."""
+        if match.patient_id is None:
+            return None
+        issuers = dict.fromkeys((match.issuer_of_patient_id, None))
+        for issuer in issuers:
+            try:
+                key = patient_key(PatientQuery(patient_id=match.patient_id, issuer=issuer))
+            except QueryError:  # an id no patient query could name: no window can be open for it
+                return None
+            reason = await self._windows.reason_for(access.principal.subject, key)
+            if reason is not None:
+                return reason
+        return None
+
     async def _grant_search(
         self,
         access: AccessContext,
@@ -234,6 +295,8 @@ class SearchDoors(HistoryReads):
         study_uid: str | None,
         names: list[str],
         what: str,
+        *,
+        emergency: bool = False,
     ) -> list[str] | None:
         """The sources a search without a patient id may ask; AccessError (audited DENIED) if none."""
         principal = access.principal
@@ -243,7 +306,7 @@ class SearchDoors(HistoryReads):
                 studies = principal.share.studies
                 if studies is None or study_uid is None or study_uid not in studies:
                     raise AccessError("a share code searches only its own studies", code="FORBIDDEN")
-            elif not principal.has(HISTORY_READ):
+            elif not principal.has(HISTORY_READ) and not emergency:
                 raise AccessError(
                     f"a search without a patient id needs the scope {HISTORY_READ}", code="FORBIDDEN"
                 )
@@ -263,6 +326,8 @@ class SearchDoors(HistoryReads):
         *,
         exam_count: int | None = None,
         soon: bool = False,
+        emergency: bool = False,
+        reason: str | None = None,
     ) -> None:
         asked = list(sources) if sources is not None else [s.id for s in self.engine.sources]
         await self._record_parts(
@@ -274,6 +339,8 @@ class SearchDoors(HistoryReads):
             sources=asked,
             exam_count=exam_count,
             soon=soon,
+            emergency=emergency,
+            reason=reason,
         )
 
 

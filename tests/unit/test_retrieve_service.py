@@ -269,3 +269,13 @@ async def test_a_holder_whose_breaker_is_open_is_tried_last() -> None:
     stream = await service.retrieve(REQUEST, _user("history:read"))
     assert stream.source_id == "b" and not a.retrieved
     await stream.aclose()
+
+
+async def test_a_break_the_glass_caller_retrieves_what_its_study_search_finds_audited_as_emergency() -> None:
+    audit = ListAuditTrail()
+    held = Held(("a",))
+    service = _service(audit, held, Retrieving("a"))
+    stream = await service.retrieve(REQUEST, _user("history:emergency"))
+    assert await _read(stream)
+    assert held.searches  # the study search decides (it keeps only patients with an open window)
+    assert all(record.emergency for record in _images(audit))

@@ -14,6 +14,7 @@ from federation.access.principals import AccessContext
 from federation.access.share import MemoryShareStore, ShareCodes
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.engine import FederationEngine
+from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, Overloaded, QueryError, SourceUnreachable
 from federation.models import (
     DateRange,
@@ -256,14 +257,31 @@ async def test_series_and_instances_merge_by_uid_in_configuration_order() -> Non
 
 
 async def test_without_history_read_a_search_without_patient_id_is_refused_and_audited() -> None:
-    service, audit = make(Catalog("a", [study("4.1", "A", JAN)]))
+    service, audit = make(Catalog("a", [study("4.1", "A", JAN, accession_number="ACC-1")]))
     emergency = _user("history:emergency")
     with pytest.raises(AccessError) as caught:
-        await service.search_studies(StudySearch(study_instance_uid="4.1"), emergency)
+        await service.search_studies(StudySearch(accession_number="ACC-1"), emergency)
     assert caught.value.code == "FORBIDDEN"
     with pytest.raises(AccessError):
         await service.search_series(SeriesSearch(study_instance_uid="4.1"), _user())
     assert [r.outcome for r in audit.records] == [AuditOutcome.DENIED, AuditOutcome.DENIED]
+
+
+async def test_break_the_glass_finds_a_study_by_uid_only_for_a_patient_whose_window_is_open() -> None:
+    service, audit = make(Catalog("a", [study("4.1", "A-1", JAN), study("4.2", "B-2", JUN)]))
+    emergency = _user("history:emergency")
+    before = await service.search_studies(StudySearch(study_instance_uid="4.1"), emergency)
+    assert before.studies == () and audit.records[-1].emergency and audit.records[-1].patient_ids == []
+
+    await service.patient_history(
+        PatientQuery(patient_id="A-1"), emergency, HistoryRequest(reason="trauma bay 2")
+    )
+    opened = await service.search_studies(StudySearch(study_instance_uid="4.1"), emergency)
+    assert [m.exam.study_instance_uid for m in opened.studies] == ["4.1"]
+    outcome = audit.records[-1]
+    assert (outcome.emergency, outcome.reason, outcome.patient_ids) == (True, "trauma bay 2", ["A-1^^^"])
+    other = await service.search_studies(StudySearch(study_instance_uid="4.2"), emergency)
+    assert other.studies == ()  # another patient's study: no window of this caller covers it
 
 
 async def test_searches_are_admitted_like_histories() -> None:
