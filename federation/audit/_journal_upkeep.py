@@ -103,20 +103,24 @@ class JournalUpkeep(JournalReading):
             logger.info("audit journal: deleted %d shipped segments", removed)
         return removed
 
-    async def compress(self, shipped: Position) -> int:
-        """Compress (gzip) the closed segments wholly before ``shipped``; how many were compressed now."""
-        return await asyncio.to_thread(self._compress_sync, shipped)
+    async def compress(self, shipped: Position, min_age_s: float = 0.0) -> int:
+        """Compress (gzip) the closed segments wholly before ``shipped`` and ``min_age_s`` old; how many now."""
+        return await asyncio.to_thread(self._compress_sync, shipped, min_age_s)
 
-    def _compress_sync(self, shipped: Position) -> int:
+    def _compress_sync(self, shipped: Position, min_age_s: float) -> int:
         packed = 0
         temp: Path | None = None
         try:
             segments, committed = self._snapshot()
+            timeline = self._timeline_sync(segments) if min_age_s > 0 else None
             for number, path in segments:
                 if number >= shipped.segment or (committed is not None and number >= committed.segment):
                     break
                 if is_packed(path):
                     continue
+                age = timeline.segment_age(number) if timeline is not None else None
+                if timeline is not None and (age is None or age < min_age_s):
+                    break  # the rest are younger by the records' own order
                 target = packed_path(path)
                 temp = target.with_name(f".{target.name}.tmp")
                 with path.open("rb") as source, temp.open("wb") as raw:
@@ -134,8 +138,11 @@ class JournalUpkeep(JournalReading):
                 packed += 1
             if packed:
                 fsync_dir(self.directory)
-        except OSError as exc:
-            logger.warning("audit journal: compression stopped (%s)", reason_of(exc))
+        except (OSError, AuditError) as exc:
+            logger.warning(
+                "audit journal: compression stopped (%s)",
+                reason_of(exc) if isinstance(exc, OSError) else exc,
+            )
             if temp is not None:
                 with contextlib.suppress(OSError):
                     temp.unlink()

@@ -121,6 +121,10 @@ def _why(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, AuditError) else type(exc).__name__
 
 
+_COMPRESS_AFTER_S = 3600.0
+"""Shipped segments are compressed once their last record is this old (along the journal's timeline)."""
+
+
 class JournaledAuditTrail(AuditTrail):
     """Journal first (fsync'd), then every sink from its own cursor, in the background."""
 
@@ -283,7 +287,8 @@ class JournaledAuditTrail(AuditTrail):
         if not durable:
             return 0
         removed = await self.journal.prune(min(durable), self.journal_keep_days * 86_400)
-        await self.journal.compress(min(durable))  # what is kept, shipped, takes a fraction of the disk
+        # What is kept, shipped an hour ago at least, takes a fraction of the disk (gzip, read as before).
+        await self.journal.compress(min(durable), _COMPRESS_AFTER_S)
         return removed
 
     async def aclose(self) -> None:

@@ -66,6 +66,7 @@ async def test_the_open_segment_and_unshipped_ones_stay_as_they_are(tmp_path: Pa
     for n in range(8):
         await journal.append(make_record(n))
     assert await journal.compress(START) == 0
+    assert await journal.compress(Position(10**9, 0), min_age_s=3600) == 0  # shipped, but seconds old
     every = len(list(journal.directory.glob("audit-*.jsonl")))
     assert await journal.compress(Position(10**9, 0)) == every - 1  # never the open one
     assert len(list(journal.directory.glob("audit-*.jsonl"))) == 1
