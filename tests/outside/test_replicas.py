@@ -9,6 +9,7 @@ as behind an ingress), so each test has its own client address.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import secrets
@@ -27,7 +28,7 @@ from pacsfed.demo.signer import DemoSigner
 
 HISTORY = """query($id: String!, $freshness: Freshness, $reason: String) {
   patientHistory(patient: {id: $id}, freshness: $freshness, reason: $reason) {
-    exams { studyInstanceUid } sources { id status } } }"""
+    exams { studyInstanceUid } sources { status } } }"""
 REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { token } }"
 CREATE = 'mutation { createShareCode(patient: {id: "PA-001"}) { code } }'
 REVOKE = "mutation($code: String!) { revokeShareCode(code: $code) { revoked } }"
@@ -70,7 +71,9 @@ def replicas(
         "audit": {"ship_interval_s": 0.2},
     }
     servers = [
-        PacsfedServer(pacsfed_install, tmp_path_factory.mktemp(f"replica-{name}"), config) for name in "ab"
+        # Each its own copy: the server writes its own journal_dir into the audit section.
+        PacsfedServer(pacsfed_install, tmp_path_factory.mktemp(f"replica-{name}"), copy.deepcopy(config))
+        for name in "ab"
     ]
     try:
         for server in servers:
