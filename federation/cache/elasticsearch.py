@@ -170,6 +170,8 @@ class ElasticsearchExamCache(ExamCache):
         self._clock = clock
         self._maintenance_interval_s = maintenance_interval_s
         self._maintenance: asyncio.Task[None] | None = None
+        self.maintenance_failures = 0
+        """Rounds of deletion by age that failed in this process (each logged; retried an hour later)."""
         self._live: tuple[float, list[str]] | None = None
         self._batcher = (
             BulkBatcher(self._client, linger_s=bulk_linger_s, max_actions=bulk_max_actions)
@@ -204,6 +206,7 @@ class ElasticsearchExamCache(ExamCache):
             try:
                 await self.indices.delete_expired()
             except CacheError as exc:  # retried at the next round
+                self.maintenance_failures += 1
                 logger.warning("cache: expired indices not deleted (%s)", exc)
             await asyncio.sleep(self._maintenance_interval_s)
 
