@@ -210,9 +210,6 @@ class ElasticsearchExamCache(ExamCache):
                 logger.warning("cache: expired indices not deleted (%s)", exc)
             await asyncio.sleep(self._maintenance_interval_s)
 
-    async def _ensure_template(self) -> None:
-        await self.indices.prepare()
-
     async def _live_answers(self) -> list[str]:
         """The answers indices to read, newest first (listed at most once a minute; the current one always)."""
         now = time.monotonic()
