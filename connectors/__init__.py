@@ -1,6 +1,6 @@
 """Connectors: one per PACS protocol, each turning answers into StudyRecords."""
 
-from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.base import Connector, ConnectorContext, InstanceAnswer, SeriesAnswer, SourceAnswer
 from connectors.dicomweb import DicomwebConnector
 from connectors.dimse import DimseConnector
 from connectors.registry import (
@@ -18,6 +18,8 @@ __all__ = [
     "DicomwebConnector",
     "DimseConnector",
     "InstalledKind",
+    "InstanceAnswer",
+    "SeriesAnswer",
     "SourceAnswer",
     "build_connectors",
     "capabilities",

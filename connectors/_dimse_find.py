@@ -40,7 +40,13 @@ def find_identifier(query: StudyQuery, charset: str | None) -> Dataset:
     whatever the source is configured with, since the default repertoire cannot carry it.
     """
     identifier = Dataset()
-    values = [query.patient_id, query.issuer_of_patient_id, query.patient_name, query.other_patient_id]
+    values = [
+        query.patient_id,
+        query.issuer_of_patient_id,
+        query.patient_name,
+        query.other_patient_id,
+        query.accession_number,
+    ]
     if not encodable(values, charset):
         # Never let a value be written with replacement characters: '?' is a C-FIND wildcard.
         charset = "ISO_IR 192"
@@ -57,6 +63,14 @@ def find_identifier(query: StudyQuery, charset: str | None) -> Dataset:
         identifier.PatientName = query.patient_name
     if query.patient_birth_date is not None:
         identifier.PatientBirthDate = query.patient_birth_date.strftime("%Y%m%d")
+    if query.study_instance_uid is not None:
+        identifier.StudyInstanceUID = query.study_instance_uid
+    if query.accession_number is not None:
+        identifier.AccessionNumber = query.accession_number
+    if query.study_date is not None:
+        identifier.StudyDate = query.study_date.dicom()  # range matching, PS3.4 C.2.2.2.5
+    if query.modalities:
+        identifier.ModalitiesInStudy = list(query.modalities)  # any of them, PS3.4 C.6.2.1.3
     if query.other_patient_id is not None:
         item = Dataset()
         item.PatientID = query.other_patient_id

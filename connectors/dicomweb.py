@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from connectors import dicomweb_reports
-from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.base import Connector, ConnectorContext, InstanceAnswer, SeriesAnswer, SourceAnswer
 from connectors.dicom_json import record_from_qido_item
+from connectors.dicom_levels import (
+    INSTANCE_RETURN_KEYWORDS,
+    SERIES_RETURN_KEYWORDS,
+    instance_record_from_json,
+    series_record_from_json,
+)
+from connectors.dicomweb_retrieve import open_retrieve
 from connectors.dicomweb_settings import BasicAuth, BearerAuth, DicomwebSourceSettings
 from connectors.http_auth import SourceAuth, basic_auth, bearer_auth
 from connectors.http_source import HttpSource
 from connectors.normalize import STUDY_RETURN_KEYWORDS
 from connectors.oauth2 import OAuth2ClientCredentialsAuth
 from federation.errors import SourceAuthError, SourceProtocolError
-from federation.models import Deadline, StudyQuery, StudyRecord
+from federation.models import Deadline, InstanceQuery, SeriesQuery, StudyQuery, StudyRecord
 from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
+from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.settings_security import OAuth2ClientCredentials
 
 DICOM_JSON = "application/dicom+json"
@@ -33,6 +41,9 @@ several times that in objects. Reading stops as soon as a body passes it (measur
 answer costs < 30 MB and well under a second)."""
 # Repeated, not comma-separated: Orthanc 1.10's plugin ignores a comma-separated list.
 _INCLUDE_FIELDS = [k for k in STUDY_RETURN_KEYWORDS if k != "RetrieveAETitle"] + ["RetrieveURL"]
+_SERIES_FIELDS = [k for k in SERIES_RETURN_KEYWORDS if k != "RetrieveAETitle"] + ["RetrieveURL"]
+_INSTANCE_FIELDS = [k for k in INSTANCE_RETURN_KEYWORDS if k != "RetrieveAETitle"] + ["RetrieveURL"]
+R = TypeVar("R")
 
 
 class DicomwebConnector(Connector):
@@ -43,6 +54,10 @@ class DicomwebConnector(Connector):
     supports_issuer_of_patient_id = True
     supports_demographic_search = True
     supports_reports = True
+    supports_retrieve = True
+    supports_study_keys = True
+    supports_series_query = True
+    supports_instance_query = True
 
     settings: DicomwebSourceSettings
 
@@ -92,6 +107,62 @@ class DicomwebConnector(Connector):
             records=list(records.values()), warnings=tuple(dict.fromkeys(warnings_seen)), truncated=truncated
         )
 
+    async def find_series(self, query: SeriesQuery, deadline: Deadline) -> SeriesAnswer:
+        """The study's series: QIDO-RS ``studies/{uid}/series`` (PS3.18 10.6.1), paged like studies."""
+        params: dict[str, str | int | list[str]] = {"includefield": list(_SERIES_FIELDS)}
+        if query.series_instance_uid is not None:
+            params["SeriesInstanceUID"] = query.series_instance_uid
+        if query.modality is not None:
+            params["Modality"] = query.modality
+        path = f"studies/{quote(query.study_instance_uid, safe='')}/series"
+        records, warnings, truncated = await self._find_level(path, params, series_record_from_json, deadline)
+        return SeriesAnswer(records, warnings, truncated)
+
+    async def find_instances(self, query: InstanceQuery, deadline: Deadline) -> InstanceAnswer:
+        """The series' instances: QIDO-RS ``studies/{uid}/series/{uid}/instances`` (PS3.18 10.6.1)."""
+        params: dict[str, str | int | list[str]] = {"includefield": list(_INSTANCE_FIELDS)}
+        if query.sop_instance_uid is not None:
+            params["SOPInstanceUID"] = query.sop_instance_uid
+        study, series = quote(query.study_instance_uid, safe=""), quote(query.series_instance_uid, safe="")
+        path = f"studies/{study}/series/{series}/instances"
+        records, warnings, truncated = await self._find_level(
+            path, params, instance_record_from_json, deadline
+        )
+        return InstanceAnswer(records, warnings, truncated)
+
+    async def _find_level(
+        self,
+        path: str,
+        params: dict[str, str | int | list[str]],
+        read: Callable[[Any, str, list[str]], R | None],
+        deadline: Deadline,
+    ) -> tuple[list[R], tuple[str, ...], bool]:
+        """Every page of one QIDO search below the study, read into records, up to ``max_results``."""
+        page_size = min(self.settings.page_size, self.settings.max_results)
+        records: list[R] = []
+        warnings: list[str] = []
+        offset = 0
+        truncated = False
+        while True:
+            encoded = query_string({**params, "limit": page_size, "offset": offset})
+            page, header_warning = await self._get_page(encoded, deadline, path)
+            if header_warning:
+                warnings.append(header_warning)
+            for item in page:
+                record = read(item, self.id, warnings)
+                if record is None:
+                    warnings.append("an answer without its UIDs was ignored")
+                else:
+                    records.append(record)
+            offset += len(page)
+            if len(page) != page_size:
+                break
+            if len(records) >= self.settings.max_results:
+                truncated = True
+                warnings.append(f"stopped after {self.settings.max_results} answers (max_results)")
+                break
+        return records, tuple(dict.fromkeys(warnings)), truncated
+
     async def ping(self, deadline: Deadline) -> None:
         """A minimal QIDO request that any conformant server answers (limit=1)."""
         await self._get_page(_PING_QUERY, deadline)
@@ -106,14 +177,26 @@ class DicomwebConnector(Connector):
         """A document report's bytes, fetched again with WADO-RS."""
         return await dicomweb_reports.fetch_document(self.http, study, document, deadline)
 
+    async def retrieve(self, request: RetrieveRequest) -> RetrieveStream:
+        """WADO-RS forwarded with this source's credentials, streamed: connectors.dicomweb_retrieve."""
+        return await open_retrieve(
+            self.http,
+            self.id,
+            request,
+            first_byte_s=self.settings.retrieve_first_byte_s,
+            stall_s=self.settings.retrieve_stall_s,
+        )
+
     async def aclose(self) -> None:
         """Close this source's connections."""
         await self.http.aclose()
 
-    async def _get_page(self, query: bytes, deadline: Deadline) -> tuple[list[Any], str | None]:
+    async def _get_page(
+        self, query: bytes, deadline: Deadline, path: str = "studies"
+    ) -> tuple[list[Any], str | None]:
         """One QIDO request: the decoded JSON array and the server's Warning, if any."""
         answer = await self.http.get(
-            "studies", query, accept=DICOM_ACCEPT, deadline=deadline, max_body=MAX_RESPONSE_BYTES, what="QIDO"
+            path, query, accept=DICOM_ACCEPT, deadline=deadline, max_body=MAX_RESPONSE_BYTES, what="QIDO"
         )
         status, body = answer.status, answer.body
         warning = _warning_header(answer.headers.get("warning"))
@@ -182,6 +265,14 @@ def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
         params["PatientName"] = query.patient_name
     if query.patient_birth_date is not None:
         params["PatientBirthDate"] = query.patient_birth_date.strftime("%Y%m%d")
+    if query.study_instance_uid is not None:
+        params["StudyInstanceUID"] = query.study_instance_uid
+    if query.accession_number is not None:
+        params["AccessionNumber"] = query.accession_number
+    if query.study_date is not None:
+        params["StudyDate"] = query.study_date.dicom()
+    if query.modalities:
+        params["ModalitiesInStudy"] = "\\".join(query.modalities)
     if query.other_patient_id is not None:
         params["OtherPatientIDsSequence.PatientID"] = query.other_patient_id
         if query.other_patient_id_issuer:

@@ -45,6 +45,10 @@ class DicomwebSourceSettings(SourceSettings):
     verify_tls: bool = True
     tls: TlsSettings | None = None
     """CA bundle, client certificate (mutual TLS), minimum version; ``verify_tls: false`` still wins."""
+    retrieve_first_byte_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    """WADO-RS through pacsfed: the source's answer (status and headers) must come within this."""
+    retrieve_stall_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    """WADO-RS through pacsfed: the longest wait for the next chunk of a body before it is given up."""
     http2: bool = True
     """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
     proxy: SecretStr | None = None

@@ -12,8 +12,9 @@ sub-operations) still go through pynetdicom's blocking association in a bounded 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config
@@ -24,20 +25,37 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from connectors import dimse_reports
 from connectors._association_pool import AssociationPool, close_in_background
 from connectors._dimse_find import FIND_MODELS, accepted_model
+from connectors._dimse_levels import Found, find_below_study
 from connectors._dimse_link import ABORT_LINGER_S, AssociationEnded, DimseLink, cut
 from connectors._dimse_responses import FindState, collect_studies, send_cancel
 from connectors._user_identity import user_identity_request
-from connectors.base import Connector, ConnectorContext, SourceAnswer
+from connectors.base import Connector, ConnectorContext, InstanceAnswer, SeriesAnswer, SourceAnswer
+from connectors.dicom_levels import (
+    instance_identifier,
+    instance_record_from_dataset,
+    series_identifier,
+    series_record_from_dataset,
+)
 from connectors.dimse_settings import DimseSourceSettings
 from connectors.normalize import study_record_from_bytes, study_record_from_dataset
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout
-from federation.models import Deadline, StudyQuery, StudyRecord
+from federation.models import (
+    Deadline,
+    InstanceQuery,
+    InstanceRecord,
+    SeriesQuery,
+    SeriesRecord,
+    StudyQuery,
+    StudyRecord,
+)
 from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
 from federation.tls import client_context, server_hostname
 
 # pynetdicom (the report reader's C-GET) logs whole identifiers by default: never let it.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+_STUDY_ROOT = FIND_MODELS[0]
+R = TypeVar("R")
 
 
 class DimseConnector(Connector):
@@ -48,6 +66,9 @@ class DimseConnector(Connector):
     supports_issuer_of_patient_id = True
     supports_demographic_search = True
     supports_reports = True
+    supports_study_keys = True
+    supports_series_query = True
+    supports_instance_query = True
 
     settings: DimseSourceSettings
 
@@ -75,9 +96,57 @@ class DimseConnector(Connector):
         """Every study matching the query, via one C-FIND on a pooled or fresh association."""
         try:
             async with asyncio.timeout(deadline.remaining()), self._slots:
-                return await self._find(query, deadline)
+                answer = await self._find(query, deadline)
         except TimeoutError as exc:
             raise SourceTimeout("no answer before the deadline") from exc
+        if query.modalities and any(not record.modalities for record in answer.records):
+            return await self._modalities_filled(query, answer, deadline)
+        return answer
+
+    async def find_series(self, query: SeriesQuery, deadline: Deadline) -> SeriesAnswer:
+        """The study's series: one SERIES-level C-FIND (Study Root; Patient Root with the patient's id)."""
+
+        def identifier(model: str) -> Dataset:
+            if model != _STUDY_ROOT and query.patient_id is None:
+                raise SourceProtocolError(
+                    "the peer takes only Patient Root C-FIND: a series query needs PatientID"
+                )
+            return series_identifier(query, patient_root=model != _STUDY_ROOT)
+
+        found = await self._find_below(identifier, self._series_record, deadline)
+        return SeriesAnswer(found.records, tuple(found.warnings), found.truncated)
+
+    async def find_instances(self, query: InstanceQuery, deadline: Deadline) -> InstanceAnswer:
+        """The series' instances: one IMAGE-level C-FIND (Study Root)."""
+
+        def identifier(model: str) -> Dataset:
+            if model != _STUDY_ROOT:
+                raise SourceProtocolError("the peer takes only Patient Root C-FIND: no instance query")
+            return instance_identifier(query)
+
+        found = await self._find_below(identifier, self._instance_record, deadline)
+        return InstanceAnswer(found.records, tuple(found.warnings), found.truncated)
+
+    async def _modalities_filled(
+        self, query: StudyQuery, answer: SourceAnswer, deadline: Deadline
+    ) -> SourceAnswer:
+        """Studies the peer gave without ModalitiesInStudy, with their series' modalities (one SERIES C-FIND each).
+
+        A peer that returns no ModalitiesInStudy ignores it as a matching key too (dcmqrscp):
+        asked for by modality, its studies get theirs from their series and are matched here.
+        """
+
+        async def filled(record: StudyRecord) -> StudyRecord:
+            if record.modalities:
+                return record
+            query = SeriesQuery(study_instance_uid=record.study_instance_uid, patient_id=record.patient_id)
+            series = await self.find_series(query, deadline)
+            modalities = tuple(dict.fromkeys(s.modality for s in series.records if s.modality))
+            return record.model_copy(update={"modalities": modalities})
+
+        records = await asyncio.gather(*(filled(record) for record in answer.records))
+        kept = [r for r in records if not r.modalities or set(query.modalities) & set(r.modalities)]
+        return SourceAnswer(kept, answer.warnings, answer.truncated)
 
     async def ping(self, deadline: Deadline) -> None:
         """C-ECHO the peer (PS3.7 9.1.5)."""
@@ -175,6 +244,63 @@ class DimseConnector(Connector):
         return study_record_from_bytes(
             data, implicit_vr, self.id, default_retrieve_ae=self.settings.called_ae
         )
+
+    async def _find_below(
+        self,
+        identifier: Callable[[str], Dataset],
+        to_record: Callable[[Dataset, list[str]], R | None],
+        deadline: Deadline,
+    ) -> Found[R]:
+        """One C-FIND below the study on a pooled or fresh association, as :meth:`find_studies` does."""
+        try:
+            async with asyncio.timeout(deadline.remaining()), self._slots:
+                pooled = self._pool.take()
+                if pooled is not None:
+                    try:
+                        return await self._below_on(pooled, identifier, to_record, deadline)
+                    except AssociationEnded as exc:
+                        if not exc.before_any_response or deadline.expired:
+                            raise
+                link = await self._associate(deadline, FIND_MODELS)
+                return await self._below_on(link, identifier, to_record, deadline)
+        except TimeoutError as exc:
+            raise SourceTimeout("no answer before the deadline") from exc
+
+    async def _below_on(
+        self,
+        link: DimseLink,
+        identifier: Callable[[str], Dataset],
+        to_record: Callable[[Dataset, list[str]], R | None],
+        deadline: Deadline,
+    ) -> Found[R]:
+        state = FindState()
+        try:
+            model = accepted_model(link.contexts)
+            found = await find_below_study(
+                link,
+                model,
+                identifier(model),
+                deadline,
+                state,
+                max_results=self.settings.max_results,
+                to_record=to_record,
+            )
+        except BaseException:
+            if state.model is not None and link.protocol.open:
+                send_cancel(link, state.model)
+            link.abort(ABORT_LINGER_S)
+            raise
+        if found.truncated and state.model is not None:
+            link.abort(ABORT_LINGER_S)
+        else:
+            self._pool.give_back(link)
+        return found
+
+    def _series_record(self, answer: Dataset, warnings: list[str]) -> SeriesRecord | None:
+        return series_record_from_dataset(answer, self.id, warnings, self.settings.called_ae)
+
+    def _instance_record(self, answer: Dataset, warnings: list[str]) -> InstanceRecord | None:
+        return instance_record_from_dataset(answer, self.id, warnings, self.settings.called_ae)
 
     async def _echo(self, deadline: Deadline) -> None:
         link = await self._associate(deadline, (Verification,))

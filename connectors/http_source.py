@@ -148,6 +148,31 @@ class HttpSource:
                 self._urls[path] = url
         return await self._get_httpx(url.copy_with(query=query), accept, deadline, max_body, what)
 
+    @property
+    def base_url(self) -> str:
+        """The source's base URL, without a trailing slash."""
+        return self._base
+
+    async def open_stream(
+        self, path: str, query: bytes, headers: Mapping[str, str], *, first_byte_s: float, stall_s: float
+    ) -> httpx.Response:
+        """GET ``base/path?query`` through httpx, its status and headers read, its body still to stream.
+
+        With the source's auth and TLS name; the answer must come before *first_byte_s*, and
+        every later read within *stall_s* (httpx's read timeout). The caller closes the response.
+        Failures are httpx's exceptions or TimeoutError: :func:`translated` makes them connector errors.
+        """
+        url = httpx.URL(f"{self._base}/{path}", query=query)
+        timeout = httpx.Timeout(stall_s, connect=first_byte_s, pool=first_byte_s)
+        request = self.client.build_request(
+            "GET", url, headers=headers, timeout=timeout, extensions=self._sni
+        )
+        auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
+        async with asyncio.timeout(first_byte_s):
+            response = await self.client.send(request, auth=auth, stream=True)
+        self.protocols["HTTP/2" if response.http_version == "HTTP/2" else response.http_version] += 1
+        return response
+
     async def aclose(self) -> None:
         """Close this source's connections."""
         await self._pool.aclose()

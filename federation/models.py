@@ -147,8 +147,51 @@ class PatientQuery(_Frozen):
         return None
 
 
+class DateRange(_Frozen):
+    """A StudyDate range matching key (PS3.4 C.2.2.2.5.1): ``start-end``, either end open, inclusive."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.start is None and self.end is None:
+            raise QueryError("a date range needs a start or an end", code="BAD_QUERY")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise QueryError("a date range must not end before it starts", code="BAD_QUERY")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> DateRange:
+        """From DICOM's form: ``YYYYMMDD``, ``YYYYMMDD-``, ``-YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD`` (BAD_QUERY if not)."""
+        start, dash, end = text.strip().partition("-")
+        try:
+            first = dt.datetime.strptime(start, "%Y%m%d").date() if start else None
+            last = dt.datetime.strptime(end, "%Y%m%d").date() if end else None
+        except ValueError:
+            raise QueryError("a date must be YYYYMMDD, a range YYYYMMDD-YYYYMMDD", code="BAD_QUERY") from None
+        return cls(start=first, end=last if dash else first)
+
+    def dicom(self) -> str:
+        """The range as a DA matching key: ``YYYYMMDD-YYYYMMDD`` (one date alone when both ends are equal)."""
+        start = self.start.strftime("%Y%m%d") if self.start else ""
+        if self.start is not None and self.start == self.end:
+            return start
+        return f"{start}-{self.end.strftime('%Y%m%d') if self.end else ''}"
+
+    def contains(self, day: dt.date | None) -> bool:
+        """Whether a study of this date matches; an unknown date does not."""
+        if day is None:
+            return False
+        return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
+
+
 class StudyQuery(_Frozen):
-    """The matching keys one connector sends to one source (PS3.4 C.2.2.2)."""
+    """The matching keys one connector sends to one source (PS3.4 C.2.2.2).
+
+    The study keys (``study_instance_uid`` … ``modalities``) are sent only to connectors with
+    ``supports_study_keys``; pacsfed also checks every record against them (:meth:`matches_study_keys`).
+    """
 
     patient_id: str | None = None
     issuer_of_patient_id: str | None = None
@@ -159,6 +202,37 @@ class StudyQuery(_Frozen):
     patient_name: str | None = None
     """A PN matching pattern; may hold the wildcards * and ?."""
     patient_birth_date: dt.date | None = None
+    study_instance_uid: str | None = None
+    accession_number: str | None = None
+    study_date: DateRange | None = None
+    modalities: tuple[str, ...] = ()
+    """ModalitiesInStudy: a study matches when it lists any of them (PS3.4 C.6.2.1.3)."""
+
+    @property
+    def has_study_keys(self) -> bool:
+        """Whether any study-level matching key is set."""
+        return bool(self.study_instance_uid or self.accession_number or self.study_date or self.modalities)
+
+    def matches_study_keys(self, study: StudyRecord | Exam) -> bool:
+        """Whether a study satisfies the study keys, checked by pacsfed whatever the source matched.
+
+        A date or modalities the source did not return cannot be checked: the source's own
+        matching stands (dcmqrscp returns no ModalitiesInStudy, PEERS.md).
+        """
+        if self.study_instance_uid is not None and study.study_instance_uid != self.study_instance_uid:
+            return False
+        if self.accession_number is not None:
+            held = [study.accession_number]
+            if isinstance(study, Exam):  # each hospital may number the same study its own way
+                held += [location.accession_number for location in study.locations]
+            if self.accession_number not in held:
+                return False
+        dated = self.study_date is not None and study.study_date is not None
+        if dated and self.study_date is not None and not self.study_date.contains(study.study_date):
+            return False
+        return not (self.modalities and study.modalities) or bool(
+            set(self.modalities) & set(study.modalities)
+        )
 
 
 class MatchKind(enum.StrEnum):
@@ -420,3 +494,57 @@ class PatientHistory(_Frozen):
     def partial(self) -> bool:
         """True when at least one queried source did not answer."""
         return not self.complete
+
+
+class SeriesQuery(_Frozen):
+    """The series of one study at one source (PS3.4 C.6.2.1 SERIES level; QIDO-RS ``/studies/{uid}/series``)."""
+
+    study_instance_uid: str
+    series_instance_uid: str | None = None
+    modality: str | None = None
+    patient_id: str | None = None
+    """Sent with its issuer, when known, as a Patient Root query needs it (the Study Root one does not)."""
+    issuer_of_patient_id: str | None = None
+
+
+class SeriesRecord(_Frozen):
+    """One series as one source reported it."""
+
+    source_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    series_date: dt.date | None = None
+    series_time: dt.time | None = None
+    body_part_examined: str | None = None
+    number_of_instances: int | None = None
+    retrieve_url: str | None = None
+    retrieve_ae_title: str | None = None
+    specific_character_set: tuple[str, ...] = ()
+
+
+class InstanceQuery(_Frozen):
+    """The instances of one series at one source (PS3.4 C.6.2.1 IMAGE level; QIDO-RS ``…/series/{uid}/instances``)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str | None = None
+
+
+class InstanceRecord(_Frozen):
+    """One instance (image, report, document) as one source reported it."""
+
+    source_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str | None = None
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int | None = None
+    retrieve_url: str | None = None
+    retrieve_ae_title: str | None = None
+    specific_character_set: tuple[str, ...] = ()

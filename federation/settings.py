@@ -28,6 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
+from federation.settings_observability import LoggingSettings, TelemetrySettings
 from federation.settings_security import (
     AuditSettings,
     AuthSettings,
@@ -256,6 +257,55 @@ class ReportSettings(_Strict):
     """How long a document report's ``url`` opens (for the caller it was made for only)."""
 
 
+_AeTitle = Annotated[
+    str, Field(pattern=r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
+]
+"""An AE title (PS3.5 6.2, VR AE): 1-16 characters, no backslash, no leading or trailing space."""
+
+
+class DicomCallerSettings(_Strict):
+    """What one calling AE of the DICOM facade may do, as an API key would (``scopes``, ``sources``)."""
+
+    scopes: list[Literal["history:read", "history:emergency"]] = ["history:read"]
+    sources: list[SourceId] | None = None
+    """Sources this AE's queries reach (all when absent)."""
+    partial_status: Literal["warning", "success"] = "warning"
+    """The final C-FIND status when sources failed: Warning B000 with an ErrorComment naming them, or
+    Success for callers that drop every answer on a warning (Orthanc 1.10 does)."""
+
+
+class DicomFacadeSettings(_Strict):
+    """``dicom_facade``: pacsfed as a DICOM node (C-ECHO, C-FIND SCP) for workstations."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    host: str = "127.0.0.1"
+    ae_title: _AeTitle = "PACSFED"
+    allowed_calling_aes: list[_AeTitle] | dict[_AeTitle, DicomCallerSettings]
+    """Calling AEs let in; a plain list gives each read access to every source. Others get A-ASSOCIATE-RJ."""
+    tls: TlsSettings | None = None
+    """DICOM TLS (PS3.15 B.12): ``cert_file``/``key_file`` are ours; ``ca_file`` makes callers show a certificate."""
+    deadline_ms: Annotated[int, Field(ge=50, le=120_000)] | None = None
+    """Each C-FIND's deadline; ``query.default_deadline_ms`` when absent."""
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    """An association with no message for this long is aborted."""
+    artim_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """A caller silent this long after connecting, or after asking release, is dropped (ARTIM, PS3.8 9.1.5)."""
+    max_associations: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Associations at once; one more is rejected (A-ASSOCIATE-RJ, transient, local limit)."""
+
+    def callers(self) -> dict[str, DicomCallerSettings]:
+        """Every allowed calling AE with what it may do."""
+        if isinstance(self.allowed_calling_aes, list):
+            return {ae: DicomCallerSettings() for ae in self.allowed_calling_aes}
+        return dict(self.allowed_calling_aes)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> DicomFacadeSettings:
+        if self.tls is not None and self.tls.cert_file is None:
+            raise ValueError("tls needs cert_file and key_file (the facade's own certificate)")
+        return self
+
+
 class IdentitySettings(_Strict):
     """Patient identity across hospitals."""
 
@@ -307,6 +357,9 @@ class Settings(_EnvOverFile):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     share: ShareSettings = ShareSettings()
+    dicom_facade: DicomFacadeSettings | None = None
+    logging: LoggingSettings = LoggingSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @field_validator("sources", mode="plain")
     @classmethod

@@ -7,13 +7,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-Scope = Literal["history:read", "history:emergency", "share:create", "identity:admin", "audit:read"]
+Scope = Literal[
+    "history:read", "history:emergency", "share:create", "identity:admin", "audit:read", "metrics:read"
+]
 ALL_SCOPES: tuple[Scope, ...] = (
     "history:read",
     "history:emergency",
     "share:create",
     "identity:admin",
     "audit:read",
+    "metrics:read",
 )
 _SourceRef = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 

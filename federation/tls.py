@@ -40,6 +40,24 @@ def client_context(
     return _cached(tls.ca_file, tls.cert_file, tls.key_file, tls.min_version, tls.verify and verify, alpn)
 
 
+def server_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A server TLS context (DICOM TLS for the facade): our certificate; callers' too when ``ca_file`` is set."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _VERSIONS[tls.min_version]
+    if tls.cert_file is not None and tls.key_file is not None:
+        cert_file, key_file = tls.cert_file, tls.key_file
+        _load(
+            lambda: context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file)),
+            "cert_file/key_file",
+            cert_file,
+        )
+    if tls.ca_file is not None and tls.verify:
+        ca_file = tls.ca_file
+        _load(lambda: context.load_verify_locations(cafile=str(ca_file)), "ca_file", ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def server_hostname(tls: TlsSettings | None, host: str) -> str:
     """The name the peer's certificate must carry: ``server_hostname`` or the host connected to."""
     return tls.server_hostname if tls is not None and tls.server_hostname else host

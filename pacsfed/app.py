@@ -15,10 +15,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
+from dicom_facade import facade_from_settings
 from federation.access.auth import Authenticator
 from federation.access.principals import EmergencyWindows
 from federation.access.share import MemoryShareStore, RedemptionLimiter, ShareCodes, ShareStore
@@ -32,6 +33,7 @@ from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail, build_audit_trail
 from federation.cache.base import ExamCache, MemoryExamCache
 from federation.cache.elasticsearch import ElasticsearchExamCache
+from federation.engine import EngineObserver
 from federation.engine.engine import FederationEngine
 from federation.errors import ConfigError
 from federation.identity.elasticsearch import ElasticsearchIdentityStore
@@ -39,10 +41,14 @@ from federation.identity.resolver import IdentityStore, MemoryIdentityStore
 from federation.models import CacheStatus
 from federation.service import HistoryService
 from federation.settings import Settings
+from pacsfed.metrics import Metrics, metrics_endpoint
+from pacsfed.telemetry import check_tracing, source_tracing
 from schema.http import GraphQLHandler
 from schema.query import build_schema
 from schema.ws import GraphQLWebSocket
 from web.cors import ApiCors
+from web.dicomweb.qido import qido_routes
+from web.dicomweb.wado import wado_routes
 from web.fhir import FhirView
 from web.graphiql import graphiql_routes
 from web.http_access import AuthenticationMiddleware, RequestAccess, graphql_context
@@ -81,7 +87,10 @@ def make_http_client() -> httpx.AsyncClient:
 
 @contextlib.asynccontextmanager
 async def engine_from_settings(
-    settings: Settings, cache: ExamCache | None = None, http_client: httpx.AsyncClient | None = None
+    settings: Settings,
+    cache: ExamCache | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    observer: EngineObserver | None = None,
 ) -> AsyncIterator[FederationEngine]:
     """An engine with its connectors, cache and HTTP client, closed on exit (CLI and app alike)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -100,6 +109,7 @@ async def engine_from_settings(
             identity_store=identity_store,
             national_issuer=settings.identity.national_issuer,
             max_pending_queries=settings.server.max_pending_queries,
+            observer=observer,
         )
         try:
             await cache.start()
@@ -126,10 +136,10 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def services_from_settings(
-    settings: Settings, cache: ExamCache | None = None
+    settings: Settings, cache: ExamCache | None = None, observer: EngineObserver | None = None
 ) -> AsyncIterator[Services]:
     """The engine wrapped in authorization and auditing, with the audit trail running (CLI and app)."""
-    async with make_http_client() as http, engine_from_settings(settings, cache, http) as engine:
+    async with make_http_client() as http, engine_from_settings(settings, cache, http, observer) as engine:
         es_client = engine.cache.client if isinstance(engine.cache, ElasticsearchExamCache) else None
         audit = build_audit_trail(settings, es_client)
         share_store: ShareStore = (
@@ -274,9 +284,17 @@ def create_app(
     # A signing key file that cannot be read is a ConfigError now (exit 2), not a start-up traceback.
     Authenticator(settings.auth)
 
+    check_tracing(settings.telemetry)  # missing OpenTelemetry libraries: a ConfigError now (exit 2)
+    metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with services_from_settings(settings, cache) as services:
+        tracing = source_tracing(settings.telemetry)  # None when disabled: OpenTelemetry never imported
+        metrics.source_span = tracing.opener if tracing is not None else None
+        async with (
+            services_from_settings(settings, cache, metrics) as services,
+            metrics.syncing(services.engine, services.audit),
+        ):
             app.state.engine = services.engine
             app.state.services = services
             if services.authenticator.insecure:
@@ -286,16 +304,26 @@ def create_app(
             log.info(
                 "pacsfed ready: %d sources, cache=%s", len(services.engine.sources), settings.cache.backend
             )
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if tracing is not None:  # shut down last, after every listener
+                    stack.callback(tracing.shutdown)
+                if settings.dicom_facade is not None and not worker:  # one DICOM listener: worker 0's
+                    facade = facade_from_settings(
+                        settings.dicom_facade, services.history, settings.query.default_deadline_ms
+                    )
+                    await facade.start()
+                    stack.push_async_callback(facade.stop)
+                    app.state.dicom_facade = facade
+                yield
 
     schema = build_schema()
     graphql = GraphQLHandler(
-        schema, settings.server, context=graphql_context
+        schema, settings.server, context=graphql_context, observe=metrics.graphql_operation
     )  # GraphiQL and introspection in development only
     graphql_ws = GraphQLWebSocket(schema, settings.server, context=graphql_context)
     origins = settings.server.cors_origins
     # Outermost: a browser's preflight carries no credentials and is answered before them.
-    api_paths = ("/graphql", *FhirView.api_paths)
+    api_paths = ("/graphql", *FhirView.api_paths, "/dicom-web/")
     cors = [Middleware(ApiCors, origins=origins, paths=api_paths)] if origins else []
     app = Starlette(
         routes=[
@@ -307,6 +335,9 @@ def create_app(
             Route("/reports/{link_id}", report_document, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            # One mount for both: starlette gives a path to the first mount whose prefix matches.
+            Mount("/dicom-web", routes=[*qido_routes(), *wado_routes()]),
+            Route("/metrics", metrics_endpoint),  # metrics:read (anyone with --insecure-dev)
             *FhirView(settings).routes(),
             *page_config_routes(settings.auth, demo_token),
             *graphiql_routes(settings.server.mode == "development"),
@@ -326,4 +357,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.worker = worker
+    app.state.metrics = metrics
     return app

@@ -31,6 +31,7 @@ from pacsfed.workers import STARTUP_FAILURE, WorkerSpec, leftover_journals, serv
 from schema.http import EXAMPLE_QUERY
 from schema.query import build_schema
 from web.http_server import uvicorn_options
+from web.log_format import LOG_FORMATS, configure_logging
 
 EXIT_CONFIG = 2
 MAX_WORKERS = 64
@@ -39,6 +40,9 @@ MAX_WORKERS = 64
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacsfed", description="Federated cross-PACS exam search.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text, or one JSON event per line (default: logging.format)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the GraphQL API")
@@ -332,10 +336,14 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     host, port = args.host or settings.server.host, args.port or settings.server.port
+    log_format = args.log_format or settings.logging.format
+    configure_logging(args.log_level, log_format)
     if args.workers > 1:
-        spec = WorkerSpec(args.config, host, port, args.log_level, args.insecure_dev, args.workers)
+        spec = WorkerSpec(
+            args.config, host, port, args.log_level, args.insecure_dev, args.workers, log_format
+        )
         return serve_workers(spec)
-    server = uvicorn.Server(uvicorn_config(app, settings, host, port, args.log_level))
+    server = uvicorn.Server(uvicorn_config(app, settings, host, port, args.log_level, log_format))
     server.run()
     return 0 if server.started else STARTUP_FAILURE
 
@@ -353,7 +361,7 @@ def _for_cli(settings: Settings) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pacsfed`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format or "text")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     if args.log_level != "DEBUG":  # one INFO line per Elasticsearch request cost ~6 % CPU under load
         logging.getLogger("elastic_transport").setLevel(logging.WARNING)

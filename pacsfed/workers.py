@@ -13,6 +13,10 @@ again after a crash ships what its predecessor journaled but had not shipped (it
 the same directory), and the journal's own lock keeps two live processes out of one directory.
 Elasticsearch stores each record under its own id, so a stretch shipped twice counts once.
 
+Metrics: each run gets one ``PROMETHEUS_MULTIPROC_DIR`` for prometheus-client's multiprocess
+mode (the operator's, emptied at start, or a temporary directory removed at exit); a worker that
+dies is marked dead there (its gauges leave the scrape, its counters stay in the sums).
+
 A worker that dies is started again with the same index (after a pause growing to
 ``_MAX_PAUSE_S`` while it keeps dying young); one that fails during start-up stops them all
 (exit 1). SIGTERM or SIGINT to the supervisor is passed to every worker, which shuts down as a
@@ -27,9 +31,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -38,11 +44,14 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from federation.errors import ConfigError
 from federation.settings import Settings, load_settings
 from pacsfed.app import create_app
-from web.http_server import uvicorn_options
+from pacsfed.metrics import MULTIPROCESS_DIR_ENV
+from web.http_server import log_config, uvicorn_options
+from web.log_format import configure_logging
 
 __all__ = [
     "STARTUP_FAILURE",
@@ -50,6 +59,7 @@ __all__ = [
     "journal_dir_of",
     "leftover_journals",
     "listen",
+    "metrics_dir",
     "serve_workers",
     "uvicorn_config",
 ]
@@ -74,6 +84,7 @@ class WorkerSpec:
     log_level: str
     insecure_dev: bool
     workers: int
+    log_format: str = "text"
 
 
 def journal_dir_of(journal_dir: Path, index: int) -> Path:
@@ -101,8 +112,13 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"audit": audit})
 
 
-def uvicorn_config(app: Any, settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Config:
-    """uvicorn as ``pacsfed serve`` runs it, with one process or many."""
+def uvicorn_config(
+    app: Any, settings: Settings, host: str, port: int, log_level: str, log_format: str = "text"
+) -> uvicorn.Config:
+    """uvicorn as ``pacsfed serve`` runs it, with one process or many (its own lines in ``log_format`` too)."""
+    options = uvicorn_options(settings.server)
+    if log_format == "json":
+        options["log_config"] = log_config(json_lines=True)
     return uvicorn.Config(
         app,
         host=host,
@@ -110,7 +126,7 @@ def uvicorn_config(app: Any, settings: Settings, host: str, port: int, log_level
         log_level=log_level.lower(),
         proxy_headers=bool(settings.server.forwarded_allow_ips),
         forwarded_allow_ips=settings.server.forwarded_allow_ips or None,
-        **uvicorn_options(settings.server),
+        **options,
     )
 
 
@@ -133,12 +149,14 @@ def listen(host: str, port: int) -> socket.socket:
 
 def run_worker(spec: WorkerSpec, index: int, sock: socket.socket) -> None:
     """A worker process: its settings, its app and its uvicorn, serving on the inherited socket."""
-    logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(spec.log_level, spec.log_format)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="supervisor-watch", daemon=True).start()
     settings = worker_settings(load_settings(spec.config), index)
     app = create_app(settings, insecure_dev=spec.insecure_dev, owns_process=True, worker=index)
-    server = uvicorn.Server(uvicorn_config(app, settings, spec.host, spec.port, spec.log_level))
+    server = uvicorn.Server(
+        uvicorn_config(app, settings, spec.host, spec.port, spec.log_level, spec.log_format)
+    )
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILURE)
@@ -206,6 +224,8 @@ class _Supervisor:
                     )
                     self._stopping, status = True, 1
                     break
+                if worker.process.pid is not None:
+                    mark_process_dead(worker.process.pid)  # type: ignore[no-untyped-call]
                 young = time.monotonic() - worker.started < _YOUNG_S
                 failures = worker.failures + 1 if young else 0
                 pause = min(_MAX_PAUSE_S, 2.0 ** (failures - 1)) if failures else 0.0
@@ -235,11 +255,29 @@ class _Supervisor:
                 process.join()
 
 
+def metrics_dir() -> Path | None:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` for this run's workers: the operator's, emptied, or a new one (returned)."""
+    given = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for left in path.glob("*.db"):  # a previous run's values would add to this one's
+            left.unlink()
+        return None
+    made = Path(tempfile.mkdtemp(prefix="pacsfed-metrics-"))
+    os.environ[MULTIPROCESS_DIR_ENV] = str(made)
+    return made
+
+
 def serve_workers(spec: WorkerSpec) -> int:
     """Serve with ``spec.workers`` processes on one port until SIGTERM or SIGINT; the exit status."""
     sock = listen(spec.host, spec.port)
+    made = metrics_dir()
     try:
         log.info("pacsfed: %d workers on %s:%d", spec.workers, spec.host, spec.port)
         return _Supervisor(spec, sock).run()
     finally:
         sock.close()
+        if made is not None:
+            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+            shutil.rmtree(made, ignore_errors=True)

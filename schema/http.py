@@ -28,11 +28,21 @@ import inspect
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import graphene
-from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationType, execute, get_operation_ast
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    get_operation_ast,
+)
 from graphql.error import GraphQLSyntaxError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -179,6 +189,16 @@ def _bad_request(message: str, status: int = 400) -> JSONResponse:
     return _errors_only(status, _error(message, "BAD_REQUEST"))
 
 
+OperationObserver = Callable[[str, str, float], None]
+"""Told of one executed operation: its type (query, mutation), its first root field, its seconds."""
+
+
+def _root_field(operation: OperationDefinitionNode) -> str:
+    """The operation's first root field (a schema name, never the client's operation name)."""
+    first = operation.selection_set.selections[0] if operation.selection_set.selections else None
+    return first.name.value if isinstance(first, FieldNode) else "-"
+
+
 class _TooLarge(Exception):
     pass
 
@@ -197,8 +217,11 @@ class GraphQLHandler:
         *,
         context: ContextFactory = default_context,
         graphiql: bool = True,
+        observe: OperationObserver | None = None,
     ) -> None:
         self.schema = schema
+        self.observe = observe
+        """Told each executed operation's type, first root field and seconds (metrics)."""
         self.server = server if server is not None else ServerSettings()
         self.development = self.server.mode == "development"
         self.graphiql = graphiql and self.development
@@ -332,6 +355,7 @@ class GraphQLHandler:
                 status_code=request_error,
             )
         context = await self.context(request)
+        started = time.perf_counter()
         try:
             outcome = execute(
                 self.schema.graphql_schema,
@@ -349,6 +373,8 @@ class GraphQLHandler:
                 {"errors": [_error("The operation is nested too deeply.", "QUERY_TOO_DEEP")]},
                 status_code=request_error,
             )
+        if self.observe is not None and operation is not None:
+            self.observe(operation.operation.value, _root_field(operation), time.perf_counter() - started)
         body = self.result_body(result)
         refused = overloaded(result)
         if refused is not None:  # pacsfed's own load, not the query's fault: come back in a moment

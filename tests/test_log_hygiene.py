@@ -8,6 +8,7 @@ import pytest
 from log_hygiene import LOG_HYGIENE_MARK, SessionLogCapture
 from peers.dicomdata import CATALOGUE
 from peers.reportdata import AUTHOR, FINDING, PDF_TITLE, REPORT_PATIENT
+from peers.wadodata import WADO_PATIENT_ID, WADO_PATIENT_NAME
 
 from pacsfed.demo.patients import DEMO_PATIENTS
 
@@ -23,6 +24,8 @@ def _needles() -> set[str]:
             if len(component) >= 4:
                 needles.add(component)
         needles.add(patient.birth_date)
+    needles.add(WADO_PATIENT_ID)
+    needles.update(part for part in re.split(r"[\^=]", WADO_PATIENT_NAME) if len(part) >= 4)
     for demo in DEMO_PATIENTS:
         needles.add(demo.patient_id)
         needles.update(part for part in re.split(r"[\^=]", demo.name) if len(part) >= 4)

@@ -1,6 +1,6 @@
-"""CORS for the GraphQL API, so that a browser app on another origin (an EHR) can call it.
+"""CORS for the APIs (GraphQL, FHIR, DICOMweb), so that a browser app on another origin (an EHR, a viewer) can call them.
 
-Only the origins in ``server.cors_origins`` are allowed, only on ``/graphql``, and never with
+Only the origins in ``server.cors_origins`` are allowed, only on the API paths, and never with
 cookies (``Access-Control-Allow-Credentials`` is not sent): the caller's credential is its bearer
 token in ``Authorization``. A preflight (``OPTIONS`` with ``Access-Control-Request-Method``) is
 answered here, before authentication, since browsers send it without credentials
@@ -17,15 +17,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 ALLOWED_METHODS = ("GET", "POST")
 ALLOWED_HEADERS = ("authorization", "content-type", "accept")
-EXPOSED_HEADERS = ("x-request-id", "www-authenticate")
+EXPOSED_HEADERS = ("x-request-id", "www-authenticate", "warning")
+"""``warning``: QIDO-RS names the sources that did not answer in it (PS3.18 8.3.5.1), for viewers to show."""
 
 
 class ApiCors:
-    """starlette's CORSMiddleware on the API paths only; other paths (the share page) get no CORS."""
+    """starlette's CORSMiddleware on the API paths only; other paths (the share page) get no CORS.
+
+    A path ending in ``/`` covers everything below it (``/dicom-web/``).
+    """
 
     def __init__(self, app: ASGIApp, origins: Sequence[str], paths: tuple[str, ...] = ("/graphql",)) -> None:
         self.app = app
         self.paths = paths
+        self.prefixes = tuple(path for path in paths if path.endswith("/"))
         self.cors = CORSMiddleware(
             app,
             allow_origins=list(origins),
@@ -38,7 +43,8 @@ class ApiCors:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """CORS headers (or the preflight answer) on the API paths; everything else passes."""
-        if scope["type"] == "http" and scope["path"] in self.paths:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in self.paths or path.startswith(self.prefixes)):
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)

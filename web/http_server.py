@@ -174,10 +174,15 @@ class QueryStringFilter(logging.Filter):
         return True
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration with :class:`QueryStringFilter` on each of its handlers."""
+def log_config(*, json_lines: bool = False) -> dict[str, Any]:
+    """uvicorn's own logging configuration with :class:`QueryStringFilter` on each of its handlers.
+
+    ``json_lines`` (``logging: {format: json}``): uvicorn's lines are JSON events as pacsfed's are.
+    """
+    json_formatter = {"()": "web.log_format.JsonFormatter"}
     config: dict[str, Any] = {
         **LOGGING_CONFIG,
+        **({"formatters": {"default": json_formatter, "access": json_formatter}} if json_lines else {}),
         "filters": {"no_query_string": {"()": QueryStringFilter}},
         "handlers": {
             name: {**handler, "filters": ["no_query_string"]}

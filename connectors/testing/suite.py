@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -26,6 +26,7 @@ from connectors.testing._checks import (
     settled,
     settled_now,
 )
+from connectors.testing.levels import check_instance_query, check_series_query, check_study_keys
 from connectors.testing.probes import Endpoint, LoopWatch, ResourceCensus
 from connectors.testing.studies import NO_SUCH_PATIENT, KitStudy, kit_studies
 from federation.errors import ConnectorError, SourceTimeout
@@ -270,6 +271,24 @@ class ConnectorConformance:
                     assert not others, f"a demographic query it does not support was widened: {others}"
 
         run_check(check())
+
+    def test_study_keys_match(self, seeded_peer: Any) -> None:
+        """With ``supports_study_keys``: StudyInstanceUID, AccessionNumber, StudyDate ranges and ModalitiesInStudy."""
+        run_check(self._with_connector(seeded_peer, check_study_keys))
+
+    def test_series_of_a_study_are_listed(self, seeded_peer: Any) -> None:
+        """With ``supports_series_query``: each study's series; without, ``find_series`` raises ConnectorError."""
+        run_check(self._with_connector(seeded_peer, check_series_query))
+
+    def test_instances_of_a_series_are_listed(self, seeded_peer: Any) -> None:
+        """With ``supports_instance_query``: each series' instances; without, ``find_instances`` raises."""
+        run_check(self._with_connector(seeded_peer, check_instance_query))
+
+    async def _with_connector(
+        self, peer: Any, check: Callable[[ConnectorConformance, Connector], Awaitable[None]]
+    ) -> None:
+        async with self.connected(peer) as connector:
+            await check(self, connector)
 
     def test_a_call_ends_at_its_deadline_or_when_cancelled(self, seeded_peer: Any) -> None:
         """An expired deadline, and a caller's cancellation, end the call within ``cancel_within_s``."""

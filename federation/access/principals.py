@@ -17,6 +17,7 @@ HISTORY_EMERGENCY = "history:emergency"
 SHARE_CREATE = "share:create"
 IDENTITY_ADMIN = "identity:admin"
 AUDIT_READ = "audit:read"
+METRICS_READ = "metrics:read"
 
 MAX_REASON_LENGTH = 500
 _MIN_REASON_LENGTH = 4

@@ -16,6 +16,8 @@ class AuditAction(enum.StrEnum):
     PATIENT_QUERY = "patient-query"
     REPORT_READ = "report-read"
     """An exam's report was read, or its document opened (``detail`` names the study and the outcome)."""
+    IMAGE_READ = "image-read"
+    """Images or their metadata retrieved through WADO-RS (``detail`` names the study and the outcome)."""
     SHARE_CREATE = "share-create"
     SHARE_REDEEM = "share-redeem"
     SHARE_REVOKE = "share-revoke"

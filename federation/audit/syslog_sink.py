@@ -45,6 +45,7 @@ _SEVERITY = {AuditOutcome.SUCCESS: 5, AuditOutcome.DENIED: 4, AuditOutcome.FAILU
 _EVENTS: dict[AuditAction, tuple[str, str, str]] = {
     AuditAction.PATIENT_QUERY: ("110112", "Query", "E"),
     AuditAction.REPORT_READ: ("110103", "DICOM Instances Accessed", "R"),
+    AuditAction.IMAGE_READ: ("110103", "DICOM Instances Accessed", "R"),
     AuditAction.SHARE_CREATE: ("110110", "Patient Record", "C"),
     AuditAction.SHARE_REDEEM: ("110110", "Patient Record", "R"),
     AuditAction.SHARE_REVOKE: ("110110", "Patient Record", "D"),

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 from elasticsearch import AsyncElasticsearch
@@ -52,6 +53,10 @@ class _Shipper:
         self.backoff_max_s = backoff_max_s
         self.position = START
         self.failures = 0
+        self.failed_attempts = 0
+        """Failed deliveries since start (``failures`` counts the consecutive ones only), for metrics."""
+        self.caught_up_at = time.monotonic()
+        """When this sink last had everything journaled: how far behind it is, for metrics."""
         self.wake = asyncio.Event()
         self.forced = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -83,6 +88,7 @@ class _Shipper:
                 shipped = await self._ship_all()
             except Exception as exc:  # keep shipping alive whatever a sink raises
                 self.failures += 1
+                self.failed_attempts += 1
                 if self.failures == 1:
                     logger.warning(
                         "audit: sink %s is unavailable (%s); records wait in the journal",
@@ -104,6 +110,7 @@ class _Shipper:
         shipped = 0
         while True:
             if self.position == self.journal.end:
+                self.caught_up_at = time.monotonic()
                 return shipped  # caught up: no thread and no file for a read that would find nothing
             records, after = await self.journal.read(self.position)
             if records:
@@ -114,6 +121,12 @@ class _Shipper:
             if self.sink.durable:
                 await self.journal.save_cursor(self.sink.name, after)
             self.position = after
+
+    def lag_s(self) -> float:
+        """Seconds since this sink last had everything journaled (0 when it has it now)."""
+        if self.position == self.journal.end:
+            return 0.0
+        return time.monotonic() - self.caught_up_at
 
 
 def _why(exc: BaseException) -> str:
@@ -212,6 +225,10 @@ class JournaledAuditTrail(AuditTrail):
         except TimeoutError:
             return False
         return all(results)
+
+    def shipping(self) -> dict[str, tuple[float, int]]:
+        """Sink name → (seconds its shipping is behind the journal, failed deliveries since start), for metrics."""
+        return {shipper.sink.name: (shipper.lag_s(), shipper.failed_attempts) for shipper in self._shippers}
 
     def sink_status(self) -> dict[str, bool]:
         """Sink name → whether its last delivery attempt succeeded (for readiness and metrics)."""

@@ -57,11 +57,15 @@ class CacheSide(EngineCore):
             state.warnings.append("the cache could not be read")
             return {}
         state.stale = answers
-        if freshness is Freshness.CACHE_ONLY:
-            return answers
-        now = dt.datetime.now(dt.UTC)
-        ttl = {c.id: source_setting(c, "ttl_s", _DEFAULT_TTL_S) for c in connectors}
-        return {sid: a for sid, a in answers.items() if (now - a.answered_at).total_seconds() <= ttl[sid]}
+        if freshness is not Freshness.CACHE_ONLY:
+            now = dt.datetime.now(dt.UTC)
+            ttl = {c.id: source_setting(c, "ttl_s", _DEFAULT_TTL_S) for c in connectors}
+            answers = {
+                sid: a for sid, a in answers.items() if (now - a.answered_at).total_seconds() <= ttl[sid]
+            }
+        if self._observer is not None:
+            self._observer.cache_read(len(answers), len(wanted) - len(answers))
+        return answers
 
     def _epoch(self, query: PatientQuery) -> int:
         """How many times this patient's cached answers were purged: answers from before must not return."""
@@ -80,6 +84,8 @@ class CacheSide(EngineCore):
             await self._cache.store_answers(query, answers)
         except CacheError:
             self._last_cache_status = CacheStatus.UNAVAILABLE
+            if self._observer is not None:
+                self._observer.cache_write_failed()
             raise
         finally:
             writes.discard(task)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from federation.cache.base import ExamCache
 from federation.engine._overload import OverloadWatch
 from federation.engine._query_state import SharedRequest, breaker_for, identity_of, source_setting
+from federation.engine.observe import EngineObserver
 from federation.engine.resilience import CircuitState
 from federation.errors import (
     QueryError,
@@ -37,7 +38,10 @@ class EngineCore:
         identity_store: IdentityStore | None = None,
         national_issuer: str | None = None,
         max_pending_queries: int = 100,
+        observer: EngineObserver | None = None,
     ) -> None:
+        self._observer = observer
+        """Told of outcomes, fan-outs and cache reads (metrics, traces); None costs nothing."""
         self._overload = OverloadWatch(max_pending_queries)
         self._connectors = {connector.id: connector for connector in connectors}
         self._identity_store = identity_store

@@ -89,6 +89,7 @@ class RequestSharing(EngineCore):
                     connector, shared = waiting.pop(task)
                     self._release(shared)
                     batch.append(self._result_of(connector, task))
+                self._observe(batch)
                 yield batch
             late = list(waiting.values())
             waiting.clear()
@@ -127,11 +128,18 @@ class RequestSharing(EngineCore):
                     )
                 )
             if batch:
+                self._observe(batch)
                 yield batch
         finally:
             for task, (_, shared) in waiting.items():
                 task.remove_done_callback(on_done)
                 self._release(shared)
+
+    def _observe(self, batch: list[SourceResult]) -> None:
+        """Tell the observer, if any, of the outcomes of sources asked live."""
+        if self._observer is not None:
+            for result in batch:
+                self._observer.source_answered(result.outcome, live=True)
 
     async def _ask(
         self,
@@ -150,6 +158,7 @@ class RequestSharing(EngineCore):
         budget = deadline.at - started
         limit = self._limits[connector.id]
         waiting = self._overload.waiting_for_slot
+        span = self._observer.source_span if self._observer is not None else None
 
         async def limited(query: StudyQuery) -> SourceAnswer:
             if deadline.expired:  # it got here too late (pacsfed's queue): not sent, BUSY, not the source's
@@ -165,7 +174,10 @@ class RequestSharing(EngineCore):
                 await limit.acquire()
             try:
                 attempt.sent(deadline.remaining(), budget)
-                return await connector.find_studies(query, deadline)
+                if span is None:
+                    return await connector.find_studies(query, deadline)
+                with span(connector.id):
+                    return await connector.find_studies(query, deadline)
             finally:
                 limit.release()
 

@@ -34,6 +34,7 @@ from federation.engine._query_state import (
 )
 from federation.engine._requests import RequestSharing
 from federation.engine.request import HistoryRequest
+from federation.engine.search import SearchFanOut
 from federation.engine.write_through import WriteThrough
 from federation.errors import CacheError, ConnectorError, SourceTimeout
 from federation.identity.candidates import build_candidates, candidate_queries, reference_demographics
@@ -95,7 +96,7 @@ class HistoryUpdate:
         return dataclasses.replace(self, history=self.history.model_copy(update={"exams": exams}))
 
 
-class FederationEngine(RequestSharing, CacheSide):
+class FederationEngine(SearchFanOut, RequestSharing, CacheSide):
     """Fans patient queries out to connectors, merges the answers and writes them through the cache."""
 
     async def patient_history(self, query: PatientQuery, request: HistoryRequest = _ASKED) -> PatientHistory:
@@ -173,6 +174,10 @@ class FederationEngine(RequestSharing, CacheSide):
                 raise
         # Asked only now: a consumer that stops after the cached answer starts no request.
         jobs = {c: self._share(c, plan, query, deadline) for c, plan in to_ask}
+        if self._observer is not None:
+            self._observer.fanned_out(len(jobs))
+            for settled in state.results.values():
+                self._observer.source_answered(settled.outcome, live=False)
         # Closed here, not by the garbage collector: a consumer that stops releases its requests at once.
         async with contextlib.aclosing(self._fan_out_batches(jobs, deadline, state.started)) as batches:
             async for batch in batches:

@@ -107,11 +107,15 @@ def _prune(root: Path, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def clean_install(python: str | None = None, extra_packages: Sequence[Path] = ()) -> Path:
+def clean_install(
+    python: str | None = None, extra_packages: Sequence[Path] = (), lock_file: Path | None = None
+) -> Path:
     """The ``bin`` folder of a virtualenv holding pacsfed installed from source, without extras.
 
     ``extra_packages`` (project folders, a plugin say) are pip-installed after pacsfed, as a user
-    would; the virtualenv is then cached under the hash of pacsfed and of them.
+    would; the virtualenv is then cached under the hash of pacsfed and of them. With ``lock_file``
+    (deploy/requirements.lock) the dependencies come from it as the image installs them: hashes
+    required, wheels only, then pacsfed with ``--no-deps`` and ``pip check``.
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,9 @@ def clean_install(python: str | None = None, extra_packages: Sequence[Path] = ()
             key = hashlib.sha256(
                 " ".join([key, *(_source_hash(extra) for extra in extras)]).encode()
             ).hexdigest()[:16]
+        if lock_file is not None:
+            locked = hashlib.sha256(lock_file.read_bytes()).hexdigest()
+            key = hashlib.sha256(f"{key} locked {locked}".encode()).hexdigest()[:16]
         venv = root / f"venv-{key}"
         with _locked(root / f"venv-{key}.lock"):
             stamp = venv / ".pacsfed-installed"
@@ -136,7 +143,19 @@ def clean_install(python: str | None = None, extra_packages: Sequence[Path] = ()
                 _run([interpreter, "-m", "venv", str(venv)], "python -m venv")
                 pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
                 _run([*pip, "install", "--upgrade", "pip"], "pip upgrade")
-                _run([*pip, "install", str(source)], "pip install pacsfed (no extras)")
+                if lock_file is None:
+                    _run([*pip, "install", str(source)], "pip install pacsfed (no extras)")
+                else:
+                    locked_deps = [
+                        "--require-hashes",
+                        "--only-binary=:all:",
+                        "--no-deps",
+                        "-r",
+                        str(lock_file),
+                    ]
+                    _run([*pip, "install", *locked_deps], "pip install -r <lock file>")
+                    _run([*pip, "install", "--no-deps", str(source)], "pip install --no-deps pacsfed")
+                    _run([*pip, "check"], "pip check")
                 for extra in extras:
                     _run([*pip, "install", str(extra)], f"pip install {extra.name}")
                 stamp.write_text(key)

@@ -124,9 +124,11 @@ async def test_a_candidate_search_skips_a_connector_that_cannot_search_and_says_
     assert outcomes["able"].warnings == ()
 
 
-def test_the_built_in_connectors_declare_demographic_search_but_no_series_query() -> None:
+def test_the_built_in_connectors_declare_demographic_search_and_every_search_level() -> None:
     for cls in (DimseConnector, DicomwebConnector):
         assert cls.supports_demographic_search
-        assert not cls.supports_series_query  # neither implements a series-level query yet
+        assert cls.supports_study_keys and cls.supports_series_query and cls.supports_instance_query
     assert not Connector.supports_demographic_search
-    assert not Connector.supports_series_query
+    assert not (
+        Connector.supports_study_keys or Connector.supports_series_query or Connector.supports_instance_query
+    )

@@ -142,9 +142,12 @@ def test_installed_kinds_list_packages_flags_failures_and_what_allow_leaves_out(
     assert kinds["lab"].package == "pacsfed-lab" and kinds["lab"].version == "1.2.3"
     assert kinds["lab"].capabilities == {
         "demographic_search": False,
+        "instance_query": False,
         "issuer_of_patient_id": False,
         "reports": True,
+        "retrieve": False,
         "series_query": False,
+        "study_keys": False,
     }
     assert "failed to load: ImportError: no module named nope" in (kinds["broken"].error or "")
     assert kinds["other"].error == "connector plugin 'other' declares kind 'lab'"

@@ -119,3 +119,23 @@ async def test_an_allowed_origin_may_search_the_fhir_view(serving: Serving, sign
         answer = await client.get("/fhir/ImagingStudy", params={"patient.identifier": "X-1"}, headers=token)
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == EHR
+
+
+async def test_an_allowed_origin_may_search_the_dicomweb_facade_and_read_its_warnings(
+    serving: Serving, signer: DemoSigner
+) -> None:
+    async with serving(cors_origins=[EHR]) as client:
+        get = {
+            **PREFLIGHT,
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "authorization",
+        }
+        preflight = await client.options("/dicom-web/studies", headers=get)
+        assert (preflight.status_code, preflight.headers["access-control-allow-origin"]) == (200, EHR)
+        token = {"authorization": f"Bearer {signer.token()}", "origin": EHR}
+        answer = await client.get("/dicom-web/studies", params={"PatientID": "X-1"}, headers=token)
+        assert (answer.status_code, answer.json()) == (200, [])
+        assert answer.headers["access-control-allow-origin"] == EHR
+        assert "warning" in answer.headers["access-control-expose-headers"].lower()
+        share_page = await client.options("/dicom-webs", headers=get)
+        assert "access-control-allow-origin" not in share_page.headers

@@ -9,7 +9,9 @@ import pytest
 PACKAGES = [
     "connectors",
     "connectors.dicom",
+    "connectors.dimse_protocol",
     "connectors.testing",
+    "dicom_facade",
     "federation",
     "federation.access",
     "federation.audit",

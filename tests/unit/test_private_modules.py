@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TREES = ("bench", "connectors", "federation", "pacsfed", "schema", "tests", "web")
+TREES = ("bench", "connectors", "dicom_facade", "federation", "pacsfed", "schema", "tests", "web")
 
 
 def _python_files() -> list[Path]:

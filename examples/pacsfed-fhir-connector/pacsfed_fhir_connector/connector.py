@@ -61,6 +61,13 @@ class FhirConnector(Connector):
     """A query's issuer is sent as the identifier's FHIR ``system`` (``issuer_systems``)."""
     supports_demographic_search = True
     """A name pattern and a birth date are searched as chained Patient parameters, then checked here."""
+    supports_study_keys = False
+    """Not yet: the study keys (StudyInstanceUID, AccessionNumber, dates, modalities) are not sent as
+    FHIR search parameters, so pacsfed asks this source by patient only and checks them itself."""
+    supports_series_query = False
+    """No series listing: an ImagingStudy's ``series`` could give one, but this example does not read it."""
+    supports_instance_query = False
+    """No instance listing (the facades' instance searches report this source UNSUPPORTED)."""
 
     settings: FhirSourceSettings
 
