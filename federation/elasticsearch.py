@@ -65,6 +65,10 @@ class IndexSetup:
     """Create the index now if absent: created by the first write, it costs that write most of a second."""
     upgrade: bool = True
     """Put the mapping's properties on an existing index (or, with a pattern, the indices it names)."""
+    aliases: tuple[str, ...] = ()
+    """Aliases every index made from this setup joins (a read alias over time-based indices)."""
+    version: int | None = None
+    """The template's version: the layout of the code that wrote it (templates are versioned with the code)."""
 
 
 async def ensure_index(client: AsyncElasticsearch, setup: IndexSetup, error: type[E], message: str) -> None:
@@ -78,8 +82,13 @@ async def ensure_index(client: AsyncElasticsearch, setup: IndexSetup, error: typ
                 name=setup.template,
                 index_patterns=[setup.index],
                 priority=setup.priority,
-                template={"settings": dict(setup.settings), "mappings": dict(setup.mappings)},
+                template={
+                    "settings": dict(setup.settings),
+                    "mappings": dict(setup.mappings),
+                    **({"aliases": {a: {} for a in setup.aliases}} if setup.aliases else {}),
+                },
                 meta=dict(setup.meta) if setup.meta is not None else None,
+                version=setup.version,
             )
         exists = not setup.create or await client.indices.exists(index=setup.index)
         if not exists:
@@ -110,6 +119,8 @@ async def _create(client: AsyncElasticsearch, setup: IndexSetup) -> None:
         if setup.template is not None
         else {"settings": dict(setup.settings), "mappings": dict(setup.mappings)}
     )
+    if setup.aliases:
+        on_index["aliases"] = {alias: {} for alias in setup.aliases}
     try:
         await client.indices.create(index=setup.index, wait_for_active_shards="1", **on_index)
     except BadRequestError as exc:

@@ -54,6 +54,12 @@ class CacheSettings(_Strict):
     request_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     write_wait_s: Annotated[float, Field(ge=0, le=10)] = 0.5
     """How long a query waits, after its last source answered, for its cache writes to finish."""
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    """Cached answers are deleted this long after their index's period ends (whole indices, never the audit's)."""
+    index_period: Literal["day", "week"] = "week"
+    """How much time one cache index covers: answers go to the index of the period they were made in."""
+    ilm_policy: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")] | None = None
+    """An ILM policy (clusters with ILM) the cache indices are put under, besides pacsfed's own deletion by age."""
     api_key: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None

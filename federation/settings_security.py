@@ -122,6 +122,8 @@ class AuditSettings(_Strict):
     retention_days: Annotated[int, Field(ge=1, le=36_500)] = 3653
     """Audit records are kept this long in Elasticsearch (monthly indices), independently of the cache."""
     ship_interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    journal_keep_days: Annotated[int, Field(ge=1, le=36_500)] = 30
+    """Local journal segments every durable sink has are kept (compressed) this long, then deleted."""
     syslog: SyslogSettings | None = None
 
 

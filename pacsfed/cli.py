@@ -1,4 +1,4 @@
-"""The ``pacsfed`` command: serve, query, check, connectors, demo and schema."""
+"""The ``pacsfed`` command: serve, query, check, connectors, cache, demo and schema."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from federation.models import PatientHistory, PatientQuery, PersonNameGroups, So
 from federation.settings import Settings, load_connectors_settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
 from pacsfed.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
+from pacsfed.cache_command import add_cache_parser, cache_command
 from pacsfed.workers import STARTUP_FAILURE, WorkerSpec, leftover_journals, serve_workers, uvicorn_config
 from schema.http import EXAMPLE_QUERY
 from schema.query import build_schema
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
 
     commands.add_parser("schema", help="print the GraphQL schema (SDL), as schema.graphql holds it")
+    add_cache_parser(commands)
     return parser
 
 
@@ -378,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _connectors_list(args)
         if args.command == "demo":
             return asyncio.run(_demo(args))
+        if args.command == "cache":
+            return asyncio.run(cache_command(_for_cli(_load(args)), args))
         if args.command == "schema":
             print(build_schema())
             return 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
+from federation.access.expiry import delete_expired
 from federation.access.share import ShareRecord, ShareStore, ShareToken
 from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
 from federation.errors import CacheError
@@ -86,10 +87,7 @@ class ElasticsearchShareStore(ShareStore):
         with contextlib.suppress(CacheError):
             await self._ensure_index()
             cutoff = (dt.datetime.now(dt.UTC) - _KEEP_EXPIRED).isoformat()
-            with contextlib.suppress(*ELASTICSEARCH_ERRORS):
-                await self._client.delete_by_query(
-                    index=self.index, query={"range": {"expires_at": {"lt": cutoff}}}, conflicts="proceed"
-                )
+            await delete_expired(self._client, self.index, "expires_at", cutoff)  # failures logged, counted
 
     async def _ensure_index(self) -> None:
         if self._ready:

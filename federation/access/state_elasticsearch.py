@@ -24,6 +24,7 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
+from federation.access.expiry import delete_expired
 from federation.access.principals import EmergencyWindow, EmergencyWindows
 from federation.access.share import RedemptionLimiter
 from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure
@@ -98,10 +99,7 @@ class _StateIndex:
         with contextlib.suppress(CacheError):
             await self.ensure()
             cutoff = _iso(now - _KEEP_EXPIRED.total_seconds())
-            with contextlib.suppress(*ELASTICSEARCH_ERRORS):
-                await self.client.delete_by_query(
-                    index=self.index, query={"range": {"until": {"lt": cutoff}}}, conflicts="proceed"
-                )
+            await delete_expired(self.client, self.index, "until", cutoff)  # failures logged, counted
 
 
 AccessStateIndex = _StateIndex

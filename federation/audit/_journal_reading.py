@@ -9,7 +9,17 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from federation.audit._segments import SEGMENT, START, Position, reason_of, record_lines, segment_name
+from federation.audit._segments import (
+    SEGMENT,
+    START,
+    Position,
+    is_packed,
+    packed_path,
+    reason_of,
+    record_lines,
+    segment_name,
+    unpacked,
+)
 from federation.audit.clock import SegmentSpan
 from federation.audit.records import AuditRecord
 from federation.errors import AuditError
@@ -34,12 +44,14 @@ class JournalReading:
         return self._committed
 
     def _segments(self) -> list[tuple[int, Path]]:
-        found = []
+        found: dict[int, Path] = {}
         for entry in os.scandir(self.directory):
             match = SEGMENT.match(entry.name)
             if match:
-                found.append((int(match.group(1)), Path(entry.path)))
-        return sorted(found)
+                number = int(match.group(1))
+                if number not in found or not match.group(2):  # both: a compression was interrupted
+                    found[number] = Path(entry.path)
+        return sorted(found.items())
 
     async def read(
         self, after: Position, *, max_records: int = 500, max_bytes: int = 4 * 1024 * 1024
@@ -104,6 +116,8 @@ class JournalReading:
     ) -> tuple[bytes, int, bool] | None:
         """Up to ``max_bytes`` (at least one whole line) of a segment from ``start``, the bytes available, open?."""
         is_open = committed is not None and committed.segment == number
+        if is_packed(path):
+            return JournalReading._packed_chunk(path, start, max_bytes)
         try:
             with path.open("rb") as file:
                 limit = (
@@ -115,10 +129,26 @@ class JournalReading:
                 while len(data) < available and b"\n" not in data:
                     data += file.read(min(available - len(data), max_bytes))
         except FileNotFoundError:
-            return None
+            return None if is_open else JournalReading._packed_chunk(packed_path(path), start, max_bytes)
         except OSError as exc:
             raise AuditError(f"the audit journal cannot be read ({reason_of(exc)})") from exc
         return data, available, is_open
+
+    @staticmethod
+    def _packed_chunk(path: Path, start: int, max_bytes: int) -> tuple[bytes, int, bool] | None:
+        """:meth:`_chunk` of a compressed (closed) segment: the same bytes, offsets in them."""
+        try:
+            whole = unpacked(path)
+        except FileNotFoundError:
+            return None  # pruned meanwhile
+        except (OSError, EOFError) as exc:
+            raise AuditError(f"the audit journal cannot be read ({type(exc).__name__})") from exc
+        available = max(0, len(whole) - start)
+        end = start + min(available, max_bytes)
+        if end < len(whole) and b"\n" not in whole[start:end]:
+            newline = whole.find(b"\n", end)
+            end = len(whole) if newline < 0 else newline + 1
+        return whole[start:end], available, False
 
     async def recent(self, max_bytes: int = 16 * 1024 * 1024) -> list[AuditRecord]:
         """The newest records held locally (oldest first), reading at most about ``max_bytes``."""

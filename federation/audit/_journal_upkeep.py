@@ -1,17 +1,28 @@
-"""Looking after the journal: the sinks' shipping cursors, pruning shipped segments, the records' timeline."""
+"""Looking after the journal: the sinks' shipping cursors, compressing and pruning shipped segments, the timeline."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
 import logging
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
 from federation.audit._journal_reading import JournalReading
-from federation.audit._segments import START, Position, edge_records, fsync_dir, reason_of
+from federation.audit._segments import (
+    START,
+    Position,
+    edge_records,
+    fsync_dir,
+    is_packed,
+    packed_path,
+    reason_of,
+)
 from federation.audit.clock import SegmentSpan, Timeline
 from federation.errors import AuditError
 
@@ -91,6 +102,51 @@ class JournalUpkeep(JournalReading):
         if removed:
             logger.info("audit journal: deleted %d shipped segments", removed)
         return removed
+
+    async def compress(self, shipped: Position, min_age_s: float = 0.0) -> int:
+        """Compress (gzip) the closed segments wholly before ``shipped`` and ``min_age_s`` old; how many now."""
+        return await asyncio.to_thread(self._compress_sync, shipped, min_age_s)
+
+    def _compress_sync(self, shipped: Position, min_age_s: float) -> int:
+        packed = 0
+        temp: Path | None = None
+        try:
+            segments, committed = self._snapshot()
+            timeline = self._timeline_sync(segments) if min_age_s > 0 else None
+            for number, path in segments:
+                if number >= shipped.segment or (committed is not None and number >= committed.segment):
+                    break
+                if is_packed(path):
+                    continue
+                age = timeline.segment_age(number) if timeline is not None else None
+                if timeline is not None and (age is None or age < min_age_s):
+                    break  # the rest are younger by the records' own order
+                target = packed_path(path)
+                temp = target.with_name(f".{target.name}.tmp")
+                with path.open("rb") as source, temp.open("wb") as raw:
+                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packing:
+                        shutil.copyfileobj(source, packing)
+                    raw.flush()
+                    os.fsync(raw.fileno())
+                os.replace(temp, target)
+                temp = None
+                fsync_dir(self.directory)  # the compressed copy is durable before the original goes
+                known = self._spans.get(number)
+                if known is not None:  # the same records: keep the span, keyed by the new size
+                    self._spans[number] = (target.stat().st_size, known[1])
+                path.unlink()
+                packed += 1
+            if packed:
+                fsync_dir(self.directory)
+        except (OSError, AuditError) as exc:
+            logger.warning(
+                "audit journal: compression stopped (%s)",
+                reason_of(exc) if isinstance(exc, OSError) else exc,
+            )
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+        return packed
 
     async def timeline(self) -> Timeline:
         """The journal's records as a trusted timeline up to now (:mod:`federation.audit.clock`)."""

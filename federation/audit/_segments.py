@@ -1,7 +1,12 @@
-"""The journal's files: segment names and positions, fsync of the directory, parsing lines of records."""
+"""The journal's files: segment names and positions, fsync of the directory, parsing lines of records.
+
+A shipped segment may be compressed (``audit-NNN.jsonl.gz``, gzip): it reads as the same bytes, and
+positions in it are offsets in those bytes, so nothing that reads the journal tells the difference.
+"""
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
@@ -15,7 +20,7 @@ from federation.audit.records import AuditRecord
 
 logger = logging.getLogger("federation.audit.journal")
 
-SEGMENT = re.compile(r"^audit-(\d{12})\.jsonl$")
+SEGMENT = re.compile(r"^audit-(\d{12})\.jsonl(\.gz)?$")
 EDGE_BYTES = 64 * 1024
 """How much of a segment's head and tail is read for its first and last record."""
 
@@ -36,6 +41,22 @@ def segment_name(number: int) -> str:
     return f"audit-{number:012d}.jsonl"
 
 
+def packed_path(path: Path) -> Path:
+    """Where segment ``path`` is once compressed."""
+    return path if path.suffix == ".gz" else path.with_name(f"{path.name}.gz")
+
+
+def is_packed(path: Path) -> bool:
+    """Whether ``path`` names a compressed segment."""
+    return path.suffix == ".gz"
+
+
+def unpacked(path: Path) -> bytes:
+    """The whole content of a compressed segment (FileNotFoundError if it is gone)."""
+    with gzip.open(path, "rb") as file:
+        return file.read()
+
+
 def fsync_dir(directory: Path) -> None:
     """Make the directory's entries (new, renamed, removed files) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -53,12 +74,18 @@ def reason_of(exc: OSError) -> str:
 def edge_records(path: Path) -> tuple[AuditRecord | None, AuditRecord | None]:
     """The first and the last readable record of a segment (quietly: torn lines are expected here)."""
     try:
-        with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            head = file.read(EDGE_BYTES)
-            file.seek(max(0, size - EDGE_BYTES))
-            tail = file.read(EDGE_BYTES)
+        if is_packed(path):
+            data = unpacked(path)
+            size, head, tail = len(data), data[:EDGE_BYTES], data[-EDGE_BYTES:]
+        else:
+            with path.open("rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                head = file.read(EDGE_BYTES)
+                file.seek(max(0, size - EDGE_BYTES))
+                tail = file.read(EDGE_BYTES)
     except FileNotFoundError:
+        if not is_packed(path):  # compressed meanwhile
+            return edge_records(packed_path(path))
         return None, None
     first = next((r for r in map(quiet_record, head.split(b"\n")) if r is not None), None)
     tail_lines = tail.split(b"\n")[0 if size <= EDGE_BYTES else 1 :]

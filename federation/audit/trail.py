@@ -9,8 +9,8 @@ for the memory cache backend) and adds the records it has not received yet; when
 answer, the recent local journal answers instead, and :meth:`JournaledAuditTrail.search_page`
 says the answer is partial.
 
-Journal segments are deleted once every durable sink has shipped them and their last record
-is ``journal_keep_days`` old along the journal's own timeline (:mod:`federation.audit.clock`);
+Journal segments every durable sink has shipped are compressed (gzip; read as before), and deleted
+once their last record is ``journal_keep_days`` (``audit.journal_keep_days``) old along the journal's own timeline (:mod:`federation.audit.clock`);
 with no durable sink (memory backend, no syslog) the journal is the archive and is never pruned.
 Sinks apply their own retention by the same timeline, never by the wall clock alone.
 """
@@ -132,6 +132,10 @@ class _Shipper:
 def _why(exc: BaseException) -> str:
     # AuditError texts are ours (no patient data); for anything else only the type is logged.
     return str(exc) if isinstance(exc, AuditError) else type(exc).__name__
+
+
+_COMPRESS_AFTER_S = 3600.0
+"""Shipped segments are compressed once their last record is this old (along the journal's timeline)."""
 
 
 class JournaledAuditTrail(AuditTrail):
@@ -299,7 +303,10 @@ class JournaledAuditTrail(AuditTrail):
         durable = [shipper.position for shipper in self._shippers if shipper.sink.durable]
         if not durable:
             return 0
-        return await self.journal.prune(min(durable), self.journal_keep_days * 86_400)
+        removed = await self.journal.prune(min(durable), self.journal_keep_days * 86_400)
+        # What is kept, shipped an hour ago at least, takes a fraction of the disk (gzip, read as before).
+        await self.journal.compress(min(durable), _COMPRESS_AFTER_S)
+        return removed
 
     async def aclose(self) -> None:
         """A short final shipping attempt, then stop the tasks and close the sinks and the journal."""
@@ -329,4 +336,9 @@ def build_audit_trail(settings: Settings, es_client: AsyncElasticsearch | None) 
         sinks.append(MemoryAuditSink())
     if audit.syslog is not None:
         sinks.append(SyslogAuditSink(audit.syslog))
-    return JournaledAuditTrail(AuditJournal(audit.journal_dir), sinks, ship_interval_s=audit.ship_interval_s)
+    return JournaledAuditTrail(
+        AuditJournal(audit.journal_dir),
+        sinks,
+        ship_interval_s=audit.ship_interval_s,
+        journal_keep_days=audit.journal_keep_days,
+    )

@@ -1,7 +1,8 @@
-"""Elasticsearch exam cache: one document per (source, study), written with the bulk API.
+"""Elasticsearch exam cache: one document per (source, study) and period, written with the bulk API.
 
-An index template with an explicit, strict mapping is installed at start-up (or at the first
-write after Elasticsearch comes back). No analysis plugins are needed: text that must match
+Index templates with explicit, strict mappings are installed at start-up (or at the first write
+after Elasticsearch comes back); answers go to time-based indices deleted whole by age
+(:mod:`federation.cache._indices`). No analysis plugins are needed: text that must match
 loosely is folded in Python before indexing.
 
 Concurrent write-throughs share bulk requests (:class:`federation.cache._bulk.BulkBatcher`): a fan-out's source
@@ -11,22 +12,31 @@ one ``_bulk`` per answer made the loading of an index the slowest step of the ca
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from federation.cache._bulk import BulkBatcher
+from federation.cache._indices import CacheIndexStats, CacheIndices
 from federation.cache.base import CachedAnswer, CacheHealth, ExamCache, document_id
-from federation.elasticsearch import ELASTICSEARCH_ERRORS, IndexSetup, ensure_index, failure, make_client
+from federation.elasticsearch import ELASTICSEARCH_ERRORS, failure, make_client
 from federation.errors import CacheError
 from federation.identity.names import fold, folded_name, group_parts
 from federation.models import CacheStatus, PatientQuery, SourceInfo, StudyRecord
 from federation.settings import CacheSettings
+
+logger = logging.getLogger(__name__)
+
+_LIVE_TTL_S = 60.0
+"""How long the list of answers indices is reused: a period's index is always read, others join within this."""
 
 MAPPING: dict[str, Any] = {
     "dynamic": "strict",
@@ -143,13 +153,26 @@ class ElasticsearchExamCache(ExamCache):
         coalesce_writes: bool = True,
         bulk_linger_s: float = 0.002,
         bulk_max_actions: int = 2000,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        maintenance_interval_s: float = 3600.0,
     ) -> None:
         self.settings = settings
-        self.index = f"{settings.index_prefix}-exams"
-        self.answers_index = f"{settings.index_prefix}-answers"
-        self._template_name = f"{settings.index_prefix}-exams"
-        self._template_ready = False
         self._client = client if client is not None else make_client(settings)
+        self.indices = CacheIndices(
+            self._client,
+            settings.index_prefix,
+            {"exams": MAPPING, "answers": ANSWERS_MAPPING},
+            period=settings.index_period,
+            keep_days=settings.keep_days,
+            ilm_policy=settings.ilm_policy,
+            clock=clock,
+        )
+        self._clock = clock
+        self._maintenance_interval_s = maintenance_interval_s
+        self._maintenance: asyncio.Task[None] | None = None
+        self.maintenance_failures = 0
+        """Rounds of deletion by age that failed in this process (each logged; retried an hour later)."""
+        self._live: tuple[float, list[str]] | None = None
         self._batcher = (
             BulkBatcher(self._client, linger_s=bulk_linger_s, max_actions=bulk_max_actions)
             if coalesce_writes
@@ -161,24 +184,49 @@ class ElasticsearchExamCache(ExamCache):
         """The process's one Elasticsearch client."""
         return self._client
 
-    async def start(self) -> None:
-        """Install the index template now if Elasticsearch is up; otherwise at the next write."""
-        with contextlib.suppress(CacheError):
-            await self._ensure_template()
+    @property
+    def index(self) -> str:
+        """The exams index written to now (the current period's)."""
+        return self.indices.index_for("exams", self._clock())
 
-    async def _ensure_template(self) -> None:
-        if self._template_ready:
-            return
-        for index, mapping in ((self.index, MAPPING), (self.answers_index, ANSWERS_MAPPING)):
-            setup = IndexSetup(
-                index,
-                mapping,
-                settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-                template=index,
-                priority=100,
-            )
-            await ensure_index(self._client, setup, CacheError, "cannot prepare the index")
-        self._template_ready = True
+    @property
+    def answers_index(self) -> str:
+        """The answers index written to now (the current period's)."""
+        return self.indices.index_for("answers", self._clock())
+
+    async def start(self) -> None:
+        """Install the templates, migrate, and start deleting expired indices; a down node is retried later."""
+        with contextlib.suppress(CacheError):
+            await self.indices.prepare()
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain_forever(), name="cache-maintenance")
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            try:
+                await self.indices.delete_expired()
+            except CacheError as exc:  # retried at the next round
+                self.maintenance_failures += 1
+                logger.warning("cache: expired indices not deleted (%s)", exc)
+            await asyncio.sleep(self._maintenance_interval_s)
+
+    async def _live_answers(self) -> list[str]:
+        """The answers indices to read, newest first (listed at most once a minute; the current one always)."""
+        now = time.monotonic()
+        if self._live is None or now - self._live[0] > _LIVE_TTL_S:
+            with contextlib.suppress(CacheError):
+                self._live = (now, await self.indices.live("answers"))
+        known = self._live[1] if self._live is not None else []
+        current = self.answers_index
+        return known if current in known else [current, *known]
+
+    async def stats(self) -> list[CacheIndexStats]:
+        """Documents and bytes of every cache index (``pacsfed cache stats``)."""
+        return await self.indices.stats()
+
+    async def delete_expired(self) -> list[str]:
+        """Delete the indices past ``keep_days`` now (the maintenance task does it hourly)."""
+        return await self.indices.delete_expired()
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
         """Bulk-index one source's answer: its studies under stable ids, and the answer itself.
@@ -189,8 +237,8 @@ class ElasticsearchExamCache(ExamCache):
         key = query.cache_key()
         if not records and key is None:
             return
-        await self._ensure_template()
-        now = dt.datetime.now(dt.UTC)
+        answers_index, exams_index = await self.indices.ensure_current()
+        now = self._clock()
         # External versions (the answer's time in microseconds): writes that overtake each other in
         # concurrent bulks can never put an older answer over a newer one (the older is refused, 409).
         version = {"version": int(now.timestamp() * 1_000_000), "version_type": "external_gte"}
@@ -199,7 +247,7 @@ class ElasticsearchExamCache(ExamCache):
             operations.append(
                 {
                     "index": {
-                        "_index": self.index,
+                        "_index": exams_index,
                         "_id": document_id(source.id, record.study_instance_uid),
                         **version,
                     }
@@ -208,7 +256,7 @@ class ElasticsearchExamCache(ExamCache):
             operations.append(exam_document(source, query, record, now))
         if key is not None:
             operations.append(
-                {"index": {"_index": self.answers_index, "_id": answer_id(key, source.id), **version}}
+                {"index": {"_index": answers_index, "_id": answer_id(key, source.id), **version}}
             )
             operations.append(
                 {
@@ -244,29 +292,42 @@ class ElasticsearchExamCache(ExamCache):
             raise CacheError(f"{len(failed)} of {actions} documents were refused ({reason})")
 
     async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
-        """The last answers by id (real-time GETs: a write is readable at once, no refresh needed)."""
+        """The newest answers by id in every period's index (real-time GETs: a write is readable at once)."""
         key = query.cache_key()
         if key is None or not source_ids:
             return {}
         try:
+            indices = await self._live_answers()
             answers = await self._client.mget(
-                index=self.answers_index, ids=[answer_id(key, sid) for sid in source_ids]
+                docs=[{"_index": i, "_id": answer_id(key, sid)} for i in indices for sid in source_ids]
             )
-            found = [doc["_source"] for doc in answers["docs"] if doc.get("found")]
-            exam_ids = [document_id(a["source_id"], uid) for a in found for uid in a["study_uids"]]
-            exams: Any = await self._client.mget(index=self.index, ids=exam_ids) if exam_ids else {"docs": []}
+            newest: dict[str, tuple[str, dict[str, Any]]] = {}
+            for doc in answers["docs"]:
+                if doc.get("found"):
+                    found = doc["_source"]
+                    held = newest.get(found["source_id"])
+                    if held is None or held[1]["answered_at"] < found["answered_at"]:
+                        newest[found["source_id"]] = (doc["_index"], found)
+            # An answer's studies were written with it, to the same period's exams index.
+            exam_docs = [
+                {"_index": self.indices.exams_of(index), "_id": document_id(a["source_id"], uid)}
+                for index, a in newest.values()
+                for uid in a["study_uids"]
+            ]
+            exams: Any = await self._client.mget(docs=exam_docs) if exam_docs else {"docs": []}
         except NotFoundError:
             return {}
         except ELASTICSEARCH_ERRORS as exc:
             raise failure(exc, CacheError, "cache read failed") from exc
-        by_id = {doc["_id"]: doc["_source"] for doc in exams["docs"] if doc.get("found")}
+        by_id = {(doc["_index"], doc["_id"]): doc["_source"] for doc in exams["docs"] if doc.get("found")}
         result: dict[str, CachedAnswer] = {}
-        for answer in found:
+        for index, answer in newest.values():
             answered_at = dt.datetime.fromisoformat(answer["answered_at"])
             matches = {m["uid"]: m for m in answer.get("matches", [])}
             records = []
+            exams_index = self.indices.exams_of(index)
             for uid in answer["study_uids"]:
-                doc = by_id.get(document_id(answer["source_id"], uid))
+                doc = by_id.get((exams_index, document_id(answer["source_id"], uid)))
                 if doc is None:
                     break  # a study was purged or lost: the answer is incomplete, do not use it
                 match = {k: v for k, v in matches.get(uid, {}).items() if k != "uid"}
@@ -287,23 +348,34 @@ class ElasticsearchExamCache(ExamCache):
             # Writes queued before the purge land first, so the purge finds and deletes them.
             with contextlib.suppress(CacheError):
                 await self._batcher.flush()
+        exams_alias, answers_alias = self.indices.alias("exams"), self.indices.alias("answers")
         try:
-            await self._client.indices.refresh(
-                index=[self.index, self.answers_index], ignore_unavailable=True
-            )
+            await self._client.indices.refresh(index=[exams_alias, answers_alias], ignore_unavailable=True)
             found = await self._client.search(
-                index=self.answers_index,
+                index=answers_alias,
                 query={"bool": {"filter": filters}},
                 size=10_000,
                 ignore_unavailable=True,
+                allow_no_indices=True,
             )
             answers = [hit["_source"] for hit in found["hits"]["hits"]]
-            exam_ids = [document_id(a["source_id"], uid) for a in answers for uid in a["study_uids"]]
+            exam_ids = sorted({document_id(a["source_id"], uid) for a in answers for uid in a["study_uids"]})
+            # The same studies in every period's index (written there by later answers): an erasure is whole.
+            exams: Any = (
+                await self._client.search(
+                    index=exams_alias,
+                    query={"ids": {"values": exam_ids}},
+                    size=10_000,
+                    source=False,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
+                )
+                if exam_ids
+                else {"hits": {"hits": []}}
+            )
             operations: list[dict[str, Any]] = [
-                {"delete": {"_index": self.index, "_id": i}} for i in exam_ids
-            ]
-            operations += [
-                {"delete": {"_index": self.answers_index, "_id": hit["_id"]}} for hit in found["hits"]["hits"]
+                {"delete": {"_index": hit["_index"], "_id": hit["_id"]}}
+                for hit in [*exams["hits"]["hits"], *found["hits"]["hits"]]
             ]
             if operations:
                 await self._client.bulk(operations=operations, refresh="wait_for")
@@ -321,13 +393,23 @@ class ElasticsearchExamCache(ExamCache):
         return await self._search({"bool": {"filter": filters}}, size=limit)
 
     async def _search(self, query: dict[str, Any], size: int = 10_000) -> list[StudyRecord]:
+        """Studies matching ``query`` in every period's index, each (source, study) once: its newest copy."""
         try:
             response = await self._client.search(
-                index=self.index, query=query, size=size, ignore_unavailable=True
+                index=self.indices.alias("exams"),
+                query=query,
+                size=size,
+                sort=[{"cached_at": {"order": "desc"}}],
+                ignore_unavailable=True,
+                allow_no_indices=True,
             )
         except ELASTICSEARCH_ERRORS as exc:
             raise failure(exc, CacheError, "cache search failed") from exc
-        return [_record(hit["_source"]) for hit in response["hits"]["hits"]]
+        newest: dict[str, StudyRecord] = {}
+        for hit in response["hits"]["hits"]:
+            if hit["_id"] not in newest:
+                newest[hit["_id"]] = _record(hit["_source"])
+        return list(newest.values())
 
     async def health(self) -> CacheHealth:
         """Ping the cluster with the request timeout."""
@@ -338,7 +420,11 @@ class ElasticsearchExamCache(ExamCache):
         return CacheHealth(CacheStatus.OK, self.backend)
 
     async def aclose(self) -> None:
-        """Send the writes still waiting to be batched, then close the client."""
+        """Stop the maintenance, send the writes still waiting to be batched, then close the client."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         if self._batcher is not None:
             with contextlib.suppress(CacheError):
                 await self._batcher.flush()

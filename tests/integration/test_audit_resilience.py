@@ -46,7 +46,7 @@ def audit_settings(
 
 def cached_documents(url: str, index_prefix: str) -> int:
     """Exam documents in the cache (none when the index was never made)."""
-    index = f"{index_prefix}-exams"
+    index = f"{index_prefix}-cache-exams"  # the read alias over every period's index
     response = httpx.post(f"{url}/{index}/_refresh", timeout=10)
     if response.status_code == 404:
         return 0

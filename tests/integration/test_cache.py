@@ -33,12 +33,12 @@ async def test_two_identical_queries_leave_one_document_per_source_and_study(
     # the write still lands, which is what the document counts below check.
     assert first["cacheStatus"] in ("OK", "PENDING")
     assert second["cacheStatus"] == "OK"
-    index = f"{index_prefix}-exams"
+    index = f"{index_prefix}-cache-exams"  # the read alias over every period's index
     # hosp-a: SHARED-CT + A-MR, hosp-b: SHARED-CT, hosp-c: C-US.
     assert count_documents(elasticsearch.url, index) == 4
     assert count_documents(elasticsearch.url, index, source_id="hosp-a") == 2
     mapping = httpx.get(f"{elasticsearch.url}/{index}/_mapping", timeout=10).json()
-    assert mapping[index]["mappings"]["dynamic"] == "strict"
+    assert [m["mappings"]["dynamic"] for m in mapping.values()] == ["strict"]
 
 
 async def test_queries_answer_live_while_elasticsearch_is_down_and_writes_resume(
@@ -61,7 +61,7 @@ async def test_queries_answer_live_while_elasticsearch_is_down_and_writes_resume
     assert ready_down["status"] == "degraded" and ready_down["cache"]["status"] == "UNAVAILABLE"
     assert up["cacheStatus"] == "OK"
     assert ready_up["status"] == "ready"
-    index = f"{index_prefix}-exams"
+    index = f"{index_prefix}-cache-exams"
     assert count_documents(elasticsearch.url, index, query_key="id||PA-001") == 4
 
 
@@ -72,7 +72,7 @@ async def test_cache_is_searchable_by_folded_name_and_birth_date(
     async with running_app(settings) as client:
         await history(client, "PA-001")  # Müller^Anna, born 1980-04-12
         await history(client, "PA-003")  # Østergård^Søren
-    httpx.post(f"{elasticsearch.url}/{index_prefix}-exams/_refresh", timeout=10).raise_for_status()
+    httpx.post(f"{elasticsearch.url}/{index_prefix}-cache-exams/_refresh", timeout=10).raise_for_status()
     cache = ElasticsearchExamCache(settings.cache)
     try:
         by_name = await cache.search_by_name("MULLER")

@@ -40,9 +40,11 @@ async def test_instances_starting_at_once_each_set_up_every_index_of_the_cache(e
     try:
         await asyncio.gather(*(cache.start() for cache in caches))
         client = caches[0].client
-        for index in (caches[0].index, caches[0].answers_index):
+        for index in (caches[0].index, caches[0].answers_index):  # the current period's
             assert await client.indices.exists(index=index)
-            assert (await client.indices.get_index_template(name=index))["index_templates"]
+        for kind in ("exams", "answers"):
+            template = f"{settings.index_prefix}-{kind}-v2"
+            assert (await client.indices.get_index_template(name=template))["index_templates"]
     finally:
         for cache in caches:
             await cache.aclose()
