@@ -6,7 +6,7 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 
-from federation.models import Exam, ExamLocation, ReportAvailability, SourceInfo, StudyRecord
+from federation.models import Exam, ExamLocation, ReportAvailability, SourceInfo, StudyRecord, unvalidated
 from federation.viewer import fill_template
 
 REPORT_MODALITIES = frozenset({"SR", "DOC"})
@@ -40,16 +40,20 @@ def report_availability(modalities: Iterable[str], sources: Iterable[SourceInfo]
 
 
 def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
-    return ExamLocation(
-        source=source,
-        patient_id=record.patient_id,
-        issuer_of_patient_id=record.issuer_of_patient_id,
-        accession_number=record.accession_number,
-        retrieve_url=record.retrieve_url,
-        retrieve_ae_title=record.retrieve_ae_title,
-        matched_by=record.matched_by,
-        cached_at=record.cached_at,
-        viewer_url=viewer_url(record, source),
+    """Where the record's study is; its values are the validated record's and source's, not validated again."""
+    return unvalidated(
+        ExamLocation,
+        {
+            "source": source,
+            "patient_id": record.patient_id,
+            "issuer_of_patient_id": record.issuer_of_patient_id,
+            "accession_number": record.accession_number,
+            "retrieve_url": record.retrieve_url,
+            "retrieve_ae_title": record.retrieve_ae_title,
+            "matched_by": record.matched_by,
+            "cached_at": record.cached_at,
+            "viewer_url": viewer_url(record, source),
+        },
     )
 
 
