@@ -147,22 +147,17 @@ def _explicit_elements(data: bytes) -> dict[int, bytes]:
     return found
 
 
-def _charset_terms(found: dict[int, bytes]) -> list[str]:
-    """SpecificCharacterSet's terms, as DatasetReader reads them."""
-    value = found.get(SPECIFIC_CHARACTER_SET.tag)
-    if value is None:
-        return []
-    if not value.isascii():
-        raise Unhandled("SpecificCharacterSet beyond ASCII")
-    terms = [term.strip(" \x00") for term in value.decode("ascii").split("\\")]
-    return [] if not any(terms) else terms
-
-
 @functools.lru_cache(maxsize=64)
-def _character_set(terms: tuple[str, ...]) -> tuple[CharacterSet, tuple[str, ...]]:
-    """character_set() of the terms and its problems, once per SpecificCharacterSet value met."""
+def _declared(value: bytes | None) -> tuple[tuple[str, ...], CharacterSet, tuple[str, ...]]:
+    """A SpecificCharacterSet value's terms, character set and problems, once per value met (a source repeats its own)."""
+    terms: tuple[str, ...] = ()
+    if value is not None:
+        if not value.isascii():
+            raise Unhandled("SpecificCharacterSet beyond ASCII")
+        terms = tuple(term.strip(" \x00") for term in value.decode("ascii").split("\\"))
+        terms = terms if any(terms) else ()
     problems: list[str] = []
-    return character_set(list(terms), problems), tuple(problems)
+    return terms, character_set(list(terms), problems), tuple(problems)
 
 
 class _Reader:
@@ -172,8 +167,8 @@ class _Reader:
 
     def __init__(self, found: dict[int, bytes]) -> None:
         self.found = found
-        self.character_set_terms = _charset_terms(found)
-        self.charset, problems = _character_set(tuple(self.character_set_terms))
+        terms, self.charset, problems = _declared(found.get(SPECIFIC_CHARACTER_SET.tag))
+        self.character_set_terms = list(terms)
         self.warnings: list[str] = list(problems)
 
     def values(self, attribute: Attribute) -> list[str]:
@@ -307,6 +302,7 @@ _PLAN: tuple[tuple[Attribute, str, int, Any, Any, Kind | None], ...] = tuple(
     for attribute in RECORD_ATTRIBUTES
 )
 _TEXT = Kind.TEXT
+_DATE = Kind.DATE
 _MAX_EXACT_FLOAT_DIGITS = 15
 """parse_is reads through float: up to 15 digits, int() of the digits is the same number."""
 _date = dt.date.fromisoformat
@@ -366,7 +362,9 @@ def record_from_identifier(
     """
     found = elements(data, implicit_vr)
     read = _Reader(found)
-    uid = read.text(STUDY_INSTANCE_UID)
+    raw_uid = found.get(STUDY_INSTANCE_UID.tag)
+    uid = _plain(raw_uid) if raw_uid is not None else None
+    uid = (uid or None) if uid is not None else read.text(STUDY_INSTANCE_UID)
     if uid is None:
         return None
     fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
@@ -383,6 +381,12 @@ def record_from_identifier(
                 if kind is _TEXT:  # the most frequent: a text's one value
                     fields[field] = value or None
                     continue
+                if kind is _DATE and len(value) == 8 and value.isdigit():  # parse_da's usual form
+                    try:
+                        fields[field] = _date(value)
+                        continue
+                    except ValueError:
+                        pass  # reading() warns
                 value = _inline(kind, value, field, fields)
                 if value is not _ALWAYS:
                     fields[field] = value
