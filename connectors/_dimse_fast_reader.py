@@ -184,7 +184,8 @@ class _Reader:
             problems: list[str] = []
             charset = self.charset if vr in CHARSET_VRS else DEFAULT_REPERTOIRE
             text = clean(_decoded(data, charset, vr, problems), problems)
-            self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
+            if problems:
+                self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
         if "\\" not in text or vr in SINGLE_VALUED_VRS:
             return [text.strip(" \x00")]  # one value: no split, no list to build
         return [part.strip(" \x00") for part in text.split("\\")]
