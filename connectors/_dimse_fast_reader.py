@@ -13,6 +13,7 @@ held by tests/unit/test_dimse_fast_reader.py.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import struct
@@ -45,7 +46,7 @@ from connectors.dicom_values import (
     person_name_groups,
     unique,
 )
-from federation.models import StudyRecord
+from federation.models import StudyRecord, unvalidated
 
 
 class Unhandled(Exception):
@@ -146,22 +147,17 @@ def _explicit_elements(data: bytes) -> dict[int, bytes]:
     return found
 
 
-def _charset_terms(found: dict[int, bytes]) -> list[str]:
-    """SpecificCharacterSet's terms, as DatasetReader reads them."""
-    value = found.get(SPECIFIC_CHARACTER_SET.tag)
-    if value is None:
-        return []
-    if not value.isascii():
-        raise Unhandled("SpecificCharacterSet beyond ASCII")
-    terms = [term.strip(" \x00") for term in value.decode("ascii").split("\\")]
-    return [] if not any(terms) else terms
-
-
 @functools.lru_cache(maxsize=64)
-def _character_set(terms: tuple[str, ...]) -> tuple[CharacterSet, tuple[str, ...]]:
-    """character_set() of the terms and its problems, once per SpecificCharacterSet value met."""
+def _declared(value: bytes | None) -> tuple[tuple[str, ...], CharacterSet, tuple[str, ...]]:
+    """A SpecificCharacterSet value's terms, character set and problems, once per value met (a source repeats its own)."""
+    terms: tuple[str, ...] = ()
+    if value is not None:
+        if not value.isascii():
+            raise Unhandled("SpecificCharacterSet beyond ASCII")
+        terms = tuple(term.strip(" \x00") for term in value.decode("ascii").split("\\"))
+        terms = terms if any(terms) else ()
     problems: list[str] = []
-    return character_set(list(terms), problems), tuple(problems)
+    return terms, character_set(list(terms), problems), tuple(problems)
 
 
 class _Reader:
@@ -171,8 +167,8 @@ class _Reader:
 
     def __init__(self, found: dict[int, bytes]) -> None:
         self.found = found
-        self.character_set_terms = _charset_terms(found)
-        self.charset, problems = _character_set(tuple(self.character_set_terms))
+        terms, self.charset, problems = _declared(found.get(SPECIFIC_CHARACTER_SET.tag))
+        self.character_set_terms = list(terms)
         self.warnings: list[str] = list(problems)
 
     def values(self, attribute: Attribute) -> list[str]:
@@ -188,7 +184,8 @@ class _Reader:
             problems: list[str] = []
             charset = self.charset if vr in CHARSET_VRS else DEFAULT_REPERTOIRE
             text = clean(_decoded(data, charset, vr, problems), problems)
-            self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
+            if problems:
+                self.warnings.extend(f"{attribute.keyword}: {problem}" for problem in dict.fromkeys(problems))
         if "\\" not in text or vr in SINGLE_VALUED_VRS:
             return [text.strip(" \x00")]  # one value: no split, no list to build
         return [part.strip(" \x00") for part in text.split("\\")]
@@ -289,37 +286,115 @@ _READ_KIND: dict[Kind, Any] = {
     Kind.INTEGER: _parser(parse_is),
 }
 _ALWAYS = object()
-# Per attribute, in the table's order: itself, its field, tag, reading, and its value when absent.
-_PLAN: tuple[tuple[Attribute, str, int, Any, Any], ...] = tuple(
+# How the usual value of an attribute (one plain ASCII value, _plain's case) is read in line: its Kind,
+# None for the readings that always go through their function (SpecificCharacterSet).
+_INLINE = frozenset({Kind.TEXT, Kind.FIRST, Kind.STRINGS, Kind.DATE, Kind.TIME, Kind.INTEGER, Kind.NAME})
+# Per attribute, in the table's order: itself, its field, tag, reading, its value when absent, and
+# its Kind when its plain value is read in line.
+_PLAN: tuple[tuple[Attribute, str, int, Any, Any, Kind | None], ...] = tuple(
     (
         attribute,
         attribute.field,
         attribute.tag,
         _charset if attribute is SPECIFIC_CHARACTER_SET else _READ_KIND[attribute.kind],
         _ALWAYS if attribute is SPECIFIC_CHARACTER_SET else () if attribute.kind is Kind.STRINGS else None,
+        None if attribute is SPECIFIC_CHARACTER_SET or attribute.kind not in _INLINE else attribute.kind,
     )
     for attribute in RECORD_ATTRIBUTES
 )
+_TEXT = Kind.TEXT
+_DATE = Kind.DATE
+_MAX_EXACT_FLOAT_DIGITS = 15
+"""parse_is reads through float: up to 15 digits, int() of the digits is the same number."""
+_date = dt.date.fromisoformat
+_time = dt.time.fromisoformat
+
+
+def _inline(kind: Kind, value: str, field: str, fields: dict[str, Any]) -> Any:
+    """The plain value read as its Kind would read it, or _ALWAYS where that reading must decide (a warning, a rare form).
+
+    Each case is the first branch of the reading it stands for (``_text``, ``_strings``, ``_first``,
+    ``_name`` with ``person_name_groups``, ``parse_da``, ``parse_tm``, ``parse_is``), for a value
+    that ``_plain`` returned: ASCII without controls or ``\\``, stripped of spaces and NULs.
+    """
+    if kind is Kind.TEXT or kind is Kind.FIRST:
+        return value or None
+    if kind is Kind.DATE:
+        if not value:
+            return None
+        if len(value) == 8 and value.isdigit():
+            try:
+                return _date(value)
+            except ValueError:
+                return _ALWAYS
+        return _ALWAYS
+    if kind is Kind.TIME:
+        if not value:
+            return None
+        if len(value) == 6 and value.isdigit():
+            try:
+                return _time(value)
+            except ValueError:
+                return _ALWAYS
+        return _ALWAYS
+    if kind is Kind.INTEGER:
+        if not value:
+            return None
+        if value.isdigit() and len(value) <= _MAX_EXACT_FLOAT_DIGITS:
+            return int(value)
+        return _ALWAYS
+    if kind is Kind.STRINGS:
+        return (value,) if value else ()
+    # Kind.NAME: one Alphabetic group (no "="); its trailing "^" and spaces dropped.
+    if "=" in value:
+        return _ALWAYS
+    if field == "patient_name":
+        fields["patient_name_groups"] = None  # beyond_alphabetic() of one group
+    return value.rstrip("^ ") or None
 
 
 def record_from_identifier(
     data: bytes, implicit_vr: bool, source_id: str, default_retrieve_ae: str | None = None
 ) -> StudyRecord | None:
-    """``study_record_from_dataset`` of the identifier these little endian bytes encode; Unhandled if not read here."""
+    """``study_record_from_dataset`` of the identifier these little endian bytes encode; Unhandled if not read here.
+
+    The record is built without pydantic validating it again: every value is already of its
+    field's type, as the readings above make it (tests/unit/test_dimse_fast_reader.py holds it).
+    """
     found = elements(data, implicit_vr)
     read = _Reader(found)
-    uid = read.text(STUDY_INSTANCE_UID)
+    raw_uid = found.get(STUDY_INSTANCE_UID.tag)
+    uid = _plain(raw_uid) if raw_uid is not None else None
+    uid = (uid or None) if uid is not None else read.text(STUDY_INSTANCE_UID)
     if uid is None:
         return None
     fields: dict[str, Any] = {"source_id": source_id, "study_instance_uid": uid}
-    for attribute, field, tag, reading, absent in _PLAN:
-        if absent is not _ALWAYS and tag not in found:  # absent: what each reading gives for no values
+    plain = _NOT_PLAIN.search
+    for attribute, field, tag, reading, absent, kind in _PLAN:
+        raw = found.get(tag)
+        if raw is None and absent is not _ALWAYS:  # absent: what each reading gives for no values
             fields[field] = absent
-        else:
-            fields[field] = reading(read, attribute, fields)
+            continue
+        if kind is not None and raw is not None:
+            stripped = raw.rstrip(b" \x00")
+            if plain(stripped) is None:
+                value = stripped.decode("ascii").strip(" \x00")
+                if kind is _TEXT:  # the most frequent: a text's one value
+                    fields[field] = value or None
+                    continue
+                if kind is _DATE and len(value) == 8 and value.isdigit():  # parse_da's usual form
+                    try:
+                        fields[field] = _date(value)
+                        continue
+                    except ValueError:
+                        pass  # reading() warns
+                value = _inline(kind, value, field, fields)
+                if value is not _ALWAYS:
+                    fields[field] = value
+                    continue
+        fields[field] = reading(read, attribute, fields)
     if fields["retrieve_ae_title"] is None:
         fields["retrieve_ae_title"] = default_retrieve_ae
     fields["other_patient_ids"] = ()
-    fields["warnings"] = tuple(dict.fromkeys(read.warnings))
-    record: StudyRecord = StudyRecord.__pydantic_validator__.validate_python(fields)
-    return record
+    fields["warnings"] = tuple(dict.fromkeys(read.warnings)) if read.warnings else ()
+    return unvalidated(StudyRecord, fields)

@@ -29,7 +29,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 
 from connectors import _dimse_wire as wire
-from connectors._dimse_message import Assembler, Received, pdv_items
+from connectors._dimse_message import Assembler, Received
 from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import SourceProtocolError, SourceTimeout, SourceUnreachable
 from federation.models import Deadline
@@ -181,7 +181,7 @@ class DimseLink:
                     self.protocol.abort()
                     raise SourceProtocolError(f"a DIMSE message longer than {MAX_MESSAGE_BYTES} bytes")
                 try:
-                    whole = message.add(pdv_items(data))
+                    whole = message.add_pdu(data)
                     if whole is not None:
                         return whole
                 except SourceProtocolError:

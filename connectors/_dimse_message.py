@@ -10,7 +10,6 @@ the identifier and its normalisation together, four times per study-level query 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from federation.errors import SourceProtocolError
 
@@ -22,67 +21,88 @@ NO_DATA_SET = 0x0101
 _ELEMENT = struct.Struct("<HHL")
 _US = struct.Struct("<H")
 _PDV_ITEM = struct.Struct(">LB")
+"""A PDV item's length and presentation context ID; its message control header follows."""
 _P_DATA_HEADER = 6
 
 
-@dataclass
 class Received:
     """One DIMSE message: its command set's US elements (group 0000), and its data set's bytes."""
 
-    command: dict[int, int] = field(default_factory=dict)
-    data: bytes | None = None
+    __slots__ = ("command", "data")
+
+    def __init__(self, command: dict[int, int] | None = None, data: bytes | None = None) -> None:
+        self.command: dict[int, int] = {} if command is None else command
+        self.data = data
 
     @property
     def status(self) -> int | None:
         return self.command.get(STATUS)
 
 
-@dataclass
 class Assembler:
-    """Joins the PDV fragments of one DIMSE message (PS3.8 E.2); ``add`` says when it is whole."""
+    """Joins the PDV fragments of one DIMSE message (PS3.8 E.2); ``add_pdu`` says when it is whole.
 
-    _command: bytearray = field(default_factory=bytearray)
-    _data: bytearray = field(default_factory=bytearray)
-    _message: Received | None = None
+    A message's command set and data set each come in one fragment from most peers (always from
+    DCMTK for a C-FIND answer): such a fragment is kept as it was cut from the PDU, joined into a
+    buffer only when a second one follows.
+    """
 
-    def add(self, fragments: list[tuple[int, bytes]]) -> Received | None:
-        """Add a P-DATA's ``(context ID, header byte + fragment)`` items; the message once whole."""
-        for _, value in fragments:
-            if not value:
-                raise SourceProtocolError("an empty PDV item")
-            header, fragment = value[0], value[1:]
-            if header & 0x01:  # command information
-                if self._message is not None:
-                    raise SourceProtocolError("a second command set before the data set")
+    __slots__ = ("_command", "_data", "_message")
+
+    def __init__(self) -> None:
+        self._command: bytes | bytearray = b""
+        self._data: bytes | bytearray = b""
+        self._message: Received | None = None
+
+    def add_pdu(self, pdu: bytes) -> Received | None:
+        """Add a whole P-DATA-TF PDU's items (PS3.8 9.3.5.1); the message once whole.
+
+        Items after the one that completes the message are checked, not read.
+        """
+        whole = None
+        offset = _P_DATA_HEADER
+        end = len(pdu)
+        while offset < end:
+            if end - offset < _PDV_ITEM.size:
+                raise SourceProtocolError("a P-DATA-TF PDU could not be decoded")
+            length, _ = _PDV_ITEM.unpack_from(pdu, offset)
+            header, offset = offset + _PDV_ITEM.size, offset + 4 + length
+            if length < 1 or offset > end:
+                raise SourceProtocolError("a P-DATA-TF PDU could not be decoded")
+            if whole is None:
+                if length == 1:
+                    raise SourceProtocolError("an empty PDV item")
+                whole = self._fragment(pdu[header], pdu[header + 1 : offset])
+        return whole
+
+    def _fragment(self, header: int, fragment: bytes) -> Received | None:
+        """One PDV's message control header (PS3.8 E.2) and fragment."""
+        if header & 0x01:  # command information
+            if self._message is not None:
+                raise SourceProtocolError("a second command set before the data set")
+            if self._command:
+                if not isinstance(self._command, bytearray):
+                    self._command = bytearray(self._command)
                 self._command += fragment
-                if header & 0x02:
-                    self._message = Received(command=command_values(bytes(self._command)))
-                    if self._message.command.get(COMMAND_DATA_SET_TYPE, NO_DATA_SET) == NO_DATA_SET:
-                        return self._message
             else:
-                if self._message is None:
-                    raise SourceProtocolError("a data set fragment before its command set")
-                self._data += fragment
-                if header & 0x02:
-                    self._message.data = bytes(self._data)
+                self._command = fragment
+            if header & 0x02:
+                self._message = Received(command_values(bytes(self._command)))
+                if self._message.command.get(COMMAND_DATA_SET_TYPE, NO_DATA_SET) == NO_DATA_SET:
                     return self._message
+        else:
+            if self._message is None:
+                raise SourceProtocolError("a data set fragment before its command set")
+            if self._data:
+                if not isinstance(self._data, bytearray):
+                    self._data = bytearray(self._data)
+                self._data += fragment
+            else:
+                self._data = fragment
+            if header & 0x02:
+                self._message.data = bytes(self._data)
+                return self._message
         return None
-
-
-def pdv_items(pdu: bytes) -> list[tuple[int, bytes]]:
-    """A whole P-DATA-TF PDU's ``(context ID, header byte + fragment)`` items (PS3.8 9.3.5.1)."""
-    items: list[tuple[int, bytes]] = []
-    offset = _P_DATA_HEADER
-    end = len(pdu)
-    while offset < end:
-        if end - offset < _PDV_ITEM.size:
-            raise SourceProtocolError("a P-DATA-TF PDU could not be decoded")
-        length, context_id = _PDV_ITEM.unpack_from(pdu, offset)
-        if length < 1 or offset + 4 + length > end:
-            raise SourceProtocolError("a P-DATA-TF PDU could not be decoded")
-        items.append((context_id, pdu[offset + _PDV_ITEM.size : offset + 4 + length]))
-        offset += 4 + length
-    return items
 
 
 def command_values(encoded: bytes) -> dict[int, int]:

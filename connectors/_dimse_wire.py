@@ -37,7 +37,8 @@ _BUFFER_HIGH = 256 * 1024
 
 With no whole PDU waiting, reading goes on until the PDU in progress is complete (at most
 ``MAX_PDU_BYTES``): memory stays under a few MiB whatever the peer sends."""
-_YIELD_EVERY = 4
+_YIELD_EVERY = 16
+"""PDUs returned without suspending before ``next_pdu`` lets the loop run (a C-FIND answer is a few PDUs)."""
 _HEADER = struct.Struct(">BxL")
 _RELEASE_RP = bytes([A_RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0])
 _ABORT = bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0, 0])

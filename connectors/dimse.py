@@ -28,6 +28,7 @@ from connectors._dimse_find import FIND_MODELS, accepted_model
 from connectors._dimse_levels import Found, find_below_study
 from connectors._dimse_link import ABORT_LINGER_S, AssociationEnded, DimseLink, cut
 from connectors._dimse_responses import FindState, collect_studies, send_cancel
+from connectors._dimse_slots import Slots
 from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, InstanceAnswer, SeriesAnswer, SourceAnswer
 from connectors.dicom_levels import (
@@ -79,7 +80,7 @@ class DimseConnector(Connector):
             max_workers=settings.max_concurrency, thread_name_prefix=f"pacsfed-dimse-{settings.id}"
         )
         self._pool = AssociationPool(settings.association_pool, settings.association_idle_s)
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._slots = Slots(settings.max_concurrency)
         # DICOM TLS (PS3.15 B.12): the context is built now, so a bad CA or key file fails at start-up.
         self._tls_args = (
             (client_context(settings.tls), server_hostname(settings.tls, settings.host))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 
-from federation.models import Exam, ExamLocation, ReportAvailability, SourceInfo, StudyRecord
+from federation.models import Exam, ExamLocation, ReportAvailability, SourceInfo, StudyRecord, unvalidated
 from federation.viewer import fill_template
 
+_RANK = operator.itemgetter(0)
 REPORT_MODALITIES = frozenset({"SR", "DOC"})
 """Modalities of a report series (PS3.3 C.7.3.1.1.1): SR (structured report), DOC (encapsulated document)."""
 
@@ -40,16 +41,20 @@ def report_availability(modalities: Iterable[str], sources: Iterable[SourceInfo]
 
 
 def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
-    return ExamLocation(
-        source=source,
-        patient_id=record.patient_id,
-        issuer_of_patient_id=record.issuer_of_patient_id,
-        accession_number=record.accession_number,
-        retrieve_url=record.retrieve_url,
-        retrieve_ae_title=record.retrieve_ae_title,
-        matched_by=record.matched_by,
-        cached_at=record.cached_at,
-        viewer_url=viewer_url(record, source),
+    """Where the record's study is; its values are the validated record's and source's, not validated again."""
+    return unvalidated(
+        ExamLocation,
+        {
+            "source": source,
+            "patient_id": record.patient_id,
+            "issuer_of_patient_id": record.issuer_of_patient_id,
+            "accession_number": record.accession_number,
+            "retrieve_url": record.retrieve_url,
+            "retrieve_ae_title": record.retrieve_ae_title,
+            "matched_by": record.matched_by,
+            "cached_at": record.cached_at,
+            "viewer_url": viewer_url(record, source),
+        },
     )
 
 
@@ -172,11 +177,12 @@ class RunningMerge:
             for position, record in enumerate(records):
                 uid = record.study_instance_uid
                 entry = ((rank, position), record, _location(record, self._sources[record.source_id]))
-                bisect.insort(self._groups.setdefault(uid, []), entry, key=lambda e: e[0])
+                self._groups.setdefault(uid, []).append(entry)
                 touched.add(uid)
         for uid in touched:
             group = self._groups[uid]
             if group:
+                group.sort(key=_RANK)  # configuration order; the entries already in it are sorted
                 self._exams[uid] = merge_exam([e[1] for e in group], self._sources, [e[2] for e in group])
             else:
                 del self._groups[uid], self._exams[uid]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import time
 import unicodedata
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
@@ -18,6 +20,34 @@ _WILDCARDS = frozenset("*?\\")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_M = TypeVar("_M", bound=_Frozen)
+_UNSET = object()
+
+
+@functools.cache
+def _field_defaults(model: type[_Frozen]) -> dict[str, Any]:
+    """Every field of a model in declaration order, with its default (``_UNSET`` where required)."""
+    if any(info.default_factory is not None for info in model.model_fields.values()):
+        raise TypeError(f"{model.__name__} has a default factory: build it with validation")
+    return {name: _UNSET if info.is_required() else info.default for name, info in model.model_fields.items()}
+
+
+def unvalidated(model: type[_M], values: dict[str, Any]) -> _M:
+    """``model(**values)`` for values already of their fields' exact types, without validating them again.
+
+    For the hot paths whose values come normalized from a reader that already made them (or from
+    validated models): the instance validation would make of such values (fields in declaration
+    order, ``values``' names as the fields set), at a fifth of its cost. Never for outside input.
+    """
+    fields = {**_field_defaults(model), **values}
+    instance = model.__new__(model)
+    object.__setattr__(instance, "__dict__", fields)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
 
 
 class Deadline:

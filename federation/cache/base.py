@@ -95,6 +95,8 @@ class MemoryExamCache(ExamCache):
     def __init__(self) -> None:
         self._documents: dict[str, tuple[PatientQuery, StudyRecord, dt.datetime]] = {}
         self._answers: dict[tuple[str | None, str], CachedAnswer] = {}
+        self._unstamped: set[tuple[str | None, str]] = set()
+        """Answers whose records do not say ``cached_at`` yet: stamped when first read, not when written."""
 
     async def store(self, source: SourceInfo, query: PatientQuery, records: Sequence[StudyRecord]) -> None:
         """Keep each record under its stable (source, study) id, and the answer under its query."""
@@ -115,14 +117,27 @@ class MemoryExamCache(ExamCache):
             self._documents[document_id(source.id, record.study_instance_uid)] = (query, record, now)
         key = query.cache_key()
         if key is not None:
-            stamped = tuple(record.cached(now) for record in records)  # once, not on every read
-            self._answers[(key, source.id)] = CachedAnswer(source.id, now, stamped)
+            # Stamped once, at the first read: most answers a live query writes are never read back.
+            self._answers[(key, source.id)] = CachedAnswer(source.id, now, tuple(records))
+            self._unstamped.add((key, source.id))
 
     async def cached_answers(self, query: PatientQuery, source_ids: Sequence[str]) -> dict[str, CachedAnswer]:
-        """The stored answers of these sources to exactly this query."""
+        """The stored answers of these sources to exactly this query, their records saying when they were cached."""
         key = query.cache_key()
-        found = {sid: self._answers.get((key, sid)) for sid in source_ids} if key else {}
-        return {sid: answer for sid, answer in found.items() if answer is not None}
+        found: dict[str, CachedAnswer] = {}
+        for sid in source_ids if key else ():
+            answer = self._answers.get((key, sid))
+            if answer is None:
+                continue
+            if (key, sid) in self._unstamped:
+                at = answer.answered_at
+                answer = CachedAnswer(
+                    answer.source_id, at, tuple(record.cached(at) for record in answer.records)
+                )
+                self._answers[(key, sid)] = answer
+                self._unstamped.discard((key, sid))
+            found[sid] = answer
+        return found
 
     async def purge(self, query: PatientQuery, source_id: str | None = None) -> int:
         """Drop the answers (and their studies) of one source or all sources to this query."""
@@ -130,6 +145,7 @@ class MemoryExamCache(ExamCache):
         doomed = [k for k in self._answers if k[0] == key and source_id in (None, k[1])]
         for answer_key in doomed:
             answer = self._answers.pop(answer_key)
+            self._unstamped.discard(answer_key)
             for record in answer.records:
                 self._documents.pop(document_id(answer.source_id, record.study_instance_uid), None)
         return len(doomed)

@@ -27,6 +27,13 @@ if TYPE_CHECKING:  # connectors import the engine's models: no import at run tim
 T = TypeVar("T")
 
 
+class _Slots(asyncio.Semaphore):
+    """A source's slots: ``locked()`` builds no generator while nobody waits (asked twice per source a query asks)."""
+
+    def locked(self) -> bool:
+        return self._value == 0 or (bool(self._waiters) and super().locked())
+
+
 class EngineCore:
     """What every part of :class:`federation.engine.FederationEngine` shares."""
 
@@ -58,7 +65,7 @@ class EngineCore:
         """Cache writes past their purge check, by cache key: a purge waits for them to land first."""
         self._late_writes: dict[asyncio.Task[Any], list[str | None]] = {}
         """Writes a purge stopped waiting for, with the sources it purged (None: all): undone on landing."""
-        self._limits = {c.id: asyncio.Semaphore(source_setting(c, "max_concurrency", 4)) for c in connectors}
+        self._limits = {c.id: _Slots(source_setting(c, "max_concurrency", 4)) for c in connectors}
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
         self._cache_write_wait_s = cache_write_wait_s

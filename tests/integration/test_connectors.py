@@ -126,6 +126,21 @@ async def test_a_query_abandoned_at_the_deadline_is_c_cancelled() -> None:
     assert pacs.cancelled_queries == 1
 
 
+A_ABORT_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0])
+"""A-ABORT from the service-user, no reason (PS3.8 9.3.8)."""
+
+
+def _abort_as_the_peer(association: Any) -> None:
+    """The simulated PACS aborts an idle association: its A-ABORT PDU, on the association's own socket.
+
+    Written straight to the socket rather than through pynetdicom's ``Association.abort()``: called
+    from the test's thread, that one races the association's own thread as the association ends
+    (InvalidEventError, Evt15 in Sta13, raised in the simulated PACS's thread on a loaded machine).
+    The client closes the connection on the A-ABORT; the peer's state machine sees it closed.
+    """
+    association.dul.socket.socket.sendall(A_ABORT_PDU)
+
+
 def _slow_pacs_connector(pacs: SimulatedDimsePacs, **settings: Any) -> DimseConnector:
     return DimseConnector(
         DimseSourceSettings(
@@ -167,7 +182,7 @@ async def test_an_aborted_association_is_re_established() -> None:
         try:
             await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
             [pooled] = pacs.active_associations()
-            pooled.abort()  # the peer drops the idle association
+            _abort_as_the_peer(pooled)  # the peer drops the idle association
             await asyncio.sleep(0.2)
             answer = await connector.find_studies(StudyQuery(patient_id="DEMO-001"), Deadline.after(10))
         finally:

@@ -119,8 +119,22 @@ def reference(data: bytes, implicit: bool) -> StudyRecord | None:
 
 
 def fast(data: bytes, implicit: bool) -> StudyRecord | None:
-    """The fast path, under the same warning filters (pydicom's decoding of some bytes depends on them)."""
-    return study_record_from_bytes(data, implicit, "a", "AE_A")
+    """The fast path, under the same warning filters (pydicom's decoding of some bytes depends on them).
+
+    Its record is built without validation: it must be the very record validating its values makes
+    (each value of its field's exact type, the same fields set, in the same order).
+    """
+    record = study_record_from_bytes(data, implicit, "a", "AE_A")
+    if record is not None:
+        validated = StudyRecord.model_validate(
+            {name: getattr(record, name) for name in record.model_fields_set}
+        )
+        assert validated == record
+        assert validated.model_fields_set == record.model_fields_set
+        assert [(k, type(v)) for k, v in validated.__dict__.items()] == [
+            (k, type(v)) for k, v in record.__dict__.items()
+        ]
+    return record
 
 
 @st.composite
