@@ -52,4 +52,4 @@ def test_the_guide_example_connector_passes_the_kit(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "14 passed" in result.stdout, result.stdout[-2000:]
+    assert "15 passed" in result.stdout, result.stdout[-2000:]
