@@ -30,6 +30,7 @@ from federation.service import HistoryService
 from web.dicomweb.qido_json import instance_json, series_json, study_json
 from web.dicomweb.qido_params import QidoQuery, read_query
 from web.http_access import RequestAccess
+from web.public_url import public_base
 
 __all__ = ["DICOM_JSON", "qido_routes"]
 
@@ -119,8 +120,8 @@ def _answer(
 
 
 def _base(request: Request) -> str:
-    """pacsfed's DICOMweb root as the caller reached it."""
-    return str(request.base_url).rstrip("/") + "/dicom-web"
+    """pacsfed's DICOMweb root as callers reach it (``server.public_url``, else the request's Host)."""
+    return public_base(request) + "/dicom-web"
 
 
 async def _access(request: Request) -> tuple[HistoryService, AccessContext]:
