@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 from dicom_facade._association import (
     Answerer,
@@ -19,6 +20,22 @@ from federation.settings import DicomFacadeSettings
 from federation.tls import server_context
 
 log = logging.getLogger("pacsfed.dicom_facade")
+
+
+def check_listen(settings: DicomFacadeSettings) -> None:
+    """ConfigError now when the facade could not start: its port taken, its certificate unreadable.
+
+    ``pacsfed serve`` asks before uvicorn starts: the same failure inside the app's lifespan would
+    end as uvicorn's start-up traceback instead of a one-line configuration error (exit 2).
+    """
+    if settings.tls is not None:
+        server_context(settings.tls)
+    try:
+        with socket.create_server((settings.host, settings.port)):  # SO_REUSEADDR, as asyncio's
+            pass
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        raise ConfigError(f"dicom_facade: cannot listen on {where} ({exc.strerror})") from exc
 
 
 def caller_principals(settings: DicomFacadeSettings) -> dict[str, Principal]:
