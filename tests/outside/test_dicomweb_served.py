@@ -110,6 +110,8 @@ def test_dicomweb_client_searches_three_hospitals_with_a_bearer_token(
         SHARED_CT.sop_instance_uid(1, 1),
         SHARED_CT.sop_instance_uid(1, 2),
     ]
+    whole = client.search_for_instances(SHARED_CT.study_uid)  # /studies/{uid}/instances
+    assert _uids(whole, "00080018") == [SHARED_CT.sop_instance_uid(n, i) for n in (1, 2) for i in (1, 2)]
 
 
 def test_qido_answers_carry_every_attribute_ohifs_study_list_reads_without_a_token_in_insecure_dev(
