@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-__all__ = ["as_public", "public_base"]
+__all__ = ["as_public", "configured_public_url", "public_base"]
+
+
+def configured_public_url(connection: HTTPConnection) -> str | None:
+    """``server.public_url`` of the app serving ``connection``, without a trailing slash (None when unset)."""
+    app = connection.scope.get("app")
+    configured: str | None = getattr(app.state, "public_url", None) if app is not None else None
+    return configured.rstrip("/") if configured else None
 
 
 def public_base(connection: HTTPConnection) -> str:
     """pacsfed's root as callers reach it, without a trailing slash."""
-    configured: str | None = getattr(connection.app.state, "public_url", None)
-    return configured.rstrip("/") if configured else str(connection.base_url).rstrip("/")
+    return configured_public_url(connection) or str(connection.base_url).rstrip("/")
 
 
 def as_public(connection: HTTPConnection, url: str) -> str:

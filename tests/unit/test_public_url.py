@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from federation.errors import ConfigError
 from federation.settings import settings_from_mapping
+from web.http_access import cross_site
 from web.public_url import as_public, public_base
 
 PUBLIC = "https://pacsfed.example.org/imaging"
@@ -68,3 +69,26 @@ async def test_the_app_writes_its_links_from_the_setting() -> None:
     assert search["link"] == [
         {"relation": "self", "url": f"{PUBLIC}/fhir/ImagingStudy?patient.identifier=PA-1"}
     ]
+
+
+async def _cross_site(request: Request) -> JSONResponse:
+    return JSONResponse(cross_site(request, origin_required=True))
+
+
+@pytest.mark.parametrize(
+    ("public_url", "origin", "refused"),
+    [
+        (PUBLIC, "https://pacsfed.example.org", False),  # its own page, reached through the proxy
+        (PUBLIC, "https://evil.example", True),
+        (PUBLIC, "http://pacsfed.example.org", True),  # another scheme is another origin
+        (None, "https://pacsfed.example.org", True),
+        (None, "http://10.0.0.7:8000", False),  # the Host it was asked at
+    ],
+)
+def test_the_public_urls_origin_is_this_servers_own(
+    public_url: str | None, origin: str, refused: bool
+) -> None:
+    app = Starlette(routes=[Route("/s", _cross_site, methods=["POST"])])
+    app.state.public_url = public_url
+    client = TestClient(app, base_url="http://10.0.0.7:8000")
+    assert client.post("/s", headers={"origin": origin}).json() is refused
