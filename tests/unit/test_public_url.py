@@ -65,7 +65,10 @@ async def test_the_app_writes_its_links_from_the_setting() -> None:
             search: Any = (
                 await client.get("/fhir/ImagingStudy", params={"patient.identifier": "PA-1"})
             ).json()
+            share = {"query": 'mutation { createShareCode(patient: {id: "PA-1"}) { code url } }'}
+            created: Any = (await client.post("/graphql", json=share)).json()["data"]["createShareCode"]
     assert metadata["implementation"]["url"] == f"{PUBLIC}/fhir"
+    assert created["url"] == f"{PUBLIC}/s/{created['code']}"
     assert search["link"] == [
         {"relation": "self", "url": f"{PUBLIC}/fhir/ImagingStudy?patient.identifier=PA-1"}
     ]
