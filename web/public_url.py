@@ -15,8 +15,11 @@ __all__ = ["as_public", "configured_public_url", "public_base"]
 
 def configured_public_url(connection: HTTPConnection) -> str | None:
     """``server.public_url`` of the app serving ``connection``, without a trailing slash (None when unset)."""
-    app = connection.scope.get("app")
-    configured: str | None = getattr(app.state, "public_url", None) if app is not None else None
+    try:
+        state = connection.app.state
+    except KeyError:  # an ASGI app not served by starlette: no settings
+        return None
+    configured: str | None = getattr(state, "public_url", None)
     return configured.rstrip("/") if configured else None
 
 
