@@ -158,6 +158,9 @@ async def test_failed_sources_are_named_in_warning_headers_and_bad_searches_refu
         xml = await client.get(
             "/dicom-web/studies", params={"PatientID": "PA-001"}, headers={"accept": "application/xml"}
         )
+        study_wide = await client.get(f"/dicom-web/studies/{SHARED_CT.study_uid}/instances")
+    assert len(study_wide.json()) == 4  # what the live hospitals hold
+    assert any("source hosp-dead UNREACHABLE" in w for w in study_wide.headers.get_list("warning"))
     assert partial.status_code == 200
     assert len(partial.json()) == 3
     warnings = partial.headers.get_list("warning")
