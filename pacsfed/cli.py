@@ -327,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     app = create_app(settings, insecure_dev=args.insecure_dev, owns_process=True)
     if settings.dicom_facade is not None:  # a taken port: exit 2 now, not a lifespan traceback
-        check_listen(settings.dicom_facade)
+        asyncio.run(check_listen(settings.dicom_facade))
     # Every source's connector is built once now: a kind that refuses its settings exits 2 here.
     asyncio.run(check_connectors(settings.sources, settings.connectors.allow))
     if settings.auth.mode == "none":
