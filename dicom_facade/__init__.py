@@ -2,7 +2,8 @@
 
 A front end beside ``web/``: it imports the service, the vocabulary, the access types and the
 public DIMSE wire module (``connectors.dimse_protocol``) only. ``facade_from_settings`` makes the
-server that ``pacsfed.app`` starts and stops in its lifespan.
+server that ``pacsfed.app`` starts and stops in its lifespan; ``check_listen`` is asked by
+``pacsfed serve`` first, so that a taken port is a configuration error (exit 2).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from dicom_facade import _find, _server
 from dicom_facade._association import FindAnswer, FindCall
 from dicom_facade._find import CHANNEL
-from dicom_facade._server import DicomFacade
+from dicom_facade._server import DicomFacade, check_listen
 from federation.service import HistoryService
 from federation.settings import DicomFacadeSettings
 
-__all__ = ["CHANNEL", "DicomFacade", "FindAnswer", "FindCall", "facade_from_settings"]
+__all__ = ["CHANNEL", "DicomFacade", "FindAnswer", "FindCall", "check_listen", "facade_from_settings"]
 
 
 def facade_from_settings(

@@ -21,6 +21,24 @@ from federation.tls import server_context
 log = logging.getLogger("pacsfed.dicom_facade")
 
 
+async def check_listen(settings: DicomFacadeSettings) -> None:
+    """ConfigError now when the facade could not start: its port taken, its certificate unreadable.
+
+    ``pacsfed serve`` asks before uvicorn starts: the same failure inside the app's lifespan would
+    end as uvicorn's start-up traceback instead of a one-line configuration error (exit 2). The
+    port is opened and closed again as :meth:`DicomFacade.start` opens it (every address of the host).
+    """
+    if settings.tls is not None:
+        server_context(settings.tls)
+    try:
+        probe = await asyncio.get_running_loop().create_server(asyncio.Protocol, settings.host, settings.port)
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        raise ConfigError(f"dicom_facade: cannot listen on {where} ({exc.strerror})") from exc
+    probe.close()
+    await probe.wait_closed()
+
+
 def caller_principals(settings: DicomFacadeSettings) -> dict[str, Principal]:
     """Each allowed calling AE as a principal (``dicom:<AE>``): its scopes and sources, like an API key."""
     return {

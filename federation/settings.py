@@ -226,6 +226,10 @@ class ServerSettings(_Strict):
     """``development`` turns on GraphiQL, introspection and detailed errors."""
     forwarded_allow_ips: list[str] = []
     """Reverse proxies whose X-Forwarded-For is trusted for the client address (audit, rate limits)."""
+    public_url: Annotated[str, Field(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = None
+    """Where callers reach pacsfed (``https://pacsfed.example.org``): the start of every absolute URL it
+    writes (DICOMweb RetrieveURL and BulkDataURI, report and share links, FHIR fullUrl). Unset: the
+    request's own scheme and ``Host`` (the scheme from X-Forwarded-Proto of a trusted proxy)."""
     cors_origins: list[Annotated[str, Field(pattern=r"^https?://[a-z0-9.:\[\]-]+$")]] = []
     """Browser origins (``https://ehr.example.org``) allowed to call /graphql (CORS, no cookies)."""
     graphql: GraphqlLimits = GraphqlLimits()

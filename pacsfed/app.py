@@ -373,5 +373,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.worker = worker
+    app.state.public_url = settings.server.public_url  # web.public_url: the base of absolute URLs
     app.state.metrics = metrics
     return app

@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from connectors.registry import InstalledKind, check_connectors, installed_kinds
+from dicom_facade import check_listen
 from federation.access.auth import new_api_key
 from federation.access.principals import AccessContext, local_principal
 from federation.engine.request import HistoryRequest
@@ -325,6 +326,8 @@ def _serve(args: argparse.Namespace) -> int:
             " codes, break-the-glass windows and lock-outs would live in one worker each"
         )
     app = create_app(settings, insecure_dev=args.insecure_dev, owns_process=True)
+    if settings.dicom_facade is not None:  # a taken port: exit 2 now, not a lifespan traceback
+        asyncio.run(check_listen(settings.dicom_facade))
     # Every source's connector is built once now: a kind that refuses its settings exits 2 here.
     asyncio.run(check_connectors(settings.sources, settings.connectors.allow))
     if settings.auth.mode == "none":

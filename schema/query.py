@@ -35,6 +35,7 @@ from schema.types import (
     ShareToken,
     Source,
 )
+from web.public_url import public_base
 
 
 def engine_of(info: Any) -> FederationEngine:
@@ -253,7 +254,7 @@ class CreateShareCode(graphene.Mutation):
         created = await service_of(info).create_share(
             access_of(info), patient_query(patient), studies, ttl_seconds, bool(single_use)
         )
-        base = str(info.context["request"].base_url).rstrip("/")
+        base = public_base(info.context["request"])
         return ShareCode(
             code=created.code,
             expires_at=created.record.expires_at,

@@ -13,6 +13,7 @@ import graphene
 from federation.models import ReportAvailability as ReportAvailabilityModel
 from federation.reports import Report as ReportModel
 from federation.reports import ReportStatus as ReportStatusModel
+from web.public_url import public_base
 
 ReportStatus = graphene.Enum.from_enum(
     ReportStatusModel,
@@ -50,7 +51,7 @@ class Report(graphene.ObjectType):
     def resolve_url(root: ReportModel, info: Any) -> str | None:
         if root.url_path is None:
             return None
-        base = str(info.context["request"].base_url).rstrip("/")
+        base = public_base(info.context["request"])
         return base + root.url_path
 
 

@@ -176,6 +176,7 @@ def pacsfed_server(
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         install: Path | None = None,
+        port: int | None = None,
     ) -> PacsfedServer:
         """A started ``pacsfed serve`` (or ``demo``), from ``install`` (a clean install's bin folder, plugins and all) or the plain one."""
         server = PacsfedServer(
@@ -186,6 +187,7 @@ def pacsfed_server(
             insecure_dev=insecure_dev,
             extra_args=extra_args,
             env=env,
+            port=port,
         )
         started.append(server)
         return _started(server, str(server))

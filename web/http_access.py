@@ -16,6 +16,7 @@ from federation.access.auth import Authenticator
 from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.errors import AuthenticationError
 from federation.service import HistoryService
+from web.public_url import configured_public_url
 from web.request_id import current_request_id
 
 ANONYMOUS = Principal(subject="anonymous", kind=PrincipalKind.SHARE, scopes=frozenset())
@@ -47,7 +48,8 @@ def cross_site(connection: HTTPConnection, *, origin_required: bool, trusted: tu
     """True unless the browser says this request comes from this server's own pages (or a ``trusted`` origin).
 
     A browser sends ``Origin`` on every POST (``null`` when it hides it) and, lately,
-    ``Sec-Fetch-Site``; either naming another origin makes the request cross-site. A request
+    ``Sec-Fetch-Site``; either naming another origin makes the request cross-site. This server's
+    origin is the request's scheme and ``Host``, and ``server.public_url``'s when set. A request
     without ``Origin`` comes from a program, not a page (``origin_required`` refuses it too).
     """
     origin = connection.headers.get("origin")
@@ -60,8 +62,11 @@ def cross_site(connection: HTTPConnection, *, origin_required: bool, trusted: tu
         return origin_required
     scheme, _, netloc = origin.strip().partition("://")
     claimed = _origin_of(scheme.lower(), netloc) if netloc and "/" not in netloc else None
-    own = _origin_of(connection.url.scheme, connection.headers.get("host", ""))
-    return claimed is None or own is None or claimed != own
+    own = {_origin_of(connection.url.scheme, connection.headers.get("host", ""))}
+    if (public := configured_public_url(connection)) is not None:  # its pages, behind a proxy
+        scheme, _, rest = public.partition("://")
+        own.add(_origin_of(scheme, rest.partition("/")[0]))
+    return claimed is None or claimed not in own - {None}
 
 
 class RequestAccess:

@@ -93,6 +93,10 @@ async def test_a_study_by_its_uid_its_series_and_instances_merged_across_hospita
         series = await client.get(f"/dicom-web/studies/{uid}/series")
         by_key = await client.get("/dicom-web/series", params={"StudyInstanceUID": uid, "Modality": "MR"})
         instances = await client.get(f"/dicom-web/studies/{uid}/series/{SHARED_CT.series_uid(2)}/instances")
+        whole = await client.get(f"/dicom-web/studies/{uid}/instances")
+        narrowed = await client.get(
+            f"/dicom-web/studies/{uid}/instances", params={"SeriesInstanceUID": SHARED_CT.series_uid(2)}
+        )
     (found,) = study.json()
     assert _value(found, "00080080") == "Hôpital A, Ziekenhuis B"
     assert [_value(item, "0020000E") for item in series.json()] == [
@@ -110,7 +114,14 @@ async def test_a_study_by_its_uid_its_series_and_instances_merged_across_hospita
     ]
     assert _value(instances.json()[0], "00080016") == SHARED_CT.sop_class_uid
     assert _value(instances.json()[0], "00200013") == 1
-    for answer in (study, series, instances):
+    assert [(_value(item, "0020000E"), _value(item, "00080018")) for item in whole.json()] == [
+        (SHARED_CT.series_uid(n), SHARED_CT.sop_instance_uid(n, i)) for n in (1, 2) for i in (1, 2)
+    ]
+    assert _value(whole.json()[0], "00081190") == (
+        f"{BASE}/studies/{uid}/series/{SHARED_CT.series_uid(1)}/instances/{SHARED_CT.sop_instance_uid(1, 1)}"
+    )
+    assert narrowed.json() == instances.json()
+    for answer in (study, series, instances, whole, narrowed):
         assert "warning" not in answer.headers, answer.headers["warning"]
 
 
@@ -147,6 +158,9 @@ async def test_failed_sources_are_named_in_warning_headers_and_bad_searches_refu
         xml = await client.get(
             "/dicom-web/studies", params={"PatientID": "PA-001"}, headers={"accept": "application/xml"}
         )
+        study_wide = await client.get(f"/dicom-web/studies/{SHARED_CT.study_uid}/instances")
+    assert len(study_wide.json()) == 4  # what the live hospitals hold
+    assert any("source hosp-dead UNREACHABLE" in w for w in study_wide.headers.get_list("warning"))
     assert partial.status_code == 200
     assert len(partial.json()) == 3
     warnings = partial.headers.get_list("warning")

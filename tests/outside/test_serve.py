@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from peers.ports import free_port
 
 from federation.access.auth import new_api_key
 from pacsfed.demo.signer import DemoSigner
@@ -96,3 +97,31 @@ def test_the_demo_on_a_busy_port_says_so_before_any_banner(pacsfed_install: Path
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "token" not in result.stdout  # no fresh token for a demo that is not the one answering
+
+
+def test_a_taken_dicom_facade_port_is_a_configuration_error_with_exit_code_2(
+    pacsfed_install: Path, tmp_path: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        dicom_port = busy.getsockname()[1]
+        config = tmp_path / "pacsfed.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "cache": {"backend": "memory"},
+                    "auth": {"mode": "api_key", "api_keys": [{"id": "k", "sha256": new_api_key("k")[1]}]},
+                    "audit": {"journal_dir": str(tmp_path / "audit")},
+                    "dicom_facade": {"port": dicom_port, "allowed_calling_aes": ["FINDSCU"]},
+                }
+            )
+        )
+        result = subprocess.run(
+            [str(pacsfed_install / "pacsfed"), "serve", "--config", str(config), "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"dicom_facade: cannot listen on 127.0.0.1:{dicom_port}" in result.stderr
+    assert "Traceback" not in result.stderr

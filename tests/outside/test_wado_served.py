@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-import requests
 from dicomweb_client.api import DICOMwebClient
 from peers.orthanc import OrthancPeer
+from peers.ports import free_port
 from peers.wadodata import WADO_PATIENT_ID, WADO_PATIENT_NAME, WadoStudy
 from requests.exceptions import HTTPError
 from wado_fixtures import ORTHANC_USER, orthanc_wado, wado_study
@@ -21,21 +21,6 @@ from wado_fixtures import ORTHANC_USER, orthanc_wado, wado_study
 from pacsfed.demo.signer import DemoSigner
 
 __all__ = ["orthanc_wado", "wado_study"]
-
-
-class HostWithPort(requests.Session):
-    """dicomweb-client 0.61 sends ``Host`` without the port (RFC 9110 7.2 wants it): put it back.
-
-    pacsfed writes absolute URLs (rewritten BulkDataURIs) from the Host its caller names.
-    """
-
-    def __init__(self, host: str) -> None:
-        super().__init__()
-        self.host = host
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs["headers"] = {**(kwargs.get("headers") or {}), "Host": self.host}
-        return super().request(method, url, *args, **kwargs)
 
 
 AUDITED = """{ auditEvents(first: 100) { action outcome channel sources detail } }"""
@@ -51,11 +36,13 @@ def test_dicomweb_client_retrieves_instances_metadata_frames_and_bulk_data_throu
     user, password = ORTHANC_USER
     auth = {"type": "basic", "username": user, "password": password}
     source = {"id": "hosp-w", "kind": "dicomweb", "url": orthanc_wado.dicomweb_url, "auth": auth}
-    server = pacsfed_server(serve_config([source]))
-    root = f"{server.url.rstrip('/')}/dicom-web"
+    # dicomweb-client 0.61 sends Host without the port: pacsfed's links start with server.public_url.
+    port = free_port()
+    public = {"public_url": f"http://127.0.0.1:{port}"}
+    server = pacsfed_server(serve_config([source], server=public), port=port)
+    root = f"{server.url}/dicom-web"
     token = signer.token(subject="dr-wado", scopes=("history:read",))
-    session = HostWithPort(f"127.0.0.1:{server.port}")
-    client = DICOMwebClient(url=root, session=session, headers={"Authorization": f"Bearer {token}"})
+    client = DICOMwebClient(url=root, headers={"Authorization": f"Bearer {token}"})
     study, series = wado_study.study_uid, wado_study.series_uid
     first, second = wado_study.sop_uids
 
@@ -81,7 +68,7 @@ def test_dicomweb_client_retrieves_instances_metadata_frames_and_bulk_data_throu
     )
     assert frames == [wado_study.frame(1, 2)]
 
-    anonymous = DICOMwebClient(url=root, session=HostWithPort(session.host))
+    anonymous = DICOMwebClient(url=root)
     with pytest.raises(HTTPError) as refused:
         anonymous.retrieve_instance(study, series, first)
     assert refused.value.response.status_code == 401

@@ -200,11 +200,12 @@ class PacsfedServer:
         insecure_dev: bool = False,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.bin_dir = Path(bin_dir)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()  # given: the config already names it (server.public_url)
         self.host = LOOPBACK
         self.demo = demo
         argv = [str(self.bin_dir / "pacsfed")]

@@ -102,6 +102,14 @@ def test_every_wado_path_is_forwarded_below_its_study(
     assert doors.channels == ["dicomweb"]
 
 
+def test_metadata_links_start_with_the_public_url_when_one_is_set(
+    client: TestClient, doors: FakeDoors
+) -> None:
+    client.app.state.public_url = "https://images.example.org/pacsfed/"  # type: ignore[attr-defined]
+    assert client.get(f"/dicom-web/studies/{STUDY}/metadata", headers={"host": "10.0.0.7"}).status_code == 200
+    assert doors.asked[0].base_url == "https://images.example.org/pacsfed/dicom-web"
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -1,8 +1,8 @@
 """QIDO-RS under ``/dicom-web``: study, series and instance searches answered by the federation (PS3.18 10.6).
 
-``GET /dicom-web/studies``, ``/studies/{study}/series`` (also ``/series?StudyInstanceUID=…``) and
-``/studies/{study}/series/{series}/instances``: the caller authenticates as for ``/graphql``
-(``web.http_access``: a JWT or an API key as a bearer token; none with ``auth: {mode: none}`` and
+``GET /dicom-web/studies``, ``/studies/{study}/series`` (also ``/series?StudyInstanceUID=…``),
+``/studies/{study}/series/{series}/instances`` and a whole study's ``/studies/{study}/instances``:
+the caller authenticates as for ``/graphql`` (``web.http_access``: a JWT or an API key as a bearer token; none with ``auth: {mode: none}`` and
 ``--insecure-dev``), and :class:`HistoryService` searches (scopes, sources, audit on the
 ``dicomweb`` channel, admission, the configured deadline). The answer is a DICOM JSON array
 (``application/dicom+json``) paged by ``limit`` and ``offset``; what pacsfed matches on is in
@@ -25,11 +25,12 @@ from starlette.routing import BaseRoute, Route
 from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuditError, Overloaded, PacsfedError, QueryError
 from federation.models import SourceOutcome, SourceStatus
-from federation.search import StudyMatch
+from federation.search import InstanceSearchResult, StudyMatch
 from federation.service import HistoryService
 from web.dicomweb.qido_json import instance_json, series_json, study_json
 from web.dicomweb.qido_params import QidoQuery, read_query
 from web.http_access import RequestAccess
+from web.public_url import public_base
 
 __all__ = ["DICOM_JSON", "qido_routes"]
 
@@ -43,12 +44,13 @@ _NOT_FAILURES = frozenset({SourceStatus.OK, SourceStatus.NO_IDENTIFIER})
 
 
 def qido_routes() -> list[BaseRoute]:
-    """``/studies``, ``/series``, ``/studies/{uid}/series``, ``/studies/{uid}/series/{uid}/instances`` (under ``/dicom-web``)."""
+    """``/studies``, ``/series``, ``/studies/{uid}/series``, ``…/series/{uid}/instances``, ``/studies/{uid}/instances``."""
     return [
         Route("/studies", _studies, methods=["GET"]),
         Route("/series", _series, methods=["GET"]),
         Route("/studies/{study}/series", _series, methods=["GET"]),
         Route("/studies/{study}/series/{series}/instances", _instances, methods=["GET"]),
+        Route("/studies/{study}/instances", _study_instances, methods=["GET"]),
     ]
 
 
@@ -119,8 +121,8 @@ def _answer(
 
 
 def _base(request: Request) -> str:
-    """pacsfed's DICOMweb root as the caller reached it."""
-    return str(request.base_url).rstrip("/") + "/dicom-web"
+    """pacsfed's DICOMweb root as callers reach it (``server.public_url``, else the request's Host)."""
+    return public_base(request) + "/dicom-web"
 
 
 async def _access(request: Request) -> tuple[HistoryService, AccessContext]:
@@ -198,3 +200,35 @@ async def _instances(request: Request) -> Response:
         return _answer(request, items, query, result.sources, result.warnings)
 
     return await _run(request, "instances", search)
+
+
+_SERIES_AT_ONCE = 4
+"""A study's series whose instances are asked at once (each is one search of every holding source)."""
+
+
+async def _study_instances(request: Request) -> Response:
+    """``GET /studies/{study}/instances``: the study's series, then each series' instances (PS3.18 10.6.1.2)."""
+
+    async def search(
+        request: Request, service: HistoryService, access: AccessContext, query: QidoQuery
+    ) -> Response:
+        study = request.path_params["study"]
+        found = await service.search_series(query.series_search(study), access)
+        gate = asyncio.Semaphore(_SERIES_AT_ONCE)
+
+        async def instances(series: str) -> InstanceSearchResult:
+            async with gate:
+                return await service.search_instances(query.instance_search(study, series), access)
+
+        uids = dict.fromkeys(match.record.series_instance_uid for match in found.series)
+        results = await asyncio.gather(*(instances(uid) for uid in uids))
+        outcomes: dict[str, SourceOutcome] = {}
+        for outcome in [*found.sources, *(o for result in results for o in result.sources)]:
+            if outcome.source.id not in outcomes or outcome.status not in _NOT_FAILURES:
+                outcomes[outcome.source.id] = outcome  # a source that failed once is named
+        notes = [*found.warnings, *(note for result in results for note in result.warnings)]
+        base = _base(request)
+        items = [instance_json(match, base) for result in results for match in result.instances]
+        return _answer(request, items, query, list(outcomes.values()), list(dict.fromkeys(notes)))
+
+    return await _run(request, "study-instances", search)

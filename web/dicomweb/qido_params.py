@@ -7,7 +7,7 @@ repeated or comma-separated) and ``fuzzymatching``. What pacsfed matches on:
 - studies: PatientID (with IssuerOfPatientID), PatientName (``*`` and ``?`` wildcards; sources
   that support name search), StudyInstanceUID (a list: one search each), AccessionNumber,
   StudyDate (``YYYYMMDD``, a ``-`` range), ModalitiesInStudy (any of a list);
-- series: SeriesInstanceUID, Modality; instances: SOPInstanceUID.
+- series: SeriesInstanceUID, Modality; instances: SOPInstanceUID (a study's instances: all three).
 
 A study search needs PatientID, PatientName, StudyInstanceUID or AccessionNumber (400
 ``BAD_QUERY`` otherwise: a whole archive is never listed). Other matching keys are not matched:
@@ -148,10 +148,13 @@ def _integer(params: QueryParams, name: str, default: int, most: int) -> int:
 
 
 def read_query(params: QueryParams, level: str) -> QidoQuery:
-    """The request's keys at ``level`` (``studies``, ``series``, ``instances``); BAD_QUERY when malformed."""
-    known = {"studies": _STUDY_KEYS, "series": _SERIES_KEYS | {"PatientID", "IssuerOfPatientID"}}.get(
-        level, _INSTANCE_KEYS | {"PatientID", "IssuerOfPatientID"}
-    )
+    """The request's keys at ``level`` (``studies``, ``series``, ``instances``, ``study-instances``); BAD_QUERY when malformed."""
+    patient = {"PatientID", "IssuerOfPatientID"}
+    known = {
+        "studies": _STUDY_KEYS,
+        "series": _SERIES_KEYS | patient,
+        "study-instances": _SERIES_KEYS | _INSTANCE_KEYS | patient,
+    }.get(level, _INSTANCE_KEYS | patient)
     keys: dict[str, list[str]] = {}
     ignored: list[str] = []
     for name in dict.fromkeys(params.keys()):

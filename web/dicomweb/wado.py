@@ -32,6 +32,7 @@ from federation.errors import (
 from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.service import HistoryService
 from web.http_access import RequestAccess
+from web.public_url import as_public
 
 __all__ = ["wado_routes"]
 
@@ -89,7 +90,7 @@ def retrieve_request(request: Request) -> RetrieveRequest:
         resource=resource,
         accept=request.headers.get("accept"),
         query=request.url.query.encode("ascii", "ignore") if rendered else b"",
-        base_url=found["root"],
+        base_url=as_public(request, found["root"]),
     )
 
 

@@ -52,6 +52,7 @@ from web.fhir.resources import (
 )
 from web.fhir.search import PATIENT_IDENTIFIER, PatientSearch, accepts_json, patient_search
 from web.http_access import RequestAccess
+from web.public_url import as_public, public_base
 from web.request_id import current_request_id
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,9 @@ class FhirView:
                     "not-found",
                     "the identifier system maps to no issuer here: nothing matches",
                 )
-                return fhir_json(bundle(_base(request), str(request.url), [], issues=[note]))
+                return fhir_json(
+                    bundle(_base(request), as_public(request, str(request.url)), [], issues=[note])
+                )
             history = await access.service.patient_history(search.query, caller, HistoryRequest())
         except PacsfedError as exc:
             return _failure(exc)
@@ -202,7 +205,7 @@ def _searchset(
     reports: dict[str, Report],
     notes: list[JSON],
 ) -> dict[str, Any]:
-    server = str(request.base_url)
+    server = public_base(request) + "/"
     studies = [imaging_study(exam, search.subject) for exam in history.exams]
     included = [
         diagnostic_report(exam, reports[exam.study_instance_uid], search.subject, server)
@@ -211,7 +214,7 @@ def _searchset(
     ]
     return bundle(
         _base(request),
-        str(request.url),
+        as_public(request, str(request.url)),
         studies,
         included=included,
         issues=incompleteness(history, notes),
@@ -220,8 +223,8 @@ def _searchset(
 
 
 def _base(request: Request) -> str:
-    """This server's FHIR base URL, as the client reached it."""
-    return str(request.base_url).rstrip("/") + "/fhir"
+    """This server's FHIR base URL, as callers reach it (``server.public_url``, else the request's Host)."""
+    return public_base(request) + "/fhir"
 
 
 def _not_acceptable() -> Response:
