@@ -66,6 +66,7 @@ async def find_below_study(
     found: Found[R] = Found()
     dimse_s = link.settings.dimse_timeout_s
     category = "Pending"
+    pending = 0
     while True:
         wait_s = min(dimse_s, cut(dimse_s, deadline) + CANCEL_AFTER_S)
         try:
@@ -88,6 +89,12 @@ async def find_below_study(
             raise SourceProtocolError("a C-FIND response without a status")
         category = code_to_category(code)
         if category == "Pending":
+            pending += 1
+            # Responses that add no record are a flood too: bounded like the study C-FIND's.
+            if pending > max_results:
+                found.truncated = True
+                found.warnings.append(f"stopped after {max_results} responses (max_results)")
+                break
             if not response.data:
                 found.warnings.append("a pending response carried no identifier")
                 continue

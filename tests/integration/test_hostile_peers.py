@@ -46,7 +46,7 @@ from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse import DimseConnector
 from connectors.dimse_settings import DimseSourceSettings
 from federation.errors import ConnectorError, SourceProtocolError, SourceTimeout
-from federation.models import Deadline, StudyQuery
+from federation.models import Deadline, SeriesQuery, StudyQuery
 from federation.settings import settings_from_mapping
 from integration.gql import HISTORY_QUERY, running_app, statuses
 from pacsfed.demo import DemoHospitals, start_demo_hospitals
@@ -465,3 +465,15 @@ async def test_a_peer_that_never_answers_the_release_does_not_hold_the_answer(po
         await connector.aclose()
     assert [len(answer.records) for answer in answers] == [3, 3]
     assert elapsed < 2.0, f"the answers waited {elapsed:.1f} s for the peer's release"
+
+
+async def test_a_series_query_flooded_with_pending_responses_it_cannot_use_stops_at_max_results() -> None:
+    # Study-level identifiers answer a SERIES C-FIND: none makes a record, and they must not run on to the deadline.
+    with OutOfProcess(PendingFloodPeer, count=10_000) as peer:
+        connector = dimse(peer.port, max_results=50)
+        try:
+            answer = await connector.find_series(SeriesQuery(study_instance_uid="1.2.3"), Deadline.after(30))
+        finally:
+            await connector.aclose()
+    assert answer.truncated and not answer.records
+    assert any("max_results" in w for w in answer.warnings)
