@@ -4,8 +4,9 @@ A purge deletes the cached answers it finds, but another replica's write already
 (made before the purge, landing after it) would put one back. Each purge therefore first records
 its time in a marker document; reads ignore any answer, and name searches any study, cached at or
 before the marker that covers it, whichever replica wrote it and whenever it landed. Markers are
-a document per purge key, read by id (real-time) in the same request as the answers, and deleted
-once every index that could hold an answer they guard has aged out.
+one document per patient key (the times of its all-sources and one-source purges), read by id
+(real-time) in the same request as the answers, and deleted once every index that could hold an
+answer they guard has aged out.
 """
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
         "query_key": {"type": "keyword"},
-        "source_id": {"type": "keyword"},
         "purged_at": {"type": "date"},
+        "sources": {"type": "object", "enabled": False},
     },
 }
 
 _PERIOD_MARGIN = dt.timedelta(days=8)
 """A marker outlives the indices it guards: ``keep_days`` after the end of a period (a week at most)."""
+_RETRIES = 5
+"""Purges of one key's sources on several replicas at once: each merge retried on a version conflict."""
 
 
-def marker_id(query_key: str, source_id: str | None) -> str:
-    """The marker of one patient key's purges, all sources' (``None``) or one source's."""
-    return hashlib.sha256(f"purge\x00{query_key}\x00{source_id or ALL_SOURCES}".encode()).hexdigest()
+def marker_id(query_key: str) -> str:
+    """The marker of one patient key's purges."""
+    return hashlib.sha256(f"purge\x00{query_key}".encode()).hexdigest()
 
 
 class PurgeMarkers:
@@ -61,23 +64,21 @@ class PurgeMarkers:
     async def mark(self, query_key: str, source_id: str | None, at: dt.datetime) -> None:
         """Record a purge at ``at``: answers cached until then are never read again."""
         await self.ensure()
-        try:
-            await self.client.index(
+        when = at.isoformat()
+        try:  # merged into the key's marker: its other sources' times are kept
+            await self.client.update(
                 index=self.index,
-                id=marker_id(query_key, source_id),
-                document={
-                    "query_key": query_key,
-                    "source_id": source_id or ALL_SOURCES,
-                    "purged_at": at.isoformat(),
-                },
+                id=marker_id(query_key),
+                doc={"query_key": query_key, "purged_at": when, "sources": {source_id or ALL_SOURCES: when}},
+                doc_as_upsert=True,
+                retry_on_conflict=_RETRIES,
             )
         except ELASTICSEARCH_ERRORS as exc:
             raise failure(exc, CacheError, "cache purge marker not written") from exc
 
     def docs(self, query_keys: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
         """The mget entries of the markers covering these (query key, source) pairs, each once."""
-        pairs = list(query_keys)
-        ids = {marker_id(key, sid) for key, sid in pairs} | {marker_id(key, None) for key, _ in pairs}
+        ids = {marker_id(key) for key, _ in query_keys}
         return [{"_index": self.index, "_id": i} for i in sorted(ids)]
 
     def is_marker(self, doc: dict[str, Any]) -> bool:
@@ -88,11 +89,10 @@ class PurgeMarkers:
     def purged(found: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dt.datetime]:
         """The purge times by (query key, source id or ``*``), from the mget answers of :meth:`docs`."""
         return {
-            (doc["_source"]["query_key"], doc["_source"]["source_id"]): dt.datetime.fromisoformat(
-                doc["_source"]["purged_at"]
-            )
+            (doc["_source"]["query_key"], source_id): dt.datetime.fromisoformat(at)
             for doc in found
             if doc.get("found")
+            for source_id, at in doc["_source"]["sources"].items()
         }
 
     @staticmethod

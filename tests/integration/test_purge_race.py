@@ -75,4 +75,6 @@ async def test_an_answer_made_before_a_purge_on_another_replica_is_never_read_af
     await cache_b.client.indices.refresh(index=cache_b.indices.alias("exams"))
     assert set(await cache_a.cached_answers(QUERY, [SOURCE.id])) == {SOURCE.id}
     assert [r.study_instance_uid for r in await cache_a.search_by_name("RACE")] == [STUDY.study_instance_uid]
+    await cache_a.purge(QUERY, "hosp-b")  # another source's purge covers only that source's answers
+    assert set(await cache_b.cached_answers(QUERY, [SOURCE.id])) == {SOURCE.id}
     await engine_a.aclose()
