@@ -78,3 +78,16 @@ async def test_an_answer_made_before_a_purge_on_another_replica_is_never_read_af
     await cache_a.purge(QUERY, "hosp-b")  # another source's purge covers only that source's answers
     assert set(await cache_b.cached_answers(QUERY, [SOURCE.id])) == {SOURCE.id}
     await engine_a.aclose()
+
+
+async def test_purge_markers_go_once_every_index_they_guard_has_aged_out(
+    replicas: Callable[[Clock | None], ElasticsearchExamCache],
+) -> None:
+    cache = replicas(None)
+    await cache.start()
+    now = dt.datetime.now(dt.UTC)
+    keep = dt.timedelta(days=cache.settings.keep_days)
+    await cache.purges.mark("id|HOSP_A|PA-OLD", None, now - keep - dt.timedelta(days=9))
+    await cache.purges.mark("id|HOSP_A|PA-NEW", "hosp-a", now - keep)  # may still guard a live index
+    await cache.client.indices.refresh(index=cache.purges.index)
+    assert await cache.purges.clean_expired() == 1
