@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from connectors.base import ConnectorContext
 from connectors.registry import build_connectors
 from dicom_facade import facade_from_settings
 from federation.access.auth import Authenticator
+from federation.access.expiry import Expiring, clean_periodically, cleanup_failures
 from federation.access.principals import EmergencyWindows
 from federation.access.share import MemoryShareStore, RedemptionLimiter, ShareCodes, ShareStore
 from federation.access.share_elasticsearch import ElasticsearchShareStore
@@ -120,8 +121,15 @@ async def engine_from_settings(
             await engine.aclose()
 
 
-async def _gather(*starts: Coroutine[Any, Any, None]) -> None:
+CLEANUP_INTERVAL_S = 3600.0
+"""How often each process deletes expired share codes and access-state entries (also once at start-up)."""
+
+
+async def _start_then_clean(
+    starts: Sequence[Coroutine[Any, Any, None]], stores: Sequence[Expiring], interval_s: float
+) -> None:
     await asyncio.gather(*starts)
+    await clean_periodically(stores, interval_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +145,11 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def services_from_settings(
-    settings: Settings, cache: ExamCache | None = None, observer: EngineObserver | None = None
+    settings: Settings,
+    cache: ExamCache | None = None,
+    observer: EngineObserver | None = None,
+    *,
+    cleanup_interval_s: float = CLEANUP_INTERVAL_S,
 ) -> AsyncIterator[Services]:
     """The engine wrapped in authorization and auditing, with the audit trail running (CLI and app)."""
     async with make_http_client() as http, engine_from_settings(settings, cache, http, observer) as engine:
@@ -154,6 +166,7 @@ async def services_from_settings(
         limiter = RedemptionLimiter(settings.share.max_failures, settings.share.lockout_s)
         shared: SharedEntries | None = None
         starts = [share_store.start()]
+        expiring: list[Expiring] = [share_store] if isinstance(share_store, ElasticsearchShareStore) else []
         if es_client is not None:
             prefix = settings.cache.index_prefix
             state = AccessStateIndex(es_client, prefix)  # one index set-up for the three
@@ -165,8 +178,12 @@ async def services_from_settings(
             )
             shared = SharedEntries(es_client, prefix, index=state)
             starts += [windows.start()]  # the limiter's start would prepare the same index again
+            expiring.append(state)
         # Index creation and clean-up wait for nothing: a slow or down node must not delay start-up.
-        share_start = asyncio.create_task(_gather(*starts), name="shared-state-start")
+        # The clean-up then runs periodically, so that a long-running process deletes what expires later.
+        share_start = asyncio.create_task(
+            _start_then_clean(starts, expiring, cleanup_interval_s), name="shared-state-clean-up"
+        )
         shares = ShareCodes(settings.share, share_store, limiter)
         history = HistoryService(
             engine,
@@ -231,7 +248,8 @@ async def readyz(request: Request) -> JSONResponse:
     """Readiness: able to answer queries; a down cache or saturation is degraded, a journal that cannot write is not ready.
 
     The body also carries the in-process load counters (``load``): pending and refused queries,
-    BUSY sources, stale answers served and every circuit breaker transition since start.
+    BUSY sources, stale answers served and every circuit breaker transition since start; and
+    ``maintenance_failures``: failed rounds of the cache's deletion by age, failed clean-ups by index.
     """
     engine: FederationEngine = request.app.state.engine
     services: Services = request.app.state.services
@@ -268,6 +286,12 @@ async def readyz(request: Request) -> JSONResponse:
             "cache": cache,
             "sources": len(engine.sources),
             "circuits": circuits,
+            "maintenance_failures": {
+                "cache": engine.cache.maintenance_failures
+                if isinstance(engine.cache, ElasticsearchExamCache)
+                else 0,
+                "cleanup": cleanup_failures(),
+            },
         }
     )
 

@@ -35,9 +35,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from federation.access.expiry import cleanup_failures
 from federation.access.principals import METRICS_READ
 from federation.audit.records import AuditTrail
 from federation.audit.trail import JournaledAuditTrail
+from federation.cache.elasticsearch import ElasticsearchExamCache
 from federation.engine import CircuitState, EngineObserver, FederationEngine
 from federation.errors import AccessError
 from federation.models import SourceOutcome
@@ -132,6 +134,17 @@ class Metrics(EngineObserver):
             ["sink"],
             registry=r,
         )
+        self.cleanup_failures = Counter(
+            "pacsfed_cleanup_failures",
+            "Failed clean-ups of expired share codes and access-state entries, by index",
+            ["index"],
+            registry=r,
+        )
+        self.cache_maintenance_failures = Counter(
+            "pacsfed_cache_maintenance_failures",
+            "Failed rounds of deleting the cache's indices past keep_days",
+            registry=r,
+        )
         self._latency: dict[str, Histogram] = {}
         self._statuses: dict[tuple[str, str, str], Counter] = {}
         self._operations: dict[tuple[str, str], Histogram] = {}
@@ -183,7 +196,7 @@ class Metrics(EngineObserver):
     # --- what lives elsewhere, copied ---
 
     def sync(self, engine: FederationEngine, audit: AuditTrail) -> None:
-        """Copy the engine's load counters, breaker states and the audit shipping state into the series."""
+        """Copy the engine's load counters, breaker states, clean-up failures and the audit shipping state."""
         load = engine.load_counters()
         self.pending.set(cast(int, load["pending_queries"]))
         for name, counter in self.load_events.items():
@@ -194,6 +207,12 @@ class Metrics(EngineObserver):
                 self._copy(self.circuit_transitions.labels(source, transition), (source, transition), count)
         for info in engine.sources:
             self.circuit.labels(info.id).set(_CIRCUIT[engine.circuit_state(info.id)])
+        for index, failures in cleanup_failures().items():
+            self._copy(self.cleanup_failures.labels(index), ("cleanup", index), failures)
+        if isinstance(engine.cache, ElasticsearchExamCache):
+            self._copy(
+                self.cache_maintenance_failures, ("cache-maintenance",), engine.cache.maintenance_failures
+            )
         if isinstance(audit, JournaledAuditTrail):
             for sink, (lag_s, failures) in audit.shipping().items():
                 self.audit_lag.labels(sink).set(lag_s)

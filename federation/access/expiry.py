@@ -8,15 +8,17 @@ logged (the index and the failure's kind only) and counted per index, never drop
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from federation.elasticsearch import ELASTICSEARCH_ERRORS
 
-__all__ = ["cleanup_failures", "delete_expired"]
+__all__ = ["Expiring", "clean_periodically", "cleanup_failures", "delete_expired"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,16 @@ _FAILURES: collections.Counter[str] = collections.Counter()
 _BATCH = 1000
 _MAX_ROUNDS = 100
 """At most this many batches a clean-up (100 000 entries); the rest wait for the next one."""
+
+
+class Expiring(Protocol):
+    """A store whose expired entries :func:`clean_periodically` deletes."""
+
+    index: str
+
+    async def clean_expired(self) -> int:
+        """Delete the entries expired long enough; how many (raises only if the index cannot be prepared)."""
+        ...
 
 
 def cleanup_failures() -> dict[str, int]:
@@ -84,3 +96,18 @@ async def delete_expired(client: AsyncElasticsearch, index: str, field: str, cut
 def _failed(index: str, kind: str, count: int) -> None:
     _FAILURES[index] += 1
     logger.warning("clean-up: expired entries of %s not deleted (%s, %d refused)", index, kind, count)
+
+
+async def clean_periodically(stores: Sequence[Expiring], interval_s: float) -> None:
+    """Every ``interval_s`` seconds, forever, delete each store's expired entries (start-up did it once).
+
+    Idempotent and conditional on ``seq_no``: every process and replica may run it. Any failure
+    is logged and counted (:func:`cleanup_failures`) and the next round comes as planned.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        for store in stores:
+            try:
+                await store.clean_expired()
+            except Exception as exc:  # a down node, or anything unforeseen: the next round retries
+                _failed(store.index, type(exc).__name__, 1)

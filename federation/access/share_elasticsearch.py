@@ -85,9 +85,15 @@ class ElasticsearchShareStore(ShareStore):
     async def start(self) -> None:
         """Create the index and drop entries expired for a week, if Elasticsearch is up."""
         with contextlib.suppress(CacheError):
-            await self._ensure_index()
-            cutoff = (dt.datetime.now(dt.UTC) - _KEEP_EXPIRED).isoformat()
-            await delete_expired(self._client, self.index, "expires_at", cutoff)  # failures logged, counted
+            await self.clean_expired()
+
+    async def clean_expired(self) -> int:
+        """Delete the entries expired for a week (at start-up, then periodically); CacheError if no index."""
+        await self._ensure_index()
+        cutoff = (dt.datetime.now(dt.UTC) - _KEEP_EXPIRED).isoformat()
+        return await delete_expired(
+            self._client, self.index, "expires_at", cutoff
+        )  # failures logged, counted
 
     async def _ensure_index(self) -> None:
         if self._ready:

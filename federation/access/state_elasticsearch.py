@@ -97,9 +97,13 @@ class _StateIndex:
     async def start(self, now: float) -> None:
         """Create the index and drop entries closed for a day, if Elasticsearch is up."""
         with contextlib.suppress(CacheError):
-            await self.ensure()
-            cutoff = _iso(now - _KEEP_EXPIRED.total_seconds())
-            await delete_expired(self.client, self.index, "until", cutoff)  # failures logged, counted
+            await self.clean_expired(now)
+
+    async def clean_expired(self, now: float | None = None) -> int:
+        """Delete the entries closed for a day (at start-up, then periodically); CacheError if no index."""
+        await self.ensure()
+        cutoff = _iso((time.time() if now is None else now) - _KEEP_EXPIRED.total_seconds())
+        return await delete_expired(self.client, self.index, "until", cutoff)  # failures logged, counted
 
 
 AccessStateIndex = _StateIndex

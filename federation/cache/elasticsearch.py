@@ -26,6 +26,7 @@ from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from federation.cache._bulk import BulkBatcher
 from federation.cache._indices import CacheIndexStats, CacheIndices
+from federation.cache._purges import PurgeMarkers
 from federation.cache.base import CachedAnswer, CacheHealth, ExamCache, document_id
 from federation.elasticsearch import ELASTICSEARCH_ERRORS, failure, make_client
 from federation.errors import CacheError
@@ -167,6 +168,7 @@ class ElasticsearchExamCache(ExamCache):
             ilm_policy=settings.ilm_policy,
             clock=clock,
         )
+        self.purges = PurgeMarkers(self._client, settings.index_prefix, settings.keep_days)
         self._clock = clock
         self._maintenance_interval_s = maintenance_interval_s
         self._maintenance: asyncio.Task[None] | None = None
@@ -198,6 +200,8 @@ class ElasticsearchExamCache(ExamCache):
         """Install the templates, migrate, and start deleting expired indices; a down node is retried later."""
         with contextlib.suppress(CacheError):
             await self.indices.prepare()
+        with contextlib.suppress(CacheError):
+            await self.purges.ensure()
         if self._maintenance is None:
             self._maintenance = asyncio.create_task(self._maintain_forever(), name="cache-maintenance")
 
@@ -208,6 +212,7 @@ class ElasticsearchExamCache(ExamCache):
             except CacheError as exc:  # retried at the next round
                 self.maintenance_failures += 1
                 logger.warning("cache: expired indices not deleted (%s)", exc)
+            await self.purges.clean_expired()  # failures logged and counted by index (cleanup_failures)
             await asyncio.sleep(self._maintenance_interval_s)
 
     async def _live_answers(self) -> list[str]:
@@ -299,12 +304,20 @@ class ElasticsearchExamCache(ExamCache):
         try:
             indices = await self._live_answers()
             answers = await self._client.mget(
-                docs=[{"_index": i, "_id": answer_id(key, sid)} for i in indices for sid in source_ids]
+                docs=[
+                    *({"_index": i, "_id": answer_id(key, sid)} for i in indices for sid in source_ids),
+                    *self.purges.docs((key, sid) for sid in source_ids),
+                ]
             )
+            # Another replica's write made before a purge may land after it: its answer stays unread.
+            purged = self.purges.purged(doc for doc in answers["docs"] if self.purges.is_marker(doc))
             newest: dict[str, tuple[str, dict[str, Any]]] = {}
             for doc in answers["docs"]:
-                if doc.get("found"):
+                if doc.get("found") and not self.purges.is_marker(doc):
                     found = doc["_source"]
+                    answered_at = dt.datetime.fromisoformat(found["answered_at"])
+                    if self.purges.covered(purged, key, found["source_id"], answered_at):
+                        continue
                     held = newest.get(found["source_id"])
                     if held is None or held[1]["answered_at"] < found["answered_at"]:
                         newest[found["source_id"]] = (doc["_index"], found)
@@ -344,6 +357,8 @@ class ElasticsearchExamCache(ExamCache):
         filters: list[dict[str, Any]] = [{"term": {"query_key": key}}]
         if source_id is not None:
             filters.append({"term": {"source_id": source_id}})
+        # First the purge's time, for every replica's reads: a write made before it may still land.
+        await self.purges.mark(key, source_id, self._clock())
         if self._batcher is not None:
             # Writes queued before the purge land first, so the purge finds and deletes them.
             with contextlib.suppress(CacheError):
@@ -405,8 +420,12 @@ class ElasticsearchExamCache(ExamCache):
             )
         except ELASTICSEARCH_ERRORS as exc:
             raise failure(exc, CacheError, "cache search failed") from exc
+        hits = response["hits"]["hits"]
+        purged = await self.purges.of_studies([hit["_source"] for hit in hits])
         newest: dict[str, StudyRecord] = {}
-        for hit in response["hits"]["hits"]:
+        for hit in hits:
+            if purged and self.purges.covers_study(purged, hit["_source"]):
+                continue  # written by a replica's write made before a purge, landed after it
             if hit["_id"] not in newest:
                 newest[hit["_id"]] = _record(hit["_source"])
         return list(newest.values())

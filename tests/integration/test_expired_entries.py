@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,8 @@ from federation.access.expiry import cleanup_failures, delete_expired
 from federation.access.share_elasticsearch import ElasticsearchShareStore
 from federation.access.state_elasticsearch import ElasticsearchEmergencyWindows, state_index
 from federation.elasticsearch import make_client
-from federation.settings import CacheSettings
+from federation.settings import CacheSettings, settings_from_mapping
+from pacsfed.app import services_from_settings
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +88,40 @@ async def test_a_failed_clean_up_is_logged_and_counted_never_dropped(
         assert await delete_expired(client, index, "expires_at", NOW.isoformat()) == 0
     assert cleanup_failures()[index] == before + 1
     assert any("not deleted" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_running_process_deletes_what_expires_after_its_start_up(
+    client: AsyncElasticsearch, prefix: str, elasticsearch: Any, tmp_path: Path
+) -> None:
+    settings = settings_from_mapping(
+        {
+            "cache": {"backend": "elasticsearch", "url": elasticsearch.url, "index_prefix": prefix},
+            "audit": {"journal_dir": str(tmp_path / "journal")},
+            "sources": [],
+        }
+    )
+    shares, state = f"{prefix}-shares", state_index(prefix)
+    async with services_from_settings(settings, cleanup_interval_s=0.05):
+        for _ in range(200):  # the start-up's own clean-up has made both indices
+            if await client.indices.exists(index=[shares, state]):
+                break
+            await asyncio.sleep(0.05)
+        # Entries that the start-up's clean-up never saw: only a later, periodic round can delete them.
+        await client.index(
+            index=shares,
+            id="code:late",
+            document={"kind": "code", "id": "late", "expires_at": (NOW - dt.timedelta(days=8)).isoformat()},
+            refresh="wait_for",
+        )
+        await client.index(
+            index=state,
+            id="window:late",
+            document={"kind": "window", "until": (NOW - dt.timedelta(days=2)).isoformat()},
+            refresh="wait_for",
+        )
+        for _ in range(200):
+            if not await _ids(client, shares) and not await _ids(client, state):
+                break
+            await asyncio.sleep(0.05)
+        assert await _ids(client, shares) == set()
+        assert await _ids(client, state) == set()

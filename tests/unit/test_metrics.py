@@ -11,17 +11,21 @@ import os
 from pathlib import Path
 from typing import cast
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.base import Connector, ConnectorContext, SourceAnswer
 from connectors.dicomweb_settings import DicomwebSourceSettings
+from federation.access.expiry import cleanup_failures, delete_expired
 from federation.audit.records import AuditTrail
 from federation.cache.base import MemoryExamCache
+from federation.cache.elasticsearch import ElasticsearchExamCache
 from federation.engine import FederationEngine
 from federation.errors import ConfigError, SourceUnreachable
 from federation.models import Deadline, PatientQuery, StudyQuery, StudyRecord
-from federation.settings import Settings
+from federation.settings import CacheSettings, Settings
 from federation.settings_observability import TelemetrySettings
 from pacsfed import telemetry
 from pacsfed.app import create_app
@@ -105,6 +109,31 @@ async def test_counters_living_in_the_engine_are_copied_not_counted_twice() -> N
     assert engine.load_counters()["circuit_transitions"] == {"hosp-b": {"CLOSED->OPEN": 1}}
     assert found[("pacsfed_pending_queries", ())] == 0
     await engine.aclose()
+
+
+async def test_clean_up_and_cache_maintenance_failures_are_copied_into_the_series_and_readyz(
+    tmp_path: Path,
+) -> None:
+    down = CacheSettings(url="http://127.0.0.1:9", index_prefix="pacsfed-unit-down", request_timeout_s=1)
+    cache = ElasticsearchExamCache(down)  # never started: no maintenance task, no connection made
+    index = "pacsfed-unit-down-shares"
+    await delete_expired(cache.client, index, "expires_at", "2020-01-01")  # refused: logged, counted
+    cache.maintenance_failures = 2  # what two failed hourly rounds leave (tested in test_cache_lifecycle)
+    metrics = Metrics()
+    engine = FederationEngine([], cache, observer=metrics)
+    for _ in range(2):  # copied: growth once, however often a scrape runs
+        metrics.sync(engine, cast(AuditTrail, object()))
+    found = samples(metrics)
+    assert found[("pacsfed_cleanup_failures_total", (("index", index),))] == cleanup_failures()[index] >= 1
+    assert found[("pacsfed_cache_maintenance_failures_total", ())] == 2
+    await engine.aclose()
+    settings = Settings(cache={"backend": "memory"}, audit={"journal_dir": str(tmp_path / "journal")})
+    app = create_app(settings, insecure_dev=True)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pacsfed.test") as client:
+            ready = (await client.get("/readyz")).json()
+    assert ready["maintenance_failures"] == {"cache": 0, "cleanup": cleanup_failures()}
 
 
 async def test_a_span_opens_around_each_source_query_when_telemetry_is_on() -> None:
