@@ -18,7 +18,8 @@ searches only its own studies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -26,6 +27,7 @@ from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, Access
 from federation.audit.lists import audit_id
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.request import HistoryRequest
+from federation.engine.search import LevelAnswer
 from federation.errors import AccessError, PacsfedError, QueryError
 from federation.merge import merge_exam, sort_newest_first
 from federation.models import (
@@ -55,6 +57,19 @@ from federation.service._base import code_of
 from federation.service._history import HistoryReads, _restricted
 
 R = TypeVar("R", SeriesRecord, InstanceRecord)
+
+
+def _uid_of(record: SeriesRecord | InstanceRecord) -> str:
+    """The UID a listing merges by: the series' for series, the instance's for instances."""
+    return record.sop_instance_uid if isinstance(record, InstanceRecord) else record.series_instance_uid
+
+
+def _series_order(record: SeriesRecord) -> tuple[bool, int]:
+    return record.series_number is None, record.series_number or 0
+
+
+def _instance_order(record: InstanceRecord) -> tuple[bool, int]:
+    return record.instance_number is None, record.instance_number or 0
 
 
 class SearchDoors(HistoryReads):
@@ -126,19 +141,8 @@ class SearchDoors(HistoryReads):
             patient_id=search.patient.patient_id if search.patient is not None else None,
             issuer_of_patient_id=search.patient.issuer if search.patient is not None else None,
         )
-        what = f"series search; study {search.study_instance_uid}"
-        sources, ids, deadline = await self._below_study(search, access, what, deadline_ms)
-        try:
-            answer = await self.engine.search_series(query, sources, deadline)
-        except PacsfedError as exc:
-            await self._record_search(access, AuditOutcome.FAILURE, ids, sources, code_of(exc), soon=True)
-            raise
-        series = _merged(answer.records, lambda r: r.series_instance_uid, self.engine.sources)
-        series.sort(key=lambda m: (m.record.series_number is None, m.record.series_number or 0))
-        asked = [outcome.source.id for outcome in answer.outcomes]
-        await self._record_search(
-            access, AuditOutcome.SUCCESS, ids, asked, f"{what}; {len(series)} series", soon=True
-        )
+        ask = functools.partial(self.engine.search_series, query)
+        series, answer = await self._listed(search, access, deadline_ms, "series", ask, _series_order)
         return SeriesSearchResult(
             series=tuple(SeriesMatch(records=g.records, sources=g.infos) for g in series),
             sources=answer.outcomes,
@@ -156,25 +160,40 @@ class SearchDoors(HistoryReads):
             series_instance_uid=search.series_instance_uid,
             sop_instance_uid=search.sop_instance_uid,
         )
-        what = f"instance search; study {search.study_instance_uid}"
-        sources, ids, deadline = await self._below_study(search, access, what, deadline_ms)
-        try:
-            answer = await self.engine.search_instances(query, sources, deadline)
-        except PacsfedError as exc:
-            await self._record_search(access, AuditOutcome.FAILURE, ids, sources, code_of(exc), soon=True)
-            raise
-        found = _merged(answer.records, lambda r: r.sop_instance_uid, self.engine.sources)
-        found.sort(key=lambda m: (m.record.instance_number is None, m.record.instance_number or 0))
-        asked = [outcome.source.id for outcome in answer.outcomes]
-        await self._record_search(
-            access, AuditOutcome.SUCCESS, ids, asked, f"{what}; {len(found)} instances", soon=True
-        )
+        ask = functools.partial(self.engine.search_instances, query)
+        found, answer = await self._listed(search, access, deadline_ms, "instance", ask, _instance_order)
         return InstanceSearchResult(
             instances=tuple(InstanceMatch(records=g.records, sources=g.infos) for g in found),
             sources=answer.outcomes,
             complete=answer.complete,
             elapsed_ms=answer.elapsed_ms,
         )
+
+    async def _listed(
+        self,
+        search: SeriesSearch | InstanceSearch,
+        access: AccessContext,
+        deadline_ms: int | None,
+        level: str,
+        ask: Callable[[list[str] | None, Deadline], Awaitable[LevelAnswer[R]]],
+        order: Callable[[R], tuple[bool, int]],
+    ) -> tuple[list[_Group[R]], LevelAnswer[R]]:
+        """One listing below a study: authorized, asked, merged by UID and ordered, audited before and after."""
+        what = f"{level} search; study {search.study_instance_uid}"
+        sources, ids, deadline = await self._below_study(search, access, what, deadline_ms)
+        try:
+            answer = await ask(sources, deadline)
+        except PacsfedError as exc:
+            await self._record_search(access, AuditOutcome.FAILURE, ids, sources, code_of(exc), soon=True)
+            raise
+        groups = _merged(answer.records, _uid_of, self.engine.sources)
+        groups.sort(key=lambda group: order(group.record))
+        asked = [outcome.source.id for outcome in answer.outcomes]
+        noun = "series" if level == "series" else "instances"
+        await self._record_search(
+            access, AuditOutcome.SUCCESS, ids, asked, f"{what}; {len(groups)} {noun}", soon=True
+        )
+        return groups, answer
 
     async def _studies_of_patient(
         self, search: StudySearch, patient: PatientQuery, access: AccessContext, deadline_ms: int | None
