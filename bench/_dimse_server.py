@@ -60,6 +60,7 @@ from bench._dimse_wire import (
     response,
     us_fields,
 )
+from bench._serving import serve_forever
 from pacsfed.demo import demo_studies
 
 _EARLY_S = 0.0015
@@ -183,24 +184,10 @@ class _Association(asyncio.Protocol):
         return b"".join(answers) + final
 
 
-async def _stay_awake() -> None:
-    """Keep the loop polling, so a query is read when it arrives, not when the CPU wakes up."""
-    while True:  # noqa: ASYNC110 - polling is the point: there is no event to wait for
-        await asyncio.sleep(0)
-
-
 async def serve(port: int, latency: float, sleep_when_idle: bool = False) -> None:
     """Serve on 127.0.0.1:PORT until cancelled."""
     answers = _identifiers()
-    loop = asyncio.get_running_loop()
-    awake = None if sleep_when_idle else loop.create_task(_stay_awake())
-    server = await loop.create_server(lambda: _Association(answers, latency), "127.0.0.1", port, backlog=4096)
-    try:
-        async with server:
-            await server.serve_forever()
-    finally:
-        if awake is not None:
-            awake.cancel()
+    await serve_forever(lambda: _Association(answers, latency), port, sleep_when_idle)
 
 
 def main() -> None:

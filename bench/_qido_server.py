@@ -26,6 +26,7 @@ import json
 import re
 from typing import Any, cast
 
+from bench._serving import serve_forever
 from pacsfed.demo import demo_studies
 
 _HEAD_END = b"\r\n\r\n"
@@ -99,12 +100,6 @@ class _SimulatedPacs(asyncio.Protocol):
             self._transport.write(response)
 
 
-async def _stay_awake() -> None:
-    """Keep the loop polling, so a request is read when it arrives, not when the CPU wakes up."""
-    while True:  # noqa: ASYNC110 - polling is the point: there is no event to wait for
-        await asyncio.sleep(0)
-
-
 def _template(studies: list[dict[str, Any]]) -> bytes:
     """The studies as DICOM JSON with marks where the PatientID and each UID's suffix go."""
     text = json.dumps(studies).replace('"DEMO-001"', f'"{_ID_MARK}"')
@@ -121,17 +116,7 @@ async def serve(
     studies = [ds.to_json_dict() for ds in demo_studies("demo-az-sint-jan") if ds.PatientID == "DEMO-001"]
     answer, empty = _response(json.dumps(studies).encode()), _response(b"[]")
     template = _template(studies) if echo_patient_id else None
-    loop = asyncio.get_running_loop()
-    awake = None if sleep_when_idle else loop.create_task(_stay_awake())
-    server = await loop.create_server(
-        lambda: _SimulatedPacs(answer, empty, latency, template), "127.0.0.1", port, backlog=4096
-    )
-    try:
-        async with server:
-            await server.serve_forever()
-    finally:
-        if awake is not None:
-            awake.cancel()
+    await serve_forever(lambda: _SimulatedPacs(answer, empty, latency, template), port, sleep_when_idle)
 
 
 def main() -> None:
