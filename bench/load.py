@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -241,6 +242,8 @@ def _overload(args: argparse.Namespace, es_url: str, qido: str, prefix: str) -> 
         run = run_overload(server.url, plan, OVERLOAD_POOL, first_id=500_000_000)
     finally:
         server.close()
+    if args.records is not None:
+        args.records.write_text(json.dumps(run))
     print("\n".join(timeline(run)))
     print("\n".join(summary(run)))
 
@@ -268,6 +271,7 @@ def main() -> None:
     parser.add_argument("--overload-clients", type=int, default=400)
     parser.add_argument("--overload-s", type=float, default=None, help="default 20, quick 10")
     parser.add_argument("--after-s", type=float, default=None, help="default 30, quick 15")
+    parser.add_argument("--records", type=Path, help="write the overload run's records here (JSON)")
     args = parser.parse_args()
     # Stopped by `timeout` or kill: unwind, so that every server, simulator and node started here stops too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -30,8 +30,16 @@ T = TypeVar("T")
 class _Slots(asyncio.Semaphore):
     """A source's slots: ``locked()`` builds no generator while nobody waits (asked twice per source a query asks)."""
 
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.capacity = value
+
     def locked(self) -> bool:
         return self._value == 0 or (bool(self._waiters) and super().locked())
+
+    def spare(self) -> bool:
+        """Half the slots or more free and nobody waiting: optional work here takes no caller's place."""
+        return not self._waiters and self._value * 2 >= self.capacity
 
 
 class EngineCore:

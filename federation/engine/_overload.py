@@ -151,7 +151,7 @@ class OverloadWatch:
         return sorted(sid for sid, since in self._queued_since.items() if now - since >= _QUEUED_S)
 
     def note(self, what: str) -> None:
-        """Count one event (``queries_refused``, ``sources_busy``, ``stale_answers_served``)."""
+        """Count one event (``queries_refused``, ``sources_busy``, ``stale_answers_served``, ``refreshes_deferred``)."""
         self.counters[what] += 1
         self._last[what] = time.monotonic()
 
@@ -194,7 +194,7 @@ class OverloadWatch:
             "max_pending_queries": self.max_pending_queries,
             **{
                 name: self.counters[name]
-                for name in ("queries_refused", "sources_busy", "stale_answers_served")
+                for name in ("queries_refused", "sources_busy", "stale_answers_served", "refreshes_deferred")
             },
             "circuit_transitions": {sid: dict(counts) for sid, counts in sorted(self.transitions.items())},
         }

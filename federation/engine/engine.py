@@ -335,10 +335,19 @@ class FederationEngine(SearchFanOut, RequestSharing, CacheSide):
     def _refresh_in_background(
         self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery
     ) -> None:
-        """Refresh a source's cached answer once (de-duplicated), after answering from the cache."""
-        if (query.cache_key() or "", connector.id) in self._inflight or not self._breakers[
-            connector.id
-        ].allow():
+        """Refresh a source's cached answer once (de-duplicated), after answering from the cache.
+
+        A refresh is optional work: it is left out while pacsfed is saturated or the source's slots
+        are half taken, so that it never queues ahead of a query a caller is waiting for (reading
+        fresh cached patients under load had refreshes hold every hospital's slots for tens of
+        seconds after the load). The cached answer is still within its ``ttl_s``.
+        """
+        if (query.cache_key() or "", connector.id) in self._inflight:
+            return
+        if self._overload.saturated or not self._limits[connector.id].spare():
+            self._overload.note("refreshes_deferred")
+            return
+        if not self._breakers[connector.id].allow():
             return
 
         epoch = self._epoch(query)

@@ -225,6 +225,26 @@ async def test_cache_then_refresh_answers_from_the_cache_and_refreshes_once() ->
     assert source.calls == 2
 
 
+async def test_a_refresh_waits_for_no_slot_a_caller_needs() -> None:
+    source = Scripted("a", delay=0.2, uids=["1"])
+    source.settings = source.settings.model_copy(update={"max_concurrency": 4})
+    engine = FederationEngine([source], MemoryExamCache())
+    await engine.patient_history(QUERY)  # cached now
+    live = HistoryRequest(freshness=Freshness.LIVE)
+    others = [PatientQuery(patient_id=f"PA-10{n}") for n in range(3)]
+    busy = asyncio.gather(*(engine.patient_history(other, live) for other in others))
+    await asyncio.sleep(0.05)  # three of the source's four slots are taken by callers' queries
+    cached = await engine.patient_history(QUERY)
+    assert cached.sources[0].cached
+    await busy
+    await asyncio.sleep(0.3)
+    assert source.calls == 4  # the first query and the callers': the refresh was left out
+    assert engine.load_counters()["refreshes_deferred"] == 1
+    await engine.patient_history(QUERY)  # the slots are free again: refreshed
+    await asyncio.sleep(0.3)
+    assert source.calls == 5
+
+
 async def test_cache_only_and_purge() -> None:
     source = Scripted("a", uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())
