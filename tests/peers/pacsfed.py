@@ -1,11 +1,15 @@
 """pacsfed as an outsider runs it: a clean install in its own virtualenv, and ``pacsfed serve`` as a process.
 
 - :func:`clean_install` copies the project's source (no tests, no virtualenv) and installs it with
-  ``pip install <copy>``: no extras, so nothing the test extra brings (hypercorn's wsproto, say)
-  can hide a dependency the product forgot to declare. The virtualenv is cached under
-  ``$PACSFED_OUTSIDE_CACHE`` (default ``~/.cache/pacsfed/outside``), keyed by a hash of the copied
-  source: the same source is installed once, a changed one gets a fresh virtualenv. Concurrent
-  test sessions take a file lock per key.
+  pip: no extras, so nothing the test extra brings (hypercorn's wsproto, say) can hide a
+  dependency the product forgot to declare. ``pip wheel <copy>`` makes a wheelhouse once per
+  source (pacsfed's wheel, built in isolation, and the wheels of what it declares), and the
+  virtualenv is installed from it offline (``--no-index``). A virtualenv with plugin packages is
+  a copy of that plain one (hard links) with the plugins pip-installed into it: seconds, where
+  resolving, building and installing every dependency again cost most of a minute. Virtualenvs and
+  wheelhouses are cached under ``$PACSFED_OUTSIDE_CACHE`` (default ``~/.cache/pacsfed/outside``),
+  keyed by a hash of the copied source: the same source is installed once, a changed one gets a
+  fresh virtualenv. Concurrent test sessions take a file lock per key.
 - :class:`PacsfedServer` runs ``pacsfed serve --config <yaml>`` (or ``pacsfed demo``) from that
   virtualenv on a free loopback port, in its own process group, and waits for ``/healthz``.
 
@@ -94,10 +98,10 @@ def _run(argv: Sequence[str], what: str, timeout: float = 900) -> None:
         )
 
 
-def _prune(root: Path, keep: Path) -> None:
-    """Remove old virtualenvs beyond the newest few, but none used lately: another test run may be using it."""
+def _prune(root: Path, keep: Path, pattern: str = "venv-*") -> None:
+    """Remove old virtualenvs (or wheelhouses) beyond the newest few, but none used lately: another run may use it."""
     venvs = sorted(
-        (p for p in root.glob("venv-*") if p.is_dir() and p != keep),
+        (p for p in root.glob(pattern) if p.is_dir() and p != keep),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
@@ -113,7 +117,9 @@ def clean_install(
     """The ``bin`` folder of a virtualenv holding pacsfed installed from source, without extras.
 
     ``extra_packages`` (project folders, a plugin say) are pip-installed after pacsfed, as a user
-    would; the virtualenv is then cached under the hash of pacsfed and of them. With ``lock_file``
+    would, into a copy of the plain install (their dependencies from pacsfed's wheelhouse: one
+    neither declares fails the install); the virtualenv is then cached under the hash of pacsfed
+    and of them. With ``lock_file``
     (deploy/requirements.lock) the dependencies come from it as the image installs them: hashes
     required, wheels only, then pacsfed with ``--no-deps`` and ``pip check``.
     """
@@ -126,7 +132,7 @@ def clean_install(
             Path(shutil.copytree(package, staging / f"extra-{index}", ignore=_NOT_SOURCE))
             for index, package in enumerate(extra_packages)
         ]
-        key = _source_hash(source)
+        key = source_key = _source_hash(source)
         if extras:
             key = hashlib.sha256(
                 " ".join([key, *(_source_hash(extra) for extra in extras)]).encode()
@@ -135,17 +141,30 @@ def clean_install(
             locked = hashlib.sha256(lock_file.read_bytes()).hexdigest()
             key = hashlib.sha256(f"{key} locked {locked}".encode()).hexdigest()[:16]
         venv = root / f"venv-{key}"
+        # With plugins, the plain clean install (made once, cached) is copied and the plugins pip-installed into the copy.
+        plain = clean_install(python).parent if extras and lock_file is None else None
         with _locked(root / f"venv-{key}.lock"):
             stamp = venv / ".pacsfed-installed"
             if not stamp.is_file():
                 shutil.rmtree(venv, ignore_errors=True)
                 interpreter = python or _base_python()
-                _run([interpreter, "-m", "venv", str(venv)], "python -m venv")
-                pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-                _run([*pip, "install", "--upgrade", "pip"], "pip upgrade")
                 if lock_file is None:
-                    _run([*pip, "install", str(source)], "pip install pacsfed (no extras)")
+                    wheels = _wheelhouse(source, source_key, root)
+                    # This session's pip, run by the venv's Python: the venv itself needs no pip.
+                    pip = [*_PIP, "--python", str(venv / "bin" / "python")]
+                    offline = ["--no-index", "--find-links", str(wheels)]
+                    if plain is None:
+                        _run([interpreter, "-m", "venv", "--without-pip", str(venv)], "python -m venv")
+                        _run([*pip, "install", *offline, "pacsfed"], "pip install pacsfed (no extras)")
+                    else:
+                        _copy_venv(plain, venv)
+                    if extras:
+                        built = _extra_wheels(extras, staging / "extra-wheels")
+                        _run([*pip, "install", *offline, *built], "pip install the extra packages")
                 else:
+                    _run([interpreter, "-m", "venv", str(venv)], "python -m venv")
+                    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+                    _run([*pip, "install", "--upgrade", "pip"], "pip upgrade")
                     locked_deps = [
                         "--require-hashes",
                         "--only-binary=:all:",
@@ -156,14 +175,64 @@ def clean_install(
                     _run([*pip, "install", *locked_deps], "pip install -r <lock file>")
                     _run([*pip, "install", "--no-deps", str(source)], "pip install --no-deps pacsfed")
                     _run([*pip, "check"], "pip check")
-                for extra in extras:
-                    _run([*pip, "install", str(extra)], f"pip install {extra.name}")
+                    for extra in extras:
+                        _run([*pip, "install", str(extra)], f"pip install {extra.name}")
                 stamp.write_text(key)
             os.utime(venv)
         _prune(root, venv)
         return venv / "bin"
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+_PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+"""The test session's own pip, used as a tool only (``--python`` points it at the venv it installs into)."""
+
+
+def _wheelhouse(source: Path, key: str, root: Path) -> Path:
+    """Wheels of pacsfed (built from ``source`` in an isolated build) and of every dependency it declares; made once per key."""
+    wheels = root / f"wheels-{key}"
+    with _locked(root / f"wheels-{key}.lock"):
+        stamp = wheels / ".complete"
+        if not stamp.is_file():
+            shutil.rmtree(wheels, ignore_errors=True)
+            _run([*_PIP, "wheel", "--wheel-dir", str(wheels), str(source)], "pip wheel pacsfed (no extras)")
+            stamp.write_text(key)
+        os.utime(wheels)
+    _prune(root, wheels, "wheels-*")
+    return wheels
+
+
+def _extra_wheels(extras: Sequence[Path], target: Path) -> list[str]:
+    """Wheels of the extra packages alone (their dependencies come from pacsfed's wheelhouse when installed)."""
+    # Built with this session's setuptools (scripts/install-project puts a recent one in), not a fresh build env.
+    argv = [
+        *_PIP,
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--wheel-dir",
+        str(target),
+        *map(str, extras),
+    ]
+    _run(argv, "pip wheel <extra packages>")
+    return sorted(str(wheel) for wheel in target.glob("*.whl"))
+
+
+def _copy_venv(base: Path, venv: Path) -> None:
+    """``venv`` as a copy of the virtualenv ``base``: files hard-linked, the few naming ``base`` written anew."""
+    ignore = shutil.ignore_patterns(".pacsfed-installed")
+    shutil.copytree(base, venv, symlinks=True, copy_function=os.link, ignore=ignore)
+    old, new = bytes(base), bytes(venv)
+    for path in [venv / "pyvenv.cfg", *(venv / "bin").iterdir()]:  # scripts' #! lines, activate, pyvenv.cfg
+        if path.is_symlink() or not path.is_file():
+            continue
+        content = path.read_bytes()
+        if old in content:
+            mode = path.stat().st_mode
+            path.unlink()  # a hard link to base's file: never written in place
+            path.write_bytes(content.replace(old, new))
+            path.chmod(mode)
 
 
 def _base_python() -> str:
