@@ -10,6 +10,8 @@ Fixtures (all session-scoped; a peer starts only when a test asks for it):
   answers are Latin-1 whatever the query asks, and lose what Latin-1 cannot carry (Greek,
   Japanese). ``orthanc_c`` runs with ``DefaultEncoding: Utf8`` and answers every script.
 - ``dcmqrscp_b`` (AET HOSPB): ``peers.DcmqrscpPeer``, seeded.
+- ``three_hospitals``: the three seeded hospitals as pacsfed ``sources`` (hosp-a: orthanc_a over
+  DIMSE, hosp-b: dcmqrscp_b, hosp-c: orthanc_c over DICOMweb); read only, copy to change.
 - ``elasticsearch``: ``peers.ElasticsearchNode`` (ours, or the node at ``ELASTICSEARCH_URL``).
 - ``pacsfed_install``: the ``bin`` folder of a clean install of pacsfed (own virtualenv, no extras).
 - ``pacsfed_server`` (function scope): a factory, ``pacsfed_server(config, insecure_dev=False)`` or
@@ -54,6 +56,7 @@ from peers.dicomdata import (  # noqa: E402
     files_for_peer,
     write_catalogue,
 )
+from peers.hospitals import hospital_sources  # noqa: E402
 from peers.pacsfed import clean_install  # noqa: E402
 from peers.tiny_disk import TinyDisk, tiny_disk  # noqa: E402
 
@@ -145,6 +148,14 @@ def elasticsearch() -> Iterator[ElasticsearchNode]:
     node = ElasticsearchNode()
     yield _started(node, "Elasticsearch")
     node.close()
+
+
+@pytest.fixture(scope="session")
+def three_hospitals(
+    orthanc_a: OrthancPeer, dcmqrscp_b: DcmqrscpPeer, orthanc_c: OrthancPeer
+) -> list[dict[str, Any]]:
+    """The three seeded test hospitals as pacsfed sources (shared: copy a source before changing it)."""
+    return hospital_sources(orthanc_a, dcmqrscp_b, orthanc_c)
 
 
 @pytest.fixture

@@ -18,30 +18,9 @@ def index_prefix() -> str:
 
 
 @pytest.fixture
-def peer_sources(orthanc_a: Any, dcmqrscp_b: Any, orthanc_c: Any) -> list[dict[str, Any]]:
-    """The three real test hospitals as pacsfed sources."""
-    return [
-        {
-            "id": "hosp-a",
-            "name": "Hôpital A",
-            "kind": "dimse",
-            "host": orthanc_a.host,
-            "port": orthanc_a.dicom_port,
-            "called_ae": orthanc_a.aet,
-            "calling_ae": "PACSFED",
-            "issuer": "HOSP_A",
-        },
-        {
-            "id": "hosp-b",
-            "name": "Ziekenhuis B",
-            "kind": "dimse",
-            "host": dcmqrscp_b.host,
-            "port": dcmqrscp_b.port,
-            "called_ae": dcmqrscp_b.aet,
-            "calling_ae": "PACSFED",
-        },
-        {"id": "hosp-c", "name": "Clinique C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
-    ]
+def peer_sources(three_hospitals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The three real test hospitals as pacsfed sources, hosp-a naming its issuer (HOSP_A); the test's own copies."""
+    return [{**s, "issuer": "HOSP_A"} if s["id"] == "hosp-a" else dict(s) for s in three_hospitals]
 
 
 @pytest.fixture

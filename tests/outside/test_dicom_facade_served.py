@@ -34,31 +34,11 @@ THREE = ["hosp-a", "hosp-b", "hosp-c"]
 def facade(
     pacsfed_install: Path,
     tmp_path_factory: pytest.TempPathFactory,
-    orthanc_a: Any,
-    dcmqrscp_b: Any,
-    orthanc_c: Any,
+    three_hospitals: list[dict[str, Any]],
 ) -> Iterator[tuple[PacsfedServer, int]]:
     dicom_port = free_port()
     sources = [
-        {
-            "id": "hosp-a",
-            "name": "Hôpital A",
-            "kind": "dimse",
-            "host": orthanc_a.host,
-            "port": orthanc_a.dicom_port,
-            "called_ae": orthanc_a.aet,
-            "calling_ae": "PACSFED",
-        },
-        {
-            "id": "hosp-b",
-            "name": "Ziekenhuis B",
-            "kind": "dimse",
-            "host": dcmqrscp_b.host,
-            "port": dcmqrscp_b.port,
-            "called_ae": dcmqrscp_b.aet,
-            "calling_ae": "PACSFED",
-        },
-        {"id": "hosp-c", "name": "Clinique C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
+        *three_hospitals,
         {
             "id": "hosp-down",
             "name": "Closed Hospital",

@@ -45,30 +45,6 @@ OHIF_SERIES_LIST = {
 }
 
 
-def _sources(orthanc_a: Any, dcmqrscp_b: Any, orthanc_c: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": "hosp-a",
-            "name": "Hôpital A",
-            "kind": "dimse",
-            "host": orthanc_a.host,
-            "port": orthanc_a.dicom_port,
-            "called_ae": orthanc_a.aet,
-            "calling_ae": "PACSFED",
-        },
-        {
-            "id": "hosp-b",
-            "name": "Ziekenhuis B",
-            "kind": "dimse",
-            "host": dcmqrscp_b.host,
-            "port": dcmqrscp_b.port,
-            "called_ae": dcmqrscp_b.aet,
-            "calling_ae": "PACSFED",
-        },
-        {"id": "hosp-c", "name": "Clinique C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url},
-    ]
-
-
 def _uids(items: list[dict[str, Any]], tag: str) -> list[str]:
     return [item[tag]["Value"][0] for item in items]
 
@@ -77,12 +53,10 @@ def test_dicomweb_client_searches_three_hospitals_with_a_bearer_token(
     pacsfed_server: Callable[..., Any],
     serve_config: Callable[..., dict[str, Any]],
     signer: DemoSigner,
-    orthanc_a: Any,
-    dcmqrscp_b: Any,
-    orthanc_c: Any,
+    three_hospitals: list[dict[str, Any]],
 ) -> None:
     public = {"public_url": PUBLIC_URL}  # as behind a reverse proxy: links name it, whatever the Host
-    server = pacsfed_server(serve_config(_sources(orthanc_a, dcmqrscp_b, orthanc_c), server=public))
+    server = pacsfed_server(serve_config(three_hospitals, server=public))
     url = f"{server.url}/dicom-web"
     with pytest.raises(requests.HTTPError) as refused:
         DICOMwebClient(url).search_for_studies(search_filters={"PatientID": "PA-001"})
@@ -115,12 +89,12 @@ def test_dicomweb_client_searches_three_hospitals_with_a_bearer_token(
 
 
 def test_qido_answers_carry_every_attribute_ohifs_study_list_reads_without_a_token_in_insecure_dev(
-    pacsfed_server: Callable[..., Any], orthanc_a: Any, dcmqrscp_b: Any, orthanc_c: Any
+    pacsfed_server: Callable[..., Any], three_hospitals: list[dict[str, Any]]
 ) -> None:
     config = {
         "cache": {"backend": "memory"},
         "auth": {"mode": "none"},
-        "sources": _sources(orthanc_a, dcmqrscp_b, orthanc_c),
+        "sources": three_hospitals,
     }
     server = pacsfed_server(config, insecure_dev=True)
     client = DICOMwebClient(f"{server.url}/dicom-web")
