@@ -13,6 +13,9 @@ Fixtures (all session-scoped; a peer starts only when a test asks for it):
 - ``three_hospitals``: the three seeded hospitals as pacsfed ``sources`` (hosp-a: orthanc_a over
   DIMSE, hosp-b: dcmqrscp_b, hosp-c: orthanc_c over DICOMweb); read only, copy to change.
 - ``elasticsearch``: ``peers.ElasticsearchNode`` (ours, or the node at ``ELASTICSEARCH_URL``).
+  Nothing stops or freezes it: the tests after, on the same worker, rely on it.
+- ``expendable_elasticsearch`` (function scope): a node of this worker's own for the tests that
+  stop or freeze one (never ``ELASTICSEARCH_URL``'s); running again at the start of each test.
 - ``pacsfed_install``: the ``bin`` folder of a clean install of pacsfed (own virtualenv, no extras).
 - ``pacsfed_server`` (function scope): a factory, ``pacsfed_server(config, insecure_dev=False)`` or
   ``pacsfed_server(demo=True)``, giving a started ``peers.PacsfedServer`` of that install, stopped
@@ -22,7 +25,8 @@ Fixtures (all session-scoped; a peer starts only when a test asks for it):
 
 A peer that is missing or does not start fails the test that needs it; nothing is
 ever skipped. A test that stops a peer should bring it back (``peer.start()`` or
-``peer.ensure_running()`` in a ``finally``) for the tests after it.
+``peer.ensure_running()`` in a ``finally``) for the tests after it; one that stops or freezes
+Elasticsearch takes ``expendable_elasticsearch``.
 
 Nothing here imports the application packages.
 """
@@ -148,6 +152,24 @@ def elasticsearch() -> Iterator[ElasticsearchNode]:
     node = ElasticsearchNode()
     yield _started(node, "Elasticsearch")
     node.close()
+
+
+@pytest.fixture(scope="session")
+def spare_elasticsearch() -> Iterator[ElasticsearchNode]:
+    """This worker's second node, started when a test first stops or freezes one."""
+    node = ElasticsearchNode(from_environment=False)
+    yield _started(node, "Elasticsearch (the node tests stop)")
+    node.close()
+
+
+@pytest.fixture
+def expendable_elasticsearch(spare_elasticsearch: ElasticsearchNode) -> ElasticsearchNode:
+    """A node the test may stop or freeze: not the shared ``elasticsearch``, and running when it starts."""
+    try:
+        spare_elasticsearch.ensure_running()  # a test before may have failed to bring it back
+    except (PeerError, OSError) as exc:
+        pytest.fail(f"Elasticsearch (the node tests stop) could not be restarted: {exc}", pytrace=False)
+    return spare_elasticsearch
 
 
 @pytest.fixture(scope="session")

@@ -104,9 +104,10 @@ async def test_records_are_shipped_to_a_strict_monthly_index_and_searchable(
 
 
 async def test_nothing_is_lost_while_elasticsearch_is_down(
-    tmp_path: Path, es_client: AsyncElasticsearch, elasticsearch: Any, index_prefix: str
+    tmp_path: Path, expendable_elasticsearch: Any, index_prefix: str
 ) -> None:
-    assert elasticsearch.owned, "this test stops the node, so it needs the one the suite started"
+    elasticsearch = expendable_elasticsearch  # stopped below: not the node the other tests share
+    es_client = make_client(CacheSettings(url=elasticsearch.url))
     audit = trail(tmp_path / "journal", es_client, index_prefix)
     await audit.start()
     try:
@@ -130,6 +131,7 @@ async def test_nothing_is_lost_while_elasticsearch_is_down(
         assert sorted(ids) == sorted(r.id for r in [before, *during])  # each exactly once
     finally:
         await audit.aclose()
+        await es_client.close()
 
 
 async def test_a_new_process_replays_the_journal_and_a_replay_stores_nothing_twice(

@@ -98,9 +98,9 @@ async def test_a_full_journal_disk_refuses_queries_before_any_hospital_is_asked(
 
 
 async def test_with_elasticsearch_killed_the_audit_says_partial_and_cache_only_is_cache_unavailable(
-    tmp_path: Path, elasticsearch: Any, index_prefix: str, orthanc_a: Any
+    tmp_path: Path, expendable_elasticsearch: Any, index_prefix: str, orthanc_a: Any
 ) -> None:
-    assert elasticsearch.owned, "this test stops the node, so it needs the one the suite started"
+    elasticsearch = expendable_elasticsearch  # stopped below: not the node the other tests share
     sources = [{"id": "hosp-a", "name": "Hospital A", "kind": "dicomweb", "url": orthanc_a.dicomweb_url}]
     settings = audit_settings(elasticsearch, index_prefix, tmp_path / "journal", sources)
     async with running_app(settings) as client:

@@ -98,7 +98,8 @@ async def test_older_cached_answers_are_served_where_a_source_cannot_answer_but_
     peer_sources: list[dict[str, Any]], make_settings: Any
 ) -> None:
     hosp_c = next(s for s in peer_sources if s["id"] == "hosp-c")
-    async with running_app(make_settings([hosp_c])) as client:
+    # Up to 10 s for the write (not 0.5): a loaded machine's first write to a fresh index can say PENDING.
+    async with running_app(make_settings([hosp_c], write_wait_s=10)) as client:
         first = await _ask(client, "PA-001", freshness="LIVE")
     assert first["cacheStatus"] == "OK" and first["exams"]
     # The same hospital, now down, its cached answer past its ttl_s: stale, but better than nothing.
@@ -225,11 +226,12 @@ def test_a_subscription_past_max_pending_queries_gets_an_overloaded_error_messag
 
 
 async def test_a_cache_not_read_while_saturated_sends_no_source_live_and_is_reported_unavailable(
-    peer_sources: list[dict[str, Any]], make_settings: Any, elasticsearch: Any
+    peer_sources: list[dict[str, Any]], make_settings: Any, expendable_elasticsearch: Any
 ) -> None:
-    assert elasticsearch.owned, "this test freezes the node, so it needs the one the suite started"
+    elasticsearch = expendable_elasticsearch  # frozen below: not the node the other tests share
     with SilentListener() as silent:
-        settings = _with_server(make_settings([*peer_sources, _hung(silent.port)]), max_pending_queries=4)
+        sources = [*peer_sources, _hung(silent.port)]
+        settings = _with_server(make_settings(sources, url=elasticsearch.url), max_pending_queries=4)
         async with running_app(settings) as client:
             await _ask(client, "PA-001", freshness="LIVE", deadlineMs=1000)  # the cache was written once
             holders = [

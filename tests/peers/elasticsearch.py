@@ -216,8 +216,10 @@ class ElasticsearchNode:
         *,
         workdir: Path | None = None,
         start_timeout: float = 120.0,
+        from_environment: bool = True,
     ) -> None:
-        external = url or os.environ.get("ELASTICSEARCH_URL")
+        """``from_environment=False`` ignores ``ELASTICSEARCH_URL``: a node of its own, started here."""
+        external = url or (os.environ.get("ELASTICSEARCH_URL") if from_environment else None)
         self.owned = not external
         self.start_timeout = start_timeout
         self.startup_seconds: float | None = None
