@@ -222,7 +222,7 @@ def _extra_wheels(extras: Sequence[Path], target: Path) -> list[str]:
 def _copy_venv(base: Path, venv: Path) -> None:
     """``venv`` as a copy of the virtualenv ``base``: files hard-linked, the few naming ``base`` written anew."""
     ignore = shutil.ignore_patterns(".pacsfed-installed")
-    shutil.copytree(base, venv, symlinks=True, copy_function=os.link, ignore=ignore)
+    shutil.copytree(base, venv, symlinks=True, copy_function=_link_or_copy, ignore=ignore)
     old, new = bytes(base), bytes(venv)
     for path in [venv / "pyvenv.cfg", *(venv / "bin").iterdir()]:  # scripts' #! lines, activate, pyvenv.cfg
         if path.is_symlink() or not path.is_file():
@@ -233,6 +233,14 @@ def _copy_venv(base: Path, venv: Path) -> None:
             path.unlink()  # a hard link to base's file: never written in place
             path.write_bytes(content.replace(old, new))
             path.chmod(mode)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows one, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _base_python() -> str:
