@@ -15,7 +15,8 @@ Fixtures (all session-scoped; a peer starts only when a test asks for it):
 - ``elasticsearch``: ``peers.ElasticsearchNode`` (ours, or the node at ``ELASTICSEARCH_URL``).
   Nothing stops or freezes it: the tests after, on the same worker, rely on it.
 - ``expendable_elasticsearch`` (function scope): a node of this worker's own for the tests that
-  stop or freeze one (never ``ELASTICSEARCH_URL``'s); running again at the start of each test.
+  stop or freeze one (never ``ELASTICSEARCH_URL``'s); at the start of each test it answers and
+  makes a new index (restarted if it cannot within 30 s).
 - ``pacsfed_install``: the ``bin`` folder of a clean install of pacsfed (own virtualenv, no extras).
 - ``pacsfed_server`` (function scope): a factory, ``pacsfed_server(config, insecure_dev=False)`` or
   ``pacsfed_server(demo=True)``, giving a started ``peers.PacsfedServer`` of that install, stopped
@@ -166,7 +167,7 @@ def spare_elasticsearch() -> Iterator[ElasticsearchNode]:
 def expendable_elasticsearch(spare_elasticsearch: ElasticsearchNode) -> ElasticsearchNode:
     """A node the test may stop or freeze: not the shared ``elasticsearch``, and running when it starts."""
     try:
-        spare_elasticsearch.ensure_running()  # a test before may have failed to bring it back
+        spare_elasticsearch.ensure_answering()  # a test before may have left it down, or hung after a thaw
     except (PeerError, OSError) as exc:
         pytest.fail(f"Elasticsearch (the node tests stop) could not be restarted: {exc}", pytrace=False)
     return spare_elasticsearch

@@ -33,6 +33,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,6 +342,24 @@ class ElasticsearchNode:
             return False
         return response.status_code == 200 and response.json()["status"] in ("yellow", "green")
 
+    def _takes_an_index(self) -> bool:
+        """Whether a new index gets its shard started now (what a first write needs), the probe index dropped after."""
+        index = f"pacsfed-probe-{uuid.uuid4().hex[:10]}"
+        settings = {"settings": {"number_of_shards": 1, "number_of_replicas": 0}}
+        try:
+            made = httpx.put(
+                f"{self.url}/{index}",
+                params={"wait_for_active_shards": "1", "timeout": "5s"},
+                json=settings,
+                timeout=10.0,
+            )
+            return made.status_code == 200 and made.json().get("shards_acknowledged") is True
+        except httpx.HTTPError:
+            return False
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.delete(f"{self.url}/{index}", params={"ignore_unavailable": "true"}, timeout=10.0)
+
     def _wait_external(self) -> float:
         started = time.monotonic()
         while not self._healthy():
@@ -382,6 +401,19 @@ class ElasticsearchNode:
     def ensure_running(self) -> None:
         if self.owned and not self.running:
             self.start()
+
+    def ensure_answering(self, within_s: float = 30.0) -> None:
+        """Running, and making and dropping an index within ``within_s``; an owned node that cannot is restarted."""
+        self.ensure_running()
+        deadline = time.monotonic() + within_s
+        while not (self._healthy() and self._takes_an_index()):
+            if time.monotonic() > deadline:
+                if not self.owned:
+                    raise PeerError(f"ELASTICSEARCH_URL={self.url} is not yellow or green")
+                self.stop(graceful=False)
+                self.start()
+                return
+            time.sleep(0.5)
 
     def close(self) -> None:
         """Stop an owned node and remove its work directory (if made here)."""
