@@ -248,8 +248,10 @@ def bundle(
     }
 
 
-def capability_statement(base: str, software_version: str, params: Mapping[str, str]) -> JSON:
-    """What this FHIR view serves: ImagingStudy search by ``patient.identifier``, JSON only."""
+def capability_statement(
+    base: str, software_version: str, params: Mapping[str, str], rev_includes: Sequence[str] = ()
+) -> JSON:
+    """What this FHIR view serves: ImagingStudy search by ``patient.identifier`` (and its ``_revinclude``), JSON only."""
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -283,6 +285,7 @@ def capability_statement(base: str, software_version: str, params: Mapping[str, 
                             {"name": name, "type": "token", "documentation": text}
                             for name, text in params.items()
                         ],
+                        **({"searchRevInclude": list(rev_includes)} if rev_includes else {}),
                     }
                 ],
             }
