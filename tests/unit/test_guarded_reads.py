@@ -8,7 +8,7 @@ import gc
 import pytest
 from unit.test_access_service import ListAuditTrail, _user
 from unit.test_engine import Scripted
-from unit.test_reports import PATIENT, Reporting
+from unit.test_reports import PATIENT, PDF_ANSWER, Reporting
 from unit.test_reports import _reads as _report_reads
 from unit.test_reports import _service as _report_service
 from unit.test_retrieve_service import REQUEST, Held, Retrieving, _read
@@ -158,3 +158,19 @@ async def test_a_body_that_breaks_off_counts_against_the_holders_breaker() -> No
     with pytest.raises(SourceTimeout):
         await _read(stream)
     assert service.engine.circuit_state("a") is CircuitState.OPEN
+
+
+async def test_a_report_document_of_a_source_whose_circuit_is_open_is_refused_at_once_and_audited() -> None:
+    audit = ListAuditTrail()
+    source = _limited(Reporting("a", ["1.9"], {"1.9": PDF_ANSWER}), failures=1)
+    service = _report_service(audit, source)
+    rita = _user("history:read", subject="user:rita")
+    report = await service.exam_report(await _exam(service), rita)
+    link = (report.url_path or "").removeprefix("/reports/")
+    with pytest.raises(SourceUnreachable):  # another call to the source fails: its circuit opens
+        async with service.engine.guarded("a", Deadline.after(1)):
+            raise SourceUnreachable("connection refused")
+    with pytest.raises(SourceSkipped):
+        await service.report_document(link, rita)
+    assert _report_reads(audit)[-1].outcome is AuditOutcome.FAILURE
+    assert "SOURCE_UNAVAILABLE" in _report_reads(audit)[-1].detail
