@@ -129,5 +129,4 @@ async def test_metadata_and_unknown_paths() -> None:
     assert metadata.status_code == 200
     statement: Any = CapabilityStatement.model_validate_json(metadata.content)
     assert statement.fhirVersion == "4.0.1"
-    assert statement.rest[0].resource[0].searchRevInclude == ["DiagnosticReport:imaging-study"]
     _outcome(unknown, 404, "not-supported")

@@ -178,8 +178,6 @@ def test_a_report_its_source_was_not_asked_for_is_a_warning_with_its_own_code(st
 
 def test_the_capability_statement_validates() -> None:
     statement = CapabilityStatement.model_validate(
-        capability_statement(
-            BASE, "0.1.0", {"patient.identifier": "[system|]value"}, ["DiagnosticReport:imaging-study"]
-        )
+        capability_statement(BASE, "0.1.0", {"patient.identifier": "[system|]value"})
     )
     assert statement.rest[0].resource[0].type == "ImagingStudy"

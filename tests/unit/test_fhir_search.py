@@ -6,7 +6,7 @@ import pytest
 
 from federation.errors import QueryError
 from federation.models import PatientQuery
-from web.fhir.search import accepts_json, parse_token, patient_search, wants_reports
+from web.fhir.search import accepts_json, parse_token, patient_search
 
 SYSTEMS = {"HOSP_A": "urn:oid:1.2.3.4", "NISS": "urn:oid:2.16.56.1"}
 KNOWN = {"HOSP_A", "HOSP_B", "NISS"}
@@ -88,20 +88,3 @@ def test_searches_that_are_not_one_exact_identifier_are_refused(values: list[str
 )
 def test_json_is_served_to_whoever_takes_it(format_param: str | None, accept: str | None, ok: bool) -> None:
     assert accepts_json(format_param, accept) is ok
-
-
-@pytest.mark.parametrize(
-    ("values", "wanted"),
-    [
-        ([], False),
-        (["DiagnosticReport:imaging-study"], True),
-        (["DiagnosticReport:imaging-study:ImagingStudy"], True),
-        (["DiagnosticReport:study"], True),
-        (["DiagnosticReport:*"], True),
-        (["*"], True),
-        (["Observation:*", "DiagnosticReport:subject"], False),
-        (["Observation:*", "DiagnosticReport:imaging-study"], True),
-    ],
-)
-def test_reports_are_read_only_when_a_revinclude_asks_for_them(values: list[str], wanted: bool) -> None:
-    assert wants_reports(values) is wanted

@@ -248,10 +248,8 @@ def bundle(
     }
 
 
-def capability_statement(
-    base: str, software_version: str, params: Mapping[str, str], rev_includes: Sequence[str] = ()
-) -> JSON:
-    """What this FHIR view serves: ImagingStudy search by ``patient.identifier`` (and its ``_revinclude``), JSON only."""
+def capability_statement(base: str, software_version: str, params: Mapping[str, str]) -> JSON:
+    """What this FHIR view serves: ImagingStudy search by ``patient.identifier``, JSON only."""
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -285,7 +283,6 @@ def capability_statement(
                             {"name": name, "type": "token", "documentation": text}
                             for name, text in params.items()
                         ],
-                        **({"searchRevInclude": list(rev_includes)} if rev_includes else {}),
                     }
                 ],
             }

@@ -5,14 +5,11 @@
 OperationOutcome), calls :meth:`HistoryService.patient_history` (scopes, sources, audit on the
 ``fhir`` channel, the configured default deadline and freshness) and answers a searchset Bundle.
 Sources that did not answer are named in an OperationOutcome entry (``search.mode = outcome``).
-With ``_revinclude=DiagnosticReport:imaging-study`` (``web.fhir.search.wants_reports``), and only
-then, every exam's report is asked for through :meth:`HistoryService.exam_report` (authorized and
-audited as a report read, under its own deadline ``reports.deadline_ms``, each source under its
-breaker and slots): each one available is a DiagnosticReport entry (``search.mode = include``; an
-R4 ImagingStudy cannot point to its report, the report points back); one that a source failed to
-give (or was not asked for: circuit open, BUSY) is a warning in the outcome entry. A search
-without it reads no report: a patient's twenty exams are not twenty report reads at each hospital.
-JSON only: ``_format`` or ``Accept`` asking for anything else is a 406.
+Every exam's report is asked for through :meth:`HistoryService.exam_report` (authorized and audited
+as a report read, under its own deadline ``reports.deadline_ms``): each one available is a
+DiagnosticReport entry (``search.mode = include``, always, with no ``_include`` needed, since an R4
+ImagingStudy cannot point to its report); one that a source failed to give is a warning in the
+outcome entry. JSON only: ``_format`` or ``Accept`` asking for anything else is a 406.
 """
 
 from __future__ import annotations
@@ -53,15 +50,7 @@ from web.fhir.resources import (
     outcome_issue,
     report_issue,
 )
-from web.fhir.search import (
-    PATIENT_IDENTIFIER,
-    REPORTS_REVINCLUDE,
-    REVINCLUDE,
-    PatientSearch,
-    accepts_json,
-    patient_search,
-    wants_reports,
-)
+from web.fhir.search import PATIENT_IDENTIFIER, PatientSearch, accepts_json, patient_search
 from web.http_access import RequestAccess
 from web.public_url import as_public, public_base
 from web.request_id import current_request_id
@@ -149,7 +138,7 @@ class FhirView:
             software = version("pacsfed")
         except PackageNotFoundError:  # pragma: no cover - only when run from a source tree without install
             software = "unknown"
-        return fhir_json(capability_statement(_base(request), software, _SEARCH_PARAMS, [REPORTS_REVINCLUDE]))
+        return fhir_json(capability_statement(_base(request), software, _SEARCH_PARAMS))
 
     async def not_found(self, request: Request) -> Response:
         """Anything else under /fhir."""
@@ -176,10 +165,7 @@ class FhirView:
             history = await access.service.patient_history(search.query, caller, HistoryRequest())
         except PacsfedError as exc:
             return _failure(exc)
-        reports: dict[str, Report] = {}
-        notes: list[JSON] = []
-        if wants_reports(request.query_params.getlist(REVINCLUDE)):
-            reports, notes = await _reports(access.service, history.exams, caller)
+        reports, notes = await _reports(access.service, history.exams, caller)
         return fhir_json(_searchset(request, search, history, reports, notes))
 
     def _search(self, request: Request) -> PatientSearch:

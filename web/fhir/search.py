@@ -9,11 +9,6 @@ semantics make that an empty searchset (200), with an informational outcome sayi
 error. The issuer ``identity.national_issuer`` makes a ``{nationalId}`` query. A bare value is
 sent as ``{id}`` without issuer. One identifier per search: ``,`` (OR) and repeated parameters
 (AND) are refused, and so is ``system|`` (every patient of a system).
-
-Reports are read only when asked for: ``_revinclude=DiagnosticReport:imaging-study`` (3.1.1.5.5
-"_revinclude": the DiagnosticReports whose ``imagingStudy`` points to a match; R4 names no search
-parameter for that element, so pacsfed declares this one, and takes R5's ``study``, ``*`` and
-``DiagnosticReport:*`` for it too). Other ``_revinclude`` values are ignored (lenient handling).
 """
 
 from __future__ import annotations
@@ -25,20 +20,9 @@ from federation.errors import QueryError
 from federation.models import PatientQuery
 from web.fhir.resources import Identifier
 
-__all__ = [
-    "REPORTS_REVINCLUDE",
-    "PatientSearch",
-    "accepts_json",
-    "parse_token",
-    "patient_search",
-    "wants_reports",
-]
+__all__ = ["PatientSearch", "accepts_json", "parse_token", "patient_search"]
 
 PATIENT_IDENTIFIER = "patient.identifier"
-REVINCLUDE = "_revinclude"
-REPORTS_REVINCLUDE = "DiagnosticReport:imaging-study"
-"""The ``_revinclude`` that asks for the matches' reports (DiagnosticReport entries, ``search.mode = include``)."""
-_REPORT_PARAMS = frozenset({"imaging-study", "study", "*"})
 
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
 _JSON_MEDIA = frozenset({"*/*", "application/*", "application/json", "application/fhir+json"})
@@ -116,15 +100,3 @@ def patient_search(
     if national_issuer is not None and issuer == national_issuer:
         return PatientSearch(subject, PatientQuery(national_id=value))
     return PatientSearch(subject, PatientQuery(patient_id=value, issuer=issuer))
-
-
-def wants_reports(values: Sequence[str]) -> bool:
-    """Whether the ``_revinclude`` values ask for DiagnosticReports (only then are reports read and audited)."""
-    for value in values:
-        if value.strip() == "*":
-            return True
-        resource, _, rest = value.strip().partition(":")
-        param = rest.split(":", 1)[0]  # an optional target type follows: ``...:imaging-study:ImagingStudy``
-        if resource == "DiagnosticReport" and param in _REPORT_PARAMS:
-            return True
-    return False
