@@ -131,12 +131,15 @@ class SourceCall:
 class GuardedCalls(EngineCore):
     """Calls to one source that are not patient queries, held to the same breaker and slots."""
 
-    def guarded(self, source_id: str, deadline: Deadline) -> SourceCall:
+    def guarded(self, source_id: str, deadline: Deadline, *, retrieval: bool = False) -> SourceCall:
         """One call to ``source_id`` under its circuit breaker and one of its slots, waited for until ``deadline``.
 
         ``async with engine.guarded(source_id, deadline): ...``; or :meth:`SourceCall.start`, then
         :meth:`SourceCall.end` once the call is over (a streamed answer: when its stream ends).
+        ``retrieval``: an image retrieval, which takes a slot of ``max_retrievals`` instead of
+        ``max_concurrency`` (a viewer's downloads never make a physician's history query BUSY).
         """
         self.select([source_id])  # an unknown source is a QueryError
-        breaker, limit = self._breakers[source_id], self._limits[source_id]
+        limits = self._retrieval_limits if retrieval else self._limits
+        breaker, limit = self._breakers[source_id], limits[source_id]
         return SourceCall(source_id, deadline, breaker, limit, self._overload)

@@ -97,8 +97,9 @@ class RetrieveReads(ServiceBase):
     async def retrieve(self, request: RetrieveRequest, access: AccessContext) -> RetrieveStream:
         """The first holding source's answer, its body streamed (audited when it ends).
 
-        Each holder is asked under its circuit breaker and one of its slots, as a history query
-        (``FederationEngine.guarded``); the slot is held until the body ends or breaks off.
+        Each holder is asked under its circuit breaker, as a history query, and one of its
+        retrieval slots (``max_retrievals``, apart from the queries' ``max_concurrency``;
+        ``FederationEngine.guarded``); the slot is held until the body ends or breaks off.
         Raises AccessError (audited DENIED), QueryError ``NOT_FOUND`` when no source open to the
         caller holds the study, Overloaded, AuditUnavailable, or when every holder failed before
         its first byte: the last holder's ConnectorError, else SourceBusy (no slot of pacsfed's
@@ -130,7 +131,7 @@ class RetrieveReads(ServiceBase):
             )
             deadline = self.engine.deadline_for(None)  # for the slot waits (the source has its own bounds)
             for connector in holders:
-                call = self.engine.guarded(connector.id, deadline)
+                call = self.engine.guarded(connector.id, deadline, retrieval=True)
                 try:
                     await call.start()
                 except (SourceSkipped, SourceBusy) as exc:  # not asked: a real failure tells more

@@ -18,7 +18,7 @@ from federation.audit.records import AuditOutcome
 from federation.engine.engine import FederationEngine
 from federation.engine.resilience import CircuitState
 from federation.errors import QueryError, SourceBusy, SourceSkipped, SourceTimeout, SourceUnreachable
-from federation.models import Deadline, Exam
+from federation.models import Deadline, Exam, SourceStatus
 from federation.reports import ReportAnswer, ReportStatus, StudyRef
 from federation.service import HistoryService
 from federation.settings import CircuitSettings, QuerySettings
@@ -27,9 +27,13 @@ _QUICK = QuerySettings(default_deadline_ms=50)
 """Retrievals wait for a slot no longer than the query deadline: short here, so that BUSY comes soon."""
 
 
-def _limited(connector: Scripted, *, slots: int = 4, failures: int = 5) -> Scripted:
-    """``connector`` with ``max_concurrency`` and its breaker's threshold set (before an engine is made)."""
-    update = {"max_concurrency": slots, "circuit": CircuitSettings(failures=failures, reset_s=600)}
+def _limited(connector: Scripted, *, slots: int = 4, retrievals: int = 16, failures: int = 5) -> Scripted:
+    """``connector`` with its slots and its breaker's threshold set (before an engine is made)."""
+    update = {
+        "max_concurrency": slots,
+        "max_retrievals": retrievals,
+        "circuit": CircuitSettings(failures=failures, reset_s=600),
+    }
     connector.settings = connector.settings.model_copy(update=update)
     return connector
 
@@ -135,12 +139,15 @@ async def test_an_open_holder_is_passed_over_for_the_next_one() -> None:
 
 
 async def test_a_streamed_retrieval_holds_its_slot_until_its_body_ends() -> None:
-    source = _limited(Retrieving("a"), slots=1)
+    source = _limited(Retrieving("a"), slots=1, retrievals=1)
     service = _retrieve_service(ListAuditTrail(), Held(("a",)), source, query=_QUICK)
     first = await service.retrieve(REQUEST, _user("history:read"))
-    with pytest.raises(SourceBusy):  # pacsfed's own limit: the source was promised one request at once
+    with pytest.raises(SourceBusy):  # pacsfed's own limit: the source was promised one retrieval at once
         await service.retrieve(REQUEST, _user("history:read"))
     assert len(source.retrieved) == 1
+    # The download holds a retrieval slot, not the source's only query slot: a history query is asked.
+    history = await service.patient_history(PATIENT, _user("history:read"))
+    assert [outcome.status for outcome in history.sources] == [SourceStatus.OK]
     assert await _read(first)
     second = await service.retrieve(REQUEST, _user("history:read"))
     await second.aclose()  # a body closed unread gives its slot back too
