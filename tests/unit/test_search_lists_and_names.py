@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 from pydicom.dataset import Dataset
@@ -12,7 +13,9 @@ from starlette.datastructures import QueryParams
 from unit.test_search_service import JAN, JUN, Catalog, make, reader, statuses, study
 
 from dicom_facade import facade_from_settings
-from federation.errors import QueryError
+from federation.access.principals import AccessContext, Principal, PrincipalKind, ShareGrant
+from federation.audit.records import AuditOutcome
+from federation.errors import AccessError, QueryError
 from federation.identity.patterns import matches_name_pattern
 from federation.models import PatientQuery, SourceStatus, StudyQuery
 from federation.search import MAX_UIDS, InstanceSearch, SeriesSearch, StudySearch
@@ -176,3 +179,16 @@ async def test_the_facade_reads_uid_lists_and_a_name_beside_an_id() -> None:
         assert images == ["7.1.1.2", "7.1.1.3"]
     finally:
         await server.stop()
+
+
+async def test_a_share_code_searches_a_uid_list_only_when_it_holds_every_listed_study() -> None:
+    service, audit = make(ListCatalog("a", [study("8.1", "P", JAN), study("8.2", "P", JUN)]))
+    grant = ShareGrant(
+        "s1", PatientQuery(patient_id="P"), frozenset({"8.1"}), dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    )
+    shared = AccessContext(Principal("share:s1", PrincipalKind.SHARE, frozenset(), share=grant), None, "r")
+    with pytest.raises(AccessError):
+        await service.search_studies(StudySearch(study_instance_uids=("8.1", "8.2")), shared)
+    assert audit.records[-1].outcome is AuditOutcome.DENIED
+    found = await service.search_studies(StudySearch(study_instance_uids=("8.1",)), shared)
+    assert [m.exam.study_instance_uid for m in found.studies] == ["8.1"]
