@@ -269,7 +269,7 @@ def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
     if query.study_instance_uid is not None:
         params["StudyInstanceUID"] = query.study_instance_uid
     elif query.study_instance_uids:
-        params["StudyInstanceUID"] = ",".join(query.study_instance_uids)  # a UID list, PS3.18 8.3.4.1
+        params["StudyInstanceUID"] = ",".join(query.study_instance_uids)  # PS3.18 8.3.4.1 (Orthanc: not "\\")
     if query.accession_number is not None:
         params["AccessionNumber"] = query.accession_number
     if query.study_date is not None:
