@@ -61,6 +61,7 @@ class DimseConnector(Connector):
     supports_demographic_search = True
     supports_reports = True
     supports_study_keys = True
+    supports_uid_lists = True
     supports_series_query = True
     supports_instance_query = True
 

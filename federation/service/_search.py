@@ -7,8 +7,8 @@ after), admitted like histories (OVERLOADED past ``server.max_pending_queries``)
 deadline rules (``deadline_ms`` 50..``query.max_deadline_ms``). Source failures are data.
 
 A study search by patient id is a patient history (identity resolution, the cache, shared
-requests) whose exams pacsfed then matches against the study keys. A search without a patient id
-(a StudyInstanceUID, an AccessionNumber, or a PatientName pattern) needs ``history:read``; with
+requests) whose exams pacsfed then matches against the study keys and a PatientName pattern. A search without a patient id
+(StudyInstanceUIDs, an AccessionNumber, or a PatientName pattern) needs ``history:read``; with
 ``history:emergency`` alone, a search by StudyInstanceUID answers only the studies of patients for
 whom this caller has a break-the-glass window open (a viewer opening a study the physician found
 through the emergency history), audited as emergency access with the window's reason; a share code
@@ -29,6 +29,7 @@ from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.request import HistoryRequest
 from federation.engine.search import LevelAnswer
 from federation.errors import AccessError, PacsfedError, QueryError
+from federation.identity.patterns import matches_name_pattern
 from federation.merge import merge_exam, sort_newest_first
 from federation.models import (
     Deadline,
@@ -92,7 +93,7 @@ class SearchDoors(HistoryReads):
         names = [f"name:{search.patient_name}"] if search.patient_name else []
         emergency = self._emergency_study_search(access, search)
         sources = await self._grant_search(
-            access, search.source_ids, search.study_instance_uid, names, what, emergency=emergency
+            access, search.source_ids, search.uids, names, what, emergency=emergency
         )
         await self._record_search(
             access, AuditOutcome.SUCCESS, names, sources, f"{what}; access", emergency=emergency
@@ -142,7 +143,8 @@ class SearchDoors(HistoryReads):
             issuer_of_patient_id=search.patient.issuer if search.patient is not None else None,
         )
         ask = functools.partial(self.engine.search_series, query)
-        series, answer = await self._listed(search, access, deadline_ms, "series", ask, _series_order)
+        wanted = search.series_instance_uids
+        series, answer = await self._listed(search, access, deadline_ms, "series", ask, _series_order, wanted)
         return SeriesSearchResult(
             series=tuple(SeriesMatch(records=g.records, sources=g.infos) for g in series),
             sources=answer.outcomes,
@@ -161,7 +163,10 @@ class SearchDoors(HistoryReads):
             sop_instance_uid=search.sop_instance_uid,
         )
         ask = functools.partial(self.engine.search_instances, query)
-        found, answer = await self._listed(search, access, deadline_ms, "instance", ask, _instance_order)
+        wanted = search.sop_instance_uids
+        found, answer = await self._listed(
+            search, access, deadline_ms, "instance", ask, _instance_order, wanted
+        )
         return InstanceSearchResult(
             instances=tuple(InstanceMatch(records=g.records, sources=g.infos) for g in found),
             sources=answer.outcomes,
@@ -177,8 +182,9 @@ class SearchDoors(HistoryReads):
         level: str,
         ask: Callable[[list[str] | None, Deadline], Awaitable[LevelAnswer[R]]],
         order: Callable[[R], tuple[bool, int]],
+        wanted: tuple[str, ...] = (),
     ) -> tuple[list[_Group[R]], LevelAnswer[R]]:
-        """One listing below a study: authorized, asked, merged by UID and ordered, audited before and after."""
+        """One listing below a study: authorized, asked, merged by UID, kept (``wanted``: a UID list) and ordered, audited."""
         what = f"{level} search; study {search.study_instance_uid}"
         sources, ids, deadline = await self._below_study(search, access, what, deadline_ms)
         try:
@@ -187,6 +193,8 @@ class SearchDoors(HistoryReads):
             await self._record_search(access, AuditOutcome.FAILURE, ids, sources, code_of(exc), soon=True)
             raise
         groups = _merged(answer.records, _uid_of, self.engine.sources)
+        if wanted:
+            groups = [group for group in groups if _uid_of(group.record) in wanted]
         groups.sort(key=lambda group: order(group.record))
         asked = [outcome.source.id for outcome in answer.outcomes]
         noun = "series" if level == "series" else "instances"
@@ -210,9 +218,13 @@ class SearchDoors(HistoryReads):
                 patient, access, grant, AuditOutcome.FAILURE, detail=code_of(exc), soon=True
             )
             raise
-        keys = search.study_keys()
+        keys, name = search.study_keys(), search.patient_name
         history = _restricted(history, grant.studies)
-        exams = tuple(exam for exam in history.exams if keys.matches_study_keys(exam))
+        exams = tuple(
+            exam
+            for exam in history.exams
+            if keys.matches_study_keys(exam) and (name is None or _named(name, exam))
+        )
         if keys.modalities and any(not exam.modalities for exam in exams):
             exams = await self._with_series_modalities(exams, keys.modalities, deadline)
         history = history.model_copy(update={"exams": exams, "candidates": ()})
@@ -262,7 +274,7 @@ class SearchDoors(HistoryReads):
                 raise AccessError("this share code does not grant this study", code="FORBIDDEN")
             await self._record_query(patient, access, grant, AuditOutcome.SUCCESS, detail=f"{what}; access")
             return grant.source_ids, [audit_id(*_id_of(patient, self._national_issuer))], deadline
-        sources = await self._grant_search(access, source_ids, search.study_instance_uid, [], what)
+        sources = await self._grant_search(access, source_ids, (search.study_instance_uid,), [], what)
         await self._record_search(access, AuditOutcome.SUCCESS, [], sources, f"{what}; access")
         return sources, [], deadline
 
@@ -274,7 +286,7 @@ class SearchDoors(HistoryReads):
             principal.share is None
             and not principal.has(HISTORY_READ)
             and principal.has(HISTORY_EMERGENCY)
-            and search.study_instance_uid is not None
+            and bool(search.uids)
             and search.patient_name is None
             and search.accession_number is None
         )
@@ -311,7 +323,7 @@ class SearchDoors(HistoryReads):
         self,
         access: AccessContext,
         source_ids: Sequence[str] | None,
-        study_uid: str | None,
+        study_uids: tuple[str, ...],
         names: list[str],
         what: str,
         *,
@@ -323,7 +335,7 @@ class SearchDoors(HistoryReads):
             sources = self._allowed_sources(principal, source_ids)
             if principal.share is not None:
                 studies = principal.share.studies
-                if studies is None or study_uid is None or study_uid not in studies:
+                if studies is None or not study_uids or not set(study_uids) <= set(studies):
                     raise AccessError("a share code searches only its own studies", code="FORBIDDEN")
             elif not principal.has(HISTORY_READ) and not emergency:
                 raise AccessError(
@@ -363,6 +375,13 @@ class SearchDoors(HistoryReads):
         )
 
 
+def _named(pattern: str, exam: Exam) -> bool:
+    """Whether the exam's patient name matches the pattern (a reused id must not bring another patient)."""
+    groups = exam.patient_name_groups
+    held = (groups.alphabetic, groups.ideographic, groups.phonetic) if groups is not None else ()
+    return matches_name_pattern(pattern, (exam.patient_name, *held))
+
+
 def _id_of(patient: PatientQuery, national_issuer: str | None) -> tuple[str, str | None]:
     if patient.patient_id is not None:
         return patient.patient_id, patient.issuer
@@ -371,8 +390,8 @@ def _id_of(patient: PatientQuery, national_issuer: str | None) -> tuple[str, str
 
 def _study_keys_detail(search: StudySearch) -> str:
     """What a search without a patient id looked for, for the audit record (no name pattern: it is in patient_ids)."""
-    if search.study_instance_uid is not None:
-        return f"study search; study {search.study_instance_uid}"
+    if search.uids:
+        return f"study search; {'study' if len(search.uids) == 1 else 'studies'} {', '.join(search.uids)}"
     if search.accession_number is not None:
         return "study search by accession number"
     return "study search by name"
