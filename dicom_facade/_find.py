@@ -24,7 +24,7 @@ C000 otherwise) with the reason, never patient data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -33,8 +33,7 @@ from dicom_facade._association import FindAnswer, FindCall
 from dicom_facade._identifiers import (
     asked_keys,
     character_set,
-    instance_identifier,
-    series_identifier,
+    listing_identifier,
     study_identifier,
 )
 from dicom_facade._messages import ERROR_COMMENT_MAX, OUT_OF_RESOURCES, SUCCESS, UNABLE_TO_PROCESS, WARNING
@@ -42,7 +41,7 @@ from dicom_facade._negotiation import PATIENT_ROOT_FIND
 from federation.access import AccessContext, Principal
 from federation.errors import Overloaded, PacsfedError, QueryError
 from federation.models import DateRange, PatientQuery, SourceOutcome, SourceStatus
-from federation.search import InstanceSearch, SeriesSearch, StudySearch
+from federation.search import InstanceMatch, InstanceSearch, SeriesMatch, SeriesSearch, StudySearch
 from federation.service import HistoryService
 
 CHANNEL = "dicom"
@@ -117,11 +116,7 @@ class SearchAnswerer:
             patient=PatientQuery(patient_id=patient_id, issuer=issuer) if patient_id else None,
         )
         result = await self.service.search_series(search, access, deadline_ms=self.deadline_ms)
-        keys, charset = asked_keys(identifier), character_set(identifier)
-        unique = _unique(call.model, "SERIES")
-        parent = {"PatientID": patient_id} if patient_id else {}
-        matches = [series_identifier(m, keys, charset, unique, parent) for m in result.series]
-        return FindAnswer(matches, *_final(result.sources))
+        return _listing_answer(call, "SERIES", patient_id, result.series, result.sources)
 
     async def _instances(self, call: FindCall, access: AccessContext) -> FindAnswer:
         identifier = call.identifier
@@ -140,11 +135,21 @@ class SearchAnswerer:
             patient=PatientQuery(patient_id=patient_id, issuer=issuer) if patient_id else None,
         )
         result = await self.service.search_instances(search, access, deadline_ms=self.deadline_ms)
-        keys, charset = asked_keys(identifier), character_set(identifier)
-        unique = _unique(call.model, "IMAGE")
-        parent = {"PatientID": patient_id} if patient_id else {}
-        matches = [instance_identifier(m, keys, charset, unique, parent) for m in result.instances]
-        return FindAnswer(matches, *_final(result.sources))
+        return _listing_answer(call, "IMAGE", patient_id, result.instances, result.sources)
+
+
+def _listing_answer(
+    call: FindCall,
+    level: str,
+    patient_id: str | None,
+    found: Sequence[SeriesMatch | InstanceMatch],
+    sources: tuple[SourceOutcome, ...],
+) -> FindAnswer:
+    """A SERIES or IMAGE answer: each merged match with the keys the request asked, under its PatientID if it named one."""
+    keys, charset = asked_keys(call.identifier), character_set(call.identifier)
+    unique = _unique(call.model, level)
+    parent = {"PatientID": patient_id} if patient_id else {}
+    return FindAnswer([listing_identifier(m, keys, charset, unique, parent) for m in found], *_final(sources))
 
 
 def _final(sources: tuple[SourceOutcome, ...]) -> tuple[int, str | None]:

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from connectors.dimse_protocol import encodable
-from federation.models import Exam, PersonNameGroups
+from federation.models import Exam, InstanceRecord, PersonNameGroups, SeriesRecord
 from federation.search import InstanceMatch, SeriesMatch, StudyMatch
 
 UTF8 = "ISO_IR 192"
@@ -72,19 +72,33 @@ def study_identifier(
     return _identifier("STUDY", values, keys, charset, unique, *_holders(exam))
 
 
-def series_identifier(
-    match: SeriesMatch,
+def listing_identifier(
+    match: SeriesMatch | InstanceMatch,
     keys: Iterable[str],
     charset: list[str],
     unique: tuple[str, ...],
     parent: Mapping[str, Any],
 ) -> Dataset:
-    """One pending response's identifier for a merged series; ``parent``: the request's upper-level unique keys."""
+    """One pending response's identifier for a merged series or instance; ``parent``: the request's upper-level unique keys."""
     record = match.record
+    level, own = (
+        ("IMAGE", _instance_values(record))
+        if isinstance(record, InstanceRecord)
+        else ("SERIES", _series_values(record))
+    )
     values: dict[str, Any] = {
         **parent,
         "StudyInstanceUID": record.study_instance_uid,
         "SeriesInstanceUID": record.series_instance_uid,
+        **own,
+    }
+    retrieve = _distinct(r.retrieve_ae_title for r in match.records)
+    names = _distinct(s.name or s.id for s in match.sources)
+    return _identifier(level, values, keys, charset, unique, retrieve, names)
+
+
+def _series_values(record: SeriesRecord) -> dict[str, Any]:
+    return {
         "Modality": record.modality,
         "SeriesNumber": record.series_number,
         "SeriesDescription": record.series_description,
@@ -93,24 +107,10 @@ def series_identifier(
         "BodyPartExamined": record.body_part_examined,
         "NumberOfSeriesRelatedInstances": record.number_of_instances,
     }
-    retrieve = _distinct(r.retrieve_ae_title for r in match.records)
-    names = _distinct(s.name or s.id for s in match.sources)
-    return _identifier("SERIES", values, keys, charset, unique, retrieve, names)
 
 
-def instance_identifier(
-    match: InstanceMatch,
-    keys: Iterable[str],
-    charset: list[str],
-    unique: tuple[str, ...],
-    parent: Mapping[str, Any],
-) -> Dataset:
-    """One pending response's identifier for a merged instance; ``parent``: the request's upper-level unique keys."""
-    record = match.record
-    values: dict[str, Any] = {
-        **parent,
-        "StudyInstanceUID": record.study_instance_uid,
-        "SeriesInstanceUID": record.series_instance_uid,
+def _instance_values(record: InstanceRecord) -> dict[str, Any]:
+    return {
         "SOPInstanceUID": record.sop_instance_uid,
         "SOPClassUID": record.sop_class_uid,
         "InstanceNumber": record.instance_number,
@@ -118,9 +118,6 @@ def instance_identifier(
         "Columns": record.columns,
         "NumberOfFrames": record.number_of_frames,
     }
-    retrieve = _distinct(r.retrieve_ae_title for r in match.records)
-    names = _distinct(s.name or s.id for s in match.sources)
-    return _identifier("IMAGE", values, keys, charset, unique, retrieve, names)
 
 
 def _identifier(
