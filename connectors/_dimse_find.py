@@ -65,6 +65,8 @@ def find_identifier(query: StudyQuery, charset: str | None) -> Dataset:
         identifier.PatientBirthDate = query.patient_birth_date.strftime("%Y%m%d")
     if query.study_instance_uid is not None:
         identifier.StudyInstanceUID = query.study_instance_uid
+    elif query.study_instance_uids:
+        identifier.StudyInstanceUID = list(query.study_instance_uids)  # UID list, PS3.4 C.2.2.2.2
     if query.accession_number is not None:
         identifier.AccessionNumber = query.accession_number
     if query.study_date is not None:

@@ -1,15 +1,17 @@
-"""One C-FIND on an established association (PS3.7 9.1.2): its responses read into an answer or an error.
+"""One C-FIND on an established association (PS3.7 9.1.2), at any level: its responses read into records or an error.
 
-Status categories (PS3.4 C.4.1.1.4): Pending responses carry a study, Success / Warning / Cancel
-end the answer, anything else fails it. A dead or silent peer is an error, never "no exams".
+Status categories (PS3.4 C.4.1.1.4): Pending responses carry one answer each, Success / Warning /
+Cancel end the answer, anything else fails it. A dead or silent peer is an error, never "no exams".
+The loop is one for every query level; what differs (the record builder, the record's UID, the
+words of the warnings) comes from ``_dimse_levels.Level``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Generic, TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -20,12 +22,13 @@ from pynetdicom.status import code_to_category
 
 from connectors._dimse_fast_reader import Unhandled
 from connectors._dimse_find import find_identifier
+from connectors._dimse_levels import Level
 from connectors._dimse_link import AssociationEnded, DimseLink, cut, encode_message
 from connectors._dimse_message import COMMAND_FIELD, MESSAGE_ID_BEING_RESPONDED_TO
-from connectors.base import SourceAnswer
 from federation.errors import SourceProtocolError, SourceTimeout
-from federation.models import Deadline, StudyQuery, StudyRecord
+from federation.models import Deadline, StudyQuery
 
+R = TypeVar("R")
 MESSAGE_ID = 1
 """The Message ID of our C-FIND; its C-CANCEL names it (PS3.7 9.3.2.3)."""
 C_FIND_RSP = 0x8020
@@ -50,24 +53,43 @@ def send_cancel(link: DimseLink, model: str) -> None:
     link.send(message, link.contexts[model][0])
 
 
+def study_request(link: DimseLink, model: str, query: StudyQuery) -> bytes:
+    """The STUDY-level C-FIND-RQ for ``query`` on this association, encoded once per fan-out."""
+    context_id, syntax = link.contexts[model]
+    return _study_request(query, link.settings.query_charset, model, syntax, context_id, link.peer_max_pdu)
+
+
+def identifier_request(link: DimseLink, model: str, identifier: Dataset) -> bytes:
+    """A C-FIND-RQ carrying ``identifier`` (a level below the study), in the source's query character set."""
+    context_id, syntax = link.contexts[model]
+    charset = link.settings.query_charset
+    if charset:
+        identifier.SpecificCharacterSet = charset
+    return _encode_request(identifier, model, syntax, context_id, link.peer_max_pdu)
+
+
 @functools.lru_cache(maxsize=32)
-def find_request(
+def _study_request(
     query: StudyQuery, charset: str | None, model: str, syntax: UID, context_id: int, peer_max_pdu: int
 ) -> bytes:
-    """Our C-FIND-RQ (PS3.7 9.3.2.1) as P-DATA-TF PDUs, encoded once for every source it goes to.
+    """Our STUDY-level C-FIND-RQ, cached: a fan-out sends the same query to every DIMSE source.
 
-    A fan-out sends the same query to every DIMSE source: pydicom's encoding of the identifier
-    and of the command set was most of the CPU each source cost.
+    pydicom's encoding of the identifier and of the command set was most of the CPU each source cost.
     """
+    return _encode_request(find_identifier(query, charset), model, syntax, context_id, peer_max_pdu)
+
+
+def _encode_request(
+    identifier: Dataset, model: str, syntax: UID, context_id: int, peer_max_pdu: int
+) -> bytes:
+    """A C-FIND-RQ (PS3.7 9.3.2.1) as P-DATA-TF PDUs no longer than the peer accepts."""
+    encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+    if encoded is None:
+        raise SourceProtocolError("could not encode the C-FIND identifier")
     primitive = C_FIND()
     primitive.MessageID = MESSAGE_ID
     primitive.AffectedSOPClassUID = model
     primitive.Priority = 2  # LOW, as pynetdicom sends it
-    encoded = encode(
-        find_identifier(query, charset), syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
-    )
-    if encoded is None:
-        raise SourceProtocolError("could not encode the C-FIND identifier")
     primitive.Identifier = BytesIO(encoded)
     request = C_FIND_RQ()
     request.primitive_to_message(primitive)
@@ -83,33 +105,39 @@ def _syntax_flags(syntax: UID) -> tuple[bool, bool]:
     return syntax.is_implicit_VR, syntax.is_little_endian and not syntax.is_deflated
 
 
-async def collect_studies(
+@dataclass(frozen=True, slots=True)
+class Found(Generic[R]):
+    """The records of one C-FIND, its warnings (each once, in order), and whether it was cut short."""
+
+    records: list[R]
+    warnings: tuple[str, ...]
+    truncated: bool
+
+
+async def read_responses(
     link: DimseLink,
     model: str,
-    query: StudyQuery,
+    request: bytes,
     deadline: Deadline,
     state: FindState,
     *,
     max_results: int,
-    calling_ae: str,
-    to_record: Callable[[Dataset], StudyRecord | None],
-    read_record: Callable[[bytes, bool], StudyRecord | None] | None = None,
-) -> SourceAnswer:
+    level: Level[R],
+) -> Found[R]:
     """Send one C-FIND and read its responses into records, C-CANCELling it past ``max_results``.
 
-    ``read_record`` reads an identifier's bytes (implicit VR or not) without pydicom when it can,
-    raising ``Unhandled`` when not; ``to_record`` reads the Dataset pydicom decodes otherwise.
+    Both pending responses and distinct records are bounded by ``max_results``: a flood of
+    responses that add no record is cut as surely as one of records.
     """
-    records: dict[str, StudyRecord] = {}
+    records: dict[str, R] = {}
     warnings: list[str] = []
     truncated = False
-    context_id, syntax = link.contexts[model]
+    _, syntax = link.contexts[model]
     implicit_vr, readable = _syntax_flags(syntax)
-    if not readable:
-        read_record = None
-    link.protocol.send(
-        find_request(query, link.settings.query_charset, model, syntax, context_id, link.peer_max_pdu)
-    )
+    from_bytes = level.from_bytes if readable else None
+    from_dataset = level.from_dataset
+    key = level.key
+    link.protocol.send(request)
     state.model = model
     dimse_s = link.settings.dimse_timeout_s
     pending = 0
@@ -121,7 +149,8 @@ async def collect_studies(
             raise SourceTimeout(f"no C-FIND response within {wait_s:.1f} s") from exc
         except AssociationEnded as exc:
             raise AssociationEnded(
-                f"association aborted by the peer during the C-FIND (is {calling_ae} registered there?)",
+                "association aborted by the peer during the C-FIND"
+                f" (is {link.settings.calling_ae} registered there?)",
                 before_any_response=pending == 0,
             ) from exc
         command = response.command
@@ -136,7 +165,7 @@ async def collect_studies(
         category = code_to_category(code)
         if category == "Pending":
             pending += 1
-            if pending > max_results:  # responses without a new study: a flood
+            if pending > max_results:  # responses without a new record: a flood
                 truncated = True
                 warnings.append(f"stopped after {max_results} responses (max_results)")
                 break
@@ -145,24 +174,23 @@ async def collect_studies(
                 warnings.append("a pending response carried no identifier")
                 continue
             try:
-                if read_record is None:
-                    raise Unhandled("no fast path for this transfer syntax")
-                record = read_record(data, implicit_vr)
+                if from_bytes is None:
+                    raise Unhandled("no fast path for this level or transfer syntax")
+                record = from_bytes(data, implicit_vr, warnings)
             except Unhandled:
                 try:
                     answer = link.decode_dataset(data, model)
                 except Exception:  # an undecodable identifier is one bad response, not a failed query
                     warnings.append("a pending response could not be decoded")
                     continue
-                record = to_record(answer)
+                record = from_dataset(answer, warnings)
             if record is None:
-                warnings.append("a response without StudyInstanceUID was ignored")
+                warnings.append(level.without_uid)
                 continue
-            warnings.extend(record.warnings)
-            records[record.study_instance_uid] = record
+            records[key(record)] = record
             if len(records) >= max_results:
                 truncated = True
-                warnings.append(f"stopped after {max_results} studies (max_results)")
+                warnings.append(f"stopped after {max_results} {level.noun} (max_results)")
                 break
         elif category == "Success":
             break
@@ -180,8 +208,4 @@ async def collect_studies(
         send_cancel(link, model)
     else:
         state.model = None  # the C-FIND is over: nothing to C-CANCEL
-    return SourceAnswer(
-        records=list(records.values()),
-        warnings=tuple(dict.fromkeys(warnings)),
-        truncated=truncated,
-    )
+    return Found(list(records.values()), tuple(dict.fromkeys(warnings)), truncated)

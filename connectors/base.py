@@ -78,6 +78,9 @@ class Connector(abc.ABC):
     a StudyDate range, ModalitiesInStudy) and answers a query by them alone, without a patient key.
     Without it the engine asks this connector only by patient, checking the study keys itself, and a
     search by study keys alone reports it UNSUPPORTED."""
+    supports_uid_lists: ClassVar[bool] = False
+    """Capability: ``find_studies`` sends a StudyQuery's ``study_instance_uids`` as one UID list (PS3.4
+    C.2.2.2.2; QIDO-RS ``StudyInstanceUID=a,b``). Without it the engine asks once per UID."""
     supports_series_query: ClassVar[bool] = False
     """Capability: :meth:`find_series` lists a study's series (PS3.4 C.6.2.1 SERIES level, QIDO-RS series)."""
     supports_instance_query: ClassVar[bool] = False

@@ -56,6 +56,7 @@ class DicomwebConnector(Connector):
     supports_reports = True
     supports_retrieve = True
     supports_study_keys = True
+    supports_uid_lists = True
     supports_series_query = True
     supports_instance_query = True
 
@@ -267,6 +268,8 @@ def _query_params(query: StudyQuery) -> dict[str, str | int | list[str]]:
         params["PatientBirthDate"] = query.patient_birth_date.strftime("%Y%m%d")
     if query.study_instance_uid is not None:
         params["StudyInstanceUID"] = query.study_instance_uid
+    elif query.study_instance_uids:
+        params["StudyInstanceUID"] = ",".join(query.study_instance_uids)  # PS3.18 8.3.4.1 (Orthanc: not "\\")
     if query.accession_number is not None:
         params["AccessionNumber"] = query.accession_number
     if query.study_date is not None:

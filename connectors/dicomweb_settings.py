@@ -49,6 +49,9 @@ class DicomwebSourceSettings(SourceSettings):
     """WADO-RS through pacsfed: the source's answer (status and headers) must come within this."""
     retrieve_stall_s: Annotated[float, Field(gt=0, le=300)] = 30.0
     """WADO-RS through pacsfed: the longest wait for the next chunk of a body before it is given up."""
+    max_retrievals: Annotated[int, Field(ge=1, le=256)] = 16
+    """WADO-RS retrievals through pacsfed in flight to this source at most: slots of their own, apart
+    from ``max_concurrency``, so that a viewer loading a study never takes a query's place."""
     http2: bool = True
     """Offer HTTP/2 (ALPN) on ``https://``; HTTP/1.1 is used when the peer does not take it."""
     proxy: SecretStr | None = None

@@ -3,7 +3,8 @@
 The queries run on the event loop (no thread per association): an association is an
 ``asyncio.Protocol`` cutting bounded PDUs out of the stream (``_dimse_wire``), negotiated and
 spoken with pynetdicom's own PDU and DIMSE message codecs (``_dimse_link``); the C-FIND
-identifier is built in ``_dimse_find``, its responses read in ``_dimse_responses``, and idle
+identifier is built in ``_dimse_find``, its responses read in ``_dimse_responses`` (one loop for
+every query level, given each level's record builder by ``_dimse_levels``), and idle
 associations wait in ``_association_pool``. Reports (SERIES C-FIND, then C-GET with its C-STORE
 sub-operations) still go through pynetdicom's blocking association in a bounded thread pool
 (``dimse_reports``), created only when a report is read.
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pydicom.dataset import Dataset
 from pynetdicom import _config
 from pynetdicom.dimse_messages import C_ECHO_RQ
 from pynetdicom.dimse_primitives import C_ECHO
@@ -25,30 +25,23 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from connectors import dimse_reports
 from connectors._association_pool import AssociationPool, close_in_background
 from connectors._dimse_find import FIND_MODELS, accepted_model
-from connectors._dimse_levels import Found, find_below_study
+from connectors._dimse_levels import Level, instance_level, series_level, study_level
 from connectors._dimse_link import ABORT_LINGER_S, AssociationEnded, DimseLink, cut
-from connectors._dimse_responses import FindState, collect_studies, send_cancel
+from connectors._dimse_responses import (
+    FindState,
+    Found,
+    identifier_request,
+    read_responses,
+    send_cancel,
+    study_request,
+)
 from connectors._dimse_slots import Slots
 from connectors._user_identity import user_identity_request
 from connectors.base import Connector, ConnectorContext, InstanceAnswer, SeriesAnswer, SourceAnswer
-from connectors.dicom_levels import (
-    instance_identifier,
-    instance_record_from_dataset,
-    series_identifier,
-    series_record_from_dataset,
-)
+from connectors.dicom_levels import instance_identifier, series_identifier
 from connectors.dimse_settings import DimseSourceSettings
-from connectors.normalize import study_record_from_bytes, study_record_from_dataset
 from federation.errors import SourceAuthError, SourceProtocolError, SourceTimeout
-from federation.models import (
-    Deadline,
-    InstanceQuery,
-    InstanceRecord,
-    SeriesQuery,
-    SeriesRecord,
-    StudyQuery,
-    StudyRecord,
-)
+from federation.models import Deadline, InstanceQuery, SeriesQuery, StudyQuery, StudyRecord
 from federation.reports import ReportAnswer, ReportDocument, ReportInstance, StudyRef
 from federation.tls import client_context, server_hostname
 
@@ -68,6 +61,7 @@ class DimseConnector(Connector):
     supports_demographic_search = True
     supports_reports = True
     supports_study_keys = True
+    supports_uid_lists = True
     supports_series_query = True
     supports_instance_query = True
 
@@ -92,14 +86,18 @@ class DimseConnector(Connector):
             if settings.user_identity is not None and self._tls_args is not None
             else None
         )
+        self._study_level = study_level(self.id, settings.called_ae)
+        self._series_level = series_level(self.id, settings.called_ae)
+        self._instance_level = instance_level(self.id, settings.called_ae)
 
     async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
         """Every study matching the query, via one C-FIND on a pooled or fresh association."""
-        try:
-            async with asyncio.timeout(deadline.remaining()), self._slots:
-                answer = await self._find(query, deadline)
-        except TimeoutError as exc:
-            raise SourceTimeout("no answer before the deadline") from exc
+
+        def request(link: DimseLink, model: str) -> bytes:
+            return study_request(link, model, query)
+
+        found = await self._find(request, self._study_level, deadline)
+        answer = SourceAnswer(found.records, found.warnings, found.truncated)
         if query.modalities and any(not record.modalities for record in answer.records):
             return await self._modalities_filled(query, answer, deadline)
         return answer
@@ -107,26 +105,28 @@ class DimseConnector(Connector):
     async def find_series(self, query: SeriesQuery, deadline: Deadline) -> SeriesAnswer:
         """The study's series: one SERIES-level C-FIND (Study Root; Patient Root with the patient's id)."""
 
-        def identifier(model: str) -> Dataset:
+        def request(link: DimseLink, model: str) -> bytes:
             if model != _STUDY_ROOT and query.patient_id is None:
                 raise SourceProtocolError(
                     "the peer takes only Patient Root C-FIND: a series query needs PatientID"
                 )
-            return series_identifier(query, patient_root=model != _STUDY_ROOT)
+            return identifier_request(
+                link, model, series_identifier(query, patient_root=model != _STUDY_ROOT)
+            )
 
-        found = await self._find_below(identifier, self._series_record, deadline)
-        return SeriesAnswer(found.records, tuple(found.warnings), found.truncated)
+        found = await self._find(request, self._series_level, deadline)
+        return SeriesAnswer(found.records, found.warnings, found.truncated)
 
     async def find_instances(self, query: InstanceQuery, deadline: Deadline) -> InstanceAnswer:
         """The series' instances: one IMAGE-level C-FIND (Study Root)."""
 
-        def identifier(model: str) -> Dataset:
+        def request(link: DimseLink, model: str) -> bytes:
             if model != _STUDY_ROOT:
                 raise SourceProtocolError("the peer takes only Patient Root C-FIND: no instance query")
-            return instance_identifier(query)
+            return identifier_request(link, model, instance_identifier(query))
 
-        found = await self._find_below(identifier, self._instance_record, deadline)
-        return InstanceAnswer(found.records, tuple(found.warnings), found.truncated)
+        found = await self._find(request, self._instance_level, deadline)
+        return InstanceAnswer(found.records, found.warnings, found.truncated)
 
     async def _modalities_filled(
         self, query: StudyQuery, answer: SourceAnswer, deadline: Deadline
@@ -194,18 +194,32 @@ class DimseConnector(Connector):
             return False
         return link.identity_response is None
 
-    async def _find(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
-        pooled = self._pool.take()
-        if pooled is not None:
-            try:
-                return await self._find_on(pooled, query, deadline)
-            except AssociationEnded as exc:
-                # The pooled association died while idle (the peer aborted it): one new attempt.
-                if not exc.before_any_response or deadline.expired:
-                    raise
-        return await self._find_on(await self._associate(deadline, FIND_MODELS), query, deadline)
+    async def _find(
+        self, request: Callable[[DimseLink, str], bytes], level: Level[R], deadline: Deadline
+    ) -> Found[R]:
+        """One C-FIND at any level, on a pooled association or, when none is idle or it died idle, a fresh one."""
+        try:
+            async with asyncio.timeout(deadline.remaining()), self._slots:
+                pooled = self._pool.take()
+                if pooled is not None:
+                    try:
+                        return await self._find_on(pooled, request, level, deadline)
+                    except AssociationEnded as exc:
+                        # The pooled association died while idle (the peer aborted it): one new attempt.
+                        if not exc.before_any_response or deadline.expired:
+                            raise
+                link = await self._associate(deadline, FIND_MODELS)
+                return await self._find_on(link, request, level, deadline)
+        except TimeoutError as exc:
+            raise SourceTimeout("no answer before the deadline") from exc
 
-    async def _find_on(self, link: DimseLink, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+    async def _find_on(
+        self,
+        link: DimseLink,
+        request: Callable[[DimseLink, str], bytes],
+        level: Level[R],
+        deadline: Deadline,
+    ) -> Found[R]:
         """One C-FIND on an established association; a clean end returns it to the pool.
 
         Given up (the deadline, the engine's cancel, an error) the association is C-CANCELled
@@ -214,77 +228,15 @@ class DimseConnector(Connector):
         """
         state = FindState()
         try:
-            answer = await collect_studies(
-                link,
-                accepted_model(link.contexts),
-                query,
-                deadline,
-                state,
-                max_results=self.settings.max_results,
-                calling_ae=self.settings.calling_ae,
-                to_record=self._record,
-                read_record=self._record_from_bytes,
-            )
-        except BaseException:
-            if state.model is not None and link.protocol.open:
-                send_cancel(link, state.model)
-            link.abort(ABORT_LINGER_S)
-            raise
-        if answer.truncated and state.model is not None:
-            link.abort(ABORT_LINGER_S)  # C-CANCELled: the C-CANCEL leaves, then the A-ABORT
-        else:
-            self._pool.give_back(link)
-        return answer
-
-    def _record(self, answer: Dataset) -> StudyRecord | None:
-        """The one place a C-FIND answer becomes a StudyRecord."""
-        return study_record_from_dataset(answer, self.id, default_retrieve_ae=self.settings.called_ae)
-
-    def _record_from_bytes(self, data: bytes, implicit_vr: bool) -> StudyRecord | None:
-        """The same record read straight from the identifier's bytes; Unhandled when it cannot be."""
-        return study_record_from_bytes(
-            data, implicit_vr, self.id, default_retrieve_ae=self.settings.called_ae
-        )
-
-    async def _find_below(
-        self,
-        identifier: Callable[[str], Dataset],
-        to_record: Callable[[Dataset, list[str]], R | None],
-        deadline: Deadline,
-    ) -> Found[R]:
-        """One C-FIND below the study on a pooled or fresh association, as :meth:`find_studies` does."""
-        try:
-            async with asyncio.timeout(deadline.remaining()), self._slots:
-                pooled = self._pool.take()
-                if pooled is not None:
-                    try:
-                        return await self._below_on(pooled, identifier, to_record, deadline)
-                    except AssociationEnded as exc:
-                        if not exc.before_any_response or deadline.expired:
-                            raise
-                link = await self._associate(deadline, FIND_MODELS)
-                return await self._below_on(link, identifier, to_record, deadline)
-        except TimeoutError as exc:
-            raise SourceTimeout("no answer before the deadline") from exc
-
-    async def _below_on(
-        self,
-        link: DimseLink,
-        identifier: Callable[[str], Dataset],
-        to_record: Callable[[Dataset, list[str]], R | None],
-        deadline: Deadline,
-    ) -> Found[R]:
-        state = FindState()
-        try:
             model = accepted_model(link.contexts)
-            found = await find_below_study(
+            found = await read_responses(
                 link,
                 model,
-                identifier(model),
+                request(link, model),
                 deadline,
                 state,
                 max_results=self.settings.max_results,
-                to_record=to_record,
+                level=level,
             )
         except BaseException:
             if state.model is not None and link.protocol.open:
@@ -292,16 +244,10 @@ class DimseConnector(Connector):
             link.abort(ABORT_LINGER_S)
             raise
         if found.truncated and state.model is not None:
-            link.abort(ABORT_LINGER_S)
+            link.abort(ABORT_LINGER_S)  # C-CANCELled: the C-CANCEL leaves, then the A-ABORT
         else:
             self._pool.give_back(link)
         return found
-
-    def _series_record(self, answer: Dataset, warnings: list[str]) -> SeriesRecord | None:
-        return series_record_from_dataset(answer, self.id, warnings, self.settings.called_ae)
-
-    def _instance_record(self, answer: Dataset, warnings: list[str]) -> InstanceRecord | None:
-        return instance_record_from_dataset(answer, self.id, warnings, self.settings.called_ae)
 
     async def _echo(self, deadline: Deadline) -> None:
         link = await self._associate(deadline, (Verification,))

@@ -1,11 +1,14 @@
 """C-FIND requests answered by the federation: an identifier read as a search, the service asked, the answer written.
 
 STUDY level (Study Root and Patient Root, PS3.4 C.6.1.1.3 and C.6.2.1.2) asks
-``HistoryService.search_studies``; SERIES level asks ``search_series``. Matching keys honoured:
-PatientID (+ IssuerOfPatientID), PatientName (a pattern, without PatientID: only the sources
-that support demographic search), StudyInstanceUID, AccessionNumber, StudyDate (a date or a
-range), ModalitiesInStudy (any of), and at SERIES level SeriesInstanceUID and Modality. Patient
-Root's PATIENT level and the IMAGE level are refused (C000 with an ErrorComment).
+``HistoryService.search_studies``; SERIES level ``search_series``; IMAGE level ``search_instances``.
+Matching keys honoured: PatientID (+ IssuerOfPatientID), PatientName (a pattern; without
+PatientID only the sources that support demographic search are asked; with it pacsfed matches
+the name on the patient's studies, so a reused id brings no other patient's), StudyInstanceUID
+(a UID list at STUDY level, PS3.4 C.2.2.2.2: ``uid1\\uid2``), AccessionNumber, StudyDate (a date
+or a range), ModalitiesInStudy (any of); at SERIES level SeriesInstanceUID (a UID list) and
+Modality; at IMAGE level SOPInstanceUID (a UID list). The upper levels' unique keys are single
+values (PS3.4 C.4.1.2.1). Patient Root's PATIENT level is refused (C000 with an ErrorComment).
 
 Partial results (a source failed or timed out): every study that arrived is sent, and the
 final response carries the Warning status B000 with an ErrorComment (0000,0902) naming the
@@ -21,19 +24,24 @@ C000 otherwise) with the reason, never patient data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicom_facade._association import FindAnswer, FindCall
-from dicom_facade._identifiers import asked_keys, character_set, series_identifier, study_identifier
+from dicom_facade._identifiers import (
+    asked_keys,
+    character_set,
+    listing_identifier,
+    study_identifier,
+)
 from dicom_facade._messages import ERROR_COMMENT_MAX, OUT_OF_RESOURCES, SUCCESS, UNABLE_TO_PROCESS, WARNING
 from dicom_facade._negotiation import PATIENT_ROOT_FIND
 from federation.access import AccessContext, Principal
 from federation.errors import Overloaded, PacsfedError, QueryError
 from federation.models import DateRange, PatientQuery, SourceOutcome, SourceStatus
-from federation.search import SeriesSearch, StudySearch
+from federation.search import InstanceMatch, InstanceSearch, SeriesMatch, SeriesSearch, StudySearch
 from federation.service import HistoryService
 
 CHANNEL = "dicom"
@@ -62,9 +70,10 @@ class SearchAnswerer:
             return FindAnswer([], UNABLE_TO_PROCESS, "this calling AE is not allowed")
         access = AccessContext(principal, client_address=call.client_address, channel=CHANNEL)
         level = _text(call.identifier, "QueryRetrieveLevel").upper()
+        levels = {"STUDY": self._studies, "SERIES": self._series, "IMAGE": self._instances}
         try:
-            if level in ("STUDY", "SERIES"):
-                answer = await (self._studies if level == "STUDY" else self._series)(call, access)
+            if level in levels:
+                answer = await levels[level](call, access)
                 if answer.status == WARNING and call.calling_ae in self.quiet_partial:
                     return FindAnswer(answer.matches, SUCCESS)
                 return answer
@@ -72,7 +81,7 @@ class SearchAnswerer:
             return FindAnswer([], OUT_OF_RESOURCES, "pacsfed is busy: try again shortly")
         except PacsfedError as exc:
             return FindAnswer([], UNABLE_TO_PROCESS, str(exc))
-        return FindAnswer([], UNABLE_TO_PROCESS, "only STUDY and SERIES levels are answered")
+        return FindAnswer([], UNABLE_TO_PROCESS, "only STUDY, SERIES and IMAGE levels are answered")
 
     async def _studies(self, call: FindCall, access: AccessContext) -> FindAnswer:
         identifier = call.identifier
@@ -81,8 +90,8 @@ class SearchAnswerer:
         name = _text(identifier, "PatientName")
         search = StudySearch(
             patient=PatientQuery(patient_id=patient_id, issuer=issuer) if patient_id else None,
-            patient_name=name if name and not patient_id and name.strip("*") else None,
-            study_instance_uid=_exact(identifier, "StudyInstanceUID"),
+            patient_name=name or None,
+            study_instance_uids=_uid_list(identifier, "StudyInstanceUID"),
             accession_number=_exact(identifier, "AccessionNumber"),
             study_date=DateRange.parse(date) if (date := _text(identifier, "StudyDate")) else None,
             modalities=tuple(_values(identifier, "ModalitiesInStudy")),
@@ -102,16 +111,45 @@ class SearchAnswerer:
         issuer = _exact(identifier, "IssuerOfPatientID")
         search = SeriesSearch(
             study_instance_uid=study_uid,
-            series_instance_uid=_exact(identifier, "SeriesInstanceUID"),
+            series_instance_uids=_uid_list(identifier, "SeriesInstanceUID"),
             modality=_exact(identifier, "Modality"),
             patient=PatientQuery(patient_id=patient_id, issuer=issuer) if patient_id else None,
         )
         result = await self.service.search_series(search, access, deadline_ms=self.deadline_ms)
-        keys, charset = asked_keys(identifier), character_set(identifier)
-        unique = _unique(call.model, "SERIES")
-        parent = {"PatientID": patient_id} if patient_id else {}
-        matches = [series_identifier(m, keys, charset, unique, parent) for m in result.series]
-        return FindAnswer(matches, *_final(result.sources))
+        return _listing_answer(call, "SERIES", patient_id, result.series, result.sources)
+
+    async def _instances(self, call: FindCall, access: AccessContext) -> FindAnswer:
+        identifier = call.identifier
+        patient_id = _exact(identifier, "PatientID")
+        study_uid, series_uid = (
+            _exact(identifier, "StudyInstanceUID"),
+            _exact(identifier, "SeriesInstanceUID"),
+        )
+        if study_uid is None or series_uid is None:
+            return FindAnswer([], UNABLE_TO_PROCESS, "an IMAGE query needs the Study and SeriesInstanceUID")
+        issuer = _exact(identifier, "IssuerOfPatientID")
+        search = InstanceSearch(
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            sop_instance_uids=_uid_list(identifier, "SOPInstanceUID"),
+            patient=PatientQuery(patient_id=patient_id, issuer=issuer) if patient_id else None,
+        )
+        result = await self.service.search_instances(search, access, deadline_ms=self.deadline_ms)
+        return _listing_answer(call, "IMAGE", patient_id, result.instances, result.sources)
+
+
+def _listing_answer(
+    call: FindCall,
+    level: str,
+    patient_id: str | None,
+    found: Sequence[SeriesMatch | InstanceMatch],
+    sources: tuple[SourceOutcome, ...],
+) -> FindAnswer:
+    """A SERIES or IMAGE answer: each merged match with the keys the request asked, under its PatientID if it named one."""
+    keys, charset = asked_keys(call.identifier), character_set(call.identifier)
+    unique = _unique(call.model, level)
+    parent = {"PatientID": patient_id} if patient_id else {}
+    return FindAnswer([listing_identifier(m, keys, charset, unique, parent) for m in found], *_final(sources))
 
 
 def _final(sources: tuple[SourceOutcome, ...]) -> tuple[int, str | None]:
@@ -129,7 +167,11 @@ def _unique(model: str, level: str) -> tuple[str, ...]:
     """The unique keys every response carries: the level's and its parents' (PS3.4 C.6.1.1.4, C.6.2.1.4)."""
     keys: tuple[str, ...] = ("PatientID",) if model == PATIENT_ROOT_FIND else ()
     keys += ("StudyInstanceUID",)
-    return (*keys, "SeriesInstanceUID") if level == "SERIES" else keys
+    if level == "STUDY":
+        return keys
+    return (
+        (*keys, "SeriesInstanceUID") if level == "SERIES" else (*keys, "SeriesInstanceUID", "SOPInstanceUID")
+    )
 
 
 def _text(identifier: Dataset, keyword: str) -> str:
@@ -149,6 +191,14 @@ def _exact(identifier: Dataset, keyword: str) -> str | None:
     if _WILDCARDS & set(value) or "\\" in value:
         raise QueryError(f"{keyword} is matched exactly here: no wildcards, one value", code="BAD_QUERY")
     return value
+
+
+def _uid_list(identifier: Dataset, keyword: str) -> tuple[str, ...]:
+    """A UID matching key: one UID, or a list of them (PS3.4 C.2.2.2.2); universal (empty) when empty or ``*``."""
+    values = _values(identifier, keyword)
+    if any(_WILDCARDS & set(value) for value in values):
+        raise QueryError(f"{keyword} is matched exactly here: no wildcards", code="BAD_QUERY")
+    return tuple(values)
 
 
 def _values(identifier: Dataset, keyword: str) -> list[str]:

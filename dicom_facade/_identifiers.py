@@ -1,4 +1,4 @@
-"""Response identifiers (PS3.4 C.4.1.1.3.2): a merged study or series as the caller's keys ask for it.
+"""Response identifiers (PS3.4 C.4.1.1.3.2): a merged study, series or instance as the caller's keys ask for it.
 
 Only the keys the request named come back, with the unique keys of the level and its parents
 (PS3.4 C.6.2.1.4, C.6.1.1.4), QueryRetrieveLevel, and two additions pacsfed always makes:
@@ -21,8 +21,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from connectors.dimse_protocol import encodable
-from federation.models import Exam, PersonNameGroups
-from federation.search import SeriesMatch, StudyMatch
+from federation.models import Exam, InstanceRecord, PersonNameGroups, SeriesRecord
+from federation.search import InstanceMatch, SeriesMatch, StudyMatch
 
 UTF8 = "ISO_IR 192"
 _ALWAYS = ("RetrieveAETitle", "InstitutionName")
@@ -72,19 +72,33 @@ def study_identifier(
     return _identifier("STUDY", values, keys, charset, unique, *_holders(exam))
 
 
-def series_identifier(
-    match: SeriesMatch,
+def listing_identifier(
+    match: SeriesMatch | InstanceMatch,
     keys: Iterable[str],
     charset: list[str],
     unique: tuple[str, ...],
     parent: Mapping[str, Any],
 ) -> Dataset:
-    """One pending response's identifier for a merged series; ``parent``: the request's upper-level unique keys."""
+    """One pending response's identifier for a merged series or instance; ``parent``: the request's upper-level unique keys."""
     record = match.record
+    level, own = (
+        ("IMAGE", _instance_values(record))
+        if isinstance(record, InstanceRecord)
+        else ("SERIES", _series_values(record))
+    )
     values: dict[str, Any] = {
         **parent,
         "StudyInstanceUID": record.study_instance_uid,
         "SeriesInstanceUID": record.series_instance_uid,
+        **own,
+    }
+    retrieve = _distinct(r.retrieve_ae_title for r in match.records)
+    names = _distinct(s.name or s.id for s in match.sources)
+    return _identifier(level, values, keys, charset, unique, retrieve, names)
+
+
+def _series_values(record: SeriesRecord) -> dict[str, Any]:
+    return {
         "Modality": record.modality,
         "SeriesNumber": record.series_number,
         "SeriesDescription": record.series_description,
@@ -93,9 +107,17 @@ def series_identifier(
         "BodyPartExamined": record.body_part_examined,
         "NumberOfSeriesRelatedInstances": record.number_of_instances,
     }
-    retrieve = _distinct(r.retrieve_ae_title for r in match.records)
-    names = _distinct(s.name or s.id for s in match.sources)
-    return _identifier("SERIES", values, keys, charset, unique, retrieve, names)
+
+
+def _instance_values(record: InstanceRecord) -> dict[str, Any]:
+    return {
+        "SOPInstanceUID": record.sop_instance_uid,
+        "SOPClassUID": record.sop_class_uid,
+        "InstanceNumber": record.instance_number,
+        "Rows": record.rows,
+        "Columns": record.columns,
+        "NumberOfFrames": record.number_of_frames,
+    }
 
 
 def _identifier(

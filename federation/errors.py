@@ -4,6 +4,7 @@
     ├── ConfigError                 bad or missing configuration
     ├── QueryError                  a query the engine cannot run (bad patient input, unknown source)
     ├── Overloaded                  too many queries pending: refused at once (OVERLOADED, HTTP 503)
+    ├── SourceBusy                  pacsfed's own slots for one source held until the deadline: not asked (BUSY)
     ├── CacheError                  the exam cache failed (read or write)
     │   └── CacheUnavailable        a CACHE_ONLY query whose cache cannot be read (CACHE_UNAVAILABLE)
     ├── AccessError                 the caller may not do this (403)
@@ -14,7 +15,8 @@
         ├── SourceUnreachable       connection refused, DNS failure, association rejected   → UNREACHABLE
         ├── SourceTimeout           the source did not answer in time                      → TIMEOUT
         ├── SourceProtocolError     the peer answered something we cannot use              → ERROR
-        └── SourceAuthError         the peer refused our credentials                       → ERROR
+        │   └── SourceAuthError     the peer refused our credentials                       → ERROR
+        └── SourceSkipped           its circuit breaker is open: not asked now             → SKIPPED
 
 Messages never carry patient data: they name the source, the protocol step and the reason only.
 Foreign exceptions (pynetdicom, httpx, elasticsearch) are translated at the boundary with
@@ -78,6 +80,29 @@ class SourceProtocolError(ConnectorError):
 
 class SourceAuthError(SourceProtocolError):
     """The source refused our credentials."""
+
+
+class SourceSkipped(ConnectorError):
+    """The source's circuit breaker is open after repeated failures: not asked now (``retry_after_s``)."""
+
+    code = "SOURCE_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SourceBusy(PacsfedError):
+    """pacsfed's own slots for a source (``max_concurrency``) stayed taken until the deadline: not asked.
+
+    pacsfed's load, not the source's failure: never counted against the source's breaker.
+    """
+
+    code = "BUSY"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class AccessError(PacsfedError):

@@ -233,6 +233,9 @@ class StudyQuery(_Frozen):
     """A PN matching pattern; may hold the wildcards * and ?."""
     patient_birth_date: dt.date | None = None
     study_instance_uid: str | None = None
+    study_instance_uids: tuple[str, ...] = ()
+    """UID list matching (PS3.4 C.2.2.2.2), any of them: one list to connectors with
+    ``supports_uid_lists``, one ``study_instance_uid`` at a time to the others."""
     accession_number: str | None = None
     study_date: DateRange | None = None
     modalities: tuple[str, ...] = ()
@@ -241,7 +244,8 @@ class StudyQuery(_Frozen):
     @property
     def has_study_keys(self) -> bool:
         """Whether any study-level matching key is set."""
-        return bool(self.study_instance_uid or self.accession_number or self.study_date or self.modalities)
+        uids = self.study_instance_uid or self.study_instance_uids
+        return bool(uids or self.accession_number or self.study_date or self.modalities)
 
     def matches_study_keys(self, study: StudyRecord | Exam) -> bool:
         """Whether a study satisfies the study keys, checked by pacsfed whatever the source matched.
@@ -250,6 +254,8 @@ class StudyQuery(_Frozen):
         matching stands (dcmqrscp returns no ModalitiesInStudy, PEERS.md).
         """
         if self.study_instance_uid is not None and study.study_instance_uid != self.study_instance_uid:
+            return False
+        if self.study_instance_uids and study.study_instance_uid not in self.study_instance_uids:
             return False
         if self.accession_number is not None:
             held = [study.accession_number]

@@ -42,6 +42,10 @@ class ReportStatus(enum.StrEnum):
     """No source holding the exam can give reports (its connector kind, or its peer, cannot)."""
     ERROR = "ERROR"
     """A source that may hold the report failed or was late; ``error`` says why (no patient data)."""
+    UNAVAILABLE = "UNAVAILABLE"
+    """A source that may hold the report was not asked: its circuit is open after repeated failures."""
+    BUSY = "BUSY"
+    """A source that may hold the report was not asked: pacsfed's own slots for it stayed taken (its load)."""
 
 
 class StudyRef(_Frozen):

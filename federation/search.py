@@ -30,6 +30,7 @@ from federation.models import (
 )
 
 __all__ = [
+    "MAX_UIDS",
     "MIN_NAME_CHARACTERS",
     "InstanceMatch",
     "InstanceSearch",
@@ -44,6 +45,8 @@ __all__ = [
 
 MIN_NAME_CHARACTERS = 2
 """A PatientName pattern needs at least this many characters besides the wildcards ``*`` and ``?``."""
+MAX_UIDS = 100
+"""The most UIDs one UID list matching key may hold (PS3.4 C.2.2.2.2): each source is asked them at once."""
 _MAX_UID_LENGTH = 64  # PS3.5 9.1: a UID is at most 64 characters
 _NAME_WILDCARDS = frozenset("*?")
 
@@ -60,6 +63,14 @@ def _uid(value: str | None) -> str | None:
     if len(value) > _MAX_UID_LENGTH or not all(c.isdigit() or c == "." for c in value):
         raise QueryError("a UID is at most 64 digits and dots", code="BAD_QUERY")
     return value
+
+
+def _uid_list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """A UID list matching key (PS3.4 C.2.2.2.2): each a UID, each once, at most :data:`MAX_UIDS`."""
+    uids = tuple(dict.fromkeys(uid for uid in (_uid(v) for v in values) if uid is not None))
+    if len(uids) > MAX_UIDS:
+        raise QueryError(f"at most {MAX_UIDS} UIDs in one list", code="BAD_QUERY")
+    return uids
 
 
 def _required_uid(value: str) -> str:
@@ -85,8 +96,12 @@ class StudySearch(_Frozen):
     patient: PatientQuery | None = None
     """The patient by id (``{id, issuer}``) or national id; identity resolution as for histories."""
     patient_name: str | None = None
-    """A PN matching pattern (``*`` and ``?`` allowed, PS3.4 C.2.2.2.4), without ``patient``."""
+    """A PN matching pattern (``*`` and ``?`` allowed, PS3.4 C.2.2.2.4). Without ``patient``, sent to
+    the sources that search by name; with it, matched by pacsfed on the patient's studies (folded,
+    as name search folds), so a reused id never brings another patient's studies."""
     study_instance_uid: str | None = None
+    study_instance_uids: tuple[str, ...] = ()
+    """A UID list (PS3.4 C.2.2.2.2), instead of ``study_instance_uid``: any of these studies."""
     accession_number: str | None = None
     study_date: DateRange | None = None
     modalities: tuple[str, ...] = ()
@@ -98,6 +113,11 @@ class StudySearch(_Frozen):
     @classmethod
     def _study_uid(cls, value: str | None) -> str | None:
         return _uid(value)
+
+    @field_validator("study_instance_uids")
+    @classmethod
+    def _study_uids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _uid_list(value)
 
     @field_validator("accession_number")
     @classmethod
@@ -115,21 +135,28 @@ class StudySearch(_Frozen):
         if value is None or not value.strip():
             return None
         value = value.strip()
-        plain = [c for c in value if c not in _NAME_WILDCARDS and c not in "^= "]
-        if len(value) > 64 * 5 or "\\" in value or len(plain) < MIN_NAME_CHARACTERS:
-            raise QueryError(
-                f"a PatientName pattern needs at least {MIN_NAME_CHARACTERS} characters besides * and ?",
-                code="BAD_QUERY",
-            )
-        return value
+        if len(value) > 64 * 5 or "\\" in value:
+            raise QueryError("a PatientName pattern is one value of at most 320 characters", code="BAD_QUERY")
+        return None if not value.strip("*^= ") else value
+
+    @property
+    def uids(self) -> tuple[str, ...]:
+        """The StudyInstanceUIDs searched: the one, or the list (empty: any study)."""
+        return (self.study_instance_uid,) if self.study_instance_uid is not None else self.study_instance_uids
 
     @model_validator(mode="after")
     def _named(self) -> StudySearch:
         if self.patient is not None and self.patient.kind is PatientQueryKind.DEMOGRAPHICS:
             raise QueryError("a study search names a patient by id, or by a name pattern", code="BAD_QUERY")
-        if self.patient is not None and self.patient_name is not None:
-            raise QueryError("give a patient id or a name pattern, not both", code="BAD_QUERY")
-        if not (self.patient or self.patient_name or self.study_instance_uid or self.accession_number):
+        if self.study_instance_uid is not None and self.study_instance_uids:
+            raise QueryError("give one StudyInstanceUID or a list, not both", code="BAD_QUERY")
+        plain = [c for c in self.patient_name or "" if c not in _NAME_WILDCARDS and c not in "^= "]
+        if self.patient is None and self.patient_name is not None and len(plain) < MIN_NAME_CHARACTERS:
+            raise QueryError(
+                f"a PatientName pattern needs at least {MIN_NAME_CHARACTERS} characters besides * and ?",
+                code="BAD_QUERY",
+            )
+        if not (self.patient or self.patient_name or self.uids or self.accession_number):
             raise QueryError(
                 "a study search needs a patient (PatientID or PatientName), a StudyInstanceUID"
                 " or an AccessionNumber",
@@ -139,9 +166,11 @@ class StudySearch(_Frozen):
 
     def study_keys(self) -> StudyQuery:
         """The study-level matching keys (and the name pattern) as a source is asked them, without the patient id."""
+        single = len(self.uids) == 1
         return StudyQuery(
             patient_name=self.patient_name,
-            study_instance_uid=self.study_instance_uid,
+            study_instance_uid=self.uids[0] if single else None,
+            study_instance_uids=() if single else self.uids,
             accession_number=self.accession_number,
             study_date=self.study_date,
             modalities=self.modalities,
@@ -180,6 +209,8 @@ class SeriesSearch(_Frozen):
 
     study_instance_uid: str
     series_instance_uid: str | None = None
+    series_instance_uids: tuple[str, ...] = ()
+    """A UID list (PS3.4 C.2.2.2.2): the study's series are listed once and these kept."""
     modality: str | None = None
     patient: PatientQuery | None = None
     """When known: the patient the study is searched for (audited, and break-the-glass windows apply)."""
@@ -189,6 +220,11 @@ class SeriesSearch(_Frozen):
     @classmethod
     def _study_uid(cls, value: str) -> str:
         return _required_uid(value)
+
+    @field_validator("series_instance_uids")
+    @classmethod
+    def _series_uids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _uid_list(value)
 
     @field_validator("series_instance_uid")
     @classmethod
@@ -225,8 +261,15 @@ class InstanceSearch(_Frozen):
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str | None = None
+    sop_instance_uids: tuple[str, ...] = ()
+    """A UID list (PS3.4 C.2.2.2.2): the series' instances are listed once and these kept."""
     patient: PatientQuery | None = None
     source_ids: tuple[str, ...] | None = None
+
+    @field_validator("sop_instance_uids")
+    @classmethod
+    def _sop_uids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _uid_list(value)
 
     @field_validator("study_instance_uid", "series_instance_uid")
     @classmethod

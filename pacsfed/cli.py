@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
+import importlib.metadata
 import json
 import logging
 import socket
@@ -38,8 +39,17 @@ EXIT_CONFIG = 2
 MAX_WORKERS = 64
 
 
+def _installed_version() -> str:
+    """The installed distribution's version (its metadata), as ``pip show pacsfed`` says it."""
+    try:
+        return importlib.metadata.version("pacsfed")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacsfed", description="Federated cross-PACS exam search.")
+    parser.add_argument("--version", action="version", version=f"pacsfed {_installed_version()}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--log-format", choices=LOG_FORMATS, help="text, or one JSON event per line (default: logging.format)"

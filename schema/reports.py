@@ -18,7 +18,9 @@ from web.public_url import public_base
 ReportStatus = graphene.Enum.from_enum(
     ReportStatusModel,
     description="AVAILABLE; NOT_FOUND (no report at the sources asked); UNSUPPORTED (no source holding"
-    " the exam gives reports); ERROR (a source that may hold it failed or was late).",
+    " the exam gives reports); ERROR (a source that may hold it failed or was late); UNAVAILABLE (a source"
+    " that may hold it was not asked: its circuit breaker is open); BUSY (not asked: pacsfed's own slots"
+    " for it stayed taken until the report's deadline).",
 )
 
 ReportAvailability = graphene.Enum.from_enum(

@@ -243,19 +243,21 @@ class PendingFloodPeer(HostileDimsePeer):
 class StreamingPeer(HostileDimsePeer):
     """Streams pending C-FIND responses as fast as the socket takes them, deaf to C-CANCEL and A-ABORT.
 
-    The responses (``distinct`` studies, cycled) are encoded once and written 64 KiB at a time,
-    so, like a PACS with a deep send queue, it outpaces our reading. It stops only when the
-    connection breaks; ``cancelled`` and ``aborted`` say what it was sent meanwhile.
+    The responses (``distinct`` studies, or series with ``level="SERIES"``, cycled) are encoded
+    once and written 64 KiB at a time, so, like a PACS with a deep send queue, it outpaces our
+    reading. It stops only when the connection breaks; ``cancelled`` and ``aborted`` say what it
+    was sent meanwhile.
     """
 
-    def __init__(self, distinct: int = 100) -> None:
+    def __init__(self, distinct: int = 100, level: str = "STUDY") -> None:
         super().__init__()
         self.distinct = distinct
+        self.dataset = series_dataset if level == "SERIES" else study_dataset
         self.aborted = threading.Event()
 
     def misbehave(self, client: socket.socket, context_id: int) -> None:
         self.wait_for_find(client)
-        stream = b"".join(find_response(context_id, 0xFF00, study_dataset(i)) for i in range(self.distinct))
+        stream = b"".join(find_response(context_id, 0xFF00, self.dataset(i)) for i in range(self.distinct))
         chunk = stream * (65536 // len(stream) + 1)
         while not self._stop.is_set():
             while select.select([client], [], [], 0)[0]:
@@ -265,6 +267,16 @@ class StreamingPeer(HostileDimsePeer):
                 elif pdu_type == 0x07:
                     self.aborted.set()  # and go on sending
             client.sendall(chunk)
+
+
+def series_dataset(index: int) -> Dataset:
+    """A SERIES-level C-FIND identifier for one made-up series of one made-up study."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = "2.25.1000.0"
+    ds.SeriesInstanceUID = f"2.25.1000.0.{index}"
+    ds.Modality = "CT"
+    return ds
 
 
 def study_dataset(index: int) -> Dataset:

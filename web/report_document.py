@@ -11,7 +11,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from federation.errors import AccessError, AuditError, ConnectorError
+from federation.errors import AccessError, AuditError, ConnectorError, SourceBusy, SourceSkipped
 from federation.service import HistoryService
 from web.http_access import RequestAccess
 
@@ -34,7 +34,10 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 async def report_document(request: Request) -> Response:
-    """The document's bytes with its media type; 401/403/404 for callers and links that do not fit."""
+    """The document's bytes with its media type; 401/403/404 for callers and links that do not fit.
+
+    503 with ``Retry-After`` when its source is not asked now (SOURCE_UNAVAILABLE: circuit open; BUSY).
+    """
     services = request.app.state.services
     access_door: RequestAccess = services.access
     service: HistoryService = services.history
@@ -46,6 +49,8 @@ async def report_document(request: Request) -> Response:
         return _error(exc.status, exc.code, str(exc), challenge)
     except AuditError:
         return _error(503, "AUDIT_UNAVAILABLE", "the audit journal cannot take records now")
+    except (SourceSkipped, SourceBusy) as exc:  # not asked: its circuit is open, or pacsfed's slots are taken
+        return _error(503, exc.code, str(exc), {"Retry-After": str(exc.retry_after_s)})
     except ConnectorError as exc:
         log.warning("report document: the source failed (%s)", type(exc).__name__)
         return _error(502, "SOURCE_ERROR", str(exc))

@@ -29,7 +29,7 @@ def _two_studies_of_one_patient(kit: ConnectorConformance) -> tuple[KitStudy, Ki
 
 
 async def check_study_keys(kit: ConnectorConformance, connector: Connector) -> None:
-    """StudyInstanceUID and AccessionNumber alone find one study; a date range and a modality narrow a patient's."""
+    """StudyInstanceUID and AccessionNumber alone find one study (a UID list both, with ``supports_uid_lists``); a date range and a modality narrow a patient's."""
     first, second = _two_studies_of_one_patient(kit)
     deadline = Deadline.after(kit.query_deadline_s)
     queries = [
@@ -40,6 +40,9 @@ async def check_study_keys(kit: ConnectorConformance, connector: Connector) -> N
     ]
     if first.modality != second.modality:  # a peer without ModalitiesInStudy: the connector makes up for it
         queries.append((StudyQuery(patient_id=first.patient_id, modalities=(second.modality,)), [second]))
+    if connector.supports_uid_lists:  # PS3.4 C.2.2.2.2: one request, any of the listed studies
+        uids = (first.study_instance_uid, f"{first.study_instance_uid}9", second.study_instance_uid)
+        queries.append((StudyQuery(study_instance_uids=uids), [first, second]))
     for query, expected in queries:
         if not connector.supports_study_keys:
             await _not_widened(kit, connector, query, {s.study_instance_uid for s in kit.studies()})

@@ -1,5 +1,6 @@
 """The engine: planning, fan-out, request sharing, write-through, progressive state and circuit breakers."""
 
+from federation.engine._guard import SourceCall
 from federation.engine.engine import FederationEngine, HistoryUpdate, Phase
 from federation.engine.observe import EngineObserver
 from federation.engine.request import HistoryRequest
@@ -14,5 +15,6 @@ __all__ = [
     "HistoryRequest",
     "HistoryUpdate",
     "Phase",
+    "SourceCall",
     "WriteThrough",
 ]

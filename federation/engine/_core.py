@@ -74,6 +74,8 @@ class EngineCore:
         self._late_writes: dict[asyncio.Task[Any], list[str | None]] = {}
         """Writes a purge stopped waiting for, with the sources it purged (None: all): undone on landing."""
         self._limits = {c.id: _Slots(source_setting(c, "max_concurrency", 4)) for c in connectors}
+        self._retrieval_limits = {c.id: _Slots(source_setting(c, "max_retrievals", 16)) for c in connectors}
+        """Slots for image retrievals (``max_retrievals``): a long download never holds a query's slot."""
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
         self._cache_write_wait_s = cache_write_wait_s

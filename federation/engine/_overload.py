@@ -1,6 +1,7 @@
 """pacsfed's own load, kept apart from the hospitals': admission of queries, slot waits, counters.
 
-A query is admitted while fewer than ``max_pending_queries`` are in progress; one more is refused
+A query is admitted while fewer than ``max_pending_queries`` are in progress (fewer while the event
+loop lags: :mod:`federation.engine._adaptive_limit`); one more is refused
 at once (:class:`federation.errors.Overloaded`) rather than queued past its deadline. A source
 request that waits for one of pacsfed's own slots (``max_concurrency``) and gets none before the
 deadline is BUSY, and time spent waiting for a slot is never held against the source's breaker.
@@ -16,6 +17,7 @@ import math
 import time
 from collections.abc import Iterator
 
+from federation.engine._adaptive_limit import AdaptiveLimit
 from federation.engine.resilience import CircuitState
 from federation.errors import Overloaded
 
@@ -61,6 +63,8 @@ class OverloadWatch:
 
     def __init__(self, max_pending_queries: int) -> None:
         self.max_pending_queries = max_pending_queries
+        self.limit = AdaptiveLimit(max_pending_queries)
+        """The places in use now: ``max_pending_queries``, fewer while the event loop lags."""
         self.pending = 0
         self.requests = 0
         """API requests in progress from their first byte (read, authenticated, parsed, run)."""
@@ -85,14 +89,15 @@ class OverloadWatch:
     def _refuse(self, in_progress: int) -> Overloaded:
         self.note("queries_refused")
         return Overloaded(
-            f"pacsfed has {in_progress} queries in progress (server.max_pending_queries):"
+            f"pacsfed has {in_progress} queries in progress (server.max_pending_queries, {self.limit.value} now):"
             " try again in a moment",
             retry_after_s=self.retry_after_s(),
         )
 
     def refusal(self, in_hand: int = 0) -> Overloaded | None:
         """Overloaded (counted) when the admitted queries, or ``in_hand`` requests read whole, are at the limit; else None."""
-        if self.pending >= self.max_pending_queries or in_hand >= self.max_pending_queries:
+        places = self.limit.value
+        if self.pending >= places or in_hand >= places:
             return self._refuse(max(self.pending, in_hand))
         return None
 
@@ -118,14 +123,17 @@ class OverloadWatch:
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
         """Hold one pending-query place for the block, or refuse at once (Overloaded) when none is left."""
-        if self.pending >= self.max_pending_queries:
+        if self.pending >= self.limit.value:
             raise self._refuse(self.pending)
         self.pending += 1
+        self.limit.busy()
         started = time.monotonic()
         try:
             yield
         finally:
             self.pending -= 1
+            if not self.pending:
+                self.limit.idle()
             self._mean_s += _SMOOTHING * (time.monotonic() - started - self._mean_s)
 
     @contextlib.contextmanager
@@ -165,13 +173,22 @@ class OverloadWatch:
     @property
     def saturated(self) -> bool:
         """Queries or source requests are queueing for pacsfed's own capacity right now."""
-        return self.pending >= self.max_pending_queries * _SATURATED_SHARE or bool(self._queued())
+        return (
+            self.pending >= self.limit.value * _SATURATED_SHARE
+            or self.limit.value < self.max_pending_queries
+            or bool(self._queued())
+        )
 
     def saturation(self) -> list[str]:
         """Why pacsfed is at its own limits now (empty when it is not)."""
         reasons: list[str] = []
-        if self.pending >= self.max_pending_queries * _SATURATED_SHARE:
-            reasons.append(f"{self.pending} of {self.max_pending_queries} pending queries in progress")
+        if self.pending >= self.limit.value * _SATURATED_SHARE:
+            reasons.append(f"{self.pending} of {self.limit.value} pending queries in progress")
+        if self.limit.value < self.max_pending_queries:
+            reasons.append(
+                f"admission limit lowered to {self.limit.value} of {self.max_pending_queries} places:"
+                f" the event loop runs {self.limit.lag_s * 1000:.0f} ms late"
+            )
         waiting = self._queued()
         if waiting:
             reasons.append(
@@ -192,6 +209,7 @@ class OverloadWatch:
             "pending_queries": self.pending,
             "requests_in_progress": self.requests,
             "max_pending_queries": self.max_pending_queries,
+            "admission_limit": self.limit.value,
             **{
                 name: self.counters[name]
                 for name in ("queries_refused", "sources_busy", "stale_answers_served", "refreshes_deferred")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from federation.cache.base import CachedAnswer, CacheHealth
 from federation.engine._cache_side import CacheSide
+from federation.engine._guard import GuardedCalls
 from federation.engine._overload import Attempt
 from federation.engine._query_state import (
     QueryState,
@@ -96,7 +97,7 @@ class HistoryUpdate:
         return dataclasses.replace(self, history=self.history.model_copy(update={"exams": exams}))
 
 
-class FederationEngine(SearchFanOut, RequestSharing, CacheSide):
+class FederationEngine(SearchFanOut, RequestSharing, CacheSide, GuardedCalls):
     """Fans patient queries out to connectors, merges the answers and writes them through the cache."""
 
     async def patient_history(self, query: PatientQuery, request: HistoryRequest = _ASKED) -> PatientHistory:

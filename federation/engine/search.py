@@ -72,7 +72,8 @@ class SearchFanOut(RequestSharing):
         """Studies by their own keys (and a PatientName pattern), from sources that match on them.
 
         A name pattern needs ``supports_demographic_search``; study keys alone need
-        ``supports_study_keys``. Records failing the keys (a source ignored one) are dropped.
+        ``supports_study_keys``; a UID list goes whole to ``supports_uid_lists`` connectors, one
+        UID per request to others. Records failing the keys (a source ignored one) are dropped.
         """
 
         def unable(connector: Connector) -> str | None:
@@ -83,7 +84,7 @@ class SearchFanOut(RequestSharing):
             return None
 
         async def call(connector: Connector, deadline: Deadline) -> _Answer[StudyRecord]:
-            answer = await connector.find_studies(keys, deadline)
+            answer = await _find_studies(connector, keys, deadline)
             kept = [r for r in answer.records if keys.matches_study_keys(r)]
             if len(kept) == len(answer.records):
                 return answer
@@ -204,6 +205,22 @@ class _Kept(Generic[R]):
     records: Sequence[R]
     warnings: Sequence[str]
     truncated: bool
+
+
+async def _find_studies(connector: Connector, keys: StudyQuery, deadline: Deadline) -> _Answer[StudyRecord]:
+    """The connector's studies; a UID list to one that cannot send it is asked one UID at a time, at once."""
+    if not keys.study_instance_uids or connector.supports_uid_lists:
+        return await connector.find_studies(keys, deadline)
+    each = [
+        keys.model_copy(update={"study_instance_uid": uid, "study_instance_uids": ()})
+        for uid in keys.study_instance_uids
+    ]
+    answers = await asyncio.gather(*(connector.find_studies(query, deadline) for query in each))
+    return _Kept(
+        [record for answer in answers for record in answer.records],
+        list(dict.fromkeys(warning for answer in answers for warning in answer.warnings)),
+        any(answer.truncated for answer in answers),
+    )
 
 
 def _outcome(

@@ -14,7 +14,7 @@ import dataclasses
 from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, AccessContext
 from federation.audit.records import AuditAction, AuditOutcome
 from federation.engine.reports import read_report
-from federation.errors import AccessError, ConnectorError, QueryError, SourceTimeout
+from federation.errors import AccessError, ConnectorError, QueryError, SourceBusy, SourceTimeout
 from federation.models import Deadline, Exam
 from federation.reports import Report, ReportDocument, ReportStatus
 from federation.service._base import ServiceBase, code_of
@@ -22,6 +22,7 @@ from federation.service._base import ServiceBase, code_of
 REPORT_PATH = "/reports/"
 """Where document reports are served: ``REPORT_PATH + <link id>``."""
 _MAX_DEADLINE_MS = 120_000
+_NOT_READ = frozenset({ReportStatus.ERROR, ReportStatus.UNAVAILABLE, ReportStatus.BUSY})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class ReportReads(ServiceBase):
             access, grant, AuditOutcome.SUCCESS, patient_ids, sources, f"access; {study}"
         )
         limit = self._report_settings.deadline_ms if deadline_ms is None else deadline_ms
-        found = await read_report(connectors, exam, Deadline.after(limit / 1000))
+        found = await read_report(connectors, exam, Deadline.after(limit / 1000), self.engine.guarded)
         answer = found.answer
         report = Report(
             status=answer.status,
@@ -83,7 +84,7 @@ class ReportReads(ServiceBase):
             report = report.model_copy(
                 update={"url_path": REPORT_PATH + link_id, "url_expires_at": link.expires_at}
             )
-        outcome = AuditOutcome.FAILURE if answer.status is ReportStatus.ERROR else AuditOutcome.SUCCESS
+        outcome = AuditOutcome.FAILURE if answer.status in _NOT_READ else AuditOutcome.SUCCESS
         asked = list(found.asked) or sources
         await self._record_report(
             access, grant, outcome, patient_ids, asked, f"report {answer.status.value}; {study}", soon=True
@@ -91,7 +92,11 @@ class ReportReads(ServiceBase):
         return report
 
     async def report_document(self, link_id: str, access: AccessContext) -> ReportDocument:
-        """The document a report link opens, fetched again from its source (AccessError 404 when unknown)."""
+        """The document a report link opens, fetched again from its source (AccessError 404 when unknown).
+
+        Asked under the source's breaker and one of its slots: SourceSkipped at once when its circuit
+        is open, SourceBusy when no slot came free before the report deadline (both audited FAILURE).
+        """
         link = await self._report_links.get(link_id)
         none = _ReportGrant(None, None, False)
         if link is None:
@@ -112,12 +117,13 @@ class ReportReads(ServiceBase):
         (connector,) = self.engine.select([link.source_id])
         deadline = Deadline.after(self._report_settings.deadline_ms / 1000)
         try:
-            try:
-                async with asyncio.timeout(deadline.remaining()):
-                    document = await connector.fetch_report_document(link.study, link.document, deadline)
-            except TimeoutError as exc:
-                raise SourceTimeout("no report document before the report deadline") from exc
-        except ConnectorError as exc:
+            async with self.engine.guarded(connector.id, deadline):
+                try:
+                    async with asyncio.timeout(deadline.remaining()):
+                        document = await connector.fetch_report_document(link.study, link.document, deadline)
+                except TimeoutError as exc:
+                    raise SourceTimeout("no report document before the report deadline") from exc
+        except (ConnectorError, SourceBusy) as exc:
             await self._record_report(
                 access,
                 none,

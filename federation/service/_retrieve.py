@@ -16,14 +16,23 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
 
 from connectors.base import Connector
 from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, AccessContext, patient_key
 from federation.audit.records import AuditAction, AuditOutcome
+from federation.engine import SourceCall
 from federation.engine.resilience import CircuitState
-from federation.errors import AccessError, ConnectorError, PacsfedError, QueryError
+from federation.errors import (
+    AccessError,
+    ConnectorError,
+    PacsfedError,
+    QueryError,
+    SourceBusy,
+    SourceSkipped,
+)
 from federation.models import SourceStatus
 from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.search import StudySearch, StudySearchResult
@@ -88,9 +97,13 @@ class RetrieveReads(ServiceBase):
     async def retrieve(self, request: RetrieveRequest, access: AccessContext) -> RetrieveStream:
         """The first holding source's answer, its body streamed (audited when it ends).
 
+        Each holder is asked under its circuit breaker, as a history query, and one of its
+        retrieval slots (``max_retrievals``, apart from the queries' ``max_concurrency``;
+        ``FederationEngine.guarded``); the slot is held until the body ends or breaks off.
         Raises AccessError (audited DENIED), QueryError ``NOT_FOUND`` when no source open to the
-        caller holds the study, Overloaded, AuditUnavailable, or the last holder's ConnectorError
-        when every holder failed before its first byte.
+        caller holds the study, Overloaded, AuditUnavailable, or when every holder failed before
+        its first byte: the last holder's ConnectorError, else SourceBusy (no slot of pacsfed's
+        before the query deadline), else SourceSkipped (every holder's circuit open, at once).
         """
         study = request.study_instance_uid
         candidates = await self._retrieving(request, access)
@@ -109,23 +122,37 @@ class RetrieveReads(ServiceBase):
         # A holder whose circuit breaker is open (its searches keep failing) is tried last, not first.
         holders.sort(key=lambda c: self.engine.circuit_state(c.id) is CircuitState.OPEN)
         asked = [c.id for c in holders]
-        failure: ConnectorError | None = None
+        failure: ConnectorError | SourceBusy | None = None
         # Admitted for the opening only (a long body holds no pending-query place); past the
         # limit, OVERLOADED before the access is journaled or a source asked.
         with self.engine.admitted():
             await self._record_image(
                 access, AuditOutcome.SUCCESS, patient_ids, asked, f"access; study {study}"
             )
+            deadline = self.engine.deadline_for(None)  # for the slot waits (the source has its own bounds)
             for connector in holders:
+                call = self.engine.guarded(connector.id, deadline, retrieval=True)
+                try:
+                    await call.start()
+                except (SourceSkipped, SourceBusy) as exc:  # not asked: a real failure tells more
+                    failure = _worse(failure, exc)
+                    continue
                 try:
                     stream = await connector.retrieve(request)
-                except ConnectorError as exc:
+                except BaseException as exc:
+                    call.end(exc)
+                    if not isinstance(exc, ConnectorError):
+                        raise
                     failure = exc
                     continue
                 if stream.status == 404:
-                    await stream.aclose()
+                    try:
+                        await stream.aclose()
+                    finally:
+                        call.end()  # it answered: the source is up
                     continue
-                stream.chunks = self._audited(stream.chunks, stream, access, patient_ids, study)
+                held = _holding(stream.chunks, call)
+                stream.chunks = self._audited(held, stream, access, patient_ids, study)
                 return stream
         memory.forget(key)  # asked again next time: a holder may be back, or the study moved
         if failure is not None:
@@ -254,3 +281,37 @@ class RetrieveReads(ServiceBase):
             emergency=reason is not None or glass,
             soon=soon,
         )
+
+
+def _worse(
+    failure: ConnectorError | SourceBusy | None, held_back: SourceSkipped | SourceBusy
+) -> ConnectorError | SourceBusy:
+    """What to raise if no holder serves: a source's own failure, else BUSY, else the open circuit."""
+    if failure is None or isinstance(failure, SourceSkipped):
+        return held_back
+    return failure
+
+
+def _holding(body: AsyncIterator[bytes], call: SourceCall) -> AsyncIterator[bytes]:
+    """The body, the source's slot held until it ends or breaks off; then the breaker judges the call."""
+    held = _held(body, call)
+    # A body never read (its caller gone before it began) is collected unstarted: its slot comes back then.
+    weakref.finalize(held, call.end, GeneratorExit())
+    return held
+
+
+async def _held(body: AsyncIterator[bytes], call: SourceCall) -> AsyncIterator[bytes]:
+    error: BaseException | None = None
+    try:
+        async for chunk in body:
+            yield chunk
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        closing = getattr(body, "aclose", None)
+        try:
+            if closing is not None:
+                await closing()
+        finally:
+            call.end(error)

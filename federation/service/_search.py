@@ -7,8 +7,8 @@ after), admitted like histories (OVERLOADED past ``server.max_pending_queries``)
 deadline rules (``deadline_ms`` 50..``query.max_deadline_ms``). Source failures are data.
 
 A study search by patient id is a patient history (identity resolution, the cache, shared
-requests) whose exams pacsfed then matches against the study keys. A search without a patient id
-(a StudyInstanceUID, an AccessionNumber, or a PatientName pattern) needs ``history:read``; with
+requests) whose exams pacsfed then matches against the study keys and a PatientName pattern. A search without a patient id
+(StudyInstanceUIDs, an AccessionNumber, or a PatientName pattern) needs ``history:read``; with
 ``history:emergency`` alone, a search by StudyInstanceUID answers only the studies of patients for
 whom this caller has a break-the-glass window open (a viewer opening a study the physician found
 through the emergency history), audited as emergency access with the window's reason; a share code
@@ -18,61 +18,24 @@ searches only its own studies.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Sequence
 
-from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, AccessContext, patient_key
+from federation.access.principals import AccessContext
 from federation.audit.lists import audit_id
-from federation.audit.records import AuditAction, AuditOutcome
+from federation.audit.records import AuditOutcome
 from federation.engine.request import HistoryRequest
-from federation.engine.search import LevelAnswer
-from federation.errors import AccessError, PacsfedError, QueryError
+from federation.errors import PacsfedError
+from federation.identity.patterns import matches_name_pattern
 from federation.merge import merge_exam, sort_newest_first
-from federation.models import (
-    Deadline,
-    Exam,
-    InstanceQuery,
-    InstanceRecord,
-    PatientQuery,
-    SeriesQuery,
-    SeriesRecord,
-    SourceInfo,
-    StudyRecord,
-)
-from federation.search import (
-    InstanceMatch,
-    InstanceSearch,
-    InstanceSearchResult,
-    SeriesMatch,
-    SeriesSearch,
-    SeriesSearchResult,
-    StudyMatch,
-    StudySearch,
-    StudySearchResult,
-)
+from federation.models import Deadline, Exam, PatientQuery, SeriesQuery, SourceInfo, StudyRecord
+from federation.search import StudyMatch, StudySearch, StudySearchResult
 from federation.service._admission import admitted
 from federation.service._base import code_of
-from federation.service._history import HistoryReads, _restricted
-
-R = TypeVar("R", SeriesRecord, InstanceRecord)
-
-
-def _uid_of(record: SeriesRecord | InstanceRecord) -> str:
-    """The UID a listing merges by: the series' for series, the instance's for instances."""
-    return record.sop_instance_uid if isinstance(record, InstanceRecord) else record.series_instance_uid
+from federation.service._history import _restricted
+from federation.service._listings import ListingDoors
 
 
-def _series_order(record: SeriesRecord) -> tuple[bool, int]:
-    return record.series_number is None, record.series_number or 0
-
-
-def _instance_order(record: InstanceRecord) -> tuple[bool, int]:
-    return record.instance_number is None, record.instance_number or 0
-
-
-class SearchDoors(HistoryReads):
+class SearchDoors(ListingDoors):
     """Study, series and instance searches across the sources, authorized and audited."""
 
     @admitted
@@ -92,7 +55,7 @@ class SearchDoors(HistoryReads):
         names = [f"name:{search.patient_name}"] if search.patient_name else []
         emergency = self._emergency_study_search(access, search)
         sources = await self._grant_search(
-            access, search.source_ids, search.study_instance_uid, names, what, emergency=emergency
+            access, search.source_ids, search.uids, names, what, emergency=emergency
         )
         await self._record_search(
             access, AuditOutcome.SUCCESS, names, sources, f"{what}; access", emergency=emergency
@@ -129,72 +92,6 @@ class SearchDoors(HistoryReads):
             elapsed_ms=answer.elapsed_ms,
         )
 
-    @admitted
-    async def search_series(
-        self, search: SeriesSearch, access: AccessContext, *, deadline_ms: int | None = None
-    ) -> SeriesSearchResult:
-        """The study's series, merged by SeriesInstanceUID, from the sources that list series."""
-        query = SeriesQuery(
-            study_instance_uid=search.study_instance_uid,
-            series_instance_uid=search.series_instance_uid,
-            modality=search.modality,
-            patient_id=search.patient.patient_id if search.patient is not None else None,
-            issuer_of_patient_id=search.patient.issuer if search.patient is not None else None,
-        )
-        ask = functools.partial(self.engine.search_series, query)
-        series, answer = await self._listed(search, access, deadline_ms, "series", ask, _series_order)
-        return SeriesSearchResult(
-            series=tuple(SeriesMatch(records=g.records, sources=g.infos) for g in series),
-            sources=answer.outcomes,
-            complete=answer.complete,
-            elapsed_ms=answer.elapsed_ms,
-        )
-
-    @admitted
-    async def search_instances(
-        self, search: InstanceSearch, access: AccessContext, *, deadline_ms: int | None = None
-    ) -> InstanceSearchResult:
-        """The series' instances, merged by SOPInstanceUID, from the sources that list instances."""
-        query = InstanceQuery(
-            study_instance_uid=search.study_instance_uid,
-            series_instance_uid=search.series_instance_uid,
-            sop_instance_uid=search.sop_instance_uid,
-        )
-        ask = functools.partial(self.engine.search_instances, query)
-        found, answer = await self._listed(search, access, deadline_ms, "instance", ask, _instance_order)
-        return InstanceSearchResult(
-            instances=tuple(InstanceMatch(records=g.records, sources=g.infos) for g in found),
-            sources=answer.outcomes,
-            complete=answer.complete,
-            elapsed_ms=answer.elapsed_ms,
-        )
-
-    async def _listed(
-        self,
-        search: SeriesSearch | InstanceSearch,
-        access: AccessContext,
-        deadline_ms: int | None,
-        level: str,
-        ask: Callable[[list[str] | None, Deadline], Awaitable[LevelAnswer[R]]],
-        order: Callable[[R], tuple[bool, int]],
-    ) -> tuple[list[_Group[R]], LevelAnswer[R]]:
-        """One listing below a study: authorized, asked, merged by UID and ordered, audited before and after."""
-        what = f"{level} search; study {search.study_instance_uid}"
-        sources, ids, deadline = await self._below_study(search, access, what, deadline_ms)
-        try:
-            answer = await ask(sources, deadline)
-        except PacsfedError as exc:
-            await self._record_search(access, AuditOutcome.FAILURE, ids, sources, code_of(exc), soon=True)
-            raise
-        groups = _merged(answer.records, _uid_of, self.engine.sources)
-        groups.sort(key=lambda group: order(group.record))
-        asked = [outcome.source.id for outcome in answer.outcomes]
-        noun = "series" if level == "series" else "instances"
-        await self._record_search(
-            access, AuditOutcome.SUCCESS, ids, asked, f"{what}; {len(groups)} {noun}", soon=True
-        )
-        return groups, answer
-
     async def _studies_of_patient(
         self, search: StudySearch, patient: PatientQuery, access: AccessContext, deadline_ms: int | None
     ) -> StudySearchResult:
@@ -210,9 +107,13 @@ class SearchDoors(HistoryReads):
                 patient, access, grant, AuditOutcome.FAILURE, detail=code_of(exc), soon=True
             )
             raise
-        keys = search.study_keys()
+        keys, name = search.study_keys(), search.patient_name
         history = _restricted(history, grant.studies)
-        exams = tuple(exam for exam in history.exams if keys.matches_study_keys(exam))
+        exams = tuple(
+            exam
+            for exam in history.exams
+            if keys.matches_study_keys(exam) and (name is None or _named(name, exam))
+        )
         if keys.modalities and any(not exam.modalities for exam in exams):
             exams = await self._with_series_modalities(exams, keys.modalities, deadline)
         history = history.model_copy(update={"exams": exams, "candidates": ()})
@@ -249,130 +150,18 @@ class SearchDoors(HistoryReads):
         found = await asyncio.gather(*(filled(exam) for exam in exams))
         return tuple(e for e in found if not e.modalities or set(wanted) & set(e.modalities))
 
-    async def _below_study(
-        self, search: SeriesSearch | InstanceSearch, access: AccessContext, what: str, deadline_ms: int | None
-    ) -> tuple[list[str] | None, list[str], Deadline]:
-        """The sources a series or instance search may ask, the audited ids, and the deadline; the access recorded."""
-        deadline = self.engine.deadline_for(deadline_ms)
-        patient, source_ids = search.patient, search.source_ids
-        if patient is not None:
-            request = HistoryRequest(source_ids=tuple(source_ids) if source_ids is not None else None)
-            grant = await self._authorize(patient, access, request)
-            if grant.studies is not None and search.study_instance_uid not in grant.studies:
-                raise AccessError("this share code does not grant this study", code="FORBIDDEN")
-            await self._record_query(patient, access, grant, AuditOutcome.SUCCESS, detail=f"{what}; access")
-            return grant.source_ids, [audit_id(*_id_of(patient, self._national_issuer))], deadline
-        sources = await self._grant_search(access, source_ids, search.study_instance_uid, [], what)
-        await self._record_search(access, AuditOutcome.SUCCESS, [], sources, f"{what}; access")
-        return sources, [], deadline
 
-    @staticmethod
-    def _emergency_study_search(access: AccessContext, search: StudySearch) -> bool:
-        """Whether this is a break-the-glass caller's search by StudyInstanceUID alone (limited to open windows)."""
-        principal = access.principal
-        return (
-            principal.share is None
-            and not principal.has(HISTORY_READ)
-            and principal.has(HISTORY_EMERGENCY)
-            and search.study_instance_uid is not None
-            and search.patient_name is None
-            and search.accession_number is None
-        )
-
-    async def _under_open_windows(
-        self, access: AccessContext, studies: list[StudyMatch]
-    ) -> tuple[list[StudyMatch], str | None]:
-        """The studies whose patient this caller opened a break-the-glass window for, and that window's reason."""
-        kept: list[StudyMatch] = []
-        reason: str | None = None
-        for match in studies:
-            opened = await self._window_reason(access, match)
-            if opened is not None:
-                kept.append(match)
-                reason = reason or opened
-        return kept, reason
-
-    async def _window_reason(self, access: AccessContext, match: StudyMatch) -> str | None:
-        """The reason of the caller's open window over this match's patient (by id and issuer, or id alone)."""
-        if match.patient_id is None:
-            return None
-        issuers = dict.fromkeys((match.issuer_of_patient_id, None))
-        for issuer in issuers:
-            try:
-                key = patient_key(PatientQuery(patient_id=match.patient_id, issuer=issuer))
-            except QueryError:  # an id no patient query could name: no window can be open for it
-                return None
-            reason = await self._windows.reason_for(access.principal.subject, key)
-            if reason is not None:
-                return reason
-        return None
-
-    async def _grant_search(
-        self,
-        access: AccessContext,
-        source_ids: Sequence[str] | None,
-        study_uid: str | None,
-        names: list[str],
-        what: str,
-        *,
-        emergency: bool = False,
-    ) -> list[str] | None:
-        """The sources a search without a patient id may ask; AccessError (audited DENIED) if none."""
-        principal = access.principal
-        try:
-            sources = self._allowed_sources(principal, source_ids)
-            if principal.share is not None:
-                studies = principal.share.studies
-                if studies is None or study_uid is None or study_uid not in studies:
-                    raise AccessError("a share code searches only its own studies", code="FORBIDDEN")
-            elif not principal.has(HISTORY_READ) and not emergency:
-                raise AccessError(
-                    f"a search without a patient id needs the scope {HISTORY_READ}", code="FORBIDDEN"
-                )
-        except AccessError as exc:
-            asked = list(source_ids) if source_ids is not None else []
-            await self._record_search(access, AuditOutcome.DENIED, names, asked, f"{what}; {exc.code}")
-            raise
-        return sources
-
-    async def _record_search(
-        self,
-        access: AccessContext,
-        outcome: AuditOutcome,
-        patient_ids: list[str],
-        sources: Sequence[str] | None,
-        detail: str,
-        *,
-        exam_count: int | None = None,
-        soon: bool = False,
-        emergency: bool = False,
-        reason: str | None = None,
-    ) -> None:
-        asked = list(sources) if sources is not None else [s.id for s in self.engine.sources]
-        await self._record_parts(
-            access,
-            AuditAction.PATIENT_QUERY,
-            outcome,
-            patient_ids,
-            detail,
-            sources=asked,
-            exam_count=exam_count,
-            soon=soon,
-            emergency=emergency,
-            reason=reason,
-        )
-
-
-def _id_of(patient: PatientQuery, national_issuer: str | None) -> tuple[str, str | None]:
-    if patient.patient_id is not None:
-        return patient.patient_id, patient.issuer
-    return patient.national_id or "", national_issuer
+def _named(pattern: str, exam: Exam) -> bool:
+    """Whether the exam's patient name matches the pattern (a reused id must not bring another patient)."""
+    groups = exam.patient_name_groups
+    held = (groups.alphabetic, groups.ideographic, groups.phonetic) if groups is not None else ()
+    return matches_name_pattern(pattern, (exam.patient_name, *held))
 
 
 def _study_keys_detail(search: StudySearch) -> str:
     """What a search without a patient id looked for, for the audit record (no name pattern: it is in patient_ids)."""
-    if search.study_instance_uid is not None:
-        return f"study search; study {search.study_instance_uid}"
+    if search.uids:
+        return f"study search; {'study' if len(search.uids) == 1 else 'studies'} {', '.join(search.uids)}"
     if search.accession_number is not None:
         return "study search by accession number"
     return "study search by name"
@@ -400,29 +189,4 @@ def _merged_studies(
             issuer_of_patient_id=exam.locations[0].issuer_of_patient_id,
         )
         for exam in exams
-    ]
-
-
-@dataclass(frozen=True, slots=True)
-class _Group(Generic[R]):
-    """One UID's records and their sources, configuration order."""
-
-    records: tuple[R, ...]
-    infos: tuple[SourceInfo, ...]
-
-    @property
-    def record(self) -> R:
-        return self.records[0]
-
-
-def _merged(records: Sequence[R], key: Callable[[R], str], sources: Sequence[SourceInfo]) -> list[_Group[R]]:
-    """Records grouped by their UID, each group's sources in configuration order."""
-    order = {info.id: index for index, info in enumerate(sources)}
-    infos = {info.id: info for info in sources}
-    groups: dict[str, list[R]] = {}
-    for record in sorted(records, key=lambda r: order.get(r.source_id, len(order))):
-        groups.setdefault(key(record), []).append(record)
-    return [
-        _Group(tuple(group), tuple(infos[r.source_id] for r in group if r.source_id in infos))
-        for group in groups.values()
     ]

@@ -257,6 +257,21 @@ async def test_a_peer_streaming_on_after_the_abort_does_not_hold_a_truncated_ans
     assert peer.cancelled.is_set() and peer.aborted.is_set()
 
 
+async def test_a_series_the_peer_repeats_is_one_record_as_a_repeated_study_is() -> None:
+    # One response loop reads every level: a repeated UID replaces its answer, and a peer
+    # streaming the same three series on is cut at max_results responses.
+    with OutOfProcess(StreamingPeer, distinct=3, level="SERIES") as peer:
+        connector = dimse(peer.port, max_results=50)
+        try:
+            answer = await connector.find_series(
+                SeriesQuery(study_instance_uid="2.25.1000.0"), Deadline.after(5)
+            )
+        finally:
+            await connector.aclose()
+    assert sorted(r.series_instance_uid for r in answer.records) == [f"2.25.1000.0.{i}" for i in range(3)]
+    assert answer.truncated and "stopped after 50 responses (max_results)" in answer.warnings
+
+
 async def test_a_dicomweb_peer_streaming_200_mb() -> None:
     with OutOfProcess(HugeHttpServer, size=200 * 1024 * 1024) as server:
         runs, outcomes = await cost_of(server, dicomweb(server.port))

@@ -280,3 +280,64 @@ def test_patient_root_answers_studies_and_refuses_the_patient_level(
     assert "Final Find Response (Failed: UnableToProcess)" in run(
         "QueryRetrieveLevel=STUDY", "StudyDate=20200101-"
     )
+
+
+def test_findscu_with_a_study_uid_list_gets_each_listed_study_once(facade: tuple[PacsfedServer, int]) -> None:
+    server, port = facade
+    b_cr = CATALOGUE.study("B-CR")  # another patient's, at dcmqrscp B only
+    listed = [SHARED_CT.study_uid, C_US.study_uid, b_cr.study_uid, "1.2.3.4.5.404"]
+    result = _findscu(
+        port, "FINDSCU", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=" + "\\".join(listed), "PatientID"
+    )
+    output = result.stdout + result.stderr
+    answers = {a["StudyInstanceUID"]: a["PatientID"] for a in _answers(output)}
+    assert answers == {SHARED_CT.study_uid: "PA-001", C_US.study_uid: "PA-001", b_cr.study_uid: "PA-002"}, (
+        output
+    )
+    assert "Received Final Find Response (Success)" in output
+    journal = b"".join(p.read_bytes() for p in (server.workdir / "audit").rglob("*") if p.is_file())
+    assert journal.count(f"studies {', '.join(listed)}; access".encode()) == 1  # one request, one record
+
+
+def test_findscu_with_series_and_image_uid_lists(facade: tuple[PacsfedServer, int]) -> None:
+    _, port = facade
+    first, second = SHARED_CT.series_uids
+    series = _findscu(
+        port,
+        "FINDSCU",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={SHARED_CT.study_uid}",
+        f"SeriesInstanceUID={second}\\1.2.3.4.5.404",
+    )
+    assert [a["SeriesInstanceUID"] for a in _answers(series.stdout + series.stderr)] == [second], (
+        series.stdout
+    )
+    sops = [SHARED_CT.sop_instance_uid(1, 2), SHARED_CT.sop_instance_uid(2, 1)]
+    images = _findscu(
+        port,
+        "FINDSCU",
+        "QueryRetrieveLevel=IMAGE",
+        f"StudyInstanceUID={SHARED_CT.study_uid}",
+        f"SeriesInstanceUID={first}",
+        "SOPInstanceUID=" + "\\".join(sops),
+    )
+    assert [a["SOPInstanceUID"] for a in _answers(images.stdout + images.stderr)] == sops[:1], images.stdout
+
+
+@pytest.mark.parametrize(("name", "found"), [("MULLER*", 3), ("Dupré*", 0)])
+def test_findscu_with_a_patient_id_and_name_gets_only_studies_matching_both(
+    facade: tuple[PacsfedServer, int], name: str, found: int
+) -> None:
+    _, port = facade
+    result = _findscu(
+        port,
+        "FINDSCU",
+        "QueryRetrieveLevel=STUDY",
+        "SpecificCharacterSet=ISO_IR 192",
+        "PatientID=PA-001",
+        f"PatientName={name}",
+        "StudyInstanceUID",
+    )
+    output = result.stdout + result.stderr
+    assert len(_answers(output)) == found, output  # another patient's name: none of PA-001's studies
+    assert "Received Final Find Response (Success)" in output

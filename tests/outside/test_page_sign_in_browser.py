@@ -12,8 +12,11 @@ Needs Debian's ``chromium`` (``/usr/bin/chromium``), node and npm.
 from __future__ import annotations
 
 import base64
+import http.client
+import http.server
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from peers import free_port
+from peers.ports import LOOPBACK
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -332,3 +336,95 @@ def test_the_demo_page_is_signed_in_as_the_demo_physician_without_a_form(
             browser.close()
     assert user["sub"] == "demo-physician", user
     assert "errors" not in answer and answer["data"]["patientHistory"]["exams"], answer
+
+
+class _PathProxy(http.server.ThreadingHTTPServer):
+    """A reverse proxy as a hospital runs one: ``/pacsfed/…`` here is ``/…`` on pacsfed (HTTP only)."""
+
+    def __init__(self, port: int, upstream: int) -> None:
+        self.upstream = upstream
+        self.proxied: list[str] = []
+        super().__init__((LOOPBACK, port), _PathProxyHandler)
+
+
+class _PathProxyHandler(http.server.BaseHTTPRequestHandler):
+    server: _PathProxy
+
+    def _forward(self) -> None:
+        if not self.path.startswith("/pacsfed/"):
+            self.send_error(404)
+            return
+        self.server.proxied.append(self.path.split("?", 1)[0])
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "content-length")}
+        upstream = http.client.HTTPConnection(LOOPBACK, self.server.upstream, timeout=30)
+        try:
+            upstream.request(self.command, self.path.removeprefix("/pacsfed"), body or None, headers)
+            answer = upstream.getresponse()
+            content = answer.read()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("content-length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+        finally:
+            upstream.close()
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_behind_a_proxy_under_a_path_the_sign_in_returns_to_the_page_under_that_path(
+    pacsfed_server: Callable[..., Any],
+    serve_config: Callable[..., dict[str, Any]],
+    oidc_provider: Callable[..., str],
+    orthanc_c: Any,
+) -> None:
+    """``server.public_url`` ``…/pacsfed/``: a reverse proxy in front strips the path, as hospitals run pacsfed."""
+    port, upstream, op_port = free_port(), free_port(), free_port()
+    public, issuer = f"http://127.0.0.1:{port}/pacsfed", f"http://127.0.0.1:{op_port}"
+    config = serve_config(
+        [{"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}],
+        server={"public_url": f"{public}/"},
+    )
+    config["auth"] = {
+        "mode": "jwt",
+        "issuer": issuer,
+        "audience": "pacsfed",
+        "jwks_url": f"{issuer}/jwks",
+        "algorithms": ["RS256"],
+        "page": {"client_id": CLIENT_ID, "scope": "openid profile history:read"},
+    }
+    pacsfed_server(config, port=upstream)
+    assert oidc_provider(public, op_port) == issuer  # the page's redirect URI: {public}/ only
+    proxy = _PathProxy(port, upstream)
+    serving = threading.Thread(target=proxy.serve_forever, daemon=True)
+    serving.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(locale="en-GB")
+                page.goto(f"{public}/")
+                page.locator("#sign-in").wait_for(state="visible", timeout=30_000)
+                page.click("#sign-in")
+                _sign_in_at_provider(page, issuer)
+                page.wait_for_url(f"{public}/", timeout=30_000)  # back on the page under the path, code gone
+                page.locator("#sign-out").wait_for(state="visible", timeout=30_000)
+                answer = page.evaluate(_QUERY.replace("fetch('/graphql'", "fetch('graphql'"), HISTORY)
+                assert "errors" not in answer, answer
+                assert answer["data"]["patientHistory"]["sources"] == [
+                    {"source": {"id": "hosp-c"}, "status": "OK"}
+                ]
+            finally:
+                browser.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        serving.join(timeout=10)
+    proxied = proxy.proxied
+    assert {"/pacsfed/page/config.json", "/pacsfed/page/assets/auth.js", "/pacsfed/graphql"} <= set(proxied)

@@ -125,3 +125,25 @@ def test_a_taken_dicom_facade_port_is_a_configuration_error_with_exit_code_2(
     assert result.returncode == 2, result.stderr
     assert f"dicom_facade: cannot listen on 127.0.0.1:{dicom_port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_prints_the_installed_version(pacsfed_install: Path) -> None:
+    result = subprocess.run(
+        [str(pacsfed_install / "pacsfed"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    installed = subprocess.run(
+        [
+            str(pacsfed_install / "python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('pacsfed'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert (result.returncode, result.stdout) == (0, f"pacsfed {installed}\n"), result.stderr

@@ -148,6 +148,7 @@ def test_installed_kinds_list_packages_flags_failures_and_what_allow_leaves_out(
         "retrieve": False,
         "series_query": False,
         "study_keys": False,
+        "uid_lists": False,
     }
     assert "failed to load: ImportError: no module named nope" in (kinds["broken"].error or "")
     assert kinds["other"].error == "connector plugin 'other' declares kind 'lab'"

@@ -169,6 +169,13 @@ def test_a_report_a_source_failed_to_give_is_a_warning_without_patient_data() ->
     assert report_issue(Report(status=ReportStatus.NOT_FOUND)) is None
 
 
+@pytest.mark.parametrize("status", [ReportStatus.UNAVAILABLE, ReportStatus.BUSY])
+def test_a_report_its_source_was_not_asked_for_is_a_warning_with_its_own_code(status: ReportStatus) -> None:
+    issue = report_issue(Report(status=status, source=C, error="circuit open"))
+    assert issue is not None and issue["code"] == "incomplete"
+    assert issue["details"]["coding"][0]["code"] == f"REPORT_{status.value}"
+
+
 def test_the_capability_statement_validates() -> None:
     statement = CapabilityStatement.model_validate(
         capability_statement(BASE, "0.1.0", {"patient.identifier": "[system|]value"})

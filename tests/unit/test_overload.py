@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
@@ -91,3 +93,36 @@ def test_a_moments_wait_for_a_slot_is_not_saturation_but_a_queue_is(monkeypatch:
     assert watch.saturation() == []
     with watch.waiting_for_slot("hosp-a"):  # a new wait starts its own count
         assert watch.saturation() == []
+
+
+async def _lagging(seconds: float, block_s: float) -> None:
+    """Keep the event loop busy for ``seconds``: each step holds it ``block_s`` (pacsfed short of CPU)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        time.sleep(block_s)
+        await asyncio.sleep(0)
+
+
+async def test_while_the_event_loop_lags_fewer_queries_are_admitted_and_all_again_once_idle() -> None:
+    engine = FederationEngine([], None, max_pending_queries=40)
+    with engine.admitted():
+        await _lagging(2.5, 0.3)
+        lowered = engine.load_counters()["admission_limit"]
+        assert isinstance(lowered, int) and 8 <= lowered < 40
+        assert any("admission limit lowered" in reason for reason in engine.saturation())
+        with contextlib.ExitStack() as held:
+            for _ in range(lowered - 1):  # one place is this query's
+                held.enter_context(engine.admitted())
+            with pytest.raises(Overloaded), engine.admitted():
+                pass
+    assert engine.load_counters()["admission_limit"] == 40  # no query in progress: whole again
+    with contextlib.ExitStack() as held:
+        for _ in range(40):
+            held.enter_context(engine.admitted())
+
+
+async def test_a_slow_hospital_never_lowers_the_admission_limit() -> None:
+    engine = FederationEngine([], None, max_pending_queries=40)
+    with engine.admitted():
+        await asyncio.sleep(1.5)  # waiting on a hospital: the loop is idle, on time
+        assert engine.load_counters()["admission_limit"] == 40

@@ -26,7 +26,8 @@ def test_the_page_has_the_patient_id_field_in_a_form_and_a_strict_policy() -> No
 def test_every_asset_the_page_names_is_served_from_here() -> None:
     served = client()
     page = served.get("/").text
-    assets = re.findall(rf'(?:src|href)="({ASSETS_PATH}/[^"]+)"', page)
+    # named relative to the page ("page/assets/…"), so that they follow it under a proxy's path
+    assets = ["/" + path for path in re.findall(rf'(?:src|href)="({ASSETS_PATH.lstrip("/")}/[^"]+)"', page)]
     modules = {
         f"{ASSETS_PATH}/{name}"
         for script in ASSETS_DIR.glob("*.js")
@@ -47,7 +48,7 @@ def test_no_asset_names_another_host() -> None:
 def test_the_page_itself_never_carries_a_token() -> None:
     """Tokens reach the page only through auth.js (config.json in the demo, OIDC otherwise)."""
     page = client().get("/").text
-    assert "token" not in page.lower() and '<script type="module" src="/page/assets/auth.js">' in page
+    assert "token" not in page.lower() and '<script type="module" src="page/assets/auth.js">' in page
 
 
 def test_an_identity_provider_s_origin_is_the_only_other_place_the_page_may_connect_to() -> None:

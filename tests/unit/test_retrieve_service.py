@@ -28,6 +28,7 @@ from federation.models import Exam, ExamLocation, PatientQuery, SourceOutcome, S
 from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.search import StudyMatch, StudySearch, StudySearchResult
 from federation.service import HOLDERS_TTL_S, HistoryService, HolderMemory
+from federation.settings import QuerySettings
 from federation.settings_security import ShareSettings
 
 STUDY = "1.2.840.99.1"
@@ -83,8 +84,10 @@ class Held:
     searches: list[StudySearch] = dataclasses.field(default_factory=list)
 
 
-def _service(audit: ListAuditTrail, held: Held, *connectors: Scripted) -> HistoryService:
-    engine = FederationEngine(list(connectors), None)
+def _service(
+    audit: ListAuditTrail, held: Held, *connectors: Scripted, query: QuerySettings | None = None
+) -> HistoryService:
+    engine = FederationEngine(list(connectors), None, query)
     service = HistoryService(
         engine,
         audit,

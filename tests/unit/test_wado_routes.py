@@ -19,6 +19,8 @@ from federation.errors import (
     Overloaded,
     PacsfedError,
     QueryError,
+    SourceBusy,
+    SourceSkipped,
     SourceTimeout,
     SourceUnreachable,
 )
@@ -141,6 +143,8 @@ def test_a_malformed_uid_is_a_400_before_anyone_is_asked(client: TestClient, doo
         (SourceTimeout("no answer within 30 s"), 504, None),
         (Overloaded("too many", retry_after_s=3), 503, ("retry-after", "3")),
         (AuditUnavailable("journal full"), 503, ("retry-after", "5")),
+        (SourceSkipped("hosp-a: circuit open", retry_after_s=42), 503, ("retry-after", "42")),
+        (SourceBusy("hosp-a: no slot", retry_after_s=1), 503, ("retry-after", "1")),
     ],
 )
 def test_failures_are_dicomweb_statuses(
@@ -151,3 +155,5 @@ def test_failures_are_dicomweb_statuses(
     assert answer.status_code == status
     if header is not None:
         assert answer.headers[header[0]] == header[1]
+    if isinstance(failure, SourceSkipped | SourceBusy):  # not asked now: said apart from a source's failure
+        assert answer.json()["error"]["code"] == failure.code

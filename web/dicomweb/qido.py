@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuditError, Overloaded, PacsfedError, QueryError
 from federation.models import SourceOutcome, SourceStatus
-from federation.search import InstanceSearchResult, StudyMatch
+from federation.search import InstanceSearchResult
 from federation.service import HistoryService
 from web.dicomweb.qido_json import instance_json, series_json, study_json
 from web.dicomweb.qido_params import QidoQuery, read_query
@@ -148,24 +148,10 @@ async def _studies(request: Request) -> Response:
     async def search(
         request: Request, service: HistoryService, access: AccessContext, query: QidoQuery
     ) -> Response:
-        searches = query.study_searches()
-        results = await asyncio.gather(*(service.search_studies(s, access) for s in searches))
-        seen: dict[tuple[str, str | None], StudyMatch] = {}
-        outcomes: dict[str, SourceOutcome] = {}
-        notes: list[str] = []
-        for result in results:
-            for match in result.studies:
-                seen.setdefault((match.exam.study_instance_uid, match.patient_id), match)
-            for outcome in result.sources:
-                if outcome.source.id not in outcomes or outcome.status not in _NOT_FAILURES:
-                    outcomes[outcome.source.id] = outcome
-            notes += result.warnings
-        if query.patient() is not None and query.one("PatientName") is not None:
-            notes.append("PatientName is not matched alongside PatientID: ignored")
+        result = await service.search_studies(query.study_search(), access)
         base = _base(request)
-        return _answer(
-            request, [study_json(m, base) for m in seen.values()], query, list(outcomes.values()), notes
-        )
+        items = [study_json(match, base) for match in result.studies]
+        return _answer(request, items, query, result.sources, result.warnings)
 
     return await _run(request, "studies", search)
 

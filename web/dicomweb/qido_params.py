@@ -4,10 +4,12 @@ Matching keys by keyword or by tag (``PatientID`` or ``00100020``), a key repeat
 comma-separated as a list; ``limit``, ``offset``, ``includefield`` (keywords, tags or ``all``,
 repeated or comma-separated) and ``fuzzymatching``. What pacsfed matches on:
 
-- studies: PatientID (with IssuerOfPatientID), PatientName (``*`` and ``?`` wildcards; sources
-  that support name search), StudyInstanceUID (a list: one search each), AccessionNumber,
+- studies: PatientID (with IssuerOfPatientID), PatientName (``*`` and ``?`` wildcards; without
+  PatientID, sources that support name search; with it, matched by pacsfed on the patient's
+  studies), StudyInstanceUID (a UID list: one search, each source asked once), AccessionNumber,
   StudyDate (``YYYYMMDD``, a ``-`` range), ModalitiesInStudy (any of a list);
-- series: SeriesInstanceUID, Modality; instances: SOPInstanceUID (a study's instances: all three).
+- series: SeriesInstanceUID (a list), Modality; instances: SOPInstanceUID (a list; a study's
+  instances: all three).
 
 A study search needs PatientID, PatientName, StudyInstanceUID or AccessionNumber (400
 ``BAD_QUERY`` otherwise: a whole archive is never listed). Other matching keys are not matched:
@@ -28,13 +30,11 @@ from federation.errors import QueryError
 from federation.models import DateRange, PatientQuery
 from federation.search import InstanceSearch, SeriesSearch, StudySearch
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_UIDS", "QidoQuery", "read_query"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "QidoQuery", "read_query"]
 
 DEFAULT_LIMIT = 200
 """Matches answered when the request sets no ``limit``."""
 MAX_LIMIT = 1000
-MAX_UIDS = 20
-"""The most StudyInstanceUIDs one request may list (each is one search)."""
 _CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _STUDY_KEYS = frozenset(
@@ -81,22 +81,17 @@ class QidoQuery:
             return None
         return PatientQuery(patient_id=patient_id, issuer=self.one("IssuerOfPatientID"))
 
-    def study_searches(self) -> list[StudySearch]:
-        """One study search per listed StudyInstanceUID (one search without any)."""
-        patient = self.patient()
-        name = None if patient is not None else self.one("PatientName")
+    def study_search(self) -> StudySearch:
+        """The study search: its StudyInstanceUIDs one UID list, its PatientName matched alongside a PatientID."""
         date = self.one("StudyDate")
-        common = {
-            "patient": patient,
-            "patient_name": name,
-            "accession_number": self.one("AccessionNumber"),
-            "study_date": DateRange.parse(date) if date else None,
-            "modalities": tuple(self.keys.get("ModalitiesInStudy", ())),
-        }
-        uids: list[str | None] = [*self.keys.get("StudyInstanceUID", [])] or [None]
-        if len(uids) > MAX_UIDS:
-            raise QueryError(f"at most {MAX_UIDS} StudyInstanceUIDs in one search", code="BAD_QUERY")
-        return [StudySearch(study_instance_uid=uid, **common) for uid in dict.fromkeys(uids)]
+        return StudySearch(
+            patient=self.patient(),
+            patient_name=self.one("PatientName"),
+            study_instance_uids=tuple(self.keys.get("StudyInstanceUID", ())),
+            accession_number=self.one("AccessionNumber"),
+            study_date=DateRange.parse(date) if date else None,
+            modalities=tuple(self.keys.get("ModalitiesInStudy", ())),
+        )
 
     def series_search(self, study_uid: str | None) -> SeriesSearch:
         """The series search of a study (the path's, or the ``StudyInstanceUID`` key's)."""
@@ -105,7 +100,7 @@ class QidoQuery:
             raise QueryError("a series search needs a StudyInstanceUID", code="BAD_QUERY")
         return SeriesSearch(
             study_instance_uid=study,
-            series_instance_uid=self.one("SeriesInstanceUID"),
+            series_instance_uids=tuple(self.keys.get("SeriesInstanceUID", ())),
             modality=self.one("Modality"),
             patient=self.patient(),
         )
@@ -115,7 +110,7 @@ class QidoQuery:
         return InstanceSearch(
             study_instance_uid=study_uid,
             series_instance_uid=series_uid,
-            sop_instance_uid=self.one("SOPInstanceUID"),
+            sop_instance_uids=tuple(self.keys.get("SOPInstanceUID", ())),
             patient=self.patient(),
         )
 

@@ -7,7 +7,8 @@ caller authenticates as for ``/graphql`` (``web.http_access``; the same scopes),
 ``dicomweb``; the service (``HistoryService.retrieve``) authorizes, audits (``IMAGE_READ``) and
 finds the holder. Errors are DICOMweb statuses: 400 for a malformed path, 401/403, 404 when no
 source holds the study, 502 when the holders failed, 504 when they were late, 503 OVERLOADED (or
-AUDIT_UNAVAILABLE) with ``Retry-After``.
+AUDIT_UNAVAILABLE) with ``Retry-After``, 503 SOURCE_UNAVAILABLE at once when every holder's circuit
+breaker is open, 503 BUSY when pacsfed's own slots for the holders stayed taken (``Retry-After``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from federation.errors import (
     Overloaded,
     PacsfedError,
     QueryError,
+    SourceBusy,
+    SourceSkipped,
     SourceTimeout,
 )
 from federation.retrieve import RetrieveRequest, RetrieveStream
@@ -118,6 +121,10 @@ def _refused(exc: PacsfedError) -> Response:
         status = 404 if exc.code == "NOT_FOUND" else 400
         return _error(status, exc.code, str(exc))
     if isinstance(exc, Overloaded):
+        return _error(503, exc.code, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(
+        exc, SourceSkipped | SourceBusy
+    ):  # not asked now: circuit open, or pacsfed's own slots taken
         return _error(503, exc.code, str(exc), {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, AuditError):
         message = "the audit journal cannot take records now"

@@ -169,13 +169,20 @@ def diagnostic_report(exam: Exam, report: Report, subject: Identifier, server: s
     return resource
 
 
+_NOT_READ = frozenset({ReportStatus.ERROR, ReportStatus.UNAVAILABLE, ReportStatus.BUSY})
+
+
 def report_issue(report: Report) -> JSON | None:
-    """A warning when a report that may exist could not be read (its error names no patient data)."""
-    if report.status is not ReportStatus.ERROR:
+    """A warning when a report that may exist could not be read (its error names no patient data).
+
+    ``REPORT_ERROR``: the source failed; ``REPORT_UNAVAILABLE``: its circuit is open (not asked);
+    ``REPORT_BUSY``: pacsfed's own slots for it stayed taken (not asked).
+    """
+    if report.status not in _NOT_READ:
         return None
     where = f"source {report.source.id}" if report.source is not None else "a source"
-    text = f"a report could not be read from {where}: {report.error or 'error'}"
-    return outcome_issue("warning", "incomplete", text, "REPORT_ERROR")
+    text = f"a report could not be read from {where}: {report.error or report.status.value.lower()}"
+    return outcome_issue("warning", "incomplete", text, f"REPORT_{report.status.value}")
 
 
 def outcome_issue(severity: str, code: str, text: str, error_code: str | None = None) -> JSON:

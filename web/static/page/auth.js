@@ -4,7 +4,9 @@
 // - Configuration from GET /page/config.json: {mode: "oidc", issuer, client_id, scope} | {mode: "none"}
 //   (--insecure-dev) | {mode: "demo", token} (pacsfed demo: signed in, no form) | {mode: "unavailable"}.
 //   Endpoints from the issuer's discovery document (OIDC Discovery 1.0, 4).
-// - The redirect URI is the page's origin + "/". Tokens live in this module's memory only; the PKCE
+// - The redirect URI is the page itself: the root this module is served under ("/", or "/pacsfed/"
+//   behind a proxy when server.public_url has a path), found from import.meta.url like the
+//   configuration's URL, so the answer lands on the page. Tokens live in this module's memory only; the PKCE
 //   verifier, state and nonce sit in sessionStorage only between signIn() and the redirect back, and
 //   the code and state are removed from the address bar (history.replaceState) once read.
 // - Renewal before expiry, on a timer (a quarter of the token's lifetime before it ends, at most a
@@ -13,7 +15,9 @@
 //   a hidden iframe on the same redirect URI. A failed renewal is tried again before expiry.
 // - Changes are announced on window as the event "pacsfedauth" (detail: {signedIn, user, error}).
 
-const CONFIG_URL = "/page/config.json";
+// This module is served at <page root>page/assets/auth.js: the page and its configuration are found from it.
+const PAGE_ROOT = new URL("../../", import.meta.url).href;
+const CONFIG_URL = new URL("page/config.json", PAGE_ROOT).href;
 const PENDING_KEY = "pacsfed.auth.pending";
 const RENEW_BEFORE_S = 60; // at most; a short-lived token is renewed a quarter of its lifetime early
 const RETRY_MS = 5000;
@@ -24,7 +28,7 @@ let renewTimer = null;
 let renewing = null;
 let lastError = null;
 
-const redirectUri = () => `${window.location.origin}/`;
+const redirectUri = () => PAGE_ROOT;
 
 function b64url(bytes) {
   let text = "";
@@ -283,7 +287,7 @@ window.pacsfedAuth = {
     await ready;
     await renew();
   },
-  /** Leaves for the provider's sign-in; the page is loaded again at its origin once signed in. */
+  /** Leaves for the provider's sign-in; the page is loaded again (its root, under any path) once signed in. */
   async signIn() {
     const { url, pending } = await authorizeUrl({});
     sessionStorage.setItem(PENDING_KEY, JSON.stringify(pending));

@@ -1,6 +1,9 @@
+// pacsfed's /graphql beside the page, under the same path (this module is <page root>page/assets/gqlws.js).
+const GRAPHQL_URL = new URL("../../graphql", import.meta.url);
+
 // A minimal GraphQL over WebSocket client (graphql-transport-ws): one subscription per socket.
 export function subscribe(query, variables, token, { onNext, onError, onComplete }) {
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/graphql";
+  const url = (GRAPHQL_URL.protocol === "https:" ? "wss://" : "ws://") + GRAPHQL_URL.host + GRAPHQL_URL.pathname;
   const socket = new WebSocket(url, "graphql-transport-ws");
   let acknowledged = false;
   let finished = false;
@@ -56,7 +59,7 @@ export function subscribe(query, variables, token, { onNext, onError, onComplete
 export async function post(query, variables, token) {
   const headers = { "content-type": "application/json", accept: "application/json" };
   if (token) headers.authorization = "Bearer " + token;
-  const response = await fetch("/graphql", {
+  const response = await fetch(GRAPHQL_URL, {
     method: "POST", headers, body: JSON.stringify({ query, variables }), credentials: "omit",
   });
   const body = await response.json().catch(() => ({ errors: [{ message: "HTTP " + response.status }] }));

@@ -1,0 +1,93 @@
+"""The admission limit in use: ``server.max_pending_queries``, fewer while pacsfed's own event loop lags.
+
+Admitted queries are pacsfed's backlog: when the process is short of CPU (the event loop runs
+late), each of them waits for the others, and a backlog of ``max_pending_queries`` takes
+seconds to drain after a load ends. While queries are in progress, the loop's lag is sampled
+every 100 ms (a timer, nothing while idle); each second, a smoothed lag above 100 ms cuts the
+limit by 30 % (never below 8 places, nor below ``max_pending_queries`` if that is less), one
+under 25 ms gives back a tenth of it. It is never driven by the hospitals' latency: a slow
+hospital leaves the loop idle. When no query is in progress, the limit is whole again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("federation.engine.engine")
+
+_SAMPLE_S = 0.1
+"""How often the loop's lag is sampled while queries are in progress."""
+_SMOOTHING = 0.3
+"""Weight of each sample in the smoothed lag."""
+_ADJUST_S = 1.0
+"""The least time between two changes of the limit."""
+_LAG_HIGH_S = 0.1
+"""A smoothed lag above this: the loop is short of CPU, the limit is cut."""
+_LAG_LOW_S = 0.025
+"""A smoothed lag below this: the limit grows back."""
+_CUT = 0.7
+"""The share of the limit kept at each cut."""
+_MIN_PLACES = 8
+"""The fewest places a cut leaves."""
+
+
+class AdaptiveLimit:
+    """How many queries may be admitted now: the configured maximum, lowered while the event loop lags."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.value = maximum
+        self.lag_s = 0.0
+        """The smoothed lag of the event loop while queries were in progress (0 when idle)."""
+        self._floor = min(maximum, _MIN_PLACES)
+        self._adjusted_at = 0.0
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def busy(self) -> None:
+        """Queries are in progress: sample the loop's lag (already sampling, or no running loop: nothing to do)."""
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._adjusted_at = loop.time()
+        self._schedule(loop)
+
+    def idle(self) -> None:
+        """No query is in progress: stop sampling; the limit is whole again."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.value != self.maximum:
+            log.info("admission limit back to %d places (no query in progress)", self.maximum)
+        self.value, self.lag_s = self.maximum, 0.0
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._due = loop.time() + _SAMPLE_S
+        self._timer = loop.call_at(self._due, self._sample, loop)
+
+    def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        self.lag_s += _SMOOTHING * (max(0.0, now - self._due) - self.lag_s)
+        if now - self._adjusted_at >= _ADJUST_S:
+            self._adjusted_at = now
+            self._adjust()
+        self._schedule(loop)
+
+    def _adjust(self) -> None:
+        before = self.value
+        if self.lag_s > _LAG_HIGH_S:
+            self.value = max(self._floor, int(self.value * _CUT))
+        elif self.lag_s < _LAG_LOW_S:
+            self.value = min(self.maximum, self.value + max(1, self.maximum // 10))
+        if self.value < before and before == self.maximum:
+            log.warning(
+                "admission limit lowered below %d places: the event loop runs %.0f ms late",
+                self.maximum,
+                self.lag_s * 1000,
+            )
+        elif self.value == self.maximum and before < self.maximum:
+            log.info("admission limit back to %d places", self.maximum)
