@@ -75,6 +75,19 @@ def oidc_provider(js_clients: Path) -> Iterator[Callable[..., str]]:
         process.wait(timeout=10)
 
 
+def _page_auth(issuer: str, client_id: str = CLIENT_ID, **more: Any) -> dict[str, Any]:
+    """pacsfed's ``auth`` taking the provider's tokens, its page signing in as ``client_id``."""
+    return {
+        "mode": "jwt",
+        "issuer": issuer,
+        "audience": "pacsfed",
+        "jwks_url": f"{issuer}/jwks",
+        "algorithms": ["RS256"],
+        **more,
+        "page": {"client_id": client_id, "scope": "openid profile history:read"},
+    }
+
+
 def _sign_in_at_provider(page: Page, issuer: str) -> None:
     page.wait_for_url(f"{issuer}/interaction/**", timeout=30_000)
     page.fill("input[name=login]", PHYSICIAN)
@@ -90,16 +103,8 @@ def test_the_page_signs_in_with_the_provider_and_pacsfed_accepts_its_token(
 ) -> None:
     op_port = free_port()
     issuer = f"http://127.0.0.1:{op_port}"
-    auth = {
-        "mode": "jwt",
-        "issuer": issuer,
-        "audience": "pacsfed",
-        "jwks_url": f"{issuer}/jwks",
-        "algorithms": ["RS256"],
-        "page": {"client_id": CLIENT_ID, "scope": "openid profile history:read"},
-    }
     config = serve_config([{"id": "hosp-c", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}])
-    config["auth"] = auth
+    config["auth"] = _page_auth(issuer)
     server = pacsfed_server(config)
     assert oidc_provider(server.url, op_port) == issuer
     hosts = {urlsplit(server.url).netloc, urlsplit(issuer).netloc}
@@ -171,14 +176,7 @@ def test_the_page_s_own_sign_in_button_signs_in_and_its_search_shows_the_exams(
     config = serve_config(
         [{"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}]
     )
-    config["auth"] = {
-        "mode": "jwt",
-        "issuer": issuer,
-        "audience": "pacsfed",
-        "jwks_url": f"{issuer}/jwks",
-        "algorithms": ["RS256"],
-        "page": {"client_id": CLIENT_ID, "scope": "openid profile history:read"},
-    }
+    config["auth"] = _page_auth(issuer)
     server = pacsfed_server(config)
     assert oidc_provider(server.url, op_port) == issuer
     with sync_playwright() as playwright:
@@ -231,15 +229,8 @@ def test_the_page_renews_a_short_lived_token_by_itself_searches_after_its_expiry
     config = serve_config(
         [{"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}]
     )
-    config["auth"] = {
-        "mode": "jwt",
-        "issuer": issuer,
-        "audience": "pacsfed",
-        "jwks_url": f"{issuer}/jwks",
-        "algorithms": ["RS256"],
-        "clock_skew_s": 0,  # an expired token is refused at once: only a renewed one can search
-        "page": {"client_id": client_id, "scope": "openid profile history:read"},
-    }
+    # clock_skew_s 0: an expired token is refused at once, so only a renewed one can search.
+    config["auth"] = _page_auth(issuer, client_id, clock_skew_s=0)
     server = pacsfed_server(config)
     assert oidc_provider(server.url, op_port, SHORT_TTL_S) == issuer
     requested: list[str] = []
@@ -391,14 +382,7 @@ def test_behind_a_proxy_under_a_path_the_sign_in_returns_to_the_page_under_that_
         [{"id": "hosp-c", "name": "Hospital C", "kind": "dicomweb", "url": orthanc_c.dicomweb_url}],
         server={"public_url": f"{public}/"},
     )
-    config["auth"] = {
-        "mode": "jwt",
-        "issuer": issuer,
-        "audience": "pacsfed",
-        "jwks_url": f"{issuer}/jwks",
-        "algorithms": ["RS256"],
-        "page": {"client_id": CLIENT_ID, "scope": "openid profile history:read"},
-    }
+    config["auth"] = _page_auth(issuer)
     pacsfed_server(config, port=upstream)
     assert oidc_provider(public, op_port) == issuer  # the page's redirect URI: {public}/ only
     proxy = _PathProxy(port, upstream)
