@@ -52,7 +52,13 @@ SYNC_INTERVAL_S = 5.0
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _FAN_OUT_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
 _CIRCUIT = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
-_LOAD_EVENTS = ("queries_refused", "sources_busy", "stale_answers_served", "refreshes_deferred")
+_LOAD_EVENTS = (
+    "queries_refused",
+    "sources_busy",
+    "retrievals_busy",
+    "stale_answers_served",
+    "refreshes_deferred",
+)
 
 
 def multiprocess() -> bool:

@@ -76,6 +76,9 @@ class EngineCore:
         self._limits = {c.id: _Slots(source_setting(c, "max_concurrency", 4)) for c in connectors}
         self._retrieval_limits = {c.id: _Slots(source_setting(c, "max_retrievals", 16)) for c in connectors}
         """Slots for image retrievals (``max_retrievals``): a long download never holds a query's slot."""
+        self._report_limits = {c.id: _Slots(max(1, self._limits[c.id].capacity // 2)) for c in connectors}
+        """Report reads take a query slot, but hold at most half of them: a FHIR search reading forty
+        reports at once never makes a history query wait for all of them."""
         self._cache = cache
         self._query_settings = query_settings or QuerySettings()
         self._cache_write_wait_s = cache_write_wait_s

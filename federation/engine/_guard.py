@@ -7,12 +7,20 @@ none before its deadline is not sent (:class:`SourceBusy`: pacsfed's load, never
 the source). When the call ends, the source's breaker judges it: success closes the circuit, a
 connector failure counts against it (a timeout only when the source had at least half of the
 call's time: a long wait for a slot is pacsfed's), anything else (cancelled, a fault of ours)
-teaches nothing. A streamed answer holds its slot until :meth:`SourceCall.end` (its end or break).
+teaches nothing. A streamed answer holds its slot until :meth:`SourceCall.end` (its end or break),
+but is judged when its first answer came (:meth:`SourceCall.answered`): a long download that is a
+half-open circuit's probe does not keep the source's queries out until it ends.
+
+Image retrievals take slots of their own (``max_retrievals``), and their waits are theirs: a
+viewer queueing for a download never makes pacsfed "saturated", never defers a refresh and is
+counted apart (``retrievals_busy``, not ``sources_busy``). Report reads take query slots
+(``max_concurrency``: the connectors' own bounds are those), but never more than half of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from types import TracebackType
@@ -24,6 +32,7 @@ from federation.errors import ConnectorError, SourceBusy, SourceSkipped, SourceT
 from federation.models import Deadline
 
 _NO_SLOT = "not asked: pacsfed's own limit of requests at once to this source (max_concurrency) held until the deadline"
+_NO_RETRIEVAL_SLOT = "not asked: pacsfed's own limit of retrievals at once from this source (max_retrievals) held until the deadline"
 _LATE = "not asked: the deadline passed while the request waited in pacsfed (its own load)"
 
 
@@ -39,8 +48,11 @@ class SourceCall:
         "_budget_s",
         "_deadline",
         "_held",
+        "_judged",
         "_limit",
         "_overload",
+        "_reports",
+        "_retrieval",
         "source_id",
     )
 
@@ -51,6 +63,9 @@ class SourceCall:
         breaker: CircuitBreaker,
         limit: _Slots,
         overload: OverloadWatch,
+        *,
+        retrieval: bool = False,
+        reports: _Slots | None = None,
     ) -> None:
         self.source_id = source_id
         self._deadline = deadline
@@ -60,6 +75,9 @@ class SourceCall:
         self._overload = overload
         self._attempt = Attempt()
         self._held = False
+        self._judged = False
+        self._retrieval = retrieval
+        self._reports = reports
 
     async def start(self) -> None:
         """Take the source's breaker's leave and one slot; SourceSkipped or SourceBusy when not."""
@@ -79,22 +97,43 @@ class SourceCall:
         self._attempt.sent(self._deadline.remaining(), self._budget_s)
 
     async def _take_slot(self) -> None:
-        deadline, limit = self._deadline, self._limit
+        reports = self._reports
+        if reports is None:
+            await self._take(self._limit)
+            return
+        await self._take(reports, queued=False)  # its share first: behind other report reads only
+        try:
+            await self._take(self._limit)
+        except BaseException:
+            reports.release()
+            raise
+
+    async def _take(self, limit: _Slots, *, queued: bool = True) -> None:
+        """One slot of ``limit`` before the deadline; ``queued``: a wait that says pacsfed is saturated."""
+        deadline = self._deadline
         if deadline.expired:
             self._busy(_LATE)
         if limit.locked():
+            queued = queued and not self._retrieval
+            waiting = self._overload.waiting_for_slot(self.source_id) if queued else contextlib.nullcontext()
             try:
-                with self._overload.waiting_for_slot(self.source_id):
+                with waiting:
                     async with asyncio.timeout(deadline.remaining()):
                         await limit.acquire()
             except TimeoutError:
-                self._busy(_NO_SLOT)
+                self._busy(_NO_RETRIEVAL_SLOT if self._retrieval else _NO_SLOT)
         else:
             await limit.acquire()
 
     def _busy(self, reason: str) -> None:
-        self._overload.note("sources_busy")
+        self._overload.note("retrievals_busy" if self._retrieval else "sources_busy")
         raise SourceBusy(f"{self.source_id}: {reason}")
+
+    def answered(self) -> None:
+        """The source answered (a stream's status and headers came): the breaker judges it now, the slot stays held."""
+        if self._held and not self._judged:
+            self._judged = True
+            self._breaker.record_success()
 
     def end(self, error: BaseException | None = None) -> None:
         """Give the slot back and have the breaker judge the call (at most once; nothing if never started)."""
@@ -102,7 +141,13 @@ class SourceCall:
             return
         self._held = False
         self._limit.release()
+        if self._reports is not None:
+            self._reports.release()
         breaker = self._breaker
+        if self._judged:  # judged when it answered: only a source's failure while streaming still counts
+            if isinstance(error, ConnectorError):
+                breaker.record_failure()
+            return
         if error is None:
             breaker.record_success()
         elif isinstance(error, SourceTimeout | TimeoutError):
@@ -131,15 +176,23 @@ class SourceCall:
 class GuardedCalls(EngineCore):
     """Calls to one source that are not patient queries, held to the same breaker and slots."""
 
-    def guarded(self, source_id: str, deadline: Deadline, *, retrieval: bool = False) -> SourceCall:
+    def guarded(
+        self, source_id: str, deadline: Deadline, *, retrieval: bool = False, report: bool = False
+    ) -> SourceCall:
         """One call to ``source_id`` under its circuit breaker and one of its slots, waited for until ``deadline``.
 
         ``async with engine.guarded(source_id, deadline): ...``; or :meth:`SourceCall.start`, then
         :meth:`SourceCall.end` once the call is over (a streamed answer: when its stream ends).
         ``retrieval``: an image retrieval, which takes a slot of ``max_retrievals`` instead of
         ``max_concurrency`` (a viewer's downloads never make a physician's history query BUSY).
+        ``report``: a report read, which takes one of ``max_concurrency`` but never more than half
+        of them at once for reports (a FHIR search reading forty never makes a history query wait
+        for all of them).
         """
         self.select([source_id])  # an unknown source is a QueryError
         limits = self._retrieval_limits if retrieval else self._limits
         breaker, limit = self._breakers[source_id], limits[source_id]
-        return SourceCall(source_id, deadline, breaker, limit, self._overload)
+        reports = self._report_limits[source_id] if report and not retrieval else None
+        return SourceCall(
+            source_id, deadline, breaker, limit, self._overload, retrieval=retrieval, reports=reports
+        )

@@ -159,7 +159,7 @@ class OverloadWatch:
         return sorted(sid for sid, since in self._queued_since.items() if now - since >= _QUEUED_S)
 
     def note(self, what: str) -> None:
-        """Count one event (``queries_refused``, ``sources_busy``, ``stale_answers_served``, ``refreshes_deferred``)."""
+        """Count one event (``queries_refused``, ``sources_busy``, ``retrievals_busy``, ``stale_answers_served``, ``refreshes_deferred``)."""
         self.counters[what] += 1
         self._last[what] = time.monotonic()
 
@@ -212,7 +212,13 @@ class OverloadWatch:
             "admission_limit": self.limit.value,
             **{
                 name: self.counters[name]
-                for name in ("queries_refused", "sources_busy", "stale_answers_served", "refreshes_deferred")
+                for name in (
+                    "queries_refused",
+                    "sources_busy",
+                    "retrievals_busy",
+                    "stale_answers_served",
+                    "refreshes_deferred",
+                )
             },
             "circuit_transitions": {sid: dict(counts) for sid, counts in sorted(self.transitions.items())},
         }

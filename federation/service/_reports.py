@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 
 from federation.access.principals import HISTORY_EMERGENCY, HISTORY_READ, AccessContext
 from federation.audit.records import AuditAction, AuditOutcome
@@ -58,7 +59,8 @@ class ReportReads(ServiceBase):
             access, grant, AuditOutcome.SUCCESS, patient_ids, sources, f"access; {study}"
         )
         limit = self._report_settings.deadline_ms if deadline_ms is None else deadline_ms
-        found = await read_report(connectors, exam, Deadline.after(limit / 1000), self.engine.guarded)
+        guard = functools.partial(self.engine.guarded, report=True)
+        found = await read_report(connectors, exam, Deadline.after(limit / 1000), guard)
         answer = found.answer
         report = Report(
             status=answer.status,
@@ -117,7 +119,7 @@ class ReportReads(ServiceBase):
         (connector,) = self.engine.select([link.source_id])
         deadline = Deadline.after(self._report_settings.deadline_ms / 1000)
         try:
-            async with self.engine.guarded(connector.id, deadline):
+            async with self.engine.guarded(connector.id, deadline, report=True):
                 try:
                     async with asyncio.timeout(deadline.remaining()):
                         document = await connector.fetch_report_document(link.study, link.document, deadline)

@@ -129,8 +129,10 @@ class RetrieveReads(ServiceBase):
             await self._record_image(
                 access, AuditOutcome.SUCCESS, patient_ids, asked, f"access; study {study}"
             )
-            deadline = self.engine.deadline_for(None)  # for the slot waits (the source has its own bounds)
             for connector in holders:
+                # Each holder's own wait for a slot (the source has its own bounds): a slow first
+                # holder leaves the next one its whole wait, not what the first one left over.
+                deadline = self.engine.deadline_for(None)
                 call = self.engine.guarded(connector.id, deadline, retrieval=True)
                 try:
                     await call.start()
@@ -145,6 +147,7 @@ class RetrieveReads(ServiceBase):
                         raise
                     failure = exc
                     continue
+                call.answered()  # judged now: a long download that is a probe keeps no query out
                 if stream.status == 404:
                     try:
                         await stream.aclose()

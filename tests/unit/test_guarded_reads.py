@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 import pytest
 from unit.test_access_service import ListAuditTrail, _user
@@ -16,12 +17,15 @@ from unit.test_retrieve_service import _service as _retrieve_service
 
 from federation.audit.records import AuditOutcome
 from federation.engine.engine import FederationEngine
+from federation.engine.request import HistoryRequest
 from federation.engine.resilience import CircuitState
 from federation.errors import QueryError, SourceBusy, SourceSkipped, SourceTimeout, SourceUnreachable
 from federation.models import Deadline, Exam, SourceStatus
 from federation.reports import ReportAnswer, ReportStatus, StudyRef
+from federation.retrieve import RetrieveRequest, RetrieveStream
 from federation.service import HistoryService
 from federation.settings import CircuitSettings, QuerySettings
+from web.dicomweb.wado import _body, _ClosingStream
 
 _QUICK = QuerySettings(default_deadline_ms=50)
 """Retrievals wait for a slot no longer than the query deadline: short here, so that BUSY comes soon."""
@@ -181,3 +185,101 @@ async def test_a_report_document_of_a_source_whose_circuit_is_open_is_refused_at
         await service.report_document(link, rita)
     assert _report_reads(audit)[-1].outcome is AuditOutcome.FAILURE
     assert "SOURCE_UNAVAILABLE" in _report_reads(audit)[-1].detail
+
+
+async def test_report_reads_hold_at_most_half_a_sources_slots_so_a_history_query_is_asked_meanwhile() -> None:
+    """A FHIR search reads every exam's report at once: the physician's next query is not BUSY behind them."""
+    source = _limited(Counting("a", [f"1.{n}" for n in range(40)]), slots=4)
+    service = _report_service(ListAuditTrail(), source)
+    reader = _user("history:read")
+    exams = (await service.patient_history(PATIENT, reader)).exams
+    reads = asyncio.gather(*(service.exam_report(exam, reader) for exam in exams))
+    await asyncio.sleep(0.005)  # the report reads have taken what they may
+    history = await service.patient_history(PATIENT, reader, HistoryRequest(deadline_ms=200))
+    assert [outcome.status for outcome in history.sources] == [SourceStatus.OK]
+    assert {report.status for report in await reads} == {ReportStatus.NOT_FOUND}
+    assert source.most == 2  # half of max_concurrency 4
+
+
+class _SlowToFail(Retrieving):
+    """A holder whose first byte never comes: it fails after ``delay``."""
+
+    def __init__(self, source_id: str, delay: float) -> None:
+        super().__init__(source_id, error=SourceTimeout("no first byte"))
+        self.delay = delay
+
+    async def retrieve(self, request: RetrieveRequest) -> RetrieveStream:
+        await asyncio.sleep(self.delay)
+        return await super().retrieve(request)
+
+
+async def test_a_slow_first_holder_leaves_the_next_holder_its_whole_wait_for_a_slot() -> None:
+    slow, up = _SlowToFail("a", 0.1), Retrieving("b")
+    service = _retrieve_service(ListAuditTrail(), Held(("a", "b")), slow, up, query=_QUICK)
+    stream = await service.retrieve(REQUEST, _user("history:read"))  # a took longer than the 50 ms wait
+    assert stream.source_id == "b" and await _read(stream)
+    assert service.engine.load_counters()["sources_busy"] == 0
+
+
+async def test_a_download_that_is_a_half_open_probe_closes_the_circuit_once_it_answers() -> None:
+    source = _limited(Retrieving("a"), failures=1)
+    service = _retrieve_service(ListAuditTrail(), Held(("a",)), source)
+    engine = service.engine
+    with pytest.raises(SourceUnreachable):
+        async with engine.guarded("a", Deadline.after(1)):
+            raise SourceUnreachable("connection refused")
+    engine._breakers["a"].reset_s = 0.01
+    await asyncio.sleep(0.02)
+    stream = await service.retrieve(REQUEST, _user("history:read"))  # the probe: its headers came
+    history = await service.patient_history(PATIENT, _user("history:read"))  # while the body streams
+    assert [outcome.status for outcome in history.sources] == [SourceStatus.OK]
+    assert engine.circuit_state("a") is CircuitState.CLOSED
+    assert await _read(stream)
+
+
+async def test_a_viewer_waiting_for_a_retrieval_slot_is_not_pacsfed_saturated_and_is_counted_apart() -> None:
+    source = _limited(Retrieving("a"), retrievals=1)
+    service = _retrieve_service(
+        ListAuditTrail(), Held(("a",)), source, query=QuerySettings(default_deadline_ms=800)
+    )
+    engine = service.engine
+    first = await service.retrieve(REQUEST, _user("history:read"))  # a download in progress
+    waiting = asyncio.ensure_future(service.retrieve(REQUEST, _user("history:read")))
+    await asyncio.sleep(0.6)  # longer than a wait for a query slot that says "saturated"
+    assert engine.saturation() == []
+    with pytest.raises(SourceBusy, match="max_retrievals"):
+        await waiting
+    counters = engine.load_counters()
+    assert (counters["retrievals_busy"], counters["sources_busy"]) == (1, 0)
+    assert await _read(first)
+
+
+async def test_a_viewer_gone_while_a_chunk_is_sent_gives_the_slot_and_the_source_connection_back_at_once() -> (
+    None
+):
+    """Starlette leaves a body suspended when the client's disconnect cancels a send: pacsfed closes it."""
+    source = _limited(Retrieving("a", body=(b"x",) * 5), retrievals=1)
+    service = _retrieve_service(ListAuditTrail(), Held(("a",)), source)
+    stream = await service.retrieve(REQUEST, _user("history:read"))
+    response = _ClosingStream(_body(stream), status_code=200)
+    gone = asyncio.Event()
+    sent = 0
+
+    async def send(message: Any) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == 2:  # the first chunk: the client reads slowly, then goes
+            gone.set()
+            await asyncio.sleep(3600)
+
+    async def receive() -> dict[str, str]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    gc.disable()  # what a full collection would free must not be what frees it
+    try:
+        await response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+        assert source.closed
+        await (await service.retrieve(REQUEST, _user("history:read"))).aclose()  # the one slot is free
+    finally:
+        gc.enable()

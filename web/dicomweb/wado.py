@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from federation.errors import (
     AccessError,
@@ -109,7 +110,24 @@ async def retrieve(request: Request) -> Response:
     except PacsfedError as exc:
         return _refused(exc)
     headers = {"Content-Type": stream.media_type, "Cache-Control": "private, no-store", **stream.headers}
-    return StreamingResponse(_body(stream), status_code=stream.status, headers=headers)
+    return _ClosingStream(_body(stream), status_code=stream.status, headers=headers)
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed answer whose body is closed however the response ends, a client gone mid-send too.
+
+    Starlette leaves the body suspended when a disconnect cancels (or fails) a ``send``: closed
+    here, the source's connection, the retrieval slot and the audit record come back at once, not
+    at the next full garbage collection.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            closing = getattr(self.body_iterator, "aclose", None)
+            if closing is not None:
+                await closing()
 
 
 def _refused(exc: PacsfedError) -> Response:
