@@ -4,9 +4,10 @@ The same protections, with the same meaning, as a history query's requests (``_r
 source whose circuit is open is not asked and the call fails at once (:class:`SourceSkipped`);
 the call takes one of pacsfed's slots for the source (``max_concurrency``), and one that gets
 none before its deadline is not sent (:class:`SourceBusy`: pacsfed's load, never held against
-the source). When the call ends, the source's breaker judges it: success closes the circuit, a
-connector failure counts against it (a timeout only when the source had at least half of the
-call's time: a long wait for a slot is pacsfed's), anything else (cancelled, a fault of ours)
+the source). When the call ends, the source's breaker judges it as a history query's request: a
+source that cannot be reached or does not answer in time counts against it (a timeout only when
+the source had at least half of the call's time: a long wait for a slot is pacsfed's); one that
+answered, even with an error or a refusal, is up; anything else (cancelled, a fault of ours)
 teaches nothing. A streamed answer holds its slot until :meth:`SourceCall.end` (its end or break),
 but is judged when its first answer came (:meth:`SourceCall.answered`): a long download that is a
 half-open circuit's probe does not keep the source's queries out until it ends.
@@ -28,7 +29,7 @@ from types import TracebackType
 from federation.engine._core import EngineCore, _Slots
 from federation.engine._overload import Attempt, OverloadWatch
 from federation.engine.resilience import CircuitBreaker
-from federation.errors import ConnectorError, SourceBusy, SourceSkipped, SourceTimeout
+from federation.errors import ConnectorError, SourceBusy, SourceSkipped, SourceTimeout, SourceUnreachable
 from federation.models import Deadline
 
 _NO_SLOT = "not asked: pacsfed's own limit of requests at once to this source (max_concurrency) held until the deadline"
@@ -144,8 +145,8 @@ class SourceCall:
         if self._reports is not None:
             self._reports.release()
         breaker = self._breaker
-        if self._judged:  # judged when it answered: only a source's failure while streaming still counts
-            if isinstance(error, ConnectorError):
+        if self._judged:  # judged when it answered: only the source lost while streaming still counts
+            if isinstance(error, SourceTimeout | SourceUnreachable):
                 breaker.record_failure()
             return
         if error is None:
@@ -155,8 +156,10 @@ class SourceCall:
                 breaker.record_failure()
             else:  # it waited for a slot past half of its time: the lateness is pacsfed's
                 breaker.release_probe()
-        elif isinstance(error, ConnectorError):
+        elif isinstance(error, SourceUnreachable):
             breaker.record_failure()
+        elif isinstance(error, ConnectorError):  # it answered, with an error or a refusal: it is up
+            breaker.record_success()
         else:  # cancelled, abandoned, or a fault of ours: nothing learnt of the source
             breaker.release_probe()
 

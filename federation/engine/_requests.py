@@ -298,14 +298,17 @@ class RequestSharing(EngineCore):
     def _judge(self, outcome: SourceOutcome, attempt: Attempt) -> None:
         """Feed a source's outcome to its circuit breaker; what pacsfed's own queue caused is not the source's.
 
-        A timeout counts only when the source had at least half of the request's time (it did not
-        wait long for a slot); a BUSY request never reached the source.
+        The breaker counts a source that cannot be reached or does not answer in time. One that
+        answered, even with an error (a query level it refuses, a failure status, HTTP 404), is up:
+        asking it costs no wait, and skipping it would hide the hospital for nothing. A timeout
+        counts only when the source had at least half of the request's time (it did not wait long
+        for a slot); a BUSY request never reached the source.
         """
         breaker = self._breakers[outcome.source.id]
         status = outcome.status
-        if status is SourceStatus.OK:
+        if status is SourceStatus.OK or (status is SourceStatus.ERROR and attempt.asked):
             breaker.record_success()
-        elif (status in (SourceStatus.UNREACHABLE, SourceStatus.ERROR) and attempt.asked) or (
+        elif (status is SourceStatus.UNREACHABLE and attempt.asked) or (
             status is SourceStatus.TIMEOUT and attempt.fair
         ):
             breaker.record_failure()

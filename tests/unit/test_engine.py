@@ -197,6 +197,21 @@ async def test_a_source_that_keeps_failing_is_skipped_at_once() -> None:
     assert [e.study_instance_uid for e in history.exams] == ["1"]
 
 
+async def test_a_source_that_answers_with_errors_is_up_and_its_circuit_stays_closed() -> None:
+    """A refusal (a level it does not serve, a failure status, HTTP 404) costs no wait: never SKIPPED for it."""
+    from federation.settings import CircuitSettings
+
+    refusing = Scripted("refusing", error=SourceProtocolError("C-FIND failed with status 0xC000"))
+    refusing.settings = refusing.settings.model_copy(
+        update={"circuit": CircuitSettings(failures=2, reset_s=60)}
+    )
+    engine = FederationEngine([refusing], None)
+    for _ in range(4):
+        history = await engine.patient_history(QUERY, HistoryRequest(freshness=Freshness.LIVE))
+        assert statuses(history)["refusing"] is SourceStatus.ERROR
+    assert engine.circuit_state("refusing") is CircuitState.CLOSED and refusing.calls == 4
+
+
 async def test_concurrent_identical_queries_cause_one_fan_out() -> None:
     source = Scripted("a", delay=0.2, uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())

@@ -19,7 +19,14 @@ from federation.audit.records import AuditOutcome
 from federation.engine.engine import FederationEngine
 from federation.engine.request import HistoryRequest
 from federation.engine.resilience import CircuitState
-from federation.errors import QueryError, SourceBusy, SourceSkipped, SourceTimeout, SourceUnreachable
+from federation.errors import (
+    QueryError,
+    SourceBusy,
+    SourceProtocolError,
+    SourceSkipped,
+    SourceTimeout,
+    SourceUnreachable,
+)
 from federation.models import Deadline, Exam, SourceStatus
 from federation.reports import ReportAnswer, ReportStatus, StudyRef
 from federation.retrieve import RetrieveRequest, RetrieveStream
@@ -283,3 +290,16 @@ async def test_a_viewer_gone_while_a_chunk_is_sent_gives_the_slot_and_the_source
         await (await service.retrieve(REQUEST, _user("history:read"))).aclose()  # the one slot is free
     finally:
         gc.enable()
+
+
+async def test_report_reads_a_source_refuses_leave_its_circuit_closed_and_its_history_asked() -> None:
+    """A PACS refusing the SERIES-level C-FIND a report read needs is up: its history is still asked."""
+    refused = SourceProtocolError("SERIES-level C-FIND failed with status 0xC000")
+    source = _limited(Reporting("a", ["1.1"], report_error=refused), failures=2)
+    service = _report_service(ListAuditTrail(), source)
+    exam = await _exam(service)
+    access = _user("history:read")
+    assert [(await service.exam_report(exam, access)).status for _ in range(4)] == ["ERROR"] * 4
+    assert service.engine.circuit_state("a") is CircuitState.CLOSED
+    history = await service.patient_history(PATIENT, access)
+    assert [outcome.status for outcome in history.sources] == [SourceStatus.OK]
