@@ -17,7 +17,7 @@ from federation.access.principals import AccessContext, Principal, PrincipalKind
 from federation.audit.records import AuditOutcome
 from federation.errors import AccessError, QueryError
 from federation.identity.patterns import matches_name_pattern
-from federation.models import PatientQuery, SourceStatus, StudyQuery
+from federation.models import InstanceQuery, PatientQuery, SeriesQuery, SourceStatus, StudyQuery
 from federation.search import MAX_UIDS, InstanceSearch, SeriesSearch, StudySearch
 from federation.settings import DicomFacadeSettings
 from web.dicomweb.qido_params import read_query
@@ -75,6 +75,45 @@ async def test_series_and_instance_uid_lists_keep_the_listed_ones() -> None:
         reader(),
     )
     assert [m.record.sop_instance_uid for m in found.instances] == ["3.1.1.1", "3.1.1.3"]
+
+
+async def test_one_series_or_instance_uid_is_sent_to_the_source_as_the_single_key() -> None:
+    # A list of one asked as a listing would stop at max_results: one image of a 3,000-image series lost.
+    a = Catalog("a", [study("3.1", "A", JAN)])
+    service, _ = make(a)
+    instances = read_query(QueryParams("SOPInstanceUID=3.1.1.2"), "instances").instance_search("3.1", "3.1.1")
+    found = await service.search_instances(instances, reader())
+    assert a.asked[-1] == InstanceQuery(
+        study_instance_uid="3.1", series_instance_uid="3.1.1", sop_instance_uid="3.1.1.2"
+    )
+    assert [m.record.sop_instance_uid for m in found.instances] == ["3.1.1.2"]
+    series = await service.search_series(
+        read_query(QueryParams("SeriesInstanceUID=3.1.2"), "series").series_search("3.1"), reader()
+    )
+    assert a.asked[-1] == SeriesQuery(study_instance_uid="3.1", series_instance_uid="3.1.2")
+    assert [m.record.series_instance_uid for m in series.series] == ["3.1.2"]
+    await service.search_series(SeriesSearch(study_instance_uid="3.1", series_instance_uid="3.1.2"), reader())
+    assert a.asked[-1] == SeriesQuery(study_instance_uid="3.1", series_instance_uid="3.1.2")
+    listed = InstanceSearch(
+        study_instance_uid="3.1", series_instance_uid="3.1.1", sop_instance_uids=("3.1.1.1", "3.1.1.3")
+    )
+    await service.search_instances(listed, reader())
+    assert a.asked[-1] == InstanceQuery(
+        study_instance_uid="3.1", series_instance_uid="3.1.1"
+    )  # a list: listed, kept
+    for both in (
+        lambda: SeriesSearch(
+            study_instance_uid="3.1", series_instance_uid="3.1.1", series_instance_uids=("3.1.2",)
+        ),
+        lambda: InstanceSearch(
+            study_instance_uid="3.1",
+            series_instance_uid="3.1.1",
+            sop_instance_uid="1",
+            sop_instance_uids=("2",),
+        ),
+    ):
+        with pytest.raises(QueryError):
+            both()
 
 
 async def test_with_a_patient_id_the_name_pattern_is_matched_by_pacsfed() -> None:
@@ -177,6 +216,15 @@ async def test_the_facade_reads_uid_lists_and_a_name_beside_an_id() -> None:
             SOPInstanceUID="7.1.1.2\\7.1.1.3",
         )
         assert images == ["7.1.1.2", "7.1.1.3"]
+        one = await asyncio.to_thread(
+            find, "IMAGE", StudyInstanceUID="7.1", SeriesInstanceUID="7.1.1", SOPInstanceUID="7.1.1.2"
+        )
+        assert one == ["7.1.1.2"]
+        assert a.asked[-1] == InstanceQuery(
+            study_instance_uid="7.1", series_instance_uid="7.1.1", sop_instance_uid="7.1.1.2"
+        )
+        await asyncio.to_thread(find, "SERIES", StudyInstanceUID="7.1", SeriesInstanceUID="7.1.2")
+        assert a.asked[-1] == SeriesQuery(study_instance_uid="7.1", series_instance_uid="7.1.2")
     finally:
         await server.stop()
 
