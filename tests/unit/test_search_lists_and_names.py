@@ -12,12 +12,13 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 from starlette.datastructures import QueryParams
 from unit.test_search_service import JAN, JUN, Catalog, make, reader, statuses, study
 
+from connectors.base import SourceAnswer
 from dicom_facade import facade_from_settings
 from federation.access.principals import AccessContext, Principal, PrincipalKind, ShareGrant
 from federation.audit.records import AuditOutcome
-from federation.errors import AccessError, QueryError
+from federation.errors import AccessError, QueryError, SourceUnreachable
 from federation.identity.patterns import matches_name_pattern
-from federation.models import InstanceQuery, PatientQuery, SeriesQuery, SourceStatus, StudyQuery
+from federation.models import Deadline, InstanceQuery, PatientQuery, SeriesQuery, SourceStatus, StudyQuery
 from federation.search import MAX_UIDS, InstanceSearch, SeriesSearch, StudySearch
 from federation.settings import DicomFacadeSettings
 from web.dicomweb.qido_params import read_query
@@ -48,6 +49,57 @@ async def test_a_uid_list_is_one_audited_search_each_source_asked_once_where_it_
     access, outcome = audit.records  # one request, one access record and one outcome
     assert access.detail == "study search; studies 1.1, 1.2, 1.3; access"
     assert sorted(outcome.patient_ids) == ["A-1^^^", "A-2^^^", "B-3^^^"]
+
+
+class OneAtATime(Catalog):
+    """A source whose connector takes one StudyInstanceUID a request: it counts requests running at once."""
+
+    def __init__(self, source_id: str, max_concurrency: int, failing: str | None = None) -> None:
+        super().__init__(source_id, [study(f"6.{n}", "P", JAN) for n in range(8)])
+        self.settings = self.settings.model_copy(update={"max_concurrency": max_concurrency})
+        self.failing, self.running, self.most, self.cancelled = failing, 0, 0, 0
+
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if query.study_instance_uid == self.failing:
+                await asyncio.sleep(0.01)
+                raise SourceUnreachable("down")
+            await asyncio.sleep(0.02 if self.failing is None else 5)
+            return await super().find_studies(query, deadline)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+async def test_a_uid_list_asked_one_uid_a_request_keeps_to_the_sources_slots() -> None:
+    a = OneAtATime("a", max_concurrency=3)
+    service, _ = make(a)
+    uids = tuple(f"6.{n}" for n in range(8))
+    result = await service.search_studies(StudySearch(study_instance_uids=uids), reader())
+    assert sorted(m.exam.study_instance_uid for m in result.studies) == sorted(uids)
+    assert a.most == 3  # the source's max_concurrency, not one request per UID at once
+    slots = service.engine._limits["a"]
+    await slots.acquire()  # another caller's request holds one of the three
+    await slots.acquire()  # and another's
+    a.most = 0
+    result = await service.search_studies(StudySearch(study_instance_uids=uids), reader())
+    assert (len(result.studies), a.most) == (8, 1)  # one at a time, on the search's own slot
+    slots.release()
+    slots.release()
+
+
+async def test_a_failed_request_of_a_uid_list_stops_the_others_before_the_source_is_judged() -> None:
+    a = OneAtATime("a", max_concurrency=4, failing="6.1")
+    service, _ = make(a)
+    uids = tuple(f"6.{n}" for n in range(8))
+    result = await service.search_studies(StudySearch(study_instance_uids=uids), reader())
+    assert statuses(result) == {"a": SourceStatus.UNREACHABLE}
+    assert (a.running, a.cancelled, a.most) == (0, 3, 4)  # nothing left running past the answer
+    assert service.engine._limits["a"]._value == 4  # every slot given back
 
 
 async def test_a_uid_list_of_one_is_a_single_uid_and_a_list_is_checked() -> None:
