@@ -20,9 +20,11 @@ from federation.errors import QueryError
 from federation.models import (
     DateRange,
     Exam,
+    InstanceQuery,
     InstanceRecord,
     PatientQuery,
     PatientQueryKind,
+    SeriesQuery,
     SeriesRecord,
     SourceInfo,
     SourceOutcome,
@@ -210,7 +212,8 @@ class SeriesSearch(_Frozen):
     study_instance_uid: str
     series_instance_uid: str | None = None
     series_instance_uids: tuple[str, ...] = ()
-    """A UID list (PS3.4 C.2.2.2.2): the study's series are listed once and these kept."""
+    """A UID list (PS3.4 C.2.2.2.2), instead of ``series_instance_uid``: a list of one is sent as the
+    single key; a longer one lists the study's series once and keeps these."""
     modality: str | None = None
     patient: PatientQuery | None = None
     """When known: the patient the study is searched for (audited, and break-the-glass windows apply)."""
@@ -235,6 +238,30 @@ class SeriesSearch(_Frozen):
     @classmethod
     def _modality(cls, value: str | None) -> str | None:
         return _text_key(value)
+
+    @property
+    def uids(self) -> tuple[str, ...]:
+        """The SeriesInstanceUIDs searched: the one, or the list (empty: every series of the study)."""
+        return (
+            (self.series_instance_uid,) if self.series_instance_uid is not None else self.series_instance_uids
+        )
+
+    @model_validator(mode="after")
+    def _one_or_list(self) -> SeriesSearch:
+        if self.series_instance_uid is not None and self.series_instance_uids:
+            raise QueryError("give one SeriesInstanceUID or a list, not both", code="BAD_QUERY")
+        return self
+
+    def series_keys(self) -> SeriesQuery:
+        """The series-level keys as a source is asked them: one UID as the single key, a list not at all."""
+        single = len(self.uids) == 1
+        return SeriesQuery(
+            study_instance_uid=self.study_instance_uid,
+            series_instance_uid=self.uids[0] if single else None,
+            modality=self.modality,
+            patient_id=self.patient.patient_id if self.patient is not None else None,
+            issuer_of_patient_id=self.patient.issuer if self.patient is not None else None,
+        )
 
 
 class SeriesMatch(_Frozen):
@@ -262,7 +289,8 @@ class InstanceSearch(_Frozen):
     series_instance_uid: str
     sop_instance_uid: str | None = None
     sop_instance_uids: tuple[str, ...] = ()
-    """A UID list (PS3.4 C.2.2.2.2): the series' instances are listed once and these kept."""
+    """A UID list (PS3.4 C.2.2.2.2), instead of ``sop_instance_uid``: a list of one is sent as the
+    single key; a longer one lists the series' instances once and keeps these."""
     patient: PatientQuery | None = None
     source_ids: tuple[str, ...] | None = None
 
@@ -280,6 +308,26 @@ class InstanceSearch(_Frozen):
     @classmethod
     def _sop_uid(cls, value: str | None) -> str | None:
         return _uid(value)
+
+    @property
+    def uids(self) -> tuple[str, ...]:
+        """The SOPInstanceUIDs searched: the one, or the list (empty: every instance of the series)."""
+        return (self.sop_instance_uid,) if self.sop_instance_uid is not None else self.sop_instance_uids
+
+    @model_validator(mode="after")
+    def _one_or_list(self) -> InstanceSearch:
+        if self.sop_instance_uid is not None and self.sop_instance_uids:
+            raise QueryError("give one SOPInstanceUID or a list, not both", code="BAD_QUERY")
+        return self
+
+    def instance_keys(self) -> InstanceQuery:
+        """The instance-level keys as a source is asked them: one UID as the single key, a list not at all."""
+        single = len(self.uids) == 1
+        return InstanceQuery(
+            study_instance_uid=self.study_instance_uid,
+            series_instance_uid=self.series_instance_uid,
+            sop_instance_uid=self.uids[0] if single else None,
+        )
 
 
 class InstanceMatch(_Frozen):

@@ -73,7 +73,8 @@ class SearchFanOut(RequestSharing):
 
         A name pattern needs ``supports_demographic_search``; study keys alone need
         ``supports_study_keys``; a UID list goes whole to ``supports_uid_lists`` connectors, one
-        UID per request to others. Records failing the keys (a source ignored one) are dropped.
+        UID per request to others (as many at once as the source's free slots allow). Records
+        failing the keys (a source ignored one) are dropped.
         """
 
         def unable(connector: Connector) -> str | None:
@@ -84,7 +85,7 @@ class SearchFanOut(RequestSharing):
             return None
 
         async def call(connector: Connector, deadline: Deadline) -> _Answer[StudyRecord]:
-            answer = await _find_studies(connector, keys, deadline)
+            answer = await _find_studies(connector, keys, deadline, self._limits[connector.id])
             kept = [r for r in answer.records if keys.matches_study_keys(r)]
             if len(kept) == len(answer.records):
                 return answer
@@ -207,19 +208,50 @@ class _Kept(Generic[R]):
     truncated: bool
 
 
-async def _find_studies(connector: Connector, keys: StudyQuery, deadline: Deadline) -> _Answer[StudyRecord]:
-    """The connector's studies; a UID list to one that cannot send it is asked one UID at a time, at once."""
+async def _find_studies(
+    connector: Connector, keys: StudyQuery, deadline: Deadline, slots: asyncio.Semaphore
+) -> _Answer[StudyRecord]:
+    """The connector's studies; a UID list to one that cannot send it is asked one UID a request.
+
+    The caller holds one of the source's ``slots``; more requests run at once only on slots free
+    right now (taken without waiting, so never more than ``max_concurrency`` at the source, and no
+    wait for a slot this search itself holds). On a failure the other requests are cancelled and
+    awaited before it is raised: none runs on once the slot is released and the breaker judges.
+    """
     if not keys.study_instance_uids or connector.supports_uid_lists:
         return await connector.find_studies(keys, deadline)
     each = [
         keys.model_copy(update={"study_instance_uid": uid, "study_instance_uids": ()})
         for uid in keys.study_instance_uids
     ]
-    answers = await asyncio.gather(*(connector.find_studies(query, deadline) for query in each))
+    answers: list[_Answer[StudyRecord] | None] = [None] * len(each)
+    pending = iter(range(len(each)))
+
+    async def worker() -> None:
+        for index in pending:  # shared: each UID asked once, by whichever request is free
+            answers[index] = await connector.find_studies(each[index], deadline)
+
+    borrowed = 0
+    try:
+        while borrowed < len(each) - 1 and not slots.locked():  # free now: acquire() does not wait
+            await slots.acquire()
+            borrowed += 1
+        workers = [asyncio.ensure_future(worker()) for _ in range(borrowed + 1)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+    finally:
+        for _ in range(borrowed):
+            slots.release()
+    done = [answer for answer in answers if answer is not None]
     return _Kept(
-        [record for answer in answers for record in answer.records],
-        list(dict.fromkeys(warning for answer in answers for warning in answer.warnings)),
-        any(answer.truncated for answer in answers),
+        [record for answer in done for record in answer.records],
+        list(dict.fromkeys(warning for answer in done for warning in answer.warnings)),
+        any(answer.truncated for answer in done),
     )
 
 

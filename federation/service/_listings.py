@@ -11,7 +11,7 @@ from federation.access.principals import AccessContext
 from federation.audit.records import AuditOutcome
 from federation.engine.search import LevelAnswer
 from federation.errors import PacsfedError
-from federation.models import Deadline, InstanceQuery, InstanceRecord, SeriesQuery, SeriesRecord, SourceInfo
+from federation.models import Deadline, InstanceRecord, SeriesRecord, SourceInfo
 from federation.search import (
     InstanceMatch,
     InstanceSearch,
@@ -48,15 +48,8 @@ class ListingDoors(SearchAccess):
         self, search: SeriesSearch, access: AccessContext, *, deadline_ms: int | None = None
     ) -> SeriesSearchResult:
         """The study's series, merged by SeriesInstanceUID, from the sources that list series."""
-        query = SeriesQuery(
-            study_instance_uid=search.study_instance_uid,
-            series_instance_uid=search.series_instance_uid,
-            modality=search.modality,
-            patient_id=search.patient.patient_id if search.patient is not None else None,
-            issuer_of_patient_id=search.patient.issuer if search.patient is not None else None,
-        )
-        ask = functools.partial(self.engine.search_series, query)
-        wanted = search.series_instance_uids
+        ask = functools.partial(self.engine.search_series, search.series_keys())
+        wanted = search.uids
         series, answer = await self._listed(search, access, deadline_ms, "series", ask, _series_order, wanted)
         return SeriesSearchResult(
             series=tuple(SeriesMatch(records=g.records, sources=g.infos) for g in series),
@@ -70,13 +63,8 @@ class ListingDoors(SearchAccess):
         self, search: InstanceSearch, access: AccessContext, *, deadline_ms: int | None = None
     ) -> InstanceSearchResult:
         """The series' instances, merged by SOPInstanceUID, from the sources that list instances."""
-        query = InstanceQuery(
-            study_instance_uid=search.study_instance_uid,
-            series_instance_uid=search.series_instance_uid,
-            sop_instance_uid=search.sop_instance_uid,
-        )
-        ask = functools.partial(self.engine.search_instances, query)
-        wanted = search.sop_instance_uids
+        ask = functools.partial(self.engine.search_instances, search.instance_keys())
+        wanted = search.uids
         found, answer = await self._listed(
             search, access, deadline_ms, "instance", ask, _instance_order, wanted
         )
@@ -97,7 +85,7 @@ class ListingDoors(SearchAccess):
         order: Callable[[R], tuple[bool, int]],
         wanted: tuple[str, ...] = (),
     ) -> tuple[list[_Group[R]], LevelAnswer[R]]:
-        """One listing below a study: authorized, asked, merged by UID, kept (``wanted``: a UID list) and ordered, audited."""
+        """One listing below a study: authorized, asked, merged by UID, kept (``wanted``: the searched UIDs, checked) and ordered, audited."""
         what = f"{level} search; study {search.study_instance_uid}"
         sources, ids, deadline = await self._below_study(search, access, what, deadline_ms)
         try:

@@ -12,12 +12,13 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 from starlette.datastructures import QueryParams
 from unit.test_search_service import JAN, JUN, Catalog, make, reader, statuses, study
 
+from connectors.base import SourceAnswer
 from dicom_facade import facade_from_settings
 from federation.access.principals import AccessContext, Principal, PrincipalKind, ShareGrant
 from federation.audit.records import AuditOutcome
-from federation.errors import AccessError, QueryError
+from federation.errors import AccessError, QueryError, SourceUnreachable
 from federation.identity.patterns import matches_name_pattern
-from federation.models import PatientQuery, SourceStatus, StudyQuery
+from federation.models import Deadline, InstanceQuery, PatientQuery, SeriesQuery, SourceStatus, StudyQuery
 from federation.search import MAX_UIDS, InstanceSearch, SeriesSearch, StudySearch
 from federation.settings import DicomFacadeSettings
 from web.dicomweb.qido_params import read_query
@@ -50,6 +51,57 @@ async def test_a_uid_list_is_one_audited_search_each_source_asked_once_where_it_
     assert sorted(outcome.patient_ids) == ["A-1^^^", "A-2^^^", "B-3^^^"]
 
 
+class OneAtATime(Catalog):
+    """A source whose connector takes one StudyInstanceUID a request: it counts requests running at once."""
+
+    def __init__(self, source_id: str, max_concurrency: int, failing: str | None = None) -> None:
+        super().__init__(source_id, [study(f"6.{n}", "P", JAN) for n in range(8)])
+        self.settings = self.settings.model_copy(update={"max_concurrency": max_concurrency})
+        self.failing, self.running, self.most, self.cancelled = failing, 0, 0, 0
+
+    async def find_studies(self, query: StudyQuery, deadline: Deadline) -> SourceAnswer:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if query.study_instance_uid == self.failing:
+                await asyncio.sleep(0.01)
+                raise SourceUnreachable("down")
+            await asyncio.sleep(0.02 if self.failing is None else 5)
+            return await super().find_studies(query, deadline)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+async def test_a_uid_list_asked_one_uid_a_request_keeps_to_the_sources_slots() -> None:
+    a = OneAtATime("a", max_concurrency=3)
+    service, _ = make(a)
+    uids = tuple(f"6.{n}" for n in range(8))
+    result = await service.search_studies(StudySearch(study_instance_uids=uids), reader())
+    assert sorted(m.exam.study_instance_uid for m in result.studies) == sorted(uids)
+    assert a.most == 3  # the source's max_concurrency, not one request per UID at once
+    slots = service.engine._limits["a"]
+    await slots.acquire()  # another caller's request holds one of the three
+    await slots.acquire()  # and another's
+    a.most = 0
+    result = await service.search_studies(StudySearch(study_instance_uids=uids), reader())
+    assert (len(result.studies), a.most) == (8, 1)  # one at a time, on the search's own slot
+    slots.release()
+    slots.release()
+
+
+async def test_a_failed_request_of_a_uid_list_stops_the_others_before_the_source_is_judged() -> None:
+    a = OneAtATime("a", max_concurrency=4, failing="6.1")
+    service, _ = make(a)
+    uids = tuple(f"6.{n}" for n in range(8))
+    result = await service.search_studies(StudySearch(study_instance_uids=uids), reader())
+    assert statuses(result) == {"a": SourceStatus.UNREACHABLE}
+    assert (a.running, a.cancelled, a.most) == (0, 3, 4)  # nothing left running past the answer
+    assert service.engine._limits["a"]._value == 4  # every slot given back
+
+
 async def test_a_uid_list_of_one_is_a_single_uid_and_a_list_is_checked() -> None:
     assert StudySearch(study_instance_uids=("1.2",)).study_keys().study_instance_uid == "1.2"
     for refused in (("1.2", "1.*"), tuple(f"1.{n}" for n in range(MAX_UIDS + 1))):
@@ -75,6 +127,45 @@ async def test_series_and_instance_uid_lists_keep_the_listed_ones() -> None:
         reader(),
     )
     assert [m.record.sop_instance_uid for m in found.instances] == ["3.1.1.1", "3.1.1.3"]
+
+
+async def test_one_series_or_instance_uid_is_sent_to_the_source_as_the_single_key() -> None:
+    # A list of one asked as a listing would stop at max_results: one image of a 3,000-image series lost.
+    a = Catalog("a", [study("3.1", "A", JAN)])
+    service, _ = make(a)
+    instances = read_query(QueryParams("SOPInstanceUID=3.1.1.2"), "instances").instance_search("3.1", "3.1.1")
+    found = await service.search_instances(instances, reader())
+    assert a.asked[-1] == InstanceQuery(
+        study_instance_uid="3.1", series_instance_uid="3.1.1", sop_instance_uid="3.1.1.2"
+    )
+    assert [m.record.sop_instance_uid for m in found.instances] == ["3.1.1.2"]
+    series = await service.search_series(
+        read_query(QueryParams("SeriesInstanceUID=3.1.2"), "series").series_search("3.1"), reader()
+    )
+    assert a.asked[-1] == SeriesQuery(study_instance_uid="3.1", series_instance_uid="3.1.2")
+    assert [m.record.series_instance_uid for m in series.series] == ["3.1.2"]
+    await service.search_series(SeriesSearch(study_instance_uid="3.1", series_instance_uid="3.1.2"), reader())
+    assert a.asked[-1] == SeriesQuery(study_instance_uid="3.1", series_instance_uid="3.1.2")
+    listed = InstanceSearch(
+        study_instance_uid="3.1", series_instance_uid="3.1.1", sop_instance_uids=("3.1.1.1", "3.1.1.3")
+    )
+    await service.search_instances(listed, reader())
+    assert a.asked[-1] == InstanceQuery(
+        study_instance_uid="3.1", series_instance_uid="3.1.1"
+    )  # a list: listed, kept
+    for both in (
+        lambda: SeriesSearch(
+            study_instance_uid="3.1", series_instance_uid="3.1.1", series_instance_uids=("3.1.2",)
+        ),
+        lambda: InstanceSearch(
+            study_instance_uid="3.1",
+            series_instance_uid="3.1.1",
+            sop_instance_uid="1",
+            sop_instance_uids=("2",),
+        ),
+    ):
+        with pytest.raises(QueryError):
+            both()
 
 
 async def test_with_a_patient_id_the_name_pattern_is_matched_by_pacsfed() -> None:
@@ -177,6 +268,15 @@ async def test_the_facade_reads_uid_lists_and_a_name_beside_an_id() -> None:
             SOPInstanceUID="7.1.1.2\\7.1.1.3",
         )
         assert images == ["7.1.1.2", "7.1.1.3"]
+        one = await asyncio.to_thread(
+            find, "IMAGE", StudyInstanceUID="7.1", SeriesInstanceUID="7.1.1", SOPInstanceUID="7.1.1.2"
+        )
+        assert one == ["7.1.1.2"]
+        assert a.asked[-1] == InstanceQuery(
+            study_instance_uid="7.1", series_instance_uid="7.1.1", sop_instance_uid="7.1.1.2"
+        )
+        await asyncio.to_thread(find, "SERIES", StudyInstanceUID="7.1", SeriesInstanceUID="7.1.2")
+        assert a.asked[-1] == SeriesQuery(study_instance_uid="7.1", series_instance_uid="7.1.2")
     finally:
         await server.stop()
 
