@@ -41,6 +41,17 @@ class _Slots(asyncio.Semaphore):
         """Half the slots or more free and nobody waiting: optional work here takes no caller's place."""
         return not self._waiters and self._value * 2 >= self.capacity
 
+    def take_spare(self) -> bool:
+        """Take one slot now, without waiting, if it is :meth:`spare`; ``release()`` gives it back.
+
+        Taken when the optional work is decided, not when its task first runs: a burst of
+        decisions made before any of them held a slot all saw the same free slots.
+        """
+        if not self.spare():
+            return False
+        self._value -= 1  # what acquire() does when the semaphore is not locked
+        return True
+
 
 class EngineCore:
     """What every part of :class:`federation.engine.FederationEngine` shares."""
