@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -105,20 +106,41 @@ async def _lagging(seconds: float, block_s: float) -> None:
 
 async def test_while_the_event_loop_lags_fewer_queries_are_admitted_and_all_again_once_idle() -> None:
     engine = FederationEngine([], None, max_pending_queries=40)
+    watch = engine._overload
     with engine.admitted():
         await _lagging(2.5, 0.3)
         lowered = engine.load_counters()["admission_limit"]
         assert isinstance(lowered, int) and 8 <= lowered < 40
-        assert any("admission limit lowered" in reason for reason in engine.saturation())
+        # One query pending: a lowered limit alone is not saturation (no refresh deferred, /readyz ready).
+        assert engine.saturation() == [] and not watch.saturated
         with contextlib.ExitStack() as held:
             for _ in range(lowered - 1):  # one place is this query's
                 held.enter_context(engine.admitted())
+            (reason,) = engine.saturation()
+            assert f"{lowered} of {lowered} pending" in reason and "lowered from 40" in reason
             with pytest.raises(Overloaded), engine.admitted():
                 pass
     assert engine.load_counters()["admission_limit"] == 40  # no query in progress: whole again
     with contextlib.ExitStack() as held:
         for _ in range(40):
             held.enter_context(engine.admitted())
+
+
+def _cut_to_eight(limit: Any) -> None:
+    """Cut ``limit`` as a second of a loop running 200 ms late does, down to its floor of 8 places."""
+    limit.lag_s = 0.2
+    while limit.value > 8:
+        limit._adjust()
+
+
+def test_a_lowered_limit_with_few_pending_queries_defers_no_refresh() -> None:
+    watch = FederationEngine([], None, max_pending_queries=40)._overload
+    _cut_to_eight(watch.limit)
+    with watch.admitted(), watch.admitted():
+        assert not watch.saturated and watch.saturation() == []
+        with watch.admitted(), watch.admitted(), watch.admitted(), watch.admitted():
+            assert watch.saturated  # six of eight: near the limit in use
+            assert "6 of 8 pending" in watch.saturation()[0]
 
 
 async def test_a_slow_hospital_never_lowers_the_admission_limit() -> None:
