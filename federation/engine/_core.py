@@ -38,8 +38,23 @@ class _Slots(asyncio.Semaphore):
         return self._value == 0 or (bool(self._waiters) and super().locked())
 
     def spare(self) -> bool:
-        """Half the slots or more free and nobody waiting: optional work here takes no caller's place."""
-        return not self._waiters and self._value * 2 >= self.capacity
+        """More than half the slots free and nobody waiting: optional work here takes no caller's place.
+
+        Half taken is not spare: a burst of optional work holds at most half the slots (one of one),
+        and callers keep the rest.
+        """
+        return not self._waiters and self._value * 2 > self.capacity
+
+    def take_spare(self) -> bool:
+        """Take one slot now, without waiting, if it is :meth:`spare`; ``release()`` gives it back.
+
+        Taken when the optional work is decided, not when its task first runs: a burst of
+        decisions made before any of them held a slot all saw the same free slots.
+        """
+        if not self.spare():
+            return False
+        self._value -= 1  # what acquire() does when the semaphore is not locked
+        return True
 
 
 class EngineCore:

@@ -1,7 +1,8 @@
 """pacsfed's own load, kept apart from the hospitals': admission of queries, slot waits, counters.
 
 A query is admitted while fewer than ``max_pending_queries`` are in progress (fewer while the event
-loop lags: :mod:`federation.engine._adaptive_limit`); one more is refused
+loop lags: :mod:`federation.engine._adaptive_limit`; a lowered limit is saturation only once the
+pending queries come near it); one more is refused
 at once (:class:`federation.errors.Overloaded`) rather than queued past its deadline. A source
 request that waits for one of pacsfed's own slots (``max_concurrency``) and gets none before the
 deadline is BUSY, and time spent waiting for a slot is never held against the source's breaker.
@@ -172,23 +173,26 @@ class OverloadWatch:
 
     @property
     def saturated(self) -> bool:
-        """Queries or source requests are queueing for pacsfed's own capacity right now."""
-        return (
-            self.pending >= self.limit.value * _SATURATED_SHARE
-            or self.limit.value < self.max_pending_queries
-            or bool(self._queued())
-        )
+        """Queries or source requests are queueing for pacsfed's own capacity right now.
+
+        A lowered admission limit alone is not: only pending queries near it are (else one cut
+        kept refreshes deferred and ``/readyz`` degraded with nothing pending, for as long as it
+        stayed low).
+        """
+        return self.pending >= self.limit.value * _SATURATED_SHARE or bool(self._queued())
 
     def saturation(self) -> list[str]:
         """Why pacsfed is at its own limits now (empty when it is not)."""
         reasons: list[str] = []
-        if self.pending >= self.limit.value * _SATURATED_SHARE:
-            reasons.append(f"{self.pending} of {self.limit.value} pending queries in progress")
-        if self.limit.value < self.max_pending_queries:
-            reasons.append(
-                f"admission limit lowered to {self.limit.value} of {self.max_pending_queries} places:"
-                f" the event loop runs {self.limit.lag_s * 1000:.0f} ms late"
-            )
+        places = self.limit.value
+        if self.pending >= places * _SATURATED_SHARE:
+            reason = f"{self.pending} of {places} pending queries in progress"
+            if places < self.max_pending_queries:
+                reason += (
+                    f" (admission limit lowered from {self.max_pending_queries}:"
+                    f" the event loop runs {self.limit.lag_s * 1000:.0f} ms late)"
+                )
+            reasons.append(reason)
         waiting = self._queued()
         if waiting:
             reasons.append(

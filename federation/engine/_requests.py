@@ -148,11 +148,15 @@ class RequestSharing(EngineCore):
         deadline: Deadline,
         attempt: Attempt,
         verify: bool = True,
+        *,
+        reserved: bool = False,
     ) -> SourceResult:
         """Run a source's planned queries; keep only records that carry the identifier asked for.
 
         Each query first takes one of pacsfed's slots for the source (``max_concurrency``); one
         that gets none before the deadline is not sent (BUSY). ``attempt`` learns what was sent.
+        ``reserved``: the request holds one slot already (a background refresh): its queries go
+        one after another on it and wait for no other.
         """
         started = time.monotonic()
         budget = deadline.at - started
@@ -160,9 +164,18 @@ class RequestSharing(EngineCore):
         waiting = self._overload.waiting_for_slot
         span = self._observer.source_span if self._observer is not None else None
 
+        async def send(query: StudyQuery) -> SourceAnswer:
+            attempt.sent(deadline.remaining(), budget)
+            if span is None:
+                return await connector.find_studies(query, deadline)
+            with span(connector.id):
+                return await connector.find_studies(query, deadline)
+
         async def limited(query: StudyQuery) -> SourceAnswer:
             if deadline.expired:  # it got here too late (pacsfed's queue): not sent, BUSY, not the source's
                 raise _NoSlot(_LATE)
+            if reserved:
+                return await send(query)
             if limit.locked():
                 try:
                     with waiting(connector.id):
@@ -173,20 +186,18 @@ class RequestSharing(EngineCore):
             else:
                 await limit.acquire()
             try:
-                attempt.sent(deadline.remaining(), budget)
-                if span is None:
-                    return await connector.find_studies(query, deadline)
-                with span(connector.id):
-                    return await connector.find_studies(query, deadline)
+                return await send(query)
             finally:
                 limit.release()
 
         answers: list[SourceAnswer | BaseException]
-        if len(planned) == 1:  # the usual case: no task (gather makes one per query) needed
-            try:
-                answers = [await limited(planned[0].query)]
-            except Exception as exc:
-                answers = [exc]
+        if len(planned) == 1 or reserved:  # one at a time: no task (gather makes one per query) needed
+            answers = []
+            for plan in planned:
+                try:
+                    answers.append(await limited(plan.query))
+                except Exception as exc:
+                    answers.append(exc)
         else:
             answers = await asyncio.gather(*(limited(p.query) for p in planned), return_exceptions=True)
         identity = self._identities[connector.id]
@@ -231,12 +242,20 @@ class RequestSharing(EngineCore):
         )
 
     def _share(
-        self, connector: Connector, planned: Sequence[PlannedQuery], query: PatientQuery, deadline: Deadline
+        self,
+        connector: Connector,
+        planned: Sequence[PlannedQuery],
+        query: PatientQuery,
+        deadline: Deadline,
+        *,
+        reserved: bool = False,
     ) -> SharedRequest:
         """The request for a source's answer: the one an identical query has in flight, or a new one.
 
         Every caller releases it (:meth:`_release`) once; it is cancelled only when every query
-        waiting for it has given up.
+        waiting for it has given up. ``reserved``: the caller took one of the source's slots for
+        it (:meth:`_Slots.take_spare`): a new request holds it until its task ends (even one
+        cancelled before it ran), one joined gives it back at once.
         """
         key = (query.cache_key() or "", connector.id)
         shared = self._inflight.get(key) if key[0] else None
@@ -247,13 +266,20 @@ class RequestSharing(EngineCore):
             or shared.deadline.at + _JOIN_SLACK_S < deadline.at  # the source would give up well before
         ):
             attempt = Attempt()
-            task = self._spawn(self._ask(connector, planned, deadline, attempt))
+            task = self._spawn(self._ask(connector, planned, deadline, attempt, reserved=reserved))
+            if reserved:
+                task.add_done_callback(functools.partial(self._give_back_slot, connector.id))
             shared = self._judged(connector, SharedRequest(task, key, deadline, attempt=attempt))
             if key[0]:
                 self._inflight[key] = shared
                 task.add_done_callback(functools.partial(self._forget_inflight_of, key, shared))
+        elif reserved:
+            self._limits[connector.id].release()
         shared.waiters += 1
         return shared
+
+    def _give_back_slot(self, source_id: str, _: asyncio.Task[Any]) -> None:
+        self._limits[source_id].release()
 
     def _forget_inflight_of(self, key: tuple[str, str], shared: SharedRequest, _: asyncio.Task[Any]) -> None:
         self._forget_inflight(key, shared)

@@ -341,20 +341,23 @@ class FederationEngine(SearchFanOut, RequestSharing, CacheSide, GuardedCalls):
         A refresh is optional work: it is left out while pacsfed is saturated or the source's slots
         are half taken, so that it never queues ahead of a query a caller is waiting for (reading
         fresh cached patients under load had refreshes hold every hospital's slots for tens of
-        seconds after the load). The cached answer is still within its ``ttl_s``.
+        seconds after the load). Its slot is taken here, at once, and it waits for no other: the
+        refreshes of a burst of cached reads count against the spare slots as they are decided,
+        not a few loop turns later when they first run. The cached answer is still within its ``ttl_s``.
         """
         if (query.cache_key() or "", connector.id) in self._inflight:
             return
-        if self._overload.saturated or not self._limits[connector.id].spare():
+        limit = self._limits[connector.id]
+        if self._overload.saturated or not limit.spare():
             self._overload.note("refreshes_deferred")
             return
         if not self._breakers[connector.id].allow():
             return
-
+        limit.take_spare()  # spare a moment ago, and nothing ran since
+        shared = self._share(connector, planned, query, self.deadline_for(None), reserved=True)
         epoch = self._epoch(query)
 
         async def refresh() -> None:
-            shared = self._share(connector, planned, query, self.deadline_for(None))
             try:
                 await asyncio.wait((shared.task,))
             finally:

@@ -260,6 +260,51 @@ async def test_a_refresh_waits_for_no_slot_a_caller_needs() -> None:
     assert source.calls == 5
 
 
+async def test_a_burst_of_cached_reads_refreshes_only_on_spare_slots() -> None:
+    source = Scripted("a", delay=0.3, uids=["1"])
+    source.settings = source.settings.model_copy(update={"max_concurrency": 4})
+    engine = FederationEngine([source], MemoryExamCache())
+    patients = [PatientQuery(patient_id=f"PA-2{n:02}") for n in range(12)]
+    for patient in patients:
+        await engine.patient_history(patient)  # cached now
+    asked = source.calls
+    # Twelve cached patients opened at the same moment: each read decides on its refresh before
+    # any refresh has run, so each decision must count the slots the ones before it took.
+    await asyncio.gather(*(engine.patient_history(patient) for patient in patients))
+    assert (
+        engine.load_counters()["refreshes_deferred"] == 10
+    )  # 4 and 3 of 4 slots free: spare; half taken is not
+    assert not engine._limits["a"]._waiters  # no refresh queues for a slot
+    live = HistoryRequest(freshness=Freshness.LIVE, deadline_ms=500)
+    history = await engine.patient_history(PatientQuery(patient_id="PA-300"), live)
+    assert statuses(history) == {"a": SourceStatus.OK}  # the caller's query took a slot left free
+    await asyncio.sleep(0.4)
+    assert source.calls == asked + 2 + 1
+    assert engine._limits["a"]._value == 4  # every refresh gave its slot back
+
+
+async def test_a_refresh_asks_on_its_one_slot_and_gives_it_back_even_if_it_never_ran() -> None:
+    from federation.identity.resolver import PlannedQuery
+    from federation.models import MatchedBy, MatchKind
+
+    source = Scripted("a", delay=0.1, uids=["1"])
+    engine = FederationEngine([source], MemoryExamCache())
+    slots = engine._limits["a"]
+    by_id = MatchedBy(kind=MatchKind.LOCAL_ID)
+    plan = [PlannedQuery(StudyQuery(patient_id=pid), by_id) for pid in ("PA-001", "PA-001-OLD", "PA-001-X")]
+    engine._refresh_in_background(source, plan, QUERY)
+    assert slots._value == 3  # taken when decided, before the refresh ran
+    for _ in range(3):
+        await asyncio.sleep(0.03)
+        assert slots._value == 3  # its three queries go one after another on that one slot
+    await asyncio.sleep(0.35)
+    assert source.calls == 3 and slots._value == 4
+    engine._refresh_in_background(source, plan, QUERY)
+    await engine.purge_cache(QUERY)  # cancels the refresh's request before it ever ran
+    await asyncio.sleep(0.01)
+    assert source.calls == 3 and slots._value == 4
+
+
 async def test_cache_only_and_purge() -> None:
     source = Scripted("a", uids=["1"])
     engine = FederationEngine([source], MemoryExamCache())

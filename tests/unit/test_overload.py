@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -103,22 +105,84 @@ async def _lagging(seconds: float, block_s: float) -> None:
         await asyncio.sleep(0)
 
 
-async def test_while_the_event_loop_lags_fewer_queries_are_admitted_and_all_again_once_idle() -> None:
+async def test_while_the_event_loop_lags_fewer_queries_are_admitted_and_an_empty_moment_keeps_it_so() -> None:
     engine = FederationEngine([], None, max_pending_queries=40)
+    watch = engine._overload
     with engine.admitted():
         await _lagging(2.5, 0.3)
         lowered = engine.load_counters()["admission_limit"]
         assert isinstance(lowered, int) and 8 <= lowered < 40
-        assert any("admission limit lowered" in reason for reason in engine.saturation())
+        # One query pending: a lowered limit alone is not saturation (no refresh deferred, /readyz ready).
+        assert engine.saturation() == [] and not watch.saturated
         with contextlib.ExitStack() as held:
             for _ in range(lowered - 1):  # one place is this query's
                 held.enter_context(engine.admitted())
+            (reason,) = engine.saturation()
+            assert f"{lowered} of {lowered} pending" in reason and "lowered from 40" in reason
             with pytest.raises(Overloaded), engine.admitted():
                 pass
-    assert engine.load_counters()["admission_limit"] == 40  # no query in progress: whole again
-    with contextlib.ExitStack() as held:
-        for _ in range(40):
+    assert watch.limit._timer is None  # no query in progress: nothing runs
+    assert engine.load_counters()["admission_limit"] == lowered  # one empty moment gives nothing back
+    with contextlib.ExitStack() as held:  # the refused callers, back together: the same places
+        for _ in range(lowered):
             held.enter_context(engine.admitted())
+        with pytest.raises(Overloaded), engine.admitted():
+            pass
+
+
+def _watch(maximum: int, clock: Callable[[], float] = time.monotonic) -> Any:
+    """An engine's own overload watch, its admission limit read from ``clock``."""
+    watch = FederationEngine([], None, max_pending_queries=maximum)._overload
+    watch.limit = type(watch.limit)(maximum, clock=clock)
+    return watch
+
+
+def _cut_to_eight(limit: Any) -> None:
+    """Cut ``limit`` as a second of a loop running 200 ms late does, down to its floor of 8 places."""
+    limit.lag_s = 0.2
+    while limit.value > 8:
+        limit._adjust()
+
+
+def test_a_lowered_limit_comes_back_with_idle_time_after_the_longest_retry_after() -> None:
+    clock = Clock()
+    limit = _watch(200, clock).limit
+    _cut_to_eight(limit)
+    limit.idle()
+    clock.now = 9.9  # every refused caller is told to come back within 10 s: the limit waits for them
+    assert limit.value == 8
+    clock.now = 13.5  # then each idle second gives back a tenth
+    assert limit.value == 8 + 3 * 20
+    limit.busy()  # no running loop: nothing sampled, the idle time's due kept
+    limit.idle()
+    clock.now = 23.4
+    assert limit.value == 68  # idle again from 13.5 s: the 10 s wait starts over
+    clock.now = 27.0
+    assert limit.value == 68 + 3 * 20
+    assert _watch(200, clock).limit.value == 200
+    clock.now = 200
+    assert limit.value == 200
+
+
+def test_a_moderate_lag_gives_back_places_slowly() -> None:
+    limit = _watch(200).limit
+    _cut_to_eight(limit)
+    limit.lag_s = 0.05  # between the lag that cuts (100 ms) and the one that grows fast (25 ms)
+    limit._adjust()
+    assert limit.value == 8 + 5  # a fortieth of the maximum a second
+    limit.lag_s = 0.01
+    limit._adjust()
+    assert limit.value == 13 + 20
+
+
+def test_a_lowered_limit_with_few_pending_queries_defers_no_refresh() -> None:
+    watch = _watch(40)
+    _cut_to_eight(watch.limit)
+    with watch.admitted(), watch.admitted():
+        assert not watch.saturated and watch.saturation() == []
+        with watch.admitted(), watch.admitted(), watch.admitted(), watch.admitted():
+            assert watch.saturated  # six of eight: near the limit in use
+            assert "6 of 8 pending" in watch.saturation()[0]
 
 
 async def test_a_slow_hospital_never_lowers_the_admission_limit() -> None:
