@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.errors import Overloaded
-from web.fhir.routes import error_response
+from web.fhir.responses import error_response
 from web.request_id import current_request_id
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"

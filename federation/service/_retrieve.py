@@ -4,7 +4,7 @@ Who may: like a history (``history:read``; ``principal.sources`` limits the sour
 ``history:emergency`` alone reaches only studies of patients with the caller's break-the-glass
 window open, audited as emergency access), and a share code for its own studies only (a code for a whole history: studies of its patient). Where
 from: the sources that can retrieve (``supports_retrieve``) and that hold the study, found with
-``search_studies`` by StudyInstanceUID; a source whose search failed is tried too (after those
+``find_study`` (``search_studies`` by StudyInstanceUID); a source whose search failed is tried too (after those
 that answered holding it), since a failed search says nothing. The first holder that answers
 before its first-byte deadline serves the request; a holder that fails or answers 404 before
 then hands it to the next. Audited as ``IMAGE_READ``: the access (study, sources) durably before
@@ -35,13 +35,18 @@ from federation.errors import (
 )
 from federation.models import SourceStatus
 from federation.retrieve import RetrieveRequest, RetrieveStream
-from federation.search import StudySearch, StudySearchResult
+from federation.search import StudySearchResult
 from federation.service._base import ServiceBase, code_of
 
 
 class _Searches(Protocol):
-    async def search_studies(
-        self, search: StudySearch, access: AccessContext, *, deadline_ms: int | None = None
+    async def find_study(
+        self,
+        study_instance_uid: str,
+        access: AccessContext,
+        *,
+        source_ids: tuple[str, ...] | None = None,
+        deadline_ms: int | None = None,
     ) -> StudySearchResult: ...
 
 
@@ -204,12 +209,9 @@ class RetrieveReads(ServiceBase):
         if not candidates:
             return [], []
         share = access.principal.share
-        search = StudySearch(
-            study_instance_uid=request.study_instance_uid,
-            patient=share.patient if share is not None and share.studies is None else None,
-            source_ids=tuple(c.id for c in candidates),
+        result = await cast(_Searches, self).find_study(
+            request.study_instance_uid, access, source_ids=tuple(c.id for c in candidates)
         )
-        result = await cast(_Searches, self).search_studies(search, access)
         holding: dict[str, None] = {}
         patient_ids: dict[str, None] = {}
         for match in result.studies:

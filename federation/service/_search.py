@@ -92,6 +92,29 @@ class SearchDoors(ListingDoors):
             elapsed_ms=answer.elapsed_ms,
         )
 
+    async def find_study(
+        self,
+        study_instance_uid: str,
+        access: AccessContext,
+        *,
+        source_ids: tuple[str, ...] | None = None,
+        deadline_ms: int | None = None,
+    ) -> StudySearchResult:
+        """One study by its StudyInstanceUID, as a viewer or an EHR opens a study it was given.
+
+        :meth:`search_studies` by that UID, authorized and audited as such, except that a share
+        code for a whole history searches its own patient's studies (a search by patient id: its
+        patient's studies only), where a search without a patient id would refuse it. A share code
+        for listed studies reaches only those (FORBIDDEN, audited DENIED, otherwise).
+        """
+        share = access.principal.share
+        search = StudySearch(
+            study_instance_uid=study_instance_uid,
+            patient=share.patient if share is not None and share.studies is None else None,
+            source_ids=source_ids,
+        )
+        return await self.search_studies(search, access, deadline_ms=deadline_ms)
+
     async def _studies_of_patient(
         self, search: StudySearch, patient: PatientQuery, access: AccessContext, deadline_ms: int | None
     ) -> StudySearchResult:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import highdicom as hd
+import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -83,6 +84,8 @@ async def test_an_available_report_is_an_included_diagnostic_report_pointing_to_
     )
     async with running_app(settings) as client:
         response = await client.get("/fhir/ImagingStudy", params={"patient.identifier": PATIENT.patient_id})
+        # An EHR follows each entry's fullUrl (a read) and gets the resource the search gave.
+        reads = [await client.get(httpx.URL(entry["fullUrl"]).path) for entry in response.json()["entry"]]
         audit = await graphql(client, AUDIT)
     assert response.status_code == 200, response.text
     bundle = Bundle.model_validate_json(response.content)
@@ -95,5 +98,8 @@ async def test_an_available_report_is_an_included_diagnostic_report_pointing_to_
     assert "No acute findings." in report.conclusion
     assert report.resultsInterpreter[0].display == "House Gregory"
     assert report.subject.identifier.value == PATIENT.patient_id
+    assert [read.status_code for read in reads] == [200, 200]
+    assert [read.json() for read in reads] == [entry["resource"] for entry in response.json()["entry"]]
+    assert report.id == STUDY.study_uid  # a report's id is its study's (ids are per resource type)
     events = audit["data"]["auditEventsPage"]["events"]
     assert {"channel": "fhir", "action": "REPORT_READ", "outcome": "SUCCESS"} in events

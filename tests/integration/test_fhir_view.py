@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from fakes import closed_port
 from fhir.resources.R4B.bundle import Bundle
@@ -107,3 +108,39 @@ async def test_a_mapped_system_asks_with_its_issuer(peer_sources: list[dict[str,
     assert SHARED_CT.study_uid in _studies(first)
     subject = _studies(first)[SHARED_CT.study_uid].subject.identifier
     assert (subject.system, subject.value) == ("urn:oid:1.2.3.4", "PA-001")
+
+
+async def test_each_entry_is_read_back_at_its_full_url_and_the_read_is_audited(
+    peer_sources: list[dict[str, Any]],
+) -> None:
+    async with running_app(_settings(peer_sources)) as client:
+        searched = await client.get("/fhir/ImagingStudy", params={"patient.identifier": "PA-001"})
+        entries = [entry for entry in searched.json()["entry"] if entry["search"]["mode"] == "match"]
+        reads = [await client.get(httpx.URL(entry["fullUrl"]).path) for entry in entries]
+        missing = await client.get("/fhir/ImagingStudy/1.2.3.404")
+        audit = await graphql(client, AUDIT)
+    assert len(entries) == 3
+    for entry, read in zip(entries, reads, strict=True):
+        assert read.status_code == 200, read.text
+        resource = ImagingStudy.model_validate_json(read.content)
+        # The same resource; its subject is the holding source's id of the patient (a read names none).
+        assert read.json() | {"subject": None} == entry["resource"] | {"subject": None}
+        assert resource.subject.identifier.value
+    not_found = OperationOutcome.model_validate_json(missing.content)
+    assert (missing.status_code, not_found.issue[0].code) == (404, "not-found")
+    events = audit["data"]["auditEventsPage"]["events"]
+    assert {"channel": "fhir", "action": "PATIENT_QUERY", "outcome": "SUCCESS", "examCount": 1} in events
+
+
+async def test_a_read_not_found_while_a_source_did_not_answer_is_a_503_naming_it(
+    peer_sources: list[dict[str, Any]],
+) -> None:
+    dead = {"id": "hosp-x", "name": "Dead", "kind": "dicomweb", "url": f"http://127.0.0.1:{closed_port()}/dw"}
+    async with running_app(_settings([*peer_sources, dead])) as client:
+        missing = await client.get("/fhir/ImagingStudy/1.2.3.404")
+        found = await client.get(f"/fhir/ImagingStudy/{A_MR.study_uid}")
+    assert missing.status_code == 503, missing.text
+    assert missing.headers["retry-after"].isdigit()
+    outcome = OperationOutcome.model_validate_json(missing.content)
+    assert any("hosp-x" in i.details.text and "UNREACHABLE" in i.details.text for i in outcome.issue)
+    assert found.status_code == 200 and found.json()["id"] == A_MR.study_uid

@@ -1,4 +1,4 @@
-"""`pacsfed serve` from a clean install, searched at /fhir by an EHR's HTTP client; answers parsed as FHIR R4."""
+"""`pacsfed serve` from a clean install, searched and read at /fhir by an EHR's HTTP client; answers parsed as FHIR R4."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_an_ehr_searches_imaging_studies_of_a_patient_over_fhir(
 
         statement = CapabilityStatement.model_validate_json(ehr.get("/metadata").content)
         assert statement.rest[0].resource[0].type == "ImagingStudy"
+        assert [i.code for i in statement.rest[0].resource[0].interaction] == ["read", "search-type"]
 
         ehr.headers["authorization"] = f"Bearer {key}"
         for identifier in ("PA-002", "urn:oid:1.2.3.99|PA-002", "HOSP_C|PA-002"):
@@ -66,6 +67,23 @@ def test_an_ehr_searches_imaging_studies_of_a_patient_over_fhir(
                 headers={"accept": "application/dicom+json"},
             )
             assert metadata.status_code == 200 and metadata.json()[0]["0020000D"]["Value"] == [study.id]
+            # The entry's fullUrl is where the study is: the EHR reads it there, as FHIR clients do.
+            assert entry.fullUrl == f"{server.url}/fhir/ImagingStudy/{study.id}"
+            read = ehr.get(entry.fullUrl)
+            assert read.status_code == 200, read.text
+            assert read.headers["content-type"].startswith("application/fhir+json")
+            searched = response.json()["entry"][0]["resource"]
+            ImagingStudy.model_validate_json(read.content)
+            # The same resource. A read names no patient: its subject is the holder's identifier of
+            # the patient, with its issuer's system, as a search by that identifier names it.
+            assert read.json() | {"subject": None} == searched | {"subject": None}
+            assert read.json()["subject"]["identifier"] == {"system": "urn:oid:1.2.3.99", "value": "PA-002"}
+            if "|" in identifier:
+                assert read.json() == searched
+
+        missing = ehr.get(f"/ImagingStudy/{C_MR.study_uid}.404")
+        assert missing.status_code == 404
+        assert OperationOutcome.model_validate_json(missing.content).issue[0].code == "not-found"
 
         xml = ehr.get("/ImagingStudy", params={"patient.identifier": "PA-002", "_format": "xml"})
         assert xml.status_code == 406

@@ -130,3 +130,18 @@ async def test_metadata_and_unknown_paths() -> None:
     statement: Any = CapabilityStatement.model_validate_json(metadata.content)
     assert statement.fhirVersion == "4.0.1"
     _outcome(unknown, 404, "not-supported")
+
+
+async def test_reads_authenticate_and_answer_404_for_what_no_source_holds() -> None:
+    async with fhir_client() as client:
+        anonymous = await client.get(f"{SEARCH}/1.2.3")
+        unknown = await client.get(f"{SEARCH}/1.2.3", headers=_auth(READER))
+        report = await client.get("/fhir/DiagnosticReport/1.2.3", headers=_auth(READER))
+        no_uid = await client.get(f"{SEARCH}/not-a-uid", headers=_auth(READER))
+        refused = await client.get(f"{SEARCH}/1.2.3", headers=_auth(AUDITOR))
+        xml = await client.get(f"{SEARCH}/1.2.3", params={"_format": "xml"}, headers=_auth(READER))
+    _outcome(anonymous, 401, "login")
+    for response in (unknown, report, no_uid):
+        _outcome(response, 404, "not-found")
+    _outcome(refused, 403, "forbidden")
+    _outcome(xml, 406, "not-supported")

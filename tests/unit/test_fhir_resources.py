@@ -29,6 +29,8 @@ from web.fhir.resources import (
     imaging_study,
     incompleteness,
     report_issue,
+    study_id,
+    study_uid_of,
     wado_rs_base,
 )
 
@@ -176,8 +178,35 @@ def test_a_report_its_source_was_not_asked_for_is_a_warning_with_its_own_code(st
     assert issue["details"]["coding"][0]["code"] == f"REPORT_{status.value}"
 
 
-def test_the_capability_statement_validates() -> None:
+def test_the_capability_statement_validates_and_declares_the_reads() -> None:
     statement = CapabilityStatement.model_validate(
         capability_statement(BASE, "0.1.0", {"patient.identifier": "[system|]value"})
     )
-    assert statement.rest[0].resource[0].type == "ImagingStudy"
+    interactions = {r.type: [i.code for i in r.interaction] for r in statement.rest[0].resource}
+    assert interactions == {"ImagingStudy": ["read", "search-type"], "DiagnosticReport": ["read"]}
+
+
+def test_every_full_url_of_a_study_or_report_is_readable_by_its_id() -> None:
+    included = [diagnostic_report(EXAM, TEXT, SUBJECT, "http://pacsfed.test/")]
+    result = bundle(BASE, BASE, [imaging_study(EXAM, SUBJECT)], included=included)
+    for entry in result["entry"]:
+        resource = entry["resource"]
+        assert entry["fullUrl"] == f"{BASE}/{resource['resourceType']}/{resource['id']}"
+        assert study_uid_of(resource["id"]) == UID  # the read asks the sources for this UID
+    longest = "1." + "2" * 62  # a DICOM UID is at most 64 characters (PS3.5 9.1): always a FHIR id
+    assert study_id(longest) == longest and study_uid_of(longest) == longest
+
+
+@pytest.mark.parametrize("uid", ["1." + "2" * 70, "1.2.abc", "1.2.3-4"])
+def test_a_uid_that_is_no_dicom_uid_gets_a_uuid_id_and_a_urn_full_url(uid: str) -> None:
+    odd = Exam(study_instance_uid=uid, locations=(ExamLocation(source=A, patient_id="PA-001"),))
+    resource = imaging_study(odd, SUBJECT)
+    assert resource["id"] == study_id(uid) != uid and len(resource["id"]) == 36
+    assert study_uid_of(resource["id"]) is None  # no address a read could answer: none is claimed
+    [entry] = Bundle.model_validate(bundle(BASE, BASE, [resource])).entry
+    assert entry.fullUrl == f"urn:uuid:{resource['id']}"
+
+
+def test_a_study_whose_source_names_no_patient_still_validates() -> None:
+    study = ImagingStudy.model_validate(imaging_study(EXAM, None))
+    assert study.subject.identifier is None and study.subject.display

@@ -1,4 +1,4 @@
-"""The FHIR R4 view for EHRs: ImagingStudy search at ``/fhir``, answered through the history service."""
+"""The FHIR R4 view for EHRs: ImagingStudy search and read at ``/fhir`` (DiagnosticReport read), through the history service."""
 
 from web.fhir.routes import FhirView
 

@@ -2,11 +2,20 @@
 
 Plain JSON-ready dicts (FHIR R4, https://hl7.org/fhir/R4/): the tests validate them with the
 ``fhir.resources`` R4B models, whose ImagingStudy, Endpoint, Bundle and OperationOutcome have the
-R4 shape. One ImagingStudy per merged exam (its id is the StudyInstanceUID); each location whose
+R4 shape. One ImagingStudy per merged exam; each location whose
 source gave a DICOMweb RetrieveURL (0008,1190) adds a contained Endpoint of type ``dicom-wado-rs``
 whose address is the WADO-RS base (the URL without ``/studies/{uid}``, as R4 ImagingStudy.endpoint
 says). The subject is a logical reference by the identifier that was searched for: nothing about
-the patient is sent that the caller did not send.
+the patient is sent that the caller did not send (a read, which names no patient, gives the
+patient id of the study's first holding source).
+
+Ids: an ImagingStudy's id is its StudyInstanceUID, and so is the id of the DiagnosticReport of
+that study (ids are unique per resource type). A DICOM UID is at most 64 digits and dots (PS3.5
+9.1), so it is always a valid FHIR id (``[A-Za-z0-9.-]{1,64}``) and readable at
+``{base}/ImagingStudy/{uid}``, which is the entry's ``fullUrl``. A UID that is not a DICOM UID
+(longer than 64 characters, or other characters: a non-conformant source) cannot be asked for by
+StudyInstanceUID: its resources get a stable UUID id (``uuid5`` of the UID) and a ``urn:uuid:``
+fullUrl, since they have no address here that a read could answer.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ __all__ = [
     "operation_outcome",
     "outcome_issue",
     "report_issue",
+    "source_issue",
+    "study_id",
+    "study_uid_of",
 ]
 
 JSON = dict[str, Any]
@@ -44,7 +56,8 @@ CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-typ
 ERROR_CODES = "urn:pacsfed:error-code"
 """The system of pacsfed's own error codes (BAD_PATIENT_INPUT, FORBIDDEN, …) in OperationOutcome details."""
 
-_FHIR_ID = re.compile(r"^[A-Za-z0-9.-]{1,64}$")
+_DICOM_UID = re.compile(r"[0-9.]{1,64}")
+"""A UID as pacsfed can search for it (PS3.5 9.1: digits and dots, at most 64): also a valid FHIR id."""
 _WHY_NOT = {
     SourceStatus.TIMEOUT: "did not answer in time",
     SourceStatus.UNREACHABLE: "could not be reached",
@@ -69,8 +82,13 @@ class Identifier:
 
 
 def study_id(uid: str) -> str:
-    """The FHIR resource id of a study: its UID when that is a valid id, else a stable UUID of it."""
-    return uid if _FHIR_ID.match(uid) else str(uuid.uuid5(uuid.NAMESPACE_OID, uid))
+    """The FHIR resource id of a study (and of its report): its UID when a DICOM UID, else a stable UUID of it."""
+    return uid if _DICOM_UID.fullmatch(uid) else str(uuid.uuid5(uuid.NAMESPACE_OID, uid))
+
+
+def study_uid_of(resource_id: str) -> str | None:
+    """The StudyInstanceUID an ImagingStudy or DiagnosticReport id names; None when it names none readable."""
+    return resource_id if _DICOM_UID.fullmatch(resource_id) else None
 
 
 def wado_rs_base(retrieve_url: str | None) -> str | None:
@@ -100,7 +118,14 @@ def _endpoints(exam: Exam) -> list[JSON]:
     return list(endpoints.values())
 
 
-def imaging_study(exam: Exam, subject: Identifier) -> JSON:
+def _subject(subject: Identifier | None) -> JSON:
+    """A logical reference to the patient; without an identifier (a source that named none), a display."""
+    if subject is None:
+        return {"type": "Patient", "display": "patient not identified by the source"}
+    return {"type": "Patient", "identifier": subject.as_json()}
+
+
+def imaging_study(exam: Exam, subject: Identifier | None) -> JSON:
     """One merged exam as an R4 ImagingStudy (status ``available``: it was found in a PACS)."""
     identifiers: list[JSON] = [
         {"use": "official", "system": DICOM_UID, "value": f"urn:oid:{exam.study_instance_uid}"}
@@ -120,7 +145,7 @@ def imaging_study(exam: Exam, subject: Identifier) -> JSON:
     study |= {
         "identifier": identifiers,
         "status": "available",
-        "subject": {"type": "Patient", "identifier": subject.as_json()},
+        "subject": _subject(subject),
     }
     if exam.modalities:
         study["modality"] = [{"system": DCM, "code": code} for code in exam.modalities]
@@ -138,7 +163,7 @@ def imaging_study(exam: Exam, subject: Identifier) -> JSON:
     return study
 
 
-def diagnostic_report(exam: Exam, report: Report, subject: Identifier, server: str) -> JSON:
+def diagnostic_report(exam: Exam, report: Report, subject: Identifier | None, server: str) -> JSON:
     """An exam's available report as an R4 DiagnosticReport whose ``imagingStudy`` points back to it.
 
     Text reports are the ``conclusion``; a document (a PDF) is a ``presentedForm`` link served
@@ -146,11 +171,11 @@ def diagnostic_report(exam: Exam, report: Report, subject: Identifier, server: s
     """
     resource: JSON = {
         "resourceType": "DiagnosticReport",
-        "id": f"report-{study_id(exam.study_instance_uid)}"[:64],
+        "id": study_id(exam.study_instance_uid),
         "status": "final",
         "category": [{"coding": [{"system": V2_0074, "code": "RAD"}]}],
         "code": {"text": report.title or exam.description or "Imaging report"},
-        "subject": {"type": "Patient", "identifier": subject.as_json()},
+        "subject": _subject(subject),
         "imagingStudy": [{"reference": f"ImagingStudy/{study_id(exam.study_instance_uid)}"}],
     }
     if report.date is not None:
@@ -200,25 +225,27 @@ def operation_outcome(issues: Sequence[JSON], request_id: str | None = None) -> 
     return {"resourceType": "OperationOutcome", "id": str(uuid.uuid4()), "issue": list(issues)}
 
 
-def _source_issue(outcome: SourceOutcome) -> JSON:
+def source_issue(outcome: SourceOutcome, severity: str = "warning", code: str = "incomplete") -> JSON:
+    """An issue naming a source that did not answer, and why (its id, name and status only)."""
     why = _WHY_NOT.get(outcome.status, "did not answer")
     if outcome.stale_cached_at is not None:
         why += f"; its older cached answer of {outcome.stale_cached_at.isoformat()} is shown"
     text = f"source {outcome.source.id} ({outcome.source.name}) {why} [{outcome.status.value}]"
-    return outcome_issue("warning", "incomplete", text, outcome.status.value)
+    return outcome_issue(severity, code, text, outcome.status.value)
 
 
 def incompleteness(history: PatientHistory, notes: Iterable[JSON] = ()) -> list[JSON]:
     """Issues for each source that did not answer, the query's warnings, and ``notes``."""
-    issues = [_source_issue(o) for o in history.sources if o.status is not SourceStatus.OK]
+    issues = [source_issue(o) for o in history.sources if o.status is not SourceStatus.OK]
     issues.extend(outcome_issue("information", "informational", warning) for warning in history.warnings)
     issues.extend(notes)
     return issues
 
 
 def _entry(base: str, resource: JSON, mode: str) -> JSON:
+    """A searchset entry; its fullUrl is where a read answers the resource, when it has such an address."""
     url = f"{base}/{resource['resourceType']}/{resource['id']}"
-    if resource["resourceType"] == "OperationOutcome":
+    if resource["resourceType"] == "OperationOutcome" or study_uid_of(resource["id"]) is None:
         url = f"urn:uuid:{resource['id']}"
     return {"fullUrl": url, "resource": resource, "search": {"mode": mode}}
 
@@ -249,7 +276,7 @@ def bundle(
 
 
 def capability_statement(base: str, software_version: str, params: Mapping[str, str]) -> JSON:
-    """What this FHIR view serves: ImagingStudy search by ``patient.identifier``, JSON only."""
+    """What this FHIR view serves: ImagingStudy search by ``patient.identifier`` and read, DiagnosticReport read; JSON only."""
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -278,12 +305,17 @@ def capability_statement(base: str, software_version: str, params: Mapping[str, 
                 "resource": [
                     {
                         "type": "ImagingStudy",
-                        "interaction": [{"code": "search-type"}],
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
                         "searchParam": [
                             {"name": name, "type": "token", "documentation": text}
                             for name, text in params.items()
                         ],
-                    }
+                    },
+                    {
+                        "type": "DiagnosticReport",
+                        "interaction": [{"code": "read"}],
+                        "documentation": "an exam's report, included in ImagingStudy searches; its id is the study's",
+                    },
                 ],
             }
         ],

@@ -1,4 +1,4 @@
-"""The ``/fhir`` front end: ImagingStudy search for EHRs, through the same door as GraphQL.
+"""The ``/fhir`` front end: ImagingStudy search and read for EHRs, through the same door as GraphQL.
 
 ``GET /fhir/ImagingStudy?patient.identifier=[system|]value`` authenticates the caller as
 ``/graphql`` does (``web.http_access``: a JWT or an API key as a bearer token; 401/403 as
@@ -9,14 +9,14 @@ Every exam's report is asked for through :meth:`HistoryService.exam_report` (aut
 as a report read, under its own deadline ``reports.deadline_ms``): each one available is a
 DiagnosticReport entry (``search.mode = include``, always, with no ``_include`` needed, since an R4
 ImagingStudy cannot point to its report); one that a source failed to give is a warning in the
-outcome entry. JSON only: ``_format`` or ``Accept`` asking for anything else is a 406.
+outcome entry. ``GET /fhir/ImagingStudy/{id}`` and ``GET /fhir/DiagnosticReport/{id}`` read
+what a search gave, at its entries' ``fullUrl`` (:mod:`web.fhir.read`). JSON only: ``_format`` or
+``Accept`` asking for anything else is a 406.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
@@ -26,19 +26,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from federation.access.principals import AccessContext
-from federation.errors import (
-    AccessError,
-    AuditError,
-    AuthenticationError,
-    CacheError,
-    Overloaded,
-    PacsfedError,
-    QueryError,
-)
+from federation.errors import PacsfedError
 from federation.models import Exam, PatientHistory
 from federation.reports import Report, ReportStatus
 from federation.service import HistoryRequest, HistoryService
 from federation.settings import Settings
+from web.fhir.read import Reads
 from web.fhir.resources import (
     JSON,
     bundle,
@@ -46,68 +39,29 @@ from web.fhir.resources import (
     diagnostic_report,
     imaging_study,
     incompleteness,
-    operation_outcome,
     outcome_issue,
     report_issue,
 )
+from web.fhir.responses import error_response, failure, fhir_json, not_acceptable
 from web.fhir.search import PATIENT_IDENTIFIER, PatientSearch, accepts_json, patient_search
 from web.http_access import RequestAccess
 from web.public_url import as_public, public_base
 from web.request_id import current_request_id
 
-log = logging.getLogger(__name__)
-
-MEDIA_TYPE = "application/fhir+json"
-
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _SEARCH_PARAMS = {
     PATIENT_IDENTIFIER: "[system|]value: a system maps to a pacsfed issuer (identity.issuer_systems)",
 }
 
 
-def fhir_json(resource: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A FHIR JSON response."""
-    body = json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Response(
-        body,
-        status_code=status,
-        media_type=f"{MEDIA_TYPE}; charset=utf-8",
-        headers=_HEADERS | (headers or {}),
-    )
-
-
-def error_response(
-    status: int, code: str, text: str, error_code: str | None = None, headers: dict[str, str] | None = None
-) -> Response:
-    """An OperationOutcome with one error issue."""
-    issue = outcome_issue("error", code, text, error_code)
-    return fhir_json(operation_outcome([issue], current_request_id()), status, headers)
-
-
-def _failure(exc: PacsfedError) -> Response:
-    """A failure of the search as the HTTP status and OperationOutcome it means (messages hold no patient data)."""
-    code = getattr(exc, "code", None)
-    if isinstance(exc, AuthenticationError):
-        error = "invalid_request" if exc.code == "UNAUTHENTICATED" else "invalid_token"
-        challenge = {"WWW-Authenticate": f'Bearer realm="pacsfed", error="{error}"'}
-        return error_response(401, "login", str(exc), exc.code, challenge)
-    if isinstance(exc, AccessError):
-        return error_response(exc.status, "forbidden", str(exc), exc.code)
-    if isinstance(exc, QueryError):
-        return error_response(400, "invalid", str(exc), exc.code)
-    if isinstance(exc, Overloaded):
-        retry = {"Retry-After": str(exc.retry_after_s)}
-        return error_response(503, "transient", "too many queries in progress; try again", exc.code, retry)
-    if isinstance(exc, AuditError | CacheError):
-        return error_response(503, "transient", "the service cannot answer now; try again", code)
-    log.warning("fhir search failed: %s", type(exc).__name__)
-    return error_response(500, "exception", "the search failed", code)
-
-
 class FhirView:
     """The FHIR routes, reading the services from the app's state (set by its lifespan)."""
 
-    api_paths: ClassVar[tuple[str, ...]] = ("/fhir/ImagingStudy", "/fhir/metadata")
+    api_paths: ClassVar[tuple[str, ...]] = (
+        "/fhir/ImagingStudy",
+        "/fhir/ImagingStudy/",
+        "/fhir/DiagnosticReport/",
+        "/fhir/metadata",
+    )
     """The paths a browser app (a SMART app in an EHR) may call cross-origin (``server.cors_origins``)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -116,6 +70,11 @@ class FhirView:
         self.known_issuers = {s.issuer for s in settings.sources if s.issuer} | set(self.issuer_systems)
         if self.national_issuer:
             self.known_issuers.add(self.national_issuer)
+        self.reads = Reads(
+            self.issuer_systems,
+            {s.id: s.issuer for s in settings.sources if s.issuer},
+            {s.id: s.circuit.reset_s for s in settings.sources},
+        )
 
     def routes(self) -> list[BaseRoute]:
         """``/fhir`` and everything under it (unknown paths are a 404 OperationOutcome)."""
@@ -125,6 +84,8 @@ class FhirView:
                 routes=[
                     Route("/metadata", self.metadata, methods=["GET"]),
                     Route("/ImagingStudy", self.search, methods=["GET"]),
+                    Route("/ImagingStudy/{id}", self.read_study, methods=["GET"]),
+                    Route("/DiagnosticReport/{id}", self.read_report, methods=["GET"]),
                     Route("/{rest:path}", self.not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
                 ],
             )
@@ -133,7 +94,7 @@ class FhirView:
     async def metadata(self, request: Request) -> Response:
         """The CapabilityStatement (no credential needed: it says nothing about patients)."""
         if not accepts_json(request.query_params.get("_format"), request.headers.get("accept")):
-            return _not_acceptable()
+            return not_acceptable()
         try:
             software = version("pacsfed")
         except PackageNotFoundError:  # pragma: no cover - only when run from a source tree without install
@@ -142,13 +103,16 @@ class FhirView:
 
     async def not_found(self, request: Request) -> Response:
         """Anything else under /fhir."""
-        text = "not served here: GET /fhir/ImagingStudy?patient.identifier=… and GET /fhir/metadata"
+        text = (
+            "not served here: GET /fhir/ImagingStudy?patient.identifier=…, GET /fhir/ImagingStudy/{id},"
+            " GET /fhir/DiagnosticReport/{id} and GET /fhir/metadata"
+        )
         return error_response(404, "not-supported", text, "NOT_FOUND")
 
     async def search(self, request: Request) -> Response:
         """``GET /fhir/ImagingStudy?patient.identifier=[system|]value``: a searchset Bundle."""
         if not accepts_json(request.query_params.get("_format"), request.headers.get("accept")):
-            return _not_acceptable()
+            return not_acceptable()
         access: RequestAccess = request.app.state.services.access
         try:
             caller = await access.access_for(request, "fhir")
@@ -164,9 +128,32 @@ class FhirView:
                 )
             history = await access.service.patient_history(search.query, caller, HistoryRequest())
         except PacsfedError as exc:
-            return _failure(exc)
+            return failure(exc)
         reports, notes = await _reports(access.service, history.exams, caller)
         return fhir_json(_searchset(request, search, history, reports, notes))
+
+    async def read_study(self, request: Request) -> Response:
+        """``GET /fhir/ImagingStudy/{id}``: the study a search gave at that ``fullUrl`` (:mod:`web.fhir.read`)."""
+        if not accepts_json(request.query_params.get("_format"), request.headers.get("accept")):
+            return not_acceptable()
+        access: RequestAccess = request.app.state.services.access
+        try:
+            caller = await access.access_for(request, "fhir")
+            return await self.reads.study(access.service, caller, request.path_params["id"])
+        except PacsfedError as exc:
+            return failure(exc)
+
+    async def read_report(self, request: Request) -> Response:
+        """``GET /fhir/DiagnosticReport/{id}``: a study's report, as a search includes it (:mod:`web.fhir.read`)."""
+        if not accepts_json(request.query_params.get("_format"), request.headers.get("accept")):
+            return not_acceptable()
+        access: RequestAccess = request.app.state.services.access
+        try:
+            caller = await access.access_for(request, "fhir")
+            server = public_base(request) + "/"
+            return await self.reads.report(access.service, caller, request.path_params["id"], server)
+        except PacsfedError as exc:
+            return failure(exc)
 
     def _search(self, request: Request) -> PatientSearch:
         values = request.query_params.getlist(PATIENT_IDENTIFIER)
@@ -225,9 +212,3 @@ def _searchset(
 def _base(request: Request) -> str:
     """This server's FHIR base URL, as callers reach it (``server.public_url``, else the request's Host)."""
     return public_base(request) + "/fhir"
-
-
-def _not_acceptable() -> Response:
-    return error_response(
-        406, "not-supported", "only FHIR JSON is served: application/fhir+json", "NOT_ACCEPTABLE"
-    )
