@@ -118,7 +118,7 @@ function minutesSince(iso) {
 function sourceLine(source, outcome) {
   const status = outcome ? outcome.status : state.running ? "WAITING" : "NOT_ASKED";
   let words = status === "OK" ? plural("status.OK", outcome.examCount) : t("status." + status);
-  if (outcome?.cached && outcome.cachedAt) words += " — " + t("status.cached", { n: minutesSince(outcome.cachedAt) });
+  if (outcome?.cached && outcome.cachedAt) words += " — " + plural("status.cached", minutesSince(outcome.cachedAt));
   const glyph = GLYPH[status] || "⚠";
   return el("li", { class: "source s-" + status.toLowerCase(), "data-source": source.id, "data-status": status },
     el("span", { class: "glyph", "aria-hidden": "true" }, glyph), " ",
@@ -139,7 +139,7 @@ function renderSources() {
     banner.hidden = false;
   } else if (state.history && !state.history.complete) {
     const names = outcomesList.filter((o) => FAILED.has(o.status)).map((o) => o.source.name);
-    banner.textContent = names.length ? t("banner.incomplete", { names: names.join(", ") }) : t("banner.incompleteGeneric");
+    banner.textContent = names.length ? plural("banner.incomplete", names.length, { names: names.join(", ") }) : t("banner.incompleteGeneric");
     banner.className = "banner incomplete";
     banner.hidden = false;
   } else {
@@ -178,7 +178,7 @@ function reportPanel(exam) {
 function examItem(exam) {
   const uid = exam.studyInstanceUid;
   const opened = state.open.has(uid), report = reportState(exam);
-  const hospitals = [...new Set(exam.locations.map((l) => l.source.name))].join(", ");
+  const held = [...new Set(exam.locations.map((l) => l.source.name))];
   const viewers = exam.locations.filter((l) => l.viewerUrl).map((l) =>
     el("a", { href: l.viewerUrl, target: "_blank", rel: "noopener" }, t("exam.viewer", { source: l.source.name })));
   const identifiers = el("details", {}, el("summary", {}, t("exam.identifiers")),
@@ -192,7 +192,7 @@ function examItem(exam) {
       el("span", { class: "modality" }, exam.modalities.join(", ") || "?"),
       el("span", { class: "description" }, exam.description || "—")),
     el("div", { class: "exam-meta" },
-      el("span", {}, t("exam.hospitals"), ": ", hospitals), " · ",
+      el("span", {}, plural("exam.hospitals", held.length), ": ", held.join(", ")), " · ",
       el("span", { class: "report-state", "data-report": report[0] }, t("exam.reportStatus"), ": ", report[1])),
     el("div", { class: "actions" },
       el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),

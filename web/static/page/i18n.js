@@ -55,11 +55,13 @@ export const MESSAGES = {
     "status.NOT_CACHED": "not cached (not asked live)",
     "status.UNSUPPORTED": "cannot search this way",
     "status.BUSY": "not asked: pacsfed was busy (not the hospital's fault)",
-    "status.cached": "from cache, {n} minutes old",
+    "status.cached.one": "from cache, {n} minute old",
+    "status.cached.other": "from cache, {n} minutes old",
     "banner.searching": "Searching…",
     "banner.waiting.one": "Still waiting for {n} hospital: the history below may be incomplete.",
     "banner.waiting.other": "Still waiting for {n} hospitals: the history below may be incomplete.",
-    "banner.incomplete": "Incomplete history: {names} did not answer. Exams held there are not shown.",
+    "banner.incomplete.one": "Incomplete history: {names} did not answer. Exams held there are not shown.",
+    "banner.incomplete.other": "Incomplete history: {names} did not answer. Exams held there are not shown.",
     "banner.incompleteGeneric": "Incomplete history: not every hospital answered.",
     "filter.modality": "Modality",
     "filter.period": "Period",
@@ -70,7 +72,8 @@ export const MESSAGES = {
     "timeline.hint": "Arrow keys move between exams; Enter opens the report.",
     "timeline.empty": "No exam found at the hospitals that answered.",
     "timeline.noDate": "Date unknown",
-    "exam.hospitals": "Hospital(s)",
+    "exam.hospitals.one": "Hospital",
+    "exam.hospitals.other": "Hospitals",
     "exam.reportStatus": "Report",
     "exam.report": "Report",
     "exam.viewer": "Open in viewer ({source})",
@@ -179,11 +182,13 @@ export const MESSAGES = {
     "status.NOT_CACHED": "absent du cache (non interrogé en direct)",
     "status.UNSUPPORTED": "ne permet pas ce type de recherche",
     "status.BUSY": "non interrogé : pacsfed était saturé (pas la faute de l'hôpital)",
-    "status.cached": "depuis le cache, il y a {n} minutes",
+    "status.cached.one": "depuis le cache, il y a {n} minute",
+    "status.cached.other": "depuis le cache, il y a {n} minutes",
     "banner.searching": "Recherche en cours…",
     "banner.waiting.one": "En attente de {n} hôpital : l'historique ci-dessous peut être incomplet.",
     "banner.waiting.other": "En attente de {n} hôpitaux : l'historique ci-dessous peut être incomplet.",
-    "banner.incomplete": "Historique incomplet : {names} n'a pas répondu. Les examens qui s'y trouvent ne sont pas affichés.",
+    "banner.incomplete.one": "Historique incomplet : {names} n'a pas répondu. Les examens qui s'y trouvent ne sont pas affichés.",
+    "banner.incomplete.other": "Historique incomplet : {names} n'ont pas répondu. Les examens qui s'y trouvent ne sont pas affichés.",
     "banner.incompleteGeneric": "Historique incomplet : tous les hôpitaux n'ont pas répondu.",
     "filter.modality": "Modalité",
     "filter.period": "Période",
@@ -194,7 +199,8 @@ export const MESSAGES = {
     "timeline.hint": "Les flèches passent d'un examen à l'autre ; Entrée ouvre le compte rendu.",
     "timeline.empty": "Aucun examen trouvé dans les hôpitaux qui ont répondu.",
     "timeline.noDate": "Date inconnue",
-    "exam.hospitals": "Hôpital(aux)",
+    "exam.hospitals.one": "Hôpital",
+    "exam.hospitals.other": "Hôpitaux",
     "exam.reportStatus": "Compte rendu",
     "exam.report": "Compte rendu",
     "exam.viewer": "Ouvrir dans la visionneuse ({source})",
@@ -303,11 +309,13 @@ export const MESSAGES = {
     "status.NOT_CACHED": "niet in de cache (niet live gevraagd)",
     "status.UNSUPPORTED": "kan zo niet zoeken",
     "status.BUSY": "niet gevraagd: pacsfed was overbelast (niet de schuld van het ziekenhuis)",
-    "status.cached": "uit de cache, {n} minuten oud",
+    "status.cached.one": "uit de cache, {n} minuut oud",
+    "status.cached.other": "uit de cache, {n} minuten oud",
     "banner.searching": "Bezig met zoeken…",
     "banner.waiting.one": "Nog wachten op {n} ziekenhuis: de geschiedenis hieronder kan onvolledig zijn.",
     "banner.waiting.other": "Nog wachten op {n} ziekenhuizen: de geschiedenis hieronder kan onvolledig zijn.",
-    "banner.incomplete": "Onvolledige geschiedenis: {names} antwoordde niet. Onderzoeken daar worden niet getoond.",
+    "banner.incomplete.one": "Onvolledige geschiedenis: {names} antwoordde niet. Onderzoeken daar worden niet getoond.",
+    "banner.incomplete.other": "Onvolledige geschiedenis: {names} antwoordden niet. Onderzoeken daar worden niet getoond.",
     "banner.incompleteGeneric": "Onvolledige geschiedenis: niet elk ziekenhuis antwoordde.",
     "filter.modality": "Modaliteit",
     "filter.period": "Periode",
@@ -318,7 +326,8 @@ export const MESSAGES = {
     "timeline.hint": "Pijltjestoetsen gaan van onderzoek naar onderzoek; Enter opent het verslag.",
     "timeline.empty": "Geen onderzoek gevonden in de ziekenhuizen die antwoordden.",
     "timeline.noDate": "Datum onbekend",
-    "exam.hospitals": "Ziekenhuis/ziekenhuizen",
+    "exam.hospitals.one": "Ziekenhuis",
+    "exam.hospitals.other": "Ziekenhuizen",
     "exam.reportStatus": "Verslag",
     "exam.report": "Verslag",
     "exam.viewer": "Openen in de viewer ({source})",
@@ -405,9 +414,11 @@ export function t(key, values = {}) {
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
 }
 
-export function plural(key, n) {
+export function plural(key, n, values = {}) {
+  // The language's own rule (Intl.PluralRules): French says "0 minute", English "0 minutes".
+  // Every language here has only "one" and "other" for cardinals.
   const form = new Intl.PluralRules(language).select(n) === "one" ? "one" : "other";
-  return t(key + "." + form, { n });
+  return t(key + "." + form, { ...values, n });
 }
 
 export function formatDate(iso) {
