@@ -256,6 +256,8 @@ def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
             page.wait_for_function(SETTLED, timeout=60_000)
             statuses = page.locator("#sources .status").all_inner_texts()
             exams = page.locator(".exam").count()
+            patient = page.locator("#patient-list .variant").all_inner_texts()
+            patient_flagged = page.is_visible("#patient-flag")
             error = page.locator("#form-error")
             refused = error.inner_text() if error.is_visible() else ""
             # The same search again: the answers come from the cache, and the page says so.
@@ -271,6 +273,9 @@ def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
     assert not refused, refused
     assert exams > 0 and all(status.startswith("answered") for status in statuses), statuses
     assert all(status.endswith("from cache, 0 minutes old") for status in again), again
+    # Who DEMO-001 is, as the three demo hospitals record her (they agree: nothing flagged).
+    assert [line.split(" — ")[0] for line in patient] == ["Müller, Anna · born 12 Mar 1967 · female"], patient
+    assert not patient_flagged, patient
     ours = urlsplit(demo.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
 
