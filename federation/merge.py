@@ -54,6 +54,9 @@ def _location(record: StudyRecord, source: SourceInfo) -> ExamLocation:
             "matched_by": record.matched_by,
             "cached_at": record.cached_at,
             "viewer_url": viewer_url(record, source),
+            "patient_name": record.patient_name,
+            "patient_birth_date": record.patient_birth_date,
+            "patient_sex": record.patient_sex,
         },
     )
 

@@ -464,6 +464,11 @@ class ExamLocation(_Frozen):
     """Set when this location came from the cache: when the source said so."""
     viewer_url: str | None = None
     """This exam in the source's viewer (its ``viewer_url`` filled in); None without one or a needed value."""
+    patient_name: str | None = None
+    """The patient as this source records them: its PN (first non-empty group), birth date and sex,
+    so that a client can show who the history is of, and where the sources disagree."""
+    patient_birth_date: dt.date | None = None
+    patient_sex: str | None = None
 
 
 class ReportAvailability(enum.StrEnum):

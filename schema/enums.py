@@ -18,7 +18,11 @@ __all__ = ["ActorKind", "AuditAction", "AuditOutcome", "CandidateReason", "Candi
 
 
 class CandidateReasonModel(enum.StrEnum):
-    """Every reason :func:`federation.identity.names.score` gives, in its own spelling (a test keeps them equal)."""
+    """Every reason :func:`federation.identity.names.score_record` gives, in its own spelling (a test keeps them equal).
+
+    ``*_MISSING``: the record lacks the field (or, for birth date and family name, either side does);
+    ``*_NOT_COMPARED``: the search did not give it.
+    """
 
     BIRTH_DATE_EQUAL = "birth_date_equal"
     BIRTH_DATE_MISMATCH = "birth_date_mismatch"
@@ -28,6 +32,7 @@ class CandidateReasonModel(enum.StrEnum):
     SEX_EQUAL = "sex_equal"
     SEX_MISMATCH = "sex_mismatch"
     SEX_MISSING = "sex_missing"
+    SEX_NOT_COMPARED = "sex_not_compared"
     FAMILY_NAME_EQUAL = "family_name_equal"
     FAMILY_NAME_VARIANT = "family_name_variant"
     FAMILY_NAME_PREFIX = "family_name_prefix"
@@ -40,6 +45,7 @@ class CandidateReasonModel(enum.StrEnum):
     GIVEN_NAME_SIMILAR = "given_name_similar"
     GIVEN_NAME_MISMATCH = "given_name_mismatch"
     GIVEN_NAME_MISSING = "given_name_missing"
+    GIVEN_NAME_NOT_COMPARED = "given_name_not_compared"
     NAMES_SWAPPED = "names_swapped"
     NAME_TOKENS_EQUAL = "name_tokens_equal"
 
@@ -47,7 +53,9 @@ class CandidateReasonModel(enum.StrEnum):
 CandidateReason = graphene.Enum.from_enum(
     CandidateReasonModel,
     name="CandidateReason",
-    description="Why a candidate scored as it did: birth date, sex, family and given name, whole name.",
+    description="Why a candidate scored as it did: birth date, sex, family and given name, whole name."
+    " *_MISSING: the candidate's record lacks it (for birth date and family name: either side does);"
+    " *_NOT_COMPARED: the search did not give it.",
 )
 AuditAction = graphene.Enum.from_enum(AuditActionModel, description="What an audited event did.")
 AuditOutcome = graphene.Enum.from_enum(

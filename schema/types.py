@@ -79,6 +79,12 @@ class ExamLocation(graphene.ObjectType):
     viewer_url = graphene.String(
         description="This exam in the source's viewer (its viewer_url template); null without one."
     )
+    patient_name = graphene.String(
+        description="The patient as this source records them (DICOM PN, decoded: Family^Given^Middle^Prefix^Suffix);"
+        " the exam's patientName is only the first source's."
+    )
+    patient_birth_date = graphene.Date(description="The birth date this source records.")
+    patient_sex = graphene.String(description="The sex this source records (M, F, O), as it gives it.")
 
 
 class PersonNameGroups(graphene.ObjectType):

@@ -16,13 +16,14 @@ from __future__ import annotations
 import html
 import logging
 import urllib.parse
+from collections.abc import Sequence
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from federation.access.principals import AccessContext
 from federation.errors import AccessError, AuditError, PacsfedError
-from federation.models import PatientHistory
+from federation.models import Exam, PatientHistory
 from web.http_access import ANONYMOUS, client_address, cross_site
 from web.request_id import current_request_id
 
@@ -67,6 +68,50 @@ async def share_form(request: Request) -> HTMLResponse:
     )
 
 
+_SEXES = {"M": "male", "F": "female", "O": "other"}
+
+
+def _person_name(pn: str | None) -> str:
+    """A DICOM PN (``Family^Given^Middle^Prefix^Suffix``) as written, its components comma-joined."""
+    return ", ".join(part.strip() for part in (pn or "").split("^") if part.strip())
+
+
+def _patient_html(exams: Sequence[Exam]) -> str:
+    """Who the exams are of, as each hospital records them: every distinct version, and who holds it.
+
+    Versions are compared as written (a different spelling is a different version): never guessed
+    together, and more than one is flagged, so that a recipient notices a mix-up.
+    """
+    variants: dict[tuple[str, str, str], dict[tuple[str, str], None]] = {}
+    for exam in exams:
+        for location in exam.locations:
+            birth = location.patient_birth_date.isoformat() if location.patient_birth_date else ""
+            key = (_person_name(location.patient_name), birth, (location.patient_sex or "").strip().upper())
+            held = ", ".join(v for v in (location.patient_id, location.issuer_of_patient_id) if v)
+            variants.setdefault(key, {})[(location.source.name, held)] = None
+    if not variants:
+        return ""
+    items = []
+    for (name, birth, sex), holders in variants.items():
+        where = ", ".join(f"{source} ({held})" if held else source for source, held in holders)
+        items.append(
+            f"<li><strong>{html.escape(name or 'no name recorded')}</strong>"
+            f" · {html.escape('born ' + birth if birth else 'no birth date recorded')}"
+            f" · {html.escape(_SEXES.get(sex, sex) or 'no sex recorded')}"
+            f" <span class=muted>— at {html.escape(where)}</span></li>"
+        )
+    flag = (
+        f'<p class="warn"><strong>⚠ The hospitals do not record this patient the same way ({len(variants)}'
+        " versions): check the identity before using these exams.</strong></p>"
+        if len(variants) > 1
+        else ""
+    )
+    return (
+        f"<h2>Patient, as the hospitals record them</h2>{flag}<ul>{''.join(items)}</ul>"
+        "<p class=muted>Check that this is your patient before using the exams below.</p>"
+    )
+
+
 def _history_html(history: PatientHistory) -> str:
     rows = []
     for exam in history.exams:
@@ -95,7 +140,7 @@ def _history_html(history: PatientHistory) -> str:
         if rows
         else "<p>No exam found.</p>"
     )
-    return f"{partial}{table}<h2>Hospitals</h2><ul>{sources}</ul>"
+    return f"{partial}{_patient_html(history.exams)}{table}<h2>Hospitals</h2><ul>{sources}</ul>"
 
 
 async def share_view(request: Request) -> HTMLResponse:

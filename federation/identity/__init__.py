@@ -18,6 +18,7 @@ from federation.identity.names import (
     group_parts,
     name_parts,
     score,
+    score_record,
 )
 from federation.identity.resolver import (
     Identifier,
@@ -57,5 +58,6 @@ __all__ = [
     "record_matches",
     "reference_demographics",
     "score",
+    "score_record",
     "script_name_pattern",
 ]

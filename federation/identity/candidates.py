@@ -11,7 +11,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from federation.identity.names import Demographics, fold, group_parts, score
+from federation.identity.names import Demographics, fold, group_parts, score_record
 from federation.merge import merge_records
 from federation.models import Candidate, PatientQuery, SourceInfo, StudyQuery, StudyRecord
 
@@ -114,7 +114,7 @@ def build_candidates(
         other = Demographics.from_pn(first.patient_pn, first.patient_birth_date, first.patient_sex)
         if not _plausible(reference, other):
             continue
-        match = score(reference, other)
+        match = score_record(reference, other)
         unique = {r.study_instance_uid: r for r in group}
         candidates.append(
             Candidate(

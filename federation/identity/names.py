@@ -25,6 +25,14 @@ sex mismatch                   -200  both known (M, F or O) and different, O vs 
 unknown field                     0  missing information lowers confidence, never matches
 ===========================  ======  =====================================================
 
+Unknown is unknown on either side, and earns nothing either way: a search that gives no sex reaches
+at most 900 (exactly :data:`MERGE_THRESHOLD` with everything else equal), one that gives no given
+name at most 700, since family name and birth date alone are what twins share. No cap comes from an
+unknown field: only two known and different birth dates cap. :func:`score` says ``*_missing`` for
+a field either side lacks; :func:`score_record`, which knows which side is the search, says
+``sex_not_compared`` and ``given_name_not_compared`` for what the search did not give, and keeps
+``*_missing`` for what the record lacks (the points are the same).
+
 Rationale: the order follows the discriminating power of each field in Fellegi-Sunter record
 linkage (I. P. Fellegi and A. B. Sunter, "A Theory for Record Linkage", JASA 64(328), 1969), where
 agreement weighs log(m/u) and u is the chance that two different people agree: about 1/25,000 for a
@@ -64,6 +72,7 @@ __all__ = [
     "group_parts",
     "name_parts",
     "score",
+    "score_record",
 ]
 
 MERGE_THRESHOLD: float = 0.9
@@ -392,3 +401,24 @@ def score(a: Demographics, b: Demographics) -> MatchScore:
     name_points, name_reasons = _names(a, b)
     points = min(cap, max(0, birth_points + sex_points + name_points), 1000)
     return MatchScore(round(points / 1000, 3), tuple(birth_reasons + sex_reasons + name_reasons))
+
+
+_NOT_COMPARED = {"sex_missing": "sex_not_compared", "given_name_missing": "given_name_not_compared"}
+
+
+def score_record(reference: Demographics, record: Demographics) -> MatchScore:
+    """Score a record against who is looked for: :func:`score`, with the search's own gaps said as such.
+
+    A sex or a given name the reference does not give (in any of its names) was not compared: its
+    reason is ``sex_not_compared`` or ``given_name_not_compared``, not ``*_missing``, which then
+    always means the record lacks it. Points and score are :func:`score`'s.
+    """
+    match = score(reference, record)
+    lacking = set()
+    if _clean_sex(reference.sex) is None:
+        lacking.add("sex_missing")
+    if all(_known(given) is None for _, given in reference.names()):
+        lacking.add("given_name_missing")
+    if not lacking:
+        return match
+    return MatchScore(match.score, tuple(_NOT_COMPARED[r] if r in lacking else r for r in match.reasons))

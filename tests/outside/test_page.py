@@ -13,6 +13,7 @@ network) finds no serious or critical accessibility violation. Screenshots are k
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from fakes import SilentListener
+from fakes import SilentListener, StaticHttpServer
 from peers.reportdata import FINDING, PDF_STUDY, PLAIN_STUDY, REPORT_PATIENT, SR_STUDY
 from playwright.sync_api import Page, sync_playwright
 from report_fixtures import orthanc_reports, report_files
@@ -155,6 +156,8 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     copied = (page.inner_text("#copied"), first.get_attribute("data-uid"))
     first.locator("details summary").click()  # the identifier that matched, on demand
     matched = first.locator("details").inner_text()
+    patient = page.inner_text("#patient")
+    patient_flagged = page.is_visible("#patient-flag")
     violations = serious_violations(page, js_clients)
     overflow = "() => document.documentElement.scrollWidth - window.innerWidth"
     wide = page.evaluate(overflow)
@@ -176,6 +179,11 @@ def test_a_search_merges_two_hospitals_and_says_the_silent_one_timed_out(
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
     assert copied[0] == f"Study UID copied: {copied[1]}", copied
     assert "Hospital A: local ID — PA-001" in matched, matched
+    # Who the history is of, as both hospitals record them (one version: nothing flagged).
+    assert (
+        "Müller, Anna · born 12 Apr 1980 · female — at Hospital A (PA-001), Hospital C (PA-001)" in patient
+    ), patient
+    assert not patient_flagged, patient
     assert only_us == ["US"] and recent == 0, (only_us, recent)
     assert viewer == (1, VIEWER + str(c_exam)), viewer  # only hospital C has a viewer
     assert not violations, violations
@@ -248,6 +256,8 @@ def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
             page.wait_for_function(SETTLED, timeout=60_000)
             statuses = page.locator("#sources .status").all_inner_texts()
             exams = page.locator(".exam").count()
+            patient = page.locator("#patient-list .variant").all_inner_texts()
+            patient_flagged = page.is_visible("#patient-flag")
             error = page.locator("#form-error")
             refused = error.inner_text() if error.is_visible() else ""
             # The same search again: the answers come from the cache, and the page says so.
@@ -263,6 +273,9 @@ def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
     assert not refused, refused
     assert exams > 0 and all(status.startswith("answered") for status in statuses), statuses
     assert all(status.endswith("from cache, 0 minutes old") for status in again), again
+    # Who DEMO-001 is, as the three demo hospitals record her (they agree: nothing flagged).
+    assert [line.split(" — ")[0] for line in patient] == ["Müller, Anna · born 12 Mar 1967 · female"], patient
+    assert not patient_flagged, patient
     ours = urlsplit(demo.url).netloc
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
 
@@ -413,3 +426,126 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         if e["action"] == "REPORT_READ"
     }
     assert read == {SR_STUDY.study_uid}, events  # the patient has three exams: one report was read
+
+
+def _study_json(uid: str, name: str, birth: str, sex: str | None) -> bytes:
+    """One study of PA-DIS as a hospital's QIDO-RS answers it (DICOM JSON, PS3.18 F.2)."""
+    study: dict[str, Any] = {
+        "0020000D": {"vr": "UI", "Value": [uid]},
+        "00080020": {"vr": "DA", "Value": ["20240105"]},
+        "00080061": {"vr": "CS", "Value": ["CT"]},
+        "00081030": {"vr": "LO", "Value": ["CT THORAX"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": name}]},
+        "00100020": {"vr": "LO", "Value": ["PA-DIS"]},
+        "00100030": {"vr": "DA", "Value": [birth]},
+    }
+    if sex:
+        study["00100040"] = {"vr": "CS", "Value": [sex]}
+    return json.dumps([study]).encode()
+
+
+@pytest.fixture
+def disagreeing(pacsfed_server: Callable[..., Any]) -> Iterator[Any]:
+    """Two hospitals holding PA-DIS under other spellings and birth dates (one records no sex)."""
+    with (
+        StaticHttpServer(
+            _study_json("1.2.826.0.1.3680043.10.1234.99.1", "Peeters^Jan", "19490605", "M")
+        ) as x,
+        StaticHttpServer(
+            _study_json("1.2.826.0.1.3680043.10.1234.99.2", "PETERS^JAN", "19490506", None)
+        ) as y,
+    ):
+        yield pacsfed_server(
+            {
+                "cache": {"backend": "memory"},
+                "auth": {"mode": "none"},
+                "sources": [
+                    {
+                        "id": "hosp-x",
+                        "name": "Hospital X",
+                        "kind": "dicomweb",
+                        "url": f"http://127.0.0.1:{x.port}/dicom-web",
+                    },
+                    {
+                        "id": "hosp-y",
+                        "name": "Hospital Y",
+                        "kind": "dicomweb",
+                        "url": f"http://127.0.0.1:{y.port}/dicom-web",
+                    },
+                ],
+            },
+            insecure_dev=True,
+        )
+
+
+PLURALS = """async () => {
+  const i18n = await import("/page/assets/i18n.js");  // the page's own module instance
+  const said = {};
+  for (const language of ["en", "fr", "nl"]) {
+    i18n.setLanguage(language);
+    said[language] = [0, 1, 2].map((n) => i18n.plural("status.cached", n));
+  }
+  i18n.setLanguage("en");
+  return said;
+}"""
+
+
+def test_hospitals_that_record_the_patient_differently_are_each_shown_and_flagged(
+    disagreeing: Any, artifacts: Path, js_clients: Path
+) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 768, "height": 1024}, locale="en-GB")
+            page.goto(disagreeing.url + "/")
+            page.fill("input[name=patientId]", "PA-DIS")
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            flag = page.inner_text("#patient-flag") if page.is_visible("#patient-flag") else ""
+            versions = page.locator("#patient-list .variant").all_inner_texts()
+            page.screenshot(path=str(artifacts / "patient-disagree.png"), full_page=True)
+            violations = serious_violations(page, js_clients)
+            page.select_option("#lang", "fr")
+            flag_fr = page.inner_text("#patient-flag")
+            versions_fr = page.locator("#patient-list .variant").all_inner_texts()
+            page.select_option("#lang", "nl")
+            flag_nl = page.inner_text("#patient-flag")
+            page.select_option("#lang", "en")
+            plurals = page.evaluate(PLURALS)
+
+            # A search by name gives no sex (the form has no such field) and here no given name:
+            # the candidates' reasons say so, and do not blame the hospitals' records.
+            page.fill("input[name=patientId]", "")
+            page.fill("input[name=familyName]", "Peeters")
+            page.fill("input[name=birthDate]", "1949-06-05")
+            page.press("input[name=familyName]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            page.locator("#candidates .candidate").first.wait_for(timeout=30_000)
+            candidates = page.inner_text("#candidates")
+        finally:
+            browser.close()
+    assert flag.startswith("The hospitals do not record this patient the same way (2 versions)"), flag
+    assert versions == [
+        "Peeters, Jan · born 5 Jun 1949 · male — at Hospital X (PA-DIS)",
+        "PETERS, JAN · born 6 May 1949 · no sex recorded — at Hospital Y (PA-DIS)",
+    ], versions
+    assert flag_fr.startswith("Les hôpitaux n'enregistrent pas ce patient de la même façon (2 versions)"), (
+        flag_fr
+    )
+    assert "né(e) le" in versions_fr[0] and "masculin" in versions_fr[0], versions_fr
+    assert flag_nl.startswith(
+        "De ziekenhuizen registreren deze patiënt niet op dezelfde manier (2 versies)"
+    ), flag_nl
+    assert not violations, violations
+    assert plurals == {
+        "en": ["from cache, 0 minutes old", "from cache, 1 minute old", "from cache, 2 minutes old"],
+        "fr": [
+            "depuis le cache, il y a 0 minute",
+            "depuis le cache, il y a 1 minute",
+            "depuis le cache, il y a 2 minutes",
+        ],
+        "nl": ["uit de cache, 0 minuten oud", "uit de cache, 1 minuut oud", "uit de cache, 2 minuten oud"],
+    }, plurals
+    assert "sex not compared (not in the search)" in candidates, candidates
+    assert "given name not compared (not in the search)" in candidates, candidates
+    assert "no sex recorded" not in candidates and "no given name" not in candidates, candidates

@@ -138,3 +138,13 @@ def test_the_reference_taken_from_the_records_keeps_every_group() -> None:
         derived = reference_demographics(PatientQuery(patient_id="PA-KR1"), records)
         assert derived is not None
         assert derived.names() == (("Hong", "Gildong"), ("洪", "吉洞"), ("홍", "길동"))
+
+
+def test_a_name_search_without_sex_or_given_name_does_not_blame_the_record() -> None:
+    # The page's search has no sex field: "no sex recorded" would be said of every candidate.
+    reference = reference_demographics(PatientQuery(family_name="Peeters", birth_date=BIRTH), [])
+    assert reference is not None
+    records = [rec("b", "5", "B-9", "PEETERS^JAN", BIRTH)]
+    [candidate] = build_candidates(reference, records, SOURCES, exclude=set(), exclude_patients=set())
+    assert "sex_missing" not in candidate.reasons and "given_name_missing" not in candidate.reasons
+    assert {"sex_not_compared", "given_name_not_compared"} <= set(candidate.reasons)

@@ -15,7 +15,7 @@ from graphql import GraphQLEnumType, GraphQLList, GraphQLNonNull, GraphQLObjectT
 
 from federation.access.principals import PrincipalKind
 from federation.audit.records import AuditAction, AuditOutcome
-from federation.identity.names import Demographics, score
+from federation.identity.names import Demographics, score, score_record
 from federation.settings import settings_from_mapping
 from schema.enums import CandidateReasonModel
 from schema.query import build_schema
@@ -33,6 +33,7 @@ def test_candidate_reasons_are_exactly_what_scoring_gives() -> None:
         )
     for f1, g1, f2, g2 in product(NAMES, repeat=4):
         given.update(score(Demographics(f1, g1), Demographics(f2, g2)).reasons)
+        given.update(score_record(Demographics(f1, g1), Demographics(f2, g2)).reasons)
     assert given == {reason.value for reason in CandidateReasonModel}
 
 

@@ -97,6 +97,24 @@ def test_missing_fields_are_filled_from_another_source() -> None:
     assert exam.study_date == dt.date(2024, 1, 5)
 
 
+def test_each_location_keeps_the_patient_as_its_source_records_them() -> None:
+    # The exam's patient fields are the first source's; where sources disagree, the locations tell.
+    [exam] = merge_records(
+        [
+            rec(
+                "a", "1", patient_name="Peeters^Jan", patient_birth_date=dt.date(1949, 6, 5), patient_sex="M"
+            ),
+            rec("b", "1", patient_name="PEETERS^JAN", patient_birth_date=dt.date(1949, 5, 6)),
+        ],
+        SOURCES,
+    )
+    assert exam.patient_birth_date == dt.date(1949, 6, 5)
+    assert [(loc.patient_name, loc.patient_birth_date, loc.patient_sex) for loc in exam.locations] == [
+        ("Peeters^Jan", dt.date(1949, 6, 5), "M"),
+        ("PEETERS^JAN", dt.date(1949, 5, 6), None),
+    ]
+
+
 def test_ties_are_deterministic() -> None:
     records = [rec("a", uid, "2024-01-01") for uid in ("3", "1", "2")]
     first = [e.study_instance_uid for e in merge_records(records, SOURCES)]

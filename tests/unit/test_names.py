@@ -21,6 +21,7 @@ from federation.identity.names import (
     folded_name,
     name_parts,
     score,
+    score_record,
 )
 
 bounded = settings(max_examples=200, deadline=None)
@@ -451,6 +452,45 @@ def test_levenshtein_examples() -> None:
 def test_score_examples(other: Demographics, expected: MatchScore) -> None:
     assert score(ANNA, other) == expected
     assert score(other, ANNA) == expected
+
+
+def test_what_the_search_did_not_give_is_not_compared_rather_than_missing() -> None:
+    # The page's search has no sex field, and a given name is optional: the record is not to blame.
+    search = Demographics("Peeters", None, dt.date(1949, 6, 5), None)
+    record = Demographics.from_pn("PEETERS^JAN", dt.date(1949, 6, 5), "M")
+    assert score_record(search, record) == MatchScore(
+        0.7, ("birth_date_equal", "sex_not_compared", "family_name_equal", "given_name_not_compared")
+    )
+    # The same when the record lacks them too: the search gave nothing to compare.
+    bare = Demographics.from_pn("PEETERS", dt.date(1949, 6, 5), None)
+    assert score_record(search, bare).reasons == (
+        "birth_date_equal",
+        "sex_not_compared",
+        "family_name_equal",
+        "given_name_not_compared",
+    )
+    # What the search gave and the record lacks is still the record's gap.
+    asked = Demographics("Peeters", "Jan", dt.date(1949, 6, 5), "M")
+    assert score_record(asked, bare) == MatchScore(
+        0.7, ("birth_date_equal", "sex_missing", "family_name_equal", "given_name_missing")
+    )
+    # A search without sex is not held back beyond the sex's own 100 points: name and birth date
+    # equal reach the threshold.
+    without_sex = Demographics("Peeters", "Jan", dt.date(1949, 6, 5), None)
+    assert score_record(without_sex, record).score == MERGE_THRESHOLD
+
+
+@bounded
+@given(demographics, demographics)
+def test_score_record_scores_as_score_and_only_renames_the_searchs_gaps(
+    a: Demographics, b: Demographics
+) -> None:
+    plain, told = score(a, b), score_record(a, b)
+    assert told.score == plain.score
+    renamed = {"sex_missing": "sex_not_compared", "given_name_missing": "given_name_not_compared"}
+    assert all(t == p or renamed.get(p) == t for p, t in zip(plain.reasons, told.reasons, strict=True))
+    if a.sex in ("M", "F", "O"):
+        assert "sex_not_compared" not in told.reasons
 
 
 def test_namesake_born_another_day_scores_low() -> None:

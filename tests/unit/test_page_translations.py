@@ -18,6 +18,8 @@ from web.page import ASSETS_DIR
 LANGUAGES = ("en", "fr", "nl")
 SCHEMA = Path(__file__).parents[2] / "schema.graphql"
 """The published schema (``pacsfed schema`` writes it; a test keeps it current)."""
+SEXES = ("M", "F", "O")
+"""PatientSex values the page names in words (PS3.3 C.7.1.1); any other is shown as given."""
 ENUM_KEYS = {
     "SourceStatus": "status",
     "CandidateReason": "reason",
@@ -54,6 +56,7 @@ def used_keys() -> set[str]:
             keys |= {f"{key}.one", f"{key}.other"}
     for enum, prefix in ENUM_KEYS.items():
         keys |= {f"{prefix}.{value}" for value in enum_values(enum)}
+    keys |= {f"sex.{value}" for value in SEXES}
     return keys
 
 
@@ -90,4 +93,10 @@ def test_the_languages_have_the_same_keys_and_placeholders() -> None:
 def test_the_page_uses_keys_found_by_this_test() -> None:
     # A guard for the test itself: the patterns above still find the page's keys.
     keys = used_keys()
-    assert {"search.submit", "status.TIMEOUT", "status.OK.one", "banner.incomplete"} <= keys
+    assert {
+        "search.submit",
+        "status.TIMEOUT",
+        "status.OK.one",
+        "banner.incomplete.one",
+        "patient.born",
+    } <= keys

@@ -6,7 +6,8 @@ const HISTORY = `fragment H on PatientHistory {
   complete cacheStatus
   sources { source { id name } status examCount cached cachedAt }
   exams { studyInstanceUid studyDate modalities description reportAvailability
-    locations { source { id name } patientId issuerOfPatientId viewerUrl cachedAt matchedBy { kind issuer value } } }
+    locations { source { id name } patientId issuerOfPatientId patientName patientBirthDate patientSex viewerUrl cachedAt
+      matchedBy { kind issuer value } } }
   candidates { score reasons source { id name } patientId issuerOfPatientId patientName birthDate sex
     exams { studyInstanceUid studyDate modalities description } }
 }`;
@@ -118,7 +119,7 @@ function minutesSince(iso) {
 function sourceLine(source, outcome) {
   const status = outcome ? outcome.status : state.running ? "WAITING" : "NOT_ASKED";
   let words = status === "OK" ? plural("status.OK", outcome.examCount) : t("status." + status);
-  if (outcome?.cached && outcome.cachedAt) words += " — " + t("status.cached", { n: minutesSince(outcome.cachedAt) });
+  if (outcome?.cached && outcome.cachedAt) words += " — " + plural("status.cached", minutesSince(outcome.cachedAt));
   const glyph = GLYPH[status] || "⚠";
   return el("li", { class: "source s-" + status.toLowerCase(), "data-source": source.id, "data-status": status },
     el("span", { class: "glyph", "aria-hidden": "true" }, glyph), " ",
@@ -139,7 +140,7 @@ function renderSources() {
     banner.hidden = false;
   } else if (state.history && !state.history.complete) {
     const names = outcomesList.filter((o) => FAILED.has(o.status)).map((o) => o.source.name);
-    banner.textContent = names.length ? t("banner.incomplete", { names: names.join(", ") }) : t("banner.incompleteGeneric");
+    banner.textContent = names.length ? plural("banner.incomplete", names.length, { names: names.join(", ") }) : t("banner.incompleteGeneric");
     banner.className = "banner incomplete";
     banner.hidden = false;
   } else {
@@ -178,7 +179,7 @@ function reportPanel(exam) {
 function examItem(exam) {
   const uid = exam.studyInstanceUid;
   const opened = state.open.has(uid), report = reportState(exam);
-  const hospitals = [...new Set(exam.locations.map((l) => l.source.name))].join(", ");
+  const held = [...new Set(exam.locations.map((l) => l.source.name))];
   const viewers = exam.locations.filter((l) => l.viewerUrl).map((l) =>
     el("a", { href: l.viewerUrl, target: "_blank", rel: "noopener" }, t("exam.viewer", { source: l.source.name })));
   const identifiers = el("details", {}, el("summary", {}, t("exam.identifiers")),
@@ -192,7 +193,7 @@ function examItem(exam) {
       el("span", { class: "modality" }, exam.modalities.join(", ") || "?"),
       el("span", { class: "description" }, exam.description || "—")),
     el("div", { class: "exam-meta" },
-      el("span", {}, t("exam.hospitals"), ": ", hospitals), " · ",
+      el("span", {}, plural("exam.hospitals", held.length), ": ", held.join(", ")), " · ",
       el("span", { class: "report-state", "data-report": report[0] }, t("exam.reportStatus"), ": ", report[1])),
     el("div", { class: "actions" },
       el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),
@@ -230,12 +231,56 @@ function renderTimeline() {
     ...all.map((m) => el("option", { value: m, selected: m === modality }, m)));
 }
 
+function personName(pn) {
+  // DICOM PN Family^Given^Middle^Prefix^Suffix, as written (never folded: a difference must show).
+  return pn ? pn.split("^").map((part) => part.trim()).filter(Boolean).join(", ") : "";
+}
+
+function sexWords(sex) {
+  const value = (sex || "").trim().toUpperCase();
+  return value ? (["M", "F", "O"].includes(value) ? t("sex." + value) : value) : "";
+}
+
+function patientVariants(exams) {
+  // Each distinct (name, birth date, sex) the hospitals hold for the exams shown, with who holds it.
+  const variants = new Map();
+  for (const exam of exams) {
+    for (const l of exam.locations) {
+      const name = personName(l.patientName), sex = (l.patientSex || "").trim().toUpperCase();
+      const key = JSON.stringify([name, l.patientBirthDate || "", sex]);
+      if (!variants.has(key)) variants.set(key, { name, birthDate: l.patientBirthDate, sex, holders: new Map() });
+      const id = [l.patientId, l.issuerOfPatientId].filter(Boolean).join(" / ");
+      variants.get(key).holders.set(l.source.id + "\u0000" + id, { source: l.source.name, id });
+    }
+  }
+  return [...variants.values()];
+}
+
+function renderPatient() {
+  // Who the history is of, as the hospitals record them: a mistyped ID must be seen at once.
+  const exams = state.history?.exams || [];
+  const variants = patientVariants(exams);
+  $("patient").hidden = !variants.length;
+  const disagree = variants.length > 1;
+  $("patient").classList.toggle("disagree", disagree);
+  const flag = $("patient-flag");
+  flag.hidden = !disagree;
+  flag.textContent = disagree ? plural("patient.disagree", variants.length) : "";
+  $("patient-list").replaceChildren(...variants.map((v) => el("li", { class: "variant" },
+    el("strong", { class: "patient-name" }, v.name || t("patient.noName")), " · ",
+    el("span", { class: "patient-birth" }, v.birthDate ? t("patient.born", { date: formatDate(v.birthDate) }) : t("patient.noBirthDate")), " · ",
+    el("span", { class: "patient-sex" }, sexWords(v.sex) || t("patient.noSex")),
+    el("span", { class: "holders" }, " — ", t("patient.heldBy", {
+      hospitals: [...v.holders.values()].map((h) => h.id ? `${h.source} (${h.id})` : h.source).join(", "),
+    })))));
+}
+
 function renderCandidates() {
   const candidates = state.history?.candidates || [];
   $("candidates").hidden = !candidates.length;
   $("candidate-list").replaceChildren(...candidates.map((c) => el("li", { class: "candidate" },
     el("p", {}, el("strong", { class: "verify" }, "⚠ " + t("candidates.mark")), " ",
-      [c.patientName && c.patientName.split("^").filter(Boolean).join(", "), c.birthDate && formatDate(c.birthDate), c.sex].filter(Boolean).join(" · "),
+      [personName(c.patientName), c.birthDate && formatDate(c.birthDate), sexWords(c.sex)].filter(Boolean).join(" · "),
       " — ", c.source.name, " ", [c.patientId, c.issuerOfPatientId].filter(Boolean).join(" / ")),
     el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), ": ",
       c.reasons.map((r) => t("reason." + r)).join(", ")),
@@ -250,6 +295,7 @@ function renderShare() {
 
 function render() {
   renderSources();
+  renderPatient();
   renderTimeline();
   renderCandidates();
   renderShare();
