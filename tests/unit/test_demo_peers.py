@@ -15,7 +15,11 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
 import pacsfed.demo as demo
+from connectors.base import ConnectorContext
+from connectors.dimse import DimseConnector
 from connectors.dimse_settings import DimseSourceSettings
+from federation.errors import SourceUnreachable
+from federation.models import Deadline
 from federation.settings import settings_from_mapping
 from pacsfed.demo import (
     DEMO_PATIENTS,
@@ -272,6 +276,21 @@ def test_dimse_rejects_an_association_called_for_another_ae_title(chu_nord: Simu
     ae.acse_timeout = 5
     assoc = ae.associate("127.0.0.1", chu_nord.port, ae_title="CLINSUD")
     assert assoc.is_rejected
+
+
+async def test_a_swapped_port_is_reported_as_the_wrong_called_ae(chu_nord: SimulatedDimsePacs) -> None:
+    # A configuration that sends Clinique du Sud's AE title to CHU Nord's port: the ping says so.
+    settings = DimseSourceSettings(
+        id="sud", kind="dimse", host="127.0.0.1", port=chu_nord.port, called_ae="CLINSUD"
+    )
+    connector = DimseConnector(settings, ConnectorContext())
+    try:
+        with pytest.raises(
+            SourceUnreachable, match=r"the peer is not CLINSUD \(called AE title not recognised"
+        ):
+            await connector.ping(Deadline.after(5))
+    finally:
+        await connector.aclose()
 
 
 def test_dimse_bad_date_is_a_failure(chu_nord: SimulatedDimsePacs) -> None:
