@@ -178,6 +178,29 @@ def demo_studies(source_id: str) -> list[Dataset]:
     return [_dataset(s, source_id) for s in held]
 
 
+def patient_summaries() -> list[str]:
+    """One line per demo patient saying what it shows, for the demo's banner (derived, never hand-kept)."""
+    lines = []
+    for number, patient in enumerate(DEMO_PATIENTS, 1):
+        mine = [s for s in _STUDIES if s.patient == number]
+        hospitals = {holder for s in mine for holder in s.holders}
+        shared = sum(len(s.holders) > 1 for s in mine)
+        kinds = {source.id: source.kind for source in DEMO_SOURCES}
+        reports = [
+            f"{'PDF' if kind == 'DOC' else kind} over {'DICOMweb' if kinds[s.holders[0]] == 'dicomweb' else 'DIMSE'}"
+            for s in mine
+            for kind in ("SR", "DOC")
+            if kind in s.modalities
+        ]
+        line = f"{len(mine)} exam{'s' * (len(mine) > 1)} at {len(hospitals)} hospital{'s' * (len(hospitals) > 1)}"
+        if shared:
+            line += f", {shared} held by two"
+        if reports:
+            line += f"; report{'s' * (len(reports) > 1)}: " + ", ".join(reports)
+        lines.append(f"{patient.patient_id}  {patient.name:<24} {line}")
+    return lines
+
+
 # --- Matching (PS3.4 C.2.2.2) ---------------------------------------------------------------
 
 # PS3.4 C.2.2.2.4: the VRs on which * and ? are matching characters.

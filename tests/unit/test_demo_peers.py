@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from pacsfed.demo import (
     start_demo_hospitals,
     study_uid,
 )
+from pacsfed.demo.patients import patient_summaries
 
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -99,6 +101,22 @@ def test_an_exam_has_a_report_exactly_when_it_lists_sr_or_doc() -> None:
             assert ds.SOPInstanceUID.startswith(ds.SeriesInstanceUID + ".")
             assert ds.SeriesInstanceUID.startswith(ds.StudyInstanceUID + ".")
     assert {ds.Modality for s in DEMO_SOURCES for ds in demo_reports(s.id)} == {"SR", "DOC"}
+
+
+def test_the_banner_s_summaries_and_the_readme_name_every_patient() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    summaries = patient_summaries()
+    assert [line.split()[0] for line in summaries] == [p.patient_id for p in DEMO_PATIENTS]
+    for patient, line in zip(DEMO_PATIENTS, summaries, strict=True):
+        assert f"`{patient.patient_id}`" in readme
+        has_report = any(
+            kind in ds.ModalitiesInStudy
+            for s in DEMO_SOURCES
+            for ds in demo_studies(s.id)
+            if ds.PatientID == patient.patient_id
+            for kind in ("SR", "DOC")
+        )
+        assert ("report" in line) is has_report, line
 
 
 def test_exports_are_sorted_and_real() -> None:
