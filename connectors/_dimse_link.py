@@ -130,7 +130,7 @@ class DimseLink:
                 f"association aborted by the peer (is {s.calling_ae} registered there?)"
             ) from exc
         if pdu_type == wire.A_ASSOCIATE_RJ:
-            raise SourceUnreachable(f"association rejected by {s.called_ae} (is {s.calling_ae} known there?)")
+            raise SourceUnreachable(_rejection(s, data))
         if pdu_type == wire.A_ABORT:
             raise SourceUnreachable(f"association aborted by the peer (is {s.calling_ae} registered there?)")
         if pdu_type != wire.A_ASSOCIATE_AC:
@@ -307,3 +307,16 @@ async def _tls_reason(
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed: {(exc.reason or 'the peer ended the TLS handshake').lower().replace('_', ' ')}"
     return f"association aborted by the peer (is {settings.calling_ae} registered there?)"
+
+
+def _rejection(s: DimseSourceSettings, data: bytes) -> str:
+    """What an A-ASSOCIATE-RJ says (PS3.8 9.3.4: result, source and reason at bytes 7 to 9)."""
+    source, reason = (data[8], data[9]) if len(data) >= 10 else (0, 0)
+    if (source, reason) == (1, 7):
+        return (
+            f"association rejected: the peer is not {s.called_ae} (called AE title not recognised;"
+            " check called_ae and the port)"
+        )
+    if (source, reason) == (1, 3):
+        return f"association rejected: {s.called_ae} does not know the calling AE title {s.calling_ae}"
+    return f"association rejected by {s.called_ae} (is {s.calling_ae} known there?)"

@@ -65,8 +65,8 @@ async def fetch_document(
     web: HttpSource, study: StudyRef, document: ReportInstance, deadline: Deadline
 ) -> ReportDocument:
     """The document report's bytes, fetched again with WADO-RS."""
-    path = (
-        f"/studies/{_segment(study.study_instance_uid)}/series/{_segment(document.series_instance_uid)}"
+    path = (  # relative to the source's base URL, as fetch_report's paths are: no leading slash
+        f"studies/{_segment(study.study_instance_uid)}/series/{_segment(document.series_instance_uid)}"
         f"/instances/{_segment(document.sop_instance_uid)}"
     )
     dataset = await _instance(web, path, deadline)

@@ -251,6 +251,7 @@ def _apikey_create(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     from pacsfed.demo import start_demo_hospitals
+    from pacsfed.demo.patients import patient_summaries
     from pacsfed.demo.signer import DemoSigner
 
     try:  # listen first: a banner with a fresh token must never precede "address already in use"
@@ -285,6 +286,13 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"pacsfed demo: {len(settings.sources)} simulated hospitals, memory cache")
         for source in settings.sources:
             print(f"  - {source.id:<20} {source.kind:<9} {source.name}")
+        print("\nSynthetic patients (the same ID at every hospital; no real patient data):")
+        for line in patient_summaries():
+            print(f"  {line}")
+        print(
+            "No image viewer: the simulated hospitals hold no images, so no exam has a viewer link."
+            "\nA real deployment gives each source a viewer_url template (README, Configuration reference)."
+        )
         print(f"\nAudit journal: {state / 'audit'}")
         print(f"\nA token for a demo physician (every scope, valid 12 h):\n\n  {token}\n")
         print(

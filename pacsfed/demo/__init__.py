@@ -1,7 +1,8 @@
 """Simulated hospitals for ``pacsfed demo`` and benchmarks: two DIMSE PACS and one DICOMweb PACS.
 
 :func:`start_demo_hospitals` starts all three on free loopback ports and says how to reach them in
-pacsfed's source configuration shape; the catalogue they serve is in :mod:`pacsfed.demo.patients`.
+pacsfed's source configuration shape; the catalogue they serve is in :mod:`pacsfed.demo.patients`,
+its reports in :mod:`pacsfed.demo.reports`. They hold no images.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pacsfed.demo.patients import (
     study_uid,
 )
 from pacsfed.demo.qido_peer import SimulatedQidoServer, create_qido_app
+from pacsfed.demo.reports import demo_reports
 
 CALLING_AE = "PACSFED"
 
@@ -76,13 +78,15 @@ async def start_demo_hospitals(host: str = "127.0.0.1", *, latency_s: float = 0.
     hospitals = DemoHospitals(host, {}, {})
     try:
         for source in DEMO_SOURCES:
-            studies = demo_studies(source.id)
+            studies, reports = demo_studies(source.id), demo_reports(source.id)
             if source.kind == "dimse":
-                peer = SimulatedDimsePacs(source.ae_title, studies, host=host, latency_s=latency_s)
+                peer = SimulatedDimsePacs(
+                    source.ae_title, studies, host=host, latency_s=latency_s, reports=reports
+                )
                 hospitals.dimse[source.id] = peer
                 peer.start()
             else:
-                server = SimulatedQidoServer(studies, host=host, latency_s=latency_s)
+                server = SimulatedQidoServer(studies, host=host, latency_s=latency_s, reports=reports)
                 hospitals.dicomweb[source.id] = server
                 await server.start()
     except BaseException:
@@ -102,6 +106,7 @@ __all__ = [
     "SimulatedDimsePacs",
     "SimulatedQidoServer",
     "create_qido_app",
+    "demo_reports",
     "demo_studies",
     "start_demo_hospitals",
     "study_uid",

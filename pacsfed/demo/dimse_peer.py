@@ -1,9 +1,13 @@
-"""A simulated DIMSE PACS: a pynetdicom Query/Retrieve C-FIND SCP over an in-memory study list.
+"""A simulated DIMSE PACS: a pynetdicom Query/Retrieve SCP over an in-memory catalogue (demo only).
 
-It answers C-ECHO and C-FIND (PS3.4 C.4.1) in the Patient Root and Study Root information models,
-at the PATIENT and STUDY levels, with the matching of PS3.4 C.2.2.2. Responses hold only the keys
-asked for, plus SpecificCharacterSet (always ISO_IR 192, UTF-8), QueryRetrieveLevel and
-RetrieveAETitle. Any calling AE is accepted.
+It answers C-ECHO, C-FIND (PS3.4 C.4.1) in the Patient Root and Study Root information models at
+every level, with the matching of PS3.4 C.2.2.2, and Study Root C-GET (PS3.4 C.4.3) of its report
+instances, sent as C-STORE sub-operations on the same association. Its series and instances are
+the reports of :mod:`pacsfed.demo.reports` only: no image is simulated, so an image series is
+neither listed nor retrieved. Responses hold only the keys asked for, plus SpecificCharacterSet
+(always ISO_IR 192, UTF-8), QueryRetrieveLevel and RetrieveAETitle. Any calling AE is accepted; an
+association called for another AE title is rejected (A-ASSOCIATE-RJ, "called AE title not
+recognised", PS3.8 9.3.4), as a real PACS does.
 
 Nothing here logs identifiers; note that pynetdicom itself logs every C-FIND request identifier
 at INFO on the ``pynetdicom`` logger unless ``pynetdicom._config.LOG_REQUEST_IDENTIFIERS`` is
@@ -33,10 +37,11 @@ from pacsfed.demo.patients import (
     record_matches,
     validate_key,
 )
+from pacsfed.demo.reports import COMPREHENSIVE_SR, ENCAPSULATED_PDF, series_record
 
 _log = logging.getLogger(__name__)
 
-# C-FIND statuses (PS3.4 C.4.1.1.4).
+# C-FIND and C-GET statuses (PS3.4 C.4.1.1.4, C.4.3.1.4).
 _PENDING = 0xFF00
 _CANCEL = 0xFE00
 _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -47,7 +52,11 @@ _UNABLE_TO_PROCESS = 0xC000
 _VERIFICATION = UID("1.2.840.10008.1.1")
 _PATIENT_ROOT = UID("1.2.840.10008.5.1.4.1.2.1.1")
 _STUDY_ROOT = UID("1.2.840.10008.5.1.4.1.2.2.1")
-_LEVELS = {_PATIENT_ROOT: {"PATIENT", "STUDY"}, _STUDY_ROOT: {"STUDY"}}
+_STUDY_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.2.3")
+# PS3.4 C.4.1.2.2.1 (hierarchical search): the levels of each model, top first, and the unique
+# key of each level, which must hold one value at every level above the one queried.
+_LEVELS = {_PATIENT_ROOT: ("PATIENT", "STUDY", "SERIES", "IMAGE"), _STUDY_ROOT: ("STUDY", "SERIES", "IMAGE")}
+_UNIQUE_KEY = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID"}
 _PATIENT_ATTRIBUTES = (
     "PatientName",
     "PatientID",
@@ -61,7 +70,7 @@ FindResponse = tuple[int, Dataset | None]
 
 
 class SimulatedDimsePacs:
-    """A C-FIND SCP on a loopback port, answering from a fixed list of study-level datasets."""
+    """A Query/Retrieve SCP on a loopback port: study-level datasets, and report instances to retrieve."""
 
     def __init__(
         self,
@@ -74,6 +83,7 @@ class SimulatedDimsePacs:
         max_associations: int = 32,
         tcp_nodelay: bool = True,
         study_root: bool = True,
+        reports: Iterable[Dataset] = (),
     ) -> None:
         self.ae_title = ae_title
         self.host = host
@@ -82,11 +92,23 @@ class SimulatedDimsePacs:
         self._requested_port = port
         self._studies = [copy.deepcopy(ds) for ds in datasets]
         self._patients = _patient_records(self._studies)
+        self._instances = [copy.deepcopy(ds) for ds in reports]
+        self._series = [series_record(ds) for ds in self._instances]
         self._ae = AE(ae_title=ae_title)
         self._ae.maximum_associations = max_associations
+        self._ae.require_called_aet = True
         # Without Study Root it behaves like the older PACS that offer Patient Root only.
-        for sop_class in (_VERIFICATION, _PATIENT_ROOT, *((_STUDY_ROOT,) if study_root else ())):
+        for sop_class in (
+            _VERIFICATION,
+            _PATIENT_ROOT,
+            *((_STUDY_ROOT, _STUDY_ROOT_GET) if study_root else ()),
+        ):
             self._ae.add_supported_context(sop_class)
+        if study_root:
+            # C-GET sends the instances back as C-STORE requests: the SCU role of the storage
+            # classes, which the retriever proposes by SCP/SCU Role Selection (PS3.7 D.3.3.4).
+            for sop_class in (COMPREHENSIVE_SR, ENCAPSULATED_PDF):
+                self._ae.add_supported_context(sop_class, scu_role=False, scp_role=True)
         self._server: Any = None
         self.cancelled_queries = 0
         self.associations_accepted = 0
@@ -110,6 +132,7 @@ class SimulatedDimsePacs:
                     (evt.EVT_CONN_OPEN, self._on_connection),
                     (evt.EVT_ACCEPTED, self._on_accepted),
                     (evt.EVT_C_FIND, self._on_find),
+                    (evt.EVT_C_GET, self._on_get),
                 ],
             )
         return self.port
@@ -156,36 +179,51 @@ class SimulatedDimsePacs:
     def _find(self, event: Any) -> Iterator[FindResponse]:
         identifier: Dataset = event.identifier
         level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-        model = UID(event.request.AffectedSOPClassUID)
-        if level not in _LEVELS.get(model, ()):
-            # SERIES and IMAGE are valid in both models, but this PACS knows only studies.
-            valid = level in {"SERIES", "IMAGE"}
-            yield (_UNABLE_TO_PROCESS if valid else _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS), None
+        checked = _checked_keys(identifier, level, UID(event.request.AffectedSOPClassUID))
+        if isinstance(checked, int):
+            yield checked, None
             return
-        keys = keys_from_identifier(identifier)
-        if model == _PATIENT_ROOT and level == "STUDY" and not _single_patient_id(keys):
-            # PS3.4 C.4.1.2.2.1: below the top level, the unique keys above must be given.
-            yield _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
-            return
-        try:
-            for key in keys:
-                validate_key(key)
-        except MatchError:
-            yield _UNABLE_TO_PROCESS, None
-            return
-
+        keys = checked
         if not self._wait_latency(event):
             self.cancelled_queries += 1
             yield _CANCEL, None
             return
-        records = self._patients if level == "PATIENT" else self._studies
-        for record in records:
+        for record in self._records(level):
             if event.is_cancelled:
                 self.cancelled_queries += 1
                 yield _CANCEL, None
                 return
             if record_matches(record, keys):
                 yield _PENDING, self._response(identifier, record, level)
+
+    def _records(self, level: str) -> list[Dataset]:
+        by_level = {"PATIENT": self._patients, "STUDY": self._studies, "SERIES": self._series}
+        return by_level.get(level, self._instances)
+
+    def _on_get(self, event: Any) -> Iterator[Any]:
+        """EVT_C_GET handler: the number of sub-operations, then one (Pending, instance) per match."""
+        try:
+            identifier: Dataset = event.identifier
+            level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+            checked = _checked_keys(identifier, level, _STUDY_ROOT)
+            if not isinstance(checked, int) and not self._wait_latency(event):
+                checked = _CANCEL
+            matches = [] if isinstance(checked, int) else [
+                ds for ds in self._instances if record_matches(ds, checked)
+            ]  # fmt: skip
+        except Exception as exc:  # never let pynetdicom log a traceback that may quote data
+            _log.warning("C-GET failed in %s: %s", self.ae_title, type(exc).__name__)
+            checked = _UNABLE_TO_PROCESS
+        if isinstance(checked, int):
+            yield 1  # pynetdicom sends a failure status only once sub-operations are announced
+            yield checked, None
+            return
+        yield len(matches)
+        for instance in matches:
+            if event.is_cancelled:
+                yield _CANCEL, None
+                return
+            yield _PENDING, instance
 
     def _wait_latency(self, event: Any) -> bool:
         """Sleep ``latency_s`` in small steps; False if the query was cancelled meanwhile."""
@@ -212,10 +250,27 @@ class SimulatedDimsePacs:
         return out
 
 
-def _single_patient_id(keys: list[MatchKey]) -> bool:
-    """True if the keys hold one PatientID value without wildcards."""
+def _checked_keys(identifier: Dataset, level: str, model: UID) -> list[MatchKey] | int:
+    """The identifier's matching keys, or the failure status of a query this model cannot take."""
+    levels = _LEVELS.get(model, ())
+    if level not in levels:
+        return _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    keys = keys_from_identifier(identifier)
+    # PS3.4 C.4.1.2.2.1: below the top level, the unique keys above must be given.
+    if not all(_single_value(keys, _UNIQUE_KEY[above]) for above in levels[: levels.index(level)]):
+        return _IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    try:
+        for key in keys:
+            validate_key(key)
+    except MatchError:
+        return _UNABLE_TO_PROCESS
+    return keys
+
+
+def _single_value(keys: list[MatchKey], name: str) -> bool:
+    """True if the keys hold one value of ``name`` without wildcards."""
     for key in keys:
-        if key.name == "PatientID" and len(key.values) == 1:
+        if key.name == name and len(key.values) == 1:
             return not {"*", "?"} & set(key.values[0])
     return False
 

@@ -86,16 +86,17 @@ class _Study:
 _N, _A, _S = CHU_NORD.id, AZ_SINT_JAN.id, CLINIQUE_SUD.id
 
 _STUDIES: tuple[_Study, ...] = (
-    # DEMO-001 Müller^Anna: exams at all three hospitals, one MR transferred (partly) to AZ Sint-Jan.
+    # DEMO-001 Müller^Anna: exams at all three hospitals, one MR transferred (partly) to AZ Sint-Jan;
+    # an SR report (Clinique du Sud, DIMSE) and a PDF report (AZ Sint-Jan, DICOMweb).
     _Study(1, 1, "20190314", "083512", ("CT",), "CT thorax sans injection", "Dubois^Marc",
            3, 412, (_N,)),
     _Study(1, 2, "20210602", "141005", ("MR",), "IRM cérébrale avec injection", "Dubois^Marc",
            7, 1450, (_N, _A), {_A: (5, 1210)}),
-    _Study(1, 3, "20221120", "101530", ("US",), "Echografie abdomen", "Mertens^Pieter",
+    _Study(1, 3, "20221120", "101530", ("US", "DOC"), "Echografie abdomen", "Mertens^Pieter",
            1, 38, (_A,)),
     _Study(1, 4, "20230208", "090245", ("CR",), "RX thorax PA en profiel", "Mertens^Pieter",
            2, 2, (_A,)),
-    _Study(1, 5, "20240117", "163040", ("MR",), "IRM genou droit", "Renard^Isabelle",
+    _Study(1, 5, "20240117", "163040", ("MR", "SR"), "IRM genou droit", "Renard^Isabelle",
            6, 980, (_S,)),
     _Study(1, 6, "20240905", "112200", ("DX",), "Radiographie bassin face", "Renard^Isabelle",
            1, 1, (_S,)),
@@ -121,7 +122,7 @@ _STUDIES: tuple[_Study, ...] = (
     _Study(4, 3, "20230516", "140230", ("CT", "SR"), "Coroscanner", "Dubois^Marc",
            3, 540, (_N,)),
     # DEMO-005 Østergård^Søren
-    _Study(5, 1, "20210930", "031245", ("CT",), "CT hersenen zonder contrast", "Mertens^Pieter",
+    _Study(5, 1, "20210930", "031245", ("CT", "SR"), "CT hersenen zonder contrast", "Mertens^Pieter",
            2, 260, (_A,)),
     # DEMO-006 Peeters^Jan: an angiography sent from Clinique du Sud to AZ Sint-Jan.
     _Study(6, 1, "20160225", "110000", ("XA",), "Angiographie des membres inférieurs",
@@ -175,6 +176,29 @@ def demo_studies(source_id: str) -> list[Dataset]:
     held = [s for s in _STUDIES if source_id in s.holders]
     held.sort(key=lambda s: (s.date, s.time, s.patient, s.number))
     return [_dataset(s, source_id) for s in held]
+
+
+def patient_summaries() -> list[str]:
+    """One line per demo patient saying what it shows, for the demo's banner (derived, never hand-kept)."""
+    lines = []
+    for number, patient in enumerate(DEMO_PATIENTS, 1):
+        mine = [s for s in _STUDIES if s.patient == number]
+        hospitals = {holder for s in mine for holder in s.holders}
+        shared = sum(len(s.holders) > 1 for s in mine)
+        kinds = {source.id: source.kind for source in DEMO_SOURCES}
+        reports = [
+            f"{'PDF' if kind == 'DOC' else kind} over {'DICOMweb' if kinds[s.holders[0]] == 'dicomweb' else 'DIMSE'}"
+            for s in mine
+            for kind in ("SR", "DOC")
+            if kind in s.modalities
+        ]
+        line = f"{len(mine)} exam{'s' * (len(mine) > 1)} at {len(hospitals)} hospital{'s' * (len(hospitals) > 1)}"
+        if shared:
+            line += f", {shared} held by two"
+        if reports:
+            line += f"; report{'s' * (len(reports) > 1)}: " + ", ".join(reports)
+        lines.append(f"{patient.patient_id}  {patient.name:<24} {line}")
+    return lines
 
 
 # --- Matching (PS3.4 C.2.2.2) ---------------------------------------------------------------

@@ -1,6 +1,10 @@
-"""A simulated DICOMweb PACS: QIDO-RS ``GET /dicom-web/studies`` (PS3.18 10.6) over a study list.
+"""A simulated DICOMweb PACS (demo only): QIDO-RS over a study list, and WADO-RS of its reports.
 
-Matching keys are given by keyword or by tag (``PatientID`` or ``00100020``) and follow PS3.4
+``GET /dicom-web/studies`` searches studies (PS3.18 10.6); ``/studies/{study}/series`` and
+``/studies/{study}/series/{series}/instances`` search within one study or series, whose series and
+instances are its report instances only (no image is simulated); ``.../instances/{instance}``
+retrieves one of them (WADO-RS, PS3.18 10.4) as ``multipart/related; type="application/dicom"``.
+A study, series or instance the PACS does not hold is ``404``. Matching keys are given by keyword or by tag (``PatientID`` or ``00100020``) and follow PS3.4
 C.2.2.2; ``includefield``, ``limit`` and ``offset`` follow PS3.18 8.3.4; ``fuzzymatching`` is
 accepted and ignored. Answers are DICOM JSON (PS3.18 F.2), ``200 []`` when nothing matches, and
 ``400`` with ``{"error": ...}`` on a bad parameter. Error messages name parameters, never values.
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import io
 import socket
 from collections.abc import Generator, Iterable
 from typing import Any
@@ -20,10 +25,11 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pacsfed.demo.patients import UTF8_CHARSET, MatchError, MatchKey, record_matches, validate_key
+from pacsfed.demo.reports import series_record
 
 DICOM_JSON = "application/dicom+json"
 
@@ -45,6 +51,31 @@ _DEFAULT_STUDY_FIELDS = (
     "StudyID",
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
+)
+# PS3.18 Tables 10.6.3-4 and 10.6.3-5: the series and instance defaults.
+_DEFAULT_SERIES_FIELDS = (
+    "SpecificCharacterSet",
+    "Modality",
+    "TimezoneOffsetFromUTC",
+    "SeriesDescription",
+    "SeriesInstanceUID",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "RequestAttributesSequence",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+)
+_DEFAULT_INSTANCE_FIELDS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "InstanceAvailability",
+    "TimezoneOffsetFromUTC",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "NumberOfFrames",
 )
 _RESERVED = frozenset({"includefield", "limit", "offset", "fuzzymatching"})
 _LIST_VRS = frozenset({"UI", "CS"})  # values that may be comma-separated alternatives
@@ -98,9 +129,11 @@ def _non_negative(name: str, raw: str, minimum: int) -> int:
 class _Query:
     """The parsed parameters of one QIDO-RS request."""
 
-    def __init__(self, params: Iterable[tuple[str, str]]) -> None:
+    def __init__(
+        self, params: Iterable[tuple[str, str]], defaults: tuple[str, ...] = _DEFAULT_STUDY_FIELDS
+    ) -> None:
         self.keys: list[MatchKey] = []
-        self.fields: set[int] = {_tag(name) for name in _DEFAULT_STUDY_FIELDS}
+        self.fields: set[int] = {_tag(name) for name in defaults}
         self.all_fields = False
         self.limit: int | None = None
         self.offset = 0
@@ -131,27 +164,54 @@ class _Query:
                 self.fields.add(_tag(name))
 
 
-def _study_json(record: Dataset, query: _Query, base_url: str) -> dict[str, Any]:
+def _record_json(record: Dataset, query: _Query, retrieve_url: str) -> dict[str, Any]:
     out = Dataset()
     for elem in record:
         if query.all_fields or elem.tag in query.fields:
             out.add(copy.deepcopy(elem))
     out.SpecificCharacterSet = UTF8_CHARSET
-    out.RetrieveURL = f"{base_url}/dicom-web/studies/{record.StudyInstanceUID}"
+    out.RetrieveURL = retrieve_url
     return out.to_json_dict()
+
+
+def _part10(instance: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    instance.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _accepts_dicom(accept: str) -> bool:
+    """True if the Accept header allows a multipart of application/dicom (PS3.18 8.7.3.3)."""
+    if not accept.strip():
+        return True
+    for media_range in accept.lower().replace(" ", "").split(","):
+        kind, _, parameters = media_range.partition(";")
+        if kind in ("*/*", "multipart/*"):
+            return True
+        if kind == "multipart/related" and (
+            "type=" not in parameters or 'type="application/dicom"' in parameters
+        ):
+            return True
+    return False
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_qido_app(datasets: Iterable[Dataset], latency_s: float = 0.0) -> Starlette:
-    """A Starlette app serving QIDO-RS study queries over ``datasets`` (oldest first)."""
+def create_qido_app(
+    datasets: Iterable[Dataset], latency_s: float = 0.0, reports: Iterable[Dataset] = ()
+) -> Starlette:
+    """A Starlette app serving QIDO-RS over ``datasets`` (oldest first) and WADO-RS of ``reports``."""
     studies = sorted(
         (copy.deepcopy(ds) for ds in datasets),
         key=lambda ds: (str(ds.get("StudyDate", "")), str(ds.get("StudyTime", "")),
                         str(ds.get("StudyInstanceUID", ""))),
     )  # fmt: skip
+    held = {str(ds.StudyInstanceUID) for ds in studies}
+    instances = [copy.deepcopy(ds) for ds in reports if str(ds.StudyInstanceUID) in held]
+    series = {str(ds.SeriesInstanceUID): series_record(ds) for ds in instances}
+    encoded = {str(ds.SOPInstanceUID): _part10(ds) for ds in instances}
 
     async def search_studies(request: Request) -> JSONResponse:
         """GET /dicom-web/studies: PS3.18 10.6.1, Search Transaction at the study level."""
@@ -170,10 +230,63 @@ def create_qido_app(datasets: Iterable[Dataset], latency_s: float = 0.0) -> Star
             # PS3.18 8.3.4.4 (RFC 7234 Warning): more results can be requested with offset.
             agent = request.url.netloc or "pacsfed-demo"
             headers["Warning"] = f'299 {agent} "There are additional results that can be requested"'
-        body = [_study_json(ds, query, base_url) for ds in page]
+        body = [_record_json(ds, query, f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}") for ds in page]
         return JSONResponse(body, headers=headers, media_type=DICOM_JSON)
 
-    return Starlette(routes=[Route("/dicom-web/studies", search_studies, methods=["GET"])])
+    async def search_within(request: Request) -> JSONResponse:
+        """GET .../studies/{study}/series and .../series/{series}/instances (PS3.18 10.6.1)."""
+        if latency_s > 0:
+            await asyncio.sleep(latency_s)
+        study, in_series = request.path_params["study"], request.path_params.get("series")
+        if study not in held or (in_series is not None and in_series not in series):
+            return _error(404, "no such study or series here")
+        defaults = _DEFAULT_SERIES_FIELDS if in_series is None else _DEFAULT_INSTANCE_FIELDS
+        try:
+            query = _Query(request.query_params.multi_items(), defaults)
+        except BadQuery as exc:
+            return _error(400, str(exc))
+        base_url = f"{str(request.base_url).rstrip('/')}/dicom-web/studies/{study}/series"
+        body = []
+        for record in series.values() if in_series is None else instances:
+            where = (str(record.StudyInstanceUID), str(record.SeriesInstanceUID))
+            if where[0] == study and (in_series in (None, where[1])) and record_matches(record, query.keys):
+                url = f"{base_url}/{where[1]}"
+                if in_series is not None:
+                    url += f"/instances/{record.SOPInstanceUID}"
+                body.append(_record_json(record, query, url))
+        return JSONResponse(body, media_type=DICOM_JSON)
+
+    async def retrieve_instance(request: Request) -> Response:
+        """GET .../instances/{instance}: WADO-RS, one instance as a one-part multipart (PS3.18 10.4)."""
+        if latency_s > 0:
+            await asyncio.sleep(latency_s)
+        uid = request.path_params["instance"]
+        found = next((ds for ds in instances if str(ds.SOPInstanceUID) == uid), None)
+        if found is None or (str(found.StudyInstanceUID), str(found.SeriesInstanceUID)) != (
+            request.path_params["study"],
+            request.path_params["series"],
+        ):
+            return _error(404, "no such instance here")
+        if not _accepts_dicom(request.headers.get("accept", "")):
+            return _error(406, 'only multipart/related; type="application/dicom" is offered')
+        boundary = f"pacsfed-demo-{uid}"
+        body = (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
+            + encoded[uid]
+            + f"\r\n--{boundary}--\r\n".encode("ascii")
+        )
+        media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        return Response(body, media_type=media_type)
+
+    study_path = "/dicom-web/studies/{study}/series"
+    return Starlette(
+        routes=[
+            Route("/dicom-web/studies", search_studies, methods=["GET"]),
+            Route(study_path, search_within, methods=["GET"]),
+            Route(study_path + "/{series}/instances", search_within, methods=["GET"]),
+            Route(study_path + "/{series}/instances/{instance}", retrieve_instance, methods=["GET"]),
+        ]
+    )
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -193,10 +306,12 @@ class SimulatedQidoServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency_s: float = 0.0,
+        *,
+        reports: Iterable[Dataset] = (),
     ) -> None:
         self.host = host
         self._requested_port = port
-        self._app = create_qido_app(datasets, latency_s=latency_s)
+        self._app = create_qido_app(datasets, latency_s=latency_s, reports=reports)
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._port: int | None = None

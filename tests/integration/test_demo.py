@@ -31,6 +31,8 @@ def test_demo_answers_the_printed_example_query() -> None:
                 break
         banner = "".join(lines)
         assert f"http://127.0.0.1:{port}/graphql" in banner
+        assert all(f"DEMO-00{n}  " in banner for n in range(1, 9))  # every synthetic patient is named
+        assert "No image viewer" in banner and "viewer_url" in banner
         example = banner.split("Example query:", 1)[1].split("Or from a shell:", 1)[0].strip()
         token = banner.split("A token for a demo physician", 1)[1].split("\n\n", 1)[1].split()[0]
         url = f"http://127.0.0.1:{port}/graphql"

@@ -67,3 +67,25 @@ def test_a_served_pacsfed_gives_reports_and_serves_the_pdf_to_its_caller_only(
 
     log = server.log_text()
     assert REPORT_PATIENT.patient_id not in log and "Rapport" not in log and FINDING not in log
+
+
+DEMO_REPORTS = """query($id: String!) { patientHistory(patient: {id: $id}) {
+      exams { modalities report { status error text mimeType url } } } }"""
+
+
+def test_the_demo_s_reports_read_as_the_page_reads_them(pacsfed_server: Callable[..., Any]) -> None:
+    # DEMO-001: an SR at a DIMSE hospital, a PDF at the DICOMweb one, four exams without a report.
+    demo = pacsfed_server(demo=True)
+    token = demo.demo_token()
+    transport = HTTPXTransport(url=demo.graphql_url, headers={"authorization": f"Bearer {token}"}, timeout=60)
+    with Client(transport=transport) as session:
+        answer = session.execute(GraphQLRequest(DEMO_REPORTS, variable_values={"id": "DEMO-001"}))
+    reports = {tuple(e["modalities"]): e["report"] for e in answer["patientHistory"]["exams"]}
+    sr, pdf = reports[("MR", "SR")], reports[("US", "DOC")]
+    assert (sr["status"], sr["error"]) == ("AVAILABLE", None), sr
+    assert "Impression: " in sr["text"]
+    assert (pdf["status"], pdf["mimeType"]) == ("AVAILABLE", "application/pdf"), pdf
+    opened = httpx.get(pdf["url"], headers={"authorization": f"Bearer {token}"}, timeout=30)
+    assert (opened.status_code, opened.content[:8]) == (200, b"%PDF-1.4")
+    others = [r for modalities, r in reports.items() if "SR" not in modalities and "DOC" not in modalities]
+    assert len(others) == 4 and all((r["status"], r["error"]) == ("NOT_FOUND", None) for r in others), others

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,17 +16,23 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
 import pacsfed.demo as demo
+from connectors.base import ConnectorContext
+from connectors.dimse import DimseConnector
 from connectors.dimse_settings import DimseSourceSettings
+from federation.errors import SourceUnreachable
+from federation.models import Deadline
 from federation.settings import settings_from_mapping
 from pacsfed.demo import (
     DEMO_PATIENTS,
     DEMO_SOURCES,
     SimulatedDimsePacs,
     SimulatedQidoServer,
+    demo_reports,
     demo_studies,
     start_demo_hospitals,
     study_uid,
 )
+from pacsfed.demo.patients import patient_summaries
 
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -80,6 +87,38 @@ def test_every_patient_has_one_to_six_studies() -> None:
         }
 
 
+def test_an_exam_has_a_report_exactly_when_it_lists_sr_or_doc() -> None:
+    for source in DEMO_SOURCES:
+        listed = {
+            (str(ds.StudyInstanceUID), kind)
+            for ds in demo_studies(source.id)
+            for kind in ds.ModalitiesInStudy
+            if kind in ("SR", "DOC")
+        }
+        reports = demo_reports(source.id)
+        assert {(str(ds.StudyInstanceUID), ds.Modality) for ds in reports} == listed
+        for ds in reports:
+            assert ds.SOPInstanceUID.startswith(ds.SeriesInstanceUID + ".")
+            assert ds.SeriesInstanceUID.startswith(ds.StudyInstanceUID + ".")
+    assert {ds.Modality for s in DEMO_SOURCES for ds in demo_reports(s.id)} == {"SR", "DOC"}
+
+
+def test_the_banner_s_summaries_and_the_readme_name_every_patient() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    summaries = patient_summaries()
+    assert [line.split()[0] for line in summaries] == [p.patient_id for p in DEMO_PATIENTS]
+    for patient, line in zip(DEMO_PATIENTS, summaries, strict=True):
+        assert f"`{patient.patient_id}`" in readme
+        has_report = any(
+            kind in ds.ModalitiesInStudy
+            for s in DEMO_SOURCES
+            for ds in demo_studies(s.id)
+            if ds.PatientID == patient.patient_id
+            for kind in ("SR", "DOC")
+        )
+        assert ("report" in line) is has_report, line
+
+
 def test_exports_are_sorted_and_real() -> None:
     assert demo.__all__ == sorted(demo.__all__)
     for name in demo.__all__:
@@ -92,7 +131,9 @@ def test_exports_are_sorted_and_real() -> None:
 @pytest.fixture(scope="module")
 def chu_nord() -> Iterator[SimulatedDimsePacs]:
     """One peer for the module: it holds no state, and each stop takes pynetdicom ~0.5 s."""
-    with SimulatedDimsePacs("CHUNORD", demo_studies("demo-chu-nord")) as peer:
+    with SimulatedDimsePacs(
+        "CHUNORD", demo_studies("demo-chu-nord"), reports=demo_reports("demo-chu-nord")
+    ) as peer:
         yield peer
 
 
@@ -230,7 +271,44 @@ def test_dimse_patient_root_levels(chu_nord: SimulatedDimsePacs) -> None:
     assert c_find(chu_nord, query, STUDY_ROOT)[0] == 0xA900
     series = study_query(PatientID="DEMO-001")
     series.QueryRetrieveLevel = "SERIES"
-    assert c_find(chu_nord, series)[0] == 0xC000
+    assert c_find(chu_nord, series)[0] == 0xA900  # below STUDY, one StudyInstanceUID is needed
+
+
+def test_dimse_series_level_lists_the_report_series_only(chu_nord: SimulatedDimsePacs) -> None:
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = study_uid(4, 3)  # the coroscanner, "CT, SR"
+    query.SeriesInstanceUID = query.Modality = query.SeriesNumber = ""
+    status, found = c_find(chu_nord, query)
+    assert status == 0
+    assert [(ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber) for ds in found] == [
+        ("SR", study_uid(4, 3) + ".90", 90)
+    ]
+    query.StudyInstanceUID = study_uid(1, 1)  # a CT without report: no image series is simulated
+    assert c_find(chu_nord, query) == (0, [])
+
+
+def test_dimse_rejects_an_association_called_for_another_ae_title(chu_nord: SimulatedDimsePacs) -> None:
+    ae = AE("PACSFED")
+    ae.add_requested_context(VERIFICATION)
+    ae.acse_timeout = 5
+    assoc = ae.associate("127.0.0.1", chu_nord.port, ae_title="CLINSUD")
+    assert assoc.is_rejected
+
+
+async def test_a_swapped_port_is_reported_as_the_wrong_called_ae(chu_nord: SimulatedDimsePacs) -> None:
+    # A configuration that sends Clinique du Sud's AE title to CHU Nord's port: the ping says so.
+    settings = DimseSourceSettings(
+        id="sud", kind="dimse", host="127.0.0.1", port=chu_nord.port, called_ae="CLINSUD"
+    )
+    connector = DimseConnector(settings, ConnectorContext())
+    try:
+        with pytest.raises(
+            SourceUnreachable, match=r"the peer is not CLINSUD \(called AE title not recognised"
+        ):
+            await connector.ping(Deadline.after(5))
+    finally:
+        await connector.aclose()
 
 
 def test_dimse_bad_date_is_a_failure(chu_nord: SimulatedDimsePacs) -> None:
@@ -292,7 +370,7 @@ def test_dimse_turns_nagle_off_on_accepted_sockets(chu_nord: SimulatedDimsePacs)
 
 @pytest.fixture
 async def sint_jan() -> AsyncIterator[tuple[httpx.AsyncClient, SimulatedQidoServer]]:
-    server = SimulatedQidoServer(demo_studies("demo-az-sint-jan"))
+    server = SimulatedQidoServer(demo_studies("demo-az-sint-jan"), reports=demo_reports("demo-az-sint-jan"))
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as client:
@@ -396,6 +474,29 @@ async def test_qido_date_ranges(sint_jan: tuple[httpx.AsyncClient, SimulatedQido
         expected = {ds.StudyInstanceUID for ds in held if low <= ds.StudyDate <= high}
         assert expected, key
         assert json_uids(body) == expected, key
+
+
+async def test_qido_series_instances_and_wado_of_a_report(
+    sint_jan: tuple[httpx.AsyncClient, SimulatedQidoServer],
+) -> None:
+    client, _ = sint_jan
+    study = study_uid(5, 1)  # "CT, SR" at AZ Sint-Jan
+    series = (await client.get(f"/studies/{study}/series", params={"Modality": "SR"})).json()
+    assert [s["0020000E"]["Value"] for s in series] == [[f"{study}.90"]]
+    assert (await client.get(f"/studies/{study}/series", params={"Modality": "DOC"})).json() == []
+    instances = (await client.get(f"/studies/{study}/series/{study}.90/instances")).json()
+    assert [i["00080018"]["Value"] for i in instances] == [[f"{study}.90.1"]]
+    wado = await client.get(
+        f"/studies/{study}/series/{study}.90/instances/{study}.90.1",
+        headers={"accept": 'multipart/related; type="application/dicom"'},
+    )
+    assert wado.status_code == 200
+    assert wado.headers["content-type"].startswith('multipart/related; type="application/dicom"; boundary=')
+    assert b"DICM" in wado.content
+    # What this PACS does not hold is 404, a study it holds without a report has no report series.
+    assert (await client.get(f"/studies/{study_uid(4, 3)}/series")).status_code == 404
+    assert (await client.get(f"/studies/{study}/series/{study}.1/instances")).status_code == 404
+    assert (await client.get(f"/studies/{study_uid(1, 4)}/series")).json() == []
 
 
 async def test_qido_lists_and_no_match(sint_jan: tuple[httpx.AsyncClient, SimulatedQidoServer]) -> None:
