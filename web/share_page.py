@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import html
 import logging
+import re
+import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 
@@ -79,8 +81,9 @@ def _person_name(pn: str | None) -> str:
 def _patient_html(exams: Sequence[Exam]) -> str:
     """Who the exams are of, as each hospital records them: every distinct version, and who holds it.
 
-    Versions are compared as written (a different spelling is a different version): never guessed
-    together, and more than one is flagged, so that a recipient notices a mix-up.
+    Each version is shown as written (never merged); they are flagged as disagreeing when a name,
+    birth date or sex both record differs beyond case, accents and separators, so that a recipient
+    notices a mix-up and is not cried wolf at by "PEETERS" beside "Peeters".
     """
     variants: dict[tuple[str, str, str], dict[tuple[str, str], None]] = {}
     for exam in exams:
@@ -103,13 +106,30 @@ def _patient_html(exams: Sequence[Exam]) -> str:
     flag = (
         f'<p class="warn"><strong>⚠ The hospitals do not record this patient the same way ({len(variants)}'
         " versions): check the identity before using these exams.</strong></p>"
-        if len(variants) > 1
+        if _disagree(list(variants))
         else ""
     )
     return (
         f"<h2>Patient, as the hospitals record them</h2>{flag}<ul>{''.join(items)}</ul>"
         "<p class=muted>Check that this is your patient before using the exams below.</p>"
     )
+
+
+def _disagree(variants: list[tuple[str, str, str]]) -> bool:
+    """Whether two versions differ in a field both record (a name beyond case, accents and separators)."""
+    compared = [(_compared(name), birth, sex) for name, birth, sex in variants]
+    return any(
+        any(x and y and x != y for x, y in zip(first, second, strict=True))
+        for index, first in enumerate(compared)
+        for second in compared[index + 1 :]
+    )
+
+
+def _compared(name: str) -> str:
+    """A name as compared for disagreement: accents dropped, case folded, separators one space."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    letters = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(re.split(r"[\s,.\-_'^]+", letters)).strip()
 
 
 def _history_html(history: PatientHistory) -> str:

@@ -50,3 +50,18 @@ def test_names_are_escaped_and_nothing_is_said_without_exams() -> None:
     exam = Exam(study_instance_uid="1", locations=(location(A, "A-1", "<b>X</b>^Y", None, "U"),))
     assert "&lt;b&gt;X&lt;/b&gt;, Y" in _patient_html([exam])
     assert _patient_html([]) == ""
+
+
+def test_versions_differing_only_in_case_accents_or_a_missing_field_are_shown_but_not_flagged() -> None:
+    """Hospitals write "PEETERS^JAN" or "Peeters^Jan", some record no sex: not a mix-up to cry wolf about."""
+    exams = [
+        Exam(
+            study_instance_uid="1", locations=(location(A, "A-1", "PEETERS^JAN", dt.date(1949, 6, 5), "M"),)
+        ),
+        Exam(
+            study_instance_uid="2", locations=(location(B, "B-1", "Peéters^Jan", dt.date(1949, 6, 5), None),)
+        ),
+    ]
+    shown = _patient_html(exams)
+    assert "PEETERS, JAN</strong>" in shown and "Peéters, Jan</strong>" in shown  # each as written
+    assert "not record this patient the same way" not in shown

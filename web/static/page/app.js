@@ -256,12 +256,23 @@ function patientVariants(exams) {
   return [...variants.values()];
 }
 
+function compared(name) {
+  // A name as compared for disagreement only (shown as written): accents, case and separators aside.
+  return (name || "").normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase().split(/[\s,.\-_'^]+/u).filter(Boolean).join(" ");
+}
+
+function conflicting(a, b) {
+  // Two versions disagree where both record a field and it differs ("PEETERS" and "Peeters" do not).
+  const differ = (x, y) => Boolean(x && y && x !== y);
+  return differ(compared(a.name), compared(b.name)) || differ(a.birthDate || "", b.birthDate || "") || differ(a.sex, b.sex);
+}
+
 function renderPatient() {
   // Who the history is of, as the hospitals record them: a mistyped ID must be seen at once.
   const exams = state.history?.exams || [];
   const variants = patientVariants(exams);
   $("patient").hidden = !variants.length;
-  const disagree = variants.length > 1;
+  const disagree = variants.some((a, i) => variants.slice(i + 1).some((b) => conflicting(a, b)));
   $("patient").classList.toggle("disagree", disagree);
   const flag = $("patient-flag");
   flag.hidden = !disagree;
