@@ -2,8 +2,8 @@
 
 An ``asyncio.Protocol`` per association, fed by the loop's selector: an idle association costs
 no CPU and no thread. Incoming bytes are cut into PDUs here, under the bounds a hostile peer
-must not pass: a PDU announcing more than ``MAX_PDU_BYTES`` closes the connection before it is
-read; a PDU must arrive whole within the network timeout (the reader checks, ``stalled``); and
+must not pass: a PDU of no known type (an HTTP or TLS peer, ``not_dicom``) or announcing more
+than ``MAX_PDU_BYTES`` closes the connection before it is read; a PDU must arrive whole within the network timeout (the reader checks, ``stalled``); and
 reading pauses while the PDUs not yet consumed exceed ``QUEUED_PDUS``, so a flooding peer is
 held back by TCP, not by our memory.
 """
@@ -44,6 +44,25 @@ _RELEASE_RP = bytes([A_RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0])
 _ABORT = bytes([A_ABORT, 0, 0, 0, 0, 4, 0, 0, 0, 0])
 """A-ABORT from the DUL service-user, no reason (PS3.8 9.3.8)."""
 _RELEASE_RQ = bytes([A_RELEASE_RQ, 0, 0, 0, 0, 4, 0, 0, 0, 0])
+
+
+def not_dicom(head: bytes) -> str:
+    """Why a peer whose first bytes are no PDU type (PS3.8 9.3: 01 to 07) is not a DICOM peer, in its own terms.
+
+    A DICOM source's port given an HTTP server's (it answers ``HTTP/1.1 400``), or a TLS port
+    spoken to in the clear (a TLS alert or handshake record), is the usual cause: said so, rather
+    than as the PDU length those bytes would announce (``TP/1`` is 1414541105 bytes).
+    """
+    if head.startswith(b"HTTP/"):
+        return "the peer does not speak DICOM: it answered like an HTTP server (is this its HTTP port?)"
+    if head.split(b" ", 1)[0] in _HTTP_METHODS:
+        return "the peer does not speak DICOM: it sent an HTTP request"
+    if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":
+        return "the peer does not speak DICOM in the clear: it answered with TLS (set the source's tls)"
+    return f"the peer does not speak DICOM: 0x{head[0]:02X} is no PDU type (PS3.8 9.3)"
+
+
+_HTTP_METHODS = frozenset((b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT"))
 
 
 class PeerGone(Exception):
@@ -99,6 +118,11 @@ class DulProtocol(asyncio.Protocol):
         completed = False
         while len(self._pdus) < QUEUED_PDUS and len(self._buffer) >= _HEADER.size:
             pdu_type, length = _HEADER.unpack_from(self._buffer)
+            if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
+                self.fault = not_dicom(bytes(self._buffer[: _HEADER.size]))
+                self._buffer.clear()
+                self.abort()
+                return
             if length > MAX_PDU_BYTES:
                 self.fault = f"the peer announced a {length}-byte PDU (at most {MAX_PDU_BYTES})"
                 self._buffer.clear()

@@ -42,6 +42,7 @@ from connectors.dimse_protocol import (
     DulProtocol,
     PeerGone,
 )
+from dicom_facade._comments import FAILED, UNDECODABLE
 from dicom_facade._messages import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
@@ -294,7 +295,7 @@ class _Session:
         try:
             identifier = decode(BytesIO(data), syntax.is_implicit_VR, True, False)
         except Exception:
-            final(IDENTIFIER_DOES_NOT_MATCH, "the identifier could not be decoded")
+            final(IDENTIFIER_DOES_NOT_MATCH, UNDECODABLE)
             return
         try:
             answer = await self.answer(FindCall(identifier, model, self.request.calling_ae, protocol.peer))
@@ -313,7 +314,7 @@ class _Session:
             final(CANCEL)
         except Exception as exc:  # an answer that could not be made: said, never the details
             log.warning("C-FIND from %r failed: %s", self.request.calling_ae, type(exc).__name__)
-            final(UNABLE_TO_PROCESS, "pacsfed could not answer this query")
+            final(UNABLE_TO_PROCESS, FAILED)
 
     async def _stop_find(self) -> None:
         task = self.find

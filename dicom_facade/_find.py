@@ -9,6 +9,7 @@ the name on the patient's studies, so a reused id brings no other patient's), St
 or a range), ModalitiesInStudy (any of); at SERIES level SeriesInstanceUID (a UID list) and
 Modality; at IMAGE level SOPInstanceUID (a UID list). The upper levels' unique keys are single
 values (PS3.4 C.4.1.2.1). Patient Root's PATIENT level is refused (C000 with an ErrorComment).
+Every ErrorComment is one of the facade's own 64-character texts (``_comments``).
 
 Partial results (a source failed or timed out): every study that arrived is sent, and the
 final response carries the Warning status B000 with an ErrorComment (0000,0902) naming the
@@ -29,14 +30,16 @@ from collections.abc import Mapping, Sequence
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from dicom_facade import _comments
 from dicom_facade._association import FindAnswer, FindCall
+from dicom_facade._comments import ERROR_COMMENT_MAX
 from dicom_facade._identifiers import (
     asked_keys,
     character_set,
     listing_identifier,
     study_identifier,
 )
-from dicom_facade._messages import ERROR_COMMENT_MAX, OUT_OF_RESOURCES, SUCCESS, UNABLE_TO_PROCESS, WARNING
+from dicom_facade._messages import OUT_OF_RESOURCES, SUCCESS, UNABLE_TO_PROCESS, WARNING
 from dicom_facade._negotiation import PATIENT_ROOT_FIND
 from federation.access import AccessContext, Principal
 from federation.errors import Overloaded, PacsfedError, QueryError
@@ -67,7 +70,7 @@ class SearchAnswerer:
     async def __call__(self, call: FindCall) -> FindAnswer:
         principal = self.principals.get(call.calling_ae)
         if principal is None:  # admitted at association, removed since: nothing is answered
-            return FindAnswer([], UNABLE_TO_PROCESS, "this calling AE is not allowed")
+            return FindAnswer([], UNABLE_TO_PROCESS, _comments.NOT_ALLOWED)
         access = AccessContext(principal, client_address=call.client_address, channel=CHANNEL)
         level = _text(call.identifier, "QueryRetrieveLevel").upper()
         levels = {"STUDY": self._studies, "SERIES": self._series, "IMAGE": self._instances}
@@ -77,22 +80,25 @@ class SearchAnswerer:
                 if answer.status == WARNING and call.calling_ae in self.quiet_partial:
                     return FindAnswer(answer.matches, SUCCESS)
                 return answer
-        except Overloaded:
-            return FindAnswer([], OUT_OF_RESOURCES, "pacsfed is busy: try again shortly")
+        except Overloaded as exc:
+            return FindAnswer([], OUT_OF_RESOURCES, _comments.for_error(exc))
         except PacsfedError as exc:
-            return FindAnswer([], UNABLE_TO_PROCESS, str(exc))
-        return FindAnswer([], UNABLE_TO_PROCESS, "only STUDY, SERIES and IMAGE levels are answered")
+            return FindAnswer([], UNABLE_TO_PROCESS, _comments.for_error(exc))
+        return FindAnswer([], UNABLE_TO_PROCESS, _comments.LEVELS)
 
     async def _studies(self, call: FindCall, access: AccessContext) -> FindAnswer:
         identifier = call.identifier
         patient_id = _exact(identifier, "PatientID")
         issuer = _exact(identifier, "IssuerOfPatientID")
         name = _text(identifier, "PatientName")
+        uids, accession = _uid_list(identifier, "StudyInstanceUID"), _exact(identifier, "AccessionNumber")
+        if not (patient_id or name.strip("*?^= ") or uids or accession):
+            return FindAnswer([], UNABLE_TO_PROCESS, _comments.STUDY_NEEDS_KEY)
         search = StudySearch(
             patient=PatientQuery(patient_id=patient_id, issuer=issuer) if patient_id else None,
             patient_name=name or None,
-            study_instance_uids=_uid_list(identifier, "StudyInstanceUID"),
-            accession_number=_exact(identifier, "AccessionNumber"),
+            study_instance_uids=uids,
+            accession_number=accession,
             study_date=DateRange.parse(date) if (date := _text(identifier, "StudyDate")) else None,
             modalities=tuple(_values(identifier, "ModalitiesInStudy")),
         )
@@ -107,7 +113,7 @@ class SearchAnswerer:
         patient_id = _exact(identifier, "PatientID")
         study_uid = _exact(identifier, "StudyInstanceUID")
         if study_uid is None:
-            return FindAnswer([], UNABLE_TO_PROCESS, "a SERIES query needs the StudyInstanceUID")
+            return FindAnswer([], UNABLE_TO_PROCESS, _comments.SERIES_NEEDS_STUDY)
         issuer = _exact(identifier, "IssuerOfPatientID")
         search = SeriesSearch(
             study_instance_uid=study_uid,
@@ -126,7 +132,7 @@ class SearchAnswerer:
             _exact(identifier, "SeriesInstanceUID"),
         )
         if study_uid is None or series_uid is None:
-            return FindAnswer([], UNABLE_TO_PROCESS, "an IMAGE query needs the Study and SeriesInstanceUID")
+            return FindAnswer([], UNABLE_TO_PROCESS, _comments.IMAGE_NEEDS_SERIES)
         issuer = _exact(identifier, "IssuerOfPatientID")
         search = InstanceSearch(
             study_instance_uid=study_uid,
@@ -189,7 +195,7 @@ def _exact(identifier: Dataset, keyword: str) -> str | None:
     if not value or value == "*":
         return None
     if _WILDCARDS & set(value) or "\\" in value:
-        raise QueryError(f"{keyword} is matched exactly here: no wildcards, one value", code="BAD_QUERY")
+        raise QueryError(_comments.exact_key(keyword), code="BAD_QUERY")
     return value
 
 
@@ -197,7 +203,7 @@ def _uid_list(identifier: Dataset, keyword: str) -> tuple[str, ...]:
     """A UID matching key: one UID, or a list of them (PS3.4 C.2.2.2.2); universal (empty) when empty or ``*``."""
     values = _values(identifier, keyword)
     if any(_WILDCARDS & set(value) for value in values):
-        raise QueryError(f"{keyword} is matched exactly here: no wildcards", code="BAD_QUERY")
+        raise QueryError(_comments.uid_key(keyword), code="BAD_QUERY")
     return tuple(values)
 
 

@@ -15,6 +15,7 @@ from pynetdicom.dimse_primitives import C_ECHO, C_FIND
 from pynetdicom.dsutils import encode
 
 from connectors.dimse_protocol import encode_message
+from dicom_facade._comments import fit
 
 C_FIND_RQ = 0x0020
 C_ECHO_RQ = 0x0030
@@ -28,8 +29,6 @@ WARNING = 0xB000
 OUT_OF_RESOURCES = 0xA700
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
-ERROR_COMMENT_MAX = 64
-"""ErrorComment (0000,0902) is LO: at most 64 characters (PS3.5 6.2)."""
 
 
 def echo_response(message_id: int, sop_class: str, context_id: int, max_pdu: int) -> bytes:
@@ -62,7 +61,7 @@ def find_response(
         primitive.Identifier = BytesIO(identifier)
     if comment and status not in (SUCCESS, PENDING, CANCEL):
         # ErrorComment goes with warning and failure statuses only (PS3.7 C.4, C.5).
-        primitive.ErrorComment = _ascii(comment)[:ERROR_COMMENT_MAX]  # type: ignore[assignment]
+        primitive.ErrorComment = fit(comment)  # type: ignore[assignment]
     message = C_FIND_RSP()
     message.primitive_to_message(primitive)
     return encode_message(message, context_id, max_pdu)
@@ -74,8 +73,3 @@ def encode_identifier(dataset: Dataset, implicit: bool) -> bytes:
     if encoded is None:
         raise ValueError("the identifier could not be encoded")
     return bytes(encoded)
-
-
-def _ascii(text: str) -> str:
-    """ErrorComment is in the default repertoire (command sets carry no character set)."""
-    return "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)

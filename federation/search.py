@@ -155,7 +155,7 @@ class StudySearch(_Frozen):
         plain = [c for c in self.patient_name or "" if c not in _NAME_WILDCARDS and c not in "^= "]
         if self.patient is None and self.patient_name is not None and len(plain) < MIN_NAME_CHARACTERS:
             raise QueryError(
-                f"a PatientName pattern needs at least {MIN_NAME_CHARACTERS} characters besides * and ?",
+                f"PatientName pattern: at least {MIN_NAME_CHARACTERS} characters besides * and ?",
                 code="BAD_QUERY",
             )
         if not (self.patient or self.patient_name or self.uids or self.accession_number):

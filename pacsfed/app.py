@@ -93,8 +93,14 @@ async def engine_from_settings(
     cache: ExamCache | None = None,
     http_client: httpx.AsyncClient | None = None,
     observer: EngineObserver | None = None,
+    *,
+    start_stores: bool = True,
 ) -> AsyncIterator[FederationEngine]:
-    """An engine with its connectors, cache and HTTP client, closed on exit (CLI and app alike)."""
+    """An engine with its connectors, cache and HTTP client, closed on exit (CLI and app alike).
+
+    ``start_stores=False`` (``pacsfed check``) leaves the cache and identity store unstarted: no
+    index templates or migration, and no hourly clean-up of expired indices.
+    """
     async with contextlib.AsyncExitStack() as stack:
         if http_client is None:
             http_client = await stack.enter_async_context(make_http_client())
@@ -114,8 +120,9 @@ async def engine_from_settings(
             observer=observer,
         )
         try:
-            await cache.start()
-            await identity_store.start()
+            if start_stores:
+                await cache.start()
+                await identity_store.start()
             yield engine
         finally:
             await engine.aclose()

@@ -27,8 +27,9 @@ from federation.identity.resolver import IdentityLink, parse_links_csv
 from federation.models import PatientHistory, PatientQuery, PersonNameGroups, SourceOutcome, SourceStatus
 from federation.settings import Settings, load_connectors_settings, load_settings, settings_from_mapping
 from federation.settings_security import ALL_SCOPES
-from pacsfed.app import INSECURE_WARNING, create_app, engine_from_settings, services_from_settings
+from pacsfed.app import INSECURE_WARNING, create_app, services_from_settings
 from pacsfed.cache_command import add_cache_parser, cache_command
+from pacsfed.check_command import add_check_parser, check_command
 from pacsfed.workers import STARTUP_FAILURE, WorkerSpec, leftover_journals, serve_workers, uvicorn_config
 from schema.http import EXAMPLE_QUERY
 from schema.query import build_schema
@@ -83,9 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--source", action="append", dest="sources", help="only this source (repeatable)")
     query.add_argument("--json", action="store_true", help="print the history as JSON")
 
-    check = commands.add_parser("check", help="C-ECHO or QIDO-ping every source; non-zero exit if any fails")
-    check.add_argument("--config", required=True)
-    check.add_argument("--deadline-ms", type=int, default=5000)
+    add_check_parser(commands)
 
     identity = commands.add_parser("identity", help="manage patient identity cross-references")
     identity_commands = identity.add_subparsers(dest="identity_command", required=True)
@@ -198,19 +197,6 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(history.model_dump_json(indent=2) if args.json else render_history(history))
     return 0 if history.complete else 1
-
-
-async def _check(settings: Settings, args: argparse.Namespace) -> int:
-    async with engine_from_settings(settings) as engine:
-        outcomes = await engine.check_sources(args.deadline_ms)
-        cache = await engine.cache_health()
-    for outcome in outcomes:
-        print(_source_line(outcome))
-    if cache is not None:
-        print(
-            f"{'cache (' + cache.backend + ')':<20} {cache.status.value}{' ' + cache.detail if cache.detail else ''}"
-        )
-    return 0 if all(o.status is SourceStatus.OK for o in outcomes) else 1
 
 
 def _read_links(path: str) -> list[IdentityLink]:
@@ -392,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "query":
             return asyncio.run(_query(_for_cli(_load(args)), args))
         if args.command == "check":
-            return asyncio.run(_check(_load(args), args))
+            return asyncio.run(check_command(_load(args), args))
         if args.command == "identity":
             return asyncio.run(_identity_import(_for_cli(_load(args)), _read_links(args.links)))
         if args.command == "apikey":

@@ -26,6 +26,7 @@ from federation.engine._query_state import (
     QueryState,
     SharedRequest,
     SourceResult,
+    failure_of,
     from_cache,
     millis_since,
     not_asked,
@@ -406,6 +407,11 @@ class FederationEngine(SearchFanOut, RequestSharing, CacheSide, GuardedCalls):
                 status = status_for(exc)
                 return SourceOutcome(
                     source=connector.info, status=status, latency_ms=millis_since(started), error=str(exc)
+                )
+            except Exception as exc:  # a plugin's bug is its source's failure, not the whole check's
+                status, error = failure_of(connector, exc)
+                return SourceOutcome(
+                    source=connector.info, status=status, latency_ms=millis_since(started), error=error
                 )
             return SourceOutcome(
                 source=connector.info, status=SourceStatus.OK, latency_ms=millis_since(started)

@@ -282,6 +282,16 @@ def test_patient_root_answers_studies_and_refuses_the_patient_level(
     )
 
 
+def test_a_study_search_without_a_patient_is_refused_in_one_whole_error_comment(
+    facade: tuple[PacsfedServer, int],
+) -> None:
+    """ErrorComment is LO (64 characters): the reason is written to fit, not cut mid-word."""
+    _, port = facade
+    output = _findscu(port, "FINDSCU", "QueryRetrieveLevel=STUDY", "StudyDate=20200101-20251231", debug=True)
+    text = output.stdout + output.stderr
+    assert "[a STUDY query needs a PatientID, PatientName, UID or accession]" in text, text
+
+
 def test_findscu_with_a_study_uid_list_gets_each_listed_study_once(facade: tuple[PacsfedServer, int]) -> None:
     server, port = facade
     b_cr = CATALOGUE.study("B-CR")  # another patient's, at dcmqrscp B only

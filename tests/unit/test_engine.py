@@ -109,6 +109,24 @@ async def test_errors_become_statuses_without_patient_data(error: Exception, sta
     assert [e.study_instance_uid for e in history.exams] == ["1"]
 
 
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (SourceUnreachable("refused"), SourceStatus.UNREACHABLE),
+        (UnicodeEncodeError("ascii", "Müller", 1, 2, "no"), SourceStatus.ERROR),
+    ],
+)
+async def test_a_ping_that_fails_is_its_source_s_status_even_a_plugin_s_bug(
+    error: Exception, status: SourceStatus
+) -> None:
+    """`pacsfed check`: a connector raising something else than a ConnectorError fails its line, not the check."""
+    engine = FederationEngine([Scripted("ok"), Scripted("bad", error=error)], None)
+    outcomes = {o.source.id: o for o in await engine.check_sources(2000)}
+    assert outcomes["ok"].status is SourceStatus.OK
+    assert outcomes["bad"].status is status
+    assert "Müller" not in (outcomes["bad"].error or "")
+
+
 async def test_stream_yields_one_update_per_source_then_final() -> None:
     engine = FederationEngine([Scripted("b", delay=0.1, uids=["2"]), Scripted("a", uids=["1"])], None)
     updates = [u async for u in engine.stream_history(QUERY)]

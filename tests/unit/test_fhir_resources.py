@@ -171,6 +171,15 @@ def test_a_report_a_source_failed_to_give_is_a_warning_without_patient_data() ->
     assert report_issue(Report(status=ReportStatus.NOT_FOUND)) is None
 
 
+def test_a_report_warning_names_its_source_once() -> None:
+    """The engine's report error starts with the source's id (``hosp-c: ...``): the outcome says it once."""
+    failed = Report(status=ReportStatus.ERROR, source=C, error="hosp-c: SERIES-level C-FIND failed (0xC000)")
+    issue = report_issue(failed)
+    assert issue is not None
+    text = issue["details"]["text"]
+    assert text == "a report could not be read from source hosp-c: SERIES-level C-FIND failed (0xC000)"
+
+
 @pytest.mark.parametrize("status", [ReportStatus.UNAVAILABLE, ReportStatus.BUSY])
 def test_a_report_its_source_was_not_asked_for_is_a_warning_with_its_own_code(status: ReportStatus) -> None:
     issue = report_issue(Report(status=status, source=C, error="circuit open"))

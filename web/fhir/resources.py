@@ -205,8 +205,12 @@ def report_issue(report: Report) -> JSON | None:
     """
     if report.status not in _NOT_READ:
         return None
-    where = f"source {report.source.id}" if report.source is not None else "a source"
-    text = f"a report could not be read from {where}: {report.error or report.status.value.lower()}"
+    reason = report.error or report.status.value.lower()
+    if report.source is not None:  # the engine's error starts with the source's id: said once
+        where, reason = f"source {report.source.id}", reason.removeprefix(f"{report.source.id}: ")
+    else:
+        where = "a source"
+    text = f"a report could not be read from {where}: {reason}"
     return outcome_issue("warning", "incomplete", text, f"REPORT_{report.status.value}")
 
 
