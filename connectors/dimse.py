@@ -264,6 +264,12 @@ class DimseConnector(Connector):
                 response = await link.receive(cut(self.settings.dimse_timeout_s, deadline))
             except TimeoutError as exc:
                 raise SourceTimeout("no C-ECHO response in time") from exc
+            except (
+                AssociationEnded
+            ) as exc:  # Orthanc, say, accepts the association, then aborts an unknown AE
+                raise AssociationEnded(
+                    f"{exc} during the C-ECHO (is {self.settings.calling_ae} registered there?)"
+                ) from exc
             status = response.status if response.status is not None else -1
             if status != 0x0000:
                 raise SourceProtocolError(f"C-ECHO failed with status 0x{status & 0xFFFF:04X}")

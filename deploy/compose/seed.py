@@ -6,7 +6,9 @@ Usage (compose.yaml's ``seed`` job, in the pacsfed image)::
 
 Each ``SOURCE=URL`` stores the studies that the demo hospital ``SOURCE`` holds
 (:func:`pacsfed.demo.patients.demo_studies`: synthetic patients, nothing real) into the Orthanc at
-``URL``: one series per modality of the study, one small image each (``POST /instances``).
+``URL``: one series per imaging modality of the study, one small image each, and the study's report
+where it lists one (``SR``: a Comprehensive SR, ``DOC``: an encapsulated PDF, as ``pacsfed demo``
+serves them: :func:`pacsfed.demo.reports.demo_reports`) (``POST /instances``).
 Storing the same instance again is harmless (Orthanc answers ``AlreadyStored``), so the job can run
 at every ``docker compose up``. Waits up to ``--wait-s`` for each Orthanc to answer ``/system``.
 """
@@ -24,15 +26,29 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from pacsfed.demo.patients import demo_studies
+from pacsfed.demo.reports import demo_reports
 
+_REPORT_MODALITIES = frozenset({"SR", "DOC"})
 _SIDE = 8
 """Each image is 8 x 8 pixels: enough for a viewer to open, nothing to download."""
 
 
+def modalities(study: Dataset) -> list[str]:
+    """A study's ModalitiesInStudy as a list (pydicom gives one value as a plain string)."""
+    value = study.get("ModalitiesInStudy")
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(modality) for modality in value]
+
+
 def instances(study: Dataset) -> list[Dataset]:
-    """One secondary capture image per modality of a study-level demo dataset, in that study."""
+    """One secondary capture image per imaging modality of a study-level demo dataset, in that study.
+
+    ``SR`` and ``DOC`` are the study's report, not images: :func:`seed` stores the demo's own.
+    """
     made: list[Dataset] = []
-    for number, modality in enumerate(study.ModalitiesInStudy, start=1):
+    imaging = [modality for modality in modalities(study) if modality not in _REPORT_MODALITIES]
+    for number, modality in enumerate(imaging, start=1):
         series_uid = f"{study.StudyInstanceUID}.{number}"
         ds = Dataset()
         for keyword in (
@@ -99,13 +115,13 @@ def seed(source_id: str, url: str, wait_s: float = 60.0) -> int:
     stored = 0
     with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as client:
         wait_for(client, wait_s)
-        for study in demo_studies(source_id):
-            for ds in instances(study):
-                response = client.post(
-                    "/instances", content=encoded(ds), headers={"content-type": "application/dicom"}
-                )
-                response.raise_for_status()
-                stored += 1
+        made = [ds for study in demo_studies(source_id) for ds in instances(study)]
+        for ds in [*made, *demo_reports(source_id)]:
+            response = client.post(
+                "/instances", content=encoded(ds), headers={"content-type": "application/dicom"}
+            )
+            response.raise_for_status()
+            stored += 1
     return stored
 
 

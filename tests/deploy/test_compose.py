@@ -120,7 +120,10 @@ def test_the_stack_answers_a_visitor_without_docker(
         )
         page = httpx.get(f"{base}/", timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-        query = '{ patientHistory(patient: {id: "DEMO-001"}) { exams { studyInstanceUid } sources { source { id } status } } }'
+        query = (
+            '{ patientHistory(patient: {id: "DEMO-001"}) { exams { studyInstanceUid modalities description'
+            " report { status mimeType } } sources { source { id } status } } }"
+        )
         history = httpx.post(f"{base}/graphql", json={"query": query}, timeout=30).json()["data"][
             "patientHistory"
         ]
@@ -129,5 +132,10 @@ def test_the_stack_answers_a_visitor_without_docker(
             "demo-az-sint-jan": "OK",
         }
         assert len(history["exams"]) == 4, "DEMO-001's four demo studies held by these two hospitals"
+        modalities = {m for exam in history["exams"] for m in exam["modalities"]}
+        assert modalities and all(len(m) >= 2 for m in modalities), modalities  # never split into letters
+        echo = next(e for e in history["exams"] if e["description"] == "Echografie abdomen")
+        assert set(echo["modalities"]) == {"US", "DOC"}
+        assert echo["report"] == {"status": "AVAILABLE", "mimeType": "application/pdf"}  # the seeded PDF
     finally:
         process.stop()

@@ -11,12 +11,17 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from fakes import closed_port
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from connectors.base import ConnectorContext
 from connectors.dimse import DimseConnector
@@ -56,9 +61,31 @@ def http_port() -> Iterator[int]:
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
+    """A peer that echoes but takes no query (Orthanc with ``AllowFind: false`` answers so)."""
     ae = AE(ae_title="ECHOSCP")
     ae.add_supported_context(Verification)
     server = ae.start_server(("127.0.0.1", 0), block=False)
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def find_port() -> Iterator[int]:
+    """A peer that echoes and answers a C-FIND (with no study: the check's patient is nobody)."""
+    ae = AE(ae_title="ECHOSCP")
+    for context in (
+        Verification,
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelFind,
+    ):
+        ae.add_supported_context(context)
+
+    def nothing(event: Any) -> Iterator[tuple[int, None]]:
+        yield 0x0000, None
+
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, nothing)])
     try:
         yield server.server_address[1]
     finally:
@@ -85,13 +112,18 @@ async def test_a_dimse_source_at_an_http_port_is_said_not_to_speak_dicom(http_po
 def test_check_says_what_each_ping_was_and_the_cache_once(
     tmp_path: Path,
     echo_port: int,
+    find_port: int,
     http_port: int,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = {
         "cache": {"backend": "elasticsearch", "url": f"http://127.0.0.1:{closed_port()}"},
-        "sources": [_dimse("echoing", echo_port), _dimse("web-port", http_port)],
+        "sources": [
+            _dimse("querying", find_port),
+            _dimse("echo-only", echo_port),
+            _dimse("web-port", http_port),
+        ],
     }
     path = tmp_path / "pacsfed.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -100,9 +132,11 @@ def test_check_says_what_each_ping_was_and_the_cache_once(
     assert main(["check", "--config", str(path)]) == 1
 
     lines = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
-    assert lines["echoing"].startswith("OK")
-    assert lines["echoing"].endswith("ms  C-ECHO answered")
-    assert "exams" not in lines["echoing"]
+    assert lines["querying"].startswith("OK")
+    assert lines["querying"].endswith("ms  C-ECHO and C-FIND answered")
+    assert "exams" not in lines["querying"]
+    assert lines["echo-only"].startswith("ERROR")  # it would refuse every physician's query
+    assert "C-ECHO answered, but the C-FIND failed" in lines["echo-only"]
     assert lines["web-port"].startswith("ERROR")
     assert "does not speak DICOM: it answered like an HTTP server" in lines["web-port"]
     cache = [text for name, text in lines.items() if name == "cache"]
