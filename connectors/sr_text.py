@@ -5,17 +5,27 @@ The content tree (PS3.3 C.17.3) is walked depth first: a CONTAINER prints its co
 children one step further in; a value item prints ``Concept name: value`` for TEXT, CODE, NUM (with
 its unit), PNAME, DATE, DATETIME, TIME and UIDREF; image and coordinate references are named only.
 The walk is bounded (depth, items, characters): a hostile document cannot make it run away.
+An SR's CompletionFlag and VerificationFlag (PS3.3 C.17.2) travel with its text, with its latest
+verifying observer when it is VERIFIED; a value outside the standard's two is read as not said.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 
-from federation.reports import PDF, ReportAnswer, ReportDocument, ReportInstance, ReportStatus
+from federation.reports import (
+    PDF,
+    ReportAnswer,
+    ReportCompletion,
+    ReportDocument,
+    ReportInstance,
+    ReportStatus,
+    ReportVerification,
+)
 
 __all__ = [
     "DOCUMENT_SOP_CLASSES",
@@ -44,6 +54,7 @@ _MAX_DEPTH = 32
 _MAX_ITEMS = 5000
 _MAX_CHARS = 200_000
 _INDENT = "  "
+_Flag = TypeVar("_Flag", ReportCompletion, ReportVerification)
 
 
 def render_content_tree(dataset: Dataset) -> str:
@@ -203,6 +214,44 @@ def _observer_in_tree(items: Iterable[Any], depth: int) -> str | None:
     return None
 
 
+def _flag(dataset: Dataset, keyword: str, kind: type[_Flag]) -> _Flag | None:
+    """CompletionFlag or VerificationFlag as its enum (trimmed, upper case); None when absent or not a defined term."""
+    value = str(dataset.get(keyword, "") or "").strip().upper()
+    try:
+        return kind(value)
+    except ValueError:
+        return None
+
+
+def _verifier(dataset: Dataset) -> tuple[str | None, dt.datetime | None]:
+    """The latest verifying observer with a name (PS3.3 C.17.2.2) and when they verified it.
+
+    A document verified more than once lists each verifier; the latest VerificationDateTime is the
+    one whose signature the current content carries. Without any date, the first named one.
+    """
+    best: tuple[str, dt.datetime | None] | None = None
+    for verifier in dataset.get("VerifyingObserverSequence", ()):
+        name = str(verifier.get("VerifyingObserverName", "") or "")
+        if not name:
+            continue
+        when = _datetime(str(verifier.get("VerificationDateTime", "") or ""))
+        if best is None or (when is not None and (best[1] is None or when > best[1])):
+            best = (name, when)
+    return best if best is not None else (None, None)
+
+
+def _datetime(value: str) -> dt.datetime | None:
+    """A DICOM DT (PS3.5 6.2) to the second, its offset dropped (as written); None when no date is in it."""
+    digits = value.strip()[:14]
+    if len(digits) < 8 or not digits.isdigit():
+        return None
+    digits = digits[: len(digits) - len(digits) % 2].ljust(14, "0")
+    try:
+        return dt.datetime.strptime(digits, "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+
+
 def _content_date(dataset: Dataset) -> dt.date | None:
     for keyword in ("ContentDate", "InstanceCreationDate", "SeriesDate", "StudyDate"):
         value = _date(str(dataset.get(keyword, "") or ""))
@@ -212,7 +261,11 @@ def _content_date(dataset: Dataset) -> dt.date | None:
 
 
 def answer_from_dataset(dataset: Dataset) -> ReportAnswer:
-    """An SR as AVAILABLE text, an encapsulated document as AVAILABLE with its media type to fetch again."""
+    """An SR as AVAILABLE text, an encapsulated document as AVAILABLE with its media type to fetch again.
+
+    Only an SR has CompletionFlag and VerificationFlag: a document's (the Encapsulated PDF and CDA
+    IODs, PS3.3 A.45, have neither) are None, which front ends show as not known, never as final.
+    """
     sop_class = str(dataset.get("SOPClassUID", "") or "")
     author, date = _author(dataset), _content_date(dataset)
     if "EncapsulatedDocument" in dataset or sop_class in DOCUMENT_SOP_CLASSES:
@@ -234,12 +287,20 @@ def answer_from_dataset(dataset: Dataset) -> ReportAnswer:
         return ReportAnswer(
             status=ReportStatus.ERROR, error="the report instance is neither an SR nor a document"
         )
+    verification = _flag(dataset, "VerificationFlag", ReportVerification)
+    verified_by, verified_at = (
+        _verifier(dataset) if verification is ReportVerification.VERIFIED else (None, None)
+    )
     return ReportAnswer(
         status=ReportStatus.AVAILABLE,
         text=render_content_tree(dataset),
         author=author,
         date=date,
         title=_concept_name(dataset) or None,
+        completion=_flag(dataset, "CompletionFlag", ReportCompletion),
+        verification=verification,
+        verified_by=verified_by,
+        verified_at=verified_at,
     )
 
 

@@ -4,6 +4,12 @@ A connector answers :class:`ReportAnswer` for one :class:`StudyRef` of its own s
 answers :class:`Report` for a merged exam (the first location, in configuration order, that has one).
 A report is text (a DICOM Structured Report rendered, PS3.3 C.17.3) or a document (an encapsulated
 PDF, PS3.3 A.45.1) fetched again, when asked for, through a short-lived link.
+
+An SR says how far along it is (SR Document General module, PS3.3 C.17.2): its CompletionFlag
+(0040,A491) is PARTIAL or COMPLETE, its VerificationFlag (0040,A493) UNVERIFIED or VERIFIED, and
+a verified one names its verifying observer(s) and when they verified it. An encapsulated document
+has no such flags (PS3.3 A.45.1): for it, and for an SR that omits them, both are None ("not said"),
+never assumed final.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ __all__ = [
     "PDF",
     "Report",
     "ReportAnswer",
+    "ReportCompletion",
     "ReportDocument",
     "ReportInstance",
     "ReportStatus",
+    "ReportVerification",
     "StudyRef",
 ]
 
@@ -46,6 +54,20 @@ class ReportStatus(enum.StrEnum):
     """A source that may hold the report was not asked: its circuit is open after repeated failures."""
     BUSY = "BUSY"
     """A source that may hold the report was not asked: pacsfed's own slots for it stayed taken (its load)."""
+
+
+class ReportCompletion(enum.StrEnum):
+    """An SR's CompletionFlag (0040,A491), PS3.3 C.17.2.1: whether its content is complete."""
+
+    COMPLETE = "COMPLETE"
+    PARTIAL = "PARTIAL"
+
+
+class ReportVerification(enum.StrEnum):
+    """An SR's VerificationFlag (0040,A493), PS3.3 C.17.2.1: whether an accountable person signed it."""
+
+    VERIFIED = "VERIFIED"
+    UNVERIFIED = "UNVERIFIED"
 
 
 class StudyRef(_Frozen):
@@ -80,6 +102,14 @@ class ReportAnswer(_Frozen):
     """Where the document is, for :meth:`connectors.base.Connector.fetch_report_document`."""
     title: str | None = None
     """The SR's concept name or the document's DocumentTitle, when it has one."""
+    completion: ReportCompletion | None = None
+    """The SR's CompletionFlag; None when the report does not say (a document, or an SR without it)."""
+    verification: ReportVerification | None = None
+    """The SR's VerificationFlag; None when the report does not say (a document, or an SR without it)."""
+    verified_by: str | None = None
+    """A VERIFIED SR's verifying observer (DICOM PN), the latest to verify it; else None."""
+    verified_at: dt.datetime | None = None
+    """When that observer verified it (VerificationDateTime, as written: no time zone); else None."""
     error: str | None = None
     """Why it is not AVAILABLE (no patient data: the source, the step, the reason)."""
 
@@ -107,4 +137,12 @@ class Report(_Frozen):
     ``url_expires_at`` (the id names no patient; opening it is authorized and audited)."""
     url_expires_at: dt.datetime | None = None
     title: str | None = None
+    completion: ReportCompletion | None = None
+    """As read: the SR's CompletionFlag; None when the report does not say (a document, or an SR without it)."""
+    verification: ReportVerification | None = None
+    """As read: the SR's VerificationFlag; None when the report does not say (a document, or an SR without it)."""
+    verified_by: str | None = None
+    """As read: a VERIFIED SR's verifying observer (DICOM PN), the latest to verify it; else None."""
+    verified_at: dt.datetime | None = None
+    """As read: when that observer verified it (VerificationDateTime, as written: no time zone); else None."""
     error: str | None = None

@@ -1,5 +1,9 @@
 """GraphQL's view of an exam's report: ``exams { report { status text author date mimeType url } }``.
 
+``completion`` and ``verification`` say whether the report is final: they are the SR's own flags
+(PS3.3 C.17.2), null when the report does not say (a PDF has none); only COMPLETE and VERIFIED
+together make a final report.
+
 The field resolves only when a query selects it (no source is asked otherwise), through the
 service, which authorizes and audits the reading like any access.
 """
@@ -12,7 +16,9 @@ import graphene
 
 from federation.models import ReportAvailability as ReportAvailabilityModel
 from federation.reports import Report as ReportModel
+from federation.reports import ReportCompletion as ReportCompletionModel
 from federation.reports import ReportStatus as ReportStatusModel
+from federation.reports import ReportVerification as ReportVerificationModel
 from web.public_url import public_base
 
 ReportStatus = graphene.Enum.from_enum(
@@ -28,6 +34,17 @@ ReportAvailability = graphene.Enum.from_enum(
     description="What the search says of an exam's report without reading it: LIKELY (a source holding"
     " it gives reports and the study lists an SR or DOC series); UNKNOWN (such a source holds it, no"
     " report series listed: only reading tells); UNSUPPORTED (no source holding it gives reports).",
+)
+
+ReportCompletion = graphene.Enum.from_enum(
+    ReportCompletionModel,
+    description="An SR's CompletionFlag (0040,A491): COMPLETE, or PARTIAL (content may be added later).",
+)
+
+ReportVerification = graphene.Enum.from_enum(
+    ReportVerificationModel,
+    description="An SR's VerificationFlag (0040,A493): VERIFIED (signed by an accountable person),"
+    " or UNVERIFIED (a preliminary report).",
 )
 
 
@@ -47,6 +64,22 @@ class Report(graphene.ObjectType):
         description="For a document report: where this caller may fetch it (same credentials), until urlExpiresAt."
     )
     url_expires_at = graphene.DateTime()
+    completion = graphene.Field(
+        ReportCompletion,
+        description="The SR's CompletionFlag; null when the report does not say (a PDF, or an SR without"
+        " it). Final only when COMPLETE and verification is VERIFIED.",
+    )
+    verification = graphene.Field(
+        ReportVerification,
+        description="The SR's VerificationFlag: UNVERIFIED is a preliminary report; null when the report"
+        " does not say (a PDF, or an SR without it): not known to be final.",
+    )
+    verified_by = graphene.String(
+        description="A VERIFIED SR's verifying observer (DICOM PN), the latest to verify it; else null."
+    )
+    verified_at = graphene.DateTime(
+        description="When verifiedBy verified it (VerificationDateTime, as written: no time zone); else null."
+    )
     error = graphene.String(description="Why it is not AVAILABLE; never holds patient data.")
 
     @staticmethod

@@ -70,6 +70,10 @@ class ReportReads(ServiceBase):
             source=found.source,
             mime_type=answer.mime_type,
             title=answer.title,
+            completion=answer.completion,
+            verification=answer.verification,
+            verified_by=answer.verified_by,
+            verified_at=answer.verified_at,
             error=answer.error,
         )
         if answer.status is ReportStatus.AVAILABLE and answer.document is not None:

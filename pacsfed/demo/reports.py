@@ -4,7 +4,9 @@ An exam has a report here exactly when its ModalitiesInStudy lists ``SR`` (a Com
 PS3.3 A.35.3, rooted in a TID 2000 Basic Diagnostic Imaging Report) or ``DOC`` (an Encapsulated
 PDF, PS3.3 A.45.1). Each report is the one instance of its own series, so both simulated peers can
 list it at the SERIES and IMAGE levels and hand it out whole. Texts, authors and dates are synthetic
-and fixed; every UID is derived from the study's.
+and fixed; every UID is derived from the study's. Every SR is COMPLETE; all are VERIFIED but one,
+DEMO-005's night-time head CT, a resident's preliminary report (UNVERIFIED, no verifying observer),
+so that the page and FHIR show a report that is not final.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class _Report:
     findings: tuple[str, ...]
     impression: str
     measurement: tuple[str, float, str] | None = None  # concept, value, UCUM unit
+    verified: bool = True  # False: VerificationFlag UNVERIFIED (a preliminary report)
 
 
 _REPORTS = {
@@ -80,7 +83,7 @@ _REPORTS = {
         "SR", "De Smet^Koen", "20210930", "034000", "Verslag CT hersenen",
         ("Geen intracraniële bloeding, geen midlijnverschuiving.",
          "Geen schedelfractuur. Ventrikels van normale grootte."),
-        "Geen acute intracraniële afwijkingen.",
+        "Geen acute intracraniële afwijkingen.", verified=False,
     ),
 }  # fmt: skip
 
@@ -155,13 +158,15 @@ def _instance(report: _Report, study: Dataset) -> Dataset:
 def _sr_content(ds: Dataset, report: _Report) -> None:
     """SR Document General and Content modules (PS3.3 C.17.2, C.17.3), TID 2000's outline."""
     contains = "CONTAINS"
-    verifier = Dataset()
-    verifier.VerifyingObserverName = report.author
-    verifier.VerifyingObserverIdentificationCodeSequence = Sequence()
-    verifier.VerifyingOrganization = "pacsfed demo"
-    verifier.VerificationDateTime = report.date + report.time
-    ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "VERIFIED"
-    ds.VerifyingObserverSequence = [verifier]
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "VERIFIED" if report.verified else "UNVERIFIED"
+    if report.verified:  # Type 1C: present exactly when VERIFIED (PS3.3 C.17.2)
+        verifier = Dataset()
+        verifier.VerifyingObserverName = report.author
+        verifier.VerifyingObserverIdentificationCodeSequence = Sequence()
+        verifier.VerifyingOrganization = "pacsfed demo"
+        verifier.VerificationDateTime = report.date + report.time
+        ds.VerifyingObserverSequence = [verifier]
     ds.ReferencedPerformedProcedureStepSequence = Sequence()
     ds.PerformedProcedureCodeSequence = Sequence()
     template = Dataset()

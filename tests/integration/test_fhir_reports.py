@@ -97,6 +97,7 @@ async def test_an_available_report_is_an_included_diagnostic_report_pointing_to_
     assert [ref.reference for ref in report.imagingStudy] == [f"ImagingStudy/{STUDY.study_uid}"]
     assert "No acute findings." in report.conclusion
     assert report.resultsInterpreter[0].display == "House Gregory"
+    assert report.status == "final"  # a COMPLETE and VERIFIED SR
     assert report.subject.identifier.value == PATIENT.patient_id
     assert [read.status_code for read in reads] == [200, 200]
     assert [read.json() for read in reads] == [entry["resource"] for entry in response.json()["entry"]]

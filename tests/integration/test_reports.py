@@ -17,7 +17,17 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from dev_app import dev_app
-from peers.reportdata import AUTHOR, FINDING, IMPRESSION, PDF_BYTES, PDF_STUDY, PLAIN_STUDY, SR_STUDY
+from peers.dicomdata import UID_ROOT, SeedPatient, SeedStudy, make_instance
+from peers.reportdata import (
+    AUTHOR,
+    FINDING,
+    IMPRESSION,
+    PDF_BYTES,
+    PDF_STUDY,
+    PLAIN_STUDY,
+    SR_STUDY,
+    sr_document,
+)
 from report_fixtures import dcmqrscp_reports, orthanc_no_get, orthanc_reports, report_files
 
 from connectors import ConnectorContext, DicomwebConnector, DimseConnector
@@ -25,7 +35,7 @@ from connectors.base import Connector
 from connectors.dicomweb_settings import DicomwebSourceSettings
 from connectors.dimse_settings import DimseSourceSettings
 from federation.models import Deadline
-from federation.reports import ReportStatus, StudyRef
+from federation.reports import ReportCompletion, ReportStatus, ReportVerification, StudyRef
 from federation.settings import settings_from_mapping
 
 __all__ = ["dcmqrscp_reports", "orthanc_no_get", "orthanc_reports", "report_files"]
@@ -61,6 +71,11 @@ async def _read_all(connector: Connector) -> None:
         assert sr.status is ReportStatus.AVAILABLE, sr.error
         assert sr.text == EXPECTED_TEXT
         assert (sr.author, sr.date, sr.mime_type, sr.document) == (AUTHOR, dt.date(2024, 1, 6), None, None)
+        assert (sr.completion, sr.verification, sr.verified_by) == (
+            ReportCompletion.COMPLETE,
+            ReportVerification.VERIFIED,
+            AUTHOR,
+        )
 
         study = StudyRef(study_instance_uid=PDF_STUDY.study_uid)
         pdf = await connector.fetch_report(study, Deadline.after(20))
@@ -90,6 +105,38 @@ async def test_dimse_reads_the_sr_and_the_pdf_from_orthanc_with_c_get(orthanc_re
 
 async def test_dimse_reads_the_sr_and_the_pdf_from_dcmqrscp_with_c_get(dcmqrscp_reports: Any) -> None:
     await _read_all(_dimse(dcmqrscp_reports))
+
+
+PRELIMINARY_PATIENT = SeedPatient("RPT-002", "Voorlopig^Vera", "19800405", "F", "ISO_IR 192")
+PRELIMINARY_STUDY = SeedStudy(
+    UID_ROOT + "9.4", "20240401", "031500", "CT", "CT hersenen", "ACC-R4", 1, 1, "RPT-PRELIM"
+)
+
+
+async def test_an_unverified_sr_reads_back_as_preliminary_over_dicomweb_and_dimse(
+    orthanc_reports: Any, tmp_path: Path
+) -> None:
+    """A night-time report not yet verified: UNVERIFIED, no verifier, through QIDO/WADO-RS and C-FIND/C-GET.
+
+    Another patient's study, added to this module's Orthanc: RPT-001's studies are unchanged.
+    """
+    image, sr = tmp_path / "image.dcm", tmp_path / "sr.dcm"
+    make_instance(PRELIMINARY_PATIENT, PRELIMINARY_STUDY, 1, 1).save_as(image, enforce_file_format=True)
+    sr_document(PRELIMINARY_PATIENT, PRELIMINARY_STUDY, verified=False).save_as(sr, enforce_file_format=True)
+    orthanc_reports.upload([image, sr])
+    study = StudyRef(study_instance_uid=PRELIMINARY_STUDY.study_uid)
+    for connector in (_dicomweb(orthanc_reports), _dimse(orthanc_reports)):
+        try:
+            answer = await connector.fetch_report(study, Deadline.after(20))
+        finally:
+            await connector.aclose()
+        assert answer.status is ReportStatus.AVAILABLE, answer.error
+        assert FINDING in (answer.text or "")
+        assert (answer.completion, answer.verification, answer.verified_by) == (
+            ReportCompletion.COMPLETE,
+            ReportVerification.UNVERIFIED,
+            None,
+        ), connector.id
 
 
 # Orthanc aborts a C-GET it does not allow right after its command PDU; when the abort lands before

@@ -220,7 +220,9 @@ def test_keyboard_only_search_timeline_and_report_and_the_language_switch(
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
     assert not serious_violations(page, js_clients)  # with a report open
     assert reported in {
-        "available",
+        "available — final (verified)",
+        "available — preliminary (not verified)",
+        "available — final or preliminary: not stated",
         "no report found",
         "these hospitals give no reports",
         "could not be read",
@@ -413,9 +415,9 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         "Report: not opened yet — none listed, open to check",
     ), words_before
     assert after == {**before, SR_STUDY.study_uid: "AVAILABLE"}, after  # opened: its real status
-    assert words_after == "Report: available", words_after
+    assert words_after == "Report: available — final (verified)", words_after  # a verified SR
     assert words_fr == (
-        "Compte rendu: disponible",
+        "Compte rendu: disponible — définitif (validé)",
         "Compte rendu: pas encore ouvert — aucun listé, ouvrir pour vérifier",
     ), words_fr
     auditor = {"authorization": f"Bearer {signer.token(subject='auditor', scopes=('audit:read',))}"}

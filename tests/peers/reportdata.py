@@ -41,8 +41,19 @@ def _concept(value: str, scheme: str, meaning: str) -> CodedConcept:
     return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
-def sr_document(patient: SeedPatient = REPORT_PATIENT, study: SeedStudy = SR_STUDY) -> Dataset:
-    """A Comprehensive SR (highdicom) reporting on the study's image: text, code, num, pname, date, uidref."""
+def sr_document(
+    patient: SeedPatient = REPORT_PATIENT,
+    study: SeedStudy = SR_STUDY,
+    *,
+    verified: bool = True,
+    complete: bool = True,
+    series: int = 90,
+) -> Dataset:
+    """A Comprehensive SR (highdicom) reporting on the study's image: text, code, num, pname, date, uidref.
+
+    ``verified=False``: VerificationFlag UNVERIFIED, no verifying observer; ``complete=False``:
+    CompletionFlag PARTIAL. ``series``: its series number, in its UIDs too.
+    """
     image = make_instance(patient, study, 1, 1)
     contains = RelationshipTypeValues.CONTAINS
     findings = hd.sr.ContainerContentItem(
@@ -95,16 +106,16 @@ def sr_document(patient: SeedPatient = REPORT_PATIENT, study: SeedStudy = SR_STU
     sr = hd.sr.ComprehensiveSR(
         evidence=[image],
         content=root,
-        series_instance_uid=study.study_uid + ".90",
-        series_number=90,
-        sop_instance_uid=study.study_uid + ".90.1",
+        series_instance_uid=f"{study.study_uid}.{series}",
+        series_number=series,
+        sop_instance_uid=f"{study.study_uid}.{series}.1",
         instance_number=1,
         manufacturer="pacsfed",
-        is_complete=True,
-        is_final=True,
-        is_verified=True,
-        verifying_observer_name=AUTHOR,
-        verifying_organization="pacsfed test hospital",
+        is_complete=complete,
+        is_final=verified and complete,
+        is_verified=verified,
+        verifying_observer_name=AUTHOR if verified else None,
+        verifying_organization="pacsfed test hospital" if verified else None,
     )
     sr.SpecificCharacterSet = "ISO_IR 192"
     sr.ContentDate = "20240106"

@@ -11,10 +11,15 @@ from asgi_lifespan import LifespanManager
 from federation.settings import settings_from_mapping
 from pacsfed.app import create_app
 from pacsfed.demo import DEMO_PATIENTS, DEMO_SOURCES, demo_reports, start_demo_hospitals
+from pacsfed.demo.patients import study_uid
 from pacsfed.demo.signer import DemoSigner
 
+PRELIMINARY = study_uid(5, 1)
+"""DEMO-005's head CT: the demo's one unverified (preliminary) SR, from the DICOMweb hospital."""
+
 QUERY = """query($id: String!) { patientHistory(patient: {id: $id}) {
-  exams { studyInstanceUid modalities report { status error text author mimeType url source { id } } } } }"""
+  exams { studyInstanceUid modalities report { status error text author mimeType url source { id }
+    completion verification verifiedBy } } } }"""
 
 
 async def test_every_demo_report_reads_available_and_every_other_exam_says_not_found(tmp_path: Path) -> None:
@@ -64,11 +69,19 @@ async def test_every_demo_report_reads_available_and_every_other_exam_says_not_f
                         assert report["text"].startswith("Diagnostic imaging report\n"), report
                         assert "  Impressions\n    Impression: " in report["text"]
                         assert report["author"]
+                        verified = uid != PRELIMINARY
+                        assert (report["completion"], report["verification"], report["verifiedBy"]) == (
+                            "COMPLETE",
+                            "VERIFIED" if verified else "UNVERIFIED",
+                            report["author"] if verified else None,
+                        ), uid
                     else:  # the PDF, fetched again from the DICOMweb hospital by WADO-RS
                         assert report["mimeType"] == "application/pdf"
+                        assert (report["completion"], report["verification"]) == (None, None)
                         document = await client.get(report["url"])
                         assert document.status_code == 200, document.text
                         assert document.content.startswith(b"%PDF-1.4") and document.content.endswith(
                             b"%%EOF\n"
                         )
     assert {source for source, _ in reported.values()} == {s.id for s in DEMO_SOURCES}
+    assert reported[PRELIMINARY][1] == "SR"

@@ -19,13 +19,14 @@ from federation.models import (
     SourceOutcome,
     SourceStatus,
 )
-from federation.reports import PDF, Report, ReportStatus
+from federation.reports import PDF, Report, ReportCompletion, ReportStatus, ReportVerification
 from web.fhir.resources import (
     DCM,
     Identifier,
     bundle,
     capability_statement,
     diagnostic_report,
+    diagnostic_report_status,
     imaging_study,
     incompleteness,
     report_issue,
@@ -139,6 +140,10 @@ TEXT = Report(
     author="House^Gregory",
     date=dt.date(2024, 1, 6),
     source=A,
+    completion=ReportCompletion.COMPLETE,
+    verification=ReportVerification.VERIFIED,
+    verified_by="House^Gregory",
+    verified_at=dt.datetime(2024, 1, 6, 12, 0),
 )
 PDF_REPORT = Report(
     status=ReportStatus.AVAILABLE, mime_type=PDF, url_path="/reports/abc", title="Report", source=C
@@ -161,6 +166,40 @@ def test_a_report_is_an_included_diagnostic_report_pointing_back_to_its_study(re
     else:
         assert resource.resultsInterpreter[0].display == "House Gregory"
         assert str(resource.effectiveDateTime) == "2024-01-06"
+
+
+COMPLETE, PARTIAL = ReportCompletion.COMPLETE, ReportCompletion.PARTIAL
+VERIFIED, UNVERIFIED = ReportVerification.VERIFIED, ReportVerification.UNVERIFIED
+
+
+@pytest.mark.parametrize(
+    ("completion", "verification", "status"),
+    [
+        (COMPLETE, VERIFIED, "final"),
+        (COMPLETE, UNVERIFIED, "preliminary"),
+        (PARTIAL, VERIFIED, "partial"),
+        (PARTIAL, UNVERIFIED, "partial"),
+        (PARTIAL, None, "partial"),
+        (None, UNVERIFIED, "preliminary"),
+        (None, None, "unknown"),  # a document, or an SR that does not say
+        (COMPLETE, None, "unknown"),
+        (None, VERIFIED, "unknown"),
+    ],
+)
+def test_a_report_is_final_only_when_its_sr_says_complete_and_verified(
+    completion: ReportCompletion | None, verification: ReportVerification | None, status: str
+) -> None:
+    report = TEXT.model_copy(update={"completion": completion, "verification": verification})
+    assert diagnostic_report_status(report) == status
+    resource = DiagnosticReport.model_validate(
+        diagnostic_report(EXAM, report, SUBJECT, "http://pacsfed.test/")
+    )
+    assert resource.status == status
+
+
+def test_a_pdf_report_has_no_flags_and_is_unknown_not_final() -> None:
+    resource = DiagnosticReport.model_validate(diagnostic_report(EXAM, PDF_REPORT, SUBJECT, "http://x.test/"))
+    assert resource.status == "unknown"
 
 
 def test_a_report_a_source_failed_to_give_is_a_warning_without_patient_data() -> None:

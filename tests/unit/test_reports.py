@@ -18,7 +18,16 @@ from federation.engine.engine import FederationEngine
 from federation.engine.request import HistoryRequest
 from federation.errors import AccessError, AuditUnavailable, SourceUnreachable
 from federation.models import Deadline, PatientQuery
-from federation.reports import PDF, ReportAnswer, ReportDocument, ReportInstance, ReportStatus, StudyRef
+from federation.reports import (
+    PDF,
+    ReportAnswer,
+    ReportCompletion,
+    ReportDocument,
+    ReportInstance,
+    ReportStatus,
+    ReportVerification,
+    StudyRef,
+)
 from federation.service import HistoryService
 from federation.settings import ReportSettings
 from federation.settings_security import ShareSettings
@@ -247,6 +256,62 @@ async def test_graphql_asks_for_reports_only_when_the_field_is_selected() -> Non
     assert reports["1.9"]["mimeType"] == PDF
     assert reports["1.9"]["url"].startswith("http://pacsfed.test/reports/")
     assert len(_reads(audit)) == 4  # access and outcome, per exam
+
+
+STATUS_FIELDS = "report { status completion verification verifiedBy verifiedAt }"
+
+
+async def test_graphql_says_whether_a_report_is_complete_and_verified_and_by_whom() -> None:
+    verified = _text("A^A").model_copy(
+        update={
+            "completion": ReportCompletion.COMPLETE,
+            "verification": ReportVerification.VERIFIED,
+            "verified_by": "A^A",
+            "verified_at": dt.datetime(2024, 1, 6, 12, 30),
+        }
+    )
+    preliminary = _text("B^B").model_copy(
+        update={"completion": ReportCompletion.COMPLETE, "verification": ReportVerification.UNVERIFIED}
+    )
+    partial = _text("C^C").model_copy(
+        update={"completion": ReportCompletion.PARTIAL, "verification": ReportVerification.UNVERIFIED}
+    )
+    a = Reporting(
+        "hosp-a",
+        ["1.1", "1.2", "1.3", "1.9"],
+        {"1.1": verified, "1.2": preliminary, "1.3": partial, "1.9": PDF_ANSWER},
+    )
+    reports = await _graphql(_service(ListAuditTrail(), a), STATUS_FIELDS)
+    assert reports == {
+        "1.1": {
+            "status": "AVAILABLE",
+            "completion": "COMPLETE",
+            "verification": "VERIFIED",
+            "verifiedBy": "A^A",
+            "verifiedAt": "2024-01-06T12:30:00",
+        },
+        "1.2": {
+            "status": "AVAILABLE",
+            "completion": "COMPLETE",
+            "verification": "UNVERIFIED",
+            "verifiedBy": None,
+            "verifiedAt": None,
+        },
+        "1.3": {
+            "status": "AVAILABLE",
+            "completion": "PARTIAL",
+            "verification": "UNVERIFIED",
+            "verifiedBy": None,
+            "verifiedAt": None,
+        },
+        "1.9": {
+            "status": "AVAILABLE",
+            "completion": None,
+            "verification": None,
+            "verifiedBy": None,
+            "verifiedAt": None,
+        },
+    }
 
 
 async def test_break_the_glass_reads_a_report_only_within_an_open_window_and_is_flagged() -> None:

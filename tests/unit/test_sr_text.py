@@ -6,12 +6,13 @@ import datetime as dt
 
 import pytest
 from peers.reportdata import AUTHOR, FINDING, PDF_BYTES, PDF_TITLE, pdf_document, sr_document
+from pydicom import config
 from pydicom.dataset import Dataset
 
 from connectors.dicomweb_reports import first_part
 from connectors.sr_text import answer_from_dataset, document_from_dataset, render_content_tree
 from federation.errors import SourceProtocolError
-from federation.reports import PDF, ReportStatus
+from federation.reports import PDF, ReportCompletion, ReportStatus, ReportVerification
 
 
 def _item(kind: str, meaning: str, **values: object) -> Dataset:
@@ -106,3 +107,77 @@ def test_the_first_part_of_a_multipart_answer_is_the_instance() -> None:
         first_part(body, "multipart/related")
     with pytest.raises(SourceProtocolError):
         first_part(b"--b1\r\n\r\ncut", "multipart/related; boundary=b1")
+
+
+def test_a_verified_complete_sr_says_so_and_names_its_verifier() -> None:
+    answer = answer_from_dataset(sr_document())
+    assert (answer.completion, answer.verification) == (
+        ReportCompletion.COMPLETE,
+        ReportVerification.VERIFIED,
+    )
+    assert answer.verified_by == AUTHOR
+    assert answer.verified_at is not None
+
+
+def test_an_unverified_partial_sr_says_so_and_names_no_verifier() -> None:
+    sr = sr_document(verified=False, complete=False)
+    assert (sr.CompletionFlag, sr.VerificationFlag) == ("PARTIAL", "UNVERIFIED")
+    answer = answer_from_dataset(sr)
+    assert (answer.completion, answer.verification) == (
+        ReportCompletion.PARTIAL,
+        ReportVerification.UNVERIFIED,
+    )
+    assert (answer.verified_by, answer.verified_at) == (None, None)
+    assert answer.text is not None and FINDING in answer.text
+
+
+def _as_sent(dataset: Dataset, keyword: str, value: str | None) -> None:
+    """Set a value as a non-conformant peer may send it (pydicom would warn), or remove it (None)."""
+    if keyword in dataset:
+        delattr(dataset, keyword)
+    if value is not None:
+        with config.disable_value_validation():
+            setattr(dataset, keyword, value)
+
+
+@pytest.mark.parametrize("value", [None, "", "FINAL", "maybe"])
+def test_a_flag_that_is_absent_or_not_a_defined_term_is_not_said(value: str | None) -> None:
+    sr = sr_document()
+    for keyword in ("CompletionFlag", "VerificationFlag"):
+        _as_sent(sr, keyword, value)
+    with config.disable_value_validation():
+        answer = answer_from_dataset(sr)
+    assert (answer.completion, answer.verification, answer.verified_by) == (None, None, None)
+
+
+def test_flags_are_read_trimmed_and_in_any_case() -> None:
+    sr = sr_document()
+    _as_sent(sr, "CompletionFlag", " complete")
+    _as_sent(sr, "VerificationFlag", "verified ")
+    with config.disable_value_validation():
+        answer = answer_from_dataset(sr)
+    assert (answer.completion, answer.verification) == (
+        ReportCompletion.COMPLETE,
+        ReportVerification.VERIFIED,
+    )
+
+
+def test_the_latest_verifier_is_the_one_named() -> None:
+    sr = sr_document()
+    first, second, unnamed = Dataset(), Dataset(), Dataset()
+    first.VerifyingObserverName, first.VerificationDateTime = "First^Fay", "20240106120000"
+    second.VerifyingObserverName, second.VerificationDateTime = "Second^Sam", "20240107083000.5+0100"
+    unnamed.VerifyingObserverName, unnamed.VerificationDateTime = "", "20250101000000"
+    sr.VerifyingObserverSequence = [first, second, unnamed]
+    answer = answer_from_dataset(sr)
+    assert (answer.verified_by, answer.verified_at) == ("Second^Sam", dt.datetime(2024, 1, 7, 8, 30))
+    _as_sent(second, "VerificationDateTime", "garbage")
+    with config.disable_value_validation():
+        assert answer_from_dataset(sr).verified_by == "First^Fay"
+
+
+def test_a_document_has_no_completion_or_verification() -> None:
+    ds = pdf_document()
+    assert "VerificationFlag" not in ds and "CompletionFlag" not in ds  # the Encapsulated PDF IOD has neither
+    answer = answer_from_dataset(ds)
+    assert (answer.completion, answer.verification, answer.verified_by, answer.verified_at) == (None,) * 4

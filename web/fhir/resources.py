@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from federation.models import Exam, PatientHistory, SourceOutcome, SourceStatus
-from federation.reports import Report, ReportStatus
+from federation.reports import Report, ReportCompletion, ReportStatus, ReportVerification
 
 __all__ = [
     "DCM",
@@ -36,6 +36,7 @@ __all__ = [
     "Identifier",
     "bundle",
     "diagnostic_report",
+    "diagnostic_report_status",
     "imaging_study",
     "operation_outcome",
     "outcome_issue",
@@ -163,8 +164,27 @@ def imaging_study(exam: Exam, subject: Identifier | None) -> JSON:
     return study
 
 
+def diagnostic_report_status(report: Report) -> str:
+    """R4 ``DiagnosticReport.status`` from the SR's flags (PS3.3 C.17.2): ``final`` only when it says so.
+
+    PARTIAL → ``partial``; COMPLETE and VERIFIED → ``final``; UNVERIFIED → ``preliminary``;
+    anything else (a document, which has no flags, or an SR that omits them) → ``unknown``, an R4
+    code for exactly this ("the authoring system does not know which of the status values currently
+    applies"): an EHR must not take a report nobody said was signed for a final one.
+    """
+    if report.completion is ReportCompletion.PARTIAL:
+        return "partial"
+    if report.verification is ReportVerification.UNVERIFIED:
+        return "preliminary"
+    if report.completion is ReportCompletion.COMPLETE and report.verification is ReportVerification.VERIFIED:
+        return "final"
+    return "unknown"
+
+
 def diagnostic_report(exam: Exam, report: Report, subject: Identifier | None, server: str) -> JSON:
     """An exam's available report as an R4 DiagnosticReport whose ``imagingStudy`` points back to it.
+
+    Its ``status`` is :func:`diagnostic_report_status` (``final`` only for a complete, verified SR).
 
     Text reports are the ``conclusion``; a document (a PDF) is a ``presentedForm`` link served
     through pacsfed (``server`` + its path; the same credential opens it, for a short while).
@@ -172,7 +192,7 @@ def diagnostic_report(exam: Exam, report: Report, subject: Identifier | None, se
     resource: JSON = {
         "resourceType": "DiagnosticReport",
         "id": study_id(exam.study_instance_uid),
-        "status": "final",
+        "status": diagnostic_report_status(report),
         "category": [{"coding": [{"system": V2_0074, "code": "RAD"}]}],
         "code": {"text": report.title or exam.description or "Imaging report"},
         "subject": _subject(subject),

@@ -17,7 +17,7 @@ const HISTORY_QUERY = `query($patient: PatientInput!, $candidates: Boolean, $rea
   patientHistory(patient: $patient, includeCandidates: $candidates, reason: $reason) { ...H } } ${HISTORY}`;
 const REPORT = `query($patient: PatientInput!, $uid: ID!, $sources: [ID!], $reason: String) {
   examReport(patient: $patient, studyInstanceUid: $uid, sources: $sources, reason: $reason) {
-    status text author date title url error } }`;
+    status text author date title url error completion verification verifiedBy verifiedAt } }`;
 const SHARE = `mutation($patient: PatientInput!, $studies: [ID!], $ttl: Int, $once: Boolean) {
   createShareCode(patient: $patient, studies: $studies, ttlSeconds: $ttl, singleUse: $once) { code expiresAt url qrSvg singleUse } }`;
 const FAILED = new Set(["TIMEOUT", "UNREACHABLE", "ERROR", "SKIPPED", "NOT_CACHED", "UNSUPPORTED", "BUSY"]);
@@ -156,10 +156,28 @@ function periodStart() {
   return start.toISOString().slice(0, 10);
 }
 
+function finality(report) {
+  // Whether an available report is final, from the SR's own flags (DiagnosticReport.status in FHIR):
+  // final only when COMPLETE and VERIFIED; a PDF, or an SR that omits them, says nothing: never "final".
+  if (report.status !== "AVAILABLE") return null;
+  const words = [];
+  if (report.completion === "PARTIAL") words.push(t("report.partial"));
+  if (report.verification === "UNVERIFIED") words.push(t("report.preliminary"));
+  if (report.completion === "PARTIAL") return ["PARTIAL", words.join(", ")];
+  if (report.verification === "UNVERIFIED") return ["PRELIMINARY", words.join(", ")];
+  if (report.completion === "COMPLETE" && report.verification === "VERIFIED") return ["FINAL", t("report.final")];
+  return ["UNKNOWN", t("report.finalityUnknown")];
+}
+
+function reportWords(report) {
+  const final = finality(report);
+  return t("report." + report.status) + (final ? " — " + final[1] : "");
+}
+
 function reportState(exam) {
   // Before opening: what the search says (no report read); after: the report's own status.
   const uid = exam.studyInstanceUid, report = state.reports.get(uid);
-  if (report) return [report.status, t("report." + report.status)];
+  if (report) return [report.status, reportWords(report), finality(report)?.[0]];
   if (state.open.has(uid)) return ["LOADING", t("report.loading")];
   return [exam.reportAvailability, t("availability." + exam.reportAvailability)];
 }
@@ -168,9 +186,11 @@ function reportPanel(exam) {
   const report = state.reports.get(exam.studyInstanceUid);
   const panel = el("div", { class: "report", id: "report-" + exam.studyInstanceUid, role: "region", "aria-label": t("exam.report") });
   if (!report) return panel.append(t("report.loading")), panel;
-  panel.append(el("p", { class: "report-status" }, t("report." + report.status)));
+  const final = finality(report);
+  panel.append(el("p", { class: "report-status" + (final && final[0] !== "FINAL" ? " not-final" : ""), "data-finality": final?.[0] }, reportWords(report)));
   if (report.title) panel.append(el("h5", {}, report.title));
   if (report.author || report.date) panel.append(el("p", { class: "muted" }, t("report.by", { author: report.author || "?", date: formatDate(report.date) })));
+  if (report.verifiedBy) panel.append(el("p", { class: "muted" }, t("report.verifiedBy", { name: report.verifiedBy, date: report.verifiedAt ? formatDateTime(report.verifiedAt) : "?" })));
   if (report.text) panel.append(el("pre", { tabindex: "0" }, report.text));
   if (report.url) panel.append(el("a", { href: report.url, target: "_blank", rel: "noopener" }, t("report.document")));
   return panel;
@@ -194,7 +214,7 @@ function examItem(exam) {
       el("span", { class: "description" }, exam.description || "—")),
     el("div", { class: "exam-meta" },
       el("span", {}, plural("exam.hospitals", held.length), ": ", held.join(", ")), " · ",
-      el("span", { class: "report-state", "data-report": report[0] }, t("exam.reportStatus"), ": ", report[1])),
+      el("span", { class: "report-state" + (report[2] && report[2] !== "FINAL" ? " not-final" : ""), "data-report": report[0], "data-finality": report[2] }, t("exam.reportStatus"), ": ", report[1])),
     el("div", { class: "actions" },
       el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),
         onchange: (event) => { if (event.target.checked) state.picked.add(uid); else state.picked.delete(uid); renderShare(); } }),
