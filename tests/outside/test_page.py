@@ -280,6 +280,52 @@ def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
 
 
+OPENED_DOCUMENT = """() => ({ type: document.contentType, scheme: location.protocol })"""
+"""What the new tab shows: the PDF's media type and its blob: URL (the token is in no URL)."""
+
+
+def open_report_document(page: Page, exam: Any, screenshot: Path | None = None) -> dict[str, str]:
+    """Opens the exam's report, then its document from the report panel: what the new tab shows.
+
+    Chromium's own PDF viewer renders it (the screenshot, kept as an artifact, shows the page).
+    """
+    exam.locator("button", has_text="Report").click()
+    link = exam.locator("a.report-document")
+    link.wait_for(timeout=60_000)
+    with page.context.expect_page(timeout=30_000) as opened:
+        link.click()
+    tab = opened.value
+    tab.wait_for_function("() => document.contentType === 'application/pdf'", timeout=30_000)
+    shown: dict[str, str] = tab.evaluate(OPENED_DOCUMENT)
+    if screenshot is not None:
+        tab.wait_for_timeout(1_000)  # the viewer draws the first page
+        tab.screenshot(path=str(screenshot))
+    tab.close()
+    return shown
+
+
+def test_the_demo_s_page_opens_a_pdf_report_document_in_a_new_tab(
+    pacsfed_server: Callable[..., Any], artifacts: Path
+) -> None:
+    # /reports/<id> wants the page's authorization: a plain link opened it without (401).
+    demo = pacsfed_server(demo=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.goto(demo.url + "/")
+            page.fill("input[name=patientId]", "DEMO-001")
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            exam = page.locator(".exam", has_text="Echografie abdomen").first
+            shown = open_report_document(page, exam, artifacts / "report-document.png")
+            errors = page.locator(".document-error").all_inner_texts()
+        finally:
+            browser.close()
+    assert shown == {"type": "application/pdf", "scheme": "blob:"}, shown
+    assert not any(errors), errors
+
+
 REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { studies } }"
 
 
@@ -394,6 +440,16 @@ def test_opening_one_report_reads_and_audits_that_report_only(
             others = page.locator(".exam .report").count()
             after = page.evaluate(REPORT_STATES)
             words_after = exam.locator(".report-state").inner_text()
+            pdf = page.locator(f'.exam[data-uid="{PDF_STUDY.study_uid}"]')
+            shown = open_report_document(page, pdf)
+            # Signed out since: the document is refused (401) and the page says so, in words.
+            page.evaluate("() => { window.pacsfedAuth.token = async () => null; }")
+            with page.context.expect_page(timeout=30_000) as blank:
+                pdf.locator("a.report-document").click()
+            pdf.locator(".document-error").wait_for(timeout=30_000)
+            refused = pdf.locator(".document-error").inner_text()
+            page.wait_for_timeout(500)
+            closed = blank.value.is_closed()  # the tab opened at the click is closed again
             page.select_option("#lang", "fr")
             words_fr = (
                 exam.locator(".report-state").inner_text(),
@@ -402,6 +458,9 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         finally:
             browser.close()
     assert FINDING in text and others == 1
+    assert shown == {"type": "application/pdf", "scheme": "blob:"}, shown
+    assert refused.startswith("The report document could not be opened: you are not signed in"), refused
+    assert closed
     # The SR and PDF studies list a report series (SR, DOC): likely; the plain CT study: unknown.
     assert before == {
         SR_STUDY.study_uid: "LIKELY",
@@ -425,7 +484,8 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         for e in events["data"]["auditEvents"]
         if e["action"] == "REPORT_READ"
     }
-    assert read == {SR_STUDY.study_uid}, events  # the patient has three exams: one report was read
+    # The patient has three exams: the two reports opened were read, the plain CT's was not.
+    assert read == {SR_STUDY.study_uid, PDF_STUDY.study_uid}, events
 
 
 def _study_json(uid: str, name: str, birth: str, sex: str | None) -> bytes:
