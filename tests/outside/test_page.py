@@ -326,6 +326,52 @@ def test_the_demo_s_page_opens_a_pdf_report_document_in_a_new_tab(
     assert not any(errors), errors
 
 
+def test_a_name_search_with_possible_matches_says_so_and_a_match_opens_that_patient_s_history(
+    pacsfed_server: Callable[..., Any], artifacts: Path
+) -> None:
+    # The demo's exams are filed under DEMO-001, not under the name: "No exam found" above the
+    # exact patient stopped a reader; each possible match now opens its patient's history by ID.
+    demo = pacsfed_server(demo=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.goto(demo.url + "/")
+            page.fill("input[name=familyName]", "Müller")
+            page.fill("input[name=givenName]", "Anna")
+            page.fill("input[name=birthDate]", "1967-03-12")
+            page.press("input[name=familyName]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            page.locator("#candidates .candidate").first.wait_for(timeout=30_000)
+            empty = page.inner_text("#timeline")
+            matches = page.locator("#candidates .candidate").count()
+            page.screenshot(path=str(artifacts / "name-search.png"), full_page=True)
+            page.select_option("#lang", "fr")
+            empty_fr = page.inner_text("#timeline")
+            button_fr = set(page.locator("#candidates .open-candidate").all_inner_texts())
+            page.select_option("#lang", "en")
+            page.locator("#candidates .open-candidate").first.click()
+            page.locator(".exam").first.wait_for(timeout=60_000)
+            page.wait_for_function(SETTLED, timeout=60_000)
+            searched = (page.input_value("input[name=patientId]"), page.input_value("input[name=issuer]"))
+            name_left = page.input_value("input[name=familyName]")
+            exams = page.locator(".exam").count()
+            patient = page.locator("#patient-list .variant").all_inner_texts()
+        finally:
+            browser.close()
+    assert matches == 3, matches
+    assert empty == (
+        "No exam is filed under these details as such; 3 possible matches below — verify before opening one."
+    ), empty
+    assert searched == ("DEMO-001", "PACSFED-DEMO") and not name_left, (searched, name_left)
+    assert exams == 6, exams  # DEMO-001's exams at the three hospitals
+    assert [line.split(" — ")[0] for line in patient] == ["Müller, Anna · born 12 Mar 1967 · female"], patient
+    assert empty_fr.startswith("Aucun examen n'est classé tel quel sous ces données ; 3 correspondances"), (
+        empty_fr
+    )
+    assert button_fr == {"Ouvrir l'historique de ce patient"}, button_fr
+
+
 REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { studies } }"
 
 

@@ -262,7 +262,11 @@ function renderTimeline() {
   const focused = document.activeElement?.closest?.(".exam")?.dataset.uid;
   const groups = [...years].map(([year, list]) => el("section", { class: "year" },
     el("h4", {}, year), el("ol", { class: "exams" }, list.map(examItem))));
-  if (!groups.length && history && !state.running) groups.push(el("p", {}, t("timeline.empty")));
+  if (!groups.length && history && !state.running) {
+    // Possible matches below are not "nothing found": say so, or a tired reader stops here.
+    const candidates = history.candidates?.length || 0;
+    groups.push(el("p", { class: "timeline-empty" }, candidates ? plural("timeline.emptyWithCandidates", candidates) : t("timeline.empty")));
+  }
   $("timeline").replaceChildren(...groups);
   if (focused) document.querySelector(`.exam[data-uid="${CSS.escape(focused)}"]`)?.focus();
   const all = [...new Set((history?.exams || []).flatMap((e) => e.modalities))].sort();
@@ -335,7 +339,18 @@ function renderCandidates() {
     el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), ": ",
       c.reasons.map((r) => t("reason." + r)).join(", ")),
     el("ul", {}, c.exams.map((e) => el("li", {},
-      [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))))));
+      [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))),
+    el("button", { type: "button", class: "open-candidate", onclick: () => openCandidate(c) }, t("candidates.open")))));
+}
+
+function openCandidate(candidate) {
+  // The ID search for this record, as the ID form would run it (the form shows what was searched).
+  const form = $("search");
+  for (const name of ["nationalId", "familyName", "givenName", "birthDate"]) form.elements[name].value = "";
+  form.elements.patientId.value = candidate.patientId;
+  form.elements.issuer.value = candidate.issuerOfPatientId || "";
+  form.requestSubmit();
+  $("results").scrollIntoView();
 }
 
 function renderShare() {
