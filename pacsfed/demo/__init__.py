@@ -12,6 +12,7 @@ from typing import Any
 
 from pacsfed.demo.dimse_peer import SimulatedDimsePacs
 from pacsfed.demo.patients import (
+    DEMO_ISSUER,
     DEMO_PATIENTS,
     DEMO_SOURCES,
     DEMO_UID_ROOT,
@@ -43,7 +44,13 @@ class DemoHospitals:
         """One pacsfed source entry (the ``sources:`` list of the settings) per hospital."""
         config: list[dict[str, Any]] = []
         for source in DEMO_SOURCES:
-            entry: dict[str, Any] = {"id": source.id, "name": source.name, "kind": source.kind}
+            # The issuer their records carry: an ID search with it (a possible match's) asks them.
+            entry: dict[str, Any] = {
+                "id": source.id,
+                "name": source.name,
+                "kind": source.kind,
+                "issuer": DEMO_ISSUER,
+            }
             if source.kind == "dimse":
                 peer = self.dimse[source.id]
                 entry |= {

@@ -282,6 +282,98 @@ def test_the_demo_s_page_is_signed_in_and_marks_answers_from_the_cache(
     assert all(urlsplit(url).netloc == ours for url in requested if not url.startswith("data:")), requested
 
 
+OPENED_DOCUMENT = """() => ({ type: document.contentType, scheme: location.protocol })"""
+"""What the new tab shows: the PDF's media type and its blob: URL (the token is in no URL)."""
+
+
+def open_report_document(page: Page, exam: Any, screenshot: Path | None = None) -> dict[str, str]:
+    """Opens the exam's report, then its document from the report panel: what the new tab shows.
+
+    Chromium's own PDF viewer renders it (the screenshot, kept as an artifact, shows the page).
+    """
+    exam.locator("button", has_text="Report").click()
+    link = exam.locator("a.report-document")
+    link.wait_for(timeout=60_000)
+    with page.context.expect_page(timeout=30_000) as opened:
+        link.click()
+    tab = opened.value
+    tab.wait_for_function("() => document.contentType === 'application/pdf'", timeout=30_000)
+    shown: dict[str, str] = tab.evaluate(OPENED_DOCUMENT)
+    if screenshot is not None:
+        tab.wait_for_timeout(1_000)  # the viewer draws the first page
+        tab.screenshot(path=str(screenshot))
+    tab.close()
+    return shown
+
+
+def test_the_demo_s_page_opens_a_pdf_report_document_in_a_new_tab(
+    pacsfed_server: Callable[..., Any], artifacts: Path
+) -> None:
+    # /reports/<id> wants the page's authorization: a plain link opened it without (401).
+    demo = pacsfed_server(demo=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.goto(demo.url + "/")
+            page.fill("input[name=patientId]", "DEMO-001")
+            page.press("input[name=patientId]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            exam = page.locator(".exam", has_text="Echografie abdomen").first
+            shown = open_report_document(page, exam, artifacts / "report-document.png")
+            errors = page.locator(".document-error").all_inner_texts()
+        finally:
+            browser.close()
+    assert shown == {"type": "application/pdf", "scheme": "blob:"}, shown
+    assert not any(errors), errors
+
+
+def test_a_name_search_with_possible_matches_says_so_and_a_match_opens_that_patient_s_history(
+    pacsfed_server: Callable[..., Any], artifacts: Path
+) -> None:
+    # The demo's exams are filed under DEMO-001, not under the name: "No exam found" above the
+    # exact patient stopped a reader; each possible match now opens its patient's history by ID.
+    demo = pacsfed_server(demo=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-GB")
+            page.goto(demo.url + "/")
+            page.fill("input[name=familyName]", "Müller")
+            page.fill("input[name=givenName]", "Anna")
+            page.fill("input[name=birthDate]", "1967-03-12")
+            page.press("input[name=familyName]", "Enter")
+            page.wait_for_function(SETTLED, timeout=60_000)
+            page.locator("#candidates .candidate").first.wait_for(timeout=30_000)
+            empty = page.inner_text("#timeline")
+            matches = page.locator("#candidates .candidate").count()
+            page.screenshot(path=str(artifacts / "name-search.png"), full_page=True)
+            page.select_option("#lang", "fr")
+            empty_fr = page.inner_text("#timeline")
+            button_fr = set(page.locator("#candidates .open-candidate").all_inner_texts())
+            page.select_option("#lang", "en")
+            page.locator("#candidates .open-candidate").first.click()
+            page.locator(".exam").first.wait_for(timeout=60_000)
+            page.wait_for_function(SETTLED, timeout=60_000)
+            searched = (page.input_value("input[name=patientId]"), page.input_value("input[name=issuer]"))
+            name_left = page.input_value("input[name=familyName]")
+            exams = page.locator(".exam").count()
+            patient = page.locator("#patient-list .variant").all_inner_texts()
+        finally:
+            browser.close()
+    assert matches == 3, matches
+    assert empty == (
+        "No exam is filed under these details as such; 3 possible matches below — verify before opening one."
+    ), empty
+    assert searched == ("DEMO-001", "PACSFED-DEMO") and not name_left, (searched, name_left)
+    assert exams == 6, exams  # DEMO-001's exams at the three hospitals
+    assert [line.split(" — ")[0] for line in patient] == ["Müller, Anna · born 12 Mar 1967 · female"], patient
+    assert empty_fr.startswith("Aucun examen n'est classé tel quel sous ces données ; 3 correspondances"), (
+        empty_fr
+    )
+    assert button_fr == {"Ouvrir l'historique de ce patient"}, button_fr
+
+
 REDEEM = "mutation($code: String!) { redeemShareCode(code: $code) { studies } }"
 
 
@@ -396,6 +488,16 @@ def test_opening_one_report_reads_and_audits_that_report_only(
             others = page.locator(".exam .report").count()
             after = page.evaluate(REPORT_STATES)
             words_after = exam.locator(".report-state").inner_text()
+            pdf = page.locator(f'.exam[data-uid="{PDF_STUDY.study_uid}"]')
+            shown = open_report_document(page, pdf)
+            # Signed out since: the document is refused (401) and the page says so, in words.
+            page.evaluate("() => { window.pacsfedAuth.token = async () => null; }")
+            with page.context.expect_page(timeout=30_000) as blank:
+                pdf.locator("a.report-document").click()
+            pdf.locator(".document-error").wait_for(timeout=30_000)
+            refused = pdf.locator(".document-error").inner_text()
+            page.wait_for_timeout(500)
+            closed = blank.value.is_closed()  # the tab opened at the click is closed again
             page.select_option("#lang", "fr")
             words_fr = (
                 exam.locator(".report-state").inner_text(),
@@ -404,6 +506,9 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         finally:
             browser.close()
     assert FINDING in text and others == 1
+    assert shown == {"type": "application/pdf", "scheme": "blob:"}, shown
+    assert refused.startswith("The report document could not be opened: you are not signed in"), refused
+    assert closed
     # The SR and PDF studies list a report series (SR, DOC): likely; the plain CT study: unknown.
     assert before == {
         SR_STUDY.study_uid: "LIKELY",
@@ -427,7 +532,8 @@ def test_opening_one_report_reads_and_audits_that_report_only(
         for e in events["data"]["auditEvents"]
         if e["action"] == "REPORT_READ"
     }
-    assert read == {SR_STUDY.study_uid}, events  # the patient has three exams: one report was read
+    # The patient has three exams: the two reports opened were read, the plain CT's was not.
+    assert read == {SR_STUDY.study_uid, PDF_STUDY.study_uid}, events
 
 
 def _study_json(uid: str, name: str, birth: str, sex: str | None) -> bytes:

@@ -192,8 +192,47 @@ function reportPanel(exam) {
   if (report.author || report.date) panel.append(el("p", { class: "muted" }, t("report.by", { author: report.author || "?", date: formatDate(report.date) })));
   if (report.verifiedBy) panel.append(el("p", { class: "muted" }, t("report.verifiedBy", { name: report.verifiedBy, date: report.verifiedAt ? formatDateTime(report.verifiedAt) : "?" })));
   if (report.text) panel.append(el("pre", { tabindex: "0" }, report.text));
-  if (report.url) panel.append(el("a", { href: report.url, target: "_blank", rel: "noopener" }, t("report.document")));
+  if (report.url) {
+    panel.append(el("a", { href: report.url, target: "_blank", rel: "noopener", class: "report-document",
+      onclick: (event) => openDocument(event, report.url, panel, exam.studyInstanceUid) }, t("report.document")));
+    panel.append(el("p", { class: "error document-error", role: "alert", hidden: true }));
+  }
   return panel;
+}
+
+const DOCUMENT_ERRORS = { 401: "document.unauthenticated", 403: "document.forbidden", 404: "document.expired" };
+const BLOB_LIFETIME_MS = 60_000;  // long enough for the new tab to load it; the bytes are not kept after
+
+async function openDocument(event, url, panel, uid) {
+  // /reports/<id> wants the page's own authorization (a plain link would open it without): the
+  // document is fetched with the token, then shown in a new tab from a blob: URL (no token in a URL).
+  event.preventDefault();
+  const box = panel.querySelector(".document-error");
+  box.hidden = true;
+  const tab = window.open("", "_blank");  // now, while the click allows a new tab; filled once fetched
+  if (tab) tab.opener = null;
+  let key = null, detail = "";
+  try {
+    const bearer = await token();
+    const response = await fetch(url, { headers: bearer ? { Authorization: "Bearer " + bearer } : {}, cache: "no-store", credentials: "same-origin" });
+    if (response.ok) {
+      const blob = await response.blob();
+      const href = URL.createObjectURL(blob);
+      setTimeout(() => URL.revokeObjectURL(href), BLOB_LIFETIME_MS);
+      if (tab) tab.location.href = href;
+      else window.open(href, "_blank", "noopener");  // the new tab was refused at the click: try again
+      return;
+    }
+    key = DOCUMENT_ERRORS[response.status] || "document.failed";
+    if (response.status === 404) state.reports.delete(uid);  // expired: the report is read again when reopened
+    detail = "HTTP " + response.status;
+  } catch (error) {
+    key = "document.network";
+    detail = String(error);
+  }
+  tab?.close();
+  box.textContent = t(key, { message: detail });
+  box.hidden = false;
 }
 
 function examItem(exam) {
@@ -243,7 +282,11 @@ function renderTimeline() {
   const focused = document.activeElement?.closest?.(".exam")?.dataset.uid;
   const groups = [...years].map(([year, list]) => el("section", { class: "year" },
     el("h4", {}, year), el("ol", { class: "exams" }, list.map(examItem))));
-  if (!groups.length && history && !state.running) groups.push(el("p", {}, t("timeline.empty")));
+  if (!groups.length && history && !state.running) {
+    // Possible matches below are not "nothing found": say so, or a tired reader stops here.
+    const candidates = history.candidates?.length || 0;
+    groups.push(el("p", { class: "timeline-empty" }, candidates ? plural("timeline.emptyWithCandidates", candidates) : t("timeline.empty")));
+  }
   $("timeline").replaceChildren(...groups);
   if (focused) document.querySelector(`.exam[data-uid="${CSS.escape(focused)}"]`)?.focus();
   const all = [...new Set((history?.exams || []).flatMap((e) => e.modalities))].sort();
@@ -316,7 +359,18 @@ function renderCandidates() {
     el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), ": ",
       c.reasons.map((r) => t("reason." + r)).join(", ")),
     el("ul", {}, c.exams.map((e) => el("li", {},
-      [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))))));
+      [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))),
+    el("button", { type: "button", class: "open-candidate", onclick: () => openCandidate(c) }, t("candidates.open")))));
+}
+
+function openCandidate(candidate) {
+  // The ID search for this record, as the ID form would run it (the form shows what was searched).
+  const form = $("search");
+  for (const name of ["nationalId", "familyName", "givenName", "birthDate"]) form.elements[name].value = "";
+  form.elements.patientId.value = candidate.patientId;
+  form.elements.issuer.value = candidate.issuerOfPatientId || "";
+  form.requestSubmit();
+  $("results").scrollIntoView();
 }
 
 function renderShare() {
