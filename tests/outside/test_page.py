@@ -522,8 +522,8 @@ def test_opening_one_report_reads_and_audits_that_report_only(
     assert after == {**before, SR_STUDY.study_uid: "AVAILABLE"}, after  # opened: its real status
     assert words_after == "Report: available — final (verified)", words_after  # a verified SR
     assert words_fr == (
-        "Compte rendu: disponible — définitif (validé)",
-        "Compte rendu: pas encore ouvert — aucun listé, ouvrir pour vérifier",
+        "Compte rendu\u00a0: disponible — définitif (validé)",  # French: a no-break space before the colon
+        "Compte rendu\u00a0: pas encore ouvert — aucun listé, ouvrir pour vérifier",
     ), words_fr
     auditor = {"authorization": f"Bearer {signer.token(subject='auditor', scopes=('audit:read',))}"}
     events = httpx.post(server.graphql_url, json={"query": AUDITED}, headers=auditor, timeout=30).json()

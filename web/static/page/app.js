@@ -123,7 +123,7 @@ function sourceLine(source, outcome) {
   const glyph = GLYPH[status] || "⚠";
   return el("li", { class: "source s-" + status.toLowerCase(), "data-source": source.id, "data-status": status },
     el("span", { class: "glyph", "aria-hidden": "true" }, glyph), " ",
-    el("strong", {}, source.name), ": ", el("span", { class: "status" }, words));
+    el("strong", {}, source.name), t("colon"), el("span", { class: "status" }, words));
 }
 
 function renderSources() {
@@ -188,9 +188,12 @@ function reportPanel(exam) {
   if (!report) return panel.append(t("report.loading")), panel;
   const final = finality(report);
   panel.append(el("p", { class: "report-status" + (final && final[0] !== "FINAL" ? " not-final" : ""), "data-finality": final?.[0] }, reportWords(report)));
-  if (report.title) panel.append(el("h5", {}, report.title));
-  if (report.author || report.date) panel.append(el("p", { class: "muted" }, t("report.by", { author: report.author || "?", date: formatDate(report.date) })));
-  if (report.verifiedBy) panel.append(el("p", { class: "muted" }, t("report.verifiedBy", { name: report.verifiedBy, date: report.verifiedAt ? formatDateTime(report.verifiedAt) : "?" })));
+  // An SR's rendered text starts with its title already: said once.
+  if (report.title && !(report.text || "").trimStart().startsWith(report.title)) panel.append(el("h5", {}, report.title));
+  // Names as people read them ("Moreau, Hélène"), not as DICOM stores them ("Moreau^Hélène"); no "?" for what is not known.
+  if (report.author) panel.append(el("p", { class: "muted" }, t(report.date ? "report.by" : "report.byUndated", { author: personName(report.author), date: formatDate(report.date) })));
+  else if (report.date) panel.append(el("p", { class: "muted" }, t("report.dated", { date: formatDate(report.date) })));
+  if (report.verifiedBy) panel.append(el("p", { class: "muted" }, t(report.verifiedAt ? "report.verifiedBy" : "report.verifiedByUndated", { name: personName(report.verifiedBy), date: report.verifiedAt ? formatDateTime(report.verifiedAt) : "" })));
   if (report.text) panel.append(el("pre", { tabindex: "0" }, report.text));
   if (report.url) {
     panel.append(el("a", { href: report.url, target: "_blank", rel: "noopener", class: "report-document",
@@ -252,8 +255,8 @@ function examItem(exam) {
       el("span", { class: "modality" }, exam.modalities.join(", ") || "?"),
       el("span", { class: "description" }, exam.description || "—")),
     el("div", { class: "exam-meta" },
-      el("span", {}, plural("exam.hospitals", held.length), ": ", held.join(", ")), " · ",
-      el("span", { class: "report-state" + (report[2] && report[2] !== "FINAL" ? " not-final" : ""), "data-report": report[0], "data-finality": report[2] }, t("exam.reportStatus"), ": ", report[1])),
+      el("span", {}, plural("exam.hospitals", held.length), t("colon"), held.join(", ")), " · ",
+      el("span", { class: "report-state" + (report[2] && report[2] !== "FINAL" ? " not-final" : ""), "data-report": report[0], "data-finality": report[2] }, t("exam.reportStatus"), t("colon"), report[1])),
     el("div", { class: "actions" },
       el("label", { class: "pick" }, el("input", { type: "checkbox", class: "share-pick", value: uid, checked: state.picked.has(uid),
         onchange: (event) => { if (event.target.checked) state.picked.add(uid); else state.picked.delete(uid); renderShare(); } }),
@@ -356,7 +359,7 @@ function renderCandidates() {
     el("p", {}, el("strong", { class: "verify" }, "⚠ " + t("candidates.mark")), " ",
       [personName(c.patientName), c.birthDate && formatDate(c.birthDate), sexWords(c.sex)].filter(Boolean).join(" · "),
       " — ", c.source.name, " ", [c.patientId, c.issuerOfPatientId].filter(Boolean).join(" / ")),
-    el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), ": ",
+    el("p", {}, t("candidates.score", { score: Math.round(c.score * 100) }), " — ", t("candidates.reasons"), t("colon"),
       c.reasons.map((r) => t("reason." + r)).join(", ")),
     el("ul", {}, c.exams.map((e) => el("li", {},
       [e.studyDate && formatDate(e.studyDate), e.modalities.join(", "), e.description].filter(Boolean).join(" · ")))),
